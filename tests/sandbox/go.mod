@@ -1,0 +1,3 @@
+module bgrun/sandbox
+
+go 1.26.8
