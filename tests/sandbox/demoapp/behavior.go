@@ -1,0 +1,74 @@
+package demoapp
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"time"
+)
+
+// Behavior is the misbehaviour injected into one app version. The sandbox
+// keeps one JSON object per image tag in the file named by
+// SANDBOX_BEHAVIORS; versions that are not in the file behave well.
+type Behavior struct {
+	CrashAfterS   float64  `json:"crash_after_s,omitempty"`
+	ExitCode      *int     `json:"exit_code,omitempty"`
+	ReadyAfterS   float64  `json:"ready_after_s,omitempty"`
+	NeverReady    bool     `json:"never_ready,omitempty"`
+	FailPaths     []string `json:"fail_paths,omitempty"`
+	ErrorLogsPerS float64  `json:"error_logs_per_s,omitempty"`
+	SlowMs        int      `json:"slow_ms,omitempty"`
+}
+
+// LoadBehavior reads the behaviours file and returns the entry for version.
+// A missing or empty file, or a version without an entry, is a
+// well-behaved app. A file that is not valid JSON is an error: a test
+// that meant to inject a fault must not silently get a healthy app.
+func LoadBehavior(path, version string) (Behavior, error) {
+	var b Behavior
+	if path == "" {
+		return b, nil
+	}
+	data, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return b, nil
+	}
+	if err != nil {
+		return b, fmt.Errorf("read behaviours file: %w", err)
+	}
+	if len(data) == 0 {
+		return b, nil
+	}
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(data, &all); err != nil {
+		return b, fmt.Errorf("behaviours file %s: %w", path, err)
+	}
+	raw, ok := all[version]
+	if !ok {
+		return b, nil
+	}
+	if err := json.Unmarshal(raw, &b); err != nil {
+		return b, fmt.Errorf("behaviours file %s, version %q: %w", path, version, err)
+	}
+	return b, nil
+}
+
+func (b Behavior) exitCode() int {
+	if b.ExitCode != nil {
+		return *b.ExitCode
+	}
+	return 1
+}
+
+func (b Behavior) fails(path string) bool {
+	for _, p := range b.FailPaths {
+		if p == path {
+			return true
+		}
+	}
+	return false
+}
+
+func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
