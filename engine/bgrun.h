@@ -1,0 +1,84 @@
+/* What the engine offers its native modules: structured errors, secrets,
+ * the dry-run flag, interrupts, JSON <-> Lua conversion and the embedded
+ * Lua sources. Each native module includes this and exports one luaopen_*. */
+#ifndef BGRUN_H
+#define BGRUN_H
+
+#include <stddef.h>
+
+#include <jansson.h>
+#include <lua.h>
+#include <lauxlib.h>
+
+#define BGRUN_VERSION "0.1.0"
+
+/* Exit codes: the contract in PRODUCT.md. */
+enum {
+	BGRUN_EXIT_OK = 0,
+	BGRUN_EXIT_FAILED = 1,
+	BGRUN_EXIT_USAGE = 2,
+	BGRUN_EXIT_COMPENSATION_FAILED = 3,
+	BGRUN_EXIT_INTERRUPTED = 130,
+};
+
+/* ---- structured errors (core.c) ----
+ * bgrun_error_new pushes a table {module=, op=, reason=, message=} carrying
+ * the "bgrun.error" metatable; the caller may add fields (code, details...)
+ * and then calls bgrun_error_throw. The message is redacted. reason may be
+ * NULL. Release every C resource before throwing. */
+void bgrun_error_new(lua_State *L, const char *module, const char *op,
+                     const char *reason, const char *fmt, ...)
+	__attribute__((format(printf, 5, 6)));
+int bgrun_error_throw(lua_State *L) __attribute__((noreturn));
+/* Sets t.code (integer) on the error table at the top of the stack. */
+void bgrun_error_set_int(lua_State *L, const char *field, lua_Integer v);
+void bgrun_error_set_str(lua_State *L, const char *field, const char *v);
+
+/* ---- interrupts (core.c) ----
+ * SIGINT/SIGTERM set a flag. Blocking C calls poll bgrun_interrupted() and
+ * raise bgrun_throw_interrupted() after releasing what they hold. */
+int bgrun_interrupted(void);
+int bgrun_throw_interrupted(lua_State *L, const char *module, const char *op)
+	__attribute__((noreturn));
+
+/* ---- dry run (core.c) ---- */
+int bgrun_dry_run(lua_State *L);
+
+/* ---- secrets and log output (mod_log.c) ---- */
+void bgrun_secret(lua_State *L, const char *value, size_t len);
+/* Pushes s with every registered secret masked. */
+void bgrun_push_redacted(lua_State *L, const char *s, size_t len);
+/* Logs through the log module (level "debug"|"info"|"warn"|"error").
+ * fields_idx is a table index or 0. Never raises for output errors. */
+void bgrun_log(lua_State *L, const char *level, const char *message, int fields_idx);
+
+/* ---- JSON <-> Lua (mod_json.c) ---- */
+/* Pushes the Lua value of j: objects and arrays become tables marked with
+ * the json.object / json.array metatables, null becomes json.null. */
+void bgrun_json_push(lua_State *L, const json_t *j);
+/* Converts the value at idx; NULL with a message in err on failure
+ * (cycle, non-string key, function value, NaN). Does not raise. */
+json_t *bgrun_json_from_lua(lua_State *L, int idx, char *err, size_t errlen);
+
+/* ---- embedded Lua sources (generated build/embedded.c) ---- */
+struct bgrun_embedded {
+	const char *name;    /* module name: file name without .lua */
+	const char *path;    /* source path in the repository, for messages */
+	const unsigned char *data;
+	size_t len;
+};
+extern const struct bgrun_embedded bgrun_embedded[];
+
+/* ---- module openers ---- */
+int luaopen_bgrun_core(lua_State *L);
+int luaopen_log(lua_State *L);
+int luaopen_json(lua_State *L);
+int luaopen_proc(lua_State *L);
+
+/* Installs every native module in package.preload and the searchers for
+ * overrides (playbook dir, BGRUN_PATH) and embedded sources. */
+void bgrun_open_all(lua_State *L, const char *override_path);
+/* Installs the SIGINT/SIGTERM handlers for this state. */
+void bgrun_install_signals(lua_State *L);
+
+#endif

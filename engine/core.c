@@ -1,0 +1,427 @@
+/* The engine's own services: structured errors, the interrupt flag, the
+ * dry-run flag, module lookup (overrides, embedded sources, Debian's paths),
+ * and the hidden "bgrun.core" module the prelude builds on. */
+#define _POSIX_C_SOURCE 200809L
+#include "bgrun.h"
+
+#include <errno.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <lualib.h>
+
+#define ERROR_MT "bgrun.error"
+#define DRY_RUN_KEY "bgrun.dry_run"
+
+/* Signal state is process-wide by nature: a handler can reach nothing else. */
+static volatile sig_atomic_t interrupted_flag;
+static volatile sig_atomic_t compensating_flag;
+static lua_State *signal_state;
+
+/* ---------------------------------------------------------------- errors */
+
+/* error:__tostring() -> "module: op: code reason: message" */
+static int error_tostring(lua_State *L)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	static const char *const parts[] = {"module", "op"};
+	for (int i = 0; i < 2; i++) {
+		if (lua_getfield(L, 1, parts[i]) == LUA_TSTRING) {
+			luaL_addvalue(&b);
+			luaL_addstring(&b, ": ");
+		} else {
+			lua_pop(L, 1);
+		}
+	}
+	int code = lua_getfield(L, 1, "code");
+	int reason = lua_getfield(L, 1, "reason");
+	/* "409 Conflict: " but not "interrupted interrupted: " */
+	if (code == LUA_TNUMBER || (code == LUA_TSTRING && !(reason == LUA_TSTRING && lua_rawequal(L, -1, -2)))) {
+		lua_pushvalue(L, -2);
+		luaL_addvalue(&b);
+		luaL_addchar(&b, reason == LUA_TSTRING ? ' ' : ':');
+		if (reason != LUA_TSTRING)
+			luaL_addchar(&b, ' ');
+	}
+	if (reason == LUA_TSTRING) {
+		lua_pushvalue(L, -1);
+		luaL_addvalue(&b);
+		luaL_addstring(&b, ": ");
+	}
+	lua_pop(L, 2);
+	if (lua_getfield(L, 1, "message") == LUA_TSTRING)
+		luaL_addvalue(&b);
+	else {
+		lua_pop(L, 1);
+		luaL_addstring(&b, "(no message)");
+	}
+	luaL_pushresult(&b);
+	return 1;
+}
+
+static void push_error_mt(lua_State *L)
+{
+	if (luaL_newmetatable(L, ERROR_MT)) {
+		lua_pushcfunction(L, error_tostring);
+		lua_setfield(L, -2, "__tostring");
+		lua_pushliteral(L, "bgrun.error");
+		lua_setfield(L, -2, "__name");
+	}
+}
+
+void bgrun_error_new(lua_State *L, const char *module, const char *op,
+                     const char *reason, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	lua_createtable(L, 0, 6);
+	lua_pushstring(L, module);
+	lua_setfield(L, -2, "module");
+	bgrun_push_redacted(L, op, strlen(op));
+	lua_setfield(L, -2, "op");
+	if (reason) {
+		lua_pushstring(L, reason);
+		lua_setfield(L, -2, "reason");
+	}
+	bgrun_push_redacted(L, msg, strlen(msg));
+	lua_setfield(L, -2, "message");
+	push_error_mt(L);
+	lua_setmetatable(L, -2);
+}
+
+void bgrun_error_set_int(lua_State *L, const char *field, lua_Integer v)
+{
+	lua_pushinteger(L, v);
+	lua_setfield(L, -2, field);
+}
+
+void bgrun_error_set_str(lua_State *L, const char *field, const char *v)
+{
+	if (v == NULL)
+		return;
+	bgrun_push_redacted(L, v, strlen(v));
+	lua_setfield(L, -2, field);
+}
+
+int bgrun_error_throw(lua_State *L)
+{
+	lua_error(L);
+	abort(); /* lua_error does not return */
+}
+
+/* core.error(t) -> t with the error metatable (for errors raised in Lua) */
+static int core_error(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	push_error_mt(L);
+	lua_setmetatable(L, 1);
+	return 1;
+}
+
+/* core.is_error(v) -> boolean */
+static int core_is_error(lua_State *L)
+{
+	int is = 0;
+	if (lua_getmetatable(L, 1)) {
+		luaL_getmetatable(L, ERROR_MT);
+		is = lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+	}
+	lua_pushboolean(L, is);
+	return 1;
+}
+
+/* ------------------------------------------------------------ interrupts */
+
+int bgrun_interrupted(void)
+{
+	return interrupted_flag && !compensating_flag;
+}
+
+static void push_interrupted(lua_State *L, const char *module, const char *op)
+{
+	bgrun_error_new(L, module, op, "interrupted", "interrupted by signal");
+	bgrun_error_set_str(L, "code", "interrupted");
+}
+
+int bgrun_throw_interrupted(lua_State *L, const char *module, const char *op)
+{
+	push_interrupted(L, module, op);
+	bgrun_error_throw(L);
+}
+
+/* The hook keeps firing until the prelude acknowledges the interrupt, so a
+ * playbook's own pcall cannot swallow it for good. */
+static void interrupt_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	if (!bgrun_interrupted()) {
+		lua_sethook(L, NULL, 0, 0);
+		return;
+	}
+	lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
+	push_interrupted(L, "bgrun", "run");
+	lua_error(L);
+}
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	if (compensating_flag) {
+		static const char msg[] = "bgrun: interrupt ignored while compensations run\n";
+		ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+		(void)w;
+		return;
+	}
+	interrupted_flag = 1;
+	if (signal_state)
+		lua_sethook(signal_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
+}
+
+void bgrun_install_signals(lua_State *L)
+{
+	signal_state = L;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_signal;
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGINT, &sa, NULL);
+	sigaction(SIGTERM, &sa, NULL);
+}
+
+/* core.interrupted() -> boolean (true until acknowledged) */
+static int core_interrupted(lua_State *L)
+{
+	lua_pushboolean(L, interrupted_flag != 0);
+	return 1;
+}
+
+/* core.begin_compensation(): stop raising interrupts; ignore new ones */
+static int core_begin_compensation(lua_State *L)
+{
+	compensating_flag = 1;
+	lua_sethook(L, NULL, 0, 0);
+	return 0;
+}
+
+/* core.end_compensation() */
+static int core_end_compensation(lua_State *L)
+{
+	(void)L;
+	compensating_flag = 0;
+	return 0;
+}
+
+/* --------------------------------------------------------------- dry run */
+
+int bgrun_dry_run(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, DRY_RUN_KEY);
+	int on = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return on;
+}
+
+/* core.dry_run() -> boolean */
+static int core_dry_run(lua_State *L)
+{
+	lua_pushboolean(L, bgrun_dry_run(L));
+	return 1;
+}
+
+/* core.set_dry_run(on) */
+static int core_set_dry_run(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TBOOLEAN);
+	lua_pushboolean(L, lua_toboolean(L, 1));
+	lua_setfield(L, LUA_REGISTRYINDEX, DRY_RUN_KEY);
+	return 0;
+}
+
+/* ------------------------------------------------------------ utilities */
+
+/* core.isatty(fd) -> boolean */
+static int core_isatty(lua_State *L)
+{
+	lua_pushboolean(L, isatty((int)luaL_checkinteger(L, 1)));
+	return 1;
+}
+
+/* core.now() -> seconds on a monotonic clock, as a float */
+static int core_now(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
+/* core.sleep(seconds): interruptible */
+static int core_sleep(lua_State *L)
+{
+	lua_Number s = luaL_checknumber(L, 1);
+	luaL_argcheck(L, s >= 0, 1, "must not be negative");
+	struct timespec end, now;
+	clock_gettime(CLOCK_MONOTONIC, &end);
+	end.tv_sec += (time_t)s;
+	end.tv_nsec += (long)((s - (lua_Number)(time_t)s) * 1e9);
+	if (end.tv_nsec >= 1000000000L) {
+		end.tv_sec++;
+		end.tv_nsec -= 1000000000L;
+	}
+	for (;;) {
+		if (bgrun_interrupted())
+			bgrun_throw_interrupted(L, "bgrun", "sleep");
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		long left_ms = (long)(end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000L;
+		if (left_ms <= 0)
+			break;
+		struct timespec step = {0, (left_ms > 50 ? 50 : left_ms) * 1000000L};
+		nanosleep(&step, NULL);
+	}
+	return 0;
+}
+
+/* core.hostname() -> string */
+static int core_hostname(lua_State *L)
+{
+	char host[256];
+	if (gethostname(host, sizeof host) != 0)
+		snprintf(host, sizeof host, "unknown");
+	host[sizeof host - 1] = '\0';
+	lua_pushstring(L, host);
+	return 1;
+}
+
+/* core.pid() -> integer */
+static int core_pid(lua_State *L)
+{
+	lua_pushinteger(L, (lua_Integer)getpid());
+	return 1;
+}
+
+/* core.embedded(name) -> source, path | nil */
+static int core_embedded(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	for (const struct bgrun_embedded *e = bgrun_embedded; e->name; e++) {
+		if (strcmp(e->name, name) == 0) {
+			lua_pushlstring(L, (const char *)e->data, e->len);
+			lua_pushstring(L, e->path);
+			return 2;
+		}
+	}
+	return 0;
+}
+
+static const luaL_Reg core_funcs[] = {
+	{"error", core_error},
+	{"is_error", core_is_error},
+	{"interrupted", core_interrupted},
+	{"begin_compensation", core_begin_compensation},
+	{"end_compensation", core_end_compensation},
+	{"dry_run", core_dry_run},
+	{"set_dry_run", core_set_dry_run},
+	{"isatty", core_isatty},
+	{"now", core_now},
+	{"sleep", core_sleep},
+	{"hostname", core_hostname},
+	{"pid", core_pid},
+	{"embedded", core_embedded},
+	{NULL, NULL},
+};
+
+int luaopen_bgrun_core(lua_State *L)
+{
+	luaL_newlib(L, core_funcs);
+	lua_pushliteral(L, BGRUN_VERSION);
+	lua_setfield(L, -2, "version");
+	lua_pushliteral(L, LUA_RELEASE);
+	lua_setfield(L, -2, "lua_version");
+	return 1;
+}
+
+/* ----------------------------------------------------------- module lookup */
+
+/* Searcher for embedded lua/ and stdlib/ sources. */
+static int search_embedded(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	for (const struct bgrun_embedded *e = bgrun_embedded; e->name; e++) {
+		if (strcmp(e->name, name) != 0)
+			continue;
+		char chunk[512];
+		snprintf(chunk, sizeof chunk, "@%s", e->path);
+		if (luaL_loadbufferx(L, (const char *)e->data, e->len, chunk, "t") != LUA_OK)
+			return luaL_error(L, "error loading embedded module '%s':\n\t%s", name, lua_tostring(L, -1));
+		lua_pushstring(L, e->path);
+		return 2;
+	}
+	lua_pushfstring(L, "no embedded module '%s'", name);
+	return 1;
+}
+
+/* Searcher for overrides: a file of the module's name next to the playbook
+ * or on BGRUN_PATH wins over the embedded one. */
+static int search_override(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	lua_getfield(L, lua_upvalueindex(1), "searchpath");
+	lua_pushvalue(L, 1);
+	lua_pushvalue(L, lua_upvalueindex(2));
+	lua_call(L, 2, 2);
+	if (lua_isnil(L, -2))
+		return 1; /* the message */
+	const char *file = lua_tostring(L, -2);
+	if (luaL_loadfilex(L, file, "t") != LUA_OK)
+		return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file, lua_tostring(L, -1));
+	lua_pushstring(L, file);
+	return 2;
+}
+
+static const luaL_Reg native_modules[] = {
+	{"bgrun.core", luaopen_bgrun_core},
+	{"log", luaopen_log},
+	{"json", luaopen_json},
+	{"proc", luaopen_proc},
+	{NULL, NULL},
+};
+
+void bgrun_open_all(lua_State *L, const char *override_path)
+{
+	luaL_openlibs(L);
+	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
+	for (const luaL_Reg *m = native_modules; m->name; m++) {
+		lua_pushcfunction(L, m->func);
+		lua_setfield(L, -2, m->name);
+	}
+	lua_pop(L, 1);
+
+	/* package.searchers = { preload, override, embedded, lua, c, croot } */
+	lua_getglobal(L, "package");
+	lua_pushstring(L, override_path ? override_path : "");
+	lua_setfield(L, -2, "bgrun_path");
+	lua_getfield(L, -1, "searchers");
+	lua_Integer n = (lua_Integer)luaL_len(L, -1);
+	for (lua_Integer i = n; i >= 2; i--) {
+		lua_rawgeti(L, -1, i);
+		lua_rawseti(L, -2, i + 2);
+	}
+	lua_pushvalue(L, -2);
+	lua_pushstring(L, override_path ? override_path : "");
+	lua_pushcclosure(L, search_override, 2);
+	lua_rawseti(L, -2, 2);
+	lua_pushcfunction(L, search_embedded);
+	lua_rawseti(L, -2, 3);
+	lua_pop(L, 2);
+}

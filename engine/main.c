@@ -1,0 +1,196 @@
+/* bgrun: parse the command line, then run everything else inside one
+ * protected call, as lua.c does. */
+#define _POSIX_C_SOURCE 200809L
+#include "bgrun.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <lualib.h>
+
+static const char usage[] =
+	"usage: bgrun [options] PLAYBOOK [name=value ...]\n"
+	"       bgrun --describe PLAYBOOK\n"
+	"       bgrun test [busted arguments]\n"
+	"       bgrun --version | --help\n"
+	"\n"
+	"options:\n"
+	"  --dry-run              log every change instead of making it\n"
+	"  --yes                  answer confirmations (production deploys, rollbacks)\n"
+	"  --log-format text|json log lines as text or one JSON object a line\n"
+	"  -v, --verbose          debug logging and tracebacks on failure\n"
+	"  -q, --quiet            only warnings and errors\n"
+	"\n"
+	"exit codes: 0 success; 1 failed and cleaned up; 2 bad usage or input;\n"
+	"            3 failed and a compensation failed too; 130 interrupted\n";
+
+/* Builds "DIR/?.lua;P1/?.lua;..." from the playbook's directory and
+ * BGRUN_PATH (colon-separated directories). */
+static void push_override_path(lua_State *L, const char *playbook)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	if (playbook) {
+		const char *slash = strrchr(playbook, '/');
+		if (slash)
+			luaL_addlstring(&b, playbook, (size_t)(slash - playbook));
+		else
+			luaL_addchar(&b, '.');
+		luaL_addstring(&b, "/?.lua");
+	}
+	const char *env = getenv("BGRUN_PATH");
+	while (env && *env) {
+		const char *end = strchr(env, ':');
+		size_t n = end ? (size_t)(end - env) : strlen(env);
+		if (n > 0) {
+			if (luaL_bufflen(&b) > 0)
+				luaL_addchar(&b, ';');
+			luaL_addlstring(&b, env, n);
+			luaL_addstring(&b, "/?.lua");
+		}
+		env = end ? end + 1 : NULL;
+	}
+	luaL_pushresult(&b);
+}
+
+static int msghandler(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			return 1;
+		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
+}
+
+static int usage_error(const char *fmt, const char *arg)
+{
+	fprintf(stderr, "bgrun: ");
+	fprintf(stderr, fmt, arg);
+	fprintf(stderr, "\n%s", usage);
+	return BGRUN_EXIT_USAGE;
+}
+
+/* Runs with argc/argv as upvalue-free arguments; returns the exit code. */
+static int pmain(lua_State *L)
+{
+	int argc = (int)lua_tointeger(L, 1);
+	char **argv = lua_touserdata(L, 2);
+
+	const char *playbook = NULL, *log_format = "text";
+	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0;
+	int i = 1;
+	for (; i < argc; i++) {
+		const char *a = argv[i];
+		if (strcmp(a, "--dry-run") == 0)
+			dry_run = 1;
+		else if (strcmp(a, "--yes") == 0 || strcmp(a, "-y") == 0)
+			yes = 1;
+		else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
+			verbose = 1;
+		else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
+			quiet = 1;
+		else if (strcmp(a, "--describe") == 0)
+			describe = 1;
+		else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
+			const char *v = a[12] == '=' ? a + 13 : (i + 1 < argc ? argv[++i] : NULL);
+			if (v == NULL || (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)) {
+				lua_pushinteger(L, usage_error("--log-format needs text or json, got '%s'", v ? v : ""));
+				return 1;
+			}
+			log_format = v;
+		} else if (strcmp(a, "--version") == 0) {
+			printf("bgrun %s (%s, jansson %s)\n", BGRUN_VERSION, LUA_RELEASE, JANSSON_VERSION);
+			lua_pushinteger(L, 0);
+			return 1;
+		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+			fputs(usage, stdout);
+			lua_pushinteger(L, 0);
+			return 1;
+		} else if (strcmp(a, "--") == 0) {
+			i++;
+			break;
+		} else if (a[0] == '-' && a[1] != '\0') {
+			lua_pushinteger(L, usage_error("unknown option '%s'", a));
+			return 1;
+		} else {
+			break;
+		}
+	}
+	if (i < argc && strcmp(argv[i], "test") == 0 && !describe) {
+		test = 1;
+		i++;
+	} else if (i < argc) {
+		playbook = argv[i++];
+	} else {
+		lua_pushinteger(L, usage_error("%s", "no playbook given"));
+		return 1;
+	}
+
+	push_override_path(L, playbook);
+	bgrun_open_all(L, lua_tostring(L, -1));
+	lua_pop(L, 1);
+	bgrun_install_signals(L);
+
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "prelude");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "main");
+
+	lua_createtable(L, 0, 12);
+	if (playbook) {
+		lua_pushstring(L, playbook);
+		lua_setfield(L, -2, "playbook");
+	}
+	lua_pushboolean(L, dry_run);
+	lua_setfield(L, -2, "dry_run");
+	lua_pushboolean(L, yes);
+	lua_setfield(L, -2, "yes");
+	lua_pushboolean(L, verbose);
+	lua_setfield(L, -2, "verbose");
+	lua_pushboolean(L, quiet);
+	lua_setfield(L, -2, "quiet");
+	lua_pushboolean(L, describe);
+	lua_setfield(L, -2, "describe");
+	lua_pushboolean(L, test);
+	lua_setfield(L, -2, "test");
+	lua_pushstring(L, log_format);
+	lua_setfield(L, -2, "log_format");
+	lua_pushstring(L, argv[0]);
+	lua_setfield(L, -2, "program");
+	lua_createtable(L, argc - i, 0);
+	for (int k = i; k < argc; k++) {
+		lua_pushstring(L, argv[k]);
+		lua_rawseti(L, -2, k - i + 1);
+	}
+	lua_setfield(L, -2, "args");
+	lua_call(L, 1, 1);
+	return 1;
+}
+
+int main(int argc, char **argv)
+{
+	lua_State *L = luaL_newstate();
+	if (L == NULL) {
+		fprintf(stderr, "bgrun: cannot create the Lua state: not enough memory\n");
+		return BGRUN_EXIT_FAILED;
+	}
+	lua_pushcfunction(L, msghandler);
+	lua_pushcfunction(L, pmain);
+	lua_pushinteger(L, argc);
+	lua_pushlightuserdata(L, argv);
+	int status = lua_pcall(L, 2, 1, 1);
+	int code;
+	if (status != LUA_OK) {
+		/* The prelude handles playbook errors; this is an engine fault. */
+		fprintf(stderr, "bgrun: internal error: %s\n", lua_tostring(L, -1));
+		code = BGRUN_EXIT_FAILED;
+	} else {
+		code = lua_isinteger(L, -1) ? (int)lua_tointeger(L, -1) : BGRUN_EXIT_FAILED;
+	}
+	lua_close(L);
+	return code;
+}

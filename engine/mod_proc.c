@@ -1,0 +1,554 @@
+/* proc: run a program without a shell. Output is captured or sent to a
+ * file, a timeout kills the whole process group, and an interrupt stops the
+ * program before raising, so compensations never race a child. */
+#define _GNU_SOURCE
+#include "bgrun.h"
+#include "buf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+extern char **environ;
+
+enum { OUT_CAPTURE, OUT_INHERIT, OUT_FILE, OUT_NULL };
+
+typedef struct spec {
+	char **argv;
+	char **envp;          /* NULL: inherit */
+	const char *cwd;
+	const char *stdin_data;
+	size_t stdin_len;
+	const char *stdin_file;
+	int out_mode[2];
+	const char *out_file[2];
+	int append[2];
+	double timeout;       /* seconds, 0 = none */
+} spec;
+
+static void free_strv(char **v)
+{
+	if (v == NULL)
+		return;
+	for (char **p = v; *p; p++)
+		free(*p);
+	free(v);
+}
+
+static void spec_free(spec *s)
+{
+	free_strv(s->argv);
+	free_strv(s->envp);
+	s->argv = s->envp = NULL;
+}
+
+static double now_s(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Parses an output option (stdout/stderr): "capture", "inherit", "null",
+ * {file=path, append=bool}. Raises on a playbook mistake (nothing owned yet). */
+static void parse_out(lua_State *L, int opts, const char *field, spec *s, int which)
+{
+	static const char *const modes[] = {"capture", "inherit", "null", NULL};
+	s->out_mode[which] = OUT_CAPTURE;
+	int t = lua_getfield(L, opts, field);
+	if (t == LUA_TSTRING) {
+		int m = luaL_checkoption(L, -1, NULL, modes);
+		s->out_mode[which] = m == 0 ? OUT_CAPTURE : m == 1 ? OUT_INHERIT : OUT_NULL;
+	} else if (t == LUA_TTABLE) {
+		if (lua_getfield(L, -1, "file") != LUA_TSTRING)
+			luaL_error(L, "proc.run: option '%s' needs file=path", field);
+		s->out_mode[which] = OUT_FILE;
+		s->out_file[which] = lua_tostring(L, -1); /* anchored by the opts table */
+		lua_getfield(L, -2, "append");
+		s->append[which] = lua_toboolean(L, -1);
+		lua_pop(L, 2);
+	} else if (t != LUA_TNIL) {
+		luaL_error(L, "proc.run: option '%s' must be \"capture\", \"inherit\", \"null\" or {file=}", field);
+	}
+	lua_pop(L, 1);
+}
+
+static char *dup_or_null(const char *s)
+{
+	return s ? strdup(s) : NULL;
+}
+
+/* Builds the environment: the inherited one with opts.env applied (a value
+ * of false removes a variable), or only opts.env with clear_env=true. */
+static char **build_env(lua_State *L, int envt, int clear)
+{
+	size_t n = 0, cap = 16;
+	char **v = calloc(cap, sizeof *v);
+	if (v == NULL)
+		return NULL;
+	if (!clear) {
+		for (char **e = environ; *e; e++) {
+			const char *eq = strchr(*e, '=');
+			if (eq == NULL)
+				continue;
+			lua_pushlstring(L, *e, (size_t)(eq - *e));
+			int overridden = envt && lua_rawget(L, envt) != LUA_TNIL;
+			lua_pop(L, envt ? 1 : 1);
+			if (overridden)
+				continue;
+			if (n + 2 > cap) {
+				char **g = realloc(v, (cap *= 2) * sizeof *v);
+				if (g == NULL)
+					goto oom;
+				v = g;
+			}
+			if ((v[n++] = strdup(*e)) == NULL)
+				goto oom;
+			v[n] = NULL;
+		}
+	}
+	if (envt) {
+		lua_pushnil(L);
+		while (lua_next(L, envt)) {
+			if (lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER) {
+				if (n + 2 > cap) {
+					char **g = realloc(v, (cap *= 2) * sizeof *v);
+					if (g == NULL) {
+						lua_pop(L, 2);
+						goto oom;
+					}
+					v = g;
+				}
+				buf kv = BUF_INIT;
+				buf_printf(&kv, "%s=%s", lua_tostring(L, -2), lua_tostring(L, -1));
+				v[n++] = kv.data;
+				v[n] = NULL;
+				if (kv.data == NULL) {
+					lua_pop(L, 2);
+					goto oom;
+				}
+			}
+			lua_pop(L, 1);
+		}
+	}
+	v[n] = NULL;
+	return v;
+oom:
+	free_strv(v);
+	return NULL;
+}
+
+/* Checks every option; raises only here, before anything is acquired. */
+static void check_args(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_Integer n = luaL_len(L, 1);
+	luaL_argcheck(L, n >= 1, 1, "argv must have at least one element");
+	for (lua_Integer i = 1; i <= n; i++) {
+		int t = lua_rawgeti(L, 1, i);
+		if (t != LUA_TSTRING && t != LUA_TNUMBER)
+			luaL_error(L, "bad argument #1 to 'run' (argv[%d] must be a string, got %s)", (int)i, luaL_typename(L, -1));
+		lua_pop(L, 1);
+	}
+	if (lua_isnoneornil(L, 2))
+		return;
+	luaL_checktype(L, 2, LUA_TTABLE);
+	static const char *const known[] = {"env", "clear_env", "cwd", "stdin", "stdout", "stderr", "timeout", "readonly", NULL};
+	lua_pushnil(L);
+	while (lua_next(L, 2)) {
+		lua_pop(L, 1);
+		int ok = 0;
+		for (int i = 0; known[i]; i++)
+			ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), known[i]) == 0;
+		if (!ok)
+			luaL_error(L, "bad argument #2 to 'run' (unknown option '%s')", luaL_tolstring(L, -1, NULL));
+	}
+	if (lua_getfield(L, 2, "env") != LUA_TNIL)
+		luaL_checktype(L, -1, LUA_TTABLE);
+	if (lua_getfield(L, 2, "cwd") != LUA_TNIL)
+		luaL_checkstring(L, -1);
+	int t = lua_getfield(L, 2, "stdin");
+	if (t != LUA_TNIL && t != LUA_TSTRING && !(t == LUA_TTABLE && lua_getfield(L, -1, "file") == LUA_TSTRING))
+		luaL_error(L, "bad argument #2 to 'run' (stdin must be a string or {file=path})");
+	lua_settop(L, 2);
+	if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
+		lua_Number to = luaL_checknumber(L, -1);
+		luaL_argcheck(L, to > 0, 2, "timeout must be positive");
+	}
+	lua_pop(L, 1);
+}
+
+static void set_nonblock(int fd)
+{
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+}
+
+static int open_out(const spec *s, int which)
+{
+	if (s->out_mode[which] == OUT_NULL)
+		return open("/dev/null", O_WRONLY | O_CLOEXEC);
+	return open(s->out_file[which], O_WRONLY | O_CREAT | O_CLOEXEC | (s->append[which] ? O_APPEND : O_TRUNC), 0644);
+}
+
+typedef struct outcome {
+	int status;         /* from waitpid */
+	int timed_out;
+	int interrupted;
+	int spawn_errno;    /* exec or setup failed in the child */
+	const char *spawn_what;
+	buf out[2];
+} outcome;
+
+static void close_fd(int *fd)
+{
+	if (*fd >= 0)
+		close(*fd);
+	*fd = -1;
+}
+
+/* Stops the process group: TERM, then KILL after a grace period. */
+static void stop_group(pid_t pid, int *status)
+{
+	kill(-pid, SIGTERM);
+	double end = now_s() + 2.0;
+	while (now_s() < end) {
+		if (waitpid(pid, status, WNOHANG) == pid) {
+			kill(-pid, SIGKILL); /* stragglers in the group */
+			return;
+		}
+		struct timespec ts = {0, 20 * 1000000L};
+		nanosleep(&ts, NULL);
+	}
+	kill(-pid, SIGKILL);
+	waitpid(pid, status, 0);
+}
+
+/* Runs the program; never raises. Returns 0, or -1 with errno for a setup
+ * failure in the parent. */
+static int execute(const spec *s, outcome *o)
+{
+	int in_pipe[2] = {-1, -1}, out_pipe[2][2] = {{-1, -1}, {-1, -1}}, err_pipe[2] = {-1, -1};
+	int in_fd = -1, file_fd[2] = {-1, -1};
+	int saved = 0;
+
+	if (s->stdin_file) {
+		if ((in_fd = open(s->stdin_file, O_RDONLY | O_CLOEXEC)) < 0) {
+			o->spawn_what = "open stdin file";
+			return -1;
+		}
+	} else if (s->stdin_data) {
+		if (pipe2(in_pipe, O_CLOEXEC) != 0)
+			goto fail;
+	}
+	for (int w = 0; w < 2; w++) {
+		if (s->out_mode[w] == OUT_CAPTURE) {
+			if (pipe2(out_pipe[w], O_CLOEXEC) != 0)
+				goto fail;
+		} else if (s->out_mode[w] == OUT_FILE || s->out_mode[w] == OUT_NULL) {
+			if ((file_fd[w] = open_out(s, w)) < 0) {
+				o->spawn_what = w == 0 ? "open stdout file" : "open stderr file";
+				goto fail;
+			}
+		}
+	}
+	if (pipe2(err_pipe, O_CLOEXEC) != 0)
+		goto fail;
+
+	pid_t pid = fork();
+	if (pid < 0)
+		goto fail;
+	if (pid == 0) {
+		setpgid(0, 0);
+		signal(SIGPIPE, SIG_DFL);
+		int in = s->stdin_file ? in_fd : s->stdin_data ? in_pipe[0] : open("/dev/null", O_RDONLY);
+		if (in >= 0)
+			dup2(in, 0);
+		for (int w = 0; w < 2; w++) {
+			int fd = s->out_mode[w] == OUT_CAPTURE ? out_pipe[w][1] : file_fd[w];
+			if (fd >= 0)
+				dup2(fd, w + 1);
+		}
+		if (s->cwd && chdir(s->cwd) != 0) {
+			int e[2] = {errno, 1};
+			ssize_t r = write(err_pipe[1], e, sizeof e);
+			(void)r;
+			_exit(127);
+		}
+		if (s->envp)
+			execvpe(s->argv[0], s->argv, s->envp);
+		else
+			execvp(s->argv[0], s->argv);
+		int e[2] = {errno, 0};
+		ssize_t r = write(err_pipe[1], e, sizeof e);
+		(void)r;
+		_exit(127);
+	}
+	setpgid(pid, pid); /* both sides set it: no race with an early kill */
+
+	close_fd(&err_pipe[1]);
+	close_fd(&in_pipe[0]);
+	close_fd(&in_fd);
+	for (int w = 0; w < 2; w++) {
+		close_fd(&out_pipe[w][1]);
+		close_fd(&file_fd[w]);
+	}
+	int e[2];
+	ssize_t got = read(err_pipe[0], e, sizeof e);
+	close_fd(&err_pipe[0]);
+	if (got == (ssize_t)sizeof e) {
+		waitpid(pid, &o->status, 0);
+		o->spawn_errno = e[0];
+		o->spawn_what = e[1] ? "change directory" : "execute";
+		close_fd(&in_pipe[1]);
+		close_fd(&out_pipe[0][0]);
+		close_fd(&out_pipe[1][0]);
+		return 0;
+	}
+
+	size_t in_off = 0;
+	if (in_pipe[1] >= 0) {
+		set_nonblock(in_pipe[1]);
+		if (s->stdin_len == 0)
+			close_fd(&in_pipe[1]);
+	}
+	for (int w = 0; w < 2; w++)
+		if (out_pipe[w][0] >= 0)
+			set_nonblock(out_pipe[w][0]);
+
+	double deadline = s->timeout > 0 ? now_s() + s->timeout : 0;
+	int exited = 0;
+	double drain_until = 0;
+	for (;;) {
+		struct pollfd pfd[3];
+		int n = 0, idx_in = -1, idx_out[2] = {-1, -1};
+		if (in_pipe[1] >= 0) {
+			pfd[n] = (struct pollfd){in_pipe[1], POLLOUT, 0};
+			idx_in = n++;
+		}
+		for (int w = 0; w < 2; w++)
+			if (out_pipe[w][0] >= 0) {
+				pfd[n] = (struct pollfd){out_pipe[w][0], POLLIN, 0};
+				idx_out[w] = n++;
+			}
+		if (n == 0 && exited)
+			break;
+		if (n > 0)
+			poll(pfd, (nfds_t)n, 50);
+		else {
+			struct timespec ts = {0, 20 * 1000000L};
+			nanosleep(&ts, NULL);
+		}
+		if (idx_in >= 0 && (pfd[idx_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
+			ssize_t w = write(in_pipe[1], s->stdin_data + in_off, s->stdin_len - in_off);
+			if (w > 0)
+				in_off += (size_t)w;
+			if (w < 0 && errno != EAGAIN && errno != EINTR)
+				close_fd(&in_pipe[1]); /* EPIPE: the program stopped reading */
+			else if (in_off >= s->stdin_len)
+				close_fd(&in_pipe[1]);
+		}
+		for (int w = 0; w < 2; w++) {
+			if (idx_out[w] < 0 || !(pfd[idx_out[w]].revents & (POLLIN | POLLHUP | POLLERR)))
+				continue;
+			char chunk[65536];
+			ssize_t r = read(out_pipe[w][0], chunk, sizeof chunk);
+			if (r > 0) {
+				if (buf_append(&o->out[w], chunk, (size_t)r) != 0) {
+					errno = ENOMEM;
+					o->spawn_what = "capture output";
+					stop_group(pid, &o->status);
+					goto fail;
+				}
+			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
+				close_fd(&out_pipe[w][0]);
+			}
+		}
+		if (!exited && waitpid(pid, &o->status, WNOHANG) == pid) {
+			exited = 1;
+			/* A daemonised grandchild may hold the pipes; don't wait forever. */
+			drain_until = now_s() + 1.0;
+			close_fd(&in_pipe[1]);
+		}
+		if (exited && now_s() > drain_until)
+			break;
+		if (!exited && bgrun_interrupted()) {
+			o->interrupted = 1;
+			stop_group(pid, &o->status);
+			break;
+		}
+		if (!exited && deadline > 0 && now_s() > deadline) {
+			o->timed_out = 1;
+			stop_group(pid, &o->status);
+			break;
+		}
+	}
+	close_fd(&in_pipe[1]);
+	close_fd(&out_pipe[0][0]);
+	close_fd(&out_pipe[1][0]);
+	return 0;
+
+fail:
+	saved = errno;
+	close_fd(&in_pipe[0]);
+	close_fd(&in_pipe[1]);
+	close_fd(&in_fd);
+	close_fd(&err_pipe[0]);
+	close_fd(&err_pipe[1]);
+	for (int w = 0; w < 2; w++) {
+		close_fd(&out_pipe[w][0]);
+		close_fd(&out_pipe[w][1]);
+		close_fd(&file_fd[w]);
+	}
+	errno = saved;
+	return -1;
+}
+
+static void push_output(lua_State *L, outcome *o, int w, const char *field)
+{
+	lua_pushlstring(L, o->out[w].data ? o->out[w].data : "", o->out[w].len);
+	lua_setfield(L, -2, field);
+}
+
+/* proc.run(argv [, {env=, clear_env=, cwd=, stdin=, stdout=, stderr=,
+ *   timeout=, readonly=}]) -> {code=, signal=, stdout=, stderr=} */
+static int proc_run(lua_State *L)
+{
+	check_args(L);
+	lua_settop(L, 2);
+	if (lua_isnil(L, 2)) {
+		lua_newtable(L);
+		lua_replace(L, 2);
+	}
+	lua_rawgeti(L, 1, 1);
+	const char *prog = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	char op[256];
+	snprintf(op, sizeof op, "run %s", prog);
+
+	lua_getfield(L, 2, "readonly");
+	int readonly = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	if (bgrun_dry_run(L) && !readonly) {
+		lua_newtable(L);
+		lua_pushvalue(L, 1);
+		lua_setfield(L, -2, "argv");
+		bgrun_log(L, "info", "dry-run: would run a program", lua_gettop(L));
+		lua_pop(L, 1);
+		lua_createtable(L, 0, 4);
+		lua_pushinteger(L, 0);
+		lua_setfield(L, -2, "code");
+		lua_pushliteral(L, "");
+		lua_setfield(L, -2, "stdout");
+		lua_pushliteral(L, "");
+		lua_setfield(L, -2, "stderr");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "dry_run");
+		return 1;
+	}
+
+	spec s;
+	memset(&s, 0, sizeof s);
+	parse_out(L, 2, "stdout", &s, 0);
+	parse_out(L, 2, "stderr", &s, 1);
+	if (lua_getfield(L, 2, "cwd") == LUA_TSTRING)
+		s.cwd = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	int t = lua_getfield(L, 2, "stdin");
+	if (t == LUA_TSTRING)
+		s.stdin_data = lua_tolstring(L, -1, &s.stdin_len);
+	else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "file");
+		s.stdin_file = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
+		s.timeout = (double)lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	lua_getfield(L, 2, "clear_env");
+	int clear = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
+	if (!envt)
+		lua_pop(L, 1);
+
+	/* From here on we own memory: no raising until it is released. */
+	lua_Integer argc = luaL_len(L, 1);
+	s.argv = calloc((size_t)argc + 1, sizeof *s.argv);
+	int oom = s.argv == NULL;
+	for (lua_Integer i = 1; !oom && i <= argc; i++) {
+		lua_rawgeti(L, 1, i);
+		oom = (s.argv[i - 1] = dup_or_null(lua_tostring(L, -1))) == NULL;
+		lua_pop(L, 1);
+	}
+	if (!oom && (envt || clear))
+		oom = (s.envp = build_env(L, envt, clear)) == NULL;
+	if (oom) {
+		spec_free(&s);
+		return luaL_error(L, "proc.run: out of memory");
+	}
+
+	outcome o;
+	memset(&o, 0, sizeof o);
+	int rc = execute(&s, &o);
+	int err = errno;
+	spec_free(&s);
+	if (rc != 0) {
+		buf_free(&o.out[0]);
+		buf_free(&o.out[1]);
+		bgrun_error_new(L, "proc", op, "SpawnFailed", "cannot %s: %s", o.spawn_what ? o.spawn_what : "start the program", strerror(err));
+		bgrun_error_set_str(L, "code", "spawn");
+		bgrun_error_throw(L);
+	}
+	if (o.spawn_errno) {
+		bgrun_error_new(L, "proc", op, o.spawn_errno == ENOENT ? "NotFound" : "SpawnFailed",
+		                "cannot %s: %s", o.spawn_what, strerror(o.spawn_errno));
+		bgrun_error_set_str(L, "code", o.spawn_errno == ENOENT ? "ENOENT" : "spawn");
+		bgrun_error_throw(L);
+	}
+	if (o.interrupted) {
+		buf_free(&o.out[0]);
+		buf_free(&o.out[1]);
+		bgrun_throw_interrupted(L, "proc", op);
+	}
+	if (o.timed_out) {
+		bgrun_error_new(L, "proc", op, "Timeout", "did not finish within %gs; its process group was killed", (double)s.timeout);
+		bgrun_error_set_str(L, "code", "timeout");
+		push_output(L, &o, 0, "stdout");
+		push_output(L, &o, 1, "stderr");
+		buf_free(&o.out[0]);
+		buf_free(&o.out[1]);
+		bgrun_error_throw(L);
+	}
+	lua_createtable(L, 0, 4);
+	if (WIFEXITED(o.status)) {
+		lua_pushinteger(L, WEXITSTATUS(o.status));
+	} else {
+		lua_pushinteger(L, WTERMSIG(o.status));
+		lua_setfield(L, -2, "signal");
+		lua_pushinteger(L, 128 + WTERMSIG(o.status));
+	}
+	lua_setfield(L, -2, "code");
+	push_output(L, &o, 0, "stdout");
+	push_output(L, &o, 1, "stderr");
+	buf_free(&o.out[0]);
+	buf_free(&o.out[1]);
+	return 1;
+}
+
+static const luaL_Reg proc_funcs[] = {
+	{"run", proc_run},
+	{NULL, NULL},
+};
+
+int luaopen_proc(lua_State *L)
+{
+	luaL_newlib(L, proc_funcs);
+	return 1;
+}

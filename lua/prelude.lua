@@ -1,0 +1,426 @@
+-- The playbook primitives: playbook{}, step(), on_failure(), confirm(), and
+-- the runner that validates parameters, runs a playbook, runs compensations
+-- and decides the exit code. engine/main.c calls M.main(opts).
+local core = require("bgrun.core")
+local log = require("log")
+
+local M = {}
+
+local EXIT = { ok = 0, failed = 1, usage = 2, compensation_failed = 3, interrupted = 130 }
+M.EXIT = EXIT
+
+local PLAYBOOK_MT = { __name = "bgrun.playbook" }
+
+-- run state
+local compensations = {}
+local steps = {}          -- stack of running step names
+local failure = nil       -- { step=, traceback= } of the innermost failure
+local options = { yes = false, verbose = false }
+
+local function is_interrupt(err)
+  return type(err) == "table" and err.code == "interrupted" or core.interrupted()
+end
+
+---Raises a structured error built in Lua (module, op, code, reason, message).
+---@param t table
+local function raise(t)
+  error(core.error(t), 2)
+end
+M.raise = raise
+
+--------------------------------------------------------------------- params
+
+local TYPES = { string = true, number = true, integer = true, boolean = true }
+local SPEC_KEYS = { required = true, type = true, pattern = true, choices = true,
+                    default = true, help = true }
+
+local function check_description(d)
+  if type(d) ~= "table" then
+    error("playbook{} expects a table, got " .. type(d), 3)
+  end
+  for k in pairs(d) do
+    if k ~= "description" and k ~= "params" and k ~= "run" then
+      error("playbook{}: unknown field '" .. tostring(k) .. "'", 3)
+    end
+  end
+  if d.description ~= nil and type(d.description) ~= "string" then
+    error("playbook{}: description must be a string", 3)
+  end
+  if type(d.run) ~= "function" then
+    error("playbook{}: run must be a function", 3)
+  end
+  local params = d.params or {}
+  if type(params) ~= "table" then error("playbook{}: params must be a table", 3) end
+  for name, spec in pairs(params) do
+    if type(name) ~= "string" or type(spec) ~= "table" then
+      error("playbook{}: params must map names to tables", 3)
+    end
+    for k in pairs(spec) do
+      if not SPEC_KEYS[k] then
+        error(("playbook{}: parameter '%s': unknown field '%s'"):format(name, tostring(k)), 3)
+      end
+    end
+    local ty = spec.type or "string"
+    if not TYPES[ty] then
+      error(("playbook{}: parameter '%s': unknown type '%s'"):format(name, tostring(ty)), 3)
+    end
+  end
+end
+
+---Declares a playbook: what a playbook file returns.
+---@param d {description: string?, params: table<string, table>?, run: fun(args: table)}
+---@return table
+function M.playbook(d)
+  check_description(d)
+  d.params = d.params or {}
+  return setmetatable(d, PLAYBOOK_MT)
+end
+
+local BOOL = { ["true"] = true, yes = true, ["1"] = true, on = true,
+               ["false"] = false, no = false, ["0"] = false, off = false }
+
+local function convert(name, spec, raw)
+  local ty = spec.type or "string"
+  local v
+  if type(raw) ~= "string" then
+    v = raw -- a default, already typed
+  elseif ty == "boolean" then
+    v = BOOL[raw:lower()]
+    if v == nil then
+      return nil, ("parameter '%s': expected true or false, got '%s'"):format(name, raw)
+    end
+  elseif ty == "number" then
+    v = tonumber(raw)
+    if v == nil then
+      return nil, ("parameter '%s': expected a number, got '%s'"):format(name, raw)
+    end
+  elseif ty == "integer" then
+    v = math.tointeger(tonumber(raw))
+    if v == nil then
+      return nil, ("parameter '%s': expected an integer, got '%s'"):format(name, raw)
+    end
+  else
+    v = raw
+  end
+  if spec.pattern and type(v) == "string" and not v:match(spec.pattern) then
+    return nil, ("parameter '%s': '%s' does not match the pattern %s"):format(name, v, spec.pattern)
+  end
+  if spec.choices then
+    local ok = false
+    for _, c in ipairs(spec.choices) do ok = ok or c == v end
+    if not ok then
+      local list = {}
+      for _, c in ipairs(spec.choices) do list[#list + 1] = tostring(c) end
+      return nil, ("parameter '%s': '%s' is not one of %s"):format(name, tostring(v), table.concat(list, ", "))
+    end
+  end
+  return v
+end
+
+local function sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys)
+  return keys
+end
+
+---Validates name=value strings against params; returns args or nil, message.
+---@param params table
+---@param argv string[]
+function M.parse_args(params, argv)
+  local given = {}
+  for _, a in ipairs(argv) do
+    local k, v = a:match("^([^=]+)=(.*)$")
+    if not k then
+      return nil, ("argument '%s' is not name=value"):format(a)
+    end
+    if not params[k] then
+      local known = sorted_keys(params)
+      return nil, ("unknown parameter '%s' (known: %s)"):format(k,
+        #known > 0 and table.concat(known, ", ") or "none")
+    end
+    if given[k] ~= nil then
+      return nil, ("parameter '%s' given twice"):format(k)
+    end
+    given[k] = v
+  end
+  local args = {}
+  for _, name in ipairs(sorted_keys(params)) do
+    local spec = params[name]
+    local raw = given[name]
+    if raw == nil then raw = spec.default end
+    if raw == nil then
+      if spec.required then
+        return nil, ("missing required parameter '%s'%s"):format(name,
+          spec.help and (" (" .. spec.help .. ")") or "")
+      end
+    else
+      local v, err = convert(name, spec, raw)
+      if err then return nil, err end
+      args[name] = v
+    end
+  end
+  return args
+end
+
+------------------------------------------------------------------ primitives
+
+local function fmt_duration(s)
+  if s < 1 then return ("%dms"):format(math.floor(s * 1000 + 0.5)) end
+  if s < 60 then return ("%.1fs"):format(s) end
+  return ("%dm%02ds"):format(math.floor(s / 60), math.floor(s % 60))
+end
+M.fmt_duration = fmt_duration
+
+local function traceback_handler(err)
+  if failure == nil then
+    failure = { step = steps[#steps], traceback = debug.traceback(tostring(err), 2) }
+  end
+  return err
+end
+
+---Runs fn as a named step: logs start, end and duration; a failure names the step.
+---@param name string
+---@param fn fun(): any
+---@return any
+function M.step(name, fn)
+  if type(name) ~= "string" then error("step(name, fn): name must be a string", 2) end
+  if type(fn) ~= "function" then error("step(name, fn): fn must be a function", 2) end
+  steps[#steps + 1] = name
+  log.set_step(name)
+  log.info("step started")
+  local t0 = core.now()
+  local res = table.pack(xpcall(fn, traceback_handler))
+  local took = core.now() - t0
+  if res[1] then
+    log.info("step done", { duration = fmt_duration(took), duration_ms = math.floor(took * 1000) })
+  else
+    local err = res[2]
+    if type(err) == "table" and err.step == nil then err.step = name end
+    log.error("step failed", { duration = fmt_duration(took), duration_ms = math.floor(took * 1000),
+                               error = tostring(err) })
+  end
+  steps[#steps] = nil
+  log.set_step(steps[#steps])
+  if not res[1] then error(res[2], 0) end
+  -- a step that succeeded clears any failure its own pcalls recorded
+  if #steps == 0 then failure = nil end
+  return table.unpack(res, 2, res.n)
+end
+
+---Registers a compensation, run newest first if the playbook fails or is
+---interrupted. Returns a handle whose cancel() drops it.
+---@param name_or_fn string|function
+---@param fn function?
+---@return {cancel: fun()}
+function M.on_failure(name_or_fn, fn)
+  local name = name_or_fn
+  if type(name_or_fn) == "function" then
+    fn, name = name_or_fn, nil
+  end
+  if type(fn) ~= "function" then error("on_failure(fn): fn must be a function", 2) end
+  local c = { name = name or ("compensation #" .. (#compensations + 1)), fn = fn, step = steps[#steps] }
+  compensations[#compensations + 1] = c
+  return { cancel = function() c.cancelled = true end }
+end
+
+---Asks for confirmation on the terminal. With --yes it passes; with no
+---terminal and no --yes it fails. opts.expect: the exact text to type.
+---@param prompt string
+---@param opts {expect: string?}?
+function M.confirm(prompt, opts)
+  if type(prompt) ~= "string" then error("confirm(prompt): prompt must be a string", 2) end
+  opts = opts or {}
+  if options.yes then
+    log.info("confirmed by --yes", { prompt = prompt })
+    return true
+  end
+  if core.dry_run() then
+    log.info("dry-run: would ask for confirmation", { prompt = prompt })
+    return true
+  end
+  if not core.isatty(0) then
+    raise { module = "bgrun", op = "confirm", code = "no_terminal", reason = "ConfirmationRequired",
+            message = prompt .. ": no terminal to confirm on; pass --yes to confirm non-interactively" }
+  end
+  local want = opts.expect
+  io.stderr:write(prompt, want and (" Type '" .. want .. "' to continue: ") or " [y/N] ")
+  io.stderr:flush()
+  local line = io.read("l")
+  if line == nil then line = "" end
+  local ok
+  if want then ok = line == want else ok = line:lower() == "y" or line:lower() == "yes" end
+  if not ok then
+    raise { module = "bgrun", op = "confirm", code = "declined", reason = "Declined",
+            message = prompt .. ": not confirmed" }
+  end
+  return true
+end
+
+local function redacting_print(...)
+  local n = select("#", ...)
+  local parts = {}
+  for i = 1, n do parts[i] = tostring((select(i, ...))) end
+  io.stdout:write(log.redact(table.concat(parts, "\t")), "\n")
+  io.stdout:flush()
+end
+
+local function install_globals()
+  _G.playbook = M.playbook
+  _G.step = M.step
+  _G.on_failure = M.on_failure
+  _G.confirm = M.confirm
+  _G.print = redacting_print
+  _G.bgrun = {
+    version = core.version,
+    dry_run = core.dry_run,
+    yes = function() return options.yes end,
+    verbose = function() return options.verbose end,
+    now = core.now,
+    sleep = core.sleep,
+    hostname = core.hostname,
+    pid = core.pid,
+    raise = raise,
+    error = core.error,
+    is_error = core.is_error,
+    fmt_duration = fmt_duration,
+  }
+end
+
+---------------------------------------------------------------------- runner
+
+local function run_compensations(err)
+  core.begin_compensation()
+  local failed = 0
+  for i = #compensations, 1, -1 do
+    local c = compensations[i]
+    if not c.cancelled then
+      log.set_step(c.name)
+      log.warn("compensation started")
+      local t0 = core.now()
+      local ok, cerr = xpcall(c.fn, debug.traceback, err)
+      local took = fmt_duration(core.now() - t0)
+      if ok then
+        log.info("compensation done", { duration = took })
+      else
+        failed = failed + 1
+        log.error("compensation failed", { duration = took, error = tostring(cerr) })
+      end
+    end
+  end
+  log.set_step(nil)
+  return failed
+end
+
+local function load_playbook(path)
+  local chunk, err = loadfile(path, "t")
+  if not chunk then
+    return nil, err
+  end
+  local ok, pb = xpcall(chunk, function(e)
+    if options.verbose then return debug.traceback(tostring(e), 2) end
+    return tostring(e)
+  end)
+  if not ok then return nil, pb end
+  if getmetatable(pb) ~= PLAYBOOK_MT then
+    return nil, path .. ": does not return playbook{...}"
+  end
+  return pb
+end
+
+local function describe(path, pb)
+  local name = path:match("([^/]+)$")
+  print(name .. (pb.description and (" - " .. pb.description) or ""))
+  local keys = sorted_keys(pb.params)
+  if #keys == 0 then
+    print("\nNo parameters.")
+    return
+  end
+  print("\nParameters:")
+  local width = 0
+  for _, k in ipairs(keys) do width = math.max(width, #k) end
+  for _, k in ipairs(keys) do
+    local s = pb.params[k]
+    local bits = {}
+    bits[#bits + 1] = s.type or "string"
+    if s.required then bits[#bits + 1] = "required" end
+    if s.default ~= nil then bits[#bits + 1] = "default " .. tostring(s.default) end
+    if s.choices then
+      local c = {}
+      for _, v in ipairs(s.choices) do c[#c + 1] = tostring(v) end
+      bits[#bits + 1] = "one of " .. table.concat(c, "|")
+    end
+    if s.pattern then bits[#bits + 1] = "pattern " .. s.pattern end
+    print(("  %-" .. width .. "s  %s%s"):format(k, table.concat(bits, ", "),
+      s.help and ("  -- " .. s.help) or ""))
+  end
+end
+
+local function run_tests(opts)
+  -- busted ends with os.exit; close the state so sanitizers see a clean exit
+  local exit = os.exit
+  os.exit = function(code) exit(code, true) end -- luacheck: ignore
+  _G.arg = { [0] = "bgrun test" }
+  for i, a in ipairs(opts.args) do _G.arg[i] = a end
+  require("busted.runner")({ standalone = false })
+  return EXIT.ok
+end
+
+---Entry point used by engine/main.c.
+---@param opts table
+---@return integer exit code
+function M.main(opts)
+  options.yes = opts.yes
+  options.verbose = opts.verbose
+  log.configure {
+    format = opts.log_format,
+    level = opts.verbose and "debug" or opts.quiet and "warn" or "info",
+  }
+  core.set_dry_run(opts.dry_run and true or false)
+  install_globals()
+
+  if opts.test then return run_tests(opts) end
+
+  local path = opts.playbook
+  local pb, err = load_playbook(path)
+  if not pb then
+    log.error(tostring(err))
+    return core.interrupted() and EXIT.interrupted or EXIT.usage
+  end
+  if opts.describe then
+    describe(path, pb)
+    return EXIT.ok
+  end
+  local args, perr = M.parse_args(pb.params, opts.args)
+  if not args then
+    log.error(perr, { playbook = path })
+    return EXIT.usage
+  end
+  if opts.dry_run then log.info("dry-run: nothing will be changed") end
+
+  local t0 = core.now()
+  local ok, rerr = xpcall(pb.run, traceback_handler, args)
+  local took = fmt_duration(core.now() - t0)
+  if ok then
+    log.info("playbook succeeded", { playbook = path, duration = took })
+    return EXIT.ok
+  end
+
+  local interrupted = is_interrupt(rerr)
+  local where = failure and failure.step
+  if type(rerr) == "table" and rerr.step then where = rerr.step end
+  local fields = { playbook = path, duration = took, error = tostring(rerr) }
+  if where then fields.step = where end
+  if options.verbose and failure then fields.traceback = failure.traceback end
+  log.error(interrupted and "playbook interrupted" or "playbook failed", fields)
+
+  local failed = run_compensations(rerr)
+  if failed > 0 then
+    log.error(("%d compensation(s) failed: the system needs a human to look"):format(failed))
+    return EXIT.compensation_failed
+  end
+  if interrupted then return EXIT.interrupted end
+  return EXIT.failed
+end
+
+return M
