@@ -1,0 +1,2 @@
+-- 004_down: undo 004_appointments.
+DROP TABLE appointments;
