@@ -94,7 +94,7 @@ static void iso_time(char *out, size_t n, int with_date)
 	gmtime_r(&tv.tv_sec, &tm);
 	char base[32];
 	strftime(base, sizeof base, with_date ? "%Y-%m-%dT%H:%M:%S" : "%H:%M:%S", &tm);
-	snprintf(out, n, "%s.%03ldZ", base, (long)(tv.tv_usec / 1000));
+	snprintf(out, n, "%.20s.%03dZ", base, (int)((tv.tv_usec / 1000) % 1000));
 	if (!with_date)
 		out[strlen(out) - 1] = '\0';
 }

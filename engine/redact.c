@@ -6,6 +6,7 @@
 void redactor_init(redactor *r)
 {
 	r->values = NULL;
+	r->lens = NULL;
 	r->count = r->cap = 0;
 }
 
@@ -14,6 +15,7 @@ void redactor_free(redactor *r)
 	for (size_t i = 0; i < r->count; i++)
 		free(r->values[i]);
 	free(r->values);
+	free(r->lens);
 	redactor_init(r);
 }
 
@@ -22,7 +24,7 @@ int redactor_add(redactor *r, const char *value, size_t len)
 	if (len < REDACT_MIN_LEN)
 		return 0;
 	for (size_t i = 0; i < r->count; i++)
-		if (strlen(r->values[i]) == len && memcmp(r->values[i], value, len) == 0)
+		if (r->lens[i] == len && memcmp(r->values[i], value, len) == 0)
 			return 0;
 	if (r->count == r->cap) {
 		size_t cap = r->cap ? r->cap * 2 : 8;
@@ -30,6 +32,10 @@ int redactor_add(redactor *r, const char *value, size_t len)
 		if (v == NULL)
 			return -1;
 		r->values = v;
+		size_t *l = realloc(r->lens, cap * sizeof *l);
+		if (l == NULL)
+			return -1;
+		r->lens = l;
 		r->cap = cap;
 	}
 	char *copy = malloc(len + 1);
@@ -39,10 +45,12 @@ int redactor_add(redactor *r, const char *value, size_t len)
 	copy[len] = '\0';
 	/* Keep longest first so the first match at a position is the longest. */
 	size_t at = 0;
-	while (at < r->count && strlen(r->values[at]) >= len)
+	while (at < r->count && r->lens[at] >= len)
 		at++;
 	memmove(r->values + at + 1, r->values + at, (r->count - at) * sizeof *r->values);
+	memmove(r->lens + at + 1, r->lens + at, (r->count - at) * sizeof *r->lens);
 	r->values[at] = copy;
+	r->lens[at] = len;
 	r->count++;
 	return 1;
 }
@@ -53,7 +61,7 @@ int redactor_apply(const redactor *r, const char *text, size_t len, buf *out)
 	while (i < len) {
 		size_t hit = 0;
 		for (size_t k = 0; k < r->count && hit == 0; k++) {
-			size_t vl = strlen(r->values[k]);
+			size_t vl = r->lens[k];
 			if (vl <= len - i && memcmp(text + i, r->values[k], vl) == 0)
 				hit = vl;
 		}

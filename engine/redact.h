@@ -14,6 +14,7 @@
 
 typedef struct redactor {
 	char **values;
+	size_t *lens;   /* values may hold NUL bytes */
 	size_t count;
 	size_t cap;
 } redactor;
