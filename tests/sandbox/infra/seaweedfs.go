@@ -33,9 +33,6 @@ type WeedPorts struct {
 	Master, MasterGRPC, Volume, VolumeGRPC, Filer, FilerGRPC, S3, S3GRPC int
 }
 
-// weedPortCount is how many ports a SeaweedFS needs from FreePorts.
-const weedPortCount = 8
-
 // WeedBinary is where build.sh puts the weed binary.
 func WeedBinary() string {
 	cache := os.Getenv("BGRUN_CACHE")
@@ -64,7 +61,7 @@ func NewSeaweedFS(dir string, ports []int, bucket string) *SeaweedFS {
 }
 
 // WeedPortsNeeded is how many free ports NewSeaweedFS takes.
-func WeedPortsNeeded() int { return weedPortCount }
+func WeedPortsNeeded() int { return 8 }
 
 // Endpoint is the S3 gateway's URL.
 func (s *SeaweedFS) Endpoint() string {
@@ -113,12 +110,15 @@ func (s *SeaweedFS) Start(ctx context.Context) error {
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-dir="+s.DataDir,
 		"-master.port="+itoa(p.Master), "-master.port.grpc="+itoa(p.MasterGRPC),
-		"-master.volumeSizeLimitMB=256",
+		"-master.volumeSizeLimitMB=256", "-master.telemetry=false",
 		"-volume.port="+itoa(p.Volume), "-volume.port.grpc="+itoa(p.VolumeGRPC),
-		"-volume.max=16",
+		"-volume.max=16", "-volume.preStopSeconds=0",
 		"-filer.port="+itoa(p.Filer), "-filer.port.grpc="+itoa(p.FilerGRPC),
 		"-s3", "-s3.port="+itoa(p.S3), "-s3.port.grpc="+itoa(p.S3GRPC),
 		"-s3.config="+s.ConfigFile,
+		// Like real S3: an upload to a missing bucket fails.
+		"-s3.autoCreateBucket=false",
+		"-s3.port.iceberg=0", "-s3.port.lance=0",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.Dir = s.DataDir
@@ -189,12 +189,15 @@ func (s *SeaweedFS) Exited() <-chan struct{} {
 	return s.proc.done
 }
 
-// Stop terminates weed.
+// Stop terminates weed. Its graceful shutdown takes seconds; the store's
+// data goes away with the sandbox, so a kill after a short grace loses
+// nothing.
 func (s *SeaweedFS) Stop() error {
 	if s.proc == nil {
 		return nil
 	}
-	return s.proc.stop(syscall.SIGTERM, 5*time.Second)
+	s.proc.stop(syscall.SIGTERM, 2*time.Second)
+	return nil
 }
 
 // PingS3 sends a signed ListBuckets and wants 200.

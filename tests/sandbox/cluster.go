@@ -1,0 +1,19 @@
+//go:build !nocluster
+
+package main
+
+import "bgrun/sandbox/cluster"
+
+// startCluster is the only place that knows the cluster package.
+func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []string) (clusterHandle, error) {
+	c, err := cluster.Start(cluster.Config{
+		Dir:           dir,
+		BehaviorsFile: behaviors,
+		PodEnv:        podEnv,
+		DemoAppArgv:   demoApp,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return c, nil
+}
