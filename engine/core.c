@@ -394,6 +394,7 @@ static const luaL_Reg native_modules[] = {
 	{"log", luaopen_log},
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
+	{"http", luaopen_http},
 	{NULL, NULL},
 };
 

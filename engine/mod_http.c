@@ -1,0 +1,885 @@
+/* http: HTTP/1.1 and HTTP/2 requests through libcurl. Every transfer, one
+ * or many, runs on the module's kept multi handle, so connections (and TLS
+ * sessions, through a share handle) are reused across calls. A 4xx or 5xx
+ * is a response; only transport failures become structured errors. The
+ * curl callbacks only fill C buffers: Lua values are built after libcurl
+ * returns. */
+#define _POSIX_C_SOURCE 200809L
+#include "bgrun.h"
+#include "buf.h"
+#include "httputil.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <curl/curl.h>
+
+#define STATE_MT "bgrun.http.state"
+#define BATCH_MT "bgrun.http.batch"
+#define HEADERS_MT "bgrun.http.headers"
+
+enum {
+	DEFAULT_TIMEOUT_MS = 30000,
+	DEFAULT_CONNECT_TIMEOUT_MS = 10000,
+	DEFAULT_MAX_REDIRECTS = 10,
+	DEFAULT_CONCURRENCY = 8,
+	POLL_MS = 100, /* how often an idle transfer loop looks at the interrupt flag */
+};
+
+/* The module state: an upvalue of every module function. */
+typedef struct http_state {
+	CURLM *multi;  /* its connection cache outlives each call */
+	CURLSH *share; /* TLS sessions and DNS answers */
+} http_state;
+
+/* One transfer. Lua strings it points at (URL, body) stay anchored by the
+ * request tables on the caller's stack for the whole call. */
+typedef struct xfer {
+	CURL *easy;
+	struct curl_slist *headers;
+	char *json_body;   /* json= encoded, owned */
+	buf op;            /* "GET http://..." */
+	buf body;          /* response body */
+	buf head;          /* raw header lines of the last response */
+	char errbuf[CURL_ERROR_SIZE];
+	CURLcode result;
+	int added;         /* in the multi handle */
+	int done;
+	int dry_run;
+	int oom;
+	long status;
+	long connects;
+	long version;
+	curl_off_t time_us;
+} xfer;
+
+/* The transfers of one call: a userdata, so a Lua error raised while
+ * results are built (out of memory) still frees them through __gc. */
+typedef struct batch {
+	CURLM *multi;
+	xfer *x;
+	size_t n;
+} batch;
+
+/* ---------------------------------------------------------------- state */
+
+static int state_gc(lua_State *L)
+{
+	http_state *st = luaL_checkudata(L, 1, STATE_MT);
+	if (st->multi) {
+		CURLM *m = st->multi;
+		st->multi = NULL;
+		curl_multi_cleanup(m);
+	}
+	if (st->share) {
+		CURLSH *s = st->share;
+		st->share = NULL;
+		curl_share_cleanup(s);
+	}
+	return 0;
+}
+
+static http_state *get_state(lua_State *L)
+{
+	http_state *st = luaL_checkudata(L, lua_upvalueindex(1), STATE_MT);
+	if (st->multi == NULL)
+		luaL_error(L, "http: module state is closed");
+	return st;
+}
+
+/* ---------------------------------------------------------------- batch */
+
+static void xfer_release(CURLM *multi, xfer *x)
+{
+	if (x->easy) {
+		if (x->added)
+			curl_multi_remove_handle(multi, x->easy);
+		curl_easy_cleanup(x->easy);
+		x->easy = NULL;
+		x->added = 0;
+	}
+	curl_slist_free_all(x->headers);
+	x->headers = NULL;
+	free(x->json_body);
+	x->json_body = NULL;
+	buf_free(&x->op);
+	buf_free(&x->body);
+	buf_free(&x->head);
+}
+
+static int batch_close(lua_State *L)
+{
+	batch *b = luaL_checkudata(L, 1, BATCH_MT);
+	if (b->x) {
+		xfer *x = b->x;
+		b->x = NULL;
+		for (size_t i = 0; i < b->n; i++)
+			xfer_release(b->multi, &x[i]);
+		free(x);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------- curl callbacks */
+
+static size_t on_body(char *data, size_t size, size_t n, void *ud)
+{
+	xfer *x = ud;
+	if (buf_append(&x->body, data, size * n) != 0) {
+		x->oom = 1;
+		return 0;
+	}
+	return size * n;
+}
+
+static size_t on_header(char *data, size_t size, size_t n, void *ud)
+{
+	xfer *x = ud;
+	size_t len = size * n;
+	/* A new status line starts a new response (redirect, 100 Continue):
+	 * only the last one's headers are reported. */
+	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
+		buf_reset(&x->head);
+	if (buf_append(&x->head, data, len) != 0) {
+		x->oom = 1;
+		return 0;
+	}
+	return len;
+}
+
+/* -------------------------------------------------------- argument checks */
+
+static const char *const request_keys[] = {
+	"method", "url", "headers", "body", "json", "timeout", "connect_timeout",
+	"follow_redirects", "max_redirects", "ca_file", "client_cert", "client_key",
+	"insecure", "http_version", "readonly", NULL,
+};
+
+static int opt_type(lua_State *L, int t, const char *field)
+{
+	int ty = lua_getfield(L, t, field);
+	lua_pop(L, 1);
+	return ty;
+}
+
+static void need(lua_State *L, const char *fname, int t, const char *field, int want, const char *what)
+{
+	int ty = opt_type(L, t, field);
+	if (ty != LUA_TNIL && ty != want)
+		luaL_error(L, "http.%s: option '%s' must be %s, got %s", fname, field, what, lua_typename(L, ty));
+}
+
+static void need_positive(lua_State *L, const char *fname, int t, const char *field)
+{
+	if (lua_getfield(L, t, field) != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+			luaL_error(L, "http.%s: option '%s' must be a positive number of seconds", fname, field);
+	}
+	lua_pop(L, 1);
+}
+
+/* Raises a plain error for a mistake in request table t. */
+static void check_request(lua_State *L, int t, const char *fname)
+{
+	t = lua_absindex(L, t);
+	if (lua_type(L, t) != LUA_TTABLE)
+		luaL_error(L, "http.%s: a request must be a table, got %s", fname, luaL_typename(L, t));
+	lua_pushnil(L);
+	while (lua_next(L, t)) {
+		lua_pop(L, 1);
+		int ok = 0;
+		if (lua_type(L, -1) == LUA_TSTRING)
+			for (int i = 0; request_keys[i] && !ok; i++)
+				ok = strcmp(lua_tostring(L, -1), request_keys[i]) == 0;
+		if (!ok)
+			luaL_error(L, "http.%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL));
+	}
+	if (opt_type(L, t, "url") != LUA_TSTRING)
+		luaL_error(L, "http.%s: option 'url' (a string) is required", fname);
+	need(L, fname, t, "method", LUA_TSTRING, "a string");
+	need(L, fname, t, "headers", LUA_TTABLE, "a table");
+	need(L, fname, t, "body", LUA_TSTRING, "a string");
+	need(L, fname, t, "follow_redirects", LUA_TBOOLEAN, "a boolean");
+	need(L, fname, t, "insecure", LUA_TBOOLEAN, "a boolean");
+	need(L, fname, t, "readonly", LUA_TBOOLEAN, "a boolean");
+	need(L, fname, t, "ca_file", LUA_TSTRING, "a string");
+	need(L, fname, t, "client_cert", LUA_TSTRING, "a string");
+	need(L, fname, t, "client_key", LUA_TSTRING, "a string");
+	need_positive(L, fname, t, "timeout");
+	need_positive(L, fname, t, "connect_timeout");
+	if (opt_type(L, t, "body") != LUA_TNIL && opt_type(L, t, "json") != LUA_TNIL)
+		luaL_error(L, "http.%s: give body= or json=, not both", fname);
+	if (lua_getfield(L, t, "max_redirects") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+			luaL_error(L, "http.%s: option 'max_redirects' must be a non-negative integer", fname);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, t, "http_version") != LUA_TNIL) {
+		const char *v = lua_tostring(L, -1);
+		if (v == NULL || (strcmp(v, "1.1") != 0 && strcmp(v, "2") != 0))
+			luaL_error(L, "http.%s: option 'http_version' must be \"1.1\" or \"2\"", fname);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, t, "method") == LUA_TSTRING) {
+		size_t len;
+		const char *m = lua_tolstring(L, -1, &len);
+		int ok = len > 0;
+		for (size_t i = 0; i < len; i++)
+			ok &= (m[i] >= 'A' && m[i] <= 'Z') || m[i] == '-' || m[i] == '_';
+		if (!ok)
+			luaL_error(L, "http.%s: method '%s' must be an upper-case token such as \"GET\"", fname, m);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, t, "headers") == LUA_TTABLE) {
+		int h = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, h)) {
+			size_t klen, vlen;
+			if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+				luaL_error(L, "http.%s: headers must map names to strings", fname);
+			const char *k = lua_tolstring(L, -2, &klen);
+			lua_pushvalue(L, -1);
+			const char *v = lua_tolstring(L, -1, &vlen);
+			if (klen == 0 || !httputil_header_safe(k, klen) || memchr(k, ':', klen) ||
+			    !httputil_header_safe(v, vlen))
+				luaL_error(L, "http.%s: header '%s' has a bad name or a line break in its value", fname, k);
+			lua_pop(L, 2);
+		}
+	}
+	lua_pop(L, 1);
+}
+
+/* The method a request uses: method=, else POST with a body, else GET. */
+static const char *request_method(lua_State *L, int t)
+{
+	const char *m = NULL;
+	if (lua_getfield(L, t, "method") == LUA_TSTRING)
+		m = lua_tostring(L, -1); /* anchored by t */
+	lua_pop(L, 1);
+	if (m)
+		return m;
+	return opt_type(L, t, "body") != LUA_TNIL || opt_type(L, t, "json") != LUA_TNIL ? "POST" : "GET";
+}
+
+static long ms_opt(lua_State *L, int t, const char *field, long def)
+{
+	long v = def;
+	if (lua_getfield(L, t, field) == LUA_TNUMBER)
+		v = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+	lua_pop(L, 1);
+	return v < 1 ? 1 : v;
+}
+
+static const char *str_opt(lua_State *L, int t, const char *field)
+{
+	const char *s = NULL;
+	if (lua_getfield(L, t, field) == LUA_TSTRING)
+		s = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	return s;
+}
+
+static int bool_opt(lua_State *L, int t, const char *field)
+{
+	lua_getfield(L, t, field);
+	int v = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	return v;
+}
+
+/* Registers the password of a URL's user info as a secret. */
+static void register_url_secret(lua_State *L, const char *url)
+{
+	CURLU *u = curl_url();
+	if (u == NULL)
+		return;
+	char *pw = NULL;
+	if (curl_url_set(u, CURLUPART_URL, url, CURLU_NON_SUPPORT_SCHEME) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_PASSWORD, &pw, CURLU_URLDECODE) == CURLUE_OK && pw) {
+		bgrun_secret(L, pw, strlen(pw));
+	}
+	curl_free(pw);
+	curl_url_cleanup(u);
+}
+
+/* ----------------------------------------------------------- set-up */
+
+/* Prepares x for request table t; returns NULL or a message for a
+ * playbook mistake found late (json= that cannot be encoded). Raises only
+ * for out of memory, when the batch userdata owns everything. */
+static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err, size_t errlen)
+{
+	const char *method = request_method(L, t);
+	const char *url = str_opt(L, t, "url");
+	if (buf_printf(&x->op, "%s %s", method, url) != 0)
+		luaL_error(L, "http: out of memory");
+	register_url_secret(L, url);
+
+	if (bgrun_dry_run(L) && !httputil_method_is_safe(method) && !bool_opt(L, t, "readonly")) {
+		x->dry_run = 1;
+		x->done = 1;
+		return NULL;
+	}
+
+	const char *body = NULL;
+	size_t body_len = 0;
+	int has_body = 0;
+	if (lua_getfield(L, t, "body") == LUA_TSTRING) {
+		body = lua_tolstring(L, -1, &body_len); /* anchored by t */
+		has_body = 1;
+	}
+	lua_pop(L, 1);
+	int is_json = 0;
+	if (lua_getfield(L, t, "json") != LUA_TNIL) {
+		json_t *j = bgrun_json_from_lua(L, -1, err, errlen);
+		if (j == NULL) {
+			lua_pop(L, 1);
+			return err;
+		}
+		x->json_body = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_decref(j);
+		if (x->json_body == NULL)
+			luaL_error(L, "http: out of memory");
+		body = x->json_body;
+		body_len = strlen(body);
+		has_body = is_json = 1;
+	}
+	lua_pop(L, 1);
+
+	/* Request headers; Authorization values become secrets. */
+	int has_ctype = 0;
+	buf line = BUF_INIT;
+	if (lua_getfield(L, t, "headers") == LUA_TTABLE) {
+		int h = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, h)) {
+			size_t klen, vlen;
+			const char *k = lua_tolstring(L, -2, &klen);
+			lua_pushvalue(L, -1);
+			const char *v = lua_tolstring(L, -1, &vlen);
+			if (httputil_name_is(k, klen, "authorization") || httputil_name_is(k, klen, "proxy-authorization"))
+				bgrun_secret(L, v, vlen);
+			has_ctype |= httputil_name_is(k, klen, "content-type");
+			buf_reset(&line);
+			/* "Name;" is curl's way to send a header with an empty value */
+			int bad = vlen == 0 ? buf_printf(&line, "%s;", k) : buf_printf(&line, "%s: %s", k, v);
+			struct curl_slist *nl = bad ? NULL : curl_slist_append(x->headers, line.data);
+			lua_pop(L, 2);
+			if (nl == NULL) {
+				buf_free(&line);
+				luaL_error(L, "http: out of memory");
+			}
+			x->headers = nl;
+		}
+	}
+	lua_pop(L, 1);
+	buf_free(&line);
+	if (is_json && !has_ctype) {
+		struct curl_slist *nl = curl_slist_append(x->headers, "Content-Type: application/json");
+		if (nl == NULL)
+			luaL_error(L, "http: out of memory");
+		x->headers = nl;
+	}
+
+	CURL *e = x->easy = curl_easy_init();
+	if (e == NULL)
+		luaL_error(L, "http: cannot create a curl handle");
+	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
+	curl_easy_setopt(e, CURLOPT_URL, url);
+	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+	curl_easy_setopt(e, CURLOPT_SHARE, st->share);
+	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
+	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
+	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms_opt(L, t, "timeout", DEFAULT_TIMEOUT_MS));
+	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms_opt(L, t, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS));
+	if (x->headers)
+		curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+
+	if (strcmp(method, "HEAD") == 0) {
+		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+	} else if (has_body || strcmp(method, "POST") == 0) {
+		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
+		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
+		if (strcmp(method, "POST") != 0)
+			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	} else if (strcmp(method, "GET") != 0) {
+		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+	}
+
+	if (bool_opt(L, t, "follow_redirects")) {
+		long max = DEFAULT_MAX_REDIRECTS;
+		if (lua_getfield(L, t, "max_redirects") == LUA_TNUMBER)
+			max = (long)lua_tointeger(L, -1);
+		lua_pop(L, 1);
+		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(e, CURLOPT_MAXREDIRS, max);
+	}
+
+	const char *v = str_opt(L, t, "http_version");
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
+	                 v && strcmp(v, "2") == 0 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+	if ((v = str_opt(L, t, "ca_file")))
+		curl_easy_setopt(e, CURLOPT_CAINFO, v);
+	if ((v = str_opt(L, t, "client_cert")))
+		curl_easy_setopt(e, CURLOPT_SSLCERT, v);
+	if ((v = str_opt(L, t, "client_key")))
+		curl_easy_setopt(e, CURLOPT_SSLKEY, v);
+	if (bool_opt(L, t, "insecure")) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	}
+	return NULL;
+}
+
+/* ------------------------------------------------------------- transfer */
+
+static void finish(CURLM *multi, xfer *x, CURLcode rc)
+{
+	x->result = x->oom ? CURLE_OUT_OF_MEMORY : rc;
+	x->done = 1;
+	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
+	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &x->connects);
+	curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->version);
+	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &x->time_us);
+	curl_multi_remove_handle(multi, x->easy);
+	x->added = 0;
+}
+
+static int start(CURLM *multi, xfer *x)
+{
+	CURLMcode mc = curl_multi_add_handle(multi, x->easy);
+	if (mc != CURLM_OK) {
+		x->result = CURLE_FAILED_INIT;
+		x->done = 1;
+		snprintf(x->errbuf, sizeof x->errbuf, "cannot start the transfer: %s", curl_multi_strerror(mc));
+		return 0;
+	}
+	x->added = 1;
+	return 1;
+}
+
+/* Runs every prepared transfer, at most cap at a time. Never raises.
+ * Returns 1 when an interrupt stopped it (the transfers still running are
+ * left for batch_close to remove). */
+static int run(CURLM *multi, xfer *xs, size_t n, size_t cap)
+{
+	size_t next = 0, running = 0;
+	for (;;) {
+		while (running < cap && next < n) {
+			xfer *x = &xs[next++];
+			if (!x->done && start(multi, x))
+				running++;
+		}
+		if (running == 0)
+			return 0;
+		int still = 0;
+		curl_multi_perform(multi, &still);
+		CURLMsg *msg;
+		int q;
+		while ((msg = curl_multi_info_read(multi, &q))) {
+			if (msg->msg != CURLMSG_DONE)
+				continue;
+			xfer *x = NULL;
+			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
+			CURLcode rc = msg->data.result;
+			if (x && x->added) {
+				finish(multi, x, rc); /* msg is invalid from here */
+				running--;
+			}
+		}
+		if (bgrun_interrupted())
+			return 1;
+		if (running > 0 && (running == cap || next == n))
+			curl_multi_poll(multi, NULL, 0, POLL_MS, NULL);
+	}
+}
+
+/* ------------------------------------------------------------- results */
+
+/* headers[k]: any case finds the lower-cased key. */
+static int headers_index(lua_State *L)
+{
+	if (lua_type(L, 2) != LUA_TSTRING)
+		return 0;
+	size_t len;
+	const char *k = lua_tolstring(L, 2, &len);
+	luaL_Buffer b;
+	char *p = luaL_buffinitsize(L, &b, len);
+	memcpy(p, k, len);
+	httputil_lower(p, len);
+	luaL_pushresultsize(&b, len);
+	lua_rawget(L, 1);
+	return 1;
+}
+
+static void push_headers(lua_State *L, const xfer *x)
+{
+	lua_newtable(L);
+	int t = lua_gettop(L);
+	const char *p = x->head.data, *end = p ? p + x->head.len : NULL;
+	while (p && p < end) {
+		const char *nl = memchr(p, '\n', (size_t)(end - p));
+		size_t len = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
+		http_field f;
+		if (httputil_parse_field(p, len, &f)) {
+			luaL_Buffer b;
+			char *name = luaL_buffinitsize(L, &b, f.name_len);
+			memcpy(name, f.name, f.name_len);
+			httputil_lower(name, f.name_len);
+			luaL_pushresultsize(&b, f.name_len);
+			lua_pushvalue(L, -1);
+			if (lua_rawget(L, t) == LUA_TSTRING) {
+				/* a repeated field: joined as RFC 9110 allows */
+				lua_pushliteral(L, ", ");
+				lua_pushlstring(L, f.value, f.value_len);
+				lua_concat(L, 3);
+			} else {
+				lua_pop(L, 1);
+				lua_pushlstring(L, f.value, f.value_len);
+			}
+			lua_rawset(L, t);
+		}
+		p += len;
+	}
+	luaL_setmetatable(L, HEADERS_MT);
+}
+
+static const char *version_name(long v)
+{
+	switch (v) {
+	case CURL_HTTP_VERSION_1_0:
+		return "1.0";
+	case CURL_HTTP_VERSION_1_1:
+		return "1.1";
+	case CURL_HTTP_VERSION_2_0:
+		return "2";
+	case CURL_HTTP_VERSION_3:
+		return "3";
+	default:
+		return NULL;
+	}
+}
+
+static void push_dry_run(lua_State *L, const xfer *x, int t)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushstring(L, x->op.data);
+	lua_setfield(L, -2, "request");
+	bgrun_log(L, "info", "dry-run: would send", lua_gettop(L));
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 6);
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "status");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "dry_run");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "body");
+	lua_newtable(L);
+	luaL_setmetatable(L, HEADERS_MT);
+	lua_setfield(L, -2, "headers");
+	lua_getfield(L, t, "url");
+	lua_setfield(L, -2, "url");
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "time_ms");
+}
+
+static void push_error(lua_State *L, const xfer *x, int t)
+{
+	const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
+	bgrun_error_new(L, "http", x->op.data, httputil_reason(x->result), "%s", msg);
+	bgrun_error_set_int(L, "code", (lua_Integer)x->result);
+	lua_getfield(L, t, "url");
+	const char *url = lua_tostring(L, -1); /* anchored by t */
+	lua_pop(L, 1);
+	bgrun_error_set_str(L, "url", url);
+}
+
+/* Pushes the response of a finished transfer, or its structured error. */
+static void push_result(lua_State *L, const xfer *x, int t)
+{
+	if (x->dry_run) {
+		push_dry_run(L, x, t);
+		return;
+	}
+	if (x->result != CURLE_OK) {
+		push_error(L, x, t);
+		return;
+	}
+	lua_createtable(L, 0, 8);
+	lua_pushinteger(L, x->status);
+	lua_setfield(L, -2, "status");
+	push_headers(L, x);
+	lua_getfield(L, -1, "content-type");
+	size_t clen = 0;
+	const char *ctype = lua_tolstring(L, -1, &clen);
+	int is_json = ctype && httputil_is_json_type(ctype, clen);
+	lua_pop(L, 1);
+	lua_setfield(L, -2, "headers");
+	lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+	lua_setfield(L, -2, "body");
+	if (is_json && x->body.len > 0) {
+		/* a body that does not parse leaves json nil: the status and the
+		 * body still tell the playbook what happened */
+		json_t *j = json_loadb(x->body.data, x->body.len, JSON_DECODE_ANY, NULL);
+		if (j) {
+			bgrun_json_push(L, j);
+			json_decref(j);
+			lua_setfield(L, -2, "json");
+		}
+	}
+	lua_pushnumber(L, (lua_Number)x->time_us / 1000.0);
+	lua_setfield(L, -2, "time_ms");
+	char *eff = NULL;
+	curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
+	if (eff) {
+		lua_pushstring(L, eff);
+		lua_setfield(L, -2, "url");
+	}
+	const char *v = version_name(x->version);
+	if (v) {
+		lua_pushstring(L, v);
+		lua_setfield(L, -2, "http_version");
+	}
+	lua_pushinteger(L, x->connects);
+	lua_setfield(L, -2, "connects");
+}
+
+/* Runs the request tables in array reqs; pushes the batch userdata and
+ * leaves the results array above it. Interrupts raise (after cleanup);
+ * transport errors are results. */
+static void perform(lua_State *L, int reqs, size_t cap, const char *fname)
+{
+	http_state *st = get_state(L);
+	size_t n = (size_t)luaL_len(L, reqs);
+	for (size_t i = 1; i <= n; i++) {
+		lua_rawgeti(L, reqs, (lua_Integer)i);
+		check_request(L, -1, fname);
+		lua_pop(L, 1);
+	}
+
+	batch *b = lua_newuserdatauv(L, sizeof *b, 0);
+	b->multi = st->multi;
+	b->x = NULL;
+	b->n = 0;
+	luaL_setmetatable(L, BATCH_MT);
+	int bidx = lua_gettop(L);
+	if (n > 0 && (b->x = calloc(n, sizeof *b->x)) == NULL)
+		luaL_error(L, "http: out of memory");
+	b->n = n;
+
+	char err[256];
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, reqs, (lua_Integer)i + 1);
+		const char *msg = setup(L, st, &b->x[i], lua_gettop(L), err, sizeof err);
+		lua_pop(L, 1);
+		if (msg) {
+			lua_pushcfunction(L, batch_close);
+			lua_pushvalue(L, bidx);
+			lua_call(L, 1, 0);
+			luaL_error(L, "http.%s: option 'json' cannot be encoded: %s", fname, msg);
+		}
+	}
+
+	if (run(st->multi, b->x, n, cap)) {
+		char op[512];
+		snprintf(op, sizeof op, "%s", n == 1 ? b->x[0].op.data : "all");
+		lua_pushcfunction(L, batch_close);
+		lua_pushvalue(L, bidx);
+		lua_call(L, 1, 0);
+		bgrun_throw_interrupted(L, "http", op);
+	}
+
+	lua_createtable(L, (int)n, 0);
+	for (size_t i = 0; i < n; i++) {
+		lua_rawgeti(L, reqs, (lua_Integer)i + 1);
+		push_result(L, &b->x[i], lua_gettop(L));
+		lua_remove(L, -2);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+	}
+}
+
+/* Frees the batch under the results at the top; leaves the results. */
+static void release(lua_State *L)
+{
+	lua_pushcfunction(L, batch_close);
+	lua_pushvalue(L, -3);
+	lua_call(L, 1, 0);
+}
+
+/* Runs the single request table at index t and returns its response;
+ * raises its structured error. */
+static int request_one(lua_State *L, int t, const char *fname)
+{
+	t = lua_absindex(L, t);
+	lua_createtable(L, 1, 0);
+	lua_pushvalue(L, t);
+	lua_rawseti(L, -2, 1);
+	perform(L, lua_gettop(L), 1, fname);
+	lua_rawgeti(L, -1, 1);
+	lua_remove(L, -2);  /* batch, result */
+	lua_pushcfunction(L, batch_close);
+	lua_pushvalue(L, -3);
+	lua_call(L, 1, 0);
+	if (lua_getmetatable(L, -1)) {
+		int is_err = luaL_getmetatable(L, "bgrun.error") != LUA_TNIL && lua_rawequal(L, -1, -2);
+		lua_pop(L, 2);
+		if (is_err)
+			bgrun_error_throw(L);
+	}
+	return 1;
+}
+
+/* http.request{method=, url=, headers=, body=|json=, timeout=, ...} -> response */
+static int http_request(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	return request_one(L, 1, "request");
+}
+
+/* Shared by the method shorthands: copies opts, sets url and method. */
+static int with_method(lua_State *L, const char *method, const char *fname)
+{
+	luaL_checkstring(L, 1);
+	if (!lua_isnoneornil(L, 2))
+		luaL_checktype(L, 2, LUA_TTABLE);
+	lua_settop(L, 2);
+	lua_newtable(L);
+	if (lua_istable(L, 2)) {
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, 3);
+		}
+	}
+	lua_pushvalue(L, 1);
+	lua_setfield(L, 3, "url");
+	if (opt_type(L, 3, "method") == LUA_TNIL) {
+		lua_pushstring(L, method);
+		lua_setfield(L, 3, "method");
+	}
+	return request_one(L, 3, fname);
+}
+
+/* http.get(url [, opts]) -> response */
+static int http_get(lua_State *L) { return with_method(L, "GET", "get"); }
+/* http.post(url [, opts]) -> response */
+static int http_post(lua_State *L) { return with_method(L, "POST", "post"); }
+/* http.put(url [, opts]) -> response */
+static int http_put(lua_State *L) { return with_method(L, "PUT", "put"); }
+/* http.patch(url [, opts]) -> response */
+static int http_patch(lua_State *L) { return with_method(L, "PATCH", "patch"); }
+/* http.delete(url [, opts]) -> response */
+static int http_delete(lua_State *L) { return with_method(L, "DELETE", "delete"); }
+/* http.head(url [, opts]) -> response */
+static int http_head(lua_State *L) { return with_method(L, "HEAD", "head"); }
+
+/* http.all(requests [, {concurrency=N}]) -> results in order, each a
+ * response or the structured error its request met */
+static int http_all(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_Integer cap = DEFAULT_CONCURRENCY;
+	if (!lua_isnoneornil(L, 2)) {
+		luaL_checktype(L, 2, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, 2)) {
+			lua_pop(L, 1);
+			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "concurrency") != 0)
+				luaL_error(L, "http.all: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+		}
+		if (lua_getfield(L, 2, "concurrency") != LUA_TNIL) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
+				luaL_error(L, "http.all: option 'concurrency' must be a positive integer");
+			cap = lua_tointeger(L, -1);
+		}
+		lua_pop(L, 1);
+	}
+	lua_settop(L, 1);
+	/* a plain URL string stands for {url=s} */
+	lua_Integer n = luaL_len(L, 1);
+	lua_createtable(L, (int)n, 0);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, 1, i) == LUA_TSTRING) {
+			lua_createtable(L, 0, 1);
+			lua_insert(L, -2);
+			lua_setfield(L, -2, "url");
+		}
+		lua_rawseti(L, 2, i);
+	}
+	perform(L, 2, (size_t)cap, "all");
+	release(L);
+	return 1;
+}
+
+static const luaL_Reg http_funcs[] = {
+	{"request", http_request},
+	{"get", http_get},
+	{"post", http_post},
+	{"put", http_put},
+	{"patch", http_patch},
+	{"delete", http_delete},
+	{"head", http_head},
+	{"all", http_all},
+	{NULL, NULL},
+};
+
+int luaopen_http(lua_State *L)
+{
+	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+		return luaL_error(L, "http: cannot initialise libcurl");
+	if (luaL_newmetatable(L, BATCH_MT)) {
+		lua_pushcfunction(L, batch_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, batch_close);
+		lua_setfield(L, -2, "__close");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, HEADERS_MT)) {
+		lua_pushcfunction(L, headers_index);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+
+	/* created closed, filled once both handles exist */
+	http_state *st = lua_newuserdatauv(L, sizeof *st, 0);
+	st->multi = NULL;
+	st->share = NULL;
+	if (luaL_newmetatable(L, STATE_MT)) {
+		lua_pushcfunction(L, state_gc);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, state_gc);
+		lua_setfield(L, -2, "__close");
+	}
+	lua_setmetatable(L, -2);
+	CURLSH *share = curl_share_init();
+	CURLM *multi = curl_multi_init();
+	if (share == NULL || multi == NULL) {
+		if (share)
+			curl_share_cleanup(share);
+		if (multi)
+			curl_multi_cleanup(multi);
+		return luaL_error(L, "http: cannot create curl handles");
+	}
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 64L);
+	st->share = share;
+	st->multi = multi;
+
+	luaL_newlibtable(L, http_funcs);
+	lua_pushvalue(L, -2);
+	luaL_setfuncs(L, http_funcs, 1);
+	lua_pushinteger(L, DEFAULT_CONCURRENCY);
+	lua_setfield(L, -2, "default_concurrency");
+	return 1;
+}
