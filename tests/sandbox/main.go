@@ -552,7 +552,7 @@ func serve(dir string) int {
 		mu      sync.Mutex
 		cl      clusterHandle
 		errs    = map[string]error{}
-		logs    = map[string]string{"postgres": pg.LogFile, "s3": s3.LogFile, "cluster": filepath.Join(dir, logFile)}
+		logs    = map[string]string{"postgres": pg.LogFile, "s3": s3.LogFile, "cluster": filepath.Join(dir, clusterDir, "apiserver.log")}
 		elapsed = map[string]time.Duration{}
 	)
 	run := func(part string, fn func() error) {
@@ -610,9 +610,7 @@ func serve(dir string) int {
 		for _, part := range []string{"cluster", "postgres", "s3"} {
 			if err := errs[part]; err != nil {
 				logf("%s failed to start: %v", part, err)
-				if part != "cluster" {
-					logf("--- last lines of %s ---\n%s\n---", logs[part], infra.Tail(logs[part], 20))
-				}
+				logf("--- last lines of %s ---\n%s\n---", logs[part], infra.Tail(logs[part], 20))
 			}
 		}
 		stopAll()
@@ -659,4 +657,3 @@ func serve(dir string) int {
 		}
 	}
 }
-

@@ -199,10 +199,11 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 }
 
 // schemaVersion is the newest applied migration, 0 before the first.
-// The cast accepts both integer and zero-padded text versions.
+// Integer versions, zero-padded text ("007") and names ("007_billing")
+// all count by their leading number.
 func (a *App) schemaVersion(ctx context.Context) (int64, error) {
 	var v int64
-	err := a.db.QueryRow(ctx, "SELECT coalesce(max(version::bigint), 0) FROM schema_migrations").Scan(&v)
+	err := a.db.QueryRow(ctx, "SELECT coalesce(max(substring(version::text from '^[0-9]+')::bigint), 0) FROM schema_migrations").Scan(&v)
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
 		return 0, nil

@@ -50,7 +50,7 @@ func NewSeaweedFS(dir string, ports []int, bucket string) *SeaweedFS {
 		DataDir:    filepath.Join(dir, "s3"),
 		ConfigFile: filepath.Join(dir, "s3.json"),
 		LogFile:    filepath.Join(dir, "weed.log"),
-		Ports: WeedPorts{ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7]},
+		Ports:      WeedPorts{ports[0], ports[1], ports[2], ports[3], ports[4], ports[5], ports[6], ports[7]},
 		Creds: Credentials{
 			AccessKey: "SANDBOX" + strings.ToUpper(RandomSecret(7)),
 			SecretKey: RandomSecret(20),
