@@ -45,6 +45,11 @@ STARTED=0
 
 # postgres refuses to run as root: run server-side tools as the postgres user.
 if [ "$(id -u)" -eq 0 ]; then
+    if ! id postgres >/dev/null 2>&1; then
+        printf 'not ok - running as root needs a "postgres" user to run the server as\n'
+        printf '%s: 0 passed, 1 failed\n' "$SUITE"
+        exit 1
+    fi
     as_pg() { runuser -u postgres -- "$@"; }
 else
     as_pg() { "$@"; }
@@ -52,8 +57,16 @@ fi
 
 cleanup() {
     local rc=$?
-    if [ "$STARTED" -eq 1 ]; then
-        as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w stop >/dev/null 2>&1 || true
+    # stop the server whenever it may be running — also when a signal came in
+    # while `pg_ctl start` was still waiting (STARTED not yet set; bash runs
+    # the trap only after pg_ctl returned, so postmaster.pid exists by then)
+    if [ "$STARTED" -eq 1 ] || { [ -n "$DATA" ] && [ -f "$DATA/postmaster.pid" ]; }; then
+        if ! as_pg "$PGBIN/pg_ctl" -D "$DATA" -m immediate -w -t 30 stop >/dev/null 2>&1; then
+            local pid
+            pid=$(head -n 1 "$DATA/postmaster.pid" 2>/dev/null)
+            [[ "$pid" =~ ^[0-9]+$ ]] && kill -QUIT "$pid" 2>/dev/null
+            sleep 1
+        fi
     fi
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "${KEEP_TMP:-0}" = 1 ]; then
@@ -64,9 +77,14 @@ cleanup() {
     fi
     exit "$rc"
 }
+interrupted() {
+    not_ok "interrupted by SIG$1"
+    summary
+    exit "$2"
+}
 trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+trap 'interrupted INT 130' INT
+trap 'interrupted TERM 143' TERM
 
 fatal() {
     not_ok "$1"
