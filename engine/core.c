@@ -394,6 +394,8 @@ static const luaL_Reg native_modules[] = {
 	{"log", luaopen_log},
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
+	{"postgres", luaopen_postgres},
+	{"digest", luaopen_digest},
 	{"http", luaopen_http},
 	{NULL, NULL},
 };
