@@ -322,6 +322,8 @@ behaviour_checks() {
         "INSERT INTO insurance_info (patient_id, provider, policy_number, valid_from, bhyt_card_number) VALUES (1, 'BHYT', 'x', '2026-01-01', 'dn479791234567')"
     check_rejects "BHYT: decoded benefit level must agree with the card code" 23514 \
         "INSERT INTO insurance_info (patient_id, provider, policy_number, valid_from, bhyt_card_number, bhyt_benefit_level) VALUES (1, 'BHYT', 'x', '2026-01-01', 'DN4797912345678', 3)"
+    check_rejects "BHYT: a malformed card with decoded parts fails as a check violation, not a cast error" 23514 \
+        "INSERT INTO insurance_info (patient_id, provider, policy_number, valid_from, bhyt_card_number, bhyt_benefit_level) VALUES (1, 'BHYT', 'x', '2026-01-01', 'DNX797912345678', 4)"
     check_rejects "BHYT: a card number can be registered only once" 23505 \
         "INSERT INTO insurance_info (patient_id, provider, policy_number, valid_from, bhyt_card_number) VALUES (1, 'BHYT', 'a', '2026-01-01', 'HT3010123456789'), (1, 'BHYT', 'b', '2026-01-01', 'HT3010123456789')"
     check_true "outcome_measures: rows route to the yearly partition of measured_at" "

@@ -9,6 +9,13 @@
 --   char  3     benefit level (mức hưởng) 1..5
 --   chars 4-5   province code (mã tỉnh) of the issuing social-security office
 --   chars 6-15  the holder's 10-digit social-insurance number (mã số BHXH)
+--
+-- ALTER TABLE takes an ACCESS EXCLUSIVE lock on insurance_info, and the new
+-- CHECK constraints are verified with one scan of the (small: one row per
+-- card) table while it is held. Give up rather than queue behind a long
+-- transaction and stall every query on the table behind us; the runner
+-- rolls the file back and the migration can simply be retried.
+SET LOCAL lock_timeout = '5s';
 
 ALTER TABLE insurance_info
     ADD COLUMN bhyt_card_number         varchar(15),
@@ -32,7 +39,7 @@ ALTER TABLE insurance_info
     ADD CONSTRAINT insurance_info_bhyt_card_consistent CHECK (
         bhyt_card_number IS NULL OR (
             (bhyt_object_code IS NULL OR bhyt_object_code = substr(bhyt_card_number, 1, 2)) AND
-            (bhyt_benefit_level IS NULL OR bhyt_benefit_level = substr(bhyt_card_number, 3, 1)::smallint) AND
+            (bhyt_benefit_level IS NULL OR bhyt_benefit_level::text = substr(bhyt_card_number, 3, 1)) AND
             (bhyt_province_code IS NULL OR bhyt_province_code = substr(bhyt_card_number, 4, 2))
         )),
     ADD CONSTRAINT insurance_info_bhyt_validity
