@@ -199,10 +199,11 @@ void bgrun_install_signals(lua_State *L)
 	sigaction(SIGTERM, &sa, NULL);
 }
 
-/* core.interrupted() -> boolean (true until acknowledged) */
+/* core.interrupted() -> boolean: an interrupt is pending (compensations
+ * acknowledge it) */
 static int core_interrupted(lua_State *L)
 {
-	lua_pushboolean(L, interrupted_flag != 0);
+	lua_pushboolean(L, bgrun_interrupted());
 	return 1;
 }
 

@@ -3,6 +3,8 @@
 -- and decides the exit code. engine/main.c calls M.main(opts).
 local core = require("bgrun.core")
 local log = require("log")
+-- the originals: playbooks get guarded versions (see guarded_pcall)
+local pcall, xpcall = pcall, xpcall
 
 local M = {}
 
@@ -265,12 +267,34 @@ local function redacting_print(...)
   io.stdout:flush()
 end
 
+-- A playbook's own pcall must not swallow an interrupt: while one is
+-- pending (until compensations start), it passes through.
+local raw_pcall, raw_xpcall = pcall, xpcall -- the file-level originals
+
+local function pass_interrupts(ok, ...)
+  if not ok and core.interrupted() then
+    local err = ...
+    if type(err) == "table" and err.code == "interrupted" then error(err, 0) end
+  end
+  return ok, ...
+end
+
+local function guarded_pcall(f, ...)
+  return pass_interrupts(raw_pcall(f, ...))
+end
+
+local function guarded_xpcall(f, handler, ...)
+  return pass_interrupts(raw_xpcall(f, handler, ...))
+end
+
 local function install_globals()
   _G.playbook = M.playbook
   _G.step = M.step
   _G.on_failure = M.on_failure
   _G.confirm = M.confirm
   _G.print = redacting_print
+  _G.pcall = guarded_pcall
+  _G.xpcall = guarded_xpcall
   _G.bgrun = {
     version = core.version,
     dry_run = core.dry_run,
