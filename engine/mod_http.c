@@ -29,8 +29,11 @@ enum {
 
 /* The module state: an upvalue of every module function. */
 typedef struct http_state {
-	CURLM *multi;  /* its connection cache outlives each call */
-	CURLSH *share; /* TLS sessions and DNS answers */
+	CURLM *multi;     /* its connection cache outlives each call */
+	CURLSH *share;    /* TLS sessions and DNS answers */
+	CURLSH *share_h2; /* the same plus connections, for HTTP/2 requests:
+	                   * libcurl would hand an HTTP/2 request a cached
+	                   * HTTP/1.1 connection, so they get a pool of their own */
 } http_state;
 
 /* One transfer. Lua strings it points at (URL, body) stay anchored by the
@@ -72,10 +75,13 @@ static int state_gc(lua_State *L)
 		st->multi = NULL;
 		curl_multi_cleanup(m);
 	}
-	if (st->share) {
-		CURLSH *s = st->share;
-		st->share = NULL;
-		curl_share_cleanup(s);
+	CURLSH **shares[] = {&st->share, &st->share_h2};
+	for (size_t i = 0; i < 2; i++) {
+		if (*shares[i]) {
+			CURLSH *s = *shares[i];
+			*shares[i] = NULL;
+			curl_share_cleanup(s);
+		}
 	}
 	return 0;
 }
@@ -389,7 +395,6 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	curl_easy_setopt(e, CURLOPT_URL, url);
 	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
 	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_SHARE, st->share);
 	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
 	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
@@ -424,8 +429,9 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	}
 
 	const char *v = str_opt(L, t, "http_version");
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION,
-	                 v && strcmp(v, "2") == 0 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+	int h2 = v && strcmp(v, "2") == 0;
+	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, h2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
+	curl_easy_setopt(e, CURLOPT_SHARE, h2 ? st->share_h2 : st->share);
 	if ((v = str_opt(L, t, "ca_file")))
 		curl_easy_setopt(e, CURLOPT_CAINFO, v);
 	if ((v = str_opt(L, t, "client_cert")))
@@ -853,7 +859,7 @@ int luaopen_http(lua_State *L)
 	/* created closed, filled once both handles exist */
 	http_state *st = lua_newuserdatauv(L, sizeof *st, 0);
 	st->multi = NULL;
-	st->share = NULL;
+	st->share = st->share_h2 = NULL;
 	if (luaL_newmetatable(L, STATE_MT)) {
 		lua_pushcfunction(L, state_gc);
 		lua_setfield(L, -2, "__gc");
@@ -861,20 +867,21 @@ int luaopen_http(lua_State *L)
 		lua_setfield(L, -2, "__close");
 	}
 	lua_setmetatable(L, -2);
-	CURLSH *share = curl_share_init();
-	CURLM *multi = curl_multi_init();
-	if (share == NULL || multi == NULL) {
-		if (share)
-			curl_share_cleanup(share);
-		if (multi)
-			curl_multi_cleanup(multi);
+	st->share = curl_share_init();
+	st->share_h2 = curl_share_init();
+	st->multi = curl_multi_init();
+	if (st->share == NULL || st->share_h2 == NULL || st->multi == NULL) {
+		lua_pushcfunction(L, state_gc);
+		lua_pushvalue(L, -2);
+		lua_call(L, 1, 0);
 		return luaL_error(L, "http: cannot create curl handles");
 	}
-	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	curl_share_setopt(share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_multi_setopt(multi, CURLMOPT_MAXCONNECTS, 64L);
-	st->share = share;
-	st->multi = multi;
+	curl_share_setopt(st->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(st->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
+	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
+	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
+	curl_multi_setopt(st->multi, CURLMOPT_MAXCONNECTS, 64L);
 
 	luaL_newlibtable(L, http_funcs);
 	lua_pushvalue(L, -2);
