@@ -374,16 +374,60 @@ static int search_embedded(lua_State *L)
 
 /* Searcher for overrides: a file of the module's name next to the playbook
  * or on BGRUN_PATH wins over the embedded one. */
+static const char *strip_dot_slash(const char *p)
+{
+	while (p[0] == '.' && p[1] == '/')
+		p += 2;
+	return p;
+}
+
+/* Is file the source of a function on the call stack? Loading it would run
+ * it inside itself: playbooks/migrate.lua asking for "migrate" means the
+ * stdlib module, not itself. */
+static int required_by_itself(lua_State *L, const char *file)
+{
+	lua_Debug ar;
+	for (int level = 0; lua_getstack(L, level, &ar); level++) {
+		if (lua_getinfo(L, "S", &ar) && ar.source[0] == '@' &&
+		    strcmp(strip_dot_slash(ar.source + 1), strip_dot_slash(file)) == 0)
+			return 1;
+	}
+	return 0;
+}
+
 static int search_override(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	lua_getfield(L, lua_upvalueindex(1), "searchpath");
-	lua_pushvalue(L, 1);
-	lua_pushvalue(L, lua_upvalueindex(2));
-	lua_call(L, 2, 2);
-	if (lua_isnil(L, -2))
-		return 1; /* the message */
-	const char *file = lua_tostring(L, -2);
+	const char *path = lua_tostring(L, lua_upvalueindex(2));
+	const char *file = NULL;
+	lua_pushliteral(L, ""); /* the "not found" message, grown below */
+	int msg = lua_gettop(L);
+	/* one template at a time, so a file requiring itself is skipped */
+	while (path && *path) {
+		const char *end = strchr(path, ';');
+		size_t n = end ? (size_t)(end - path) : strlen(path);
+		lua_getfield(L, lua_upvalueindex(1), "searchpath");
+		lua_pushvalue(L, 1);
+		lua_pushlstring(L, path, n);
+		lua_call(L, 2, 2);
+		if (lua_isstring(L, -2) && !required_by_itself(L, lua_tostring(L, -2))) {
+			lua_pop(L, 1);
+			file = lua_tostring(L, -1);
+			break;
+		}
+		if (lua_isstring(L, -1)) {
+			lua_pushvalue(L, msg);
+			lua_pushvalue(L, -2);
+			lua_concat(L, 2);
+			lua_replace(L, msg);
+		}
+		lua_pop(L, 2);
+		path = end ? end + 1 : NULL;
+	}
+	if (file == NULL) {
+		lua_settop(L, msg);
+		return 1;
+	}
 	if (luaL_loadfilex(L, file, "t") != LUA_OK)
 		return luaL_error(L, "error loading module '%s' from file '%s':\n\t%s", name, file, lua_tostring(L, -1));
 	lua_pushstring(L, file);

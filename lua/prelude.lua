@@ -444,6 +444,8 @@ function M.main(opts)
     return EXIT.compensation_failed
   end
   if interrupted then return EXIT.interrupted end
+  -- bad input only found once run started (a file or version that is not there)
+  if type(rerr) == "table" and rerr.code == "usage" then return EXIT.usage end
   return EXIT.failed
 end
 
