@@ -442,6 +442,7 @@ static const luaL_Reg native_modules[] = {
 	{"postgres", luaopen_postgres},
 	{"digest", luaopen_digest},
 	{"http", luaopen_http},
+	{"yaml", luaopen_yaml},
 	{NULL, NULL},
 };
 
