@@ -1,0 +1,87 @@
+---@meta
+-- The playbook primitives the engine installs as globals (lua/prelude.lua).
+
+---@class bgrun.ParamSpec
+---@field required boolean?
+---@field type ("string"|"number"|"integer"|"boolean")?
+---@field pattern string?  a Lua pattern the value must match
+---@field choices any[]?
+---@field default any?
+---@field help string?
+
+---@class bgrun.Playbook
+---@field description string?
+---@field params table<string, bgrun.ParamSpec>?
+---@field run fun(args: table<string, any>)
+
+---Declares the playbook a file returns. Arguments are validated against
+---params before run starts (exit 2 naming the parameter on a mistake).
+---@param d bgrun.Playbook
+---@return bgrun.Playbook
+function playbook(d) end
+
+---Runs fn as a named step: logs start, end and duration; a failure inside
+---names the step. Returns what fn returns.
+---@generic T
+---@param name string
+---@param fn fun(): T
+---@return T
+function step(name, fn) end
+
+---Registers a compensation, run newest first (each protected) when the
+---playbook fails or is interrupted; it receives the error. Its outcome
+---decides the exit code: 1 all ran, 3 one failed, 130 interrupted.
+---@param name_or_fn string|fun(err: any)
+---@param fn fun(err: any)?
+---@return {cancel: fun()}
+function on_failure(name_or_fn, fn) end
+
+---Asks on the terminal. With --yes it passes; with no terminal and no
+-----yes it fails (code "no_terminal"); a wrong answer fails (code "declined").
+---@param prompt string
+---@param opts {expect: string?}?
+---@return true
+function confirm(prompt, opts) end
+
+---@class bgrun.Error
+---@field module string
+---@field op string
+---@field code integer|string
+---@field reason string?
+---@field message string
+---@field step string? the step it failed in
+
+---Engine facilities for playbooks and stdlib.
+bgrun = {}
+---@type string
+bgrun.version = ""
+---@return boolean
+function bgrun.dry_run() end
+---@return boolean
+function bgrun.yes() end
+---@return boolean
+function bgrun.verbose() end
+---Seconds on a monotonic clock.
+---@return number
+function bgrun.now() end
+---Sleeps, interruptibly.
+---@param seconds number
+function bgrun.sleep(seconds) end
+---@return string
+function bgrun.hostname() end
+---@return integer
+function bgrun.pid() end
+---Raises a structured error built from t (module, op, code, reason, message).
+---@param t table
+function bgrun.raise(t) end
+---Gives t the structured-error metatable and returns it.
+---@param t table
+---@return bgrun.Error
+function bgrun.error(t) end
+---@param v any
+---@return boolean
+function bgrun.is_error(v) end
+---"350ms", "2.5s", "1m05s".
+---@param seconds number
+---@return string
+function bgrun.fmt_duration(seconds) end
