@@ -67,6 +67,7 @@ type clusterHandle interface {
 // state is what a running sandbox publishes in DIR/state.json once every
 // part answers.
 type state struct {
+	Dir        string `json:"dir"`
 	ServePid   int    `json:"serve_pid"`
 	Kubeconfig string `json:"kubeconfig"`
 	AdminURL   string `json:"admin_url"`
@@ -256,7 +257,7 @@ func checkAll(st *state) []check {
 	checks := []check{{part: "sandbox"}, {part: "cluster"}, {part: "postgres"}, {part: "s3"}}
 	var wg sync.WaitGroup
 	wg.Add(3)
-	if !infra.Alive(st.ServePid) {
+	if !serveAlive(st.ServePid, st.Dir) {
 		checks[0].err = fmt.Errorf("process %d is gone", st.ServePid)
 	} else {
 		checks[0].note = fmt.Sprintf("pid %d", st.ServePid)
@@ -304,6 +305,20 @@ func lock(dir string) (*os.File, error) {
 	return f, nil
 }
 
+// serveAlive reports whether pid is the `sandbox serve DIR` process, not
+// just any process that reused a stale pid.
+func serveAlive(pid int, dir string) bool {
+	if !infra.Alive(pid) {
+		return false
+	}
+	cmdline, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(cmdline), "\x00"), "\x00")
+	return len(args) == 3 && args[1] == "serve" && args[2] == dir
+}
+
 func readPid(dir string) int {
 	data, err := os.ReadFile(filepath.Join(dir, pidFile))
 	if err != nil {
@@ -326,7 +341,7 @@ func up(dir string) int {
 	}
 	defer lk.Close()
 
-	if st, err := readState(dir); err == nil && infra.Alive(st.ServePid) {
+	if st, err := readState(dir); err == nil && serveAlive(st.ServePid, dir) {
 		if bad := failed(checkAll(st)); len(bad) > 0 {
 			fmt.Fprintf(os.Stderr, "sandbox: %s is running (pid %d) but not healthy:\n", dir, st.ServePid)
 			for _, c := range bad {
@@ -338,7 +353,11 @@ func up(dir string) int {
 		fmt.Print(exportLines(st, dir))
 		return 0
 	}
-	// Leftovers of a sandbox whose process died: clear them first.
+	// A sandbox process still starting (its `up` was interrupted) or
+	// unhealthy without state: stop it. Then clear what a dead one left.
+	if pid := readPid(dir); serveAlive(pid, dir) {
+		infra.StopPid(pid, syscall.SIGTERM, 30*time.Second)
+	}
 	stopLeftovers(dir)
 	removeState(dir, false)
 
@@ -412,7 +431,7 @@ func up(dir string) int {
 
 func printEnv(dir string) int {
 	st, err := readState(dir)
-	if err != nil || !infra.Alive(st.ServePid) {
+	if err != nil || !serveAlive(st.ServePid, dir) {
 		fmt.Fprintf(os.Stderr, "sandbox: %s is not running\n", dir)
 		return 1
 	}
@@ -433,7 +452,7 @@ func down(dir string) int {
 		return 1
 	}
 	defer lk.Close()
-	if pid := readPid(dir); pid > 0 {
+	if pid := readPid(dir); serveAlive(pid, dir) {
 		infra.StopPid(pid, syscall.SIGTERM, 30*time.Second)
 	}
 	stopLeftovers(dir)
@@ -447,7 +466,7 @@ func down(dir string) int {
 // their SANDBOX_BEHAVIORS variable). Matching on DIR keeps other
 // sandboxes on the same machine untouched.
 func stopLeftovers(dir string) {
-	if pid := readPid(dir); pid > 0 && infra.Alive(pid) {
+	if serveAlive(readPid(dir), dir) {
 		return // alive: it owns its children
 	}
 	infra.StopDataDir(filepath.Join(dir, "pg"))
@@ -463,7 +482,7 @@ func stopLeftovers(dir string) {
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
 		if containsArg(cmdline, weedArg) || containsArg(environ, podEnv) {
-			infra.StopPid(pid, syscall.SIGTERM, 5*time.Second)
+			infra.StopPid(pid, syscall.SIGTERM, 2*time.Second)
 		}
 	}
 }
@@ -620,7 +639,7 @@ func serve(dir string) int {
 		elapsed["postgres"].Round(time.Millisecond), elapsed["s3"].Round(time.Millisecond), elapsed["cluster"].Round(time.Millisecond))
 
 	st := &state{
-		ServePid: os.Getpid(), Kubeconfig: cl.KubeconfigPath(), AdminURL: cl.AdminURL(), Behaviors: behaviors,
+		Dir: dir, ServePid: os.Getpid(), Kubeconfig: cl.KubeconfigPath(), AdminURL: cl.AdminURL(), Behaviors: behaviors,
 		PGPort: pg.Port, PGUser: pg.User, PGPassword: pg.Password, PGDatabase: pg.Database,
 		PGSuperURL: pg.SuperURL(), PGPid: pg.Pid(),
 		S3Endpoint: s3.Endpoint(), S3AccessKey: s3.Creds.AccessKey, S3SecretKey: s3.Creds.SecretKey,

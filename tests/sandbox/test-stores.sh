@@ -371,6 +371,29 @@ if [ ${#started[@]} -eq 0 ]; then
 	sb=$work/sb
 	if "$sandbox" up "$sb" >"$work/up.out" 2>"$work/up.err"; then started+=("$sb"); fi
 fi
+# A pod, so that down has one to stop.
+podip=
+if KUBECONFIG=$sb/cluster/kubeconfig kubectl apply --validate=false -f - >"$work/kubectl.out" 2>&1 <<'YAML' &&
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: sbtest, namespace: default}
+spec:
+  replicas: 1
+  selector: {matchLabels: {app: sbtest}}
+  template:
+    metadata: {labels: {app: sbtest}}
+    spec:
+      containers:
+      - {name: api, image: physioflow-api:v-down, ports: [{containerPort: 8080}]}
+YAML
+	KUBECONFIG=$sb/cluster/kubeconfig kubectl -n default wait --for=condition=Available deployment/sbtest --timeout=30s >>"$work/kubectl.out" 2>&1; then
+	podip=$(KUBECONFIG=$sb/cluster/kubeconfig kubectl -n default get pods -l app=sbtest -o jsonpath='{.items[0].status.podIP}')
+fi
+if [ -n "$podip" ] && curl -s -m 2 "http://$podip:8080/health" | jq -e '.version == "v-down"' >/dev/null; then
+	ok "a pod runs the demo app ($podip)"
+else
+	notok "a pod runs the demo app" "$(cat "$work/kubectl.out")"
+fi
 pgport=$(sed -n "s/^export PGPORT=//p" "$sb/env.sh")
 s3url=$(sed -n "s/^export AWS_ENDPOINT_URL_S3=//p" "$sb/env.sh")
 pid=$(cat "$sb/sandbox.pid")
@@ -381,4 +404,5 @@ check "down removes DIR's state" test ! -e "$sb"
 check "down stopped the sandbox process" bash -c "ps -o stat= -p $pid | grep -qv '^Z' && exit 1 || exit 0"
 check "down stopped PostgreSQL" bash -c "! pg_isready -q -h 127.0.0.1 -p $pgport"
 check "down stopped the S3 store" bash -c "! curl -s -m 2 -o /dev/null $s3url"
+check "down stopped the pods" bash -c "[ -n '$podip' ] && ! curl -s -m 2 -o /dev/null http://$podip:8080/health"
 check "status after down exits non-zero" bash -c "! '$sandbox' status '$sb' >/dev/null 2>&1"
