@@ -1,0 +1,33 @@
+-- Where each environment lives. Data only: playbooks read it through
+-- require("environments"); teams edit it. Secrets never go here: the
+-- database password comes from PGPASSWORD or ~/.pgpass, and anything left
+-- out of `database` falls back to libpq's PG* variables and service files.
+return {
+  ["local"] = {
+    namespace = "physioflow",
+    app = "physioflow-api",
+    replicas = 2,
+    database = {},  -- all from PGHOST, PGPORT, PGUSER, PGDATABASE (the sandbox exports them)
+    bucket = "physioflow-backups-local",
+    migrations = "examples/physioflow/migrations",
+  },
+  staging = {
+    namespace = "physioflow-staging",
+    app = "physioflow-api",
+    replicas = 2,
+    database = { host = "db.physioflow-staging.internal", port = 5432, dbname = "physioflow",
+                 user = "physioflow_migrator", sslmode = "require" },
+    bucket = "physioflow-backups-staging",
+    migrations = "examples/physioflow/migrations",
+  },
+  production = {
+    namespace = "physioflow",
+    app = "physioflow-api",
+    replicas = 4,
+    database = { host = "db.physioflow.internal", port = 5432, dbname = "physioflow",
+                 user = "physioflow_migrator", sslmode = "verify-full" },
+    bucket = "physioflow-backups-production",
+    migrations = "examples/physioflow/migrations",
+    confirm = true,
+  },
+}

@@ -1,0 +1,52 @@
+-- Apply, roll back or list the database migrations of an environment.
+--   bgrun playbooks/migrate.lua env=local                  apply all pending
+--   bgrun playbooks/migrate.lua env=local to=007           apply up to 007
+--   bgrun playbooks/migrate.lua env=local action=down to=005
+--   bgrun playbooks/migrate.lua env=local action=status
+local environments = require("environments")
+local migrate = require("migrate")
+local postgres = require("postgres")
+
+local names = {}
+for name in pairs(environments) do names[#names + 1] = name end
+table.sort(names)
+
+return playbook {
+  description = "Apply (up), roll back (down) or list (status) the database migrations of an environment",
+  params = {
+    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    action = { default = "up", choices = { "up", "down", "status" } },
+    to = { pattern = "^%d+$", help = "target version (up: apply up to it; down: roll back to it, 0 for all)" },
+    dir = { help = "migrations directory (default: the environment's `migrations`)" },
+    ["allow-drift"] = { type = "boolean", default = false,
+                        help = "accept applied migrations whose files changed since" },
+    ["lock-timeout"] = { type = "number", default = 30,
+                         help = "seconds to wait for another migration run to finish" },
+  },
+  run = function(args)
+    local env = environments[args.env]
+    local dir = args.dir or env.migrations
+    local to = args.to and math.tointeger(tonumber(args.to))
+    local db <close> = step("connect", function()
+      return postgres.connect(env.database or {})
+    end)
+    if args.action == "status" then
+      local st = step("status", function()
+        return migrate.status(db, migrate.find(dir))
+      end)
+      for _, l in ipairs(migrate.format_status(st)) do print(l) end
+      return
+    end
+    if env.confirm then
+      confirm(("Run migrations (%s) on %s?"):format(args.action, args.env))
+    end
+    local opts = { dir = dir, to = to, allow_drift = args["allow-drift"], lock_timeout = args["lock-timeout"] }
+    if args.action == "up" then
+      local r = step("migrate up", function() return migrate.up(db, opts) end)
+      print(("database at version %s (%d applied)"):format(migrate.format_version(r.version), #r.applied))
+    else
+      local r = step("migrate down", function() return migrate.down(db, opts) end)
+      print(("database at version %s (%d rolled back)"):format(migrate.format_version(r.version), #r.reverted))
+    end
+  end,
+}
