@@ -1,0 +1,367 @@
+-- Smoke tests: checks as data (or Lua functions for what data cannot
+-- say), run concurrently against one base URL or several (every pod of a
+-- colour), reported as a table. Playbooks: smoke-test.lua, deploy.lua.
+--
+-- A data check:
+--   { name = "health", method = "GET", path = "/health", headers = {...},
+--     body = "..." | json = {...}, timeout = 10, readonly = true,
+--     expect = { status = 200, json = { ["path.to.field"] = value },
+--                contains = "text", max_ms = 500 } }
+-- A function check:
+--   { name = "BHYT validation", run = function(t) ... end }
+--   t.url is the target's base URL; t:request(req) / t:all(reqs) send
+--   requests with path= resolved against it and the check's timeout;
+--   t:expect(resp, expect) applies data-style expectations. The function
+--   passes by returning true (or nothing), fails by returning false,
+--   reason or by raising.
+local http = require("http")
+local json = require("json")
+local log = require("log")
+
+local M = {}
+
+---Seconds each check may take unless it says otherwise.
+M.DEFAULT_TIMEOUT = 10
+M.DEFAULT_CONCURRENCY = 16
+
+------------------------------------------------------------------ matchers
+
+local MATCHER = {}
+
+local function matcher(describe, test)
+  return setmetatable({ describe = describe, test = test }, MATCHER)
+end
+
+local function show(v)
+  if v == json.null then return "null" end
+  if type(v) == "string" then return ("%q"):format(v) end
+  if type(v) == "table" then
+    local ok, s = pcall(json.encode, v)
+    return ok and s or tostring(v)
+  end
+  return tostring(v)
+end
+
+---Matches any value that is present (not nil and not JSON null).
+M.present = matcher("present", function(v) return v ~= nil and v ~= json.null end)
+
+---Matches a non-empty array.
+M.non_empty = matcher("a non-empty array", function(v)
+  return type(v) == "table" and v[1] ~= nil
+end)
+
+---Matches a value of a Lua type ("string", "number", "boolean", "table").
+---@param ty string
+function M.type(ty)
+  return matcher("a " .. ty, function(v) return type(v) == ty end)
+end
+
+---Matches the value of run option vars[name] when given; otherwise
+---`otherwise` (default: any present value).
+---@param name string
+---@param otherwise table?
+function M.var(name, otherwise)
+  return matcher("${" .. name .. "}", function(v, vars)
+    local want = vars and vars[name]
+    if want == nil then
+      local m = otherwise or M.present
+      return m.test(v, vars), m.describe
+    end
+    return v == want, show(want)
+  end)
+end
+
+---Matches when fn(value) is truthy.
+---@param describe string
+---@param fn fun(v: any): boolean
+function M.satisfies(describe, fn)
+  return matcher(describe, function(v) return fn(v) and true or false end)
+end
+
+local function match(want, got, vars)
+  if getmetatable(want) == MATCHER then
+    local ok, d = want.test(got, vars)
+    return ok, d or want.describe
+  end
+  if type(want) == "number" and type(got) == "number" then return want == got, show(want) end
+  if type(want) == "table" and type(got) == "table" then
+    local a, b = json.encode(want), json.encode(got)
+    return a == b, show(want)
+  end
+  return want == got, show(want)
+end
+
+---Looks a dotted path ("items.1.code") up in a decoded JSON value.
+---@param v any
+---@param path string
+function M.lookup(v, path)
+  for part in path:gmatch("[^.]+") do
+    if type(v) ~= "table" then return nil end
+    local n = math.tointeger(tonumber(part))
+    if n ~= nil and v[n] ~= nil then v = v[n] else v = v[part] end
+  end
+  return v
+end
+
+---Checks a response against expectations; returns ok, reason.
+---@param resp table
+---@param expect table?
+---@param vars table?
+---@return boolean, string?
+function M.expect(resp, expect, vars)
+  expect = expect or {}
+  local want_status = expect.status or 200
+  if resp.status ~= want_status then
+    return false, ("HTTP %d (expected %d)"):format(resp.status, want_status)
+  end
+  if expect.json then
+    if resp.json == nil then return false, "response is not JSON" end
+    local keys = {}
+    for k in pairs(expect.json) do keys[#keys + 1] = k end
+    table.sort(keys)
+    for _, k in ipairs(keys) do
+      local got = M.lookup(resp.json, k)
+      local ok, d = match(expect.json[k], got, vars)
+      if not ok then
+        return false, ("json %s = %s, expected %s"):format(k, show(got), d)
+      end
+    end
+  end
+  if expect.contains and not resp.body:find(expect.contains, 1, true) then
+    return false, ("body does not contain %q"):format(expect.contains)
+  end
+  if expect.max_ms and resp.time_ms > expect.max_ms then
+    return false, ("took %d ms, more than %s ms"):format(math.floor(resp.time_ms + 0.5), tostring(expect.max_ms))
+  end
+  return true
+end
+
+------------------------------------------------------------------ running
+
+local CHECK_KEYS = { name = true, method = true, path = true, headers = true, body = true,
+                     json = true, expect = true, timeout = true, readonly = true, run = true }
+local EXPECT_KEYS = { status = true, json = true, contains = true, max_ms = true }
+
+local function normalize_checks(checks)
+  if type(checks) ~= "table" then error("smoke: checks must be a list", 3) end
+  local out = {}
+  for i, c in ipairs(checks) do
+    if type(c) == "function" then c = { name = "check " .. i, run = c } end
+    if type(c) ~= "table" then error(("smoke: check %d must be a table or a function"):format(i), 3) end
+    for k in pairs(c) do
+      if not CHECK_KEYS[k] then error(("smoke: check %d: unknown field '%s'"):format(i, tostring(k)), 3) end
+    end
+    for k in pairs(c.expect or {}) do
+      if not EXPECT_KEYS[k] then error(("smoke: check %d: unknown expect field '%s'"):format(i, tostring(k)), 3) end
+    end
+    if type(c.name) ~= "string" then error(("smoke: check %d needs a name"):format(i), 3) end
+    if c.run == nil and type(c.path) ~= "string" then
+      error(("smoke: check '%s' needs a path (or run=function)"):format(c.name), 3)
+    end
+    if c.run ~= nil and type(c.run) ~= "function" then
+      error(("smoke: check '%s': run must be a function"):format(c.name), 3)
+    end
+    out[#out + 1] = c
+  end
+  return out
+end
+
+local function normalize_targets(targets)
+  if type(targets) == "string" then targets = { targets } end
+  if type(targets) ~= "table" or #targets == 0 then error("smoke: give at least one target URL", 3) end
+  local out = {}
+  for i, t in ipairs(targets) do
+    if type(t) == "string" then t = { url = t } end
+    if type(t) ~= "table" or type(t.url) ~= "string" then
+      error(("smoke: target %d must be a URL or {name=, url=}"):format(i), 3)
+    end
+    out[#out + 1] = { name = t.name or t.url, url = (t.url:gsub("/+$", "")) }
+  end
+  return out
+end
+
+local function transport_reason(e)
+  if type(e) == "table" and e.reason then
+    return ("%s: %s"):format(e.reason, e.message or "")
+  end
+  return tostring(e)
+end
+
+-- Request options the caller may pass for every check (TLS and such).
+local PASS_THROUGH = { "ca_file", "client_cert", "client_key", "insecure", "http_version", "connect_timeout" }
+
+local function build_request(target, c, opts)
+  local req = {
+    method = c.method, url = target.url .. c.path, headers = c.headers, body = c.body, json = c.json,
+    timeout = c.timeout or opts.timeout or M.DEFAULT_TIMEOUT, readonly = c.readonly,
+  }
+  for _, k in ipairs(PASS_THROUGH) do if opts.http and opts.http[k] ~= nil then req[k] = opts.http[k] end end
+  return req
+end
+
+-- The context a function check gets.
+local function check_context(target, c, opts)
+  local t = { url = target.url, target = target.name, timeout = c.timeout or opts.timeout or M.DEFAULT_TIMEOUT,
+              vars = opts.vars or {} }
+  local function fill(req)
+    local r = {}
+    for k, v in pairs(req) do r[k] = v end
+    if r.path then r.url, r.path = target.url .. r.path, nil end
+    r.timeout = r.timeout or t.timeout
+    for _, k in ipairs(PASS_THROUGH) do if opts.http and opts.http[k] ~= nil and r[k] == nil then r[k] = opts.http[k] end end
+    return r
+  end
+  function t:request(req) return http.request(fill(req)) end
+  function t:all(reqs)
+    local filled = {}
+    for i, r in ipairs(reqs) do filled[i] = fill(r) end
+    return http.all(filled, { concurrency = #filled > 0 and #filled or 1 })
+  end
+  function t:expect(resp, expect) return M.expect(resp, expect, t.vars) end
+  return t
+end
+
+local function row(target, c, ok, latency, reason, status)
+  return { check = c.name, target = target.name, url = target.url, ok = ok, result = ok and "PASS" or "FAIL",
+           latency_ms = latency and math.floor(latency + 0.5) or nil, reason = reason, status = status }
+end
+
+---Runs checks against every target. Data checks go out together through
+---http.all; function checks run after them. Returns the report:
+---{ ok = bool, passed = n, failed = n, results = { {check, target, url,
+---ok, result, latency_ms, reason, status}, ... } } ordered by target,
+---then by check.
+---@param targets string|string[]|{name: string, url: string}[]
+---@param checks table[]
+---@param opts {timeout: number?, concurrency: integer?, vars: table?, http: table?}?
+---@return {ok: boolean, passed: integer, failed: integer, results: table[]}
+function M.run(targets, checks, opts)
+  opts = opts or {}
+  targets = normalize_targets(targets)
+  checks = normalize_checks(checks)
+
+  local cells, reqs, req_cell = {}, {}, {}
+  for ti, target in ipairs(targets) do
+    for ci, c in ipairs(checks) do
+      local key = (ti - 1) * #checks + ci
+      cells[key] = { target = target, check = c }
+      if not c.run then
+        reqs[#reqs + 1] = build_request(target, c, opts)
+        req_cell[#reqs] = key
+      end
+    end
+  end
+
+  local t0 = bgrun.now()
+  local responses = http.all(reqs, { concurrency = opts.concurrency or M.DEFAULT_CONCURRENCY })
+  for i, resp in ipairs(responses) do
+    local cell = cells[req_cell[i]]
+    if bgrun.is_error(resp) then
+      cell.row = row(cell.target, cell.check, false, nil, transport_reason(resp))
+    else
+      local ok, reason = M.expect(resp, cell.check.expect, opts.vars)
+      cell.row = row(cell.target, cell.check, ok, resp.time_ms, reason, resp.status)
+    end
+  end
+
+  for key = 1, #targets * #checks do
+    local cell = cells[key]
+    if cell.check.run then
+      local ctx = check_context(cell.target, cell.check, opts)
+      local c0 = bgrun.now()
+      local res = table.pack(pcall(cell.check.run, ctx))
+      local took = (bgrun.now() - c0) * 1000
+      if res[1] and res[2] ~= false then
+        cell.row = row(cell.target, cell.check, true, took)
+      elseif res[1] then
+        cell.row = row(cell.target, cell.check, false, took, tostring(res[3] or "check returned false"))
+      else
+        local e = res[2]
+        if type(e) == "table" and e.code == "interrupted" then error(e, 0) end
+        cell.row = row(cell.target, cell.check, false, took, transport_reason(e))
+      end
+    end
+  end
+
+  local report = { ok = true, passed = 0, failed = 0, results = {},
+                   duration_ms = math.floor((bgrun.now() - t0) * 1000 + 0.5) }
+  for key = 1, #targets * #checks do
+    local r = cells[key].row
+    report.results[#report.results + 1] = r
+    if r.ok then report.passed = report.passed + 1 else report.failed = report.failed + 1 end
+  end
+  report.ok = report.failed == 0
+  for _, r in ipairs(report.results) do
+    local fields = { check = r.check, target = r.target, latency_ms = r.latency_ms }
+    if r.ok then log.debug("check passed", fields) else
+      fields.reason = r.reason
+      log.warn("check failed", fields)
+    end
+  end
+  return report
+end
+
+------------------------------------------------------------------ report
+
+local function pad(s, w) return s .. string.rep(" ", w - #s) end
+
+---Formats the report as an aligned text table ending with a summary line.
+---@param report table
+---@return string
+function M.format_text(report)
+  local multi = false
+  for _, r in ipairs(report.results) do
+    if r.target ~= report.results[1].target then multi = true end
+  end
+  local head = { "CHECK", "TARGET", "RESULT", "LATENCY", "REASON" }
+  local rows = {}
+  for _, r in ipairs(report.results) do
+    rows[#rows + 1] = { r.check, r.target, r.result, r.latency_ms and (r.latency_ms .. " ms") or "-", r.reason or "" }
+  end
+  local cols = multi and { 1, 2, 3, 4, 5 } or { 1, 3, 4, 5 }
+  local width = {}
+  for _, c in ipairs(cols) do
+    width[c] = #head[c]
+    for _, r in ipairs(rows) do width[c] = math.max(width[c], #r[c]) end
+  end
+  local lines = {}
+  local function line(cells)
+    local parts = {}
+    for i, c in ipairs(cols) do parts[#parts + 1] = i == #cols and cells[c] or pad(cells[c], width[c]) end
+    lines[#lines + 1] = (table.concat(parts, "  "):gsub("%s+$", ""))
+  end
+  if not multi and #report.results > 0 then lines[#lines + 1] = "target: " .. report.results[1].target end
+  line(head)
+  for _, r in ipairs(rows) do line(r) end
+  lines[#lines + 1] = ("%d passed, %d failed"):format(report.passed, report.failed)
+  return table.concat(lines, "\n")
+end
+
+---Prints the report to stdout: a text table, or JSON when the log format
+---is json (or opts.format says so).
+---@param report table
+---@param opts {format: string?}?
+function M.print(report, opts)
+  local format = opts and opts.format or log.format()
+  if format == "json" then
+    print(json.encode(report))
+  else
+    print(M.format_text(report))
+  end
+end
+
+---Raises a structured error naming the failed checks unless all passed.
+---@param report table
+function M.assert_ok(report)
+  if report.ok then return report end
+  local names = {}
+  for _, r in ipairs(report.results) do
+    if not r.ok then names[#names + 1] = r.check .. (r.target and (" @ " .. r.target) or "") end
+  end
+  bgrun.raise { module = "smoke", op = "smoke test", code = "failed", reason = "ChecksFailed",
+                message = ("%d of %d checks failed: %s"):format(report.failed, report.passed + report.failed,
+                                                                table.concat(names, ", ")),
+                failed = report.failed }
+end
+
+return M

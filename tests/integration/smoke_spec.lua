@@ -1,0 +1,217 @@
+-- Smoke tests (stdlib/smoke.lua, playbooks/checks.lua, smoke-test.lua)
+-- against demo app instances on loopback, backed by a PostgreSQL database
+-- with the PhysioFlow migrations. Broken versions come from the demo
+-- app's behaviours file.
+local json = require("json")
+local proc = require("proc")
+local smoke = require("smoke")
+
+local ROOT = os.getenv("BGRUN_ROOT") or "."
+local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local demo = dofile(ROOT .. "/tests/integration/fixtures/demoapp.lua")
+local CHECKS = dofile(ROOT .. "/playbooks/checks.lua")
+local PLAYBOOK = ROOT .. "/playbooks/smoke-test.lua"
+
+local NAMES = { "health", "ready", "info", "BHYT validation", "outcome measures", "service codes",
+                "clinical protocols", "medical terms", "database" }
+
+local function by_check(report)
+  local t = {}
+  for _, r in ipairs(report.results) do t[r.check] = r end
+  return t
+end
+
+local function run_playbook(args)
+  local argv = { BGRUN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { timeout = 120 })
+end
+
+describe("smoke", function()
+  local dir, db, stop_db, apps = nil, nil, nil, {}
+  local good, good2, failing, slow, unready, dead
+
+  setup(function()
+    dir = demo.sh("mktemp -d /tmp/bgrun-smoke.XXXXXX"):gsub("%s+$", "")
+    db, stop_db = demo.database(dir)
+    local behaviors = demo.behaviors(dir, {
+      ["v2-broken"] = { fail_paths = { "/api/v1/service-codes" } },
+      ["v3-slow"] = { slow_ms = 1500 },
+      ["v4-unready"] = { never_ready = true },
+    })
+    local function start(version, pod)
+      local app = demo.start(dir, db, version, behaviors, pod)
+      apps[#apps + 1] = app
+      return app
+    end
+    good = start("v1", "physioflow-api-blue-a")
+    good2 = start("v1", "physioflow-api-blue-b")
+    failing = start("v2-broken")
+    slow = start("v3-slow")
+    unready = start("v4-unready")
+    dead = "http://127.0.0.1:" .. demo.free_port()
+  end)
+
+  teardown(function()
+    for _, a in ipairs(apps) do demo.stop(a) end
+    if stop_db then stop_db() end
+    if dir then os.execute(("rm -rf %q"):format(dir)) end
+  end)
+
+  it("passes all nine checks on a good version", function()
+    local report = smoke.run(good.url, CHECKS, { vars = { version = "v1" } })
+    assert.is_true(report.ok)
+    assert.equal(9, report.passed)
+    assert.equal(0, report.failed)
+    for i, r in ipairs(report.results) do
+      assert.equal(NAMES[i], r.check)
+      assert.equal("PASS", r.result, r.check .. ": " .. tostring(r.reason))
+      assert.equal(good.url, r.target)
+      assert.equal("number", type(r.latency_ms))
+      assert.is_nil(r.reason)
+    end
+  end)
+
+  it("fails exactly the broken path's check, with the status as the reason", function()
+    local report = smoke.run(failing.url, CHECKS)
+    assert.is_false(report.ok)
+    assert.equal(8, report.passed)
+    assert.equal(1, report.failed)
+    local r = by_check(report)["service codes"]
+    assert.equal("FAIL", r.result)
+    assert.equal(500, r.status)
+    assert.equal("HTTP 500 (expected 200)", r.reason)
+  end)
+
+  it("reports a timeout for checks slower than their timeout", function()
+    local t0 = bgrun.now()
+    local report = smoke.run(slow.url, CHECKS, { timeout = 0.5 })
+    assert.is_true(bgrun.now() - t0 < 5, "the checks ran concurrently")
+    assert.equal(9, report.failed)
+    for _, r in ipairs(report.results) do
+      assert.matches("^Timeout: ", r.reason)
+    end
+    -- within the default 10 s they pass, all in about one slow answer's time
+    t0 = bgrun.now()
+    report = smoke.run(slow.url, CHECKS)
+    assert.is_true(report.ok)
+    assert.is_true(bgrun.now() - t0 < 6)
+  end)
+
+  it("fails every check of an unreachable URL with the transport error", function()
+    local report = smoke.run(dead, CHECKS)
+    assert.equal(9, report.failed)
+    for _, r in ipairs(report.results) do
+      assert.matches("^ConnectionRefused: Failed to connect", r.reason)
+      assert.is_nil(r.latency_ms ~= nil and r.check ~= "BHYT validation" and r.latency_ms or nil)
+    end
+  end)
+
+  it("reports a never-ready pod's readiness with its 503", function()
+    local r = by_check(smoke.run(unready.url, CHECKS))
+    assert.equal("HTTP 503 (expected 200)", r.ready.reason)
+    assert.equal("PASS", r.health.result)
+  end)
+
+  it("checks the version when one is given", function()
+    local r = by_check(smoke.run(good.url, CHECKS, { vars = { version = "v9" } }))
+    assert.equal('json version = "v1", expected "v9"', r.health.reason)
+    assert.equal('json version = "v1", expected "v9"', r.info.reason)
+    assert.equal("PASS", r.database.result)
+  end)
+
+  it("reports per target when given several pods", function()
+    local report = smoke.run({ { name = good.pod, url = good.url }, { name = good2.pod, url = good2.url },
+                               failing.url }, CHECKS)
+    assert.equal(27, #report.results)
+    assert.equal(26, report.passed)
+    for i, r in ipairs(report.results) do
+      local want = i <= 9 and good.pod or i <= 18 and good2.pod or failing.url
+      assert.equal(want, r.target)
+      assert.equal(NAMES[(i - 1) % 9 + 1], r.check)
+    end
+    assert.equal("FAIL", report.results[24].result)
+    assert.equal("service codes", report.results[24].check)
+    local text = smoke.format_text(report)
+    assert.matches("physioflow%-api%-blue%-a%s+PASS", text)
+    assert.matches("26 passed, 1 failed", text)
+  end)
+
+  it("supports contains, max_ms, dotted JSON paths and function checks", function()
+    local report = smoke.run(good.url, {
+      { name = "contains", path = "/health", expect = { contains = '"status":"ok"' } },
+      { name = "missing text", path = "/health", expect = { contains = "nope" } },
+      { name = "too slow", path = "/health", expect = { max_ms = 0.0001 } },
+      { name = "array path", path = "/api/v1/service-codes", expect = { json = { ["items.1.code"] = smoke.type("string") } } },
+      { name = "404 expected", path = "/nope", expect = { status = 404 } },
+      { name = "fn pass", run = function(t) return t:request({ path = "/health" }).status == 200 end },
+      { name = "fn fail", run = function() return false, "custom reason" end },
+      { name = "fn raise", run = function(t) t:request({ url = dead .. "/x" }) end },
+      function(t) return t:expect(t:request({ path = "/health" }), { status = 200 }) end,
+    })
+    local r = by_check(report)
+    assert.equal("PASS", r.contains.result)
+    assert.equal('body does not contain "nope"', r["missing text"].reason)
+    assert.matches("^took %d+ ms, more than 0.0001 ms", r["too slow"].reason)
+    assert.equal("PASS", r["array path"].result)
+    assert.equal("PASS", r["404 expected"].result)
+    assert.equal("PASS", r["fn pass"].result)
+    assert.equal("custom reason", r["fn fail"].reason)
+    assert.matches("^ConnectionRefused", r["fn raise"].reason)
+    assert.equal("PASS", r["check 9"].result)
+  end)
+
+  it("rejects malformed checks as playbook mistakes", function()
+    assert.has_error(function() smoke.run(good.url, { { path = "/x" } }) end)
+    assert.has_error(function() smoke.run(good.url, { { name = "x", path = "/x", expect = { stauts = 200 } } }) end)
+    assert.has_error(function() smoke.run({}, CHECKS) end)
+  end)
+
+  describe("playbook", function()
+    it("exits 0 and prints the table when every check passes", function()
+      local r = run_playbook({ PLAYBOOK, "url=" .. good.url, "version=v1" })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("CHECK%s+RESULT%s+LATENCY%s+REASON", r.stdout)
+      assert.matches("BHYT validation%s+PASS%s+%d+ ms", r.stdout)
+      assert.matches("9 passed, 0 failed", r.stdout)
+      local passes = select(2, r.stdout:gsub("PASS", ""))
+      assert.equal(9, passes)
+    end)
+
+    it("exits 1 naming the failed check", function()
+      local r = run_playbook({ PLAYBOOK, "url=" .. failing.url })
+      assert.equal(1, r.code)
+      assert.matches("service codes%s+FAIL%s+%d+ ms%s+HTTP 500 %(expected 200%)", r.stdout)
+      assert.matches("8 passed, 1 failed", r.stdout)
+      assert.matches("1 of 9 checks failed: service codes", r.stderr)
+    end)
+
+    it("prints the report as JSON with --log-format json", function()
+      local r = run_playbook({ "--log-format", "json", PLAYBOOK, "url=" .. good.url .. "," .. dead })
+      assert.equal(1, r.code)
+      local report = json.decode(r.stdout)
+      assert.equal(18, #report.results)
+      assert.equal(9, report.passed)
+      assert.equal(9, report.failed)
+      assert.equal(dead, report.results[18].target)
+      assert.matches("^ConnectionRefused", report.results[18].reason)
+    end)
+
+    it("takes checks from a file", function()
+      local f = dir .. "/one.lua"
+      local fh = assert(io.open(f, "w"))
+      fh:write('return { { name = "only health", path = "/health", expect = { json = { status = "ok" } } } }\n')
+      fh:close()
+      local r = run_playbook({ PLAYBOOK, "url=" .. good.url, "checks=" .. f })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("only health%s+PASS", r.stdout)
+      assert.matches("1 passed, 0 failed", r.stdout)
+    end)
+
+    it("exits 2 for bad usage", function()
+      assert.equal(2, run_playbook({ PLAYBOOK }).code)
+      assert.equal(2, run_playbook({ PLAYBOOK, "url=ftp://x" }).code)
+      assert.equal(2, run_playbook({ PLAYBOOK, "url=" .. good.url, "bogus=1" }).code)
+    end)
+  end)
+end)
