@@ -359,7 +359,39 @@ func (c *Cluster) decodeBody(req *apiReq) (runtime.Object, error) {
 	if err != nil {
 		return nil, err
 	}
+	if ct, _, _ := mime.ParseMediaType(req.r.Header.Get("Content-Type")); ct == protobufType {
+		return decodeProtobuf(req.res, b)
+	}
 	return decodeChecked(req.res, b)
+}
+
+const protobufType = "application/vnd.kubernetes.protobuf"
+
+// decodeProtobuf reads the Kubernetes protobuf envelope ("k8s\x00" and a
+// runtime.Unknown) that typed clients such as `kubectl create namespace`
+// send.
+func decodeProtobuf(res *resource, b []byte) (runtime.Object, error) {
+	if len(b) < 4 || string(b[:4]) != "k8s\x00" {
+		return nil, apierrors.NewBadRequest("the object provided is unrecognized: missing protobuf envelope")
+	}
+	var u runtime.Unknown
+	if err := u.Unmarshal(b[4:]); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err))
+	}
+	if (u.APIVersion != "" && u.APIVersion != res.apiVersion()) || (u.Kind != "" && u.Kind != res.kind) {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the API version in the data (%s) does not match the expected API version (%s)",
+			u.APIVersion, res.apiVersion()))
+	}
+	obj := res.newObj()
+	pm, ok := obj.(interface{ Unmarshal([]byte) error })
+	if !ok {
+		return nil, apierrors.NewGenericServerResponse(415, "", schema.GroupResource{}, "", "protobuf is not supported for "+res.plural, 0, false)
+	}
+	if err := pm.Unmarshal(u.Raw); err != nil {
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err))
+	}
+	obj.GetObjectKind().SetGroupVersionKind(res.gvk())
+	return obj, nil
 }
 
 func decodeChecked(res *resource, b []byte) (runtime.Object, error) {
@@ -688,7 +720,15 @@ func (c *Cluster) changeScale(req *apiReq, dryRun bool, makeNew func(*autoscalin
 func (c *Cluster) deleteOptions(req *apiReq) (*metav1.DeleteOptions, error) {
 	opts := &metav1.DeleteOptions{}
 	b, _ := io.ReadAll(io.LimitReader(req.r.Body, 1<<20))
-	if len(strings.TrimSpace(string(b))) > 0 {
+	if ct, _, _ := mime.ParseMediaType(req.r.Header.Get("Content-Type")); ct == protobufType && len(b) > 4 {
+		var u runtime.Unknown
+		if err := u.Unmarshal(b[4:]); err != nil {
+			return nil, apierrors.NewBadRequest(err.Error())
+		}
+		if err := opts.Unmarshal(u.Raw); err != nil {
+			return nil, apierrors.NewBadRequest(err.Error())
+		}
+	} else if len(strings.TrimSpace(string(b))) > 0 {
 		if err := json.Unmarshal(b, opts); err != nil {
 			return nil, apierrors.NewBadRequest(err.Error())
 		}

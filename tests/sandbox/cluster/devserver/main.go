@@ -11,6 +11,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
 	"net/http"
@@ -47,7 +48,8 @@ func main() {
 		fmt.Fprintln(os.Stderr, "devserver:", err)
 		os.Exit(1)
 	}
-	env := fmt.Sprintf("export KUBECONFIG=%s\nexport SANDBOX_ADMIN_URL=%s\nexport SANDBOX_DIR=%s\n", c.KubeconfigPath(), c.AdminURL(), dir)
+	env := fmt.Sprintf("export KUBECONFIG=%s\nexport SANDBOX_ADMIN_URL=%s\nexport SANDBOX_DIR=%s\nexport SANDBOX_BEHAVIORS=%s\n",
+		c.KubeconfigPath(), c.AdminURL(), dir, filepath.Join(dir, "behaviors.json"))
 	os.WriteFile(filepath.Join(dir, "env"), []byte(env), 0o644)
 	fmt.Print(env)
 	fmt.Fprintf(os.Stderr, "devserver: up in %s\n", time.Since(t0).Round(time.Millisecond))
@@ -57,26 +59,53 @@ func main() {
 	c.Stop()
 }
 
-// fakeApp answers /health, /ready and / with its version; versions whose
-// tag starts with "crash" exit soon after start, "unready" never get ready.
+// behavior is the subset of the demo app's SANDBOX_BEHAVIORS entries the
+// fake app honours.
+type behavior struct {
+	CrashAfterS float64 `json:"crash_after_s"`
+	ExitCode    *int    `json:"exit_code"`
+	ReadyAfterS float64 `json:"ready_after_s"`
+	NeverReady  bool    `json:"never_ready"`
+}
+
+// fakeApp answers /health, /ready and / with its version, misbehaving as
+// the behaviours file says for its version.
 func fakeApp() {
 	version := os.Getenv("APP_VERSION")
 	addr := net.JoinHostPort(os.Getenv("POD_IP"), os.Getenv("PORT"))
-	if strings.HasPrefix(version, "crash") {
-		fmt.Println("starting", version, "and crashing")
-		time.Sleep(300 * time.Millisecond)
-		fmt.Fprintln(os.Stderr, "fatal: crash requested")
-		os.Exit(3)
+	var b behavior
+	if data, err := os.ReadFile(os.Getenv("SANDBOX_BEHAVIORS")); err == nil && len(data) > 0 {
+		var all map[string]behavior
+		if err := json.Unmarshal(data, &all); err != nil {
+			fmt.Fprintln(os.Stderr, "behaviours file:", err)
+			os.Exit(1)
+		}
+		b = all[version]
+	}
+	started := time.Now()
+	if b.CrashAfterS > 0 {
+		go func() {
+			time.Sleep(time.Duration(b.CrashAfterS * float64(time.Second)))
+			fmt.Fprintln(os.Stderr, "fatal: crash injected")
+			code := 1
+			if b.ExitCode != nil {
+				code = *b.ExitCode
+			}
+			os.Exit(code)
+		}()
 	}
 	mux := http.NewServeMux()
 	mux.HandleFunc("/ready", func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(version, "unready") {
+		if b.NeverReady || time.Since(started).Seconds() < b.ReadyAfterS {
 			http.Error(w, "not ready", 503)
 			return
 		}
 		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("/health", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, "{\"status\":\"ok\",\"version\":%q}\n", version)
+	})
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		fmt.Printf("%s %s\n", r.Method, r.URL.Path)
 		fmt.Fprintf(w, "version=%s pod=%s\n", version, os.Getenv("POD_NAME"))

@@ -1,0 +1,400 @@
+#!/bin/bash
+# The sandbox cluster driven by the real kubectl (1.32): discovery, CRUD,
+# the three patch types, scale, set image, rollout status (success and
+# ProgressDeadlineExceeded), logs, errors, watches, client certificates,
+# injected faults, pod restarts and a blue/green selector flip under load.
+#
+# Uses the sandbox named by KUBECONFIG + SANDBOX_ADMIN_URL when both are
+# set; otherwise starts one (`sandbox up` in a temporary directory), or,
+# with SANDBOX_KUBECTL_DEV=1, the cluster alone (cluster/devserver).
+set -u
+
+here=$(cd "$(dirname "$0")" && pwd)
+work=$(mktemp -d)
+passed=0
+failed=0
+started=""  # sandbox dir we brought up
+devpid=""   # devserver pid
+
+ok() { echo "ok - $1"; passed=$((passed + 1)); }
+notok() {
+	echo "not ok - $1"
+	[ $# -ge 2 ] && printf '%s\n' "$2" | tail -n 15 | sed 's/^/#   /'
+	failed=$((failed + 1))
+}
+# check NAME COMMAND...: the command's exit status decides.
+check() {
+	local name=$1 out
+	shift
+	if out=$("$@" 2>&1); then ok "$name"; else notok "$name" "$out"; fi
+}
+finish() {
+	[ -n "$devpid" ] && kill "$devpid" 2>/dev/null && wait "$devpid" 2>/dev/null
+	[ -n "$started" ] && "$here/sandbox" down "$started" >/dev/null 2>&1
+	if [ -n "${NS:-}" ] && [ -z "$started" ] && [ -z "$devpid" ]; then
+		kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1
+	fi
+	rm -rf "$work"
+	echo "sandbox-kubectl: $passed passed, $failed failed"
+	[ "$failed" -eq 0 ]
+}
+trap 'finish; exit $?' EXIT
+trap 'exit 130' INT TERM
+
+# ---- a sandbox to talk to ----------------------------------------------
+
+if [ -n "${KUBECONFIG:-}" ] && [ -n "${SANDBOX_ADMIN_URL:-}" ]; then
+	ok "using the running sandbox ($SANDBOX_ADMIN_URL)"
+elif [ "${SANDBOX_KUBECTL_DEV:-}" = 1 ]; then
+	if ! out=$(cd "$here" && go build -o "$work/devserver" ./cluster/devserver 2>&1); then
+		notok "build cluster/devserver" "$out"
+		exit 1
+	fi
+	"$work/devserver" "$work/dev" >"$work/dev.out" 2>&1 &
+	devpid=$!
+	for _ in $(seq 50); do [ -s "$work/dev/env" ] && break; sleep 0.1; done
+	if [ ! -s "$work/dev/env" ]; then
+		notok "devserver starts" "$(cat "$work/dev.out")"
+		exit 1
+	fi
+	. "$work/dev/env"
+	ok "devserver starts"
+else
+	if ! out=$("$here/build.sh" 2>&1); then
+		notok "build.sh builds the sandbox" "$out"
+		exit 1
+	fi
+	if ! out=$("$here/sandbox" up "$work/sb" 2>&1); then
+		notok "sandbox up" "$out"
+		exit 1
+	fi
+	started=$work/sb
+	eval "$(printf '%s\n' "$out" | grep '^export ')"
+	ok "sandbox up"
+fi
+export KUBECACHEDIR=$work/kubecache
+NS=kt-$$-$RANDOM
+K() { kubectl -n "$NS" "$@"; }
+
+# wait_until SECONDS COMMAND...: poll until the command succeeds.
+wait_until() {
+	local deadline=$(($(date +%s) + $1))
+	shift
+	until "$@" >/dev/null 2>&1; do
+		[ "$(date +%s)" -ge "$deadline" ] && return 1
+		sleep 0.2
+	done
+}
+
+# deployment NAME COLOUR TAG [REPLICAS] [EXTRA SPEC YAML]: a demo-app
+# Deployment manifest.
+deployment() {
+	cat <<EOF
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: $1
+  labels: {app: $1}
+spec:
+  replicas: ${4:-2}
+${5:-}
+  selector:
+    matchLabels: {app: ${1%%-*}, version: $2}
+  template:
+    metadata:
+      labels: {app: ${1%%-*}, version: $2}
+    spec:
+      terminationGracePeriodSeconds: 5
+      containers:
+      - name: api
+        image: registry.local/physioflow-api:$3
+        ports: [{containerPort: 8080, name: http}]
+        env:
+        - {name: POD_NAME_FROM_FIELD, valueFrom: {fieldRef: {fieldPath: metadata.name}}}
+        readinessProbe:
+          httpGet: {path: /ready, port: http}
+          periodSeconds: 2
+EOF
+}
+service() { # service NAME APP COLOUR
+	cat <<EOF
+apiVersion: v1
+kind: Service
+metadata:
+  name: $1
+  labels: {app: $2}
+spec:
+  selector: {app: $2, version: $3}
+  ports: [{name: http, port: 80, targetPort: http}]
+EOF
+}
+
+# ---- discovery, namespaces, auth ----------------------------------------
+
+check "kubectl version reaches /version" sh -c 'kubectl version -o json | grep -q "\"gitVersion\": \"v1.32"'
+check "kubectl api-resources lists deployments, leases, endpointslices" sh -c '
+	out=$(kubectl api-resources) &&
+	echo "$out" | grep -q "^deployments .*apps/v1 .*true .*Deployment" &&
+	echo "$out" | grep -q "^leases .*coordination.k8s.io/v1" &&
+	echo "$out" | grep -q "^endpointslices .*discovery.k8s.io/v1"'
+check "namespaces physioflow and default exist" sh -c 'kubectl get ns physioflow default -o name | grep -c namespace/ | grep -qx 2'
+check "create namespace" kubectl create namespace "$NS"
+
+kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$work/ca.crt"
+server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
+kdir=$(dirname "$KUBECONFIG")
+check "client certificate signed by the sandbox CA is accepted" sh -c "
+	kubectl config --kubeconfig='$work/cert.kubeconfig' set-cluster sb --server='$server' --certificate-authority='$work/ca.crt' --embed-certs >/dev/null &&
+	kubectl config --kubeconfig='$work/cert.kubeconfig' set-credentials me --client-certificate='$kdir/client.crt' --client-key='$kdir/client.key' --embed-certs >/dev/null &&
+	kubectl config --kubeconfig='$work/cert.kubeconfig' set-context sb --cluster=sb --user=me >/dev/null &&
+	kubectl config --kubeconfig='$work/cert.kubeconfig' use-context sb >/dev/null &&
+	kubectl --kubeconfig='$work/cert.kubeconfig' get ns '$NS' -o name | grep -qx 'namespace/$NS'"
+check "a wrong token gets 401 Unauthorized" sh -c "
+	out=\$(kubectl --token=wrong get ns 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'Unauthorized'"
+check "no credentials: 401 Status body" sh -c "
+	curl -sS --cacert '$work/ca.crt' '$server/api/v1/namespaces' -w ' %{http_code}' |
+	grep -q '\"reason\":\"Unauthorized\".* 401\$'"
+
+# ---- create, get, list ------------------------------------------------------
+
+{ deployment web-blue blue v1; echo ---; service web web blue; } >"$work/web.yaml"
+check "apply --validate=false creates a Deployment and a Service" sh -c "
+	kubectl -n $NS apply --validate=false -f '$work/web.yaml' | tr '\n' ' ' |
+	grep -q 'deployment.apps/web-blue created service/web created'"
+check "Deployment defaults are set" sh -c "
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.spec.strategy.rollingUpdate.maxSurge} {.spec.strategy.rollingUpdate.maxUnavailable} {.spec.progressDeadlineSeconds} {.spec.revisionHistoryLimit} {.metadata.generation}')\" = '25% 25% 600 10 1' ]"
+check "rollout status succeeds" K rollout status deploy/web-blue --timeout=60s
+check "Deployment status and conditions" sh -c "
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.status.readyReplicas}/{.status.availableReplicas}/{.status.updatedReplicas} {.status.conditions[?(@.type==\"Available\")].status} {.status.conditions[?(@.type==\"Progressing\")].reason}')\" = '2/2/2 True NewReplicaSetAvailable' ]"
+check "ReplicaSet has pod-template-hash and revision 1" sh -c "
+	kubectl -n $NS get rs -l app=web,version=blue -o jsonpath='{.items[0].metadata.labels.pod-template-hash} {.items[0].metadata.annotations.deployment\.kubernetes\.io/revision}' |
+	grep -Eq '^[a-z0-9]+ 1\$'"
+check "list pods by label selector" sh -c "[ \"\$(kubectl -n $NS get pods -l 'app=web,version in (blue)' -o name | wc -l)\" -eq 2 ]"
+check "list pods by field selector status.phase" sh -c "[ \"\$(kubectl -n $NS get pods --field-selector status.phase=Running -o name | wc -l)\" -eq 2 ]"
+check "pods are Ready with their own loopback IP" sh -c "
+	kubectl -n $NS get pods -l app=web -o jsonpath='{range .items[*]}{.status.podIP} {.status.conditions[?(@.type==\"Ready\")].status}{\"\n\"}{end}' |
+	awk '\$1 ~ /^127\.10\./ && \$2 == \"True\" {n++} END {exit n != 2}'"
+check "Service got a cluster IP in 127.20/16" sh -c "K() { kubectl -n $NS \"\$@\"; }; K get svc web -o jsonpath='{.spec.clusterIP}' | grep -Eq '^127\.20\.'"
+svcip=$(K get svc web -o jsonpath='{.spec.clusterIP}')
+check "requests through the Service reach the pods" sh -c "curl -sf --max-time 5 http://$svcip/health | grep -q '\"version\":\"v1\"'"
+check "Endpoints list the ready pods" sh -c "[ \"\$(kubectl -n $NS get endpoints web -o jsonpath='{.subsets[0].addresses[*].ip}' | wc -w)\" -eq 2 ]"
+check "EndpointSlice labelled with the service name" sh -c "
+	[ \"\$(kubectl -n $NS get endpointslices -l kubernetes.io/service-name=web -o jsonpath='{.items[0].endpoints[*].conditions.ready}')\" = 'true true' ]"
+check "list with limit pages with continue" sh -c "
+	for i in 1 2 3; do kubectl -n $NS create configmap page-\$i --from-literal=i=\$i >/dev/null || exit 1; done
+	[ \"\$(kubectl -n $NS get configmaps --chunk-size=1 -o name | grep -c configmap/page-)\" -eq 3 ]"
+
+# ---- errors -------------------------------------------------------------
+
+check "get of a missing object: exit 1 and the NotFound message" sh -c "
+	out=\$(kubectl -n $NS get deploy nope 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && [ \"\$out\" = 'Error from server (NotFound): deployments.apps \"nope\" not found' ]"
+check "create of an existing object: AlreadyExists" sh -c "
+	out=\$(kubectl -n $NS create configmap page-1 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'Error from server (AlreadyExists): configmaps \"page-1\" already exists'"
+check "replace with a stale resourceVersion: 409 Conflict" sh -c "
+	kubectl -n $NS create configmap cas --from-literal=k=v1 >/dev/null &&
+	kubectl -n $NS get configmap cas -o json >'$work/cas.json' &&
+	kubectl -n $NS patch configmap cas --type=merge -p '{\"data\":{\"k\":\"v2\"}}' >/dev/null &&
+	out=\$(kubectl -n $NS replace --validate=false -f '$work/cas.json' 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'Operation cannot be fulfilled on configmaps \"cas\": the object has been modified; please apply your changes to the latest version and try again'"
+check "invalid Deployment: 422 Invalid" sh -c "
+	out=\$(kubectl -n $NS create deployment bad --image=registry.local/physioflow-api:v1 --replicas=-1 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'is invalid'"
+check "server-side dry run stores nothing" sh -c "
+	kubectl -n $NS create configmap dry --from-literal=a=b --dry-run=server -o name | grep -qx configmap/dry &&
+	! kubectl -n $NS get configmap dry >/dev/null 2>&1"
+
+# ---- patch, scale, set image ----------------------------------------------
+
+check "merge patch of the Service selector" sh -c "
+	kubectl -n $NS patch svc web --type=merge -p '{\"spec\":{\"selector\":{\"version\":\"green\"}}}' >/dev/null &&
+	[ \"\$(kubectl -n $NS get svc web -o jsonpath='{.spec.selector.app}/{.spec.selector.version}')\" = web/green ]"
+check "strategic merge patch of the Service selector" sh -c "
+	kubectl -n $NS patch svc web -p '{\"spec\":{\"selector\":{\"version\":\"blue\"}}}' >/dev/null &&
+	[ \"\$(kubectl -n $NS get svc web -o jsonpath='{.spec.selector.app}/{.spec.selector.version}')\" = web/blue ]"
+check "JSON patch replaces the selector map" sh -c "
+	kubectl -n $NS patch svc web --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{\"app\":\"web\",\"version\":\"blue\"}}]' >/dev/null &&
+	[ \"\$(kubectl -n $NS get svc web -o jsonpath='{.spec.selector}')\" = '{\"app\":\"web\",\"version\":\"blue\"}' ]"
+check "a no-op patch reports (no change)" sh -c "
+	kubectl -n $NS patch svc web -p '{\"spec\":{\"selector\":{\"version\":\"blue\"}}}' | grep -q 'patched (no change)'"
+check "scale to 3 and roll out" sh -c "
+	kubectl -n $NS scale deploy web-blue --replicas=3 >/dev/null &&
+	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.status.readyReplicas} {.metadata.generation} {.status.observedGeneration}')\" = '3 2 2' ]"
+check "scale with a stale --resource-version: conflict" sh -c "
+	out=\$(kubectl -n $NS scale deploy web-blue --replicas=2 --resource-version=1 2>&1); rc=\$?
+	[ \$rc -ne 0 ] && echo \"\$out\" | grep -q 'the object has been modified'"
+check "scale with --current-replicas (PUT /scale)" sh -c "
+	kubectl -n $NS scale deploy web-blue --current-replicas=3 --replicas=2 >/dev/null &&
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.spec.replicas}')\" = 2 ]"
+check "set image rolls out revision 2" sh -c "
+	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v2 >/dev/null &&
+	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision} {.status.updatedReplicas} {.status.replicas}')\" = '2 2 2' ] &&
+	curl -sf --max-time 5 http://$svcip/health | grep -q '\"version\":\"v2\"'"
+check "old ReplicaSet scaled to 0 and kept" sh -c "
+	[ \"\$(kubectl -n $NS get rs -l app=web -o jsonpath='{range .items[*]}{.spec.replicas}{\" \"}{end}' | tr ' ' '\n' | sort | tr '\n' ' ')\" = ' 0 2 ' ]"
+check "rollout undo goes back to v1 as revision 3" sh -c "
+	kubectl -n $NS rollout undo deploy/web-blue >/dev/null &&
+	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
+	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision} {.spec.template.spec.containers[0].image}')\" = '3 registry.local/physioflow-api:v1' ]"
+
+# ---- rollout failure -------------------------------------------------------
+
+deployment stuck-blue blue v1 1 "  progressDeadlineSeconds: 3" |
+	sed 's#registry.local/physioflow-api:v1#registry.local/no-such-image:v1#' >"$work/stuck.yaml"
+check "rollout status fails on ProgressDeadlineExceeded" sh -c "
+	kubectl -n $NS apply --validate=false -f '$work/stuck.yaml' >/dev/null &&
+	out=\$(kubectl -n $NS rollout status deploy/stuck-blue --timeout=60s 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'error: deployment \"stuck-blue\" exceeded its progress deadline'"
+check "the stuck pod waits in ErrImagePull/ImagePullBackOff, not ready" sh -c "
+	kubectl -n $NS get pods -l app=stuck -o jsonpath='{.items[0].status.containerStatuses[0].state.waiting.reason} {.items[0].status.containerStatuses[0].ready} {.items[0].status.phase}' |
+	grep -Eq '^(ErrImagePull|ImagePullBackOff) false Pending\$'"
+check "Progressing condition is False/ProgressDeadlineExceeded" sh -c "
+	[ \"\$(kubectl -n $NS get deploy stuck-blue -o jsonpath='{.status.conditions[?(@.type==\"Progressing\")].status}/{.status.conditions[?(@.type==\"Progressing\")].reason}')\" = False/ProgressDeadlineExceeded ]"
+check "logs of a pod that cannot pull: 400 waiting to start" sh -c "
+	p=\$(kubectl -n $NS get pods -l app=stuck -o jsonpath='{.items[0].metadata.name}')
+	out=\$(kubectl -n $NS logs \$p 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'is waiting to start'"
+check "deleting a Deployment deletes its ReplicaSets and pods" sh -c "
+	kubectl -n $NS delete deploy stuck-blue >/dev/null &&
+	for i in \$(seq 50); do
+		[ -z \"\$(kubectl -n $NS get rs,pods -l app=stuck -o name)\" ] && exit 0; sleep 0.2
+	done; exit 1"
+
+# ---- logs, restarts ---------------------------------------------------------
+
+pod=$(K get pods -l app=web,version=blue --field-selector status.phase=Running -o jsonpath='{.items[0].metadata.name}')
+check "logs --tail and --timestamps" sh -c "
+	out=\$(kubectl -n $NS logs $pod --tail=1 --timestamps) &&
+	[ \"\$(echo \"\$out\" | wc -l)\" -eq 1 ] && echo \"\$out\" | grep -Eq '^20[0-9-]+T[0-9:.]+Z '"
+check "logs via deploy/NAME" sh -c "kubectl -n $NS logs deploy/web-blue --since=1h >/dev/null"
+check "admin kill restarts the pod's process" sh -c "
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/pods/$NS/$pod/kill' >/dev/null &&
+	for i in \$(seq 50); do
+		s=\$(kubectl -n $NS get pod $pod -o jsonpath='{.status.containerStatuses[0].restartCount} {.status.containerStatuses[0].lastState.terminated.exitCode}')
+		[ \"\$s\" = '1 137' ] && exit 0; sleep 0.2
+	done; echo \"\$s\"; exit 1"
+check "logs --previous shows the killed run" sh -c "
+	wait() { kubectl -n $NS get pod $pod -o jsonpath='{.status.containerStatuses[0].ready}' | grep -qx true; }
+	for i in \$(seq 50); do wait && break; sleep 0.2; done
+	kubectl -n $NS logs $pod --previous >/dev/null"
+echo '{"crashy": {"crash_after_s": 0.3, "exit_code": 3}}' >"$work/behaviors.json"
+if [ -n "${SANDBOX_BEHAVIORS:-}" ]; then
+	# Merge our entry into the sandbox's behaviours file.
+	python3 - "$SANDBOX_BEHAVIORS" <<'EOF'
+import json, sys
+path = sys.argv[1]
+try:
+    data = json.load(open(path))
+except Exception:
+    data = {}
+data["crashy"] = {"crash_after_s": 0.3, "exit_code": 3}
+json.dump(data, open(path, "w"))
+EOF
+	check "a crashing container goes into CrashLoopBackOff with restarts" sh -c "
+		kubectl -n $NS create deployment crashy --image=registry.local/physioflow-api:crashy >/dev/null &&
+		for i in \$(seq 100); do
+			s=\$(kubectl -n $NS get pods -l app=crashy -o jsonpath='{.items[0].status.containerStatuses[0].state.waiting.reason} {.items[0].status.containerStatuses[0].lastState.terminated.exitCode}')
+			r=\$(kubectl -n $NS get pods -l app=crashy -o jsonpath='{.items[0].status.containerStatuses[0].restartCount}')
+			[ \"\$s\" = 'CrashLoopBackOff 3' ] && [ \"\${r:-0}\" -ge 2 ] && exit 0; sleep 0.2
+		done; echo \"\$s \$r\"; exit 1"
+	kubectl -n "$NS" delete deployment crashy >/dev/null 2>&1
+fi
+
+# ---- watch ------------------------------------------------------------------
+
+check "kubectl get -w sees a new object" sh -c "
+	kubectl -n $NS get configmaps -w -o name >'$work/watch.out' 2>&1 &
+	w=\$!
+	sleep 1
+	kubectl -n $NS create configmap watched >/dev/null
+	for i in \$(seq 25); do grep -q configmap/watched '$work/watch.out' && break; sleep 0.2; done
+	kill \$w; grep -q configmap/watched '$work/watch.out'"
+tok=$(kubectl config view --raw -o jsonpath='{.users[0].user.token}')
+check "watch from a too-old resourceVersion: ERROR 410 Expired" sh -c "
+	kubectl -n $NS create configmap churn >/dev/null || exit 1
+	for i in \$(seq 1050); do
+		printf 'url = \"%s\"\nrequest = PATCH\nheader = \"Content-Type: application/merge-patch+json\"\nheader = \"Authorization: Bearer %s\"\ndata = \"{\\\\\"data\\\\\":{\\\\\"i\\\\\":\\\\\"%s\\\\\"}}\"\ncacert = %s\noutput = /dev/null\nnext\n' \
+			'$server/api/v1/namespaces/$NS/configmaps/churn' '$tok' \$i '$work/ca.crt'
+	done >'$work/churn.curl'
+	curl -s --config '$work/churn.curl' || exit 1
+	[ \"\$(kubectl -n $NS get configmap churn -o jsonpath='{.data.i}')\" = 1050 ] || { echo churn failed; exit 1; }
+	out=\$(curl -s --max-time 5 --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' '$server/api/v1/namespaces/$NS/configmaps?watch=true&resourceVersion=2')
+	echo \"\$out\" | grep -q '\"type\":\"ERROR\".*\"reason\":\"Expired\".*\"code\":410'"
+
+# ---- faults -----------------------------------------------------------------
+
+fault() { curl -sf -X POST "$SANDBOX_ADMIN_URL/faults" -d "$1" >/dev/null; }
+check "injected 500 reaches kubectl as InternalError, once" sh -c "
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/configmaps/cas\$\",\"status\":500,\"count\":1}' >/dev/null &&
+	out=\$(kubectl -n $NS get configmap cas 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'Error from server (InternalError)' &&
+	kubectl -n $NS get configmap cas -o name | grep -qx configmap/cas"
+check "injected 429 with Retry-After is retried by kubectl" sh -c "
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/configmaps/cas\$\",\"status\":429,\"count\":2}' >/dev/null &&
+	kubectl -n $NS get configmap cas -o name | grep -qx configmap/cas"
+check "a watch cut mid-stream: rollout status still completes" sh -c "
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/deployments\\\\?.*watch=true\",\"reset\":true,\"delay_ms\":300,\"count\":2}' >/dev/null &&
+	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v4 >/dev/null &&
+	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
+	[ \"\$(curl -sf '$SANDBOX_ADMIN_URL/faults')\" = '[]' ]"
+check "admin stats count API requests by method and path" sh -c "
+	curl -sf -X DELETE '$SANDBOX_ADMIN_URL/stats' &&
+	kubectl -n $NS get svc web >/dev/null &&
+	curl -sf '$SANDBOX_ADMIN_URL/stats' | grep -q '\"GET /api/v1/namespaces/$NS/services/web\":1'"
+curl -sf -X DELETE "$SANDBOX_ADMIN_URL/faults" >/dev/null
+
+# ---- leases and events --------------------------------------------------------
+
+cat >"$work/lease.yaml" <<EOF
+apiVersion: coordination.k8s.io/v1
+kind: Lease
+metadata: {name: bgrun-lock-web}
+spec: {holderIdentity: host-1, leaseDurationSeconds: 30, acquireTime: "2026-01-02T03:04:05.000000Z", renewTime: "2026-01-02T03:04:05.000000Z", leaseTransitions: 0}
+EOF
+check "create and read a Lease (MicroTime kept)" sh -c "
+	kubectl -n $NS create --validate=false -f '$work/lease.yaml' >/dev/null &&
+	[ \"\$(kubectl -n $NS get lease bgrun-lock-web -o jsonpath='{.spec.holderIdentity} {.spec.renewTime}')\" = 'host-1 2026-01-02T03:04:05.000000Z' ]"
+check "events record the deployment controller's scaling" sh -c "
+	kubectl -n $NS get events --field-selector involvedObject.kind=Deployment,involvedObject.name=web-blue,reason=ScalingReplicaSet -o name | grep -q ."
+
+# ---- blue/green under load -----------------------------------------------------
+
+deployment web-green green v9 >"$work/green.yaml"
+K apply --validate=false -f "$work/green.yaml" >/dev/null
+check "green rolls out next to blue" K rollout status deploy/web-green --timeout=60s
+K rollout status deploy/web-blue --timeout=60s >/dev/null 2>&1
+check "selector flips under load lose no request (200 requests, 10 flips)" sh -c "
+	(
+		for i in \$(seq 10); do
+			c=green; [ \$((i % 2)) -eq 0 ] && c=blue
+			kubectl -n $NS patch svc web --type=merge -p \"{\\\"spec\\\":{\\\"selector\\\":{\\\"version\\\":\\\"\$c\\\"}}}\" >/dev/null
+			sleep 0.3
+		done
+	) &
+	flipper=\$!
+	fails=0
+	for i in \$(seq 200); do
+		out=\$(curl -sf --max-time 5 http://$svcip/health) || { fails=\$((fails + 1)); continue; }
+		echo \"\$out\" >>'$work/bg.out'
+	done
+	wait \$flipper
+	echo \"failures=\$fails\"
+	[ \$fails -eq 0 ] && grep -q '\"version\":\"v9\"' '$work/bg.out' && grep -Eq '\"version\":\"v(1|4)\"' '$work/bg.out'"
+check "after the last flip only blue pods are endpoints" sh -c "
+	want=\$(kubectl -n $NS get pods -l app=web,version=blue -o jsonpath='{.items[*].status.podIP}' | tr ' ' '\n' | sort | tr '\n' ' ')
+	for i in \$(seq 25); do
+		got=\$(kubectl -n $NS get endpoints web -o jsonpath='{.subsets[0].addresses[*].ip}' | tr ' ' '\n' | sort | tr '\n' ' ')
+		[ \"\$got\" = \"\$want\" ] && exit 0; sleep 0.2
+	done; exit 1"
+check "scale to 0 terminates the pods" sh -c "
+	kubectl -n $NS scale deploy web-green --replicas=0 >/dev/null &&
+	for i in \$(seq 50); do
+		[ -z \"\$(kubectl -n $NS get pods -l app=web,version=green -o name)\" ] && exit 0; sleep 0.2
+	done; exit 1"
+check "namespace deletion removes everything in it" sh -c "
+	kubectl delete namespace $NS --timeout=30s >/dev/null &&
+	! kubectl get namespace $NS >/dev/null 2>&1"
