@@ -74,6 +74,7 @@ int luaopen_bgrun_core(lua_State *L);
 int luaopen_log(lua_State *L);
 int luaopen_json(lua_State *L);
 int luaopen_proc(lua_State *L);
+int luaopen_k8s(lua_State *L);
 int luaopen_postgres(lua_State *L);
 int luaopen_digest(lua_State *L);
 int luaopen_http(lua_State *L);

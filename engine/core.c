@@ -439,6 +439,7 @@ static const luaL_Reg native_modules[] = {
 	{"log", luaopen_log},
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
+	{"k8s", luaopen_k8s},
 	{"postgres", luaopen_postgres},
 	{"digest", luaopen_digest},
 	{"http", luaopen_http},

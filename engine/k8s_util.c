@@ -1,0 +1,549 @@
+/* Kind table, REST paths, the watch line splitter and the rollout rule
+ * (see k8s_util.h). */
+#define _POSIX_C_SOURCE 200809L
+#include "k8s_util.h"
+
+#include <ctype.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* ------------------------------------------------------------ kind table */
+
+typedef struct kind_row {
+	const char *group, *version, *plural, *kind;
+	int namespaced;
+	const char *shorts; /* space-separated short names and the singular */
+} kind_row;
+
+/* One table for every name a playbook may use: plural, singular, Kind,
+ * kubectl's short names. Anything else is reached as group/version/plural. */
+static const kind_row kinds[] = {
+	{"", "v1", "pods", "Pod", 1, "po pod"},
+	{"", "v1", "services", "Service", 1, "svc service"},
+	{"", "v1", "configmaps", "ConfigMap", 1, "cm configmap"},
+	{"", "v1", "secrets", "Secret", 1, "secret"},
+	{"", "v1", "namespaces", "Namespace", 0, "ns namespace"},
+	{"", "v1", "events", "Event", 1, "ev event"},
+	{"", "v1", "endpoints", "Endpoints", 1, "ep endpoint"},
+	{"", "v1", "nodes", "Node", 0, "no node"},
+	{"", "v1", "serviceaccounts", "ServiceAccount", 1, "sa serviceaccount"},
+	{"", "v1", "persistentvolumeclaims", "PersistentVolumeClaim", 1, "pvc persistentvolumeclaim"},
+	{"", "v1", "persistentvolumes", "PersistentVolume", 0, "pv persistentvolume"},
+	{"", "v1", "replicationcontrollers", "ReplicationController", 1, "rc replicationcontroller"},
+	{"", "v1", "resourcequotas", "ResourceQuota", 1, "quota resourcequota"},
+	{"", "v1", "limitranges", "LimitRange", 1, "limits limitrange"},
+	{"apps", "v1", "deployments", "Deployment", 1, "deploy deployment"},
+	{"apps", "v1", "replicasets", "ReplicaSet", 1, "rs replicaset"},
+	{"apps", "v1", "statefulsets", "StatefulSet", 1, "sts statefulset"},
+	{"apps", "v1", "daemonsets", "DaemonSet", 1, "ds daemonset"},
+	{"apps", "v1", "controllerrevisions", "ControllerRevision", 1, "controllerrevision"},
+	{"batch", "v1", "jobs", "Job", 1, "job"},
+	{"batch", "v1", "cronjobs", "CronJob", 1, "cj cronjob"},
+	{"coordination.k8s.io", "v1", "leases", "Lease", 1, "lease"},
+	{"discovery.k8s.io", "v1", "endpointslices", "EndpointSlice", 1, "endpointslice"},
+	{"networking.k8s.io", "v1", "ingresses", "Ingress", 1, "ing ingress"},
+	{"networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy", 1, "netpol networkpolicy"},
+	{"autoscaling", "v2", "horizontalpodautoscalers", "HorizontalPodAutoscaler", 1, "hpa horizontalpodautoscaler"},
+	{"policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget", 1, "pdb poddisruptionbudget"},
+	{"rbac.authorization.k8s.io", "v1", "roles", "Role", 1, "role"},
+	{"rbac.authorization.k8s.io", "v1", "rolebindings", "RoleBinding", 1, "rolebinding"},
+	{"rbac.authorization.k8s.io", "v1", "clusterroles", "ClusterRole", 0, "clusterrole"},
+	{"rbac.authorization.k8s.io", "v1", "clusterrolebindings", "ClusterRoleBinding", 0, "clusterrolebinding"},
+	{"apiextensions.k8s.io", "v1", "customresourcedefinitions", "CustomResourceDefinition", 0, "crd crds customresourcedefinition"},
+	{"storage.k8s.io", "v1", "storageclasses", "StorageClass", 0, "sc storageclass"},
+	{"events.k8s.io", "v1", "events", "Event", 1, ""},
+};
+#define NKINDS (sizeof kinds / sizeof kinds[0])
+
+static void copy_str(char *dst, size_t n, const char *src, size_t len)
+{
+	if (len >= n)
+		len = n - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+static void fill(k8s_resource *r, const kind_row *k)
+{
+	copy_str(r->group, sizeof r->group, k->group, strlen(k->group));
+	copy_str(r->version, sizeof r->version, k->version, strlen(k->version));
+	copy_str(r->plural, sizeof r->plural, k->plural, strlen(k->plural));
+	copy_str(r->kind, sizeof r->kind, k->kind, strlen(k->kind));
+	r->namespaced = k->namespaced;
+}
+
+static int word_in(const char *list, const char *w)
+{
+	size_t wl = strlen(w);
+	for (const char *p = list; *p;) {
+		while (*p == ' ')
+			p++;
+		const char *e = p;
+		while (*e && *e != ' ')
+			e++;
+		if ((size_t)(e - p) == wl && strncasecmp(p, w, wl) == 0)
+			return 1;
+		p = e;
+	}
+	return 0;
+}
+
+static int valid_segment(const char *s, size_t n)
+{
+	if (n == 0)
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (!(isalnum(c) || c == '-' || c == '.' || c == '_'))
+			return 0;
+	}
+	return 1;
+}
+
+int k8s_resolve_kind(const char *spec, k8s_resource *r, char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	if (spec == NULL || *spec == '\0') {
+		snprintf(err, errlen, "empty kind");
+		return -1;
+	}
+	const char *s1 = strchr(spec, '/');
+	if (s1 == NULL) {
+		/* the first row of a name wins: "events" is core/v1 */
+		for (size_t i = 0; i < NKINDS; i++) {
+			if (strcasecmp(kinds[i].plural, spec) == 0 || strcasecmp(kinds[i].kind, spec) == 0 ||
+			    word_in(kinds[i].shorts, spec)) {
+				fill(r, &kinds[i]);
+				return 0;
+			}
+		}
+		snprintf(err, errlen, "unknown kind \"%s\" (use group/version/plural, e.g. \"apps/v1/deployments\")", spec);
+		return -1;
+	}
+	const char *s2 = strchr(s1 + 1, '/');
+	const char *group = "", *version, *plural;
+	size_t gl = 0, vl, pl;
+	if (s2 == NULL) {
+		version = spec;
+		vl = (size_t)(s1 - spec);
+		plural = s1 + 1;
+	} else {
+		if (strchr(s2 + 1, '/')) {
+			snprintf(err, errlen, "bad kind \"%s\": expected group/version/plural or v1/plural", spec);
+			return -1;
+		}
+		group = spec;
+		gl = (size_t)(s1 - spec);
+		version = s1 + 1;
+		vl = (size_t)(s2 - version);
+		plural = s2 + 1;
+	}
+	pl = strlen(plural);
+	if ((s2 && !valid_segment(group, gl)) || !valid_segment(version, vl) || !valid_segment(plural, pl)) {
+		snprintf(err, errlen, "bad kind \"%s\": expected group/version/plural or v1/plural", spec);
+		return -1;
+	}
+	copy_str(r->group, sizeof r->group, group, gl);
+	copy_str(r->version, sizeof r->version, version, vl);
+	copy_str(r->plural, sizeof r->plural, plural, pl);
+	r->namespaced = 1;
+	for (size_t i = 0; i < NKINDS; i++) {
+		if (strcmp(kinds[i].group, r->group) == 0 && strcmp(kinds[i].plural, r->plural) == 0) {
+			r->namespaced = kinds[i].namespaced;
+			copy_str(r->kind, sizeof r->kind, kinds[i].kind, strlen(kinds[i].kind));
+			break;
+		}
+	}
+	return 0;
+}
+
+int k8s_resource_for_object(const char *api_version, const char *kind, k8s_resource *r,
+                            char *err, size_t errlen)
+{
+	memset(r, 0, sizeof *r);
+	if (api_version == NULL || *api_version == '\0' || kind == NULL || *kind == '\0') {
+		snprintf(err, errlen, "the object needs apiVersion and kind");
+		return -1;
+	}
+	const char *slash = strchr(api_version, '/');
+	const char *group = slash ? api_version : "";
+	size_t gl = slash ? (size_t)(slash - api_version) : 0;
+	const char *version = slash ? slash + 1 : api_version;
+	if (!valid_segment(version, strlen(version)) || (slash && !valid_segment(group, gl)) ||
+	    !valid_segment(kind, strlen(kind))) {
+		snprintf(err, errlen, "bad apiVersion \"%s\" or kind \"%s\"", api_version, kind);
+		return -1;
+	}
+	copy_str(r->group, sizeof r->group, group, gl);
+	copy_str(r->version, sizeof r->version, version, strlen(version));
+	copy_str(r->kind, sizeof r->kind, kind, strlen(kind));
+	for (size_t i = 0; i < NKINDS; i++) {
+		if (strcmp(kinds[i].group, r->group) == 0 && strcmp(kinds[i].kind, kind) == 0) {
+			copy_str(r->plural, sizeof r->plural, kinds[i].plural, strlen(kinds[i].plural));
+			r->namespaced = kinds[i].namespaced;
+			return 0;
+		}
+	}
+	/* client-go meta.UnsafeGuessKindToResource */
+	char low[96];
+	size_t n = strlen(kind);
+	if (n + 3 >= sizeof low) {
+		snprintf(err, errlen, "kind \"%s\" too long", kind);
+		return -1;
+	}
+	for (size_t i = 0; i < n; i++)
+		low[i] = (char)tolower((unsigned char)kind[i]);
+	low[n] = '\0';
+	if (n > 0 && low[n - 1] == 's')
+		snprintf(r->plural, sizeof r->plural, "%ses", low);
+	else if (n > 0 && low[n - 1] == 'y' && n > 1 && !strchr("aeiou", low[n - 2])) {
+		low[n - 1] = '\0';
+		snprintf(r->plural, sizeof r->plural, "%sies", low);
+	} else if (n > 1 && (low[n - 1] == 'x' || (low[n - 1] == 'h' && (low[n - 2] == 'c' || low[n - 2] == 's'))))
+		snprintf(r->plural, sizeof r->plural, "%ses", low);
+	else
+		snprintf(r->plural, sizeof r->plural, "%ss", low);
+	r->namespaced = 1;
+	return 0;
+}
+
+void k8s_resource_name(const k8s_resource *r, char *out, size_t n)
+{
+	if (r->group[0])
+		snprintf(out, n, "%s.%s", r->plural, r->group);
+	else
+		snprintf(out, n, "%s", r->plural);
+}
+
+/* ------------------------------------------------------------------ URLs */
+
+int k8s_escape(buf *out, const char *s)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
+			if (buf_append(out, p, 1))
+				return -1;
+		} else {
+			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
+			if (buf_append(out, e, 3))
+				return -1;
+		}
+	}
+	if (out->data == NULL)
+		return buf_reserve(out, 1);
+	return 0;
+}
+
+int k8s_build_path(buf *out, const k8s_resource *r, const char *ns, const char *name, const char *sub)
+{
+	int rc = 0;
+	if (r->group[0])
+		rc |= buf_printf(out, "/apis/%s/%s", r->group, r->version);
+	else
+		rc |= buf_printf(out, "/api/%s", r->version);
+	if (ns && *ns) {
+		rc |= buf_appends(out, "/namespaces/");
+		rc |= k8s_escape(out, ns);
+	}
+	rc |= buf_appends(out, "/");
+	rc |= buf_appends(out, r->plural);
+	if (name && *name) {
+		rc |= buf_appends(out, "/");
+		rc |= k8s_escape(out, name);
+		if (sub && *sub) {
+			rc |= buf_appends(out, "/");
+			rc |= k8s_escape(out, sub);
+		}
+	}
+	return rc ? -1 : 0;
+}
+
+int k8s_query_add(buf *url, const char *key, const char *value)
+{
+	int rc = buf_appends(url, url->data && strchr(url->data, '?') ? "&" : "?");
+	rc |= k8s_escape(url, key);
+	rc |= buf_appends(url, "=");
+	rc |= k8s_escape(url, value);
+	return rc ? -1 : 0;
+}
+
+/* ------------------------------------------------------- line splitting */
+
+int k8s_lines_feed(k8s_lines *l, const char *data, size_t len)
+{
+	/* reclaim consumed bytes before growing */
+	if (l->off > 0 && (l->off >= l->b.len / 2 || l->b.len + len > l->b.cap)) {
+		buf_consume(&l->b, l->off);
+		l->off = 0;
+	}
+	return buf_append(&l->b, data, len);
+}
+
+int k8s_lines_next(k8s_lines *l, const char **line, size_t *len)
+{
+	for (;;) {
+		size_t avail = l->b.len - l->off;
+		if (avail == 0 || l->scan >= avail)
+			return 0;
+		char *start = l->b.data + l->off;
+		char *nl = memchr(start + l->scan, '\n', avail - l->scan);
+		if (nl == NULL) {
+			l->scan = avail;
+			return 0;
+		}
+		size_t n = (size_t)(nl - start);
+		l->off += n + 1;
+		l->scan = 0;
+		if (n > 0 && start[n - 1] == '\r')
+			n--;
+		if (n == 0)
+			continue;
+		*line = start;
+		*len = n;
+		if (l->off == l->b.len) {
+			/* everything consumed: rewind without moving bytes; the line
+			 * stays valid because the data is untouched until the next feed */
+			l->b.len = 0;
+			l->off = 0;
+		}
+		return 1;
+	}
+}
+
+int k8s_lines_ready(k8s_lines *l)
+{
+	size_t avail = l->b.len - l->off;
+	if (avail == 0 || l->scan >= avail)
+		return 0;
+	char *start = l->b.data + l->off;
+	if (memchr(start + l->scan, '\n', avail - l->scan) != NULL)
+		return 1;
+	l->scan = avail;
+	return 0;
+}
+
+size_t k8s_lines_pending(const k8s_lines *l)
+{
+	return l->b.len - l->off;
+}
+
+void k8s_lines_reset(k8s_lines *l)
+{
+	buf_reset(&l->b);
+	l->off = 0;
+	l->scan = 0;
+}
+
+void k8s_lines_free(k8s_lines *l)
+{
+	buf_free(&l->b);
+	l->off = 0;
+	l->scan = 0;
+}
+
+/* ------------------------------------------------------------- rollouts */
+
+static long jint(const json_t *o, const char *path)
+{
+	/* dotted path; a missing field means 0, as in the API's omitempty ints */
+	char key[64];
+	const json_t *cur = o;
+	const char *p = path;
+	while (cur && *p) {
+		const char *dot = strchr(p, '.');
+		size_t n = dot ? (size_t)(dot - p) : strlen(p);
+		if (n >= sizeof key)
+			return 0;
+		memcpy(key, p, n);
+		key[n] = '\0';
+		cur = json_object_get(cur, key);
+		p = dot ? dot + 1 : p + n;
+	}
+	return cur && json_is_integer(cur) ? (long)json_integer_value(cur) : 0;
+}
+
+static const json_t *jpath(const json_t *o, const char *a, const char *b)
+{
+	const json_t *x = json_object_get(o, a);
+	return b ? json_object_get(x, b) : x;
+}
+
+static const char *obj_name(const json_t *obj)
+{
+	const char *n = json_string_value(jpath(obj, "metadata", "name"));
+	return n ? n : "";
+}
+
+static int deployment_status(const json_t *d, long revision, char *msg, size_t n)
+{
+	const char *name = obj_name(d);
+	if (revision > 0) {
+		const char *rev = json_string_value(json_object_get(jpath(d, "metadata", "annotations"),
+		                                                    "deployment.kubernetes.io/revision"));
+		long have = rev ? strtol(rev, NULL, 10) : 0;
+		if (have != revision) {
+			snprintf(msg, n, "desired revision (%ld) is different from the running revision (%ld)", revision, have);
+			return K8S_ROLLOUT_FAILED;
+		}
+	}
+	if (jint(d, "metadata.generation") <= jint(d, "status.observedGeneration")) {
+		size_t i;
+		json_t *c;
+		json_array_foreach(jpath(d, "status", "conditions"), i, c) {
+			const char *type = json_string_value(json_object_get(c, "type"));
+			const char *reason = json_string_value(json_object_get(c, "reason"));
+			if (type && strcmp(type, "Progressing") == 0 && reason &&
+			    strcmp(reason, "ProgressDeadlineExceeded") == 0) {
+				snprintf(msg, n, "deployment \"%s\" exceeded its progress deadline", name);
+				return K8S_ROLLOUT_FAILED;
+			}
+		}
+		const json_t *spec_replicas = jpath(d, "spec", "replicas");
+		long updated = jint(d, "status.updatedReplicas");
+		long replicas = jint(d, "status.replicas");
+		long available = jint(d, "status.availableReplicas");
+		if (json_is_integer(spec_replicas) && updated < (long)json_integer_value(spec_replicas)) {
+			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld out of %ld new replicas have been updated...",
+			         name, updated, (long)json_integer_value(spec_replicas));
+			return K8S_ROLLOUT_WAIT;
+		}
+		if (replicas > updated) {
+			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld old replicas are pending termination...",
+			         name, replicas - updated);
+			return K8S_ROLLOUT_WAIT;
+		}
+		if (available < updated) {
+			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld of %ld updated replicas are available...",
+			         name, available, updated);
+			return K8S_ROLLOUT_WAIT;
+		}
+		snprintf(msg, n, "deployment \"%s\" successfully rolled out", name);
+		return K8S_ROLLOUT_DONE;
+	}
+	snprintf(msg, n, "Waiting for deployment spec update to be observed...");
+	return K8S_ROLLOUT_WAIT;
+}
+
+static int daemonset_status(const json_t *d, char *msg, size_t n)
+{
+	const char *name = obj_name(d);
+	const char *strategy = json_string_value(json_object_get(jpath(d, "spec", "updateStrategy"), "type"));
+	if (strategy && strcmp(strategy, "RollingUpdate") != 0) {
+		snprintf(msg, n, "rollout status is only available for RollingUpdate strategy type");
+		return K8S_ROLLOUT_FAILED;
+	}
+	if (jint(d, "metadata.generation") <= jint(d, "status.observedGeneration")) {
+		long desired = jint(d, "status.desiredNumberScheduled");
+		long updated = jint(d, "status.updatedNumberScheduled");
+		long avail = jint(d, "status.numberAvailable");
+		if (updated < desired) {
+			snprintf(msg, n, "Waiting for daemon set \"%s\" rollout to finish: %ld out of %ld new pods have been updated...",
+			         name, updated, desired);
+			return K8S_ROLLOUT_WAIT;
+		}
+		if (avail < desired) {
+			snprintf(msg, n, "Waiting for daemon set \"%s\" rollout to finish: %ld of %ld updated pods are available...",
+			         name, avail, desired);
+			return K8S_ROLLOUT_WAIT;
+		}
+		snprintf(msg, n, "daemon set \"%s\" successfully rolled out", name);
+		return K8S_ROLLOUT_DONE;
+	}
+	snprintf(msg, n, "Waiting for daemon set spec update to be observed...");
+	return K8S_ROLLOUT_WAIT;
+}
+
+static int statefulset_status(const json_t *s, char *msg, size_t n)
+{
+	const char *strategy = json_string_value(json_object_get(jpath(s, "spec", "updateStrategy"), "type"));
+	if (strategy && strcmp(strategy, "RollingUpdate") != 0) {
+		snprintf(msg, n, "rollout status is only available for RollingUpdate strategy type");
+		return K8S_ROLLOUT_FAILED;
+	}
+	if (jint(s, "status.observedGeneration") == 0 || jint(s, "metadata.generation") > jint(s, "status.observedGeneration")) {
+		snprintf(msg, n, "Waiting for statefulset spec update to be observed...");
+		return K8S_ROLLOUT_WAIT;
+	}
+	const json_t *spec_replicas = jpath(s, "spec", "replicas");
+	long want = json_is_integer(spec_replicas) ? (long)json_integer_value(spec_replicas) : 1;
+	long ready = jint(s, "status.readyReplicas");
+	if (ready < want) {
+		snprintf(msg, n, "Waiting for %ld pods to be ready...", want - ready);
+		return K8S_ROLLOUT_WAIT;
+	}
+	const json_t *ru = json_object_get(jpath(s, "spec", "updateStrategy"), "rollingUpdate");
+	const json_t *part = json_object_get(ru, "partition");
+	if (strategy && json_is_integer(part)) {
+		long partition = (long)json_integer_value(part);
+		if (json_is_integer(spec_replicas) && partition > 0) {
+			long upd = jint(s, "status.updatedReplicas");
+			if (upd < want - partition) {
+				snprintf(msg, n, "Waiting for partitioned roll out to finish: %ld out of %ld new pods have been updated...",
+				         upd, want - partition);
+				return K8S_ROLLOUT_WAIT;
+			}
+			snprintf(msg, n, "partitioned roll out complete: %ld new pods have been updated...", upd);
+			return K8S_ROLLOUT_DONE;
+		}
+	}
+	const char *upd_rev = json_string_value(jpath(s, "status", "updateRevision"));
+	const char *cur_rev = json_string_value(jpath(s, "status", "currentRevision"));
+	if (upd_rev && cur_rev && strcmp(upd_rev, cur_rev) != 0) {
+		snprintf(msg, n, "waiting for statefulset rolling update to complete %ld pods at revision %s...",
+		         jint(s, "status.updatedReplicas"), upd_rev);
+		return K8S_ROLLOUT_WAIT;
+	}
+	snprintf(msg, n, "statefulset rolling update complete %ld pods at revision %s...",
+	         jint(s, "status.currentReplicas"), cur_rev ? cur_rev : "");
+	return K8S_ROLLOUT_DONE;
+}
+
+int k8s_rollout_eval(const json_t *obj, long revision, char *msg, size_t n)
+{
+	const char *kind = json_string_value(json_object_get(obj, "kind"));
+	if (kind == NULL || strcmp(kind, "Deployment") == 0)
+		return deployment_status(obj, revision, msg, n);
+	if (strcmp(kind, "DaemonSet") == 0)
+		return daemonset_status(obj, msg, n);
+	if (strcmp(kind, "StatefulSet") == 0)
+		return statefulset_status(obj, msg, n);
+	snprintf(msg, n, "no status viewer has been implemented for %s", kind);
+	return K8S_ROLLOUT_FAILED;
+}
+
+const char *k8s_pod_failure(const json_t *pod, char *msg, size_t n)
+{
+	static const char *const bad[] = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
+	                                  "CreateContainerConfigError", "InvalidImageName", NULL};
+	static const char *const lists[] = {"initContainerStatuses", "containerStatuses"};
+	const json_t *st = json_object_get(pod, "status");
+	for (int l = 0; l < 2; l++) {
+		size_t i;
+		json_t *cs;
+		json_array_foreach(json_object_get(st, lists[l]), i, cs) {
+			const json_t *w = json_object_get(json_object_get(cs, "state"), "waiting");
+			const char *reason = json_string_value(json_object_get(w, "reason"));
+			if (reason == NULL)
+				continue;
+			for (int b = 0; bad[b]; b++) {
+				if (strcmp(reason, bad[b]) == 0) {
+					const char *m = json_string_value(json_object_get(w, "message"));
+					const char *cname = json_string_value(json_object_get(cs, "name"));
+					snprintf(msg, n, "pod \"%s\" container \"%s\" is in %s%s%s", obj_name(pod),
+					         cname ? cname : "", reason, m ? ": " : "", m ? m : "");
+					return bad[b];
+				}
+			}
+		}
+	}
+	return NULL;
+}
+
+int k8s_is_status(const json_t *j)
+{
+	const char *kind = json_string_value(json_object_get(j, "kind"));
+	return kind && strcmp(kind, "Status") == 0;
+}

@@ -1,0 +1,302 @@
+/* Unit tests for engine/k8s_util.c: the kind table, REST paths and query
+ * strings, the watch line splitter and kubectl's rollout-status rule. */
+#define _POSIX_C_SOURCE 200809L
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "k8s_util.h"
+
+static void kinds(void **state)
+{
+	(void)state;
+	char err[256];
+	k8s_resource r;
+	static const struct {
+		const char *spec, *group, *version, *plural;
+		int namespaced;
+	} cases[] = {
+		{"deployment", "apps", "v1", "deployments", 1},
+		{"deploy", "apps", "v1", "deployments", 1},
+		{"deployments", "apps", "v1", "deployments", 1},
+		{"Deployment", "apps", "v1", "deployments", 1},
+		{"svc", "", "v1", "services", 1},
+		{"cm", "", "v1", "configmaps", 1},
+		{"pod", "", "v1", "pods", 1},
+		{"lease", "coordination.k8s.io", "v1", "leases", 1},
+		{"rs", "apps", "v1", "replicasets", 1},
+		{"ep", "", "v1", "endpoints", 1},
+		{"endpointslices", "discovery.k8s.io", "v1", "endpointslices", 1},
+		{"events", "", "v1", "events", 1},
+		{"secret", "", "v1", "secrets", 1},
+		{"ns", "", "v1", "namespaces", 0},
+		{"apps/v1/deployments", "apps", "v1", "deployments", 1},
+		{"v1/pods", "", "v1", "pods", 1},
+		{"v1/nodes", "", "v1", "nodes", 0},
+		{"example.com/v1alpha1/widgets", "example.com", "v1alpha1", "widgets", 1},
+		{"events.k8s.io/v1/events", "events.k8s.io", "v1", "events", 1},
+	};
+	for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+		assert_int_equal(k8s_resolve_kind(cases[i].spec, &r, err, sizeof err), 0);
+		assert_string_equal(r.group, cases[i].group);
+		assert_string_equal(r.version, cases[i].version);
+		assert_string_equal(r.plural, cases[i].plural);
+		assert_int_equal(r.namespaced, cases[i].namespaced);
+	}
+	assert_int_equal(k8s_resolve_kind("widget", &r, err, sizeof err), -1);
+	assert_non_null(strstr(err, "unknown kind \"widget\""));
+	assert_int_equal(k8s_resolve_kind("a/b/c/d", &r, err, sizeof err), -1);
+	assert_int_equal(k8s_resolve_kind("apps//deployments", &r, err, sizeof err), -1);
+	assert_int_equal(k8s_resolve_kind("", &r, err, sizeof err), -1);
+	assert_int_equal(k8s_resolve_kind("v1/po ds", &r, err, sizeof err), -1);
+
+	char name[200];
+	k8s_resolve_kind("deploy", &r, err, sizeof err);
+	k8s_resource_name(&r, name, sizeof name);
+	assert_string_equal(name, "deployments.apps");
+}
+
+static void objects(void **state)
+{
+	(void)state;
+	char err[256];
+	k8s_resource r;
+	assert_int_equal(k8s_resource_for_object("apps/v1", "Deployment", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "deployments");
+	assert_int_equal(k8s_resource_for_object("v1", "ConfigMap", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "configmaps");
+	assert_string_equal(r.group, "");
+	assert_int_equal(k8s_resource_for_object("v1", "Namespace", &r, err, sizeof err), 0);
+	assert_false(r.namespaced);
+	/* client-go's guess for unknown kinds */
+	assert_int_equal(k8s_resource_for_object("example.com/v1", "Policy", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "policies");
+	assert_int_equal(k8s_resource_for_object("example.com/v1", "Gateway", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "gateways");
+	assert_int_equal(k8s_resource_for_object("example.com/v1", "Ingress", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "ingresses");
+	assert_int_equal(k8s_resource_for_object("example.com/v1", "Box", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "boxes");
+	assert_int_equal(k8s_resource_for_object("example.com/v1", "Widget", &r, err, sizeof err), 0);
+	assert_string_equal(r.plural, "widgets");
+	assert_string_equal(r.group, "example.com");
+	assert_int_equal(k8s_resource_for_object(NULL, "Widget", &r, err, sizeof err), -1);
+	assert_int_equal(k8s_resource_for_object("v1", "", &r, err, sizeof err), -1);
+}
+
+static void paths(void **state)
+{
+	(void)state;
+	char err[256];
+	k8s_resource r;
+	buf b = BUF_INIT;
+	k8s_resolve_kind("deploy", &r, err, sizeof err);
+	k8s_build_path(&b, &r, "default", "web", NULL);
+	assert_string_equal(b.data, "/apis/apps/v1/namespaces/default/deployments/web");
+	buf_reset(&b);
+	k8s_build_path(&b, &r, "default", "web", "scale");
+	assert_string_equal(b.data, "/apis/apps/v1/namespaces/default/deployments/web/scale");
+	buf_reset(&b);
+	k8s_build_path(&b, &r, NULL, NULL, NULL);
+	assert_string_equal(b.data, "/apis/apps/v1/deployments");
+	buf_reset(&b);
+	k8s_resolve_kind("svc", &r, err, sizeof err);
+	k8s_build_path(&b, &r, "prod", "physioflow-api", NULL);
+	assert_string_equal(b.data, "/api/v1/namespaces/prod/services/physioflow-api");
+	k8s_query_add(&b, "labelSelector", "app=web,tier in (fe,be)");
+	k8s_query_add(&b, "dryRun", "All");
+	assert_string_equal(b.data, "/api/v1/namespaces/prod/services/physioflow-api"
+	                            "?labelSelector=app%3Dweb%2Ctier%20in%20%28fe%2Cbe%29&dryRun=All");
+	buf_reset(&b);
+	k8s_resolve_kind("ns", &r, err, sizeof err);
+	k8s_build_path(&b, &r, NULL, "team a/x", NULL);
+	assert_string_equal(b.data, "/api/v1/namespaces/team%20a%2Fx");
+	buf_free(&b);
+}
+
+static void lines_split(void **state)
+{
+	(void)state;
+	k8s_lines l = K8S_LINES_INIT;
+	const char *line;
+	size_t n;
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 0);
+	/* an event straddling three chunks */
+	k8s_lines_feed(&l, "{\"type\":\"ADD", 12);
+	assert_false(k8s_lines_ready(&l));
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 0);
+	k8s_lines_feed(&l, "ED\",\"object\":", 13);
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 0);
+	k8s_lines_feed(&l, "{}}\n{\"type\":\"B", 14);
+	assert_true(k8s_lines_ready(&l));
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 1);
+	assert_int_equal(n, 28);
+	assert_memory_equal(line, "{\"type\":\"ADDED\",\"object\":{}}", 28);
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 0);
+	k8s_lines_feed(&l, "\"}\r\n\n\n{\"x\":1}\n", 14);
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 1);
+	assert_int_equal(n, 12);
+	assert_memory_equal(line, "{\"type\":\"B\"}", 12);
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 1);
+	assert_memory_equal(line, "{\"x\":1}", 7);
+	assert_int_equal(k8s_lines_next(&l, &line, &n), 0);
+	assert_int_equal(k8s_lines_pending(&l), 0);
+	k8s_lines_free(&l);
+}
+
+static void lines_memory_flat(void **state)
+{
+	(void)state;
+	k8s_lines l = K8S_LINES_INIT;
+	const char *ev = "{\"type\":\"MODIFIED\",\"object\":{\"metadata\":{\"resourceVersion\":\"123456\"}}}\n";
+	size_t evlen = strlen(ev);
+	size_t max_cap = 0;
+	/* 100,000 events fed in 7-byte chunks and consumed as they complete */
+	size_t total = 0;
+	for (int i = 0; i < 100000; i++) {
+		for (size_t off = 0; off < evlen; off += 7) {
+			size_t k = evlen - off < 7 ? evlen - off : 7;
+			assert_int_equal(k8s_lines_feed(&l, ev + off, k), 0);
+			const char *line;
+			size_t n;
+			while (k8s_lines_next(&l, &line, &n)) {
+				assert_int_equal(n, evlen - 1);
+				total++;
+			}
+		}
+		if (l.b.cap > max_cap)
+			max_cap = l.b.cap;
+	}
+	assert_int_equal(total, 100000);
+	assert_true(max_cap < 1024);
+	/* a burst: many lines buffered, consumed one at a time, then reclaimed */
+	for (int i = 0; i < 1000; i++)
+		k8s_lines_feed(&l, ev, evlen);
+	const char *line;
+	size_t n;
+	int got = 0;
+	while (k8s_lines_next(&l, &line, &n))
+		got++;
+	assert_int_equal(got, 1000);
+	k8s_lines_feed(&l, "{", 1);
+	assert_int_equal(k8s_lines_pending(&l), 1);
+	k8s_lines_reset(&l);
+	assert_int_equal(k8s_lines_pending(&l), 0);
+	k8s_lines_free(&l);
+}
+
+static json_t *deploy(const char *js)
+{
+	json_error_t je;
+	json_t *j = json_loads(js, 0, &je);
+	assert_non_null(j);
+	return j;
+}
+
+static void rollout(void **state)
+{
+	(void)state;
+	char msg[512];
+	json_t *d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
+	                   "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":1}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
+	assert_string_equal(msg, "Waiting for deployment spec update to be observed...");
+	json_decref(d);
+
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
+	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":1,\"replicas\":3}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
+	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated...");
+	json_decref(d);
+
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
+	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":4}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
+	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...");
+	json_decref(d);
+
+	/* readyReplicas is not consulted: availableReplicas is */
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
+	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":3,"
+	           "\"readyReplicas\":3,\"availableReplicas\":2}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
+	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...");
+	json_decref(d);
+
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2,"
+	           "\"annotations\":{\"deployment.kubernetes.io/revision\":\"4\"}},"
+	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":3,"
+	           "\"availableReplicas\":3}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
+	assert_string_equal(msg, "deployment \"web\" successfully rolled out");
+	assert_int_equal(k8s_rollout_eval(d, 4, msg, sizeof msg), K8S_ROLLOUT_DONE);
+	assert_int_equal(k8s_rollout_eval(d, 5, msg, sizeof msg), K8S_ROLLOUT_FAILED);
+	assert_string_equal(msg, "desired revision (5) is different from the running revision (4)");
+	json_decref(d);
+
+	/* scaled to zero: missing status integers mean 0, and that is done */
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":5},"
+	           "\"spec\":{\"replicas\":0},\"status\":{\"observedGeneration\":5}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
+	json_decref(d);
+
+	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
+	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":1,"
+	           "\"conditions\":[{\"type\":\"Available\",\"status\":\"False\"},"
+	           "{\"type\":\"Progressing\",\"status\":\"False\",\"reason\":\"ProgressDeadlineExceeded\"}]}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_FAILED);
+	assert_string_equal(msg, "deployment \"web\" exceeded its progress deadline");
+	json_decref(d);
+
+	d = deploy("{\"kind\":\"DaemonSet\",\"metadata\":{\"name\":\"agent\",\"generation\":1},"
+	           "\"status\":{\"observedGeneration\":1,\"desiredNumberScheduled\":3,\"updatedNumberScheduled\":3,"
+	           "\"numberAvailable\":2}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
+	json_decref(d);
+	d = deploy("{\"kind\":\"StatefulSet\",\"metadata\":{\"name\":\"db\",\"generation\":1},\"spec\":{\"replicas\":2,"
+	           "\"updateStrategy\":{\"type\":\"RollingUpdate\"}},\"status\":{\"observedGeneration\":1,\"readyReplicas\":2,"
+	           "\"currentRevision\":\"db-1\",\"updateRevision\":\"db-1\",\"currentReplicas\":2}}");
+	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
+	json_decref(d);
+}
+
+static void pod_failures(void **state)
+{
+	(void)state;
+	char msg[512];
+	json_t *p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"containerStatuses\":[{\"name\":\"api\","
+	                   "\"state\":{\"waiting\":{\"reason\":\"ImagePullBackOff\",\"message\":\"no such image\"}}}]}}");
+	const char *why = k8s_pod_failure(p, msg, sizeof msg);
+	assert_non_null(why);
+	assert_string_equal(why, "ImagePullBackOff");
+	assert_string_equal(msg, "pod \"web-1\" container \"api\" is in ImagePullBackOff: no such image");
+	json_decref(p);
+	p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"containerStatuses\":[{\"name\":\"api\","
+	           "\"state\":{\"waiting\":{\"reason\":\"ContainerCreating\"}}}]}}");
+	assert_null(k8s_pod_failure(p, msg, sizeof msg));
+	json_decref(p);
+	p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"initContainerStatuses\":[{\"name\":\"init\","
+	           "\"state\":{\"waiting\":{\"reason\":\"CrashLoopBackOff\"}}}]}}");
+	assert_string_equal(k8s_pod_failure(p, msg, sizeof msg), "CrashLoopBackOff");
+	json_decref(p);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test(kinds),
+		cmocka_unit_test(objects),
+		cmocka_unit_test(paths),
+		cmocka_unit_test(lines_split),
+		cmocka_unit_test(lines_memory_flat),
+		cmocka_unit_test(rollout),
+		cmocka_unit_test(pod_failures),
+	};
+	return cmocka_run_group_tests_name("k8s_util", tests, NULL, NULL);
+}
