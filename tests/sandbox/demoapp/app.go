@@ -95,17 +95,32 @@ func (a *App) logf(w io.Writer, level, format string, args ...any) {
 
 // Handler returns the HTTP API with the behaviour middleware applied.
 func (a *App) Handler() http.Handler {
+	routes := []struct {
+		method, path string
+		h            http.HandlerFunc
+	}{
+		{"GET", "/health", a.health},
+		{"GET", "/ready", a.ready},
+		{"GET", "/api/v1/info", a.info},
+		{"POST", "/api/v1/insurance/bhyt/validate", a.validateBHYT},
+		{"GET", "/api/v1/outcome-measures", a.list("outcome_measure_library", "code")},
+		{"GET", "/api/v1/service-codes", a.list("pt_service_codes", "code")},
+		{"GET", "/api/v1/protocols", a.list("clinical_protocols", "code")},
+		{"GET", "/api/v1/medical-terms", a.medicalTerms},
+		{"GET", "/api/v1/db-check", a.dbCheck},
+	}
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /health", a.health)
-	mux.HandleFunc("GET /ready", a.ready)
-	mux.HandleFunc("GET /api/v1/info", a.info)
-	mux.HandleFunc("POST /api/v1/insurance/bhyt/validate", a.validateBHYT)
-	mux.HandleFunc("GET /api/v1/outcome-measures", a.list("outcome_measure_library", "code"))
-	mux.HandleFunc("GET /api/v1/service-codes", a.list("pt_service_codes", "code"))
-	mux.HandleFunc("GET /api/v1/protocols", a.list("clinical_protocols", "code"))
-	mux.HandleFunc("GET /api/v1/medical-terms", a.medicalTerms)
-	mux.HandleFunc("GET /api/v1/db-check", a.dbCheck)
+	allowed := map[string]string{}
+	for _, rt := range routes {
+		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
+		allowed[rt.path] = rt.method
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		if m, ok := allowed[r.URL.Path]; ok {
+			w.Header().Set("Allow", m)
+			writeJSON(w, http.StatusMethodNotAllowed, map[string]any{"error": "method not allowed", "allow": m})
+			return
+		}
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "not found", "path": r.URL.Path})
 	})
 	return a.middleware(mux)

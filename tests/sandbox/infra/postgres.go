@@ -195,7 +195,7 @@ func (p *Postgres) Start(ctx context.Context) error {
 
 	// Unix sockets have a path limit of 107 bytes; the tests use TCP.
 	sockets := p.DataDir
-	if len(sockets) > 80 {
+	if len(sockets) > 80 || strings.ContainsAny(sockets, `'\`) {
 		sockets = ""
 	}
 	conf := fmt.Sprintf(`

@@ -197,7 +197,20 @@ func (s *SeaweedFS) Stop() error {
 		return nil
 	}
 	s.proc.stop(syscall.SIGTERM, 2*time.Second)
+	s.removeSockets()
 	return nil
+}
+
+// removeSockets deletes the unix sockets weed puts in /tmp, named by our
+// ports; a killed weed leaves them behind.
+func (s *SeaweedFS) removeSockets() {
+	p := s.Ports
+	for _, port := range []int{p.Master, p.MasterGRPC, p.Volume, p.VolumeGRPC, p.Filer, p.FilerGRPC, p.S3, p.S3GRPC} {
+		matches, _ := filepath.Glob(fmt.Sprintf("/tmp/seaweedfs-*-%d.sock", port))
+		for _, m := range matches {
+			os.Remove(m)
+		}
+	}
 }
 
 // PingS3 sends a signed ListBuckets and wants 200.

@@ -1,0 +1,100 @@
+package demoapp
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+// newTestApp runs the handler with a database URL that refuses
+// connections: everything that needs no database must still work.
+func newTestApp(t *testing.T, b Behavior) (*httptest.Server, *strings.Builder) {
+	t.Helper()
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	closed := ln.Addr().String()
+	ln.Close()
+	var out strings.Builder
+	app, err := New(Config{Version: "v7", Pod: "pod-a", Behavior: b,
+		DBURL: "postgres://u:secretpw@" + closed + "/db?sslmode=disable&connect_timeout=1"}, &out, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(app.Close)
+	srv := httptest.NewServer(app.Handler())
+	t.Cleanup(srv.Close)
+	return srv, &out
+}
+
+func call(t *testing.T, method, url, body string) (int, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var v map[string]any
+	json.NewDecoder(resp.Body).Decode(&v)
+	return resp.StatusCode, v
+}
+
+func TestHandlerWithoutDatabase(t *testing.T) {
+	srv, out := newTestApp(t, Behavior{})
+	if code, v := call(t, "GET", srv.URL+"/health", ""); code != 200 || v["status"] != "ok" || v["version"] != "v7" {
+		t.Errorf("/health: %d %v", code, v)
+	}
+	code, v := call(t, "POST", srv.URL+"/api/v1/insurance/bhyt/validate", `{"card_number":"HS2790000000001"}`)
+	if code != 200 || v["valid"] != true || v["object_code"] != "HS" || v["benefit_level"] != 2.0 || v["province_code"] != "79" {
+		t.Errorf("valid card: %d %v", code, v)
+	}
+	code, v = call(t, "POST", srv.URL+"/api/v1/insurance/bhyt/validate", `{"card_number":"AB1010123456789"}`)
+	if errs, _ := v["errors"].([]any); code != 200 || v["valid"] != false || len(errs) != 1 {
+		t.Errorf("invalid card: %d %v", code, v)
+	}
+	for _, body := range []string{``, `[1]`, `{"card_number":12}`, `{}`} {
+		if code, v := call(t, "POST", srv.URL+"/api/v1/insurance/bhyt/validate", body); code != 400 {
+			t.Errorf("body %q: %d %v", body, code, v)
+		}
+	}
+	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || v["ready"] != false {
+		t.Errorf("/ready without database: %d %v", code, v)
+	}
+	code, v = call(t, "GET", srv.URL+"/api/v1/db-check", "")
+	if code != 503 || v["database"] != "error" || strings.Contains(v["error"].(string), "secretpw") {
+		t.Errorf("/db-check without database: %d %v", code, v)
+	}
+	if code, _ := call(t, "GET", srv.URL+"/api/v1/medical-terms", ""); code != 400 {
+		t.Errorf("/medical-terms without q: %d", code)
+	}
+	if code, _ := call(t, "DELETE", srv.URL+"/health", ""); code != 405 {
+		t.Errorf("DELETE /health: %d", code)
+	}
+	if !strings.Contains(out.String(), " INFO GET /health 200 ") {
+		t.Errorf("no request log line in %q", out.String())
+	}
+}
+
+func TestHandlerBehaviors(t *testing.T) {
+	srv, _ := newTestApp(t, Behavior{NeverReady: true, SlowMs: 300, FailPaths: []string{"/health"}})
+	start := time.Now()
+	code, v := call(t, "GET", srv.URL+"/health", "")
+	if code != 500 || v["error"] != "injected failure" {
+		t.Errorf("failed path: %d %v", code, v)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("slow_ms 300 took %v", d)
+	}
+	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || !strings.Contains(v["reason"].(string), "never") {
+		t.Errorf("never_ready: %d %v", code, v)
+	}
+
+	srv, _ = newTestApp(t, Behavior{ReadyAfterS: 30})
+	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || !strings.Contains(v["reason"].(string), "starting") {
+		t.Errorf("ready_after_s: %d %v", code, v)
+	}
+}
