@@ -515,6 +515,7 @@ static int may_hold_password(const char *s)
 static lua_Integer connect_args(lua_State *L, int *kv)
 {
 	lua_Integer stmt_timeout = -1;
+	lua_settop(L, 2); /* 1: conninfo, 2: options (or nil), 3: settings */
 	PQconninfoOption *defs = PQconndefaults();
 	if (defs == NULL)
 		luaL_error(L, "postgres.connect: out of memory");
@@ -884,7 +885,7 @@ static void push_rows(lua_State *L, const PGresult *res)
 		}
 		lua_rawseti(L, -2, i + 1);
 	}
-	lua_replace(L, names);
+	lua_insert(L, names); /* the rows below the names, then drop the names */
 	lua_settop(L, names);
 }
 
