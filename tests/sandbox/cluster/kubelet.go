@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -42,7 +43,8 @@ type kubelet struct {
 }
 
 func newKubelet(c *Cluster) *kubelet {
-	return &kubelet{c: c, workers: map[types.UID]*podWorker{}, ipsUsed: map[string]bool{}}
+	// A random start keeps two sandboxes on one machine off each other's addresses.
+	return &kubelet{c: c, workers: map[types.UID]*podWorker{}, ipsUsed: map[string]bool{}, ipNext: uint32(rand.IntN(65024))}
 }
 
 func (k *kubelet) allocIP() string {
@@ -370,7 +372,9 @@ func (w *podWorker) runContainer(ct *ctrRuntime) {
 	if m == nil {
 		msg := fmt.Sprintf("Failed to pull image %q: rpc error: code = NotFound desc = failed to pull and unpack image %q: not found", ct.spec.Image, ct.spec.Image)
 		for !w.terminating() {
-			w.update(ct, func() { ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}} })
+			w.update(ct, func() {
+				ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}}
+			})
 			w.event("Warning", "Failed", msg)
 			if !w.sleep(time.Second) {
 				break

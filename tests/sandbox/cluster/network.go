@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"sort"
 	"strconv"
@@ -55,8 +56,9 @@ type portProxy struct {
 }
 
 func newNetwork(c *Cluster) *network {
+	// A random start keeps two sandboxes on one machine off each other's addresses.
 	return &network{c: c, ipsUsed: map[string]bool{}, nodePorts: map[int32]bool{}, proxies: map[types.UID]*svcProxy{},
-		managed: map[string]bool{}}
+		managed: map[string]bool{}, ipNext: uint32(rand.IntN(65024))}
 }
 
 // allocateClusterIP fills spec.clusterIP(s) (and node ports) on create.
