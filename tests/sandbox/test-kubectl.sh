@@ -140,6 +140,7 @@ check "kubectl api-resources lists deployments, leases, endpointslices" sh -c '
 check "namespaces physioflow and default exist" sh -c 'kubectl get ns physioflow default -o name | grep -c namespace/ | grep -qx 2'
 check "create namespace" kubectl create namespace "$NS"
 
+tok=$(kubectl config view --raw -o jsonpath='{.users[0].user.token}')
 kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$work/ca.crt"
 server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')
 kdir=$(dirname "$KUBECONFIG")
@@ -192,7 +193,10 @@ check "get of a missing object: exit 1 and the NotFound message" sh -c "
 	[ \$rc -eq 1 ] && [ \"\$out\" = 'Error from server (NotFound): deployments.apps \"nope\" not found' ]"
 check "create of an existing object: AlreadyExists" sh -c "
 	out=\$(kubectl -n $NS create configmap page-1 2>&1); rc=\$?
-	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'Error from server (AlreadyExists): configmaps \"page-1\" already exists'"
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'configmaps \"page-1\" already exists' &&
+	curl -s --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' -H 'Content-Type: application/json' \
+		-d '{\"apiVersion\":\"v1\",\"kind\":\"ConfigMap\",\"metadata\":{\"name\":\"page-1\"}}' '$server/api/v1/namespaces/$NS/configmaps' -w ' %{http_code}' |
+	grep -q '\"reason\":\"AlreadyExists\".* 409\$'"
 check "replace with a stale resourceVersion: 409 Conflict" sh -c "
 	kubectl -n $NS create configmap cas --from-literal=k=v1 >/dev/null &&
 	kubectl -n $NS get configmap cas -o json >'$work/cas.json' &&
@@ -223,9 +227,11 @@ check "scale to 3 and roll out" sh -c "
 	kubectl -n $NS scale deploy web-blue --replicas=3 >/dev/null &&
 	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
 	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.status.readyReplicas} {.metadata.generation} {.status.observedGeneration}')\" = '3 2 2' ]"
-check "scale with a stale --resource-version: conflict" sh -c "
-	out=\$(kubectl -n $NS scale deploy web-blue --replicas=2 --resource-version=1 2>&1); rc=\$?
-	[ \$rc -ne 0 ] && echo \"\$out\" | grep -q 'the object has been modified'"
+check "PUT /scale with a stale resourceVersion: 409 Conflict" sh -c "
+	curl -s --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' -X PUT \
+		-d '{\"apiVersion\":\"autoscaling/v1\",\"kind\":\"Scale\",\"metadata\":{\"name\":\"web-blue\",\"resourceVersion\":\"1\"},\"spec\":{\"replicas\":2}}' \
+		'$server/apis/apps/v1/namespaces/$NS/deployments/web-blue/scale' -w ' %{http_code}' |
+	grep -q 'Operation cannot be fulfilled on deployments.apps \\\\\"web-blue\\\\\": the object has been modified.* 409\$'"
 check "scale with --current-replicas (PUT /scale)" sh -c "
 	kubectl -n $NS scale deploy web-blue --current-replicas=3 --replicas=2 >/dev/null &&
 	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.spec.replicas}')\" = 2 ]"
@@ -235,7 +241,8 @@ check "set image rolls out revision 2" sh -c "
 	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision} {.status.updatedReplicas} {.status.replicas}')\" = '2 2 2' ] &&
 	curl -sf --max-time 5 http://$svcip/health | grep -q '\"version\":\"v2\"'"
 check "old ReplicaSet scaled to 0 and kept" sh -c "
-	[ \"\$(kubectl -n $NS get rs -l app=web -o jsonpath='{range .items[*]}{.spec.replicas}{\" \"}{end}' | tr ' ' '\n' | sort | tr '\n' ' ')\" = ' 0 2 ' ]"
+	out=\$(kubectl -n $NS get rs -l app=web -o jsonpath='{range .items[*]}{.spec.replicas}{\"\\n\"}{end}' | sort -n | tr '\n' ' ')
+	echo \"\$out\"; [ \"\$out\" = '0 2 ' ]"
 check "rollout undo goes back to v1 as revision 3" sh -c "
 	kubectl -n $NS rollout undo deploy/web-blue >/dev/null &&
 	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
@@ -313,11 +320,11 @@ check "kubectl get -w sees a new object" sh -c "
 	kubectl -n $NS create configmap watched >/dev/null
 	for i in \$(seq 25); do grep -q configmap/watched '$work/watch.out' && break; sleep 0.2; done
 	kill \$w; grep -q configmap/watched '$work/watch.out'"
-tok=$(kubectl config view --raw -o jsonpath='{.users[0].user.token}')
 check "watch from a too-old resourceVersion: ERROR 410 Expired" sh -c "
 	kubectl -n $NS create configmap churn >/dev/null || exit 1
 	for i in \$(seq 1050); do
-		printf 'url = \"%s\"\nrequest = PATCH\nheader = \"Content-Type: application/merge-patch+json\"\nheader = \"Authorization: Bearer %s\"\ndata = \"{\\\\\"data\\\\\":{\\\\\"i\\\\\":\\\\\"%s\\\\\"}}\"\ncacert = %s\noutput = /dev/null\nnext\n' \
+		[ \$i -gt 1 ] && echo next
+		printf 'url = \"%s\"\nrequest = PATCH\nheader = \"Content-Type: application/merge-patch+json\"\nheader = \"Authorization: Bearer %s\"\ndata = \"{\\\\\"data\\\\\":{\\\\\"i\\\\\":\\\\\"%s\\\\\"}}\"\ncacert = %s\noutput = /dev/null\n' \
 			'$server/api/v1/namespaces/$NS/configmaps/churn' '$tok' \$i '$work/ca.crt'
 	done >'$work/churn.curl'
 	curl -s --config '$work/churn.curl' || exit 1

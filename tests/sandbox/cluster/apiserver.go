@@ -978,6 +978,13 @@ func (c *Cluster) serveList(req *apiReq) {
 
 type watchCutKey struct{}
 
+// wireEvent is one line of a watch stream, fields in the API server's
+// order.
+type wireEvent struct {
+	Type   string `json:"type"`
+	Object any    `json:"object"`
+}
+
 func (c *Cluster) serveWatch(req *apiReq) {
 	sel, fsel, err := selectors(req)
 	if err != nil {
@@ -1012,7 +1019,7 @@ func (c *Cluster) serveWatch(req *apiReq) {
 		// A too-old version is reported inside the stream, as the watch
 		// cache does.
 		st := statusOf(apierrors.NewResourceExpired(werr.Error()))
-		enc.Encode(map[string]any{"type": "ERROR", "object": st})
+		enc.Encode(wireEvent{Type: "ERROR", Object: st})
 		flusher.Flush()
 		return
 	}
@@ -1061,7 +1068,7 @@ func (c *Cluster) serveWatch(req *apiReq) {
 					continue
 				}
 				b := encodeObj(res, ev.Obj.DeepCopyObject())
-				out, _ = json.Marshal(map[string]any{"type": typ, "object": json.RawMessage(b)})
+				out, _ = json.Marshal(wireEvent{Type: typ, Object: json.RawMessage(b)})
 			}
 			out = append(out, '\n')
 			if _, err := req.w.Write(out); err != nil {
