@@ -110,6 +110,8 @@ else
 	notok "a wrong password is refused" "$out"
 fi
 check "TCP port is on loopback only" test "$PGHOST" = 127.0.0.1
+check "SANDBOX_PG_SUPERUSER_URL connects as a superuser" bash -c \
+	'[ "$(psql -X -tA "$SANDBOX_PG_SUPERUSER_URL" -c "SELECT rolsuper FROM pg_roles WHERE rolname = current_user")" = t ]'
 
 # ---- S3 -----------------------------------------------------------------
 
@@ -145,6 +147,12 @@ if [ $? -ne 0 ] && grep -q InvalidAccessKeyId <<<"$out"; then
 	ok "an unknown access key is refused (InvalidAccessKeyId)"
 else
 	notok "an unknown access key is refused (InvalidAccessKeyId)" "$out"
+fi
+out=$(aws s3 cp "$work/small.txt" "s3://no-such-bucket-$$/small.txt" 2>&1)
+if [ $? -ne 0 ] && grep -q NoSuchBucket <<<"$out"; then
+	ok "an upload to a missing bucket fails (NoSuchBucket)"
+else
+	notok "an upload to a missing bucket fails (NoSuchBucket)" "$out"
 fi
 check "aws s3 rm deletes, and the listing no longer shows it" bash -c \
 	"aws s3 rm --only-show-errors '$s3/test-$$/small.txt' && ! aws s3 ls '$s3/test-$$/' | grep -q small.txt"
