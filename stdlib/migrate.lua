@@ -540,7 +540,7 @@ local function run_statements(db, m, stmts, file)
       raise { op = "apply", code = type(err) == "table" and err.code or "error",
               reason = type(err) == "table" and err.reason or "error",
               message = ("%s:%d: %s"):format(file, line, msg),
-              file = file, line = line, version = m.version, statement = s.sql,
+              file = file, line = line, statement_line = s.line, version = m.version, statement = s.sql,
               detail = type(err) == "table" and err.detail or nil,
               hint = type(err) == "table" and err.hint or nil, cause = err }
     end
