@@ -271,7 +271,8 @@ static const char *request_method(lua_State *L, int t)
 static long ms_opt(lua_State *L, int t, const char *field, long def)
 {
 	long v = def;
-	if (lua_getfield(L, t, field) == LUA_TNUMBER)
+	lua_getfield(L, t, field);
+	if (lua_isnumber(L, -1))
 		v = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
 	lua_pop(L, 1);
 	return v < 1 ? 1 : v;
