@@ -389,6 +389,19 @@ static int drain_copy_out(PGconn *conn, int interruptible, int *cancelled, doubl
 	}
 }
 
+/* Where db:query's rows go as they arrive (single-row mode): converted
+ * one result at a time, so the whole PGresult is never held at once. */
+typedef struct row_sink {
+	lua_State *L;
+	int rows;          /* stack index of the rows table */
+	int names;         /* stack index of the first column name; 0 until known */
+	int ncols;
+	Oid *types;
+	lua_Integer count;
+} row_sink;
+
+static void sink_rows(row_sink *k, const PGresult *res);
+
 typedef struct outcome {
 	int broken;        /* the connection failed */
 	int gave_up;       /* cancelled, the server did not stop in time */
@@ -398,7 +411,7 @@ typedef struct outcome {
 
 /* Collects every result of the statement(s) just sent: the last successful
  * one goes into ok (if given), the first failure into fail. Never raises. */
-static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fail, outcome *o)
+static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fail, outcome *o, row_sink *sink)
 {
 	double cancel_at = 0;
 	for (;;) {
@@ -437,6 +450,13 @@ static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fai
 				box_set(ok, res);
 			else
 				PQclear(res);
+			if (sink && fail->res == NULL &&
+			    (PQresultStatus(ok->res) == PGRES_SINGLE_TUPLE || PQresultStatus(ok->res) == PGRES_TUPLES_OK)) {
+				/* may raise (out of memory): the result is boxed */
+				sink_rows(sink, ok->res);
+				if (PQresultStatus(ok->res) == PGRES_SINGLE_TUPLE)
+					box_set(ok, NULL);
+			}
 		}
 	}
 }
@@ -452,7 +472,7 @@ static int run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, p
 		conn_message(c->conn, o.message, sizeof o.message);
 		o.broken = 1;
 	} else {
-		collect(c->conn, interruptible, ok, fail, &o);
+		collect(c->conn, interruptible, ok, fail, &o, NULL);
 	}
 	if (o.broken || o.gave_up) {
 		box_set(fail, NULL);
@@ -858,35 +878,35 @@ static void push_value(lua_State *L, const PGresult *res, int row, int col, Oid 
 	}
 }
 
-/* Pushes the rows of res: an array of tables keyed by column name. NULLs
- * are absent. */
-static void push_rows(lua_State *L, const PGresult *res)
+/* Appends the rows of res to the sink's table: tables keyed by column
+ * name; NULLs are absent. The column names are pushed once, on the first
+ * result, and stay on the stack above the rows table. */
+static void sink_rows(row_sink *k, const PGresult *res)
 {
-	int nrows = PQntuples(res), ncols = PQnfields(res);
-	luaL_checkstack(L, ncols + 4, "too many columns");
-	int names = lua_gettop(L) + 1;
-	for (int j = 0; j < ncols; j++)
-		lua_pushstring(L, PQfname(res, j));
-	Oid stack_types[64];
-	Oid *types = stack_types;
-	if (ncols > 64)
-		types = lua_newuserdatauv(L, sizeof *types * (size_t)ncols, 0);
-	for (int j = 0; j < ncols; j++)
-		types[j] = PQftype(res, j);
-	lua_createtable(L, nrows, 0);
-	for (int i = 0; i < nrows; i++) {
-		lua_createtable(L, 0, ncols);
+	lua_State *L = k->L;
+	int nrows = PQntuples(res);
+	if (k->names == 0) {
+		int ncols = PQnfields(res);
+		luaL_checkstack(L, ncols + 8, "too many columns");
+		k->types = lua_newuserdatauv(L, sizeof *k->types * (size_t)(ncols + 1), 0);
+		k->names = lua_gettop(L) + 1;
+		k->ncols = ncols;
 		for (int j = 0; j < ncols; j++) {
+			lua_pushstring(L, PQfname(res, j));
+			k->types[j] = PQftype(res, j);
+		}
+	}
+	for (int i = 0; i < nrows; i++) {
+		lua_createtable(L, 0, k->ncols);
+		for (int j = 0; j < k->ncols; j++) {
 			if (PQgetisnull(res, i, j))
 				continue;
-			lua_pushvalue(L, names + j);
-			push_value(L, res, i, j, types[j]);
+			lua_pushvalue(L, k->names + j);
+			push_value(L, res, i, j, k->types[j]);
 			lua_rawset(L, -3);
 		}
-		lua_rawseti(L, -2, i + 1);
+		lua_rawseti(L, k->rows, ++k->count);
 	}
-	lua_insert(L, names); /* the rows below the names, then drop the names */
-	lua_settop(L, names);
 }
 
 static lua_Integer affected_rows(const PGresult *res)
@@ -959,23 +979,23 @@ static int db_query(lua_State *L)
 	}
 	pgresult *ok = push_result_box(L);
 	pgresult *fail = push_result_box(L);
+	lua_newtable(L);
+	row_sink sink = {L, lua_gettop(L), 0, 0, NULL, 0};
 	outcome o;
 	memset(&o, 0, sizeof o);
 	if (!PQsendQueryParams(c->conn, lua_tostring(L, 2), nparams, NULL, values, NULL, NULL, 0)) {
 		o.broken = 1;
 		conn_message(c->conn, o.message, sizeof o.message);
 	} else {
-		collect(c->conn, 1, ok, fail, &o);
+		PQsetSingleRowMode(c->conn); /* if refused, the full result comes at once */
+		collect(c->conn, 1, ok, fail, &o, &sink);
 	}
 	finish_call(L, c, "query", ok, fail, &o);
-	if (ok->res == NULL) {
-		lua_newtable(L);
-		lua_pushinteger(L, 0);
-		return 2;
-	}
-	lua_Integer n = affected_rows(ok->res);
-	push_rows(L, ok->res);
+	lua_Integer n = ok->res ? affected_rows(ok->res) : 0;
+	if (ok->res && PQresultStatus(ok->res) == PGRES_TUPLES_OK && n < sink.count)
+		n = sink.count; /* single-row mode: the final result carries no rows */
 	box_set(ok, NULL);
+	lua_settop(L, sink.rows);
 	lua_pushinteger(L, n);
 	return 2;
 }
@@ -999,7 +1019,7 @@ static int db_exec(lua_State *L)
 		o.broken = 1;
 		conn_message(c->conn, o.message, sizeof o.message);
 	} else {
-		collect(c->conn, 1, NULL, fail, &o);
+		collect(c->conn, 1, NULL, fail, &o, NULL);
 	}
 	pgresult *none = push_result_box(L);
 	finish_call(L, c, "exec", none, fail, &o);

@@ -236,6 +236,17 @@ while time.time() < end:
       assert.matches("PL/pgSQL", e.where)
     end)
 
+    it("streams large results, and raises an error that comes after some rows", function()
+      local rows, n = db:query("SELECT g AS id, repeat('x', g % 50) AS s FROM generate_series(1, 20000) g")
+      assert.equal(20000, #rows); assert.equal(20000, n)
+      assert.equal(20000, rows[20000].id)
+      assert.equal(string.rep("x", 19999 % 50), rows[19999].s)
+      local e = catch(db.query, db, "SELECT 10 / (g - 3) AS v FROM generate_series(1, 5) g")
+      assert.equal("22012", e.code)
+      assert.equal("division_by_zero", e.reason)
+      assert.equal(1, db:query("SELECT 1 AS one")[1].one) -- still usable
+    end)
+
     it("refuses several statements in one query (use exec)", function()
       local e = catch(db.query, db, "SELECT 1; SELECT 2")
       assert.equal("42601", e.code)
