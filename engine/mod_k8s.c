@@ -93,7 +93,35 @@ typedef struct xfer {
 	char errbuf[CURL_ERROR_SIZE];
 	const char *reqbody;
 	size_t reqlen;
+	size_t reqpos;
+	int idempotent;
 } xfer;
+
+static size_t body_read(char *p, size_t sz, size_t n, void *ud)
+{
+	xfer *x = ud;
+	size_t left = x->reqlen - x->reqpos;
+	size_t k = sz * n < left ? sz * n : left;
+	memcpy(p, x->reqbody + x->reqpos, k);
+	x->reqpos += k;
+	return k;
+}
+
+/* curl rewinds the body to resend it on a fresh connection when a reused
+ * one drops without an answer; for create/patch/delete/replace that resend
+ * must not happen: the request went out, the server may have applied it.
+ * (exec_req also sends mutations on fresh connections, which curl never
+ * retries.) */
+static int body_seek(void *ud, curl_off_t offset, int origin)
+{
+	xfer *x = ud;
+	if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->reqlen)
+		return CURL_SEEKFUNC_CANTSEEK;
+	if (!x->idempotent)
+		return CURL_SEEKFUNC_FAIL;
+	x->reqpos = (size_t)offset;
+	return CURL_SEEKFUNC_OK;
+}
 
 static size_t body_write(char *p, size_t sz, size_t n, void *ud)
 {
@@ -358,8 +386,12 @@ static int setup_easy(conn *c, xfer *x, const char *path, const char *method, co
 	} else {
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 		if (x->reqbody) {
+			curl_easy_setopt(e, CURLOPT_POST, 1L);
 			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->reqlen);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDS, x->reqbody);
+			curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
+			curl_easy_setopt(e, CURLOPT_READDATA, x);
+			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
+			curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
 		} else if (strcmp(method, "DELETE") != 0) {
 			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
 			curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
@@ -424,6 +456,7 @@ static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 		x.easy = c->easy;
 		x.reqbody = r->body;
 		x.reqlen = r->body_len;
+		x.idempotent = r->idempotent;
 		curl_easy_reset(c->easy);
 		if (setup_easy(c, &x, r->path.data, r->method, r->content_type, r->accept, c->timeout) != 0) {
 			out->kind = RQ_TRANSPORT;
@@ -433,6 +466,12 @@ static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 		}
 		curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, body_write);
 		curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, &x);
+		/* libcurl silently resends a request whose reused connection
+		 * dropped before any answer; the server may already have applied
+		 * a mutation, so mutations take a new connection (which then
+		 * joins the pool for the reads that follow) */
+		if (!r->idempotent)
+			curl_easy_setopt(c->easy, CURLOPT_FRESH_CONNECT, 1L);
 		curl_multi_add_handle(c->multi, c->easy);
 		x.added = 1;
 		int d = drive(c, &x, 0, 0);
@@ -447,7 +486,11 @@ static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 			buf_free(&x.body);
 			out->kind = RQ_TRANSPORT;
 			out->cc = x.result;
-			snprintf(out->err, sizeof out->err, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(x.result));
+			if (x.result == CURLE_SEND_FAIL_REWIND)
+				snprintf(out->err, sizeof out->err, "the connection dropped after the request was sent; "
+				         "not retried, since the server may have applied it");
+			else
+				snprintf(out->err, sizeof out->err, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(x.result));
 			if (tls_error(x.result) || !(r->idempotent || not_sent(x.result)))
 				return;
 		} else {
@@ -568,8 +611,10 @@ static int raise_resp(lua_State *L, conn *c, const char *op, resp *rs)
 		if (tls_error(rs->cc))
 			bgrun_error_new(L, "k8s", op, reason, "TLS failure talking to %s (context \"%s\"): %s", c->cfg.server,
 			                c->cfg.context, rs->err);
-		else
+		else if (not_sent(rs->cc) || rs->cc == CURLE_OPERATION_TIMEDOUT)
 			bgrun_error_new(L, "k8s", op, reason, "cannot reach %s: %s", c->cfg.server, rs->err);
+		else
+			bgrun_error_new(L, "k8s", op, reason, "connection to %s failed: %s", c->cfg.server, rs->err);
 		bgrun_error_set_str(L, "code", code);
 		bgrun_error_set_str(L, "server", c->cfg.server);
 		resp_free(rs);
@@ -1525,6 +1570,31 @@ static int watch_iter(lua_State *L)
 	return 2;
 }
 
+/* w:next_event([timeout]) -> event_type, object | nil
+ * nil when nothing arrives within timeout seconds (the watch goes on) or
+ * when the watch has ended (its own timeout, or closed). */
+static int watch_next(lua_State *L)
+{
+	watch *w = luaL_checkudata(L, 1, WATCH_MT);
+	double t = luaL_optnumber(L, 2, 0);
+	luaL_argcheck(L, t >= 0, 2, "timeout must not be negative");
+	if (w->c == NULL || w->finished)
+		return 0;
+	if (watch_next_event(L, w, t > 0 ? mono() + t : 0) == EV_NONE) {
+		if (w->deadline > 0 && mono() >= w->deadline) {
+			w->finished = 1;
+			watch_stop_stream(w);
+		}
+		return 0;
+	}
+	json_t *ev = w->cur;
+	lua_pushstring(L, json_string_value(json_object_get(ev, "type")));
+	bgrun_json_push(L, json_object_get(ev, "object"));
+	json_decref(w->cur);
+	w->cur = NULL;
+	return 2;
+}
+
 /* w:resource_version() -> string | nil: where the watch would resume */
 static int watch_rv(lua_State *L)
 {
@@ -1536,7 +1606,8 @@ static int watch_rv(lua_State *L)
 	return 1;
 }
 
-/* c:watch(kind [, opts]) -> iterator, w, nil, w   (for type, obj in c:watch(...)) */
+/* c:watch(kind [, opts]) -> w, nil, nil, w
+ * w is callable, so `for type, obj in c:watch(...)` iterates and closes it. */
 static int c_watch(lua_State *L)
 {
 	conn *c = check_conn(L);
@@ -1552,10 +1623,10 @@ static int c_watch(lua_State *L)
 	double timeout = opt_num(L, 3, "timeout", 0);
 	luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
 	int initial = opt_bool(L, 3, "send_initial", 1);
-	lua_pushcfunction(L, watch_iter);
 	watch_new(L, c, &r, ns, lsel, fsel, rv, timeout, initial);
 	lua_pushnil(L);
-	lua_pushvalue(L, -2);
+	lua_pushnil(L);
+	lua_pushvalue(L, -3);
 	return 4;
 }
 
@@ -1636,6 +1707,17 @@ static int c_rollout_status(lua_State *L)
 	char op[256];
 	make_op(op, sizeof op, "rollout_status", &r, name);
 	double deadline = mono() + timeout;
+	/* as kubectl: the object must exist */
+	{
+		req rq = {.method = "GET", .idempotent = 1};
+		k8s_build_path(&rq.path, &r, ns, name, NULL);
+		resp rs;
+		exec_req(L, c, &rq, &rs);
+		req_free(&rq);
+		if (rs.kind != RQ_HTTP || rs.status >= 300)
+			raise_resp(L, c, op, &rs);
+		resp_free(&rs);
+	}
 	buf fsel = BUF_INIT;
 	buf_appends(&fsel, "metadata.name=");
 	buf_appends(&fsel, name);
@@ -1835,6 +1917,12 @@ static int k8s_client(lua_State *L)
 			rc = irc;
 			if (irc != 0)
 				snprintf(err, sizeof err, "%s", err2);
+		} else if (irc == -2) {
+			size_t l = strlen(err);
+			snprintf(err + l, sizeof err - l, ", and not in a cluster (KUBERNETES_SERVICE_HOST is not set)");
+		} else {
+			rc = irc;
+			snprintf(err, sizeof err, "%s", err2);
 		}
 	}
 	if (rc == 0 && conn_prepare(c, err, sizeof err) != 0)
@@ -1887,6 +1975,7 @@ static const luaL_Reg client_methods[] = {
 static const luaL_Reg watch_methods[] = {
 	{"close", watch_close},
 	{"resource_version", watch_rv},
+	{"next_event", watch_next},
 	{NULL, NULL},
 };
 
