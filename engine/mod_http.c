@@ -609,6 +609,12 @@ static void push_error(lua_State *L, const xfer *x, int t)
 	bgrun_error_set_str(L, "url", url);
 }
 
+static int push_json(lua_State *L)
+{
+	bgrun_json_push(L, lua_touserdata(L, 1));
+	return 1;
+}
+
 /* Pushes the response of a finished transfer, or its structured error. */
 static void push_result(lua_State *L, const xfer *x, int t)
 {
@@ -637,8 +643,13 @@ static void push_result(lua_State *L, const xfer *x, int t)
 		 * body still tell the playbook what happened */
 		json_t *j = json_loadb(x->body.data, x->body.len, JSON_DECODE_ANY, NULL);
 		if (j) {
-			bgrun_json_push(L, j);
+			/* protected, so j is released even if Lua runs out of memory */
+			lua_pushcfunction(L, push_json);
+			lua_pushlightuserdata(L, j);
+			int rc = lua_pcall(L, 1, 1, 0);
 			json_decref(j);
+			if (rc != LUA_OK)
+				lua_error(L);
 			lua_setfield(L, -2, "json");
 		}
 	}
