@@ -268,6 +268,15 @@ func (c *Cluster) serveResource(req *apiReq) {
 		case req.name == "" && (req.watch || isTrue(req.q.Get("watch"))):
 			c.serveWatch(req)
 			return
+		case req.watch && req.sub == "":
+			// Legacy /watch/.../NAME: a watch narrowed to one object.
+			fs := "metadata.name=" + req.name
+			if v := req.q.Get("fieldSelector"); v != "" {
+				fs += "," + v
+			}
+			req.q.Set("fieldSelector", fs)
+			c.serveWatch(req)
+			return
 		case req.name == "":
 			c.serveList(req)
 			return
@@ -278,6 +287,10 @@ func (c *Cluster) serveResource(req *apiReq) {
 			obj, err = c.getScale(res, req.ns, req.name)
 		default:
 			obj, err = c.store.get(res, req.ns, req.name)
+			if err == nil && req.sub == "" && wantsTable(r) {
+				writeJSON(req.w, 200, toTable(res, []runtime.Object{obj}, metaOf(obj).GetResourceVersion(), "", req.q.Get("includeObject"), true))
+				return
+			}
 		}
 	case http.MethodPost:
 		if req.name != "" {
@@ -640,7 +653,6 @@ func (c *Cluster) patch(req *apiReq, dryRun bool) (runtime.Object, int, error) {
 	return obj, 200, err
 }
 
-
 // ---- scale ----
 
 func scaleOf(obj runtime.Object) (*autoscalingv1.Scale, error) {
@@ -947,6 +959,7 @@ func (c *Cluster) serveList(req *apiReq) {
 	}
 	objs, rv := c.store.list(req.res, req.ns)
 	var items []json.RawMessage
+	var picked []runtime.Object
 	var cont string
 	var remaining *int64
 	for i, o := range objs {
@@ -971,6 +984,13 @@ func (c *Cluster) serveList(req *apiReq) {
 			cont, remaining = base64.RawURLEncoding.EncodeToString(b), &n
 			break
 		}
+		picked = append(picked, o)
+	}
+	if wantsTable(req.r) {
+		writeJSON(req.w, 200, toTable(req.res, picked, strconv.FormatUint(rv, 10), cont, req.q.Get("includeObject"), true))
+		return
+	}
+	for _, o := range picked {
 		items = append(items, encodeObj(req.res, o.DeepCopyObject()))
 	}
 	writeJSON(req.w, 200, listBody(req.res, items, rv, cont, remaining))
@@ -1035,6 +1055,7 @@ func (c *Cluster) serveWatch(req *apiReq) {
 	cut, _ := req.r.Context().Value(watchCutKey{}).(<-chan struct{})
 	deadline := time.NewTimer(timeout)
 	defer deadline.Stop()
+	asTable, first := wantsTable(req.r), true
 	for {
 		select {
 		case <-req.r.Context().Done():
@@ -1067,7 +1088,13 @@ func (c *Cluster) serveWatch(req *apiReq) {
 				case typ != "DELETED" && !now:
 					continue
 				}
-				b := encodeObj(res, ev.Obj.DeepCopyObject())
+				var b []byte
+				if asTable {
+					b, _ = json.Marshal(toTable(res, []runtime.Object{ev.Obj}, "", "", req.q.Get("includeObject"), first))
+					first = false
+				} else {
+					b = encodeObj(res, ev.Obj.DeepCopyObject())
+				}
 				out, _ = json.Marshal(wireEvent{Type: typ, Object: json.RawMessage(b)})
 			}
 			out = append(out, '\n')

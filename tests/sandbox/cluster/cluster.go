@@ -34,23 +34,25 @@ type Config struct {
 // Cluster is a running sandbox cluster: API server, controllers, pod
 // processes and service proxies.
 type Cluster struct {
-	cfg      Config
-	store    *store
-	token    string
-	apiLn    net.Listener
-	adminLn  net.Listener
-	apiSrv   *http.Server
-	adminSrv *http.Server
-	kubelet  *kubelet
-	net      *network
-	faults   faultSet
-	stats    stats
-	logMu    sync.Mutex
-	logFile  *os.File
-	trigger  chan struct{}
-	stop     chan struct{}
-	wg       sync.WaitGroup
-	stopOnce sync.Once
+	cfg        Config
+	store      *store
+	token      string
+	apiLn      net.Listener
+	adminLn    net.Listener
+	apiSrv     *http.Server
+	adminSrv   *http.Server
+	kubelet    *kubelet
+	net        *network
+	faults     faultSet
+	stats      stats
+	logMu      sync.Mutex
+	logFile    *os.File
+	trigger    chan struct{}
+	eventsMu   sync.Mutex
+	eventNames map[string]string // aggregation key -> Event name
+	stop       chan struct{}
+	wg         sync.WaitGroup
+	stopOnce   sync.Once
 }
 
 // Start brings the cluster up on free loopback ports and returns once it
@@ -84,6 +86,18 @@ func Start(cfg Config) (*Cluster, error) {
 		if _, err := c.createObject(resNamespaces, "", obj, false); err != nil {
 			return nil, err
 		}
+	}
+	now := metav1.Now()
+	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{
+		"kubernetes.io/hostname": nodeName, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}},
+		Status: corev1.NodeStatus{
+			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
+				Message: "kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}},
+			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: nodeName}},
+			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.32.0-sandbox", OperatingSystem: "linux", Architecture: "amd64",
+				ContainerRuntimeVersion: "sandbox://1"}}}
+	if _, err := c.store.create(resNodes, node, false); err != nil {
+		return nil, err
 	}
 	if c.apiLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, err
@@ -191,7 +205,7 @@ func makePKI(dir string) (*pki, error) {
 	now := time.Now()
 	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sandbox-ca"},
 		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage:  x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true}
+		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true}
 	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
 	if err != nil {
 		return nil, err

@@ -734,6 +734,23 @@ func (c *Cluster) recordEvent(obj runtime.Object, typ, reason, msg string) {
 	}
 	component := map[string]string{"Deployment": "deployment-controller", "ReplicaSet": "replicaset-controller", "Pod": "kubelet"}[kind]
 	now := metav1.Now()
+	// Repeats of the same event are counted on one object, as the
+	// event recorder's aggregation does.
+	key := string(m.GetUID()) + "\x00" + reason + "\x00" + msg
+	c.eventsMu.Lock()
+	name, seen := c.eventNames[key]
+	c.eventsMu.Unlock()
+	if seen {
+		_, err := c.store.update(resEvents, m.GetNamespace(), name, false, func(o runtime.Object) (runtime.Object, error) {
+			e := o.(*corev1.Event)
+			e.Count++
+			e.LastTimestamp = now
+			return e, nil
+		})
+		if err == nil {
+			return
+		}
+	}
 	ev := &corev1.Event{
 		ObjectMeta: metav1.ObjectMeta{Name: fmt.Sprintf("%s.%x", m.GetName(), time.Now().UnixNano()), Namespace: m.GetNamespace()},
 		InvolvedObject: corev1.ObjectReference{Kind: kind, APIVersion: apiVersion, Name: m.GetName(), Namespace: m.GetNamespace(),
@@ -741,5 +758,12 @@ func (c *Cluster) recordEvent(obj runtime.Object, typ, reason, msg string) {
 		Reason: reason, Message: msg, Type: typ, Count: 1, FirstTimestamp: now, LastTimestamp: now,
 		Source: corev1.EventSource{Component: component}, ReportingController: component, ReportingInstance: component + "-sandbox",
 	}
-	c.store.create(resEvents, ev, false)
+	if _, err := c.store.create(resEvents, ev, false); err == nil {
+		c.eventsMu.Lock()
+		if c.eventNames == nil || len(c.eventNames) > 10000 {
+			c.eventNames = map[string]string{}
+		}
+		c.eventNames[key] = ev.Name
+		c.eventsMu.Unlock()
+	}
 }

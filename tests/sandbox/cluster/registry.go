@@ -81,6 +81,9 @@ var (
 		defaults: func(o runtime.Object) {
 			p := o.(*corev1.Pod)
 			defaultPodSpec(&p.Spec)
+			if p.Spec.NodeName == "" {
+				p.Spec.NodeName = nodeName // the scheduler's choice: there is one node
+			}
 			if p.Status.Phase == "" {
 				p.Status.Phase = corev1.PodPending
 				p.Status.QOSClass = corev1.PodQOSBestEffort
@@ -167,9 +170,14 @@ var (
 			}
 			return nil
 		}}
+	resNodes = &resource{version: "v1", kind: "Node", plural: "nodes", singular: "node", shortNames: []string{"no"}, hasStatus: true,
+		newObj: func() runtime.Object { return &corev1.Node{} }}
 )
 
-var allResources = []*resource{resNamespaces, resPods, resServices, resEndpoints, resConfigMaps, resSecrets, resEvents,
+// nodeName is the sandbox's single node, where every pod runs.
+const nodeName = "sandbox"
+
+var allResources = []*resource{resNamespaces, resNodes, resPods, resServices, resEndpoints, resConfigMaps, resSecrets, resEvents,
 	resDeployments, resReplicaSets, resEndpointSlices, resLeases, resEventsV1}
 
 func findResource(group, version, plural string) *resource {

@@ -115,12 +115,12 @@ func TestRollingUpdateRespectsSurgeAndUnavailable(t *testing.T) {
 		{3, 1, 0, []int32{3}},
 		{3, 0, 1, []int32{3}},
 		{10, 3, 2, []int32{10}},
-		{2, 1, 0, []int32{1, 1}},  // two old ReplicaSets
-		{5, 2, 0, []int32{0, 5}},  // an idle old ReplicaSet
-		{1, 1, 0, []int32{1}},     // default 25%/25% at one replica
-		{3, 1, 1, nil},            // first rollout
-		{2, 1, 1, []int32{4}},     // scale down during the update
-		{6, 1, 1, []int32{2}},     // scale up during the update
+		{2, 1, 0, []int32{1, 1}}, // two old ReplicaSets
+		{5, 2, 0, []int32{0, 5}}, // an idle old ReplicaSet
+		{1, 1, 0, []int32{1}},    // default 25%/25% at one replica
+		{3, 1, 1, nil},           // first rollout
+		{2, 1, 1, []int32{4}},    // scale down during the update
+		{6, 1, 1, []int32{2}},    // scale up during the update
 	} {
 		t.Run(fmt.Sprintf("%d_%d_%d_%v", c.desired, c.surge, c.unavail, c.old), func(t *testing.T) {
 			for _, delay := range []int{0, 1, 3} {
