@@ -60,6 +60,10 @@ test: deps
 	$(MAKE) all asan sandbox
 	tests/run-all
 
+demo: deps
+	$(MAKE) all sandbox
+	examples/physioflow/demo.sh
+
 bench: all sandbox
 	bench/run-all
 

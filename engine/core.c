@@ -372,29 +372,39 @@ static int search_embedded(lua_State *L)
 	return 1;
 }
 
-/* Searcher for overrides: a file of the module's name next to the playbook
- * or on BGRUN_PATH wins over the embedded one. */
-static const char *strip_dot_slash(const char *p)
+/* Is file a playbook (an entry point whose chunk ends in "return
+ * playbook {...}")? Playbooks and stdlib modules share names by design
+ * (playbooks/migrate.lua runs stdlib/migrate.lua), so a playbook is never
+ * taken as a module: only library files override embedded ones. */
+static int is_playbook_file(const char *file)
 {
-	while (p[0] == '.' && p[1] == '/')
-		p += 2;
-	return p;
-}
-
-/* Is file the source of a function on the call stack? Loading it would run
- * it inside itself: playbooks/migrate.lua asking for "migrate" means the
- * stdlib module, not itself. */
-static int required_by_itself(lua_State *L, const char *file)
-{
-	lua_Debug ar;
-	for (int level = 0; lua_getstack(L, level, &ar); level++) {
-		if (lua_getinfo(L, "S", &ar) && ar.source[0] == '@' &&
-		    strcmp(strip_dot_slash(ar.source + 1), strip_dot_slash(file)) == 0)
-			return 1;
+	FILE *f = fopen(file, "r");
+	if (f == NULL)
+		return 0;
+	char line[1024];
+	int found = 0;
+	while (!found && fgets(line, sizeof line, f)) {
+		const char *p = line;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (strncmp(p, "return", 6) != 0 || (p[6] != ' ' && p[6] != '\t'))
+			continue;
+		p += 6;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		if (strncmp(p, "playbook", 8) != 0)
+			continue;
+		p += 8;
+		while (*p == ' ' || *p == '\t')
+			p++;
+		found = *p == '{' || *p == '(' || *p == '\n' || *p == '\0';
 	}
-	return 0;
+	fclose(f);
+	return found;
 }
 
+/* Searcher for overrides: a library file of the module's name next to the
+ * playbook or on BGRUN_PATH wins over the embedded one. */
 static int search_override(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
@@ -402,7 +412,7 @@ static int search_override(lua_State *L)
 	const char *file = NULL;
 	lua_pushliteral(L, ""); /* the "not found" message, grown below */
 	int msg = lua_gettop(L);
-	/* one template at a time, so a file requiring itself is skipped */
+	/* one template at a time, so a playbook of that name is skipped */
 	while (path && *path) {
 		const char *end = strchr(path, ';');
 		size_t n = end ? (size_t)(end - path) : strlen(path);
@@ -410,7 +420,7 @@ static int search_override(lua_State *L)
 		lua_pushvalue(L, 1);
 		lua_pushlstring(L, path, n);
 		lua_call(L, 2, 2);
-		if (lua_isstring(L, -2) && !required_by_itself(L, lua_tostring(L, -2))) {
+		if (lua_isstring(L, -2) && !is_playbook_file(lua_tostring(L, -2))) {
 			lua_pop(L, 1);
 			file = lua_tostring(L, -1);
 			break;

@@ -10,6 +10,9 @@ return {
     database = {},  -- all from PGHOST, PGPORT, PGUSER, PGDATABASE (the sandbox exports them)
     bucket = "physioflow-backups-local",
     migrations = "examples/physioflow/migrations",
+    backups = "backups/local",
+    rollout_timeout = 120,
+    monitor = { window = 20, interval = 5 },   -- short, for the sandbox demo
   },
   staging = {
     namespace = "physioflow-staging",
@@ -19,6 +22,9 @@ return {
                  user = "physioflow_migrator", sslmode = "require" },
     bucket = "physioflow-backups-staging",
     migrations = "examples/physioflow/migrations",
+    backups = "backups/staging",
+    rollout_timeout = 600,
+    monitor = { window = 300, interval = 10 },
   },
   production = {
     namespace = "physioflow",
@@ -28,6 +34,10 @@ return {
                  user = "physioflow_migrator", sslmode = "verify-full" },
     bucket = "physioflow-backups-production",
     migrations = "examples/physioflow/migrations",
+    backups = "backups/production",
+    rollout_timeout = 600,
+    monitor = { window = 300, interval = 10 },
+    retire_delay = 60,
     confirm = true,
   },
 }

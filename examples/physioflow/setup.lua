@@ -1,0 +1,69 @@
+-- Puts the PhysioFlow example into a cluster and database: the database
+-- Secret (from the PG* variables), the schema up to a starting version, the
+-- manifests in examples/physioflow/k8s with the blue colour serving `tag`.
+-- make demo runs it against the sandbox before the release it demonstrates.
+--   bgrun examples/physioflow/setup.lua env=local tag=v1.0.0 to=010
+local bluegreen = require("bluegreen")
+local environments = require("environments")
+local k8s = require("k8s")
+local log = require("log")
+local manifests = require("manifests")
+local migrate = require("migrate")
+local postgres = require("postgres")
+
+local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
+
+return playbook {
+  description = "Install the PhysioFlow example: database secret, schema, blue/green manifests",
+  params = {
+    env = { default = "local", help = "environment from playbooks/environments.lua" },
+    tag = { default = "v1.0.0", pattern = "^[%w][%w._-]*$", help = "image tag the blue colour serves" },
+    to = { default = "010", pattern = "^%d+$", help = "schema version to start from" },
+  },
+  run = function(args)
+    local env = assert(environments[args.env], "no environment " .. args.env)
+    local c = k8s.client { namespace = env.namespace }
+
+    step("database secret", function()
+      local pw = os.getenv("PGPASSWORD")
+      if pw then log.secret(pw) end
+      local secret = {
+        apiVersion = "v1", kind = "Secret", type = "Opaque",
+        metadata = { name = "physioflow-db", namespace = env.namespace },
+        stringData = { host = os.getenv("PGHOST") or "localhost", port = os.getenv("PGPORT") or "5432",
+                       database = os.getenv("PGDATABASE") or "physioflow", user = os.getenv("PGUSER") or "physioflow",
+                       password = pw or "" },
+      }
+      manifests.apply(c, { secret }, { namespace = env.namespace })
+    end)
+
+    step("schema up to " .. args.to, function()
+      local db <close> = postgres.connect(env.database or {})
+      local r = migrate.up(db, { dir = env.migrations, to = math.tointeger(tonumber(args.to)),
+                                 applied_by = "bgrun setup" })
+      log.info("schema ready", { version = r.version })
+    end)
+
+    step("manifests", function()
+      local objs = manifests.load({
+        HERE .. "/k8s/configmap-migration-version.yaml", HERE .. "/k8s/deployment-blue.yaml",
+        HERE .. "/k8s/deployment-green.yaml", HERE .. "/k8s/service.yaml",
+      })
+      for _, o in ipairs(objs) do
+        if o.kind == "Deployment" then
+          local ct = o.spec.template.spec.containers[1]
+          ct.image = bluegreen.with_tag(ct.image, args.tag)
+        elseif o.kind == "ConfigMap" and o.metadata.name == "migration-version" then
+          o.data.version = tostring(math.tointeger(tonumber(args.to)))
+        end
+      end
+      manifests.apply(c, objs, { namespace = env.namespace })
+    end)
+
+    step("wait for the blue colour", function()
+      c:rollout_status("deployment", env.app .. "-blue", { namespace = env.namespace, timeout = 120 })
+    end)
+    local svc = c:get("service", env.app, { namespace = env.namespace })
+    print(("%s serves %s at http://%s:%d (blue)"):format(env.app, args.tag, svc.spec.clusterIP, svc.spec.ports[1].port))
+  end,
+}

@@ -1,0 +1,30 @@
+-- Shows which colour serves which version, the replicas of each colour,
+-- and the schema version in its three places.
+local environments = require("environments")
+local http = require("http")
+local k8s = require("k8s")
+local migrate = require("migrate")
+local postgres = require("postgres")
+
+return playbook {
+  description = "Show the live colour, versions and schema version of the PhysioFlow example",
+  params = { env = { default = "local", help = "environment from playbooks/environments.lua" } },
+  run = function(args)
+    local env = assert(environments[args.env], "no environment " .. args.env)
+    local c = k8s.client { namespace = env.namespace }
+    local svc = c:get("service", env.app)
+    print(("service %s selects version=%s"):format(env.app, svc.spec.selector.version))
+    for _, colour in ipairs({ "blue", "green" }) do
+      local d = c:get("deployment", env.app .. "-" .. colour)
+      print(("  %-6s %s  replicas %d/%d ready"):format(colour, d.spec.template.spec.containers[1].image,
+        d.status.readyReplicas or 0, d.spec.replicas or 0))
+    end
+    local info = http.get(("http://%s:%d/api/v1/info"):format(svc.spec.clusterIP, svc.spec.ports[1].port))
+    print(("the service answers: version %s, schema version %s"):format(info.json.version, info.json.schema_version))
+    local cm = c:get("configmap", "migration-version")
+    local db <close> = postgres.connect(env.database or {})
+    local st = migrate.status(db, migrate.find(env.migrations))
+    print(("schema_migrations: %s; ConfigMap migration-version: %s"):format(
+      migrate.format_version(st.current), cm and cm.data.version or "absent"))
+  end,
+}

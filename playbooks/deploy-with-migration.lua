@@ -1,0 +1,127 @@
+-- A release that carries database migrations: back up, migrate, deploy
+-- blue-green, record the version. Any failure switches traffic back to the
+-- old colour and restores the database from the backup taken first.
+--   bgrun playbooks/deploy-with-migration.lua env=local tag=v2.0.0 [to=011]
+local backup = require("backup")
+local bluegreen = require("bluegreen")
+local checks = require("checks")
+local environments = require("environments")
+local http = require("http")
+local k8s = require("k8s")
+local lock = require("lock")
+local migrate = require("migrate")
+local postgres = require("postgres")
+local restore = require("restore")
+
+local names = {}
+for name in pairs(environments) do names[#names + 1] = name end
+table.sort(names)
+
+local function record_version(c, ns, version)
+  local data = { version = tostring(version), updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+  if c:get("configmap", "migration-version", { namespace = ns }) then
+    c:patch("configmap", "migration-version", { data = data }, { type = "merge", namespace = ns })
+  else
+    c:create({ apiVersion = "v1", kind = "ConfigMap",
+               metadata = { name = "migration-version", namespace = ns,
+                            labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
+               data = data }, { namespace = ns })
+  end
+end
+
+return playbook {
+  description = "Back up, migrate and blue-green deploy as one unit; any failure restores both",
+  params = {
+    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    tag = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" },
+    to = { pattern = "^%d+$", help = "target migration version (default: the newest)" },
+    ["skip-tests"] = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" },
+    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+  },
+  run = function(args)
+    local env = environments[args.env]
+    if env.confirm then
+      confirm(("Migrate and deploy %s to %s?"):format(args.tag, args.env))
+    end
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = env.namespace, operation = "deploy-with-migration " .. args.tag,
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+    end)
+    on_failure("release the deploy lock", l.release)
+
+    local db <close> = step("check the database", function()
+      local db = postgres.connect(env.database or {})
+      db:query("SELECT 1", nil, { readonly = true })
+      return db
+    end)
+
+    local migrations = migrate.find(env.migrations)
+    local current, target = step("read the schema version", function()
+      local st = migrate.status(db, migrations)
+      local newest = migrations[#migrations] and migrations[#migrations].version or 0
+      local to = args.to and math.tointeger(tonumber(args.to)) or newest
+      return st.current or 0, to
+    end)
+    print(("schema version %s -> %s"):format(migrate.format_version(current), migrate.format_version(target)))
+
+    local taken = step("back up the database", function()
+      local b = backup.create { env = args.env, database = env.database, dir = env.backups,
+                                label = "pre-migration-" .. args.tag, pinned = true, version = current }
+      if not b.dry_run then backup.verify(b.path, b.path:gsub("%.tar%.gz$", "") .. ".verify") end
+      return b
+    end)
+    print("backup: " .. taken.path)
+
+    if target ~= current then
+      step("migrate to " .. migrate.format_version(target), function()
+        on_failure("restore the database from " .. taken.path, function()
+          db:close() -- our own session must not hold the database
+          restore.restore { path = taken.path, database = env.database }
+        end)
+        migrate.up(db, { dir = env.migrations, to = target, applied_by = "bgrun deploy " .. args.tag })
+      end)
+    end
+
+    local report = bluegreen.deploy(c, {
+      app = env.app, namespace = env.namespace, tag = args.tag, replicas = env.replicas,
+      skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
+      monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
+    })
+
+    step("record the migration version", function()
+      record_version(c, env.namespace, target)
+    end)
+
+    if not bgrun.dry_run() then
+      step("verify", function()
+        local cm = c:get("configmap", "migration-version", { namespace = env.namespace })
+        local st = migrate.status(db, migrations)
+        local problems = {}
+        if tonumber(cm.data.version) ~= target then
+          problems[#problems + 1] = ("ConfigMap migration-version says %s"):format(cm.data.version)
+        end
+        if (st.current or 0) ~= target then
+          problems[#problems + 1] = ("schema_migrations is at %s"):format(st.current)
+        end
+        local svc = c:get("service", env.app, { namespace = env.namespace })
+        local port = svc.spec.ports[1].port
+        local info = http.get(("http://%s:%d/api/v1/info"):format(svc.spec.clusterIP, port), { timeout = 10 })
+        if info.status ~= 200 or not info.json or info.json.version ~= args.tag then
+          problems[#problems + 1] = ("the service answers version %s (status %d)")
+            :format(tostring(info.json and info.json.version), info.status)
+        elseif info.json.schema_version ~= target then
+          problems[#problems + 1] = ("the API sees schema version %s"):format(tostring(info.json.schema_version))
+        end
+        if #problems > 0 then
+          bgrun.raise { module = "deploy", op = "verify", code = "verify_failed", reason = "VerifyFailed",
+                        message = table.concat(problems, "; ") }
+        end
+      end)
+    end
+    l.release()
+    bluegreen.print_report(report)
+    print(("migration version %s recorded in schema_migrations, ConfigMap migration-version and %s")
+      :format(migrate.format_version(target), taken.path))
+  end,
+}

@@ -1,0 +1,41 @@
+-- Blue-green deploy of the API.
+--   bgrun playbooks/deploy.lua env=local tag=v1.2.3
+--   bgrun playbooks/deploy.lua env=production tag=v1.2.3 --yes
+local bluegreen = require("bluegreen")
+local checks = require("checks")
+local environments = require("environments")
+local k8s = require("k8s")
+local lock = require("lock")
+
+local names = {}
+for name in pairs(environments) do names[#names + 1] = name end
+table.sort(names)
+
+return playbook {
+  description = "Blue-green deploy of the API: update the idle colour, smoke-test it, switch traffic, monitor",
+  params = {
+    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    tag = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" },
+    ["skip-tests"] = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" },
+    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+  },
+  run = function(args)
+    local env = environments[args.env]
+    if env.confirm then
+      confirm(("Deploy %s to %s?"):format(args.tag, args.env))
+    end
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = env.namespace, operation = "deploy " .. args.tag,
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+    end)
+    on_failure("release the deploy lock", l.release)
+    local report = bluegreen.deploy(c, {
+      app = env.app, namespace = env.namespace, tag = args.tag, replicas = env.replicas,
+      skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
+      monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
+    })
+    l.release()
+    bluegreen.print_report(report)
+  end,
+}
