@@ -354,9 +354,12 @@ end
 ---@param report table
 function M.assert_ok(report)
   if report.ok then return report end
-  local names = {}
+  local names, targets, ntargets = {}, {}, 0
   for _, r in ipairs(report.results) do
-    if not r.ok then names[#names + 1] = r.check .. (r.target and (" @ " .. r.target) or "") end
+    if not targets[r.target] then targets[r.target], ntargets = true, ntargets + 1 end
+  end
+  for _, r in ipairs(report.results) do
+    if not r.ok then names[#names + 1] = r.check .. (ntargets > 1 and (" @ " .. r.target) or "") end
   end
   bgrun.raise { module = "smoke", op = "smoke test", code = "failed", reason = "ChecksFailed",
                 message = ("%d of %d checks failed: %s"):format(report.failed, report.passed + report.failed,

@@ -195,6 +195,7 @@ describe("smoke", function()
       assert.equal(9, report.failed)
       assert.equal(dead, report.results[18].target)
       assert.matches("^ConnectionRefused", report.results[18].reason)
+      assert.matches("9 of 18 checks failed: health @ " .. dead:gsub("%p", "%%%0"), r.stderr)
     end)
 
     it("takes checks from a file", function()
