@@ -41,4 +41,11 @@ const char *httputil_reason(CURLcode code);
  * so it runs under --dry-run too. */
 int httputil_method_is_safe(const char *method);
 
+/* 1 for methods a retry cannot make worse (RFC 9110 idempotent). */
+int httputil_method_is_idempotent(const char *method);
+
+/* 1 for transport failures worth a retry: refused, reset, empty reply,
+ * timeout. Not DNS, TLS or bad URLs: retrying will not fix them. */
+int httputil_transient(CURLcode code);
+
 #endif

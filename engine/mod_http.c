@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <curl/curl.h>
 
@@ -25,6 +26,8 @@ enum {
 	DEFAULT_MAX_REDIRECTS = 10,
 	DEFAULT_CONCURRENCY = 8,
 	POLL_MS = 100, /* how often an idle transfer loop looks at the interrupt flag */
+	DEFAULT_RETRY_DELAY_MS = 200,
+	MAX_RETRY_DELAY_MS = 5000,
 };
 
 /* The module state: an upvalue of every module function. */
@@ -51,6 +54,8 @@ typedef struct xfer {
 	int done;
 	int dry_run;
 	int oom;
+	int retries;       /* transport-failure retries left (idempotent only) */
+	long retry_ms;     /* the next backoff */
 	long status;
 	long connects;
 	long version;
@@ -159,7 +164,7 @@ static size_t on_header(char *data, size_t size, size_t n, void *ud)
 static const char *const request_keys[] = {
 	"method", "url", "headers", "body", "json", "timeout", "connect_timeout",
 	"follow_redirects", "max_redirects", "ca_file", "client_cert", "client_key",
-	"insecure", "http_version", "readonly", NULL,
+	"insecure", "http_version", "readonly", "retries", "retry_delay", NULL,
 };
 
 static int opt_type(lua_State *L, int t, const char *field)
@@ -214,6 +219,12 @@ static void check_request(lua_State *L, int t, const char *fname)
 	need(L, fname, t, "client_key", LUA_TSTRING, "a string");
 	need_positive(L, fname, t, "timeout");
 	need_positive(L, fname, t, "connect_timeout");
+	need_positive(L, fname, t, "retry_delay");
+	if (lua_getfield(L, t, "retries") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 10)
+			luaL_error(L, "http.%s: option 'retries' must be an integer from 0 to 10", fname);
+	}
+	lua_pop(L, 1);
 	if (opt_type(L, t, "body") != LUA_TNIL && opt_type(L, t, "json") != LUA_TNIL)
 		luaL_error(L, "http.%s: give body= or json=, not both", fname);
 	if (lua_getfield(L, t, "max_redirects") != LUA_TNIL) {
@@ -420,6 +431,11 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
 	}
 
+	if (lua_getfield(L, t, "retries") == LUA_TNUMBER && httputil_method_is_idempotent(method))
+		x->retries = (int)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	x->retry_ms = ms_opt(L, t, "retry_delay", DEFAULT_RETRY_DELAY_MS);
+
 	if (bool_opt(L, t, "follow_redirects")) {
 		long max = DEFAULT_MAX_REDIRECTS;
 		if (lua_getfield(L, t, "max_redirects") == LUA_TNUMBER)
@@ -506,6 +522,49 @@ static int run(CURLM *multi, xfer *xs, size_t n, size_t cap)
 			return 1;
 		if (running > 0 && (running == cap || next == n))
 			curl_multi_poll(multi, NULL, 0, POLL_MS, NULL);
+	}
+}
+
+/* Sleeps ms milliseconds; 1 when an interrupt cut it short. */
+static int pause_ms(long ms)
+{
+	while (ms > 0) {
+		if (bgrun_interrupted())
+			return 1;
+		long step = ms > POLL_MS ? POLL_MS : ms;
+		struct timespec ts = {0, step * 1000000L};
+		nanosleep(&ts, NULL);
+		ms -= step;
+	}
+	return bgrun_interrupted();
+}
+
+/* run(), then again for the idempotent transfers that met a transient
+ * transport failure and have retries left, after a doubling backoff. */
+static int run_with_retries(CURLM *multi, xfer *xs, size_t n, size_t cap)
+{
+	for (;;) {
+		if (run(multi, xs, n, cap))
+			return 1;
+		long wait = 0;
+		for (size_t i = 0; i < n; i++) {
+			xfer *x = &xs[i];
+			if (x->dry_run || x->retries <= 0 || !httputil_transient(x->result))
+				continue;
+			x->retries--;
+			x->done = 0;
+			x->oom = 0;
+			x->errbuf[0] = '\0';
+			buf_reset(&x->body);
+			buf_reset(&x->head);
+			if (x->retry_ms > wait)
+				wait = x->retry_ms;
+			x->retry_ms = x->retry_ms * 2 > MAX_RETRY_DELAY_MS ? MAX_RETRY_DELAY_MS : x->retry_ms * 2;
+		}
+		if (wait == 0)
+			return 0;
+		if (pause_ms(wait))
+			return 1;
 	}
 }
 
@@ -706,7 +765,7 @@ static void perform(lua_State *L, int reqs, size_t cap, const char *fname)
 		}
 	}
 
-	if (run(st->multi, b->x, n, cap)) {
+	if (run_with_retries(st->multi, b->x, n, cap)) {
 		char op[512];
 		snprintf(op, sizeof op, "%s", n == 1 ? b->x[0].op.data : "all");
 		lua_pushcfunction(L, batch_close);

@@ -19,6 +19,8 @@ local http = {}
 ---@field insecure boolean? skip certificate and host name verification
 ---@field http_version "1.1"|"2"? default "1.1"; "2" negotiates HTTP/2 over TLS (ALPN)
 ---@field readonly boolean? send even under --dry-run (the request changes nothing)
+---@field retries integer? retry an idempotent request (GET, HEAD, OPTIONS, PUT, DELETE) this many times (0-10, default 0) after a transient transport failure (refused, timeout, reset, empty reply); never a 4xx/5xx, never a POST/PATCH
+---@field retry_delay number? seconds before the first retry (default 0.2), doubling each time up to 5
 
 ---@class http.Response
 ---@field status integer 0 for a dry-run skip

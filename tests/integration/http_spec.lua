@@ -114,6 +114,24 @@ describe("http", function()
       assert.equal("DNS", e.reason)
     end)
 
+    it("retries idempotent requests on transient failures when asked, with backoff", function()
+      local url = "http://127.0.0.1:" .. fix.free_port() .. "/"
+      local t0 = bgrun.now()
+      local ok, e = pcall(http.get, url, { retries = 2, retry_delay = 0.15 })
+      local took = bgrun.now() - t0
+      assert.is_false(ok)
+      assert.equal(7, e.code)
+      assert.is_true(took >= 0.45, "waited 0.15 + 0.3 s, took " .. took)
+      t0 = bgrun.now()
+      ok, e = pcall(http.post, url, { body = "x", retries = 2, retry_delay = 0.15 })
+      assert.is_false(ok)
+      assert.is_true(bgrun.now() - t0 < 0.15, "a POST is never retried")
+      -- a 5xx is a response, never retried
+      http.get(B .. "/reset")
+      local r = http.get(B .. "/status/503", { retries = 3 })
+      assert.equal(503, r.status)
+    end)
+
     it("raises EmptyReply when the server closes without answering", function()
       local ok, e = pcall(http.get, B .. "/close")
       assert.is_false(ok)

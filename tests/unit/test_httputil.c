@@ -127,6 +127,24 @@ static void knows_safe_methods(void **state)
 	assert_false(httputil_method_is_safe("get"));
 }
 
+static void retries_only_what_a_retry_can_fix(void **state)
+{
+	(void)state;
+	assert_true(httputil_method_is_idempotent("GET"));
+	assert_true(httputil_method_is_idempotent("PUT"));
+	assert_true(httputil_method_is_idempotent("DELETE"));
+	assert_false(httputil_method_is_idempotent("POST"));
+	assert_false(httputil_method_is_idempotent("PATCH"));
+	assert_true(httputil_transient(CURLE_COULDNT_CONNECT));
+	assert_true(httputil_transient(CURLE_OPERATION_TIMEDOUT));
+	assert_true(httputil_transient(CURLE_GOT_NOTHING));
+	assert_true(httputil_transient(CURLE_RECV_ERROR));
+	assert_false(httputil_transient(CURLE_OK));
+	assert_false(httputil_transient(CURLE_COULDNT_RESOLVE_HOST));
+	assert_false(httputil_transient(CURLE_PEER_FAILED_VERIFICATION));
+	assert_false(httputil_transient(CURLE_URL_MALFORMAT));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -139,6 +157,7 @@ int main(void)
 		cmocka_unit_test(refuses_line_breaks_in_headers),
 		cmocka_unit_test(names_transport_failures),
 		cmocka_unit_test(knows_safe_methods),
+		cmocka_unit_test(retries_only_what_a_retry_can_fix),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
