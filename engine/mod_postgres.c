@@ -772,18 +772,21 @@ static int check_opts(lua_State *L, int idx, const char *fname)
 	return ro;
 }
 
-/* Logs a statement a dry run skips. */
+/* Logs a statement a dry run skips (long ones cut at 2000 bytes). */
 static void log_dry_run(lua_State *L, int sql_idx, int nparams)
 {
-	lua_createtable(L, 0, 2);
 	size_t len;
 	const char *sql = lua_tolstring(L, sql_idx, &len);
-	if (len > 2000)
-		lua_pushfstring(L, "%s... (%d bytes)", lua_pushlstring(L, sql, 2000), (int)len);
-	else
+	lua_createtable(L, 0, 2);
+	if (len > 2000) {
+		luaL_Buffer b;
+		luaL_buffinit(L, &b);
+		luaL_addlstring(&b, sql, 2000);
+		luaL_addstring(&b, "...");
+		luaL_pushresult(&b);
+	} else {
 		lua_pushvalue(L, sql_idx);
-	if (len > 2000)
-		lua_remove(L, -2);
+	}
 	lua_setfield(L, -2, "sql");
 	if (nparams > 0) {
 		lua_pushinteger(L, nparams);

@@ -384,6 +384,17 @@ while time.time() < end:
       collectgarbage(); collectgarbage()
       assert.truthy(fix.wait_for(5, function() return not backend_alive(admin, pid) end))
     end)
+
+    it("reports a connection the server dropped (08006) and closes the handle", function()
+      local c = postgres.connect { dbname = dbname }
+      admin:query("SELECT pg_terminate_backend($1)", { c:pid() })
+      local e = catch(c.query, c, "SELECT 1")
+      assert.equal("08006", e.code)
+      assert.equal("connection_failure", e.reason)
+      assert.matches("terminating connection", e.message)
+      assert.is_true(c:is_closed())
+      assert.matches("closed", catch(c.query, c, "SELECT 1"))
+    end)
   end)
 
   describe("quoting", function()
