@@ -182,6 +182,12 @@ check "requests through the Service reach the pods" sh -c "curl -sf --max-time 5
 check "Endpoints list the ready pods" sh -c "[ \"\$(kubectl -n $NS get endpoints web -o jsonpath='{.subsets[0].addresses[*].ip}' | wc -w)\" -eq 2 ]"
 check "EndpointSlice labelled with the service name" sh -c "
 	[ \"\$(kubectl -n $NS get endpointslices -l kubernetes.io/service-name=web -o jsonpath='{.items[0].endpoints[*].conditions.ready}')\" = 'true true' ]"
+check "kubectl get prints server-side table columns" sh -c "
+	kubectl -n $NS get pods -l app=web | head -1 | grep -Eq '^NAME +READY +STATUS +RESTARTS +AGE\$' &&
+	kubectl -n $NS get deploy web-blue | tail -1 | grep -Eq '^web-blue +2/2 +2 +2 +'"
+check "the pods run on the sandbox node" sh -c "
+	kubectl get nodes -o name | grep -qx node/sandbox &&
+	[ \"\$(kubectl -n $NS get pods -l app=web -o jsonpath='{.items[*].spec.nodeName}')\" = 'sandbox sandbox' ]"
 check "list with limit pages with continue" sh -c "
 	for i in 1 2 3; do kubectl -n $NS create configmap page-\$i --from-literal=i=\$i >/dev/null || exit 1; done
 	[ \"\$(kubectl -n $NS get configmaps --chunk-size=1 -o name | grep -c configmap/page-)\" -eq 3 ]"
@@ -278,6 +284,15 @@ check "logs --tail and --timestamps" sh -c "
 	out=\$(kubectl -n $NS logs $pod --tail=1 --timestamps) &&
 	[ \"\$(echo \"\$out\" | wc -l)\" -eq 1 ] && echo \"\$out\" | grep -Eq '^20[0-9-]+T[0-9:.]+Z '"
 check "logs via deploy/NAME" sh -c "kubectl -n $NS logs deploy/web-blue --since=1h >/dev/null"
+check "logs -f follows new output" sh -c "
+	kubectl -n $NS logs -f $pod >'$work/follow.out' 2>&1 &
+	f=\$!
+	sleep 1
+	ip=\$(kubectl -n $NS get pod $pod -o jsonpath='{.status.podIP}')
+	for i in 1 2 3; do curl -s --max-time 2 http://\$ip:8080/no-such-path-\$i >/dev/null; done
+	for i in \$(seq 20); do grep -q no-such-path-3 '$work/follow.out' && break; sleep 0.2; done
+	kill \$f
+	grep -q no-such-path-3 '$work/follow.out'"
 check "admin kill restarts the pod's process" sh -c "
 	curl -sf -X POST '$SANDBOX_ADMIN_URL/pods/$NS/$pod/kill' >/dev/null &&
 	for i in \$(seq 50); do
@@ -348,6 +363,16 @@ check "a watch cut mid-stream: rollout status still completes" sh -c "
 	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v4 >/dev/null &&
 	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
 	[ \"\$(curl -sf '$SANDBOX_ADMIN_URL/faults')\" = '[]' ]"
+check "injected HTTP 410 on a watch: kubectl re-lists and completes" sh -c "
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/deployments\\\\?.*watch=true\",\"status\":410,\"count\":1}' >/dev/null &&
+	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v5 >/dev/null &&
+	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
+	[ \"\$(curl -sf '$SANDBOX_ADMIN_URL/faults')\" = '[]' ]"
+check "watch sends BOOKMARKs and ends cleanly at timeoutSeconds" sh -c "
+	rv=\$(kubectl -n $NS get configmaps -o jsonpath='{.metadata.resourceVersion}')
+	out=\$(curl -sS --max-time 10 --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' \
+		'$server/api/v1/namespaces/$NS/configmaps?watch=1&allowWatchBookmarks=true&timeoutSeconds=3&resourceVersion='\$rv) &&
+	echo \"\$out\" | grep -q '^{\"type\":\"BOOKMARK\",\"object\":{\"kind\":\"ConfigMap\",\"apiVersion\":\"v1\",\"metadata\":{\"resourceVersion\":\"[0-9]*\"}}}\$'"
 check "admin stats count API requests by method and path" sh -c "
 	curl -sf -X DELETE '$SANDBOX_ADMIN_URL/stats' &&
 	kubectl -n $NS get svc web >/dev/null &&
@@ -390,7 +415,7 @@ check "selector flips under load lose no request (200 requests, 10 flips)" sh -c
 	done
 	wait \$flipper
 	echo \"failures=\$fails\"
-	[ \$fails -eq 0 ] && grep -q '\"version\":\"v9\"' '$work/bg.out' && grep -Eq '\"version\":\"v(1|4)\"' '$work/bg.out'"
+	[ \$fails -eq 0 ] && grep -q '\"version\":\"v9\"' '$work/bg.out' && grep -Eq '\"version\":\"v[1-5]\"' '$work/bg.out'"
 check "after the last flip only blue pods are endpoints" sh -c "
 	want=\$(kubectl -n $NS get pods -l app=web,version=blue -o jsonpath='{.items[*].status.podIP}' | tr ' ' '\n' | sort | tr '\n' ' ')
 	for i in \$(seq 25); do
