@@ -27,6 +27,49 @@ local function run_playbook(args)
   return proc.run(argv, { timeout = 120 })
 end
 
+describe("smoke helpers", function()
+  it("look dotted paths up, array indices included", function()
+    local v = json.decode('{"a":{"b":[{"c":1},{"c":"two"}]},"n":0}')
+    assert.equal(1, smoke.lookup(v, "a.b.1.c"))
+    assert.equal("two", smoke.lookup(v, "a.b.2.c"))
+    assert.equal(0, smoke.lookup(v, "n"))
+    assert.is_nil(smoke.lookup(v, "a.x.y"))
+    assert.is_nil(smoke.lookup(v, "n.deeper"))
+  end)
+
+  it("explain each kind of mismatch", function()
+    local resp = { status = 200, body = '{"items":[],"v":"v1"}', time_ms = 12.4,
+                   json = json.decode('{"items":[],"v":"v1","null":null}') }
+    assert.same({ true }, { smoke.expect(resp, {}) })
+    assert.same({ false, "HTTP 200 (expected 201)" }, { smoke.expect(resp, { status = 201 }) })
+    assert.same({ false, "json items = [], expected a non-empty array" },
+                { smoke.expect(resp, { json = { items = smoke.non_empty } }) })
+    assert.same({ false, 'json v = "v1", expected "v2"' },
+                { smoke.expect(resp, { json = { v = smoke.var("version") } }, { version = "v2" }) })
+    assert.same({ true }, { smoke.expect(resp, { json = { v = smoke.var("version") } }) })
+    assert.same({ false, "json null = null, expected present" },
+                { smoke.expect(resp, { json = { null = smoke.present } }) })
+    assert.same({ false, "json missing = nil, expected a number" },
+                { smoke.expect(resp, { json = { missing = smoke.type("number") } }) })
+    assert.same({ false, "took 12 ms, more than 10 ms" }, { smoke.expect(resp, { max_ms = 10 }) })
+    assert.same({ false, "response is not JSON" }, { smoke.expect({ status = 200, body = "" }, { json = { a = 1 } }) })
+  end)
+
+  it("format an aligned table with a summary line", function()
+    local text = smoke.format_text({ ok = false, passed = 1, failed = 1, results = {
+      { check = "health", target = "http://a", result = "PASS", latency_ms = 3 },
+      { check = "service codes", target = "http://a", result = "FAIL", latency_ms = 12, reason = "HTTP 500 (expected 200)" },
+    } })
+    local lines = {}
+    for l in text:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal("target: http://a", lines[1])
+    assert.equal("CHECK          RESULT  LATENCY  REASON", lines[2])
+    assert.equal("health         PASS    3 ms", lines[3])
+    assert.equal("service codes  FAIL    12 ms    HTTP 500 (expected 200)", lines[4])
+    assert.equal("1 passed, 1 failed", lines[5])
+  end)
+end)
+
 describe("smoke", function()
   local dir, db, stop_db, apps = nil, nil, nil, {}
   local good, good2, failing, slow, unready, dead
