@@ -380,6 +380,8 @@ static int drain_copy_out(PGconn *conn, int interruptible, int *cancelled, doubl
 			*cancelled = 1;
 			*cancel_at = now_s();
 		}
+		if (*cancelled && now_s() - *cancel_at > CANCEL_GRACE_S)
+			return PUMP_GAVE_UP;
 		struct pollfd p = {PQsocket(conn), POLLIN, 0};
 		int r = poll(&p, 1, 200);
 		if (r < 0 && errno != EINTR)
@@ -410,7 +412,9 @@ typedef struct outcome {
 } outcome;
 
 /* Collects every result of the statement(s) just sent: the last successful
- * one goes into ok (if given), the first failure into fail. Never raises. */
+ * one goes into ok (if given), the first failure into fail. Raises only
+ * when converting rows into the sink runs out of memory (every result is
+ * boxed by then). */
 static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fail, outcome *o, row_sink *sink)
 {
 	double cancel_at = 0;
@@ -432,8 +436,9 @@ static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fai
 			continue;
 		case PGRES_COPY_OUT:
 			PQclear(res);
-			if (drain_copy_out(conn, interruptible, &o->cancelled, &cancel_at) != PUMP_OK) {
-				o->broken = 1;
+			if ((p = drain_copy_out(conn, interruptible, &o->cancelled, &cancel_at)) != PUMP_OK) {
+				o->broken = p == PUMP_BROKEN;
+				o->gave_up = p == PUMP_GAVE_UP;
 				conn_message(conn, o->message, sizeof o->message);
 				return;
 			}

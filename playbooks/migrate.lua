@@ -27,6 +27,9 @@ return playbook {
     local env = environments[args.env]
     local dir = args.dir or env.migrations
     local to = args.to and math.tointeger(tonumber(args.to))
+    if args.action ~= "status" and env.confirm then
+      confirm(("Run migrations (%s) on %s?"):format(args.action, args.env))
+    end
     local db <close> = step("connect", function()
       return postgres.connect(env.database or {})
     end)
@@ -36,9 +39,6 @@ return playbook {
       end)
       for _, l in ipairs(migrate.format_status(st)) do print(l) end
       return
-    end
-    if env.confirm then
-      confirm(("Run migrations (%s) on %s?"):format(args.action, args.env))
     end
     local opts = { dir = dir, to = to, allow_drift = args["allow-drift"], lock_timeout = args["lock-timeout"] }
     if args.action == "up" then

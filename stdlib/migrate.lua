@@ -189,7 +189,9 @@ end
 -- one rolls out (blue-green): it reads or writes what is gone or changed.
 local CONTRACT_CHECKS = {
   { "drops a column", function(c) return c:find("DROP%s+COLUMN") or (c:find("^%s*ALTER%s+TABLE") and c:find("DROP%s+[%w_\"]+%s*[,;]?%s*$") and not c:find("DROP%s+CONSTRAINT") and not c:find("DROP%s+DEFAULT") and not c:find("DROP%s+NOT%s+NULL") and not c:find("DROP%s+IDENTITY") and not c:find("DROP%s+EXPRESSION")) end },
-  { "renames", function(c) return c:find("%f[%w]RENAME%f[^%w]") end },
+  { "renames", function(c)
+      return (c:find("^%s*ALTER%s+TABLE") or c:find("^%s*ALTER%s+VIEW") or c:find("^%s*ALTER%s+MATERIALIZED%s+VIEW"))
+        and c:find("%f[%w]RENAME%f[^%w]") and not c:find("RENAME%s+CONSTRAINT") end },
   { "sets NOT NULL without a default", function(c) return c:find("SET%s+NOT%s+NULL") and not c:find("SET%s+DEFAULT") end },
   { "adds a NOT NULL column without a default", function(c)
       return c:find("ADD%s+COLUMN") and c:find("NOT%s+NULL") and not c:find("DEFAULT") end },

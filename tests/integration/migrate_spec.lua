@@ -444,6 +444,44 @@ SELECT 2;]])
       assert.equal("drops a column", w.fields.change)
     end)
 
+    it("stops on SIGINT during a migration: exit 130, nothing applied, lock released", function()
+      local name = newdb()
+      local dir = newdir { ["001_slow.sql"] = "CREATE TABLE slow (id int);\nSELECT pg_sleep(30);" }
+      local out = fix.tmpdir()
+      dirs[#dirs + 1] = out
+      assert.equal(0, proc.run({ "sh", "-c", [[
+        cd "$1" && ( PGDATABASE="$3" "$2" playbooks/migrate.lua env=local dir="$4" >"$5/out" 2>"$5/err" &
+          echo $! >"$5/pid"; wait $!; echo $? >"$5/rc" ) >/dev/null 2>&1 &
+      ]], "sh", fix.root, fix.bgrun, name, dir, out }).code)
+      local admin <close> = postgres.connect()
+      assert.truthy(fix.wait_for(20, function()
+        return admin:query([[SELECT count(*) AS n FROM pg_stat_activity
+          WHERE datname = $1 AND state = 'active' AND query LIKE '%pg_sleep%']], { name })[1].n > 0
+      end), "the migration started")
+      proc.run({ "kill", "-INT", fix.read(out .. "/pid"):match("%d+") })
+      local rc = fix.wait_for(15, function()
+        local f = io.open(out .. "/rc")
+        if not f then return nil end
+        local v = f:read("a"); f:close()
+        return tonumber(v:match("%d+"))
+      end)
+      assert.equal(130, rc, fix.read(out .. "/err"))
+      local db <close> = connect(name)
+      assert.is_false(exists(db, "slow"))
+      assert.equal(0, #rows_of(db))
+      assert.truthy(fix.wait_for(5, function()
+        return db:query([[SELECT count(*) AS n FROM pg_locks l JOIN pg_database d ON d.oid = l.database
+                          WHERE l.locktype = 'advisory' AND d.datname = $1]], { name })[1].n == 0
+      end), "the advisory lock is released")
+    end)
+
+    it("asks before touching production, and fails without a terminal or --yes", function()
+      local r = fix.run({ "playbooks/migrate.lua", "env=production" }, {})
+      assert.equal(1, r.code)
+      assert.matches("no terminal to confirm on", failure_of(r))
+      assert.is_nil(fix.find_log(r, "step started"))
+    end)
+
     it("exits 2 for bad input and 1 for failures", function()
       local name, dir = newdb(), newdir(basic)
       assert.equal(2, mig(name, "dir=" .. dir, "to=abc").code)

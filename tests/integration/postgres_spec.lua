@@ -468,14 +468,16 @@ while time.time() < end:
       assert.equal(1, db:query("SELECT count(*) AS n FROM dr")[1].n)
     end)
 
-    it("cancels a running statement on SIGINT: exit 130 and the backend is gone", function()
+    -- Runs pg_eval.lua with code in the background, waits until its
+    -- session runs pg_sleep, sends SIGINT; returns exit code, seconds from
+    -- the signal to the exit, stderr, application_name.
+    local function interrupt_run(code)
       local app = "bgrun-sigint-" .. math.random(1e6)
       local dir = fix.tmpdir()
       local r = proc.run({ "sh", "-c", [[
-        ( PGDATABASE="$4" "$1" --log-format json "$2" app="$3" 'code=db:query("SELECT pg_sleep(30)")' \
-            >"$5/out" 2>"$5/err" &
+        ( PGDATABASE="$4" "$1" --log-format json "$2" app="$3" "code=$6" >"$5/out" 2>"$5/err" &
           echo $! >"$5/pid"; wait $!; echo $? >"$5/rc" ) >/dev/null 2>&1 &
-      ]], "sh", fix.bgrun, fix.fixtures .. "/pg_eval.lua", app, dbname, dir }, { cwd = fix.root })
+      ]], "sh", fix.bgrun, fix.fixtures .. "/pg_eval.lua", app, dbname, dir, code }, { cwd = fix.root })
       assert.equal(0, r.code)
       local backend = fix.wait_for(20, function()
         local rows = admin:query([[SELECT pid FROM pg_stat_activity
@@ -495,12 +497,31 @@ while time.time() < end:
       local took = bgrun.now() - t0
       local err = fix.read(dir .. "/err")
       os.execute(("rm -rf %q"):format(dir))
+      return rc, took, err, app
+    end
+
+    local function gone(app)
+      return fix.wait_for(5, function()
+        return admin:query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", { app })[1].n == 0
+      end)
+    end
+
+    it("cancels a running statement on SIGINT: exit 130 and the backend is gone", function()
+      local rc, took, err, app = interrupt_run([[db:query("SELECT pg_sleep(30)")]])
       assert.equal(130, rc, err)
       assert.is_true(took < 10, "stopped within 10s, took " .. took)
       assert.matches("interrupted", err)
-      assert.truthy(fix.wait_for(5, function()
-        return admin:query("SELECT count(*) AS n FROM pg_stat_activity WHERE application_name = $1", { app })[1].n == 0
-      end), "the backend is gone")
+      assert.truthy(gone(app), "the backend is gone")
+    end)
+
+    it("rolls back a transaction interrupted by SIGINT", function()
+      db:exec("CREATE TABLE intr (id int)")
+      local rc, took, err, app = interrupt_run(
+        [[db:transaction(function() db:query("INSERT INTO intr VALUES (1)"); db:query("SELECT pg_sleep(30)") end)]])
+      assert.equal(130, rc, err)
+      assert.is_true(took < 10, "stopped within 10s, took " .. took)
+      assert.truthy(gone(app), "the backend is gone")
+      assert.equal(0, db:query("SELECT count(*) AS n FROM intr")[1].n)
     end)
   end)
 end)
