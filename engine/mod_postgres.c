@@ -801,6 +801,26 @@ static void log_dry_run(lua_State *L, int sql_idx, int nparams)
 	lua_pop(L, 1);
 }
 
+static int push_lstring_raw(lua_State *L)
+{
+	const buf *b = lua_touserdata(L, 1);
+	lua_pushlstring(L, b->data ? b->data : "", b->len);
+	return 1;
+}
+
+/* Pushes b's bytes and frees b, also when pushing runs out of memory: the
+ * push runs in protected mode, the memory is released, then the error is
+ * raised again. */
+static void push_buf_free(lua_State *L, buf *b)
+{
+	lua_pushcfunction(L, push_lstring_raw);
+	lua_pushlightuserdata(L, b);
+	int st = lua_pcall(L, 1, 1, 0);
+	buf_free(b);
+	if (st != LUA_OK)
+		lua_error(L);
+}
+
 /* Converts the parameter at idx to its text form, pushed on the stack;
  * pushes nil for SQL NULL. Raises on a playbook mistake. */
 static void push_param_text(lua_State *L, int idx, int pos)
@@ -846,8 +866,8 @@ static void push_param_text(lua_State *L, int idx, int pos)
 		json_decref(j);
 		if (s == NULL)
 			luaL_error(L, "bad parameter $%d: cannot encode as JSON", pos);
-		lua_pushstring(L, s); /* may raise on OOM: s leaks then, as any OOM */
-		free(s);
+		buf b = {s, strlen(s), strlen(s) + 1};
+		push_buf_free(L, &b);
 		return;
 	}
 	default:
@@ -1184,8 +1204,7 @@ static int push_quoted(lua_State *L, int (*fn)(const char *, size_t, buf *), con
 		buf_free(&out);
 		return luaL_error(L, "out of memory");
 	}
-	lua_pushlstring(L, out.data, out.len);
-	buf_free(&out);
+	push_buf_free(L, &out);
 	return 1;
 }
 

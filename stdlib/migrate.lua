@@ -170,7 +170,8 @@ end
 ---@return integer
 function M.line_of(stmt, position)
   if not position or position < 1 then return stmt.line end
-  local off = utf8.offset(stmt.sql, position) or position
+  local ok, off = pcall(utf8.offset, stmt.sql, position)
+  if not ok or not off then off = position end -- not UTF-8: count bytes
   if off > #stmt.sql + 1 then off = #stmt.sql + 1 end
   local _, k = stmt.sql:sub(1, off - 1):gsub("\n", "")
   return stmt.line + k
