@@ -227,6 +227,10 @@ check "strategic merge patch of the Service selector" sh -c "
 check "JSON patch replaces the selector map" sh -c "
 	kubectl -n $NS patch svc web --type=json -p '[{\"op\":\"replace\",\"path\":\"/spec/selector\",\"value\":{\"app\":\"web\",\"version\":\"blue\"}}]' >/dev/null &&
 	[ \"\$(kubectl -n $NS get svc web -o jsonpath='{.spec.selector}')\" = '{\"app\":\"web\",\"version\":\"blue\"}' ]"
+check "an unknown patch type: 415 UnsupportedMediaType" sh -c "
+	curl -s --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' -X PATCH -H 'Content-Type: application/xml' -d '<x/>' \
+		'$server/api/v1/namespaces/$NS/services/web' -w ' %{http_code}' |
+	grep -q '\"reason\":\"UnsupportedMediaType\".* 415\$'"
 check "a no-op patch reports (no change)" sh -c "
 	kubectl -n $NS patch svc web -p '{\"spec\":{\"selector\":{\"version\":\"blue\"}}}' | grep -q 'patched (no change)'"
 check "scale to 3 and roll out" sh -c "
@@ -253,6 +257,18 @@ check "rollout undo goes back to v1 as revision 3" sh -c "
 	kubectl -n $NS rollout undo deploy/web-blue >/dev/null &&
 	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
 	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.metadata.annotations.deployment\.kubernetes\.io/revision} {.spec.template.spec.containers[0].image}')\" = '3 registry.local/physioflow-api:v1' ]"
+
+check "old ReplicaSets beyond revisionHistoryLimit are pruned" sh -c "
+	kubectl -n $NS create deployment hist --image=registry.local/physioflow-api:h1 >/dev/null &&
+	kubectl -n $NS patch deploy hist --type=merge -p '{\"spec\":{\"revisionHistoryLimit\":1}}' >/dev/null &&
+	for t in h2 h3 h4; do
+		kubectl -n $NS set image deploy/hist physioflow-api=registry.local/physioflow-api:\$t >/dev/null &&
+		kubectl -n $NS rollout status deploy/hist --timeout=60s >/dev/null || exit 1
+	done
+	for i in \$(seq 25); do
+		[ \"\$(kubectl -n $NS get rs -l app=hist -o name | wc -l)\" -eq 2 ] && exit 0; sleep 0.2
+	done; kubectl -n $NS get rs -l app=hist; exit 1"
+kubectl -n "$NS" delete deployment hist >/dev/null 2>&1
 
 # ---- rollout failure -------------------------------------------------------
 

@@ -23,6 +23,7 @@ type fault struct {
 	Count      int    `json:"count"`    // how many requests it hits; 0 = 1, -1 = until cleared
 	DelayMS    int    `json:"delay_ms"` // stall first (for a watch with reset: stream this long, then cut)
 	Reset      bool   `json:"reset"`    // drop the connection (TCP RST)
+	InStream   bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
 	Message    string `json:"message"`
 	RetryAfter int    `json:"retry_after"` // seconds, for 429/503/504; default 1
 	re         *regexp.Regexp
@@ -87,6 +88,12 @@ func (c *Cluster) applyFaults(w http.ResponseWriter, r *http.Request) (context.C
 		cut := make(chan struct{})
 		time.AfterFunc(delay, func() { close(cut) })
 		return context.WithValue(ctx, watchCutKey{}, (<-chan struct{})(cut)), true
+	}
+	if f.InStream && f.Status > 0 && isWatchRequest(r) {
+		cut := make(chan struct{})
+		time.AfterFunc(delay, func() { close(cut) })
+		ctx = context.WithValue(ctx, watchCutKey{}, (<-chan struct{})(cut))
+		return context.WithValue(ctx, watchErrKey{}, faultError(r, f)), true
 	}
 	if delay > 0 {
 		select {

@@ -971,7 +971,7 @@ func (c *Cluster) serveList(req *apiReq) {
 		if !sel.Matches(labels.Set(m.GetLabels())) || !fsel.Matches(objectFields(req.res, o)) {
 			continue
 		}
-		if limit > 0 && len(items) == limit {
+		if limit > 0 && len(picked) == limit {
 			var n int64
 			for _, rest := range objs[i:] {
 				rm := metaOf(rest)
@@ -997,6 +997,7 @@ func (c *Cluster) serveList(req *apiReq) {
 }
 
 type watchCutKey struct{}
+type watchErrKey struct{}
 
 // wireEvent is one line of a watch stream, fields in the API server's
 // order.
@@ -1063,6 +1064,13 @@ func (c *Cluster) serveWatch(req *apiReq) {
 		case <-deadline.C:
 			return
 		case <-cut:
+			if ferr, ok := req.r.Context().Value(watchErrKey{}).(error); ok {
+				// An injected error event ends the stream, as the watch
+				// cache reports errors.
+				enc.Encode(wireEvent{Type: "ERROR", Object: statusOf(ferr)})
+				flusher.Flush()
+				return
+			}
 			flusher.Flush()
 			resetConn(req.w)
 			return
