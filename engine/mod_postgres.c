@@ -330,11 +330,40 @@ static void send_cancel(PGconn *conn)
 	}
 }
 
+typedef struct outcome {
+	int interruptible; /* in: an interrupt cancels the statement */
+	double timeout;    /* in: seconds, 0 = none */
+	double deadline;   /* in: monotonic time to cancel at; 0 = none */
+	int cancelled;     /* a cancel request was sent */
+	int timed_out;     /* ... because the deadline passed */
+	double cancel_at;
+	int broken;        /* the connection failed */
+	int gave_up;       /* cancelled, the server did not stop in time */
+	char message[1024];
+} outcome;
+
+/* Sends a cancel request once an interrupt or the deadline says so.
+ * Returns non-zero when a cancelled statement has had its grace period. */
+static int maybe_cancel(PGconn *conn, outcome *o)
+{
+	if (!o->cancelled) {
+		int intr = o->interruptible && bgrun_interrupted();
+		int late = o->deadline > 0 && now_s() > o->deadline;
+		if (intr || late) {
+			send_cancel(conn);
+			o->cancelled = 1;
+			o->timed_out = !intr;
+			o->cancel_at = now_s();
+		}
+	}
+	return o->cancelled && now_s() - o->cancel_at > CANCEL_GRACE_S;
+}
+
 /* Flushes what libpq still has to send and waits until a result can be
- * taken without blocking. With interruptible set, an interrupt sends a
- * cancel request once and keeps waiting for the server to stop the
- * statement (up to CANCEL_GRACE_S, then PUMP_GAVE_UP). Never raises. */
-static int pump(PGconn *conn, int interruptible, int *cancelled, double *cancel_at)
+ * taken without blocking. An interrupt (when interruptible) or the
+ * deadline sends a cancel request and keeps waiting for the server to stop
+ * the statement, up to CANCEL_GRACE_S, then PUMP_GAVE_UP. Never raises. */
+static int pump(PGconn *conn, outcome *o)
 {
 	for (;;) {
 		int f = PQflush(conn);
@@ -342,17 +371,12 @@ static int pump(PGconn *conn, int interruptible, int *cancelled, double *cancel_
 			return PUMP_BROKEN;
 		if (f == 0 && !PQisBusy(conn))
 			return PUMP_OK;
-		if (interruptible && !*cancelled && bgrun_interrupted()) {
-			send_cancel(conn);
-			*cancelled = 1;
-			*cancel_at = now_s();
-		}
-		if (*cancelled && now_s() - *cancel_at > CANCEL_GRACE_S)
+		if (maybe_cancel(conn, o))
 			return PUMP_GAVE_UP;
 		struct pollfd p = {PQsocket(conn), (short)(POLLIN | (f ? POLLOUT : 0)), 0};
 		if (p.fd < 0)
 			return PUMP_BROKEN;
-		int r = poll(&p, 1, 200);
+		int r = poll(&p, 1, 100);
 		if (r < 0 && errno != EINTR)
 			return PUMP_BROKEN;
 		if (r > 0 && (p.revents & (POLLIN | POLLERR | POLLHUP)) && !PQconsumeInput(conn))
@@ -361,7 +385,7 @@ static int pump(PGconn *conn, int interruptible, int *cancelled, double *cancel_
 }
 
 /* Reads and drops COPY TO STDOUT data nobody asked for. */
-static int drain_copy_out(PGconn *conn, int interruptible, int *cancelled, double *cancel_at)
+static int drain_copy_out(PGconn *conn, outcome *o)
 {
 	for (;;) {
 		char *data = NULL;
@@ -375,15 +399,10 @@ static int drain_copy_out(PGconn *conn, int interruptible, int *cancelled, doubl
 		if (n == -2)
 			return PUMP_BROKEN;
 		/* n == 0: nothing buffered yet */
-		if (interruptible && !*cancelled && bgrun_interrupted()) {
-			send_cancel(conn);
-			*cancelled = 1;
-			*cancel_at = now_s();
-		}
-		if (*cancelled && now_s() - *cancel_at > CANCEL_GRACE_S)
+		if (maybe_cancel(conn, o))
 			return PUMP_GAVE_UP;
 		struct pollfd p = {PQsocket(conn), POLLIN, 0};
-		int r = poll(&p, 1, 200);
+		int r = poll(&p, 1, 100);
 		if (r < 0 && errno != EINTR)
 			return PUMP_BROKEN;
 		if (r > 0 && !PQconsumeInput(conn))
@@ -404,22 +423,14 @@ typedef struct row_sink {
 
 static void sink_rows(row_sink *k, const PGresult *res);
 
-typedef struct outcome {
-	int broken;        /* the connection failed */
-	int gave_up;       /* cancelled, the server did not stop in time */
-	int cancelled;
-	char message[1024];
-} outcome;
-
 /* Collects every result of the statement(s) just sent: the last successful
  * one goes into ok (if given), the first failure into fail. Raises only
  * when converting rows into the sink runs out of memory (every result is
  * boxed by then). */
-static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fail, outcome *o, row_sink *sink)
+static void collect(PGconn *conn, pgresult *ok, pgresult *fail, outcome *o, row_sink *sink)
 {
-	double cancel_at = 0;
 	for (;;) {
-		int p = pump(conn, interruptible, &o->cancelled, &cancel_at);
+		int p = pump(conn, o);
 		if (p != PUMP_OK) {
 			o->broken = p == PUMP_BROKEN;
 			o->gave_up = p == PUMP_GAVE_UP;
@@ -436,7 +447,7 @@ static void collect(PGconn *conn, int interruptible, pgresult *ok, pgresult *fai
 			continue;
 		case PGRES_COPY_OUT:
 			PQclear(res);
-			if ((p = drain_copy_out(conn, interruptible, &o->cancelled, &cancel_at)) != PUMP_OK) {
+			if ((p = drain_copy_out(conn, o)) != PUMP_OK) {
 				o->broken = p == PUMP_BROKEN;
 				o->gave_up = p == PUMP_GAVE_UP;
 				conn_message(conn, o->message, sizeof o->message);
@@ -473,11 +484,12 @@ static int run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, p
 	pgresult *fail = push_result_box(L);
 	outcome o;
 	memset(&o, 0, sizeof o);
+	o.interruptible = interruptible;
 	if (!PQsendQuery(c->conn, sql)) {
 		conn_message(c->conn, o.message, sizeof o.message);
 		o.broken = 1;
 	} else {
-		collect(c->conn, interruptible, ok, fail, &o, NULL);
+		collect(c->conn, ok, fail, &o, NULL);
 	}
 	if (o.broken || o.gave_up) {
 		box_set(fail, NULL);
@@ -612,6 +624,20 @@ static lua_Integer connect_args(lua_State *L, int *kv)
 	} else {
 		PQconninfoFree(defs);
 		luaL_typeerror(L, 1, "connection string or table");
+	}
+	/* A server that vanishes (network partition, killed VM) is noticed in
+	 * about a minute instead of hanging a deploy on TCP's defaults. */
+	static const char *const net_defaults[][2] = {
+		{"keepalives_idle", "30"}, {"keepalives_interval", "10"}, {"keepalives_count", "3"},
+		{"tcp_user_timeout", "60000"},
+	};
+	for (size_t i = 0; i < sizeof net_defaults / sizeof net_defaults[0]; i++) {
+		int absent = lua_getfield(L, *kv, net_defaults[i][0]) == LUA_TNIL;
+		lua_pop(L, 1);
+		if (absent && known_keyword(defs, net_defaults[i][0])) {
+			lua_pushstring(L, net_defaults[i][1]);
+			lua_setfield(L, *kv, net_defaults[i][0]);
+		}
 	}
 	PQconninfoFree(defs);
 	if (!lua_isnoneornil(L, 2)) {
@@ -759,21 +785,29 @@ static int pg_connect(lua_State *L)
 
 /* ------------------------------------------------------------ queries */
 
-/* Checks the options table of query/exec: {readonly=bool}. */
-static int check_opts(lua_State *L, int idx, const char *fname)
+/* Checks the options table of query/exec: {readonly=bool, timeout=s}.
+ * Returns readonly; *timeout gets seconds (0: none). */
+static int check_opts(lua_State *L, int idx, const char *fname, double *timeout)
 {
+	*timeout = 0;
 	if (lua_isnoneornil(L, idx))
 		return 0;
 	luaL_checktype(L, idx, LUA_TTABLE);
 	lua_pushnil(L);
 	while (lua_next(L, idx)) {
 		lua_pop(L, 1);
-		if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "readonly") != 0)
+		const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+		if (strcmp(k, "readonly") != 0 && strcmp(k, "timeout") != 0)
 			luaL_argerror(L, idx, lua_pushfstring(L, "%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL)));
+	}
+	if (lua_getfield(L, idx, "timeout") != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) > 0))
+			luaL_argerror(L, idx, "timeout must be a positive number of seconds");
+		*timeout = (double)lua_tonumber(L, -1);
 	}
 	lua_getfield(L, idx, "readonly");
 	int ro = lua_toboolean(L, -1);
-	lua_pop(L, 1);
+	lua_pop(L, 2);
 	return ro;
 }
 
@@ -945,6 +979,18 @@ static lua_Integer affected_rows(const PGresult *res)
 
 /* After collect(): raises what went wrong (notices flushed first, every
  * result box cleared), or returns to let the caller convert `ok`. */
+static void throw_cancelled(lua_State *L, const char *op, const outcome *o, int dropped) __attribute__((noreturn));
+static void throw_cancelled(lua_State *L, const char *op, const outcome *o, int dropped)
+{
+	if (!o->timed_out || bgrun_interrupted())
+		bgrun_throw_interrupted(L, MODULE, op);
+	bgrun_error_new(L, MODULE, op, "Timeout", "did not finish within %gs; the statement was cancelled%s",
+	                o->timeout,
+	                dropped ? " and the connection closed (the server did not stop it)" : "");
+	bgrun_error_set_str(L, "code", "timeout");
+	bgrun_error_throw(L);
+}
+
 static void finish_call(lua_State *L, pgconn *c, const char *op, pgresult *ok, pgresult *fail, outcome *o)
 {
 	if (o->broken || o->gave_up) {
@@ -952,14 +998,14 @@ static void finish_call(lua_State *L, pgconn *c, const char *op, pgresult *ok, p
 		box_set(fail, NULL);
 		conn_release(c); /* unusable; a cancelled statement that won't stop */
 		if (o->cancelled)
-			bgrun_throw_interrupted(L, MODULE, op);
+			throw_cancelled(L, op, o, 1);
 		throw_conn_error(L, op, o->message);
 	}
 	flush_notices(L, c);
 	if (o->cancelled) {
 		box_set(ok, NULL);
 		box_set(fail, NULL);
-		bgrun_throw_interrupted(L, MODULE, op);
+		throw_cancelled(L, op, o, 0);
 	}
 	if (fail->res) {
 		push_result_error(L, op, fail->res);
@@ -969,7 +1015,7 @@ static void finish_call(lua_State *L, pgconn *c, const char *op, pgresult *ok, p
 	}
 }
 
-/* db:query(sql [, params [, {readonly=true}]]) -> rows, affected
+/* db:query(sql [, params [, {readonly=, timeout=}]]) -> rows, affected
  * One statement, $1..$n parameters (nil or json.null for NULL, tables as
  * JSON). Under --dry-run only readonly calls run; others return {}, 0. */
 static int db_query(lua_State *L)
@@ -984,7 +1030,8 @@ static int db_query(lua_State *L)
 		lua_pop(L, 1);
 		luaL_argcheck(L, nparams >= 0 && nparams <= 65535, 3, "between 0 and 65535 parameters");
 	}
-	int readonly = check_opts(L, 4, "query");
+	double timeout;
+	int readonly = check_opts(L, 4, "query", &timeout);
 	lua_settop(L, 4);
 	if (bgrun_dry_run(L) && !readonly) {
 		log_dry_run(L, 2, nparams);
@@ -1011,12 +1058,15 @@ static int db_query(lua_State *L)
 	row_sink sink = {L, lua_gettop(L), 0, 0, NULL, 0};
 	outcome o;
 	memset(&o, 0, sizeof o);
+	o.interruptible = 1;
+	o.timeout = timeout;
+	o.deadline = timeout > 0 ? now_s() + timeout : 0;
 	if (!PQsendQueryParams(c->conn, lua_tostring(L, 2), nparams, NULL, values, NULL, NULL, 0)) {
 		o.broken = 1;
 		conn_message(c->conn, o.message, sizeof o.message);
 	} else {
 		PQsetSingleRowMode(c->conn); /* if refused, the full result comes at once */
-		collect(c->conn, 1, ok, fail, &o, &sink);
+		collect(c->conn, ok, fail, &o, &sink);
 	}
 	finish_call(L, c, "query", ok, fail, &o);
 	lua_Integer n = ok->res ? affected_rows(ok->res) : 0;
@@ -1028,13 +1078,14 @@ static int db_query(lua_State *L)
 	return 2;
 }
 
-/* db:exec(script [, {readonly=true}]): runs one or more statements
+/* db:exec(script [, {readonly=, timeout=}]): runs one or more statements
  * separated by semicolons (simple query protocol), discarding rows. */
 static int db_exec(lua_State *L)
 {
 	pgconn *c = check_open(L, 1);
 	luaL_checkstring(L, 2);
-	int readonly = check_opts(L, 3, "exec");
+	double timeout;
+	int readonly = check_opts(L, 3, "exec", &timeout);
 	lua_settop(L, 3);
 	if (bgrun_dry_run(L) && !readonly) {
 		log_dry_run(L, 2, 0);
@@ -1043,11 +1094,14 @@ static int db_exec(lua_State *L)
 	pgresult *fail = push_result_box(L);
 	outcome o;
 	memset(&o, 0, sizeof o);
+	o.interruptible = 1;
+	o.timeout = timeout;
+	o.deadline = timeout > 0 ? now_s() + timeout : 0;
 	if (!PQsendQuery(c->conn, lua_tostring(L, 2))) {
 		o.broken = 1;
 		conn_message(c->conn, o.message, sizeof o.message);
 	} else {
-		collect(c->conn, 1, NULL, fail, &o, NULL);
+		collect(c->conn, NULL, fail, &o, NULL);
 	}
 	pgresult *none = push_result_box(L);
 	finish_call(L, c, "exec", none, fail, &o);

@@ -21,6 +21,7 @@ local postgres = {}
 
 ---@class postgres.CallOptions
 ---@field readonly boolean? the statement only reads: it runs even under --dry-run
+---@field timeout number? seconds; then the statement is cancelled and a structured error (code "timeout") raised
 
 ---A row: column name -> value. int2/int4/int8/oid are integers, float4/float8
 ---numbers, bool booleans, numeric, json, jsonb and everything else strings;
@@ -31,7 +32,7 @@ local postgres = {}
 ---@class postgres.Error
 ---@field module "postgres"
 ---@field op string "connect"|"query"|"exec"|"transaction"
----@field code string SQLSTATE ("23505"); "08001" could not connect; "08006" connection lost; "interrupted"
+---@field code string SQLSTATE ("23505"); "08001" could not connect; "08006" connection lost; "timeout"; "interrupted"
 ---@field reason string condition name ("unique_violation"), or for connect "ConnectionFailed"|"AuthenticationFailed"|"Timeout"
 ---@field message string the server's primary message
 ---@field detail string?

@@ -247,6 +247,21 @@ while time.time() < end:
       assert.equal(1, db:query("SELECT 1 AS one")[1].one) -- still usable
     end)
 
+    it("cancels a statement that outlives its timeout option", function()
+      local t0 = bgrun.now()
+      local e = catch(db.query, db, "SELECT pg_sleep(10)", nil, { timeout = 0.3 })
+      assert.is_true(bgrun.now() - t0 < 3)
+      assert.equal("postgres", e.module)
+      assert.equal("timeout", e.code)
+      assert.equal("Timeout", e.reason)
+      assert.matches("did not finish within 0.3s", e.message)
+      e = catch(db.exec, db, "SELECT 1; SELECT pg_sleep(10)", { timeout = 0.3 })
+      assert.equal("timeout", e.code)
+      assert.equal(1, db:query("SELECT 1 AS one", nil, { timeout = 5 })[1].one) -- still usable
+      assert.matches("positive", catch(db.query, db, "SELECT 1", nil, { timeout = 0 }))
+      assert.matches("unknown option 'bogus'", catch(db.query, db, "SELECT 1", nil, { bogus = true }))
+    end)
+
     it("refuses several statements in one query (use exec)", function()
       local e = catch(db.query, db, "SELECT 1; SELECT 2")
       assert.equal("42601", e.code)
