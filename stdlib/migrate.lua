@@ -404,7 +404,8 @@ end
 local function holders(db)
   return db:query([[
     SELECT a.pid, coalesce(a.application_name, '') AS application_name,
-           CASE WHEN a.client_addr IS NULL THEN 'local socket'
+           CASE WHEN a.client_port = -1 THEN 'local socket'
+                WHEN a.client_addr IS NULL THEN 'hidden (another role)'
                 ELSE host(a.client_addr) || ':' || a.client_port END AS client,
            to_char(a.backend_start AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS"Z"') AS backend_start,
            a.usename AS user, a.state,
