@@ -1117,8 +1117,10 @@ static int db_transaction(lua_State *L)
 	luaL_checktype(L, 2, LUA_TFUNCTION);
 	lua_settop(L, 2);
 	int depth = c->tx_depth;
+	/* inside a transaction the script opened itself: nest as well */
+	int outer = depth == 0 && PQtransactionStatus(c->conn) == PQTRANS_IDLE;
 	char begin[64], commit[64], rollback[96];
-	if (depth == 0) {
+	if (outer) {
 		snprintf(begin, sizeof begin, "BEGIN");
 		snprintf(commit, sizeof commit, "COMMIT");
 		snprintf(rollback, sizeof rollback, "ROLLBACK");
@@ -1154,7 +1156,7 @@ static int db_transaction(lua_State *L)
 				lua_setfield(L, -2, "error");
 				bgrun_log(L, "error", "postgres: ROLLBACK failed after an error", -1);
 				lua_pop(L, 2);
-				if (depth == 0)
+				if (outer)
 					conn_release(c); /* the session state is unknown: drop it */
 			}
 		}
@@ -1167,7 +1169,7 @@ static int db_transaction(lua_State *L)
 	/* COMMIT is not cancelled by an interrupt: it is short, and a cancel
 	 * would leave us unsure whether it happened. */
 	int rc = run_plain(L, c, "transaction", commit, ok, 0);
-	if (rc == 0 && depth == 0 && ok->res && strcmp(PQcmdStatus(ok->res), "ROLLBACK") == 0) {
+	if (rc == 0 && outer && ok->res && strcmp(PQcmdStatus(ok->res), "ROLLBACK") == 0) {
 		/* COMMIT of a failed transaction: a statement inside failed and
 		 * fn caught the error itself. Nothing was committed. */
 		box_set(ok, NULL);
