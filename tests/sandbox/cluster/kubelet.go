@@ -775,6 +775,11 @@ func (w *podWorker) containerEnv(ct *ctrRuntime) ([]string, error) {
 		}
 		return o.(*corev1.Secret), nil
 	}
+	// The sandbox's defaults (database, S3) come first: a container's own
+	// env and envFrom override them, as its manifest says.
+	for k, v := range c.cfg.PodEnv {
+		set(k, v)
+	}
 	for _, ef := range ct.spec.EnvFrom {
 		switch {
 		case ef.ConfigMapRef != nil:
@@ -865,9 +870,6 @@ func (w *podWorker) containerEnv(ct *ctrRuntime) ([]string, error) {
 		case vf.ResourceFieldRef != nil:
 			set(e.Name, "0")
 		}
-	}
-	for k, v := range c.cfg.PodEnv {
-		set(k, v)
 	}
 	port := 8080
 	if len(ct.spec.Ports) > 0 {
