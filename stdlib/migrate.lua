@@ -369,14 +369,14 @@ function M.ensure_table(db, migrations, applied_by)
     for _, c in ipairs(COLUMNS) do
       if not cols[c[1]] then missing[#missing + 1] = "ADD COLUMN " .. c[1] .. " " .. c[2] end
     end
-    if #missing == 0 then
-      -- adopt checksums of rows an upgrade left without one
-    else
+    if #missing > 0 then
       log.warn("migrate: upgrading " .. M.TABLE .. " in place", { added = #missing })
       db:exec("ALTER TABLE " .. M.TABLE .. " " .. table.concat(missing, ", "))
     end
-    local legacy = not cols.name and not cols.checksum
     local rows = db:query("SELECT version::bigint AS version, name, checksum FROM " .. M.TABLE)
+    -- one row and no name/checksum columns: golang-migrate's table, which
+    -- keeps only the latest version (tables with a row per migration don't)
+    local legacy = not cols.name and not cols.checksum and #rows == 1
     local have, max = {}, nil
     for _, r in ipairs(rows) do
       have[r.version] = r
@@ -461,11 +461,12 @@ end
 ---@return table status {entries=, applied=, pending=, drifted=, dirty=, missing=, current=}
 function M.status(db, migrations)
   local applied, cols = M.applied(db)
-  if cols and not cols.name and not cols.checksum then
-    -- a version-only table (golang-migrate) records just the latest version:
-    -- older local migrations count as applied, as ensure_table will adopt them
-    local max = 0
-    for v in pairs(applied) do max = math.max(max, v) end
+  local n, max = 0, 0
+  for v in pairs(applied) do n, max = n + 1, math.max(max, v) end
+  if cols and not cols.name and not cols.checksum and n == 1 then
+    -- a version-only table with one row (golang-migrate) records just the
+    -- latest version: older local migrations count as applied, as
+    -- ensure_table will adopt them
     for _, m in ipairs(migrations) do
       if m.version < max and not applied[m.version] then
         applied[m.version] = { version = m.version, adopted = true, dirty = false }

@@ -408,6 +408,24 @@ SELECT 2;]])
       assert.same({ "version", "dirty", "name", "checksum", "applied_at", "duration_ms", "applied_by" }, cols)
     end)
 
+    it("keeps a version-only table with a row per migration as it is (nothing adopted)", function()
+      local name, dir = newdb(), newdir(basic)
+      local db <close> = connect(name)
+      db:exec([[CREATE TABLE schema_migrations (version varchar(128) PRIMARY KEY);
+                INSERT INTO schema_migrations VALUES ('1'), ('2');
+                CREATE TABLE people (id int PRIMARY KEY, name text);
+                CREATE TABLE pets (id int PRIMARY KEY, owner int REFERENCES people);]])
+      local r = mig(name, "dir=" .. dir)
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("database at version 003 %(1 applied%)", r.stdout)
+      local rows = rows_of(db)
+      assert.equal(3, #rows)
+      assert.equal("pets", rows[2].name)
+      assert.equal(digest.sha256_file(dir .. "/002_pets.up.sql"), rows[2].checksum)
+      assert.is_nil(rows[2].applied_by)
+      assert.is_false(rows[3].dirty)
+    end)
+
     it("--dry-run prints the plan with checksums and changes nothing", function()
       local name, dir = newdb(), newdir(basic)
       local r = fix.run({ "--dry-run", "playbooks/migrate.lua", "env=local", "dir=" .. dir }, { PGDATABASE = name })
