@@ -17,12 +17,12 @@ import (
 
 // fault is one injected misbehaviour of the API server.
 type fault struct {
-	Method     string `json:"method"`   // empty or "*" = any
-	Path       string `json:"path"`     // regexp, matched against the path and against path?query
-	Status     int    `json:"status"`   // answer with this Status code
-	Count      int    `json:"count"`    // how many requests it hits; 0 = 1, -1 = until cleared
-	DelayMS    int    `json:"delay_ms"` // stall first (for a watch with reset: stream this long, then cut)
-	Reset      bool   `json:"reset"`    // drop the connection (TCP RST)
+	Method     string `json:"method"`    // empty or "*" = any
+	Path       string `json:"path"`      // regexp, matched against the path and against path?query
+	Status     int    `json:"status"`    // answer with this Status code
+	Count      int    `json:"count"`     // how many requests it hits; 0 = 1, -1 = until cleared
+	DelayMS    int    `json:"delay_ms"`  // stall first (for a watch with reset: stream this long, then cut)
+	Reset      bool   `json:"reset"`     // drop the connection (TCP RST)
 	InStream   bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
 	Message    string `json:"message"`
 	RetryAfter int    `json:"retry_after"` // seconds, for 429/503/504; default 1

@@ -216,6 +216,8 @@ func TestPatchTypesGenerationAndNoOp(t *testing.T) {
 	if code != 200 || get(m, "metadata", "generation") != 3.0 {
 		t.Fatalf("metadata patch: %d %v", code, m)
 	}
+	settle(a.c) // the controllers also write this Deployment
+	_, m, _ = a.do("GET", nsPath+"/web", "", "")
 	rv := get(m, "metadata", "resourceVersion")
 	// No-op: same object, same resourceVersion.
 	code, m, _ = a.do("PATCH", nsPath+"/web", "application/merge-patch+json", `{"metadata":{"labels":{"team":"pt"}}}`)
@@ -482,7 +484,9 @@ func TestContainerEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := obj.(*corev1.Pod)
+	c.kubelet.mu.Lock() // allocIP's lock
 	w := newPodWorker(c.kubelet, p)
+	c.kubelet.mu.Unlock()
 	ct := w.ctrs[0]
 	ct.tag = "v7"
 	env, err := w.containerEnv(ct)
@@ -494,7 +498,8 @@ func TestContainerEnv(t *testing.T) {
 		k, v, _ := strings.Cut(kv, "=")
 		got[k] = v
 	}
-	want := map[string]string{"PGHOST": "127.0.0.1", "PGPASSWORD": "s3cret", "MODE": "blue", "ME": "p", "MY_IP": w.ip,
+	want := map[string]string{"PGHOST": "db.physioflow.internal", // the manifest wins over PodEnv
+		"PGPASSWORD": "s3cret", "MODE": "blue", "ME": "p", "MY_IP": w.ip,
 		"URL": "http://" + w.ip + ":9090/blue", "POD_IP": w.ip, "POD_NAME": "p", "POD_NAMESPACE": "physioflow",
 		"APP_VERSION": "v7", "PORT": "9090", "SANDBOX_BEHAVIORS": c.cfg.BehaviorsFile, "FROM_POD_ENV": "sandbox"}
 	for k, v := range want {
@@ -511,5 +516,4 @@ func TestContainerEnv(t *testing.T) {
 	if _, err := w.containerEnv(ct); err == nil || err.Error() != `secret "nope" not found` {
 		t.Fatalf("missing secret: %v", err)
 	}
-	c.kubelet.release(w)
 }
