@@ -242,6 +242,22 @@ local function bad_input(reason, fmt, ...)
                      message = fmt:format(...) }), 3)
 end
 
+-- The runner wraps each file in a transaction: a COMMIT inside would end
+-- it early and leave the file half applied and unrecorded.
+local function check_tx_control(file, stmts)
+  for _, st in ipairs(stmts) do
+    local c = st.code
+    if c:match("^%s*BEGIN%s*$") or c:match("^%s*BEGIN%s+WORK") or c:match("^%s*BEGIN%s+TRANSACTION")
+      or c:match("^%s*BEGIN%s+ISOLATION") or c:match("^%s*START%s+TRANSACTION")
+      or c:match("^%s*COMMIT%f[^%w]") or c:match("^%s*END%s*$") or c:match("^%s*END%s+WORK") or c:match("^%s*END%s+TRANSACTION")
+      or c:match("^%s*ROLLBACK%s*$") or c:match("^%s*ROLLBACK%s+WORK") or c:match("^%s*ROLLBACK%s+TRANSACTION")
+      or c:match("^%s*ABORT%f[^%w]") then
+      bad_input("TransactionControl", "%s:%d: %s: the runner runs each file in its own transaction; remove "
+        .. "transaction control, or mark the file -- bgrun:no-transaction", file, st.line, st.sql:match("^[^\n]*"))
+    end
+  end
+end
+
 ---Finds the migrations in dir (both layouts), sorted by version. Each:
 ---version, name, file (path), sql, checksum (sha256 hex of the file),
 ---statements, no_transaction, contract, down_file (nil when missing),
@@ -287,10 +303,14 @@ function M.find(dir)
     m.statements = M.split_sql(sql)
     m.no_transaction = has_annotation(sql, "no%-transaction")
     m.contract = has_annotation(sql, "contract")
+    if not m.no_transaction then check_tx_control(m.file, m.statements) end
     m.down_file = downs[version] or (m.layout == "plain" and rollback[version]) or nil
     if m.down_file then
       m.down_sql = read_file(m.down_file)
       if not m.down_sql then bad_input("NotReadable", "cannot read %s", m.down_file) end
+      if not has_annotation(m.down_sql, "no%-transaction") then
+        check_tx_control(m.down_file, M.split_sql(m.down_sql))
+      end
     end
     list[#list + 1] = m
   end

@@ -151,6 +151,19 @@ SELECT 2;]])
       assert.equal("NotFound", e.reason)
     end)
 
+    it("refuses transaction control inside a transactional file", function()
+      local dir = newdir { ["001_a.sql"] = "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);" }
+      local ok, e = pcall(migrate.find, dir)
+      assert.is_false(ok)
+      assert.equal("usage", e.code)
+      assert.equal("TransactionControl", e.reason)
+      assert.matches(dir .. "/001_a.sql:2: COMMIT;", e.message, 1, true)
+      fix.write(dir .. "/001_a.sql", "-- bgrun:no-transaction\nBEGIN;\nCREATE TABLE a (id int);\nCOMMIT;")
+      assert.equal(1, #migrate.find(dir))
+      fix.write(dir .. "/001_a.sql", "SAVEPOINT s;\nROLLBACK TO SAVEPOINT s;\nCREATE FUNCTION f() RETURNS int LANGUAGE sql BEGIN ATOMIC SELECT 1; END;")
+      assert.equal(1, #migrate.find(dir))
+    end)
+
     it("warns about contract-breaking changes unless annotated", function()
       local dir = newdir {
         ["001_a.sql"] = "ALTER TABLE t DROP COLUMN c;\nALTER TABLE t RENAME COLUMN a TO b;\n"
