@@ -522,12 +522,36 @@ static int is_bgrun_option(const char *k)
 	return strcmp(k, "statement_timeout") == 0;
 }
 
-static int known_keyword(const PQconninfoOption *defs, const char *k)
+/* (pcall'd) options -> {keyword = value} for the options that have a
+ * value, or with a boolean upvalue {keyword = true} for all of them. */
+static int options_to_table(lua_State *L)
 {
-	for (const PQconninfoOption *o = defs; o && o->keyword; o++)
-		if (strcmp(o->keyword, k) == 0)
-			return 1;
-	return 0;
+	const PQconninfoOption *opts = lua_touserdata(L, 1);
+	int all = lua_toboolean(L, lua_upvalueindex(1));
+	lua_newtable(L);
+	for (const PQconninfoOption *o = opts; o && o->keyword; o++) {
+		if (all)
+			lua_pushboolean(L, 1);
+		else if (o->val)
+			lua_pushstring(L, o->val);
+		else
+			continue;
+		lua_setfield(L, -2, o->keyword);
+	}
+	return 1;
+}
+
+/* Pushes the table of opts and frees opts, also when pushing fails (out
+ * of memory): converted in protected mode, freed, then re-raised. */
+static void push_options_free(lua_State *L, PQconninfoOption *opts, int all)
+{
+	lua_pushboolean(L, all);
+	lua_pushcclosure(L, options_to_table, 1);
+	lua_pushlightuserdata(L, opts);
+	int st = lua_pcall(L, 1, 1, 0);
+	PQconninfoFree(opts);
+	if (st != LUA_OK)
+		lua_error(L);
 }
 
 /* Looks for a password in a conninfo string or URI we could not parse, so
@@ -546,22 +570,29 @@ static int may_hold_password(const char *s)
 	return 0;
 }
 
+static lua_Integer check_stmt_timeout(lua_State *L, int arg)
+{
+	if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+		luaL_argerror(L, arg, "statement_timeout must be a non-negative integer (milliseconds)");
+	return lua_tointeger(L, -1);
+}
+
 /* Checks the arguments of connect and leaves, at stack index `kv`, a table
  * {keyword = value} of libpq settings; returns statement_timeout (ms, or -1).
  * Raises only playbook mistakes, before anything is acquired. */
 static lua_Integer connect_args(lua_State *L, int *kv)
 {
 	lua_Integer stmt_timeout = -1;
-	lua_settop(L, 2); /* 1: conninfo, 2: options (or nil), 3: settings */
+	lua_settop(L, 2); /* 1: conninfo, 2: options (or nil), 3: known, 4: settings */
 	PQconninfoOption *defs = PQconndefaults();
 	if (defs == NULL)
 		luaL_error(L, "postgres.connect: out of memory");
-	lua_newtable(L);
-	*kv = lua_gettop(L);
-	char *perr = NULL;
+	push_options_free(L, defs, 1);
+	int known = lua_gettop(L);
 	int t = lua_type(L, 1);
 	if (t == LUA_TSTRING) {
 		const char *s = lua_tostring(L, 1);
+		char *perr = NULL;
 		PQconninfoOption *opts = PQconninfoParse(s, &perr);
 		if (opts == NULL) {
 			char msg[512];
@@ -571,60 +602,43 @@ static lua_Integer connect_args(lua_State *L, int *kv)
 				snprintf(msg, sizeof msg, "invalid connection string: %s", perr ? perr : "out of memory");
 			if (perr)
 				PQfreemem(perr);
-			PQconninfoFree(defs);
 			luaL_argerror(L, 1, msg);
 		}
-		for (PQconninfoOption *o = opts; o->keyword; o++) {
-			if (o->val) {
-				lua_pushstring(L, o->val);
-				lua_setfield(L, *kv, o->keyword);
-			}
-		}
-		PQconninfoFree(opts);
-	} else if (t == LUA_TTABLE || t == LUA_TNONE || t == LUA_TNIL) {
-		if (t == LUA_TTABLE) {
-			lua_pushnil(L);
-			while (lua_next(L, 1)) {
-				if (lua_type(L, -2) != LUA_TSTRING) {
-					PQconninfoFree(defs);
-					luaL_argerror(L, 1, "keys must be libpq keywords (strings)");
-				}
-				const char *k = lua_tostring(L, -2);
-				if (is_bgrun_option(k)) {
-					lua_pop(L, 1);
-					continue;
-				}
-				if (!known_keyword(defs, k)) {
-					lua_pushfstring(L, "unknown connection option '%s'", k);
-					PQconninfoFree(defs);
-					luaL_argerror(L, 1, lua_tostring(L, -1));
-				}
-				int vt = lua_type(L, -1);
-				if (vt == LUA_TBOOLEAN) {
-					lua_pushstring(L, lua_toboolean(L, -1) ? "1" : "0");
-				} else if (vt == LUA_TSTRING || vt == LUA_TNUMBER) {
-					lua_pushstring(L, lua_tostring(L, -1));
-				} else {
-					lua_pushfstring(L, "option '%s' must be a string or number, got %s", k, luaL_typename(L, -1));
-					PQconninfoFree(defs);
-					luaL_argerror(L, 1, lua_tostring(L, -1));
-				}
-				lua_setfield(L, *kv, k);
+		push_options_free(L, opts, 0);
+	} else if (t == LUA_TTABLE) {
+		lua_newtable(L);
+		lua_pushnil(L);
+		while (lua_next(L, 1)) {
+			if (lua_type(L, -2) != LUA_TSTRING)
+				luaL_argerror(L, 1, "keys must be libpq keywords (strings)");
+			const char *k = lua_tostring(L, -2);
+			if (is_bgrun_option(k)) {
 				lua_pop(L, 1);
+				continue;
 			}
-			if (lua_getfield(L, 1, "statement_timeout") != LUA_TNIL) {
-				if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0) {
-					PQconninfoFree(defs);
-					luaL_argerror(L, 1, "statement_timeout must be a non-negative integer (milliseconds)");
-				}
-				stmt_timeout = lua_tointeger(L, -1);
-			}
+			if (lua_getfield(L, known, k) == LUA_TNIL)
+				luaL_argerror(L, 1, lua_pushfstring(L, "unknown connection option '%s'", k));
+			lua_pop(L, 1);
+			int vt = lua_type(L, -1);
+			if (vt == LUA_TBOOLEAN)
+				lua_pushstring(L, lua_toboolean(L, -1) ? "1" : "0");
+			else if (vt == LUA_TSTRING || vt == LUA_TNUMBER)
+				lua_pushstring(L, lua_tostring(L, -1));
+			else
+				luaL_argerror(L, 1, lua_pushfstring(L, "option '%s' must be a string or number, got %s", k,
+				                                    luaL_typename(L, -1)));
+			lua_setfield(L, -4, k);
 			lua_pop(L, 1);
 		}
+		if (lua_getfield(L, 1, "statement_timeout") != LUA_TNIL)
+			stmt_timeout = check_stmt_timeout(L, 1);
+		lua_pop(L, 1);
+	} else if (t == LUA_TNONE || t == LUA_TNIL) {
+		lua_newtable(L);
 	} else {
-		PQconninfoFree(defs);
 		luaL_typeerror(L, 1, "connection string or table");
 	}
+	*kv = lua_gettop(L);
 	/* A server that vanishes (network partition, killed VM) is noticed in
 	 * about a minute instead of hanging a deploy on TCP's defaults. */
 	static const char *const net_defaults[][2] = {
@@ -633,13 +647,13 @@ static lua_Integer connect_args(lua_State *L, int *kv)
 	};
 	for (size_t i = 0; i < sizeof net_defaults / sizeof net_defaults[0]; i++) {
 		int absent = lua_getfield(L, *kv, net_defaults[i][0]) == LUA_TNIL;
-		lua_pop(L, 1);
-		if (absent && known_keyword(defs, net_defaults[i][0])) {
+		int supported = lua_getfield(L, known, net_defaults[i][0]) != LUA_TNIL;
+		lua_pop(L, 2);
+		if (absent && supported) {
 			lua_pushstring(L, net_defaults[i][1]);
 			lua_setfield(L, *kv, net_defaults[i][0]);
 		}
 	}
-	PQconninfoFree(defs);
 	if (!lua_isnoneornil(L, 2)) {
 		luaL_checktype(L, 2, LUA_TTABLE);
 		lua_pushnil(L);
@@ -648,11 +662,8 @@ static lua_Integer connect_args(lua_State *L, int *kv)
 			if (lua_type(L, -1) != LUA_TSTRING || !is_bgrun_option(lua_tostring(L, -1)))
 				luaL_argerror(L, 2, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
 		}
-		if (lua_getfield(L, 2, "statement_timeout") != LUA_TNIL) {
-			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-				luaL_argerror(L, 2, "statement_timeout must be a non-negative integer (milliseconds)");
-			stmt_timeout = lua_tointeger(L, -1);
-		}
+		if (lua_getfield(L, 2, "statement_timeout") != LUA_TNIL)
+			stmt_timeout = check_stmt_timeout(L, 2);
 		lua_pop(L, 1);
 	}
 	/* libpq uses application_name if given (or PGAPPNAME), else this */
