@@ -68,7 +68,7 @@ return playbook {
     local taken = step("back up the database", function()
       local b = backup.create { env = args.env, database = env.database, dir = env.backups,
                                 label = "pre-migration-" .. args.tag, pinned = true, version = current }
-      if not b.dry_run then backup.verify(b.path, b.path:gsub("%.tar%.gz$", "") .. ".verify") end
+      if not b.dry_run then backup.verify(b.path) end
       return b
     end)
     print("backup: " .. taken.path)

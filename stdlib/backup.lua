@@ -152,10 +152,18 @@ end
 
 ---Unpacks a backup into dir and checks every file against metadata.json.
 ---Raises {code="checksum_mismatch"} naming the file. Returns the metadata.
+---Without dir it unpacks into a temporary directory it removes again.
 ---@param path string the .tar.gz
----@param dir string an empty directory to unpack into
+---@param dir string? an empty directory to unpack into
 ---@return table metadata
 function M.verify(path, dir)
+  if dir == nil then
+    local tmp = must(proc.run({ "mktemp", "-d" }, { readonly = true }), "mktemp").stdout:gsub("%s+$", "")
+    local ok, res = pcall(M.verify, path, tmp)
+    proc.run({ "rm", "-rf", tmp }, { readonly = true })
+    if not ok then error(res, 0) end
+    return res
+  end
   if not io.open(path) then
     raise { op = "verify " .. path, code = "not_found", reason = "NotFound",
             message = ("backup %s does not exist"):format(path) }

@@ -152,7 +152,7 @@ function M.acquire(c, opts)
 
   ---Renews the lease; raises if somebody else took it meanwhile.
   function handle.renew()
-    if released then return end
+    if released or bgrun.dry_run() then return end -- a dry run stored no lease
     local lease = c:get("lease", name, kopts)
     if lease == nil or (lease.spec or {}).holderIdentity ~= me then
       raise { op = "renew " .. name, code = "lost", reason = "LockLost",
@@ -165,7 +165,7 @@ function M.acquire(c, opts)
 
   ---Releases the lease (holderIdentity emptied, guarded by resourceVersion).
   function handle.release()
-    if released then return end
+    if released or bgrun.dry_run() then return end
     local lease = c:get("lease", name, kopts)
     if lease and (lease.spec or {}).holderIdentity == me then
       lease.spec.holderIdentity = ""

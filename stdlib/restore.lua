@@ -113,7 +113,7 @@ function M.restore(opts)
                                     kept_as = old })
     return { version = metadata.migration_version, old_database = old, database = target }
   end)
-  proc.run({ "rm", "-rf", work })
+  proc.run({ "rm", "-rf", work }, { readonly = true }) -- our own scratch space
   if not ok then error(res, 0) end
   return res
 end
