@@ -98,28 +98,12 @@ describe("postgres", function()
     end)
 
     it("gives up after connect_timeout on a server that never answers", function()
-      -- a listener that accepts and stays silent
-      local dir = fix.tmpdir()
-      local port_file = dir .. "/port"
-      local r = proc.run({ "sh", "-c", [[python3 -c '
-import socket, sys, time
-s = socket.socket(); s.bind(("127.0.0.1", 0)); s.listen(5)
-open(sys.argv[1], "w").write(str(s.getsockname()[1]))
-conns = []
-end = time.time() + 20
-while time.time() < end:
-    s.settimeout(1)
-    try: conns.append(s.accept())
-    except Exception: pass
-' "$1" >/dev/null 2>&1 & echo $!]], "sh", port_file })
-      local pid = r.stdout:match("%d+")
-      assert.truthy(fix.wait_for(5, function() local f = io.open(port_file) if f then local p = f:read("a") f:close() return p ~= "" end end))
-      local port = fix.read(port_file)
+      local l = fix.silent_listener(20)
+      local port = l.port
       local t0 = bgrun.now()
       local e = catch(postgres.connect, { host = "127.0.0.1", port = port, connect_timeout = 1, sslmode = "disable" })
       local took = bgrun.now() - t0
-      proc.run({ "kill", pid })
-      os.execute(("rm -rf %q"):format(dir))
+      l.stop()
       assert.equal("Timeout", e.reason)
       assert.equal("08001", e.code)
       assert.is_true(took >= 0.9 and took < 5, "took " .. took)
@@ -540,6 +524,40 @@ while time.time() < end:
       assert.is_true(took < 10, "stopped within 10s, took " .. took)
       assert.matches("interrupted", err)
       assert.truthy(gone(app), "the backend is gone")
+    end)
+
+    it("stops connecting on SIGINT", function()
+      local l = fix.silent_listener(30)
+      local dir = fix.tmpdir()
+      local r = proc.run({ "sh", "-c", [[
+        ( PGDATABASE="$3" "$1" --log-format json "$2" "code=$5" >"$4/out" 2>"$4/err" &
+          echo $! >"$4/pid"; wait $!; echo $? >"$4/rc" ) >/dev/null 2>&1 &
+      ]], "sh", fix.bgrun, fix.fixtures .. "/pg_eval.lua", dbname, dir,
+        ("print('connecting'); io.stdout:flush(); postgres.connect{host='127.0.0.1', port=%d, connect_timeout=30, sslmode='disable'}"):format(l.port) },
+        { cwd = fix.root })
+      assert.equal(0, r.code)
+      assert.truthy(fix.wait_for(20, function()
+        local f = io.open(dir .. "/out")
+        if not f then return false end
+        local s = f:read("a"); f:close()
+        return s:find("connecting", 1, true) ~= nil
+      end))
+      bgrun.sleep(0.5)
+      local t0 = bgrun.now()
+      proc.run({ "kill", "-INT", fix.read(dir .. "/pid"):match("%d+") })
+      local rc = fix.wait_for(10, function()
+        local f = io.open(dir .. "/rc")
+        if not f then return nil end
+        local s = f:read("a"); f:close()
+        return tonumber(s:match("%d+"))
+      end)
+      local took = bgrun.now() - t0
+      local err = fix.read(dir .. "/err")
+      l.stop()
+      os.execute(("rm -rf %q"):format(dir))
+      assert.equal(130, rc, err)
+      assert.is_true(took < 5, "took " .. took)
+      assert.matches("interrupted", err, 1, true)
     end)
 
     it("rolls back a transaction interrupted by SIGINT", function()
