@@ -386,11 +386,7 @@ func (c *Cluster) syncDeployment(d *appsv1.Deployment, rsAll []runtime.Object) {
 		sel.MatchLabels[podTemplateHashLabel] = hash
 		rs := &appsv1.ReplicaSet{
 			ObjectMeta: metav1.ObjectMeta{Name: d.Name + "-" + hash, Namespace: d.Namespace, Labels: tmpl.Labels,
-				Annotations: map[string]string{
-					revisionAnnotation:        strconv.FormatInt(maxOldRev+1, 10),
-					desiredReplicasAnnotation: strconv.Itoa(int(desired)),
-					maxReplicasAnnotation:     strconv.Itoa(int(desired + surge)),
-				},
+				Annotations: rsAnnotations(d, maxOldRev+1, desired, surge),
 				OwnerReferences: []metav1.OwnerReference{{APIVersion: "apps/v1", Kind: "Deployment", Name: d.Name, UID: d.UID,
 					Controller: ptr(true), BlockOwnerDeletion: ptr(true)}}},
 			Spec: appsv1.ReplicaSetSpec{Replicas: &replicas, MinReadySeconds: d.Spec.MinReadySeconds, Selector: sel, Template: *tmpl},
@@ -457,6 +453,24 @@ func (c *Cluster) syncDeployment(d *appsv1.Deployment, rsAll []runtime.Object) {
 	}
 	c.updateDeploymentStatus(d, newRS, old, nil)
 	c.cleanupOldReplicaSets(d, old)
+}
+
+// rsAnnotations copies the Deployment's annotations (change-cause and
+// the like) to a new ReplicaSet, as the controller does, plus its own.
+func rsAnnotations(d *appsv1.Deployment, rev int64, desired, surge int32) map[string]string {
+	out := map[string]string{}
+	for k, v := range d.Annotations {
+		switch k {
+		case "kubectl.kubernetes.io/last-applied-configuration", revisionAnnotation, "deployment.kubernetes.io/revision-history",
+			desiredReplicasAnnotation, maxReplicasAnnotation:
+			continue
+		}
+		out[k] = v
+	}
+	out[revisionAnnotation] = strconv.FormatInt(rev, 10)
+	out[desiredReplicasAnnotation] = strconv.Itoa(int(desired))
+	out[maxReplicasAnnotation] = strconv.Itoa(int(desired + surge))
+	return out
 }
 
 func (c *Cluster) scaleRS(d *appsv1.Deployment, rs *appsv1.ReplicaSet, n int32) {

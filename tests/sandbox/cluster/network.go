@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"fmt"
+	"hash/fnv"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -215,14 +216,15 @@ type backend struct {
 
 // backends computes, at this instant, the ready pods behind a service
 // port: the current selector and readiness decide each new connection.
-func (n *network) backends(ns, name, portName string) []backend {
+func (n *network) backends(ns, name, portName string) ([]backend, bool) {
 	o, err := n.c.store.get(resServices, ns, name)
 	if err != nil {
-		return nil
+		return nil, false
 	}
 	svc := o.(*corev1.Service)
+	affinity := svc.Spec.SessionAffinity == corev1.ServiceAffinityClientIP
 	if svc.Spec.Selector == nil {
-		return n.manualBackends(ns, name, portName)
+		return n.manualBackends(ns, name, portName), affinity
 	}
 	var sp *corev1.ServicePort
 	for i := range svc.Spec.Ports {
@@ -231,7 +233,7 @@ func (n *network) backends(ns, name, portName string) []backend {
 		}
 	}
 	if sp == nil {
-		return nil
+		return nil, false
 	}
 	sel := labels.SelectorFromSet(svc.Spec.Selector)
 	pods, _ := n.c.store.list(resPods, ns)
@@ -245,7 +247,7 @@ func (n *network) backends(ns, name, portName string) []backend {
 			out = append(out, backend{p.Status.PodIP, port})
 		}
 	}
-	return out
+	return out, affinity
 }
 
 // manualBackends serves selector-less services from their Endpoints.
@@ -297,7 +299,7 @@ func (n *network) serveProxy(p *svcProxy, pp *portProxy) {
 }
 
 func (n *network) forward(p *svcProxy, pp *portProxy, client net.Conn) {
-	bs := n.backends(p.ns, p.name, pp.name)
+	bs, affinity := n.backends(p.ns, p.name, pp.name)
 	if len(bs) == 0 {
 		// No endpoints: refuse, as kube-proxy's REJECT rule does.
 		if tc, ok := client.(*net.TCPConn); ok {
@@ -308,6 +310,12 @@ func (n *network) forward(p *svcProxy, pp *portProxy, client net.Conn) {
 	}
 	sort.Slice(bs, func(i, j int) bool { return bs[i].ip < bs[j].ip })
 	start := pp.rr.Add(1)
+	if affinity {
+		// sessionAffinity ClientIP: one client address, one backend.
+		h := fnv.New32a()
+		h.Write([]byte(client.RemoteAddr().(*net.TCPAddr).IP.String()))
+		start = uint64(h.Sum32())
+	}
 	var upstream net.Conn
 	for i := 0; i < len(bs); i++ {
 		b := bs[(start+uint64(i))%uint64(len(bs))]
