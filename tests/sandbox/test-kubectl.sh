@@ -363,6 +363,13 @@ check "watch from a too-old resourceVersion: ERROR 410 Expired" sh -c "
 	out=\$(curl -s --max-time 5 --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' '$server/api/v1/namespaces/$NS/configmaps?watch=true&resourceVersion=2')
 	echo \"\$out\" | grep -q '\"type\":\"ERROR\".*\"reason\":\"Expired\".*\"code\":410'"
 
+check "with expired_as_http the too-old watch is an HTTP 410" sh -c "
+	curl -sf -X PUT '$SANDBOX_ADMIN_URL/settings' -d '{\"expired_as_http\":true}' >/dev/null || exit 1
+	out=\$(curl -s --max-time 5 --cacert '$work/ca.crt' -H 'Authorization: Bearer $tok' -w ' %{http_code}' \
+		'$server/api/v1/namespaces/$NS/configmaps?watch=true&resourceVersion=2')
+	curl -sf -X PUT '$SANDBOX_ADMIN_URL/settings' -d '{\"expired_as_http\":false}' >/dev/null
+	echo \"\$out\" | grep -q '^{\"kind\":\"Status\".*\"reason\":\"Expired\".*\"code\":410} 410\$'"
+
 # ---- faults -----------------------------------------------------------------
 
 fault() { curl -sf -X POST "$SANDBOX_ADMIN_URL/faults" -d "$1" >/dev/null; }

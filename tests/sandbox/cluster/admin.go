@@ -29,6 +29,20 @@ type fault struct {
 	re         *regexp.Regexp
 }
 
+// settings are the API server's tunables, changeable through the admin API
+// so tests can provoke rare behaviour quickly.
+type settings struct {
+	HistoryWindow      int  `json:"history_window"`       // watch events kept per resource (default 1000)
+	BookmarkIntervalMS int  `json:"bookmark_interval_ms"` // idle BOOKMARK period (default 1000)
+	ExpiredAsHTTP      bool `json:"expired_as_http"`      // too-old watch: HTTP 410 instead of an ERROR event
+}
+
+func (c *Cluster) expiredAsHTTP() bool {
+	c.settingsMu.Lock()
+	defer c.settingsMu.Unlock()
+	return c.settings.ExpiredAsHTTP
+}
+
 type faultSet struct {
 	mu   sync.Mutex
 	list []*fault
@@ -216,6 +230,29 @@ func (c *Cluster) adminHandler() http.Handler {
 			return
 		}
 		writeJSON(w, 200, map[string]string{"killed": r.PathValue("ns") + "/" + r.PathValue("name")})
+	})
+	mux.HandleFunc("GET /settings", func(w http.ResponseWriter, r *http.Request) {
+		c.settingsMu.Lock()
+		defer c.settingsMu.Unlock()
+		writeJSON(w, 200, c.settings)
+	})
+	mux.HandleFunc("PUT /settings", func(w http.ResponseWriter, r *http.Request) {
+		c.settingsMu.Lock()
+		next := c.settings
+		c.settingsMu.Unlock()
+		if err := json.NewDecoder(r.Body).Decode(&next); err != nil {
+			http.Error(w, err.Error(), 400)
+			return
+		}
+		if next.HistoryWindow < 1 || next.BookmarkIntervalMS < 10 {
+			http.Error(w, "history_window must be >= 1 and bookmark_interval_ms >= 10", 400)
+			return
+		}
+		c.settingsMu.Lock()
+		c.settings = next
+		c.settingsMu.Unlock()
+		c.store.setWindow(next.HistoryWindow)
+		writeJSON(w, 200, next)
 	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux

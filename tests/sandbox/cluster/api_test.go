@@ -517,3 +517,32 @@ func TestContainerEnv(t *testing.T) {
 		t.Fatalf("missing secret: %v", err)
 	}
 }
+
+func TestSettingsShrinkWindowAndHTTP410(t *testing.T) {
+	a := startTest(t)
+	put := func(body string) int {
+		req, _ := http.NewRequest("PUT", a.c.AdminURL()+"/settings", strings.NewReader(body))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if put(`{"history_window":3,"expired_as_http":true}`) != 200 {
+		t.Fatal("PUT /settings")
+	}
+	cm := "/api/v1/namespaces/physioflow/configmaps"
+	_, m, _ := a.do("POST", cm, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"s"}}`)
+	rv := get(m, "metadata", "resourceVersion").(string)
+	for i := 0; i < 5; i++ {
+		a.do("PATCH", cm+"/s", "application/merge-patch+json", fmt.Sprintf(`{"data":{"i":"%d"}}`, i))
+	}
+	code, m, _ := a.do("GET", cm+"?watch=true&resourceVersion="+rv, "", "")
+	if code != 410 || m["reason"] != "Expired" {
+		t.Fatalf("HTTP 410: %d %v", code, m)
+	}
+	if put(`{"history_window":0}`) != 400 {
+		t.Fatal("bad settings accepted")
+	}
+}

@@ -1031,6 +1031,10 @@ func (c *Cluster) serveWatch(req *apiReq) {
 	}
 	bookmarks := isTrue(req.q.Get("allowWatchBookmarks"))
 	w, werr := c.store.watch(res, req.ns, from, bookmarks)
+	if werr != nil && c.expiredAsHTTP() {
+		writeError(req.w, apierrors.NewResourceExpired(werr.Error()))
+		return
+	}
 	req.w.Header().Set("Content-Type", "application/json")
 	req.w.Header().Set("Cache-Control", "no-cache, private")
 	req.w.WriteHeader(200)

@@ -48,6 +48,8 @@ type Cluster struct {
 	logMu      sync.Mutex
 	logFile    *os.File
 	trigger    chan struct{}
+	settingsMu sync.Mutex
+	settings   settings
 	eventsMu   sync.Mutex
 	eventNames map[string]string // aggregation key -> Event name
 	stop       chan struct{}
@@ -66,7 +68,8 @@ func Start(cfg Config) (*Cluster, error) {
 		return nil, err
 	}
 	cfg.Dir = dir
-	c := &Cluster{cfg: cfg, store: newStore(), trigger: make(chan struct{}, 1), stop: make(chan struct{})}
+	c := &Cluster{cfg: cfg, store: newStore(), trigger: make(chan struct{}, 1), stop: make(chan struct{}),
+		settings: settings{HistoryWindow: historyWindow, BookmarkIntervalMS: 1000}}
 	c.store.changed = func(*resource) { c.kick() }
 	c.net = newNetwork(c)
 	c.kubelet = newKubelet(c)
@@ -167,13 +170,14 @@ func (c *Cluster) kick() {
 
 func (c *Cluster) bookmarkLoop() {
 	defer c.wg.Done()
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
+		c.settingsMu.Lock()
+		every := time.Duration(c.settings.BookmarkIntervalMS) * time.Millisecond
+		c.settingsMu.Unlock()
 		select {
 		case <-c.stop:
 			return
-		case <-t.C:
+		case <-time.After(every):
 			c.store.bookmark()
 		}
 	}

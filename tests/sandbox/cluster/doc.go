@@ -59,6 +59,13 @@
 //	GET    /stats   {"GET /api/v1/namespaces/ns/services/x": 3, ...}
 //	DELETE /stats
 //	POST   /pods/{namespace}/{name}/kill   SIGKILL the pod's processes
+//	GET    /settings
+//	PUT    /settings {"history_window":1000,"bookmark_interval_ms":1000,
+//	                  "expired_as_http":false}
+//
+// The settings shrink the watch window (to provoke 410s cheaply), change
+// the bookmark period, or answer a too-old watch with an HTTP 410 instead
+// of an ERROR event.
 //
 // A fault matches the method ("" or "*" for any) and a regexp found in the
 // path or in path?query, and hits the next count requests (-1: until

@@ -52,6 +52,22 @@ type store struct {
 	objs    map[*resource]map[string]runtime.Object
 	hist    map[*resource]*history
 	changed func(res *resource) // called after every write, outside the lock
+	window  int                 // history window; 0 = historyWindow
+}
+
+func (s *store) windowSize() int {
+	if s.window > 0 {
+		return s.window
+	}
+	return historyWindow
+}
+
+// setWindow changes the history window (admin settings); a smaller window
+// takes effect at each resource's next write.
+func (s *store) setWindow(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.window = n
 }
 
 func newStore() *store {
@@ -80,8 +96,8 @@ func (s *store) histFor(res *resource) *history {
 func (s *store) record(res *resource, ev watchEvent) {
 	h := s.histFor(res)
 	h.events = append(h.events, ev)
-	if len(h.events) > historyWindow {
-		drop := len(h.events) - historyWindow
+	if window := s.windowSize(); len(h.events) > window {
+		drop := len(h.events) - window
 		h.floor = h.events[drop-1].RV
 		h.events = append([]watchEvent(nil), h.events[drop:]...)
 	}
