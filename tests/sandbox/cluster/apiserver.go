@@ -546,6 +546,12 @@ func (c *Cluster) updateObject(res *resource, ns, name, sub string, dryRun bool,
 			old := cur.(*corev1.Service)
 			if svc.Spec.ClusterIP == "" {
 				svc.Spec.ClusterIP, svc.Spec.ClusterIPs = old.Spec.ClusterIP, old.Spec.ClusterIPs
+			} else if old.Spec.ClusterIP != "" && svc.Spec.ClusterIP != old.Spec.ClusterIP {
+				return nil, apierrors.NewInvalid(schema.GroupKind{Kind: "Service"}, name, field.ErrorList{
+					field.Invalid(field.NewPath("spec", "clusterIPs").Index(0), svc.Spec.ClusterIP, "may not change once set")})
+			}
+			if len(svc.Spec.ClusterIPs) == 0 {
+				svc.Spec.ClusterIPs = old.Spec.ClusterIPs
 			}
 		}
 		if res.defaults != nil {
