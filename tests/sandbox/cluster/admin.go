@@ -25,7 +25,7 @@ type fault struct {
 	Reset      bool   `json:"reset"`     // drop the connection (TCP RST)
 	InStream   bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
 	Message    string `json:"message"`
-	RetryAfter int    `json:"retry_after"` // seconds, for 429/503/504; default 1
+	RetryAfter *int   `json:"retry_after"` // seconds (Retry-After), for 429/503/504; default 1 for 429, 0 = none
 	re         *regexp.Regexp
 }
 
@@ -137,8 +137,10 @@ func faultError(r *http.Request, f *fault) error {
 	if msg == "" {
 		msg = "injected fault"
 	}
-	retry := f.RetryAfter
-	if retry <= 0 {
+	retry := 0
+	if f.RetryAfter != nil {
+		retry = max(*f.RetryAfter, 0)
+	} else if f.Status == 429 {
 		retry = 1
 	}
 	switch f.Status {

@@ -546,3 +546,18 @@ func TestSettingsShrinkWindowAndHTTP410(t *testing.T) {
 		t.Fatal("bad settings accepted")
 	}
 }
+
+func TestVersionsBeforeStartAreExpired(t *testing.T) {
+	a := startTest(t)
+	evs := watchLines(t, a, "/api/v1/namespaces/physioflow/configmaps?watch=true&resourceVersion=1", 1)
+	if evs[0]["type"] != "ERROR" || get(evs[0], "object", "reason") != "Expired" {
+		t.Fatalf("watch from 1: %v", evs)
+	}
+	_, m, _ := a.do("GET", "/api/v1/namespaces", "", "")
+	rv := get(m, "metadata", "resourceVersion").(string)
+	a.do("POST", "/api/v1/namespaces/physioflow/configmaps", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"after"}}`)
+	evs = watchLines(t, a, "/api/v1/namespaces/physioflow/configmaps?watch=true&resourceVersion="+rv, 1)
+	if evs[0]["type"] != "ADDED" {
+		t.Fatalf("watch from the list's version: %v", evs)
+	}
+}

@@ -102,6 +102,7 @@ func Start(cfg Config) (*Cluster, error) {
 	if _, err := c.store.create(resNodes, node, false); err != nil {
 		return nil, err
 	}
+	c.store.startWatchCache()
 	if c.apiLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
 		return nil, err
 	}

@@ -372,6 +372,18 @@ func (s *store) bookmark() {
 	}
 }
 
+// startWatchCache forgets the history so far: like a freshly started
+// watch cache, the server can only resume from versions at or after this
+// point, and anything older (such as "1") is 410 Expired.
+func (s *store) startWatchCache() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range s.hist {
+		h.events = nil
+		h.floor = s.rv
+	}
+}
+
 // floorOf is the oldest resourceVersion a list continue token or watch may
 // still use for a resource.
 func (s *store) floorOf(res *resource) uint64 {
