@@ -17,6 +17,7 @@ import (
 	"time"
 
 	jsonpatch "gopkg.in/evanphx/json-patch.v4"
+	sigsjson "sigs.k8s.io/json"
 	appsv1 "k8s.io/api/apps/v1"
 	autoscalingv1 "k8s.io/api/autoscaling/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -375,7 +376,32 @@ func (c *Cluster) decodeBody(req *apiReq) (runtime.Object, error) {
 	if ct, _, _ := mime.ParseMediaType(req.r.Header.Get("Content-Type")); ct == protobufType {
 		return decodeProtobuf(req.res, b)
 	}
-	return decodeChecked(req.res, b)
+	obj, err := decodeChecked(req.res, b)
+	if err != nil {
+		return nil, err
+	}
+	// fieldValidation: Strict rejects unknown and duplicate fields, Warn
+	// (the default) reports them in Warning headers, Ignore does neither.
+	mode := req.q.Get("fieldValidation")
+	if mode == "Ignore" {
+		return obj, nil
+	}
+	strict, _ := sigsjson.UnmarshalStrict(b, req.res.newObj(), sigsjson.DisallowDuplicateFields, sigsjson.DisallowUnknownFields)
+	if len(strict) == 0 {
+		return obj, nil
+	}
+	if mode == "Strict" {
+		msgs := make([]string, len(strict))
+		for i, e := range strict {
+			msgs[i] = e.Error()
+		}
+		return nil, apierrors.NewBadRequest(fmt.Sprintf("%s in version %q cannot be handled as a %s: strict decoding error: %s",
+			req.res.kind, req.res.version, req.res.kind, strings.Join(msgs, ", ")))
+	}
+	for _, e := range strict {
+		req.w.Header().Add("Warning", fmt.Sprintf("299 - %q", e.Error()))
+	}
+	return obj, nil
 }
 
 const protobufType = "application/vnd.kubernetes.protobuf"
