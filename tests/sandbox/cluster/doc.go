@@ -34,8 +34,8 @@
 // Config.PodEnv, plus POD_IP, POD_NAME, POD_NAMESPACE, APP_VERSION=TAG,
 // PORT (first containerPort, else 8080) and SANDBOX_BEHAVIORS. Each pod
 // has its own address in 127.10.0.0/16. Readiness, liveness and startup
-// probes run (periods capped at 1 s; an unready container is probed every
-// 250 ms). Exits restart with back-off from 1 s doubling to 10 s
+// probes run (readiness and startup periods capped at 1 s, an unready
+// container probed every 250 ms; liveness at its own period). Exits restart with back-off from 1 s doubling to 10 s
 // (CrashLoopBackOff); other images stay in ErrImagePull/ImagePullBackOff.
 // Logs live in Dir/pods/NS_NAME_UID/CONTAINER/RUN.log. Deletion sends
 // SIGTERM, then SIGKILL at the grace period's end. Init containers are not
