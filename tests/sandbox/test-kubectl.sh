@@ -319,6 +319,17 @@ check "logs --previous shows the killed run" sh -c "
 	wait() { kubectl -n $NS get pod $pod -o jsonpath='{.status.containerStatuses[0].ready}' | grep -qx true; }
 	for i in \$(seq 50); do wait && break; sleep 0.2; done
 	kubectl -n $NS logs $pod --previous >/dev/null"
+check "set image on a pod restarts its container with the new version" sh -c "
+	kubectl -n $NS run solo --image=registry.local/physioflow-api:s1 --port=8080 >/dev/null &&
+	kubectl -n $NS wait --for=condition=Ready pod/solo --timeout=30s >/dev/null &&
+	kubectl -n $NS set image pod/solo solo=registry.local/physioflow-api:s2 >/dev/null &&
+	ip=\$(kubectl -n $NS get pod solo -o jsonpath='{.status.podIP}')
+	for i in \$(seq 50); do
+		curl -sf --max-time 1 http://\$ip:8080/health 2>/dev/null | grep -q '\"version\":\"s2\"' &&
+		[ \"\$(kubectl -n $NS get pod solo -o jsonpath='{.status.containerStatuses[0].restartCount}')\" = 1 ] && exit 0
+		sleep 0.2
+	done; exit 1"
+kubectl -n "$NS" delete pod solo --wait=false >/dev/null 2>&1
 echo '{"crashy": {"crash_after_s": 0.3, "exit_code": 3}}' >"$work/behaviors.json"
 if [ -n "${SANDBOX_BEHAVIORS:-}" ]; then
 	# Merge our entry into the sandbox's behaviours file.

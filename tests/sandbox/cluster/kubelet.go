@@ -85,6 +85,10 @@ func (k *kubelet) sync(pods []runtime.Object) {
 		}
 		if p.DeletionTimestamp != nil {
 			w.terminate(p.DeletionTimestamp.Time)
+			continue
+		}
+		for _, c := range p.Spec.Containers {
+			w.setImage(c.Name, c.Image)
 		}
 	}
 	for uid, w := range k.workers {
@@ -183,17 +187,19 @@ type podWorker struct {
 }
 
 type ctrRuntime struct {
-	spec      corev1.Container
-	tag       string
-	pgid      int
-	runs      int // number of process starts; logs are <runs>.log
-	restarts  int32
-	ready     bool
-	started   bool
-	state     corev1.ContainerState
-	lastState corev1.ContainerState
-	cid       string
-	runDone   chan struct{} // closed when the current run ends (for log follow)
+	spec         corev1.Container
+	tag          string
+	pgid         int
+	runs         int // number of process starts; logs are <runs>.log
+	restarts     int32
+	ready        bool
+	started      bool
+	state        corev1.ContainerState
+	lastState    corev1.ContainerState
+	cid          string
+	runDone      chan struct{} // closed when the current run ends (for log follow)
+	imageChanged bool          // the process was stopped for a new image
+	wake         chan struct{} // cuts a back-off short (new image)
 }
 
 func newPodWorker(k *kubelet, p *corev1.Pod) *podWorker {
@@ -202,7 +208,7 @@ func newPodWorker(k *kubelet, p *corev1.Pod) *podWorker {
 		conds: map[corev1.PodConditionType]corev1.PodCondition{}}
 	w.dir = filepath.Join(k.c.cfg.Dir, "pods", fmt.Sprintf("%s_%s_%s", p.Namespace, p.Name, p.UID))
 	for _, c := range p.Spec.Containers {
-		ct := &ctrRuntime{spec: c, runDone: make(chan struct{})}
+		ct := &ctrRuntime{spec: c, runDone: make(chan struct{}), wake: make(chan struct{}, 1)}
 		ct.state.Waiting = &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}
 		w.ctrs = append(w.ctrs, ct)
 	}
@@ -367,41 +373,44 @@ func (w *podWorker) update(ct *ctrRuntime, f func()) {
 // runContainer is one container's life: pull (fails for unknown images),
 // start, probe, restart with back-off, stop on termination.
 func (w *podWorker) runContainer(ct *ctrRuntime) {
-	m := appImage.FindStringSubmatch(ct.spec.Image)
 	backoff := time.Second
-	if m == nil {
-		msg := fmt.Sprintf("Failed to pull image %q: rpc error: code = NotFound desc = failed to pull and unpack image %q: not found", ct.spec.Image, ct.spec.Image)
-		for !w.terminating() {
+	for !w.terminating() {
+		w.mu.Lock()
+		image := ct.spec.Image
+		w.mu.Unlock()
+		m := appImage.FindStringSubmatch(image)
+		if m == nil {
+			msg := fmt.Sprintf("Failed to pull image %q: rpc error: code = NotFound desc = failed to pull and unpack image %q: not found", image, image)
 			w.update(ct, func() {
 				ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ErrImagePull", Message: msg}}
 			})
 			w.event("Warning", "Failed", msg)
-			if !w.sleep(time.Second) {
-				break
+			if !w.sleepCtr(ct, time.Second) {
+				return
 			}
 			w.update(ct, func() {
 				ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ImagePullBackOff",
-					Message: fmt.Sprintf("Back-off pulling image %q", ct.spec.Image)}}
+					Message: fmt.Sprintf("Back-off pulling image %q", image)}}
 			})
-			if !w.sleep(backoff) {
-				break
+			if !w.sleepCtr(ct, backoff) {
+				return
 			}
 			backoff = min(backoff*2, maxBackoff)
+			continue
 		}
-		return
-	}
-	ct.tag = m[1]
-	if ct.tag == "" {
-		ct.tag = "latest"
-	}
-	for !w.terminating() {
+		w.mu.Lock()
+		ct.tag = m[1]
+		if ct.tag == "" {
+			ct.tag = "latest"
+		}
+		w.mu.Unlock()
 		env, err := w.containerEnv(ct)
 		if err != nil {
 			w.update(ct, func() {
 				ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "CreateContainerConfigError", Message: err.Error()}}
 			})
 			w.event("Warning", "Failed", "Error: "+err.Error())
-			if !w.sleep(time.Second) {
+			if !w.sleepCtr(ct, time.Second) {
 				return
 			}
 			continue
@@ -409,17 +418,28 @@ func (w *podWorker) runContainer(ct *ctrRuntime) {
 		began := time.Now()
 		exit, reason := w.runOnce(ct, env)
 		finished := metav1.Now()
-		if w.terminating() {
-			w.update(ct, func() {
-				ct.ready = false
-				ct.state = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: int32(exit), Reason: reason,
-					StartedAt: metav1.NewTime(began), FinishedAt: finished, ContainerID: ct.cid}}
-			})
-			return
-		}
-		policy := w.pod.Spec.RestartPolicy
 		term := &corev1.ContainerStateTerminated{ExitCode: int32(exit), Reason: reason, StartedAt: metav1.NewTime(began),
 			FinishedAt: finished, ContainerID: ct.cid}
+		if w.terminating() {
+			w.update(ct, func() { ct.ready = false; ct.state = corev1.ContainerState{Terminated: term} })
+			return
+		}
+		w.mu.Lock()
+		changed := ct.imageChanged
+		ct.imageChanged = false
+		w.mu.Unlock()
+		if changed {
+			// A new image: the kubelet restarts the container at once.
+			w.update(ct, func() {
+				ct.ready = false
+				ct.restarts++
+				ct.lastState = corev1.ContainerState{Terminated: term}
+				ct.state = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: "ContainerCreating"}}
+			})
+			backoff = time.Second
+			continue
+		}
+		policy := w.pod.Spec.RestartPolicy
 		if policy == corev1.RestartPolicyNever || (policy == corev1.RestartPolicyOnFailure && exit == 0) {
 			w.update(ct, func() { ct.ready = false; ct.state = corev1.ContainerState{Terminated: term} })
 			return
@@ -435,10 +455,54 @@ func (w *podWorker) runContainer(ct *ctrRuntime) {
 				Message: fmt.Sprintf("back-off %s restarting failed container=%s pod=%s_%s(%s)", backoff, ct.spec.Name, w.name, w.ns, w.uid)}}
 		})
 		w.event("Warning", "BackOff", "Back-off restarting failed container "+ct.spec.Name+" in pod "+w.name+"_"+w.ns+"("+string(w.uid)+")")
-		if !w.sleep(backoff) {
+		if !w.sleepCtr(ct, backoff) {
 			return
 		}
 		backoff = min(backoff*2, maxBackoff)
+	}
+}
+
+// sleepCtr waits d, cut short by an image change; false if termination
+// began.
+func (w *podWorker) sleepCtr(ct *ctrRuntime, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ct.wake:
+	case <-w.term:
+		return false
+	}
+	return true
+}
+
+// setImage applies a changed container image: the running process is
+// stopped (SIGTERM, SIGKILL after 10 s) and the container restarts with
+// the new image.
+func (w *podWorker) setImage(name, image string) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, ct := range w.ctrs {
+		if ct.spec.Name != name || ct.spec.Image == image {
+			continue
+		}
+		ct.spec.Image = image
+		ct.imageChanged = ct.pgid > 0
+		select {
+		case ct.wake <- struct{}{}:
+		default:
+		}
+		if pgid := ct.pgid; pgid > 0 {
+			syscall.Kill(-pgid, syscall.SIGTERM)
+			time.AfterFunc(10*time.Second, func() {
+				w.mu.Lock()
+				defer w.mu.Unlock()
+				if ct.pgid == pgid {
+					syscall.Kill(-pgid, syscall.SIGKILL)
+				}
+			})
+		}
+		go w.event("Normal", "Killing", fmt.Sprintf("Container %s definition changed, will be restarted", name))
 	}
 }
 
