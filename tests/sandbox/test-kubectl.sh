@@ -76,6 +76,22 @@ export KUBECACHEDIR=$work/kubecache
 NS=kt-$$-$RANDOM
 K() { kubectl -n "$NS" "$@"; }
 
+# Misbehaving app versions for this run, merged into the sandbox's
+# behaviours file (the demo app reads it when a pod starts).
+if [ -n "${SANDBOX_BEHAVIORS:-}" ]; then
+	python3 - "$SANDBOX_BEHAVIORS" <<'EOF'
+import json, sys
+path = sys.argv[1]
+try:
+    data = json.load(open(path))
+except Exception:
+    data = {}
+data["crashy"] = {"crash_after_s": 0.3, "exit_code": 3}
+data["slowready"] = {"ready_after_s": 1.5}
+json.dump(data, open(path, "w"))
+EOF
+fi
+
 # wait_until SECONDS COMMAND...: poll until the command succeeds.
 wait_until() {
 	local deadline=$(($(date +%s) + $1))
@@ -330,19 +346,7 @@ check "set image on a pod restarts its container with the new version" sh -c "
 		sleep 0.2
 	done; exit 1"
 kubectl -n "$NS" delete pod solo --wait=false >/dev/null 2>&1
-echo '{"crashy": {"crash_after_s": 0.3, "exit_code": 3}}' >"$work/behaviors.json"
 if [ -n "${SANDBOX_BEHAVIORS:-}" ]; then
-	# Merge our entry into the sandbox's behaviours file.
-	python3 - "$SANDBOX_BEHAVIORS" <<'EOF'
-import json, sys
-path = sys.argv[1]
-try:
-    data = json.load(open(path))
-except Exception:
-    data = {}
-data["crashy"] = {"crash_after_s": 0.3, "exit_code": 3}
-json.dump(data, open(path, "w"))
-EOF
 	check "a crashing container goes into CrashLoopBackOff with restarts" sh -c "
 		kubectl -n $NS create deployment crashy --image=registry.local/physioflow-api:crashy >/dev/null &&
 		for i in \$(seq 100); do
@@ -393,10 +397,12 @@ check "injected 429 with Retry-After is retried by kubectl" sh -c "
 	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/configmaps/cas\$\",\"status\":429,\"count\":2}' >/dev/null &&
 	kubectl -n $NS get configmap cas -o name | grep -qx configmap/cas"
 check "a watch cut mid-stream: rollout status still completes" sh -c "
-	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/deployments\\\\?.*watch=true\",\"reset\":true,\"delay_ms\":300,\"count\":2}' >/dev/null &&
-	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v4 >/dev/null &&
+	curl -sf -X DELETE '$SANDBOX_ADMIN_URL/stats' &&
+	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/deployments\\\\?.*watch=true\",\"reset\":true,\"delay_ms\":300,\"count\":1}' >/dev/null &&
+	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:slowready >/dev/null &&
 	kubectl -n $NS rollout status deploy/web-blue --timeout=60s >/dev/null &&
-	[ \"\$(curl -sf '$SANDBOX_ADMIN_URL/faults')\" = '[]' ]"
+	[ \"\$(curl -sf '$SANDBOX_ADMIN_URL/faults')\" = '[]' ] &&
+	curl -sf '$SANDBOX_ADMIN_URL/stats' | grep -Eq '\"GET /apis/apps/v1/namespaces/$NS/deployments\":([2-9]|[1-9][0-9])'"
 check "injected HTTP 410 on a watch: kubectl re-lists and completes" sh -c "
 	curl -sf -X POST '$SANDBOX_ADMIN_URL/faults' -d '{\"method\":\"GET\",\"path\":\"/namespaces/$NS/deployments\\\\?.*watch=true\",\"status\":410,\"count\":1}' >/dev/null &&
 	kubectl -n $NS set image deploy/web-blue api=registry.local/physioflow-api:v5 >/dev/null &&
@@ -449,7 +455,7 @@ check "selector flips under load lose no request (200 requests, 10 flips)" sh -c
 	done
 	wait \$flipper
 	echo \"failures=\$fails\"
-	[ \$fails -eq 0 ] && grep -q '\"version\":\"v9\"' '$work/bg.out' && grep -Eq '\"version\":\"v[1-5]\"' '$work/bg.out'"
+	[ \$fails -eq 0 ] && grep -q '\"version\":\"v9\"' '$work/bg.out' && grep -Eq '\"version\":\"(v[1-5]|slowready)\"' '$work/bg.out'"
 check "after the last flip only blue pods are endpoints" sh -c "
 	want=\$(kubectl -n $NS get pods -l app=web,version=blue -o jsonpath='{.items[*].status.podIP}' | tr ' ' '\n' | sort | tr '\n' ' ')
 	for i in \$(seq 25); do
