@@ -2,36 +2,61 @@
 PREFIX  ?= /usr/local
 CC      ?= cc
 LUA     ?= lua5.4
-PKGS    := lua5.4 jansson libcurl libpq libarchive yaml-0.1 libcrypto
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 $(WARN) $(shell pkg-config --cflags $(PKGS)) -Iengine
-LDLIBS  := $(shell pkg-config --libs $(PKGS)) -lm
+CFLAGS  += -std=c11 $(WARN) -fPIC $(shell pkg-config --cflags lua5.4 jansson libcurl libpq yaml-0.1 libcrypto) -Iengine
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
-SRCS    := $(filter-out engine/main.c,$(wildcard engine/*.c))
+# Modules whose libraries (libcurl, libpq, libcrypto and what they pull in)
+# take milliseconds to load go into a shared object that is embedded in the
+# binary and loaded on the first require: a playbook that needs none of them
+# starts as fast as the bare interpreter. A new module with heavy libraries
+# belongs here too; everything else in engine/ is linked directly.
+LAZY_SRCS := engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/kubeconfig.c \
+             engine/k8s_util.c engine/mod_postgres.c engine/pgquote.c engine/mod_digest.c engine/digest.c
+CORE_SRCS := $(filter-out engine/main.c $(LAZY_SRCS),$(wildcard engine/*.c))
+CORE_LIBS := $(shell pkg-config --libs lua5.4 jansson yaml-0.1) -ldl -lm
+LAZY_LIBS := $(shell pkg-config --libs libcurl libpq libcrypto yaml-0.1 jansson)
+
 EMBED   := $(wildcard lua/*.lua) $(wildcard stdlib/*.lua)
-OBJS    := $(SRCS:engine/%.c=build/%.o) build/embedded.o
-ASAN_OBJS := $(SRCS:engine/%.c=build/asan/%.o) build/asan/embedded.o
+CORE_OBJS := $(CORE_SRCS:engine/%.c=build/%.o) build/embedded.o
+LAZY_OBJS := $(LAZY_SRCS:engine/%.c=build/%.o)
+ASAN_CORE := $(CORE_SRCS:engine/%.c=build/asan/%.o) build/asan/embedded.o
+ASAN_LAZY := $(LAZY_SRCS:engine/%.c=build/asan/%.o)
 UNIT    := $(patsubst tests/unit/%.c,build/asan/unit/%,$(wildcard tests/unit/*.c))
 
 .PHONY: all asan test unit deps sandbox demo bench install clean
 
 all: bgrun
 
-bgrun: build/main.o $(OBJS)
-	$(CC) $(CFLAGS) -o $@ $^ $(LDLIBS)
+# -rdynamic: the lazy modules call the engine's bgrun_* and buf_* functions.
+bgrun: build/main.o $(CORE_OBJS) build/lazy.o
+	$(CC) $(CFLAGS) -rdynamic -o $@ $^ $(CORE_LIBS)
+
+build/bgrun-lazy.so: $(LAZY_OBJS)
+	$(CC) $(CFLAGS) -shared -o $@ $^ $(LAZY_LIBS)
+
+# The shared object as bytes in an object file; run inside its directory so
+# the symbols read _binary_bgrun_lazy_so_start/_end in both builds.
+build/lazy.o: build/bgrun-lazy.so
+	cd build && ld -r -b binary -z noexecstack -o lazy.o bgrun-lazy.so
 
 # The sanitizer build the tests run.
 asan: build/asan/bgrun $(UNIT)
 
-build/asan/bgrun: build/asan/main.o $(ASAN_OBJS)
-	$(CC) $(CFLAGS) $(SAN) -o $@ $^ $(LDLIBS)
+build/asan/bgrun: build/asan/main.o $(ASAN_CORE) build/asan/lazy.o
+	$(CC) $(CFLAGS) $(SAN) -rdynamic -o $@ $^ $(CORE_LIBS)
 
-build/%.o: engine/%.c engine/*.h | build
+build/asan/bgrun-lazy.so: $(ASAN_LAZY)
+	$(CC) $(CFLAGS) $(SAN) -shared -o $@ $^ $(LAZY_LIBS)
+
+build/asan/lazy.o: build/asan/bgrun-lazy.so
+	cd build/asan && ld -r -b binary -z noexecstack -o lazy.o bgrun-lazy.so
+
+build/%.o: engine/%.c engine/*.h Makefile | build
 	$(CC) $(CFLAGS) -c -o $@ $<
 
-build/asan/%.o: engine/%.c engine/*.h | build
+build/asan/%.o: engine/%.c engine/*.h Makefile | build
 	$(CC) $(CFLAGS) $(SAN) -c -o $@ $<
 
 build/embedded.c: tools/embed.lua $(EMBED) | build
@@ -43,9 +68,9 @@ build/embedded.o: build/embedded.c engine/bgrun.h
 build/asan/embedded.o: build/embedded.c engine/bgrun.h
 	$(CC) $(CFLAGS) $(SAN) -Wno-missing-prototypes -c -o $@ $<
 
-# C unit tests (cmocka) link the pure C parts, not the Lua host.
-build/asan/unit/%: tests/unit/%.c $(ASAN_OBJS) | build
-	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(ASAN_OBJS) $(LDLIBS) $(shell pkg-config --libs cmocka)
+# C unit tests (cmocka) link the pure C parts directly, lazy ones included.
+build/asan/unit/%: tests/unit/%.c $(ASAN_CORE) $(ASAN_LAZY) build/asan/lazy.o | build
+	$(CC) $(CFLAGS) $(SAN) -o $@ $< $(ASAN_CORE) $(ASAN_LAZY) build/asan/lazy.o $(CORE_LIBS) $(LAZY_LIBS) $(shell pkg-config --libs cmocka)
 
 build:
 	mkdir -p build/asan/unit

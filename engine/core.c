@@ -1,8 +1,11 @@
 /* The engine's own services: structured errors, the interrupt flag, the
  * dry-run flag, module lookup (overrides, embedded sources, Debian's paths),
  * and the hidden "bgrun.core" module the prelude builds on. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE /* memfd_create */
 #include "bgrun.h"
+
+#include <dlfcn.h>
+#include <sys/mman.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -444,16 +447,94 @@ static int search_override(lua_State *L)
 	return 2;
 }
 
-static const luaL_Reg native_modules[] = {
+/* ---------------------------------------------------------- native modules */
+
+/* The lazy modules' shared object, embedded by the Makefile (build/lazy.o). */
+extern const unsigned char _binary_bgrun_lazy_so_start[];
+extern const unsigned char _binary_bgrun_lazy_so_end[];
+
+#define LAZY_HANDLE "bgrun.lazy.handle"
+
+/* Writes the embedded shared object to an anonymous file and dlopens it:
+ * the binary stays one file, and libcurl/libpq/libcrypto load only when a
+ * playbook first requires a module that needs them. */
+static void *lazy_handle(lua_State *L)
+{
+	lua_getfield(L, LUA_REGISTRYINDEX, LAZY_HANDLE);
+	void *h = lua_touserdata(L, -1);
+	lua_pop(L, 1);
+	if (h != NULL)
+		return h;
+	size_t len = (size_t)(_binary_bgrun_lazy_so_end - _binary_bgrun_lazy_so_start);
+	char path[64];
+	int fd = memfd_create("bgrun-modules", MFD_CLOEXEC);
+	int unlink_after = 0;
+	if (fd >= 0) {
+		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+	} else {
+		/* no memfd: a private temporary file, removed once loaded */
+		const char *tmp = getenv("TMPDIR");
+		snprintf(path, sizeof path, "%.40s/bgrun-XXXXXX", tmp && *tmp ? tmp : "/tmp");
+		fd = mkstemp(path);
+		unlink_after = 1;
+	}
+	size_t off = 0;
+	while (fd >= 0 && off < len) {
+		ssize_t w = write(fd, _binary_bgrun_lazy_so_start + off, len - off);
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w <= 0)
+			break;
+		off += (size_t)w;
+	}
+	const char *err = NULL;
+	if (fd < 0 || off < len)
+		err = strerror(errno);
+	else if ((h = dlopen(path, RTLD_NOW | RTLD_LOCAL)) == NULL)
+		err = dlerror();
+	if (fd >= 0)
+		close(fd);
+	if (unlink_after)
+		unlink(path);
+	if (h == NULL)
+		luaL_error(L, "cannot load bgrun's network and database modules: %s", err ? err : "unknown error");
+	lua_pushlightuserdata(L, h);
+	lua_setfield(L, LUA_REGISTRYINDEX, LAZY_HANDLE);
+	return h;
+}
+
+/* package.preload entry of a lazy module: upvalue 1 is its name */
+static int lazy_open(lua_State *L)
+{
+	const char *name = lua_tostring(L, lua_upvalueindex(1));
+	void *h = lazy_handle(L);
+	char sym[64];
+	snprintf(sym, sizeof sym, "luaopen_%s", name);
+	lua_CFunction open;
+	*(void **)&open = dlsym(h, sym);
+	if (open == NULL)
+		return luaL_error(L, "module '%s' is missing from the lazy modules (%s)", name, dlerror());
+	lua_pushcfunction(L, open);
+	lua_pushvalue(L, 1);
+	lua_call(L, 1, 1);
+	return 1;
+}
+
+/* Every native module: linked in (open set), or in the lazy shared object
+ * (open NULL: found by name on first require). */
+static const struct native_module {
+	const char *name;
+	lua_CFunction open;
+} native_modules[] = {
 	{"bgrun.core", luaopen_bgrun_core},
 	{"log", luaopen_log},
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
-	{"k8s", luaopen_k8s},
-	{"postgres", luaopen_postgres},
-	{"digest", luaopen_digest},
-	{"http", luaopen_http},
 	{"yaml", luaopen_yaml},
+	{"k8s", NULL},
+	{"postgres", NULL},
+	{"digest", NULL},
+	{"http", NULL},
 	{NULL, NULL},
 };
 
@@ -461,8 +542,13 @@ void bgrun_open_all(lua_State *L, const char *override_path)
 {
 	luaL_openlibs(L);
 	luaL_getsubtable(L, LUA_REGISTRYINDEX, LUA_PRELOAD_TABLE);
-	for (const luaL_Reg *m = native_modules; m->name; m++) {
-		lua_pushcfunction(L, m->func);
+	for (const struct native_module *m = native_modules; m->name; m++) {
+		if (m->open) {
+			lua_pushcfunction(L, m->open);
+		} else {
+			lua_pushstring(L, m->name);
+			lua_pushcclosure(L, lazy_open, 1);
+		}
 		lua_setfield(L, -2, m->name);
 	}
 	lua_pop(L, 1);
