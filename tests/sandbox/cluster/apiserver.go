@@ -75,10 +75,10 @@ func resetConn(w http.ResponseWriter) {
 	if err != nil {
 		return
 	}
+	// Close the TCP connection under TLS directly: no close_notify, just
+	// a reset, as when a load balancer or the network drops it.
 	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
-		if t, ok := tc.NetConn().(*net.TCPConn); ok {
-			t.SetLinger(0)
-		}
+		conn = tc.NetConn()
 	}
 	if t, ok := conn.(*net.TCPConn); ok {
 		t.SetLinger(0)
