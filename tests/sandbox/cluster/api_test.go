@@ -561,3 +561,16 @@ func TestVersionsBeforeStartAreExpired(t *testing.T) {
 		t.Fatalf("watch from the list's version: %v", evs)
 	}
 }
+
+func TestWatchListInitialEventsEnd(t *testing.T) {
+	a := startTest(t)
+	a.do("POST", "/api/v1/namespaces/physioflow/configmaps", "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"one"}}`)
+	evs := watchLines(t, a, "/api/v1/namespaces/physioflow/configmaps?watch=true&sendInitialEvents=true&resourceVersionMatch=NotOlderThan&allowWatchBookmarks=true", 2)
+	if evs[0]["type"] != "ADDED" || evs[1]["type"] != "BOOKMARK" ||
+		get(evs[1], "object", "metadata", "annotations").(map[string]any)["k8s.io/initial-events-end"] != "true" {
+		t.Fatalf("watch list: %v", evs)
+	}
+	if code, _, _ := a.do("GET", "/api/v1/namespaces/physioflow/configmaps?watch=true&sendInitialEvents=true", "", ""); code != 422 {
+		t.Fatalf("sendInitialEvents without NotOlderThan: %d", code)
+	}
+}

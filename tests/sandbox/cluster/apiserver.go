@@ -1062,7 +1062,19 @@ func (c *Cluster) serveWatch(req *apiReq) {
 		}
 	}
 	bookmarks := isTrue(req.q.Get("allowWatchBookmarks"))
-	w, werr := c.store.watch(res, req.ns, from, bookmarks)
+	initialEnd := false
+	if isTrue(req.q.Get("sendInitialEvents")) {
+		// The WatchList protocol: current state as ADDED events, then a
+		// bookmark annotated k8s.io/initial-events-end.
+		if req.q.Get("resourceVersionMatch") != "NotOlderThan" || !bookmarks {
+			writeError(req.w, apierrors.NewInvalid(schema.GroupKind{Group: "meta.k8s.io", Kind: "ListOptions"}, "",
+				field.ErrorList{field.Forbidden(field.NewPath("sendInitialEvents"),
+					"sendInitialEvents is forbidden for watch unless resourceVersionMatch is NotOlderThan and allowWatchBookmarks is true")}))
+			return
+		}
+		from, initialEnd = nil, true
+	}
+	w, werr := c.store.watchOpts(res, req.ns, from, bookmarks, initialEnd)
 	if werr != nil && c.expiredAsHTTP() {
 		writeError(req.w, apierrors.NewResourceExpired(werr.Error()))
 		return
@@ -1118,8 +1130,12 @@ func (c *Cluster) serveWatch(req *apiReq) {
 			var out []byte
 			switch typ {
 			case "BOOKMARK":
-				out = []byte(fmt.Sprintf(`{"type":"BOOKMARK","object":{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"}}}`,
-					res.kind, res.apiVersion(), ev.RV))
+				ann := ""
+				if ev.Old == initialEventsEndMarker {
+					ann = `,"annotations":{"k8s.io/initial-events-end":"true"}`
+				}
+				out = []byte(fmt.Sprintf(`{"type":"BOOKMARK","object":{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"%s}}}`,
+					res.kind, res.apiVersion(), ev.RV, ann))
 			default:
 				now, before := matches(ev.Obj), matches(ev.Old)
 				switch {

@@ -305,6 +305,10 @@ func (s *store) remove(res *resource, ns, name, precondRV string, precondUID typ
 	return last.DeepCopyObject(), nil
 }
 
+// initialEventsEndMarker tags the BOOKMARK that ends a watch's initial
+// events (sendInitialEvents=true).
+var initialEventsEndMarker runtime.Object = &metav1.Status{}
+
 // errTooOld is returned by watch when the requested version has left the
 // history window.
 type errTooOld struct{ requested, oldest uint64 }
@@ -317,6 +321,12 @@ func (e errTooOld) Error() string {
 // first as ADDED events (the "resourceVersion=0"/unset semantics);
 // otherwise every event after fromRV is replayed from history.
 func (s *store) watch(res *resource, ns string, fromRV *uint64, bookmarks bool) (*watcher, error) {
+	return s.watchOpts(res, ns, fromRV, bookmarks, false)
+}
+
+// watchOpts is watch; with initialEnd (sendInitialEvents) the initial
+// ADDED events are followed by a BOOKMARK marking their end.
+func (s *store) watchOpts(res *resource, ns string, fromRV *uint64, bookmarks, initialEnd bool) (*watcher, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.histFor(res)
@@ -341,6 +351,9 @@ func (s *store) watch(res *resource, ns string, fromRV *uint64, bookmarks bool) 
 	w := &watcher{ch: make(chan watchEvent, historyWindow+len(backlog)+16), ns: ns, bookmarks: bookmarks}
 	for _, ev := range backlog {
 		w.ch <- ev
+	}
+	if initialEnd {
+		w.ch <- watchEvent{Type: "BOOKMARK", RV: s.rv, Old: initialEventsEndMarker}
 	}
 	h.watchers[w] = struct{}{}
 	return w, nil
