@@ -574,3 +574,54 @@ func TestWatchListInitialEventsEnd(t *testing.T) {
 		t.Fatalf("sendInitialEvents without NotOlderThan: %d", code)
 	}
 }
+
+func waitGone(t *testing.T, a *apiClient, path string) {
+	t.Helper()
+	for i := 0; i < 100; i++ {
+		if code, _, _ := a.do("GET", path, "", ""); code == 404 {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatalf("%s still exists", path)
+}
+
+func TestForegroundDeletionAndFinalizers(t *testing.T) {
+	a := startTest(t)
+	a.do("POST", nsPath, "application/json", strings.Replace(deployJSON, `"replicas":0`, `"replicas":1`, 1))
+	settle(a.c)
+	code, m, _ := a.do("DELETE", nsPath+"/web", "application/json", `{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground"}`)
+	fins, _ := get(m, "metadata", "finalizers").([]any)
+	if code != 200 || get(m, "metadata", "deletionTimestamp") == nil || len(fins) != 1 || fins[0] != "foregroundDeletion" {
+		t.Fatalf("foreground delete: %d %v", code, m)
+	}
+	waitGone(t, a, nsPath+"/web")
+	_, m, _ = a.do("GET", "/apis/apps/v1/namespaces/physioflow/replicasets", "", "")
+	if n := len(m["items"].([]any)); n != 0 {
+		t.Fatalf("%d ReplicaSets left", n)
+	}
+	// A finalizer holds an object until an update removes it.
+	cm := "/api/v1/namespaces/physioflow/configmaps"
+	a.do("POST", cm, "application/json", `{"apiVersion":"v1","kind":"ConfigMap","metadata":{"name":"held","finalizers":["example.com/hold"]}}`)
+	code, m, _ = a.do("DELETE", cm+"/held", "", "")
+	if code != 200 || get(m, "metadata", "deletionTimestamp") == nil {
+		t.Fatalf("delete with finalizer: %d %v", code, m)
+	}
+	if code, _, _ := a.do("GET", cm+"/held", "", ""); code != 200 {
+		t.Fatalf("finalized object vanished early")
+	}
+	if code, m, _ := a.do("PATCH", cm+"/held", "application/merge-patch+json", `{"metadata":{"finalizers":null}}`); code != 200 {
+		t.Fatalf("remove finalizer: %d %v", code, m)
+	}
+	waitGone(t, a, cm+"/held")
+	// Orphan keeps the dependents, without their owner reference.
+	a.do("POST", nsPath, "application/json", deployJSON)
+	settle(a.c)
+	a.do("DELETE", nsPath+"/web?propagationPolicy=Orphan", "", "")
+	settle(a.c)
+	_, m, _ = a.do("GET", "/apis/apps/v1/namespaces/physioflow/replicasets", "", "")
+	items := m["items"].([]any)
+	if len(items) != 1 || get(items[0].(map[string]any), "metadata", "ownerReferences") != nil {
+		t.Fatalf("orphaned ReplicaSets: %v", items)
+	}
+}

@@ -864,14 +864,36 @@ func (c *Cluster) deleteObject(res *resource, ns, name string, opts *metav1.Dele
 	if opts.PropagationPolicy != nil {
 		policy = *opts.PropagationPolicy
 	}
-	uid := metaOf(cur).GetUID()
-	if !dryRun {
-		switch policy {
-		case metav1.DeletePropagationOrphan:
-			c.orphanDependents(ns, uid)
-		case metav1.DeletePropagationForeground:
-			c.deleteDependents(ns, uid, policy)
+	cm := metaOf(cur)
+	uid := cm.GetUID()
+	if cm.GetDeletionTimestamp() != nil {
+		return cur, true, nil // already being deleted
+	}
+	foreground := policy == metav1.DeletePropagationForeground && (res == resDeployments || res == resReplicaSets || res == resServices)
+	if foreground || len(cm.GetFinalizers()) > 0 {
+		// Deletion waits: for the dependents (foreground, finished by the
+		// garbage collector) or for the finalizers to be removed.
+		obj, err := c.store.update(res, ns, name, dryRun, func(o runtime.Object) (runtime.Object, error) {
+			m := metaOf(o)
+			if precondRV != "" && precondRV != m.GetResourceVersion() {
+				return nil, apierrors.NewConflict(res.gr(), name, fmt.Errorf(
+					"Precondition failed: ResourceVersion in precondition: %s, ResourceVersion in object meta: %s", precondRV, m.GetResourceVersion()))
+			}
+			ts := metav1.NewTime(time.Now().UTC().Truncate(time.Second))
+			m.SetDeletionTimestamp(&ts)
+			m.SetDeletionGracePeriodSeconds(ptr(int64(0)))
+			if foreground {
+				m.SetFinalizers(append(m.GetFinalizers(), metav1.FinalizerDeleteDependents))
+			}
+			return o, nil
+		})
+		if err == nil && !dryRun {
+			c.kick()
 		}
+		return obj, true, err
+	}
+	if !dryRun && policy == metav1.DeletePropagationOrphan {
+		c.orphanDependents(ns, uid)
 	}
 	obj, err := c.store.remove(res, ns, name, precondRV, precondUID, dryRun)
 	if err == nil && !dryRun {

@@ -128,6 +128,50 @@ func (c *Cluster) collectGarbage() {
 			}
 		}
 	}
+	// Foreground deletion: delete the dependents, then drop the
+	// foregroundDeletion finalizer once none is left.
+	owners := map[types.UID]int{}
+	for _, r := range []*resource{resReplicaSets, resPods, resEndpointSlices} {
+		objs, _ := c.store.list(r, "")
+		for _, o := range objs {
+			for _, ref := range metaOf(o).GetOwnerReferences() {
+				owners[ref.UID]++
+			}
+		}
+	}
+	for _, r := range []*resource{resDeployments, resReplicaSets, resServices} {
+		objs, _ := c.store.list(r, "")
+		for _, o := range objs {
+			m := metaOf(o)
+			if m.GetDeletionTimestamp() == nil || !hasFinalizer(m, metav1.FinalizerDeleteDependents) {
+				continue
+			}
+			if owners[m.GetUID()] > 0 {
+				c.deleteDependents(m.GetNamespace(), m.GetUID(), metav1.DeletePropagationForeground)
+				continue
+			}
+			c.store.update(r, m.GetNamespace(), m.GetName(), false, func(cur runtime.Object) (runtime.Object, error) {
+				cm := metaOf(cur)
+				var keep []string
+				for _, f := range cm.GetFinalizers() {
+					if f != metav1.FinalizerDeleteDependents {
+						keep = append(keep, f)
+					}
+				}
+				cm.SetFinalizers(keep)
+				return cur, nil
+			})
+		}
+	}
+}
+
+func hasFinalizer(m metav1.Object, f string) bool {
+	for _, x := range m.GetFinalizers() {
+		if x == f {
+			return true
+		}
+	}
+	return false
 }
 
 func (c *Cluster) orphanDependents(ns string, uid types.UID) {
@@ -152,10 +196,10 @@ func (c *Cluster) orphanDependents(ns string, uid types.UID) {
 }
 
 func (c *Cluster) deleteDependents(ns string, uid types.UID, policy metav1.DeletionPropagation) {
-	for _, r := range []*resource{resReplicaSets, resPods} {
+	for _, r := range []*resource{resReplicaSets, resPods, resEndpointSlices} {
 		objs, _ := c.store.list(r, ns)
 		for _, o := range objs {
-			if ref := controllerOf(metaOf(o)); ref != nil && ref.UID == uid {
+			if ref := controllerOf(metaOf(o)); ref != nil && ref.UID == uid && metaOf(o).GetDeletionTimestamp() == nil {
 				c.deleteObject(r, ns, metaOf(o).GetName(), &metav1.DeleteOptions{PropagationPolicy: &policy}, false)
 			}
 		}

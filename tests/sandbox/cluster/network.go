@@ -127,7 +127,7 @@ func (n *network) sync() {
 		live[svc.UID] = true
 		liveNames[objKey(svc.Namespace, svc.Name)] = true
 		n.syncProxy(svc)
-		if svc.Spec.Selector != nil && svc.Spec.Type != corev1.ServiceTypeExternalName {
+		if svc.Spec.Selector != nil && svc.Spec.Type != corev1.ServiceTypeExternalName && svc.DeletionTimestamp == nil {
 			n.syncEndpoints(svc)
 		}
 	}

@@ -265,6 +265,15 @@ func (s *store) update(res *resource, ns, name string, dryRun bool,
 	}
 	s.rv++
 	nm.SetResourceVersion(strconv.FormatUint(s.rv, 10))
+	if nm.GetDeletionTimestamp() != nil && len(nm.GetFinalizers()) == 0 && cm.GetDeletionTimestamp() != nil &&
+		len(cm.GetFinalizers()) > 0 && res != resPods && res != resNamespaces {
+		// The last finalizer is gone: the deletion completes.
+		delete(s.objs[res], objKey(ns, name))
+		s.record(res, watchEvent{Type: "DELETED", RV: s.rv, Obj: next, Old: cur})
+		s.mu.Unlock()
+		s.notify(res)
+		return next.DeepCopyObject(), nil
+	}
 	s.objs[res][objKey(ns, name)] = next
 	s.record(res, watchEvent{Type: "MODIFIED", RV: s.rv, Obj: next, Old: cur})
 	s.mu.Unlock()
