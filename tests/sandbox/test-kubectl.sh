@@ -467,6 +467,9 @@ check "scale to 0 terminates the pods" sh -c "
 	for i in \$(seq 50); do
 		[ -z \"\$(kubectl -n $NS get pods -l app=web,version=green -o name)\" ] && exit 0; sleep 0.2
 	done; exit 1"
+check "delete --cascade=foreground waits for the ReplicaSets and pods" sh -c "
+	kubectl -n $NS delete deploy web-green --cascade=foreground --timeout=30s >/dev/null &&
+	[ -z \"\$(kubectl -n $NS get rs,pods -l app=web,version=green -o name)\" ]"
 check "namespace deletion removes everything in it" sh -c "
 	kubectl delete namespace $NS --timeout=30s >/dev/null &&
 	! kubectl get namespace $NS >/dev/null 2>&1"

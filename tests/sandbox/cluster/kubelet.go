@@ -249,6 +249,7 @@ func (w *podWorker) run() {
 	defer close(w.done)
 	os.MkdirAll(w.dir, 0o755)
 	w.setCond(corev1.PodScheduled, true, "")
+	w.setCond(corev1.PodReadyToStartContainers, true, "")
 	w.setCond(corev1.PodInitialized, true, "")
 	w.setCond(corev1.ContainersReady, false, "ContainersNotReady")
 	w.setCond(corev1.PodReady, false, "ContainersNotReady")
@@ -315,7 +316,8 @@ func (w *podWorker) publish() {
 	st := corev1.PodStatus{Phase: corev1.PodPending, HostIP: "127.0.0.1", PodIP: w.ip,
 		HostIPs: []corev1.HostIP{{IP: "127.0.0.1"}}, PodIPs: []corev1.PodIP{{IP: w.ip}},
 		StartTime: &w.started, QOSClass: corev1.PodQOSBestEffort}
-	for _, t := range []corev1.PodConditionType{corev1.PodInitialized, corev1.PodReady, corev1.ContainersReady, corev1.PodScheduled} {
+	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.PodReady,
+		corev1.ContainersReady, corev1.PodScheduled} {
 		if c, ok := w.conds[t]; ok {
 			st.Conditions = append(st.Conditions, c)
 		}
