@@ -657,9 +657,6 @@ func (c *Cluster) updateDeploymentStatus(d *appsv1.Deployment, newRS *appsv1.Rep
 	rev := ""
 	if newRS != nil {
 		rev = newRS.Annotations[revisionAnnotation]
-		if newRS.Status.ObservedGeneration < newRS.Generation {
-			// The ReplicaSet has not caught up; its counts are stale.
-		}
 	}
 	if apiequality.Semantic.DeepEqual(st, d.Status) && (rev == "" || d.Annotations[revisionAnnotation] == rev) {
 		return

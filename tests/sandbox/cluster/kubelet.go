@@ -3,6 +3,7 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -328,7 +329,7 @@ func (w *podWorker) publish() {
 			Started: ptr(ct.state.Running != nil), State: ct.state, LastTerminationState: ct.lastState, ContainerID: ct.cid}
 		if ct.started {
 			repo, _ := splitImage(ct.spec.Image)
-			cs.ImageID = repo + "@sha256:" + fmt.Sprintf("%064x", len(ct.spec.Image)*7919)
+			cs.ImageID = fmt.Sprintf("%s@sha256:%x", repo, sha256.Sum256([]byte(ct.spec.Image)))
 			anyStarted = true
 		}
 		if ct.state.Terminated == nil {
