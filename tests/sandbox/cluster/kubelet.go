@@ -116,15 +116,16 @@ func (k *kubelet) release(w *podWorker) {
 	delete(k.workers, w.uid)
 }
 
+// find returns the worker of the pod now stored under ns/name (an older
+// pod of the same name may still be terminating).
 func (k *kubelet) find(ns, name string) *podWorker {
+	o, err := k.c.store.get(resPods, ns, name)
+	if err != nil {
+		return nil
+	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	for _, w := range k.workers {
-		if w.ns == ns && w.name == name {
-			return w
-		}
-	}
-	return nil
+	return k.workers[metaOf(o).GetUID()]
 }
 
 // kill SIGKILLs a pod's processes; they restart as after a crash.
