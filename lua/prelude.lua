@@ -174,9 +174,13 @@ local function fmt_duration(s)
 end
 M.fmt_duration = fmt_duration
 
+-- Called where an error is raised, innermost first: the first call for an
+-- error value records its step and traceback; the outer steps re-raising
+-- the same value keep them. A different error (one raised after a playbook
+-- caught an earlier failure) replaces the record.
 local function traceback_handler(err)
-  if failure == nil then
-    failure = { step = steps[#steps], traceback = debug.traceback(tostring(err), 2) }
+  if failure == nil or not rawequal(failure.err, err) then
+    failure = { err = err, step = steps[#steps], traceback = debug.traceback(tostring(err), 2) }
   end
   return err
 end
@@ -205,8 +209,6 @@ function M.step(name, fn)
   steps[#steps] = nil
   log.set_step(steps[#steps])
   if not res[1] then error(res[2], 0) end
-  -- a step that succeeded clears any failure its own pcalls recorded
-  if #steps == 0 then failure = nil end
   return table.unpack(res, 2, res.n)
 end
 
@@ -431,6 +433,7 @@ function M.main(opts)
   end
 
   local interrupted = is_interrupt(rerr)
+  if failure and not rawequal(failure.err, rerr) then failure = nil end
   local where = failure and failure.step
   if type(rerr) == "table" and rerr.step then where = rerr.step end
   local fields = { playbook = path, duration = took, error = tostring(rerr) }

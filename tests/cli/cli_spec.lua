@@ -139,6 +139,13 @@ describe("bgrun CLI", function()
     os.remove(mark)
   end)
 
+  it("does not blame a step whose failure the playbook caught", function()
+    local r = run({ FIX .. "/caught.lua" })
+    assert.equal(1, r.code)
+    assert.matches("ERROR playbook failed .*caught%.lua:7: boom after the steps", r.stderr)
+    assert.not_matches("%[optional cleanup%] playbook failed", r.stderr)
+  end)
+
   it("shows the traceback with -v", function()
     local mark = tmpname()
     local r = run({ "-v", FIX .. "/failing.lua" }, { env = { MARK = mark } })
