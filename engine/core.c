@@ -535,6 +535,8 @@ static const struct native_module {
 	{"postgres", NULL},
 	{"digest", NULL},
 	{"http", NULL},
+	{"s3", NULL},
+	{"archive", NULL},
 	{NULL, NULL},
 };
 

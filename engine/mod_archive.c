@@ -1,0 +1,636 @@
+/* archive: tar.gz (and plain tar) through libarchive. create writes to a
+ * temporary file and renames it into place; extract reads the archive
+ * twice: first every entry is checked (archive_path.c) so a hostile
+ * archive is refused before anything is written, then it is written
+ * inside the directory with libarchive's own guards on as well. */
+#define _POSIX_C_SOURCE 200809L
+#include "bgrun.h"
+#include "archive_path.h"
+#include "buf.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <archive.h>
+#include <archive_entry.h>
+
+#define HANDLE_MT "bgrun.archive.handle"
+
+int luaopen_archive(lua_State *L);
+
+enum { BLOCK = 64 * 1024 };
+
+/* Everything one call holds, released by __gc/__close if a Lua error
+ * (out of memory) cuts the call short, and explicitly before raising. */
+typedef struct ar_handle {
+	struct archive *r;  /* reader */
+	struct archive *w;  /* writer (archive or disk) */
+	int fd;             /* create's output file */
+	int src;            /* a file being added */
+	char *tmp_path;     /* create's temporary file, removed unless renamed */
+	int cwd;            /* extract: the directory to return to */
+	char *block;
+} ar_handle;
+
+static int handle_close(lua_State *L)
+{
+	ar_handle *h = luaL_checkudata(L, 1, HANDLE_MT);
+	if (h->cwd >= 0) {
+		/* back where the process was, whatever happened */
+		if (fchdir(h->cwd) != 0) {
+			static const char msg[] = "bgrun: archive: cannot return to the working directory\n";
+			ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
+			(void)w;
+		}
+		close(h->cwd);
+		h->cwd = -1;
+	}
+	if (h->r) {
+		struct archive *a = h->r;
+		h->r = NULL;
+		archive_read_free(a);
+	}
+	if (h->w) {
+		struct archive *a = h->w;
+		h->w = NULL;
+		archive_write_free(a);
+	}
+	if (h->fd >= 0) {
+		close(h->fd);
+		h->fd = -1;
+	}
+	if (h->src >= 0) {
+		close(h->src);
+		h->src = -1;
+	}
+	if (h->tmp_path) {
+		unlink(h->tmp_path);
+		free(h->tmp_path);
+		h->tmp_path = NULL;
+	}
+	free(h->block);
+	h->block = NULL;
+	return 0;
+}
+
+static ar_handle *new_handle(lua_State *L)
+{
+	ar_handle *h = lua_newuserdatauv(L, sizeof *h, 0);
+	memset(h, 0, sizeof *h);
+	h->fd = -1;
+	h->src = -1;
+	h->cwd = -1;
+	luaL_setmetatable(L, HANDLE_MT);
+	return h;
+}
+
+static void release(lua_State *L, int idx)
+{
+	idx = lua_absindex(L, idx);
+	lua_pushcfunction(L, handle_close);
+	lua_pushvalue(L, idx);
+	lua_call(L, 1, 0);
+}
+
+/* Pushes a structured error; the caller releases its handle and throws. */
+static void push_err(lua_State *L, const char *op, const char *reason, const char *code, const char *fmt, const char *a,
+                     const char *b)
+{
+	bgrun_error_new(L, "archive", op, reason, fmt, a, b);
+	bgrun_error_set_str(L, "code", code);
+}
+
+/* Releases the handle at hi and raises the error on top. */
+static int fail(lua_State *L, int hi)
+{
+	int err = lua_gettop(L);
+	release(L, hi);
+	lua_settop(L, err);
+	return bgrun_error_throw(L);
+}
+
+static int interrupted(lua_State *L, int hi, const char *op)
+{
+	release(L, hi);
+	return bgrun_throw_interrupted(L, "archive", op);
+}
+
+static const char *libarchive_msg(struct archive *a)
+{
+	const char *m = a ? archive_error_string(a) : NULL;
+	return m ? m : "unknown libarchive error";
+}
+
+static const char *type_name(mode_t t)
+{
+	switch (t) {
+	case AE_IFREG: return "file";
+	case AE_IFDIR: return "directory";
+	case AE_IFLNK: return "symlink";
+	case AE_IFIFO: return "fifo";
+	case AE_IFCHR: return "character device";
+	case AE_IFBLK: return "block device";
+	case AE_IFSOCK: return "socket";
+	default: return "unknown";
+	}
+}
+
+/* Opens path for reading into h->r; NULL or a libarchive message. */
+static const char *open_reader(ar_handle *h, const char *path)
+{
+	h->r = archive_read_new();
+	if (h->r == NULL)
+		return "out of memory";
+	archive_read_support_filter_all(h->r);
+	archive_read_support_format_tar(h->r);
+	archive_read_support_format_gnutar(h->r);
+	archive_read_support_format_zip(h->r);
+	if (archive_read_open_filename(h->r, path, BLOCK) != ARCHIVE_OK)
+		return libarchive_msg(h->r);
+	return NULL;
+}
+
+static void raise_open(lua_State *L, int hi, ar_handle *h, const char *op, const char *path, const char *msg)
+{
+	int missing = access(path, F_OK) != 0;
+	push_err(L, op, missing ? "NotFound" : "InvalidArchive", missing ? "not_found" : "invalid_archive",
+	         "%s: %s", path, missing ? "no such file" : msg);
+	bgrun_error_set_str(L, "path", path);
+	(void)h;
+	fail(L, hi);
+}
+
+/* ---------------------------------------------------------------- list */
+
+/* archive.list(path) -> {{name=, size=, type=, target=}, ...} */
+static int ar_list(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	lua_settop(L, 1);
+	char op[1024];
+	snprintf(op, sizeof op, "list %s", path);
+	ar_handle *h = new_handle(L);
+	int hi = lua_gettop(L);
+	const char *msg = open_reader(h, path);
+	if (msg)
+		raise_open(L, hi, h, op, path, msg);
+	lua_newtable(L);
+	int out = lua_gettop(L);
+	lua_Integer n = 0;
+	struct archive_entry *e;
+	int rc;
+	while ((rc = archive_read_next_header(h->r, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+		if (bgrun_interrupted())
+			interrupted(L, hi, op);
+		const char *name = archive_entry_pathname(e);
+		lua_createtable(L, 0, 4);
+		lua_pushstring(L, name ? name : "");
+		lua_setfield(L, -2, "name");
+		lua_pushinteger(L, (lua_Integer)archive_entry_size(e));
+		lua_setfield(L, -2, "size");
+		const char *hl = archive_entry_hardlink(e);
+		lua_pushstring(L, hl ? "hardlink" : type_name(archive_entry_filetype(e)));
+		lua_setfield(L, -2, "type");
+		const char *target = hl ? hl : archive_entry_symlink(e);
+		if (target) {
+			lua_pushstring(L, target);
+			lua_setfield(L, -2, "target");
+		}
+		lua_rawseti(L, out, ++n);
+	}
+	if (rc != ARCHIVE_EOF) {
+		push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, libarchive_msg(h->r));
+		bgrun_error_set_str(L, "path", path);
+		fail(L, hi);
+	}
+	release(L, hi);
+	lua_settop(L, out);
+	return 1;
+}
+
+/* ------------------------------------------------------------- extract */
+
+/* Pass 1: every entry checked; raises naming the first bad one. */
+static void check_entries(lua_State *L, int hi, ar_handle *h, const char *op, const char *path)
+{
+	lua_newtable(L); /* the archive's symlink names, in order */
+	int links = lua_gettop(L);
+	lua_Integer nlinks = 0;
+	struct archive_entry *e;
+	int rc;
+	while ((rc = archive_read_next_header(h->r, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+		if (bgrun_interrupted())
+			interrupted(L, hi, op);
+		const char *name = archive_entry_pathname(e);
+		const char *why = archive_path_check(name);
+		const char *hl = archive_entry_hardlink(e);
+		mode_t t = archive_entry_filetype(e);
+		if (!why && hl)
+			why = archive_hardlink_check(hl);
+		else if (!why && t == AE_IFLNK)
+			why = archive_symlink_check(name, archive_entry_symlink(e));
+		else if (!why && t != AE_IFREG && t != AE_IFDIR)
+			why = t == AE_IFCHR || t == AE_IFBLK ? "a device file" : t == AE_IFIFO ? "a fifo" : "a special file";
+		for (lua_Integer i = 1; !why && i <= nlinks; i++) {
+			lua_rawgeti(L, links, i);
+			if (archive_under_link(name, lua_tostring(L, -1)))
+				why = "a path through a symlink of the archive";
+			lua_pop(L, 1);
+		}
+		if (why) {
+			char target[512] = "";
+			const char *tg = hl ? hl : t == AE_IFLNK ? archive_entry_symlink(e) : NULL;
+			if (tg)
+				snprintf(target, sizeof target, " -> %s", tg);
+			lua_pushfstring(L, "refusing entry '%s'%s in %s: %s", name ? name : "", target, path, why);
+			push_err(L, op, "UnsafeEntry", "unsafe_entry", "%s%s", lua_tostring(L, -1), "");
+			lua_remove(L, -2);
+			bgrun_error_set_str(L, "entry", name ? name : "");
+			bgrun_error_set_str(L, "path", path);
+			fail(L, hi);
+		}
+		if (t == AE_IFLNK) {
+			lua_pushstring(L, name);
+			lua_rawseti(L, links, ++nlinks);
+		}
+	}
+	if (rc != ARCHIVE_EOF) {
+		push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, libarchive_msg(h->r));
+		bgrun_error_set_str(L, "path", path);
+		fail(L, hi);
+	}
+	lua_pop(L, 1);
+}
+
+/* mkdir -p */
+static int make_dirs(const char *dir)
+{
+	size_t n = strlen(dir);
+	char *p = malloc(n + 1);
+	if (p == NULL)
+		return -1;
+	memcpy(p, dir, n + 1);
+	for (size_t i = 1; i <= n; i++) {
+		if (p[i] == '/' || p[i] == '\0') {
+			char c = p[i];
+			p[i] = '\0';
+			if (mkdir(p, 0755) != 0 && errno != EEXIST) {
+				free(p);
+				return -1;
+			}
+			p[i] = c;
+		}
+	}
+	free(p);
+	struct stat st;
+	if (stat(dir, &st) != 0)
+		return -1;
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return -1;
+	}
+	return 0;
+}
+
+/* archive.extract(path, dir) -> number of entries written */
+static int ar_extract(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	const char *dir = luaL_checkstring(L, 2);
+	luaL_argcheck(L, *dir != '\0', 2, "the directory must not be empty");
+	lua_settop(L, 2);
+	char op[1024];
+	snprintf(op, sizeof op, "extract %s", path);
+	ar_handle *h = new_handle(L);
+	int hi = lua_gettop(L);
+	const char *msg = open_reader(h, path);
+	if (msg)
+		raise_open(L, hi, h, op, path, msg);
+	check_entries(L, hi, h, op, path);
+	archive_read_free(h->r);
+	h->r = NULL;
+	if (bgrun_dry_run(L)) {
+		/* reading is harmless; writing is what dry-run skips */
+		lua_createtable(L, 0, 2);
+		lua_pushstring(L, path);
+		lua_setfield(L, -2, "archive");
+		lua_pushstring(L, dir);
+		lua_setfield(L, -2, "dir");
+		bgrun_log(L, "info", "dry-run: would extract", lua_gettop(L));
+		release(L, hi);
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+
+	/* pass 2: from inside dir, so libarchive's refusal of absolute
+	 * names applies to every entry and the guards see only the archive's
+	 * own paths */
+	if (make_dirs(dir) != 0) {
+		int e = errno;
+		push_err(L, op, "IOError", "io_error", "cannot create %s: %s", dir, strerror(e));
+		fail(L, hi);
+	}
+	if ((msg = open_reader(h, path)) != NULL)
+		raise_open(L, hi, h, op, path, msg);
+	h->cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (h->cwd < 0 || chdir(dir) != 0) {
+		int e = errno;
+		if (h->cwd >= 0) {
+			close(h->cwd);
+			h->cwd = -1;
+		}
+		push_err(L, op, "IOError", "io_error", "cannot enter %s: %s", dir, strerror(e));
+		fail(L, hi);
+	}
+	h->w = archive_write_disk_new();
+	if (h->w == NULL) {
+		release(L, hi);
+		return luaL_error(L, "archive: out of memory");
+	}
+	archive_write_disk_set_options(h->w, ARCHIVE_EXTRACT_TIME | ARCHIVE_EXTRACT_SECURE_NODOTDOT |
+	                                         ARCHIVE_EXTRACT_SECURE_SYMLINKS |
+	                                         ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
+	archive_write_disk_set_standard_lookup(h->w);
+	struct archive_entry *e;
+	int rc;
+	lua_Integer count = 0;
+	while ((rc = archive_read_next_header(h->r, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+		if (bgrun_interrupted())
+			interrupted(L, hi, op);
+		/* never the archive's owners or set-id bits */
+		archive_entry_set_perm(e, archive_entry_perm(e) & 0777);
+		int wr = archive_write_header(h->w, e);
+		if (wr < ARCHIVE_WARN)
+			goto write_failed;
+		const void *data;
+		size_t len;
+		la_int64_t off;
+		int dr;
+		while ((dr = archive_read_data_block(h->r, &data, &len, &off)) == ARCHIVE_OK) {
+			if (bgrun_interrupted())
+				interrupted(L, hi, op);
+			if (archive_write_data_block(h->w, data, len, off) < ARCHIVE_WARN)
+				goto write_failed;
+		}
+		if (dr != ARCHIVE_EOF) {
+			push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, libarchive_msg(h->r));
+			bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
+			fail(L, hi);
+		}
+		if (archive_write_finish_entry(h->w) < ARCHIVE_WARN)
+			goto write_failed;
+		count++;
+		continue;
+	write_failed:
+		push_err(L, op, "ExtractFailed", "extract_failed", "entry '%s': %s", archive_entry_pathname(e),
+		         libarchive_msg(h->w));
+		bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
+		fail(L, hi);
+	}
+	if (rc != ARCHIVE_EOF) {
+		push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, libarchive_msg(h->r));
+		fail(L, hi);
+	}
+	if (archive_write_close(h->w) != ARCHIVE_OK) {
+		push_err(L, op, "ExtractFailed", "extract_failed", "%s: %s", path, libarchive_msg(h->w));
+		fail(L, hi);
+	}
+	release(L, hi);
+	lua_pushinteger(L, count);
+	return 1;
+}
+
+/* -------------------------------------------------------------- create */
+
+static const char *entry_field(lua_State *L, int t, const char *field, size_t *len)
+{
+	const char *s = NULL;
+	if (lua_getfield(L, t, field) == LUA_TSTRING)
+		s = lua_tolstring(L, -1, len); /* anchored by t */
+	lua_pop(L, 1);
+	return s;
+}
+
+/* Checks entries (a playbook mistake raises a plain error). */
+static void check_create_args(lua_State *L, int entries)
+{
+	lua_Integer n = luaL_len(L, entries);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, entries, i) != LUA_TTABLE)
+			luaL_error(L, "archive.create: entry %d must be a table {name=, path=|data=}", (int)i);
+		int t = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, t)) {
+			lua_pop(L, 1);
+			const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
+			if (strcmp(k, "name") != 0 && strcmp(k, "path") != 0 && strcmp(k, "data") != 0 && strcmp(k, "mode") != 0)
+				luaL_error(L, "archive.create: entry %d: unknown field '%s'", (int)i, luaL_tolstring(L, -1, NULL));
+		}
+		size_t len;
+		const char *name = entry_field(L, t, "name", &len);
+		if (name == NULL)
+			luaL_error(L, "archive.create: entry %d: 'name' (a string) is required", (int)i);
+		const char *why = archive_path_check(name);
+		if (why)
+			luaL_error(L, "archive.create: entry %d: name '%s' is %s", (int)i, name, why);
+		int has_path = entry_field(L, t, "path", &len) != NULL;
+		int has_data = entry_field(L, t, "data", &len) != NULL;
+		if (has_path == has_data)
+			luaL_error(L, "archive.create: entry %d ('%s'): give path= or data=, one of them", (int)i, name);
+		int mt = lua_getfield(L, t, "mode");
+		if (mt != LUA_TNIL && (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 0777))
+			luaL_error(L, "archive.create: entry %d: 'mode' must be an integer from 0 to 0777", (int)i);
+		lua_pop(L, 2);
+	}
+}
+
+/* archive.create(path, entries [, {format="tar.gz"}]) -> path
+ *   entries: {{name=, path=} | {name=, data=} [, mode=]}, ... */
+static int ar_create(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	luaL_checktype(L, 2, LUA_TTABLE);
+	const char *format = "tar.gz";
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, 3)) {
+			lua_pop(L, 1);
+			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "format") != 0)
+				luaL_error(L, "archive.create: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+		}
+		if (lua_getfield(L, 3, "format") != LUA_TNIL)
+			format = luaL_checkstring(L, -1);
+		lua_pop(L, 1);
+		if (strcmp(format, "tar.gz") != 0 && strcmp(format, "tar") != 0)
+			luaL_error(L, "archive.create: format '%s' is not one of tar.gz, tar", format);
+	}
+	int gz = strcmp(format, "tar.gz") == 0;
+	lua_settop(L, 2);
+	check_create_args(L, 2);
+	char op[1024];
+	snprintf(op, sizeof op, "create %s", path);
+	if (bgrun_dry_run(L)) {
+		lua_createtable(L, 0, 2);
+		lua_pushstring(L, path);
+		lua_setfield(L, -2, "path");
+		lua_pushinteger(L, (lua_Integer)luaL_len(L, 2));
+		lua_setfield(L, -2, "entries");
+		bgrun_log(L, "info", "dry-run: would create an archive", lua_gettop(L));
+		lua_pushstring(L, path);
+		return 1;
+	}
+	ar_handle *h = new_handle(L);
+	int hi = lua_gettop(L);
+	size_t plen = strlen(path);
+	if ((h->tmp_path = malloc(plen + 16)) == NULL || (h->block = malloc(BLOCK)) == NULL) {
+		release(L, hi);
+		return luaL_error(L, "archive: out of memory");
+	}
+	snprintf(h->tmp_path, plen + 16, "%s.tmp-XXXXXX", path);
+	int fd = mkstemp(h->tmp_path);
+	if (fd < 0) {
+		int e = errno;
+		free(h->tmp_path);
+		h->tmp_path = NULL;
+		push_err(L, op, "IOError", "io_error", "cannot create a file next to %s: %s", path, strerror(e));
+		fail(L, hi);
+	}
+	h->w = archive_write_new();
+	if (h->w == NULL) {
+		close(fd);
+		release(L, hi);
+		return luaL_error(L, "archive: out of memory");
+	}
+	if ((gz && archive_write_add_filter_gzip(h->w) != ARCHIVE_OK) ||
+	    archive_write_set_format_pax_restricted(h->w) != ARCHIVE_OK ||
+	    archive_write_open_fd(h->w, fd) != ARCHIVE_OK) {
+		close(fd);
+		push_err(L, op, "ArchiveError", "archive_error", "%s: %s", path, libarchive_msg(h->w));
+		fail(L, hi);
+	}
+	h->fd = fd; /* archive_write_open_fd does not close it */
+	struct archive_entry *e = archive_entry_new();
+	if (e == NULL) {
+		release(L, hi);
+		return luaL_error(L, "archive: out of memory");
+	}
+	lua_Integer n = luaL_len(L, 2);
+	time_t now = time(NULL);
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (bgrun_interrupted()) {
+			archive_entry_free(e);
+			interrupted(L, hi, op);
+		}
+		lua_rawgeti(L, 2, i);
+		int t = lua_gettop(L);
+		size_t dlen = 0, ignored;
+		const char *name = entry_field(L, t, "name", &ignored);
+		const char *src = entry_field(L, t, "path", &ignored);
+		const char *data = entry_field(L, t, "data", &dlen);
+		int mode = -1;
+		if (lua_getfield(L, t, "mode") == LUA_TNUMBER)
+			mode = (int)lua_tointeger(L, -1);
+		lua_pop(L, 1);
+		archive_entry_clear(e);
+		archive_entry_set_pathname(e, name);
+		archive_entry_set_filetype(e, AE_IFREG);
+		int src_fd = -1;
+		if (src) {
+			struct stat st;
+			src_fd = h->src = open(src, O_RDONLY | O_CLOEXEC);
+			if (src_fd < 0 || fstat(src_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+				int er = src_fd < 0 ? errno : EINVAL;
+				archive_entry_free(e);
+				push_err(L, op, er == ENOENT ? "NotFound" : "IOError", er == ENOENT ? "not_found" : "io_error",
+				         "cannot add %s: %s", src, er == EINVAL ? "not a regular file" : strerror(er));
+				bgrun_error_set_str(L, "entry", name);
+				fail(L, hi);
+			}
+			archive_entry_set_size(e, st.st_size);
+			archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : (st.st_mode & 0777));
+			archive_entry_set_mtime(e, st.st_mtime, 0);
+		} else {
+			archive_entry_set_size(e, (la_int64_t)dlen);
+			archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : 0644);
+			archive_entry_set_mtime(e, now, 0);
+		}
+		const char *werr = NULL;
+		if (archive_write_header(h->w, e) != ARCHIVE_OK)
+			werr = libarchive_msg(h->w);
+		if (!werr && data && dlen > 0 && archive_write_data(h->w, data, dlen) != (la_ssize_t)dlen)
+			werr = libarchive_msg(h->w);
+		while (!werr && src_fd >= 0) {
+			ssize_t k = read(src_fd, h->block, BLOCK);
+			if (k < 0 && errno == EINTR)
+				continue;
+			if (k < 0) {
+				werr = strerror(errno);
+				break;
+			}
+			if (k == 0)
+				break;
+			if (bgrun_interrupted()) {
+				archive_entry_free(e);
+				interrupted(L, hi, op);
+			}
+			if (archive_write_data(h->w, h->block, (size_t)k) != k)
+				werr = libarchive_msg(h->w);
+		}
+		if (src_fd >= 0) {
+			close(src_fd);
+			h->src = -1;
+		}
+		if (werr) {
+			archive_entry_free(e);
+			push_err(L, op, "ArchiveError", "archive_error", "entry '%s': %s", name, werr);
+			bgrun_error_set_str(L, "entry", name);
+			fail(L, hi);
+		}
+		lua_pop(L, 1);
+	}
+	archive_entry_free(e);
+	if (archive_write_close(h->w) != ARCHIVE_OK || fsync(fd) != 0) {
+		push_err(L, op, "ArchiveError", "archive_error", "%s: %s", path, libarchive_msg(h->w));
+		fail(L, hi);
+	}
+	archive_write_free(h->w);
+	h->w = NULL;
+	h->fd = -1;
+	if (close(fd) != 0 || rename(h->tmp_path, path) != 0) {
+		int er = errno;
+		push_err(L, op, "IOError", "io_error", "cannot write %s: %s", path, strerror(er));
+		fail(L, hi);
+	}
+	free(h->tmp_path);
+	h->tmp_path = NULL;
+	release(L, hi);
+	lua_pushstring(L, path);
+	return 1;
+}
+
+static const luaL_Reg archive_funcs[] = {
+	{"create", ar_create},
+	{"list", ar_list},
+	{"extract", ar_extract},
+	{NULL, NULL},
+};
+
+int luaopen_archive(lua_State *L)
+{
+	if (luaL_newmetatable(L, HANDLE_MT)) {
+		lua_pushcfunction(L, handle_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, handle_close);
+		lua_setfield(L, -2, "__close");
+	}
+	lua_pop(L, 1);
+	luaL_newlib(L, archive_funcs);
+	return 1;
+}
