@@ -148,6 +148,38 @@ func tableColumns(res *resource) ([]column, func(runtime.Object) []any) {
 				}
 				return []any{e.Name, s, age(e)}
 			}
+	case resNodes:
+		return []column{nameCol, col("Status", "string"), col("Roles", "string"), col("Age", "string"), col("Version", "string"),
+				{name: "Internal-IP", typ: "string", priority: 1}, {name: "OS-Image", typ: "string", priority: 1},
+				{name: "Container-Runtime", typ: "string", priority: 1}},
+			func(o runtime.Object) []any {
+				n := o.(*corev1.Node)
+				status := "Unknown"
+				for _, c := range n.Status.Conditions {
+					if c.Type == corev1.NodeReady {
+						status = map[corev1.ConditionStatus]string{corev1.ConditionTrue: "Ready", corev1.ConditionFalse: "NotReady"}[c.Status]
+					}
+				}
+				var roles []string
+				for k := range n.Labels {
+					if r, ok := strings.CutPrefix(k, "node-role.kubernetes.io/"); ok {
+						roles = append(roles, r)
+					}
+				}
+				sort.Strings(roles)
+				role := strings.Join(roles, ",")
+				if role == "" {
+					role = "<none>"
+				}
+				ip := "<none>"
+				for _, a := range n.Status.Addresses {
+					if a.Type == corev1.NodeInternalIP {
+						ip = a.Address
+					}
+				}
+				return []any{n.Name, status, role, age(n), n.Status.NodeInfo.KubeletVersion, ip, n.Status.NodeInfo.OSImage,
+					n.Status.NodeInfo.ContainerRuntimeVersion}
+			}
 	case resNamespaces:
 		return []column{nameCol, col("Status", "string"), col("Age", "string")},
 			func(o runtime.Object) []any {
