@@ -98,7 +98,7 @@ func Start(cfg Config) (*Cluster, error) {
 				Message: "kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}},
 			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: nodeName}},
 			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.32.0-sandbox", OperatingSystem: "linux", Architecture: "amd64",
-				ContainerRuntimeVersion: "sandbox://1"}}}
+				ContainerRuntimeVersion: "sandbox://1", OSImage: "sandbox (loopback processes)", KernelVersion: "sandbox"}}}
 	if _, err := c.store.create(resNodes, node, false); err != nil {
 		return nil, err
 	}

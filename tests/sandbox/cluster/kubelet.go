@@ -1025,13 +1025,31 @@ func (c *Cluster) serveLog(req *apiReq) {
 		writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %s is not valid for pod %s", name, pod.Name)))
 		return
 	}
-	if ct == nil {
-		writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is not available", name, pod.Name)))
-		return
+	logDir := filepath.Join(c.cfg.Dir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), name)
+	var run int
+	var runDone chan struct{}
+	var state, last corev1.ContainerState
+	if ct != nil {
+		w.mu.Lock()
+		run, runDone, state, last = ct.runs, ct.runDone, ct.state, ct.lastState
+		w.mu.Unlock()
+	} else {
+		// The pod's processes are gone (it completed): serve what is on
+		// disk, as the kubelet does for terminated containers.
+		entries, _ := os.ReadDir(logDir)
+		run = len(entries)
+		runDone = make(chan struct{})
+		close(runDone)
+		for _, cs := range pod.Status.ContainerStatuses {
+			if cs.Name == name {
+				state, last = cs.State, cs.LastTerminationState
+			}
+		}
+		if run == 0 {
+			writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is not available", name, pod.Name)))
+			return
+		}
 	}
-	w.mu.Lock()
-	run, runDone, state, last := ct.runs, ct.runDone, ct.state, ct.lastState
-	w.mu.Unlock()
 	previous := isTrue(req.q.Get("previous"))
 	switch {
 	case previous:
@@ -1082,7 +1100,7 @@ func (c *Cluster) serveLog(req *apiReq) {
 		limitBytes, _ = strconv.Atoi(v)
 	}
 	timestamps := isTrue(req.q.Get("timestamps"))
-	path := w.logPath(ct, run)
+	path := filepath.Join(logDir, strconv.Itoa(run)+".log")
 	data, _ := os.ReadFile(path)
 	var lines []string
 	for _, l := range strings.SplitAfter(string(data), "\n") {
