@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 
+#include "s3xml.h"
 #include "sigv4.h"
 
 #define AK "AKIAIOSFODNN7EXAMPLE"
@@ -190,6 +191,59 @@ static void bad_input(void **state)
 	sigv4_result_free(&r);
 }
 
+/* S3's XML answers (s3xml.c): errors, a 200 carrying <Error> after
+ * blanks, listings with entities in ETags, malformed documents. */
+static void xml(void **state)
+{
+	(void)state;
+	char err[128];
+	s3xml x = S3XML_INIT;
+	const char *e = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>NoSuchKey</Code>"
+	                "<Message>The specified key does not exist.</Message><Key>a&amp;b</Key>"
+	                "<RequestId>4442587FB7D0A2F9</RequestId></Error>";
+	assert_int_equal(s3xml_parse(e, strlen(e), &x, err, sizeof err), 0);
+	assert_string_equal(s3xml_root(&x), "Error");
+	assert_string_equal(s3xml_get(&x, "Error/Code"), "NoSuchKey");
+	assert_string_equal(s3xml_get(&x, "Error/Key"), "a&b");
+	assert_string_equal(s3xml_get(&x, "Error/RequestId"), "4442587FB7D0A2F9");
+	assert_null(s3xml_get(&x, "Error/HostId"));
+	s3xml_free(&x);
+	/* Complete may stream blanks, then fail inside a 200 */
+	const char *c = "  \n \n<?xml version=\"1.0\"?><Error><Code>InternalError</Code></Error>";
+	assert_int_equal(s3xml_parse(c, strlen(c), &x, err, sizeof err), 0);
+	assert_string_equal(s3xml_root(&x), "Error");
+	s3xml_free(&x);
+	const char *l = "<ListBucketResult xmlns=\"http://doc.s3.amazonaws.com/2006-03-01/\"><IsTruncated>true</IsTruncated>"
+	                "<Contents><Key>a</Key><ETag>&quot;e1&quot;</ETag><Size>1</Size></Contents>"
+	                "<Contents><Key>b</Key><ETag>&#34;e2&#34;</ETag><Size>22</Size></Contents>"
+	                "<NextContinuationToken>t+/=</NextContinuationToken></ListBucketResult>";
+	assert_int_equal(s3xml_parse(l, strlen(l), &x, err, sizeof err), 0);
+	assert_string_equal(s3xml_root(&x), "ListBucketResult");
+	assert_string_equal(s3xml_get(&x, "ListBucketResult/NextContinuationToken"), "t+/=");
+	/* children before their parent, in document order */
+	size_t ends = 0;
+	for (size_t i = 0; i < x.n; i++) {
+		if (strcmp(x.v[i].path, "ListBucketResult/Contents") == 0) {
+			ends++;
+			assert_string_equal(x.v[i - 1].path, "ListBucketResult/Contents/Size");
+			assert_string_equal(x.v[i - 2].text, ends == 1 ? "\"e1\"" : "\"e2\"");
+		}
+	}
+	assert_int_equal(ends, 2);
+	s3xml_free(&x);
+	const char *bad = "<Error><Code>x</Error>";
+	assert_int_equal(s3xml_parse(bad, strlen(bad), &x, err, sizeof err), -1);
+	assert_non_null(strstr(err, "mismatched tag"));
+	s3xml_free(&x);
+	assert_int_equal(s3xml_parse("   ", 3, &x, err, sizeof err), -1);
+	assert_string_equal(err, "empty document");
+	s3xml_free(&x);
+	buf b = BUF_INIT;
+	assert_int_equal(s3xml_escape(&b, "\"<a&b>\""), 0);
+	assert_string_equal(b.data, "&quot;&lt;a&amp;b&gt;&quot;");
+	buf_free(&b);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -201,6 +255,7 @@ int main(void)
 		cmocka_unit_test(generic_suite),
 		cmocka_unit_test(canonical_forms),
 		cmocka_unit_test(bad_input),
+		cmocka_unit_test(xml),
 	};
 	return cmocka_run_group_tests_name("sigv4", tests, NULL, NULL);
 }
