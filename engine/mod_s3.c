@@ -1361,14 +1361,15 @@ static int b_list(lua_State *L)
 				k = sz = et = lm = NULL;
 			}
 		}
-		if (truncated && next && *next) {
+		int have_next = next && *next;
+		if (truncated && have_next) {
 			lua_pushstring(L, next);
 			lua_replace(L, tok);
 		}
 		s3xml_free(&x);
 		if (!truncated)
 			break;
-		if (!next || !*next) {
+		if (!have_next) {
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "a truncated listing came without NextContinuationToken");
 			bgrun_error_set_int(L, "code", 200);
 			bgrun_error_throw(L);
