@@ -298,12 +298,25 @@ static int make_dirs(const char *dir)
 	return 0;
 }
 
-/* archive.extract(path, dir) -> number of entries written */
+/* archive.extract(path, dir [, {readonly=}]) -> number of entries written
+ * (readonly: the caller's scratch space, so it runs under --dry-run too) */
 static int ar_extract(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	const char *dir = luaL_checkstring(L, 2);
 	luaL_argcheck(L, *dir != '\0', 2, "the directory must not be empty");
+	int readonly = 0;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		lua_pushnil(L);
+		while (lua_next(L, 3)) {
+			lua_pop(L, 1);
+			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "readonly") != 0)
+				luaL_error(L, "archive.extract: unknown option '%s'", luaL_tolstring(L, -1, NULL));
+		}
+		lua_getfield(L, 3, "readonly");
+		readonly = lua_toboolean(L, -1);
+	}
 	lua_settop(L, 2);
 	char op[1024];
 	snprintf(op, sizeof op, "extract %s", path);
@@ -315,7 +328,7 @@ static int ar_extract(lua_State *L)
 	check_entries(L, hi, h, op, path);
 	archive_read_free(h->r);
 	h->r = NULL;
-	if (bgrun_dry_run(L)) {
+	if (bgrun_dry_run(L) && !readonly) {
 		/* reading is harmless; writing is what dry-run skips */
 		lua_createtable(L, 0, 2);
 		lua_pushstring(L, path);

@@ -1,14 +1,20 @@
 -- Database backups: schema.sql, data.sql, full_backup.dump (pg_dump custom
 -- format) and metadata.json (environment, database, migration version,
 -- sizes and sha256 of each file, tool versions, time), packed as one
--- .tar.gz. The last `keep` backups are kept locally; pinned ones (taken
--- before a migration) are never deleted by retention.
+-- .tar.gz by the archive module and uploaded to the environment's bucket
+-- as <env>/<name>.tar.gz (pinned ones with metadata pinned=true). The last
+-- `keep` backups are kept locally; pinned ones (taken before a migration)
+-- are never deleted by retention.
+local archive = require("archive")
 local digest = require("digest")
 local json = require("json")
 local log = require("log")
 local proc = require("proc")
 
 local M = {}
+
+-- s3 loads libcurl: required on first use only
+local function s3() return require("s3") end
 
 M.FILES = { "schema.sql", "data.sql", "full_backup.dump" }
 
@@ -93,7 +99,9 @@ end
 
 ---Takes a backup. opts: env (name), database (conninfo table), dir
 ---(where backups live), label, pinned, version (migration version), keep
----(default 10). Returns {path=, metadata=}.
+---(default 10), bucket (upload there; without it the backup stays local
+---with a warning), s3 (extra s3.bucket options). Returns {path=,
+---metadata=, key=, bucket=}.
 ---@param opts table
 ---@return {path: string, metadata: table}
 function M.create(opts)
@@ -104,7 +112,11 @@ function M.create(opts)
   local path = dir .. "/" .. name .. ".tar.gz"
   if bgrun.dry_run() then
     log.info("dry-run: would back up the database", { path = path, pinned = opts.pinned or false })
-    return { path = path, metadata = {}, dry_run = true }
+    if opts.bucket then
+      log.info("dry-run: would upload the backup", { bucket = opts.bucket, key = M.key(path, opts.env) })
+    end
+    return { path = path, metadata = {}, dry_run = true, key = opts.bucket and M.key(path, opts.env) or nil,
+             bucket = opts.bucket }
   end
   run({ "mkdir", "-p", dir .. "/" .. name }, nil, "mkdir")
   local work = dir .. "/" .. name
@@ -136,7 +148,9 @@ function M.create(opts)
     local f = assert(io.open(work .. "/metadata.json", "w"))
     f:write(json.encode(metadata, { indent = 2, sort_keys = true }), "\n")
     f:close()
-    run({ "tar", "-czf", path, "-C", work, "metadata.json", table.unpack(M.FILES) }, nil, "tar")
+    local entries = { { name = "metadata.json", path = work .. "/metadata.json" } }
+    for _, name in ipairs(M.FILES) do entries[#entries + 1] = { name = name, path = work .. "/" .. name } end
+    archive.create(path, entries, { format = "tar.gz" })
     return metadata
   end)
   proc.run({ "rm", "-rf", work })
@@ -146,8 +160,87 @@ function M.create(opts)
   end
   log.info("backup taken", { path = path, size = file_size(path), version = opts.version,
                              pinned = opts.pinned or false })
+  local uploaded
+  if opts.bucket then
+    local uok, uerr = pcall(M.upload, path, { bucket = opts.bucket, env = opts.env, pinned = opts.pinned,
+                                              version = opts.version, s3 = opts.s3 })
+    if not uok then
+      -- a backup that is not off the machine is not the backup we promised
+      log.error("backup upload failed; the local copy is kept", { path = path, error = tostring(uerr) })
+      error(uerr, 0)
+    end
+    uploaded = uerr
+  else
+    log.warn("no bucket configured: the backup is kept locally only", { path = path })
+  end
   M.prune(dir, opts.keep or 10)
-  return { path = path, metadata = err }
+  return { path = path, metadata = err, key = uploaded and uploaded.key, bucket = opts.bucket }
+end
+
+---The bucket key of a backup file: <env>/<file name>.
+---@param path string
+---@param env string?
+---@return string
+function M.key(path, env)
+  return ("%s/%s"):format(env or "db", path:match("([^/]+)$"))
+end
+
+local function bucket_of(opts)
+  local cfg = {}
+  for k, v in pairs(opts.s3 or {}) do cfg[k] = v end
+  cfg.bucket = opts.bucket
+  return s3().bucket(cfg)
+end
+
+---Uploads a backup file to opts.bucket as <env>/<name>.tar.gz, with
+---metadata pinned=true for pinned backups. opts: bucket, env, pinned,
+---version, s3 (extra s3.bucket options). Returns {key=, etag=, size=}.
+---@param path string
+---@param opts {bucket: string, env: string?, pinned: boolean?, version: integer?, s3: table?}
+---@return {key: string, etag: string?, size: integer}
+function M.upload(path, opts)
+  local key = M.key(path, opts.env)
+  local b <close> = bucket_of(opts)
+  local meta = { env = opts.env or "", version = tostring(opts.version or "") }
+  if opts.pinned or path:find("%.pinned%.tar%.gz$") then meta.pinned = "true" end
+  local r = b:put_file(key, path, { content_type = "application/gzip", metadata = meta })
+  log.info(r.dry_run and "dry-run: would upload the backup" or "backup uploaded",
+           { bucket = opts.bucket, key = key, size = r.size, pinned = meta.pinned == "true" })
+  return { key = key, etag = r.etag, size = r.size }
+end
+
+---Makes a backup available locally: ref is a local .tar.gz path (returned
+---as is; one starting with "/" or "./" is never looked up in a bucket), a
+---key in opts.bucket ("local/2026...tar.gz"), or s3://bucket/key.
+---Downloads into dir. Raises the s3 module's 404 NoSuchKey when the key is
+---absent and {code="not_found"} when ref is neither.
+---@param ref string
+---@param dir string
+---@param opts {bucket: string?, s3: table?}?
+---@return string path
+function M.fetch(ref, dir, opts)
+  opts = opts or {}
+  local f = io.open(ref, "rb")
+  if f then
+    f:close()
+    return ref
+  end
+  if ref:find("^/") or ref:find("^%.%.?/") then
+    raise { op = "fetch " .. ref, code = "not_found", reason = "NotFound",
+            message = ("backup %s does not exist"):format(ref) }
+  end
+  local bucket, key = ref:match("^s3://([^/]+)/(.+)$")
+  if not bucket then bucket, key = opts.bucket, ref end
+  if not bucket then
+    raise { op = "fetch " .. ref, code = "not_found", reason = "NotFound",
+            message = ("backup %s is not a local file and no bucket is configured to look it up in"):format(ref) }
+  end
+  local b <close> = bucket_of({ bucket = bucket, s3 = opts.s3 })
+  run({ "mkdir", "-p", dir }, { readonly = true }, "mkdir")
+  local path = dir .. "/" .. key:match("([^/]+)$")
+  local size = b:get_file(key, path)
+  log.info("backup fetched", { bucket = bucket, key = key, path = path, size = size })
+  return path
 end
 
 ---Unpacks a backup into dir and checks every file against metadata.json.
@@ -169,8 +262,8 @@ function M.verify(path, dir)
             message = ("backup %s does not exist"):format(path) }
   end
   run({ "mkdir", "-p", dir }, { readonly = true }, "mkdir")
-  run({ "tar", "-xzf", path, "-C", dir, "--no-same-owner", "--no-same-permissions" },
-      { readonly = true }, "tar -x")
+  -- our own scratch space: unpacked under --dry-run too
+  archive.extract(path, dir, { readonly = true })
   local f = io.open(dir .. "/metadata.json")
   if not f then
     raise { op = "verify " .. path, code = "no_metadata", reason = "Invalid",

@@ -1,0 +1,42 @@
+-- Back up an environment's database: schema.sql, data.sql,
+-- full_backup.dump and metadata.json in one .tar.gz, uploaded to the
+-- environment's bucket, the last 10 unpinned kept locally.
+--   bgrun playbooks/backup.lua env=local label=before-import [pinned=true]
+local backup = require("backup")
+local environments = require("environments")
+local migrate = require("migrate")
+local postgres = require("postgres")
+
+local names = {}
+for name in pairs(environments) do names[#names + 1] = name end
+table.sort(names)
+
+return playbook {
+  description = "Back up an environment's database and upload it to the environment's bucket",
+  params = {
+    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    label = { default = "manual", pattern = "^[%w][%w._-]*$", help = "a word in the backup's name" },
+    pinned = { type = "boolean", default = false, help = "never delete it by retention" },
+    keep = { type = "number", default = 10, help = "unpinned backups kept locally" },
+  },
+  run = function(args)
+    local env = environments[args.env]
+    local version = step("read the schema version", function()
+      local db <close> = postgres.connect(env.database or {})
+      return migrate.status(db, migrate.find(env.migrations)).current or 0
+    end)
+    local b = step("back up the database", function()
+      return backup.create { env = args.env, database = env.database, dir = env.backups, label = args.label,
+                             pinned = args.pinned, version = version, keep = math.tointeger(args.keep) or 10,
+                             bucket = env.bucket }
+    end)
+    if not b.dry_run then
+      step("verify the backup", function() backup.verify(b.path) end)
+    end
+    if b.key then
+      print(("uploaded: s3://%s/%s"):format(b.bucket, b.key))
+    end
+    print(("schema version %s"):format(migrate.format_version(version)))
+    print(b.path)
+  end,
+}

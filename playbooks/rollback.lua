@@ -1,0 +1,130 @@
+-- Roll an environment's database back to a backup, with the API stopped
+-- meanwhile: fetch, verify, confirm, scale the API to 0, restore into a
+-- fresh database swapped in by rename (the old one is kept), check the
+-- schema version, record it in the migration-version ConfigMap, bring the
+-- API back. A failure after the scale-down brings the API back as it was.
+--   bgrun playbooks/rollback.lua env=local backup=backups/local/2026...tar.gz
+--   bgrun playbooks/rollback.lua env=production backup=production/2026...tar.gz --yes
+local backup = require("backup")
+local environments = require("environments")
+local k8s = require("k8s")
+local lock = require("lock")
+local log = require("log")
+local migrate = require("migrate")
+local postgres = require("postgres")
+local restore = require("restore")
+
+local names = {}
+for name in pairs(environments) do names[#names + 1] = name end
+table.sort(names)
+
+local function record_version(c, ns, version)
+  local data = { version = tostring(version), updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+  if c:get("configmap", "migration-version", { namespace = ns }) then
+    c:patch("configmap", "migration-version", { data = data }, { type = "merge", namespace = ns })
+  else
+    c:create({ apiVersion = "v1", kind = "ConfigMap",
+               metadata = { name = "migration-version", namespace = ns,
+                            labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
+               data = data }, { namespace = ns })
+  end
+end
+
+-- Scales each Deployment to its replica count and waits for the rollouts.
+local function scale_all(c, ns, replicas, timeout)
+  for name, n in pairs(replicas) do c:scale("deployment", name, n, { namespace = ns }) end
+  for name, n in pairs(replicas) do
+    if n > 0 then c:rollout_status("deployment", name, { namespace = ns, timeout = timeout }) end
+  end
+end
+
+return playbook {
+  description = "Roll the database back to a backup, with the API stopped while it is restored",
+  params = {
+    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    backup = { required = true, help = "a local .tar.gz, or a key in the environment's bucket (or s3://bucket/key)" },
+    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+  },
+  run = function(args)
+    local env = environments[args.env]
+    local path = step("fetch the backup", function()
+      return backup.fetch(args.backup, env.backups .. "/fetched", { bucket = env.bucket })
+    end)
+    local metadata = step("verify the backup", function()
+      local m = backup.verify(path)
+      if m.env and m.env ~= args.env then
+        bgrun.raise { module = "rollback", op = "verify " .. path, code = "wrong_env", reason = "WrongEnvironment",
+                      message = ("%s is a backup of %s, not %s"):format(path, m.env, args.env) }
+      end
+      return m
+    end)
+    local version = metadata.migration_version or 0
+    print(("backup %s: %s, schema version %s, taken %s"):format(path, metadata.env or "?",
+      migrate.format_version(version), metadata.created_at or "?"))
+    if env.confirm then
+      confirm(("Roll %s back to %s (schema version %s)? The API is stopped meanwhile.")
+        :format(args.env, path, migrate.format_version(version)), { expect = "ROLLBACK PRODUCTION" })
+    end
+
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local ns = env.namespace
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = ns, operation = "rollback to " .. path,
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+    end)
+    on_failure("release the deploy lock", l.release)
+
+    local replicas = step("scale the API to 0", function()
+      local r = {}
+      for _, d in ipairs(c:list("deployment", { namespace = ns, labelSelector = "app=" .. env.app }).items or {}) do
+        r[d.metadata.name] = d.spec.replicas or 0
+      end
+      on_failure("bring the API back", function()
+        scale_all(c, ns, r, env.rollout_timeout)
+      end)
+      for name, n in pairs(r) do
+        if n > 0 then c:scale("deployment", name, 0, { namespace = ns }) end
+      end
+      return r
+    end)
+
+    step("terminate connections", function()
+      local info = {}
+      for k, v in pairs(env.database or {}) do info[k] = v end
+      local target = info.dbname or os.getenv("PGDATABASE")
+      info.dbname = "postgres"
+      local admin <close> = postgres.connect(info)
+      local rows = admin:query("SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity " ..
+                               "WHERE datname = $1 AND pid <> pg_backend_pid()", { target })
+      log.info("connections terminated", { database = target, count = rows[1] and rows[1].n or 0 })
+    end)
+
+    local restored = step("restore", function()
+      return restore.restore { path = path, database = env.database }
+    end)
+
+    if not bgrun.dry_run() then
+      step("verify schema_migrations", function()
+        local db <close> = postgres.connect(env.database or {})
+        local got = db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
+        if got ~= version then
+          bgrun.raise { module = "rollback", op = "verify", code = "version_mismatch", reason = "VersionMismatch",
+                        message = ("schema_migrations is at %s, the backup's metadata says %s"):format(got, version) }
+        end
+      end)
+    end
+
+    step("record the migration version", function()
+      record_version(c, ns, version)
+    end)
+
+    step("bring the API back", function()
+      scale_all(c, ns, replicas, env.rollout_timeout)
+    end)
+    l.release()
+    print(("rolled %s back to schema version %s from %s"):format(args.env, migrate.format_version(version), path))
+    if restored.old_database then
+      print(("the previous database is kept as %s"):format(restored.old_database))
+    end
+  end,
+}

@@ -1,0 +1,258 @@
+-- The backup and rollback playbooks end to end against the sandbox
+-- (PostgreSQL, SeaweedFS, the cluster), run as the binary: what is in a
+-- backup and its bucket copy, retention, a rollback to an earlier schema
+-- (ConfigMap, API pods, the kept old database), and refusals that change
+-- nothing: a corrupted backup, a missing key, another environment's
+-- backup, production without --yes.
+local archive = require("archive")
+local backup = require("backup")
+local digest = require("digest")
+local json = require("json")
+local k8s = require("k8s")
+local postgres = require("postgres")
+local proc = require("proc")
+local s3 = require("s3")
+
+local ROOT = os.getenv("BGRUN_ROOT") or "."
+local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local NS = "physioflow"
+local APP = "physioflow-api"
+local DB = "bgrun_backup_spec"
+local BUCKET = assert(os.getenv("SANDBOX_S3_BUCKET"))
+
+local function sh(cmd)
+  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
+  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
+  return r.stdout
+end
+
+local TMP = (sh("mktemp -d /tmp/bgrun-backup-spec-XXXXXX"):gsub("%s+$", ""))
+local PB = TMP .. "/playbooks"
+
+local function bgrun_run(args, opts)
+  local argv = { BGRUN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks" }, cwd = ROOT,
+                          timeout = (opts and opts.timeout) or 240 })
+end
+
+local c = k8s.client { namespace = NS }
+local b = s3.bucket { bucket = BUCKET }
+
+local function dep(colour)
+  local d = c:get("deployment", APP .. "-" .. colour)
+  return { replicas = d.spec.replicas, rv = d.metadata.resourceVersion, ready = d.status.readyReplicas or 0 }
+end
+
+local function schema_version()
+  local db <close> = postgres.connect { dbname = DB }
+  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
+end
+
+local function cm_version()
+  return c:get("configmap", "migration-version").data.version
+end
+
+local function local_backups(env)
+  local t = {}
+  for l in sh(("ls -1 %q 2>/dev/null || true"):format(TMP .. "/backups/" .. env)):gmatch("[^\n]+") do
+    if l:find("%.tar%.gz$") then t[#t + 1] = l end
+  end
+  table.sort(t)
+  return t
+end
+
+local function last_line(s)
+  local last
+  for l in s:gmatch("[^\n]+") do last = l end
+  return last
+end
+
+local function state()
+  return { blue = dep("blue"), green = dep("green"), version = schema_version(), cm = cm_version() }
+end
+
+describe("backup and rollback playbooks", function()
+  local first -- {path=, key=} of the backup taken at schema 010
+
+  setup(function()
+    local admin <close> = postgres.connect { dbname = "postgres" }
+    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
+      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
+    end
+    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
+    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
+      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
+        pcall(c.delete, c, kind, name)
+      end
+    end
+    local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
+    assert(r.code == 0, r.stderr)
+    -- the playbooks as shipped, next to an environments file whose backups
+    -- live in this spec's own directory
+    sh(("mkdir -p %q && cp %q %q %q"):format(PB, ROOT .. "/playbooks/backup.lua", ROOT .. "/playbooks/rollback.lua", PB))
+    local f = assert(io.open(PB .. "/environments.lua", "w"))
+    f:write(([[
+local envs = dofile(%q)
+for name, e in pairs(envs) do e.backups = %q .. "/backups/" .. name end
+return envs
+]]):format(ROOT .. "/playbooks/environments.lua", TMP))
+    f:close()
+  end)
+
+  teardown(function()
+    for _, o in ipairs(b:list("local/")) do
+      if o.key:find("%-spec%-") then b:delete(o.key) end
+    end
+    sh(("rm -rf %q"):format(TMP))
+  end)
+
+  it("backs up: four files with their sha256s in the metadata, uploaded, the path printed last", function()
+    local r = bgrun_run({ PB .. "/backup.lua", "env=local", "label=spec-a1" })
+    assert.equal(0, r.code, r.stderr)
+    local path = last_line(r.stdout)
+    assert.matches("^" .. (TMP .. "/backups/local/"):gsub("%p", "%%%0") .. "%d+T%d+Z%-local%-spec%-a1%.tar%.gz$", path)
+    local names = {}
+    for _, e in ipairs(archive.list(path)) do names[#names + 1] = e.name end
+    table.sort(names)
+    assert.same({ "data.sql", "full_backup.dump", "metadata.json", "schema.sql" }, names)
+    local dir = TMP .. "/check"
+    archive.extract(path, dir)
+    local f = assert(io.open(dir .. "/metadata.json"))
+    local m = json.decode(f:read("a"))
+    f:close()
+    assert.equal("local", m.env)
+    assert.equal(10, m.migration_version)
+    assert.equal(DB, m.database.name)
+    for _, name in ipairs({ "schema.sql", "data.sql", "full_backup.dump" }) do
+      assert.equal(digest.sha256_file(dir .. "/" .. name), m.files[name].sha256, name)
+      assert.is_true(m.files[name].size > 0, name)
+    end
+    assert.matches("CREATE TABLE public%.schema_migrations", sh(("cat %q"):format(dir .. "/schema.sql")))
+    -- in the bucket, byte for byte
+    local key = "local/" .. path:match("([^/]+)$")
+    assert.truthy(r.stdout:find("uploaded: s3://" .. BUCKET .. "/" .. key .. "\n", 1, true), r.stdout)
+    local h = b:head(key)
+    assert.truthy(h, "uploaded as " .. key)
+    assert.equal(tonumber(sh(("stat -c %%s %q"):format(path))), h.size)
+    assert.equal("application/gzip", h.content_type)
+    assert.is_nil(h.metadata.pinned)
+    assert.equal("local", h.metadata.env)
+    b:get_file(key, TMP .. "/from-bucket.tar.gz")
+    assert.equal(digest.sha256_file(path), digest.sha256_file(TMP .. "/from-bucket.tar.gz"))
+    -- a copy, as retention below removes the original
+    sh(("cp %q %q"):format(path, TMP .. "/first.tar.gz"))
+    first = { path = TMP .. "/first.tar.gz", key = key }
+  end)
+
+  it("keeps pinned backups through retention and marks them pinned in the bucket", function()
+    local r = bgrun_run({ PB .. "/backup.lua", "env=local", "label=spec-a2", "pinned=true", "keep=1" })
+    assert.equal(0, r.code, r.stderr)
+    local pinned = last_line(r.stdout)
+    assert.matches("%.pinned%.tar%.gz$", pinned)
+    assert.equal("true", b:head("local/" .. pinned:match("([^/]+)$")).metadata.pinned)
+    for _, label in ipairs({ "spec-a3", "spec-a4" }) do
+      r = bgrun_run({ PB .. "/backup.lua", "env=local", "label=" .. label, "keep=1" })
+      assert.equal(0, r.code, r.stderr)
+    end
+    local left = local_backups("local")
+    assert.equal(2, #left, table.concat(left, " "))
+    assert.matches("%-spec%-a2%.pinned%.tar%.gz$", left[1])
+    assert.matches("%-spec%-a4%.tar%.gz$", left[2])
+    -- retention is local: the bucket keeps every upload
+    assert.truthy(b:head(first.key))
+  end)
+
+  it("refuses a corrupted backup before changing anything: exit 1, pods untouched", function()
+    local dir = TMP .. "/corrupt"
+    archive.extract(first.path, dir)
+    local f = assert(io.open(dir .. "/data.sql", "a"))
+    f:write("-- tampered\n")
+    f:close()
+    local bad = TMP .. "/corrupted.tar.gz"
+    local entries = {}
+    for _, n in ipairs({ "metadata.json", "schema.sql", "data.sql", "full_backup.dump" }) do
+      entries[#entries + 1] = { name = n, path = dir .. "/" .. n }
+    end
+    archive.create(bad, entries)
+    local before = state()
+    local r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. bad })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("%[verify the backup%]", r.stderr)
+    assert.matches("ChecksumMismatch: data%.sql in .*corrupted%.tar%.gz: sha256 %x+, metadata says %x+", r.stderr)
+    assert.same(before, state())
+    assert.is_nil(c:get("lease", "bgrun-deploy-lock"))
+  end)
+
+  it("refuses a key missing from the bucket and another environment's backup", function()
+    local before = state()
+    local r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=local/no-such-backup.tar.gz" })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("s3: get_file local/no%-such%-backup%.tar%.gz: 404 NoSuchKey", r.stderr)
+    r = bgrun_run({ PB .. "/rollback.lua", "env=staging", "backup=" .. first.path })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("WrongEnvironment: .* is a backup of local, not staging", r.stderr)
+    r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. TMP .. "/no-such.tar.gz" })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("NotFound: backup .*/no%-such%.tar%.gz does not exist", r.stderr)
+    r = bgrun_run({ PB .. "/rollback.lua", "env=local" })
+    assert.equal(2, r.code)
+    assert.matches("backup", r.stderr)
+    assert.same(before, state())
+  end)
+
+  it("asks production to type ROLLBACK PRODUCTION: with no terminal and no --yes it stops before anything changes", function()
+    -- a production backup of this spec's database, taken in-process
+    local taken = backup.create { env = "production", database = { dbname = DB }, dir = TMP .. "/prod",
+                                  label = "spec-prod", version = 10 }
+    local before = state()
+    local r = bgrun_run({ PB .. "/rollback.lua", "env=production", "backup=" .. taken.path })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("ConfirmationRequired", r.stderr)
+    assert.matches("no terminal to confirm on; pass %-%-yes", r.stderr)
+    assert.is_nil(r.stderr:find("scale the API", 1, true))
+    assert.same(before, state())
+  end)
+
+  it("changes nothing under --dry-run", function()
+    local before = state()
+    local r = bgrun_run({ "--dry-run", PB .. "/rollback.lua", "env=local", "backup=" .. first.key })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("dry%-run: would restore into a fresh database", r.stderr)
+    assert.same(before, state())
+  end)
+
+  it("rolls back to an earlier schema from a bucket key: ConfigMap updated, API back, old database kept", function()
+    -- move forward first: schema 011 and the ConfigMap saying so
+    local r = bgrun_run({ ROOT .. "/playbooks/migrate.lua", "env=local", "to=011" })
+    assert.equal(0, r.code, r.stderr)
+    c:patch("configmap", "migration-version", { data = { version = "11" } }, { type = "merge" })
+    assert.equal(11, schema_version())
+    local replicas = dep("blue").replicas
+    assert.equal(2, replicas)
+
+    r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. first.key })
+    assert.equal(0, r.code, r.stderr)
+    for _, s in ipairs({ "fetch the backup", "verify the backup", "scale the API to 0", "terminate connections",
+                         "restore", "verify schema_migrations", "record the migration version",
+                         "bring the API back" }) do
+      assert.matches("%[" .. s:gsub("%p", "%%%0") .. "%] step done", r.stderr)
+    end
+    assert.matches("rolled local back to schema version 010", r.stdout)
+    assert.equal(10, schema_version())
+    assert.equal("10", cm_version())
+    local blue = dep("blue")
+    assert.equal(replicas, blue.replicas)
+    assert.equal(replicas, blue.ready)
+    assert.equal(0, dep("green").replicas)
+    -- the database that was replaced is kept, at 011
+    local kept = r.stdout:match("the previous database is kept as (%S+)")
+    assert.truthy(kept, r.stdout)
+    local old <close> = postgres.connect { dbname = kept }
+    assert.equal(11, old:query("SELECT max(version) AS v FROM schema_migrations")[1].v)
+    -- fetched next to the environment's backups
+    assert.truthy(io.open(TMP .. "/backups/local/fetched/" .. first.key:match("([^/]+)$")))
+    local l = c:get("lease", "bgrun-deploy-lock")
+    assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
+  end)
+end)
