@@ -117,7 +117,7 @@ func (c *Cluster) applyFaults(w http.ResponseWriter, r *http.Request) (context.C
 		}
 	}
 	if f.Reset {
-		resetConn(w)
+		resetConn(w, r)
 		return ctx, false
 	}
 	if f.Status > 0 {

@@ -39,7 +39,8 @@ func startTest(t *testing.T) *apiClient {
 	ca, _ := os.ReadFile(filepath.Join(dir, "ca.crt"))
 	pool.AppendCertsFromPEM(ca)
 	return &apiClient{t: t, c: c, token: c.token,
-		http: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}, Timeout: 20 * time.Second}}
+		http: &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}, ForceAttemptHTTP2: true},
+			Timeout: 20 * time.Second}}
 }
 
 // do sends a request and decodes a JSON answer into a map.
@@ -623,5 +624,28 @@ func TestForegroundDeletionAndFinalizers(t *testing.T) {
 	items := m["items"].([]any)
 	if len(items) != 1 || get(items[0].(map[string]any), "metadata", "ownerReferences") != nil {
 		t.Fatalf("orphaned ReplicaSets: %v", items)
+	}
+}
+
+func TestServesHTTP2AndHTTP1(t *testing.T) {
+	a := startTest(t)
+	for _, h2 := range []bool{true, false} {
+		tr := a.http.Transport.(*http.Transport).Clone()
+		tr.ForceAttemptHTTP2 = h2
+		if !h2 {
+			tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+		}
+		req, _ := http.NewRequest("GET", a.c.ServerURL()+"/api/v1/namespaces", nil)
+		req.Header.Set("Authorization", "Bearer "+a.token)
+		resp, err := (&http.Client{Transport: tr}).Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if want := map[bool]int{true: 2, false: 1}[h2]; resp.StatusCode != 200 || resp.ProtoMajor != want {
+			t.Fatalf("h2=%v: %d %s", h2, resp.StatusCode, resp.Proto)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"bufio"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -35,12 +34,11 @@ import (
 )
 
 // statusWriter records the response status for the request log and
-// passes Flush and Hijack through (watch streams and injected resets need
-// them).
+// passes Flush through (watch streams need it).
 type statusWriter struct {
 	http.ResponseWriter
-	status   int
-	hijacked bool
+	status int
+	reset  bool
 }
 
 func (w *statusWriter) WriteHeader(code int) {
@@ -60,23 +58,22 @@ func (w *statusWriter) Flush() {
 		f.Flush()
 	}
 }
-func (w *statusWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	h, ok := w.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, errors.New("hijack not supported")
-	}
-	w.hijacked = true
-	return h.Hijack()
-}
 
-// resetConn drops the client connection with a TCP RST.
-func resetConn(w http.ResponseWriter) {
-	conn, _, err := w.(http.Hijacker).Hijack()
-	if err != nil {
-		return
+// connKey holds the request's connection in its context (ConnContext).
+type connKey struct{}
+
+// resetConn drops the client's whole connection with a TCP RST, as a
+// network or load-balancer failure does; over HTTP/2 every stream on it
+// fails. The TCP connection under TLS is closed directly, without a
+// close_notify.
+func resetConn(w http.ResponseWriter, r *http.Request) {
+	if sw, ok := w.(*statusWriter); ok {
+		sw.reset = true
 	}
-	// Close the TCP connection under TLS directly: no close_notify, just
-	// a reset, as when a load balancer or the network drops it.
+	conn, _ := r.Context().Value(connKey{}).(net.Conn)
+	if conn == nil {
+		panic(http.ErrAbortHandler)
+	}
 	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
 		conn = tc.NetConn()
 	}
@@ -121,7 +118,7 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	w := &statusWriter{ResponseWriter: rw}
 	defer func() {
 		status := w.status
-		if w.hijacked && status == 0 {
+		if w.reset && status == 0 {
 			status = -1
 		}
 		c.logRequest(r, status, time.Since(start))
@@ -1142,7 +1139,7 @@ func (c *Cluster) serveWatch(req *apiReq) {
 				return
 			}
 			flusher.Flush()
-			resetConn(req.w)
+			resetConn(req.w, req.r)
 			return
 		case ev, ok := <-w.ch:
 			if !ok {

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -114,13 +115,15 @@ func Start(cfg Config) (*Cluster, error) {
 		Certificates: []tls.Certificate{pki.serving},
 		ClientCAs:    pki.pool,
 		ClientAuth:   tls.VerifyClientCertIfGiven,
-		NextProtos:   []string{"http/1.1"}, // HTTP/1.1 only, so injected resets can hijack
+		NextProtos:   []string{"h2", "http/1.1"},
 		MinVersion:   tls.VersionTLS12,
 	}
 	c.apiSrv = &http.Server{Handler: c, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
-		TLSNextProto: map[string]func(*http.Server, *tls.Conn, http.Handler){}}
+		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
+			return context.WithValue(ctx, connKey{}, conn)
+		}}
 	c.adminSrv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go c.apiSrv.Serve(tls.NewListener(c.apiLn, tlsCfg))
+	go c.apiSrv.ServeTLS(c.apiLn, "", "") // HTTP/2 and HTTP/1.1, as the real API server
 	go c.adminSrv.Serve(c.adminLn)
 
 	if err := c.writeKubeconfigs(pki); err != nil {
@@ -188,8 +191,8 @@ func (c *Cluster) logRequest(r *http.Request, status int, d time.Duration) {
 	c.logMu.Lock()
 	defer c.logMu.Unlock()
 	// The URL never carries the token; headers are not logged.
-	fmt.Fprintf(c.logFile, "%s %s %s %d %s\n", time.Now().UTC().Format(time.RFC3339Nano), r.Method, r.URL.RequestURI(),
-		status, d.Round(time.Microsecond))
+	fmt.Fprintf(c.logFile, "%s %s %s %d %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), r.Method, r.URL.RequestURI(),
+		status, d.Round(time.Microsecond), r.Proto)
 }
 
 // ---- PKI and kubeconfig ----

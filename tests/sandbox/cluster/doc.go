@@ -8,8 +8,8 @@
 //
 // HTTPS on a free loopback port with a CA made at Start (ECDSA, in memory);
 // bearer-token auth, or client certificates signed by the CA (Dir holds
-// ca.crt, client.crt, client.key, kubeconfig and kubeconfig-cert). HTTP/1.1
-// only. Served: namespaces, nodes, pods (+/log, +/status), services,
+// ca.crt, client.crt, client.key, kubeconfig and kubeconfig-cert). HTTP/2
+// and HTTP/1.1. Served: namespaces, nodes, pods (+/log, +/status), services,
 // endpoints, configmaps, secrets, core/v1 and events.k8s.io/v1 events,
 // apps/v1 deployments and replicasets (+/scale, +/status),
 // discovery.k8s.io/v1 endpointslices, coordination.k8s.io/v1 leases.
@@ -69,9 +69,9 @@
 //
 // A fault matches the method ("" or "*" for any) and a regexp found in the
 // path or in path?query, and hits the next count requests (-1: until
-// cleared). status answers with that Status (429, 503 and 504 carry
-// Retry-After); delay_ms stalls first; reset drops the connection with a
-// TCP RST. On a watch, reset with delay_ms lets the stream run delay_ms
+// cleared). status answers with that Status (429 carries Retry-After,
+// retry_after seconds, default 1); delay_ms stalls first; reset drops the
+// client's TCP connection with an RST (over HTTP/2, every stream on it). On a watch, reset with delay_ms lets the stream run delay_ms
 // and then cuts it, and in_stream with a status ends the stream after
 // delay_ms with an ERROR event carrying that Status.
 package cluster
