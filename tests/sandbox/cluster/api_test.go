@@ -649,3 +649,34 @@ func TestServesHTTP2AndHTTP1(t *testing.T) {
 		}
 	}
 }
+
+func TestEventsAPIsShareObjects(t *testing.T) {
+	a := startTest(t)
+	code, m, _ := a.do("POST", "/apis/events.k8s.io/v1/namespaces/physioflow/events", "application/json",
+		`{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e1"},"eventTime":"2026-01-02T03:04:05.000000Z",
+		  "regarding":{"kind":"Deployment","name":"web","namespace":"physioflow"},"note":"switched","reason":"BlueGreenSwitch",
+		  "type":"Normal","action":"Switch","reportingController":"bgrun","reportingInstance":"host-1"}`)
+	if code != 201 || m["apiVersion"] != "events.k8s.io/v1" || m["note"] != "switched" {
+		t.Fatalf("create: %d %v", code, m)
+	}
+	code, m, _ = a.do("GET", "/api/v1/namespaces/physioflow/events/e1", "", "")
+	if code != 200 || m["message"] != "switched" || get(m, "involvedObject", "name") != "web" || m["reportingComponent"] != "bgrun" {
+		t.Fatalf("core view: %d %v", code, m)
+	}
+	if code, m, _ := a.do("POST", "/apis/events.k8s.io/v1/namespaces/physioflow/events", "application/json",
+		`{"apiVersion":"events.k8s.io/v1","kind":"Event","metadata":{"name":"e2"},"regarding":{"kind":"Pod","name":"p"}}`); code != 422 {
+		t.Fatalf("eventTime is required: %d %v", code, m)
+	}
+	code, m, _ = a.do("GET", "/apis/events.k8s.io/v1/namespaces/physioflow/events/nope", "", "")
+	if code != 404 || m["message"] != `events.events.k8s.io "nope" not found` {
+		t.Fatalf("404: %d %v", code, m)
+	}
+	_, m, _ = a.do("GET", "/apis/events.k8s.io/v1/namespaces/physioflow/events?fieldSelector=regarding.name%3Dweb", "", "")
+	if items := m["items"].([]any); len(items) != 1 || items[0].(map[string]any)["note"] != "switched" {
+		t.Fatalf("list: %v", m)
+	}
+	evs := watchLines(t, a, "/apis/events.k8s.io/v1/namespaces/physioflow/events?watch=true&fieldSelector=reason%3DBlueGreenSwitch", 1)
+	if evs[0]["type"] != "ADDED" || get(evs[0], "object", "note") != "switched" {
+		t.Fatalf("watch: %v", evs)
+	}
+}

@@ -1113,6 +1113,12 @@ func (c *Cluster) serveWatch(req *apiReq) {
 	}
 	defer c.store.unwatch(res, w)
 	flusher.Flush()
+	view := func(o runtime.Object) runtime.Object {
+		if o == nil || res.backing == nil {
+			return o
+		}
+		return res.fromBacking(o)
+	}
 	matches := func(o runtime.Object) bool {
 		if o == nil {
 			return false
@@ -1156,6 +1162,7 @@ func (c *Cluster) serveWatch(req *apiReq) {
 				out = []byte(fmt.Sprintf(`{"type":"BOOKMARK","object":{"kind":%q,"apiVersion":%q,"metadata":{"resourceVersion":"%d"%s}}}`,
 					res.kind, res.apiVersion(), ev.RV, ann))
 			default:
+				ev.Obj, ev.Old = view(ev.Obj), view(ev.Old)
 				now, before := matches(ev.Obj), matches(ev.Old)
 				switch {
 				case typ == "MODIFIED" && now && !before:

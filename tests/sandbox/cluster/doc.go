@@ -10,7 +10,8 @@
 // bearer-token auth, or client certificates signed by the CA (Dir holds
 // ca.crt, client.crt, client.key, kubeconfig and kubeconfig-cert). HTTP/2
 // and HTTP/1.1. Served: namespaces, nodes, pods (+/log, +/status), services,
-// endpoints, configmaps, secrets, core/v1 and events.k8s.io/v1 events,
+// endpoints, configmaps, secrets, core/v1 events (also served, converted,
+// as events.k8s.io/v1),
 // apps/v1 deployments and replicasets (+/scale, +/status),
 // discovery.k8s.io/v1 endpointslices, coordination.k8s.io/v1 leases.
 // Objects are k8s.io/api types with the API server's defaults; patches use

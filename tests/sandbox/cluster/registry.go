@@ -33,6 +33,10 @@ type resource struct {
 	fields                                 func(runtime.Object) fields.Set
 	defaults                               func(runtime.Object)
 	validate                               func(runtime.Object) field.ErrorList
+	// A view of another resource's objects (events.k8s.io/v1 Events are
+	// core/v1 Events): stored as backing, converted both ways.
+	backing                *resource
+	toBacking, fromBacking func(runtime.Object) runtime.Object
 }
 
 func (r *resource) gr() schema.GroupResource {
@@ -163,7 +167,17 @@ var (
 		newObj:     func() runtime.Object { return &coordv1.Lease{} }}
 	resEventsV1 = &resource{group: "events.k8s.io", version: "v1", kind: "Event", plural: "events", singular: "event",
 		namespaced: true, shortNames: []string{"ev"},
-		newObj: func() runtime.Object { return &eventsv1.Event{} },
+		newObj:      func() runtime.Object { return &eventsv1.Event{} },
+		toBacking:   func(o runtime.Object) runtime.Object { return eventToCore(o.(*eventsv1.Event)) },
+		fromBacking: func(o runtime.Object) runtime.Object { return eventFromCore(o.(*corev1.Event)) },
+		fields: func(o runtime.Object) fields.Set {
+			e := o.(*eventsv1.Event)
+			return fields.Set{"regarding.kind": e.Regarding.Kind, "regarding.namespace": e.Regarding.Namespace,
+				"regarding.name": e.Regarding.Name, "regarding.uid": string(e.Regarding.UID),
+				"regarding.apiVersion": e.Regarding.APIVersion, "regarding.resourceVersion": e.Regarding.ResourceVersion,
+				"regarding.fieldPath": e.Regarding.FieldPath, "reason": e.Reason, "reportingController": e.ReportingController,
+				"type": e.Type}
+		},
 		validate: func(o runtime.Object) field.ErrorList {
 			if o.(*eventsv1.Event).EventTime.IsZero() {
 				return field.ErrorList{field.Required(field.NewPath("eventTime"), "")}
@@ -176,6 +190,40 @@ var (
 
 // nodeName is the sandbox's single node, where every pod runs.
 const nodeName = "sandbox"
+
+func init() { resEventsV1.backing = resEvents }
+
+// eventToCore and eventFromCore convert between the two Event APIs, as
+// the API server's conversion does.
+func eventToCore(e *eventsv1.Event) *corev1.Event {
+	out := &corev1.Event{ObjectMeta: *e.ObjectMeta.DeepCopy(), InvolvedObject: e.Regarding, Reason: e.Reason, Message: e.Note,
+		Type: e.Type, EventTime: e.EventTime, Action: e.Action, ReportingController: e.ReportingController,
+		ReportingInstance: e.ReportingInstance, Source: e.DeprecatedSource, FirstTimestamp: e.DeprecatedFirstTimestamp,
+		LastTimestamp: e.DeprecatedLastTimestamp, Count: e.DeprecatedCount}
+	out.TypeMeta = metav1.TypeMeta{Kind: "Event", APIVersion: "v1"}
+	if e.Related != nil {
+		out.Related = e.Related.DeepCopy()
+	}
+	if e.Series != nil {
+		out.Series = &corev1.EventSeries{Count: e.Series.Count, LastObservedTime: e.Series.LastObservedTime}
+	}
+	return out
+}
+
+func eventFromCore(e *corev1.Event) *eventsv1.Event {
+	out := &eventsv1.Event{ObjectMeta: *e.ObjectMeta.DeepCopy(), Regarding: e.InvolvedObject, Reason: e.Reason, Note: e.Message,
+		Type: e.Type, EventTime: e.EventTime, Action: e.Action, ReportingController: e.ReportingController,
+		ReportingInstance: e.ReportingInstance, DeprecatedSource: e.Source, DeprecatedFirstTimestamp: e.FirstTimestamp,
+		DeprecatedLastTimestamp: e.LastTimestamp, DeprecatedCount: e.Count}
+	out.TypeMeta = metav1.TypeMeta{Kind: "Event", APIVersion: "events.k8s.io/v1"}
+	if e.Related != nil {
+		out.Related = e.Related.DeepCopy()
+	}
+	if e.Series != nil {
+		out.Series = &eventsv1.EventSeries{Count: e.Series.Count, LastObservedTime: e.Series.LastObservedTime}
+	}
+	return out
+}
 
 var allResources = []*resource{resNamespaces, resNodes, resPods, resServices, resEndpoints, resConfigMaps, resSecrets, resEvents,
 	resDeployments, resReplicaSets, resEndpointSlices, resLeases, resEventsV1}

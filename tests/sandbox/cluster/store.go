@@ -150,6 +150,13 @@ func (s *store) currentRV() uint64 {
 
 // get returns a private copy of the object, or a NotFound error.
 func (s *store) get(res *resource, ns, name string) (runtime.Object, error) {
+	if res.backing != nil {
+		o, err := s.get(res.backing, ns, name)
+		if err != nil {
+			return nil, viewErr(res, name, err)
+		}
+		return res.fromBacking(o), nil
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	obj, ok := s.objs[res][objKey(ns, name)]
@@ -163,6 +170,14 @@ func (s *store) get(res *resource, ns, name string) (runtime.Object, error) {
 // namespace and name, and the store's resourceVersion at that moment.
 // The objects are shared: callers must not modify them.
 func (s *store) list(res *resource, ns string) ([]runtime.Object, uint64) {
+	if res.backing != nil {
+		objs, rv := s.list(res.backing, ns)
+		out := make([]runtime.Object, len(objs))
+		for i, o := range objs {
+			out[i] = res.fromBacking(o)
+		}
+		return out, rv
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := make([]runtime.Object, 0, len(s.objs[res]))
@@ -185,6 +200,13 @@ func sortObjects(out []runtime.Object) {
 // create stores a new object: uid, creationTimestamp and resourceVersion
 // are assigned here. With dryRun nothing is stored.
 func (s *store) create(res *resource, obj runtime.Object, dryRun bool) (runtime.Object, error) {
+	if res.backing != nil {
+		o, err := s.create(res.backing, res.toBacking(obj), dryRun)
+		if err != nil {
+			return nil, viewErr(res, metaOf(obj).GetName(), err)
+		}
+		return res.fromBacking(o), nil
+	}
 	s.mu.Lock()
 	m := metaOf(obj)
 	key := objKey(m.GetNamespace(), m.GetName())
@@ -229,6 +251,19 @@ func (s *store) create(res *resource, obj runtime.Object, dryRun bool) (runtime.
 // returns the current object unchanged (same resourceVersion).
 func (s *store) update(res *resource, ns, name string, dryRun bool,
 	mutate func(cur runtime.Object) (runtime.Object, error)) (runtime.Object, error) {
+	if res.backing != nil {
+		o, err := s.update(res.backing, ns, name, dryRun, func(cur runtime.Object) (runtime.Object, error) {
+			next, err := mutate(res.fromBacking(cur))
+			if err != nil {
+				return nil, err
+			}
+			return res.toBacking(next), nil
+		})
+		if err != nil {
+			return nil, viewErr(res, name, err)
+		}
+		return res.fromBacking(o), nil
+	}
 	s.mu.Lock()
 	cur, ok := s.objs[res][objKey(ns, name)]
 	if !ok {
@@ -283,6 +318,13 @@ func (s *store) update(res *resource, ns, name string, dryRun bool,
 
 // remove deletes an object for good. precondRV, if set, must match.
 func (s *store) remove(res *resource, ns, name, precondRV string, precondUID types.UID, dryRun bool) (runtime.Object, error) {
+	if res.backing != nil {
+		o, err := s.remove(res.backing, ns, name, precondRV, precondUID, dryRun)
+		if err != nil {
+			return nil, viewErr(res, name, err)
+		}
+		return res.fromBacking(o), nil
+	}
 	s.mu.Lock()
 	cur, ok := s.objs[res][objKey(ns, name)]
 	if !ok {
@@ -318,6 +360,20 @@ func (s *store) remove(res *resource, ns, name, precondRV string, precondUID typ
 // events (sendInitialEvents=true).
 var initialEventsEndMarker runtime.Object = &metav1.Status{}
 
+// viewErr restates a backing resource's error in the view's terms
+// (events.events.k8s.io rather than events).
+func viewErr(res *resource, name string, err error) error {
+	switch {
+	case apierrors.IsNotFound(err):
+		return apierrors.NewNotFound(res.gr(), name)
+	case apierrors.IsAlreadyExists(err):
+		return apierrors.NewAlreadyExists(res.gr(), name)
+	case apierrors.IsConflict(err):
+		return apierrors.NewConflict(res.gr(), name, fmt.Errorf("%s", optimisticLockErrorMsg))
+	}
+	return err
+}
+
 // errTooOld is returned by watch when the requested version has left the
 // history window.
 type errTooOld struct{ requested, oldest uint64 }
@@ -336,6 +392,9 @@ func (s *store) watch(res *resource, ns string, fromRV *uint64, bookmarks bool) 
 // watchOpts is watch; with initialEnd (sendInitialEvents) the initial
 // ADDED events are followed by a BOOKMARK marking their end.
 func (s *store) watchOpts(res *resource, ns string, fromRV *uint64, bookmarks, initialEnd bool) (*watcher, error) {
+	if res.backing != nil {
+		res = res.backing // events are converted as they are served
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	h := s.histFor(res)
@@ -369,6 +428,9 @@ func (s *store) watchOpts(res *resource, ns string, fromRV *uint64, bookmarks, i
 }
 
 func (s *store) unwatch(res *resource, w *watcher) {
+	if res.backing != nil {
+		res = res.backing
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if h := s.hist[res]; h != nil {
@@ -409,6 +471,9 @@ func (s *store) startWatchCache() {
 // floorOf is the oldest resourceVersion a list continue token or watch may
 // still use for a resource.
 func (s *store) floorOf(res *resource) uint64 {
+	if res.backing != nil {
+		res = res.backing
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.histFor(res).floor
