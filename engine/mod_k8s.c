@@ -779,6 +779,9 @@ static void make_op(char *op, size_t n, const char *verb, const k8s_resource *r,
 
 static void dry_run_log(lua_State *L, const char *what, const char *ns, const char *body)
 {
+	/* a Secret's body is its data: say what would happen, not what is in it */
+	if (strstr(what, " secrets"))
+		body = body ? "(Secret data not shown)" : NULL;
 	lua_createtable(L, 0, 2);
 	if (ns) {
 		lua_pushstring(L, ns);
@@ -974,7 +977,10 @@ static void object_target(lua_State *L, int idx, int opts, conn *c, k8s_resource
 	if (need_name && *name == NULL)
 		luaL_argerror(L, idx, "the object needs metadata.name");
 	*ns = resolve_ns(L, opts, c, r);
-	if (r->namespaced && objns && (lua_isnoneornil(L, opts) || opt_str(L, opts, "namespace") == NULL))
+	int given = !lua_isnoneornil(L, opts) && lua_getfield(L, opts, "namespace") != LUA_TNIL;
+	if (!lua_isnoneornil(L, opts))
+		lua_pop(L, 1);
+	if (r->namespaced && objns && !given)
 		*ns = objns;
 }
 
@@ -1391,7 +1397,8 @@ static void watch_stream_ended(lua_State *L, watch *w)
 		rs.kind = RQ_HTTP;
 		rs.status = status;
 		size_t n = k8s_lines_pending(&w->x.lines);
-		buf_append(&rs.body, w->x.lines.b.data + w->x.lines.off, n);
+		if (n > 0)
+			buf_append(&rs.body, w->x.lines.b.data + w->x.lines.off, n);
 	} else if (cc != CURLE_OK) {
 		rs.kind = RQ_TRANSPORT;
 		rs.cc = cc;
@@ -1460,12 +1467,13 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 		long status = 0;
 		curl_easy_getinfo(w->x.easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status == 200 && k8s_lines_next(&w->x.lines, &line, &len)) {
+			json_error_t je;
+			json_t *ev = json_loadb(line, len, 0, &je);
+			/* only now: unpausing may feed (and move) the buffer line is in */
 			if (w->x.paused && k8s_lines_pending(&w->x.lines) < WATCH_HIGH_WATER / 2) {
 				w->x.paused = 0;
 				curl_easy_pause(w->x.easy, CURLPAUSE_CONT);
 			}
-			json_error_t je;
-			json_t *ev = json_loadb(line, len, 0, &je);
 			const char *type = json_string_value(json_object_get(ev, "type"));
 			json_t *obj = json_object_get(ev, "object");
 			if (ev == NULL || type == NULL || !json_is_object(obj)) {
