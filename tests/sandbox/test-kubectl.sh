@@ -156,6 +156,8 @@ check "kubectl api-resources lists deployments, leases, endpointslices" sh -c '
 check "namespaces physioflow and default exist" sh -c 'kubectl get ns physioflow default -o name | grep -c namespace/ | grep -qx 2'
 check "create namespace" kubectl create namespace "$NS"
 
+check "a new namespace gets a default ServiceAccount" sh -c "
+	for i in \$(seq 25); do kubectl -n $NS get serviceaccount default -o name 2>/dev/null | grep -qx serviceaccount/default && exit 0; sleep 0.2; done; exit 1"
 tok=$(kubectl config view --raw -o jsonpath='{.users[0].user.token}')
 kubectl config view --raw -o jsonpath='{.clusters[0].cluster.certificate-authority-data}' | base64 -d >"$work/ca.crt"
 server=$(kubectl config view --raw -o jsonpath='{.clusters[0].cluster.server}')

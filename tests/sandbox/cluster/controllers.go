@@ -11,6 +11,7 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiequality "k8s.io/apimachinery/pkg/api/equality"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -87,6 +88,10 @@ func (c *Cluster) syncNamespaces() {
 	for _, o := range nss {
 		ns := o.(*corev1.Namespace)
 		if ns.DeletionTimestamp == nil {
+			// The service account controller: every namespace has "default".
+			if _, err := c.store.get(resServiceAccounts, ns.Name, "default"); apierrors.IsNotFound(err) {
+				c.store.create(resServiceAccounts, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: "default", Namespace: ns.Name}}, false)
+			}
 			continue
 		}
 		left := 0

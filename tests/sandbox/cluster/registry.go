@@ -184,6 +184,9 @@ var (
 			}
 			return nil
 		}}
+	resServiceAccounts = &resource{version: "v1", kind: "ServiceAccount", plural: "serviceaccounts", singular: "serviceaccount",
+		namespaced: true, shortNames: []string{"sa"},
+		newObj: func() runtime.Object { return &corev1.ServiceAccount{} }}
 	resNodes = &resource{version: "v1", kind: "Node", plural: "nodes", singular: "node", shortNames: []string{"no"}, hasStatus: true,
 		newObj: func() runtime.Object { return &corev1.Node{} }}
 )
@@ -225,7 +228,7 @@ func eventFromCore(e *corev1.Event) *eventsv1.Event {
 	return out
 }
 
-var allResources = []*resource{resNamespaces, resNodes, resPods, resServices, resEndpoints, resConfigMaps, resSecrets, resEvents,
+var allResources = []*resource{resNamespaces, resNodes, resServiceAccounts, resPods, resServices, resEndpoints, resConfigMaps, resSecrets, resEvents,
 	resDeployments, resReplicaSets, resEndpointSlices, resLeases, resEventsV1}
 
 func findResource(group, version, plural string) *resource {
