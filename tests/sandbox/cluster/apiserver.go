@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	utilrand "k8s.io/apimachinery/pkg/util/rand"
+	"k8s.io/apimachinery/pkg/util/uuid"
 	"k8s.io/apimachinery/pkg/util/strategicpatch"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	sigsjson "sigs.k8s.io/json"
@@ -124,6 +125,8 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		c.logRequest(r, status, time.Since(start))
 	}()
 	c.countRequest(r)
+	w.Header().Set("Audit-Id", string(uuid.NewUUID()))
+	w.Header().Set("Cache-Control", "no-cache, private")
 	if !c.authenticate(w, r) {
 		return
 	}
