@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -678,5 +679,38 @@ func TestEventsAPIsShareObjects(t *testing.T) {
 	evs := watchLines(t, a, "/apis/events.k8s.io/v1/namespaces/physioflow/events?watch=true&fieldSelector=reason%3DBlueGreenSwitch", 1)
 	if evs[0]["type"] != "ADDED" || get(evs[0], "object", "note") != "switched" {
 		t.Fatalf("watch: %v", evs)
+	}
+}
+
+func TestStartIsFastAndStopKillsPods(t *testing.T) {
+	t0 := time.Now()
+	dir := t.TempDir()
+	c, err := Start(Config{Dir: dir, DemoAppArgv: []string{"/bin/sh", "-c", "exec sleep 600"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(t0); d > time.Second {
+		t.Errorf("Start took %s", d)
+	}
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "default"},
+		Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "physioflow-api:v1"}}}}
+	if _, err := c.createObject(resPods, "default", pod, false); err != nil {
+		t.Fatal(err)
+	}
+	var pgid int
+	for i := 0; i < 100 && pgid == 0; i++ {
+		time.Sleep(20 * time.Millisecond)
+		if w := c.kubelet.find("default", "p"); w != nil {
+			w.mu.Lock()
+			pgid = w.ctrs[0].pgid
+			w.mu.Unlock()
+		}
+	}
+	if pgid == 0 {
+		t.Fatal("pod process never started")
+	}
+	c.Stop()
+	if err := syscall.Kill(-pgid, 0); err == nil {
+		t.Fatalf("process group %d survived Stop", pgid)
 	}
 }
