@@ -249,6 +249,12 @@ func (c *Cluster) serveResource(req *apiReq) {
 			writeError(req.w, notFoundGeneric())
 			return
 		}
+		allowed := map[string]bool{http.MethodGet: true, http.MethodPut: req.sub != "log", http.MethodPatch: req.sub != "log"}
+		if !allowed[r.Method] {
+			writeError(req.w, apierrors.NewMethodNotSupported(schema.GroupResource{Group: res.group, Resource: res.plural + "/" + req.sub},
+				strings.ToLower(r.Method)))
+			return
+		}
 	}
 	dryRun := false
 	if dr := req.q["dryRun"]; len(dr) > 0 {
