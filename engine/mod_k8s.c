@@ -1182,6 +1182,7 @@ typedef struct watch {
 	char *ns, *lsel, *fsel;
 	char *rv;
 	double deadline;            /* opts.timeout; 0: none */
+	int server_timeout;         /* timeoutSeconds per connection */
 	json_t *pending;            /* array of {type, object} */
 	size_t pending_i;
 	json_t *known;
@@ -1351,7 +1352,7 @@ static int watch_open_stream(watch *w)
 		k8s_query_add(&path, "labelSelector", w->lsel);
 	if (w->fsel)
 		k8s_query_add(&path, "fieldSelector", w->fsel);
-	int server_timeout = WATCH_SERVER_TIMEOUT;
+	int server_timeout = w->server_timeout > 0 ? w->server_timeout : WATCH_SERVER_TIMEOUT;
 	if (w->deadline > 0) {
 		double left = w->deadline - mono();
 		if (left + 1 < server_timeout)
@@ -1622,7 +1623,7 @@ static int c_watch(lua_State *L)
 	k8s_resource r;
 	check_kind(L, 2, &r);
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "resourceVersion",
-	                                    "timeout", "send_initial", NULL};
+	                                    "timeout", "send_initial", "server_timeout", NULL};
 	check_opts(L, 3, "watch", known);
 	const char *ns = resolve_ns(L, 3, c, &r);
 	const char *lsel = opt_str(L, 3, "labelSelector");
@@ -1631,7 +1632,10 @@ static int c_watch(lua_State *L)
 	double timeout = opt_num(L, 3, "timeout", 0);
 	luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
 	int initial = opt_bool(L, 3, "send_initial", 1);
-	watch_new(L, c, &r, ns, lsel, fsel, rv, timeout, initial);
+	double st = opt_num(L, 3, "server_timeout", WATCH_SERVER_TIMEOUT);
+	luaL_argcheck(L, st >= 1, 3, "server_timeout must be at least 1 second");
+	watch *w = watch_new(L, c, &r, ns, lsel, fsel, rv, timeout, initial);
+	w->server_timeout = (int)st;
 	lua_pushnil(L);
 	lua_pushnil(L);
 	lua_pushvalue(L, -3);

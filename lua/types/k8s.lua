@@ -78,6 +78,7 @@ local k8s = {}
 ---@field resourceVersion string? start after this version (no initial list)
 ---@field send_initial boolean? ADDED events for existing objects first (default true)
 ---@field timeout number? seconds; the iteration ends when it passes
+---@field server_timeout integer? timeoutSeconds asked of the server per connection (default 290)
 
 ---@class k8s.RolloutOptions: k8s.NamespaceOption
 ---@field timeout number? seconds (default 600); then a k8s.Error with code "timeout"

@@ -406,7 +406,7 @@ describe("k8s", function()
       fix.write(sa .. "/ca.crt", fix.read(sb.dir .. "/ca.crt"))
       fix.write(sa .. "/namespace", ns .. "\n")
       local host, port = sb.server:match("^https://([^:/]+):(%d+)")
-      local r = fix.run({ fix.fixtures .. "/k8s_incluster.lua" }, {
+      local r = fix.run({ fix.fixtures .. "/k8s_info.lua" }, {
         KUBECONFIG = false, HOME = tmp .. "/home",
         KUBERNETES_SERVICE_HOST = host, KUBERNETES_SERVICE_PORT = port,
         BGRUN_SERVICEACCOUNT_DIR = sa,
@@ -414,11 +414,45 @@ describe("k8s", function()
       assert.equal(0, r.code, r.stderr)
       assert.matches("in_cluster=true namespace=" .. ns:gsub("%-", "%%-") .. " server=https://", r.stdout)
       -- explicit option, no environment fallback needed
-      local r2 = fix.run({ fix.fixtures .. "/k8s_incluster.lua" }, {
+      local r2 = fix.run({ fix.fixtures .. "/k8s_info.lua" }, {
         KUBECONFIG = false, HOME = tmp .. "/home", KUBERNETES_SERVICE_HOST = false,
       })
       assert.equal(1, r2.code)
       assert.matches("not in a cluster", r2.stderr)
+    end)
+  end)
+
+  describe("configuration", function()
+    it("merges KUBECONFIG files, first definition wins, missing files skipped", function()
+      local dir = tmp .. "/merge"
+      proc.run({ "mkdir", "-p", dir })
+      -- a.yaml only names a context (with its namespace) over b's cluster and user
+      fix.write(dir .. "/a.yaml", table.concat({
+        "current-context: merged",
+        "contexts:",
+        "- name: merged",
+        ("  context: {cluster: sandbox, user: sandbox-admin, namespace: %s}"):format(ns),
+        "- name: sandbox",
+        "  context: {cluster: nowhere, user: nobody}",
+        "",
+      }, "\n"))
+      local list = dir .. "/missing.yaml:" .. dir .. "/a.yaml:" .. os.getenv("KUBECONFIG")
+      local r = fix.run({ fix.fixtures .. "/k8s_info.lua" }, { KUBECONFIG = list })
+      assert.equal(0, r.code, r.stderr)
+      assert.matches("in_cluster=false namespace=" .. ns:gsub("%-", "%%-"), r.stdout)
+      -- the first file's "sandbox" context (a broken one) shadows the second's
+      local x = catch(k8s.client, { kubeconfig = list, context = "sandbox" })
+      assert.equal("config", x.code)
+      assert.matches('cluster "nowhere" not found', x.message, 1, true)
+    end)
+
+    it("registers credentials as secrets", function()
+      local log = require("log")
+      assert.is_nil(log.redact("token " .. sb.token):find(sb.token, 1, true))
+      local path = fix.kubeconfig(tmp, ("{server: '%s', certificate-authority-data: %s}"):format(sb.server, sb.ca_data),
+        "{username: admin, password: pa55w0rd-never-shown}", "basic")
+      local b <close> = k8s.client { kubeconfig = path }
+      assert.is_nil(log.redact("pw pa55w0rd-never-shown"):find("pa55w0rd", 1, true))
     end)
   end)
 
@@ -514,6 +548,23 @@ describe("k8s", function()
       -- it did reconnect: the watch was requested more than once
       local watches = (fix.stats()["GET " .. path] or 0) - before
       assert.is_true(watches >= 2, "expected a reconnect, saw " .. watches .. " requests")
+    end)
+
+    it("reconnects when the server ends the stream (timeoutSeconds), without repeats", function()
+      local path = "/api/v1/namespaces/" .. ns .. "/configmaps"
+      local before = fix.stats()["GET " .. path] or 0
+      local w <close> = c:watch("cm", { namespace = ns, labelSelector = "watch=cycle", send_initial = false,
+                                         server_timeout = 1, timeout = 20 })
+      local got = {}
+      for i = 1, 3 do
+        c:create(cm("cycle-" .. i, nil, { watch = "cycle" }), { namespace = ns })
+        local ev, obj = w:next_event(5)
+        got[#got + 1] = ev .. " " .. obj.metadata.name
+        bgrun.sleep(1.3) -- the server closes the stream meanwhile
+      end
+      assert.is_nil(w:next_event(0.5))
+      assert.same({ "ADDED cycle-1", "ADDED cycle-2", "ADDED cycle-3" }, got)
+      assert.is_true((fix.stats()["GET " .. path] or 0) - before >= 3)
     end)
 
     it("relists after an HTTP 410 and resumes", function()
