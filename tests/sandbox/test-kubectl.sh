@@ -2,7 +2,8 @@
 # The sandbox cluster driven by the real kubectl (1.32): discovery, CRUD,
 # the three patch types, scale, set image, rollout status (success and
 # ProgressDeadlineExceeded), logs, errors, watches, client certificates,
-# injected faults, pod restarts and a blue/green selector flip under load.
+# injected faults, pod restarts and a blue/green selector flip under load;
+# plus the cluster package's Go unit tests.
 #
 # Uses the sandbox named by KUBECONFIG + SANDBOX_ADMIN_URL when both are
 # set; otherwise starts one (`sandbox up` in a temporary directory), or,
@@ -72,6 +73,8 @@ else
 	eval "$(printf '%s\n' "$out" | grep '^export ')"
 	ok "sandbox up"
 fi
+check "go test ./cluster/... (watch history and 410s, rolling-update math, API semantics)" \
+	sh -c "cd '$here' && go test -count=1 ./cluster/..."
 export KUBECACHEDIR=$work/kubecache
 NS=kt-$$-$RANDOM
 K() { kubectl -n "$NS" "$@"; }
