@@ -1205,6 +1205,7 @@ static void watch_stop_stream(watch *w)
 	w->x.overflow = 0;
 }
 
+/* w:close() (also __close, __gc) */
 static int watch_close(lua_State *L)
 {
 	watch *w = luaL_checkudata(L, 1, WATCH_MT);
@@ -1761,7 +1762,11 @@ static int c_rollout_status(lua_State *L)
 			bgrun_error_set_str(L, "code", "deleted");
 			bgrun_error_throw(L);
 		}
+		char prev[sizeof msg];
+		memcpy(prev, msg, sizeof msg);
 		int state = k8s_rollout_eval(obj, revision, msg, sizeof msg);
+		if (state == K8S_ROLLOUT_WAIT && strcmp(prev, msg) != 0)
+			bgrun_log(L, "debug", msg, 0);
 		if (state == K8S_ROLLOUT_DONE) {
 			json_t *done = json_incref(obj);
 			bgrun_log(L, "debug", msg, 0);
@@ -1789,6 +1794,7 @@ static int c_rollout_status(lua_State *L)
 
 /* --------------------------------------------------------- client object */
 
+/* c:close() (also __close, __gc) */
 static int client_close(lua_State *L)
 {
 	client *cl = luaL_checkudata(L, 1, CLIENT_MT);

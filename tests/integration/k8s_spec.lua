@@ -567,25 +567,35 @@ describe("k8s", function()
       assert.is_true((fix.stats()["GET " .. path] or 0) - before >= 3)
     end)
 
-    it("relists after an HTTP 410 and resumes", function()
+    it("relists after an HTTP 410, emitting what changed meanwhile, and resumes", function()
       local path = "/api/v1/namespaces/" .. ns .. "/configmaps"
+      c:create(cm("g-0", nil, { watch = "gone" }), { namespace = ns })
       c:create(cm("g-1", nil, { watch = "gone" }), { namespace = ns })
-      local w = c:watch("cm", { namespace = ns, labelSelector = "watch=gone", timeout = 20 })
-      local ev, obj = w:next_event(5)
-      assert.equal("ADDED", ev)
-      assert.equal("g-1", obj.metadata.name)
-      -- the first watch request is answered 410; a change made meanwhile
-      -- shows up through the relist, then the stream resumes
+      local w <close> = c:watch("cm", { namespace = ns, labelSelector = "watch=gone", timeout = 20 })
+      local first = {}
+      for _ = 1, 2 do
+        local ev, obj = w:next_event(5)
+        first[#first + 1] = ev .. " " .. obj.metadata.name
+      end
+      table.sort(first)
+      assert.same({ "ADDED g-0", "ADDED g-1" }, first)
+      -- the first watch request is answered 410; what changed meanwhile
+      -- comes out of the relist as synthetic events, then the stream resumes
       fix.fault { method = "GET", path = path .. "%?.*watch=true", status = 410, count = 1 }
       c:patch("cm", "g-1", { data = { k = "v2" } }, { namespace = ns })
-      ev, obj = w:next_event(10)
+      c:delete("cm", "g-0", { namespace = ns })
+      local ev, obj = w:next_event(10)
       assert.equal("MODIFIED", ev)
+      assert.equal("g-1", obj.metadata.name)
       assert.equal("v2", obj.data.k)
+      ev, obj = w:next_event(10)
+      assert.equal("DELETED", ev)
+      assert.equal("g-0", obj.metadata.name)
       c:create(cm("g-2", nil, { watch = "gone" }), { namespace = ns })
       ev, obj = w:next_event(10)
       assert.equal("ADDED", ev)
       assert.equal("g-2", obj.metadata.name)
-      w:close()
+      assert.is_nil(w:next_event(0.5))
     end)
 
     it("relists after a 410 ERROR event (resourceVersion too old)", function()
