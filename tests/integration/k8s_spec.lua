@@ -271,6 +271,15 @@ describe("k8s", function()
       assert.equal(before + 4, fix.stats()["GET " .. path])
     end)
 
+    it("a get survives dropped connections", function()
+      c:create(cm("dropped"), { namespace = ns })
+      local path = "/api/v1/namespaces/" .. ns .. "/configmaps/dropped"
+      local before = fix.stats()["GET " .. path] or 0
+      fix.fault { method = "GET", path = path .. "$", reset = true, count = 2 }
+      assert.equal("dropped", c:get("cm", "dropped", { namespace = ns }).metadata.name)
+      assert.equal(before + 3, fix.stats()["GET " .. path])
+    end)
+
     it("gives up after the retries with the server's error", function()
       local path = "/api/v1/namespaces/" .. ns .. "/configmaps/down"
       fix.fault { method = "GET", path = path .. "$", status = 503, count = -1, retry_after = 0 }
@@ -388,6 +397,23 @@ describe("k8s", function()
       for _ = 1, 3 do assert.is_nil(x:get("cm", "x", { namespace = ns })) end
       local runs = select(2, fix.read(count):gsub("run", ""))
       assert.equal(2, runs) -- one bad token, one re-run after the 401, then cached
+    end)
+
+    it("exec plugins: an expired credential is fetched again", function()
+      local dir = tmp .. "/exec-expired"
+      proc.run({ "mkdir", "-p", dir })
+      local count = dir .. "/count"
+      fix.write(dir .. "/plugin.sh", table.concat({
+        "#!/bin/sh",
+        "echo run >> " .. count,
+        'printf \'{"apiVersion":"client.authentication.k8s.io/v1beta1","kind":"ExecCredential","status":{"token":"%s","expirationTimestamp":"2000-01-01T00:00:00Z"}}\\n\' "$1"',
+        "",
+      }, "\n"), "755")
+      local path = fix.kubeconfig(dir, ("{server: '%s', certificate-authority-data: %s}"):format(sb.server, sb.ca_data),
+        ("{exec: {apiVersion: client.authentication.k8s.io/v1beta1, command: ./plugin.sh, args: ['%s']}}"):format(sb.token))
+      local x <close> = k8s.client { kubeconfig = path }
+      for _ = 1, 3 do assert.is_nil(x:get("cm", "x", { namespace = ns })) end
+      assert.equal(3, select(2, fix.read(count):gsub("run", "")))
     end)
 
     it("exec plugin failures are structured auth errors", function()
