@@ -54,9 +54,12 @@ local function swap(admin, target, fresh, old)
 end
 
 ---Restores a backup (.tar.gz) over the database described by opts.database
----(conninfo table; unset fields from PG* variables). opts: path, database,
----maintenance_db ("postgres"), work_dir. Returns {version=, old_database=}.
----@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?}
+---(conninfo table; unset fields from PG* variables). opts: path (a local
+---file, or with bucket a key in it), database, maintenance_db ("postgres"),
+---work_dir, bucket, s3 (extra s3.bucket options). Returns {version=,
+---old_database=}. Unpacking and checksums: backup.verify (the archive
+---module).
+---@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?}
 ---@return {version: integer, old_database: string, database: string}
 function M.restore(opts)
   local dbinfo = copy(opts.database)
@@ -68,7 +71,10 @@ function M.restore(opts)
   local stamp = os.date("!%Y%m%d%H%M%S")
   local work = opts.work_dir or ("/tmp/bgrun-restore-" .. bgrun.pid() .. "-" .. stamp)
   local ok, res = pcall(function()
-    local metadata = backup.verify(opts.path, work)
+    -- a bucket key is fetched first (a local path is used as it is)
+    local path = opts.bucket and backup.fetch(opts.path, work .. "-fetched", { bucket = opts.bucket, s3 = opts.s3 })
+                 or opts.path
+    local metadata = backup.verify(path, work)
     if bgrun.dry_run() then
       log.info("dry-run: would restore into a fresh database and swap it in", { database = target,
                version = metadata.migration_version })
@@ -113,7 +119,7 @@ function M.restore(opts)
                                     kept_as = old })
     return { version = metadata.migration_version, old_database = old, database = target }
   end)
-  proc.run({ "rm", "-rf", work }, { readonly = true }) -- our own scratch space
+  proc.run({ "rm", "-rf", work, work .. "-fetched" }, { readonly = true }) -- our own scratch space
   if not ok then error(res, 0) end
   return res
 end

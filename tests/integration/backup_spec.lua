@@ -11,6 +11,7 @@ local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
 local proc = require("proc")
+local restore = require("restore")
 local s3 = require("s3")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
@@ -254,5 +255,17 @@ return envs
     assert.truthy(io.open(TMP .. "/backups/local/fetched/" .. first.key:match("([^/]+)$")))
     local l = c:get("lease", "bgrun-deploy-lock")
     assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
+  end)
+
+  it("restores straight from a bucket key with restore.restore{bucket=}", function()
+    local r = restore.restore { path = first.key, bucket = BUCKET, database = { dbname = DB } }
+    assert.equal(10, r.version)
+    assert.equal(DB, r.database)
+    assert.matches("^" .. DB .. "_old_%d+$", r.old_database)
+    assert.equal(10, schema_version())
+    local e = select(2, pcall(restore.restore, { path = "local/spec-missing.tar.gz", bucket = BUCKET,
+                                                 database = { dbname = DB } }))
+    assert.equal(404, e.code)
+    assert.equal("NoSuchKey", e.reason)
   end)
 end)
