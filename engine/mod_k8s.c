@@ -1483,6 +1483,12 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 				/* a torn stream is a dropped connection: resume from the
 				 * last event we handed out */
 				watch_stop_stream(w);
+				if (++w->failures > WATCH_MAX_FAILURES) {
+					bgrun_error_new(L, "k8s", w->op, "BadResponse", "%s keeps sending malformed watch events",
+					                w->c->cfg.server);
+					bgrun_error_set_str(L, "code", "bad_response");
+					bgrun_error_throw(L);
+				}
 				continue;
 			}
 			w->failures = 0;
