@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"hash/fnv"
+	"math"
 	"sort"
 	"strconv"
 	"time"
@@ -453,19 +454,22 @@ func (c *Cluster) syncDeployment(d *appsv1.Deployment, rsAll []runtime.Object) {
 		return
 	}
 	// An older template coming back (rollback) takes the next revision.
-	if rev := revisionOf(newRS); rev <= maxOldRev || newRS.Annotations[desiredReplicasAnnotation] != strconv.Itoa(int(desired)) {
+	if rev := revisionOf(newRS); rev <= maxOldRev {
 		c.store.update(resReplicaSets, newRS.Namespace, newRS.Name, false, func(cur runtime.Object) (runtime.Object, error) {
 			rs := cur.(*appsv1.ReplicaSet)
 			if rs.Annotations == nil {
 				rs.Annotations = map[string]string{}
 			}
-			if revisionOf(rs) <= maxOldRev {
-				rs.Annotations[revisionAnnotation] = strconv.FormatInt(maxOldRev+1, 10)
-			}
-			rs.Annotations[desiredReplicasAnnotation] = strconv.Itoa(int(desired))
-			rs.Annotations[maxReplicasAnnotation] = strconv.Itoa(int(desired + surge))
+			rs.Annotations[revisionAnnotation] = strconv.FormatInt(maxOldRev+1, 10)
 			return rs, nil
 		})
+	}
+	// A changed replica count (not a new template) scales the active
+	// ReplicaSets proportionally, as the controller's sync/scale does.
+	if !d.Spec.Paused && isScalingEvent(d, append([]*appsv1.ReplicaSet{newRS}, old...)) {
+		c.scaleProportionally(d, newRS, old)
+		c.updateDeploymentStatus(d, newRS, old, nil)
+		return
 	}
 	if d.Spec.Paused {
 		c.updateDeploymentStatus(d, newRS, old, nil)
@@ -526,16 +530,163 @@ func (c *Cluster) scaleRS(d *appsv1.Deployment, rs *appsv1.ReplicaSet, n int32) 
 	from := *rs.Spec.Replicas
 	_, err := c.store.update(resReplicaSets, rs.Namespace, rs.Name, false, func(cur runtime.Object) (runtime.Object, error) {
 		r := cur.(*appsv1.ReplicaSet)
+		if *r.Spec.Replicas != n {
+			r.Generation++
+		}
 		r.Spec.Replicas = ptr(n)
-		r.Generation++
+		// Record the deployment size this scaling was for (proportional
+		// scaling reads it back).
+		surge, _ := deploymentFenceposts(d)
+		if r.Annotations == nil {
+			r.Annotations = map[string]string{}
+		}
+		r.Annotations[desiredReplicasAnnotation] = strconv.Itoa(int(*d.Spec.Replicas))
+		r.Annotations[maxReplicasAnnotation] = strconv.Itoa(int(*d.Spec.Replicas + surge))
 		return r, nil
 	})
-	if err == nil {
+	if err == nil && n != from {
 		dir := "up"
 		if n < from {
 			dir = "down"
 		}
 		c.recordEvent(d, "Normal", "ScalingReplicaSet", fmt.Sprintf("Scaled %s replica set %s from %d to %d", dir, rs.Name, from, n))
+	}
+}
+
+func annotationInt(rs *appsv1.ReplicaSet, key string) (int32, bool) {
+	v, ok := rs.Annotations[key]
+	if !ok {
+		return 0, false
+	}
+	n, err := strconv.Atoi(v)
+	return int32(n), err == nil
+}
+
+// isScalingEvent: an active ReplicaSet was last sized for another
+// deployment size.
+func isScalingEvent(d *appsv1.Deployment, all []*appsv1.ReplicaSet) bool {
+	for _, rs := range all {
+		if rs == nil || *rs.Spec.Replicas == 0 {
+			continue
+		}
+		if desired, ok := annotationInt(rs, desiredReplicasAnnotation); ok && desired != *d.Spec.Replicas {
+			return true
+		}
+	}
+	return false
+}
+
+// scaledRS is what proportional scaling needs from one ReplicaSet.
+type scaledRS struct {
+	Replicas    int32 // spec.replicas
+	MaxReplicas int32 // max-replicas annotation (0 = none)
+	Created     time.Time
+}
+
+// proportionalSizes is the deployment controller's scale() for a rolling
+// update with several active ReplicaSets: the replicas to add (or remove)
+// are shared in proportion to each ReplicaSet's size, the leftover going
+// to the largest. rss are the active ReplicaSets.
+func proportionalSizes(desired, surge, statusReplicas int32, rss []scaledRS) []int32 {
+	var total int32
+	for _, r := range rss {
+		total += r.Replicas
+	}
+	allowed := int32(0)
+	if desired > 0 {
+		allowed = desired + surge
+	}
+	toAdd := allowed - total
+	order := make([]int, len(rss))
+	for i := range order {
+		order[i] = i
+	}
+	sort.SliceStable(order, func(a, b int) bool {
+		ra, rb := rss[order[a]], rss[order[b]]
+		if ra.Replicas != rb.Replicas {
+			return ra.Replicas > rb.Replicas
+		}
+		if toAdd > 0 {
+			return ra.Created.After(rb.Created) // bigger, then newer first
+		}
+		return ra.Created.Before(rb.Created) // bigger, then older first
+	})
+	sizes := make([]int32, len(rss))
+	var added int32
+	for _, i := range order {
+		r := rss[i]
+		sizes[i] = r.Replicas
+		if toAdd == 0 || r.Replicas == 0 || toAdd == added {
+			continue
+		}
+		var fraction int32
+		if desired == 0 {
+			fraction = -r.Replicas
+		} else {
+			before := r.MaxReplicas
+			if before == 0 {
+				before = statusReplicas
+			}
+			if before == 0 {
+				continue
+			}
+			fraction = int32(math.Round(float64(r.Replicas*(desired+surge))/float64(before))) - r.Replicas
+		}
+		left := toAdd - added
+		if toAdd > 0 {
+			fraction = min(fraction, left)
+		} else {
+			fraction = max(fraction, left)
+		}
+		sizes[i] += fraction
+		added += fraction
+	}
+	if len(order) > 0 && toAdd != 0 {
+		first := order[0]
+		sizes[first] = max(sizes[first]+toAdd-added, 0)
+	}
+	return sizes
+}
+
+func (c *Cluster) scaleProportionally(d *appsv1.Deployment, newRS *appsv1.ReplicaSet, old []*appsv1.ReplicaSet) {
+	desired := *d.Spec.Replicas
+	var active []*appsv1.ReplicaSet
+	for _, rs := range append([]*appsv1.ReplicaSet{newRS}, old...) {
+		if rs != nil && *rs.Spec.Replicas > 0 {
+			active = append(active, rs)
+		}
+	}
+	switch {
+	case len(active) <= 1:
+		// One active ReplicaSet (or none): it takes the whole count.
+		target := newRS
+		if len(active) == 1 {
+			target = active[0]
+		}
+		if target != nil {
+			c.scaleRS(d, target, desired)
+		}
+		return
+	case newRS != nil && newRS.Annotations[desiredReplicasAnnotation] == strconv.Itoa(int(desired)) &&
+		newRS.Status.AvailableReplicas == desired && *newRS.Spec.Replicas == desired:
+		// The new ReplicaSet is saturated: the old ones go.
+		for _, rs := range old {
+			if *rs.Spec.Replicas > 0 {
+				c.scaleRS(d, rs, 0)
+			}
+		}
+		return
+	case d.Spec.Strategy.Type != appsv1.RollingUpdateDeploymentStrategyType:
+		return
+	}
+	surge, _ := deploymentFenceposts(d)
+	in := make([]scaledRS, len(active))
+	for i, rs := range active {
+		maxR, _ := annotationInt(rs, maxReplicasAnnotation)
+		in[i] = scaledRS{Replicas: *rs.Spec.Replicas, MaxReplicas: maxR, Created: rs.CreationTimestamp.Time}
+	}
+	for i, n := range proportionalSizes(desired, surge, d.Status.Replicas, in) {
+		c.scaleRS(d, active[i], n)
 	}
 }
 

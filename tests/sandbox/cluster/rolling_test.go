@@ -3,6 +3,7 @@ package cluster
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
 )
@@ -150,5 +151,26 @@ func TestRollingStepFirstMoves(t *testing.T) {
 	n, old = rollingStep(3, 1, 0, rsState{1, 1}, []rsState{{3, 1}})
 	if n != 1 || old[0] != 2 {
 		t.Fatalf("cleanup step = %d %v", n, old)
+	}
+}
+
+func TestProportionalScaling(t *testing.T) {
+	// Mid-rollout (old 8, new 5, sized for 10 replicas with surge 3), the
+	// Deployment is scaled to 15 (surge 4): 6 more are shared by size.
+	old := scaledRS{Replicas: 8, MaxReplicas: 13}
+	newer := scaledRS{Replicas: 5, MaxReplicas: 13, Created: old.Created.Add(time.Minute)}
+	got := proportionalSizes(15, 4, 13, []scaledRS{newer, old})
+	if got[0]+got[1] != 19 || got[1] != 12 || got[0] != 7 {
+		t.Fatalf("scale up: new %d old %d", got[0], got[1])
+	}
+	// Scaling down shares the removal the same way.
+	got = proportionalSizes(5, 2, 13, []scaledRS{newer, old})
+	if got[0]+got[1] != 7 || got[1] != 4 || got[0] != 3 {
+		t.Fatalf("scale down: new %d old %d", got[0], got[1])
+	}
+	// To zero: everything goes.
+	got = proportionalSizes(0, 0, 13, []scaledRS{newer, old})
+	if got[0] != 0 || got[1] != 0 {
+		t.Fatalf("to zero: %v", got)
 	}
 }
