@@ -257,6 +257,53 @@ return envs
     assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
   end)
 
+  it("brings the API back when a step after the scale-down fails: exit 1, replicas as they were", function()
+    local http = require("http")
+    local admin = os.getenv("SANDBOX_ADMIN_URL")
+    http.request { method = "DELETE", url = admin .. "/faults" }
+    local f = http.post(admin .. "/faults", { json = { method = "PATCH", path = "/configmaps/migration-version$",
+                                                        status = 500, count = -1 } })
+    assert.equal(201, f.status, f.body)
+    local before = dep("blue")
+    local ok, r = pcall(bgrun_run, { PB .. "/rollback.lua", "env=local", "backup=" .. first.path })
+    http.request { method = "DELETE", url = admin .. "/faults" }
+    assert(ok, r)
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("%[record the migration version%] step failed", r.stderr)
+    assert.matches("bring the API back", r.stderr)
+    assert.is_nil(r.stderr:find("compensation failed", 1, true))
+    local blue = dep("blue")
+    assert.equal(before.replicas, blue.replicas)
+    assert.equal(before.replicas, blue.ready)
+    local l = c:get("lease", "bgrun-deploy-lock")
+    assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
+  end)
+
+  it("on SIGINT while the API comes back, finishes bringing it back and exits 130", function()
+    local json_file = assert(os.getenv("SANDBOX_BEHAVIORS"))
+    local bf = assert(io.open(json_file, "w"))
+    bf:write(json.encode({ ["v1.0.0"] = { ready_after_s = 4 } }))
+    bf:close()
+    local err = TMP .. "/sigint.err"
+    local r = proc.run({ "sh", "-c",
+      '"$BGRUN" "$PB" env=local backup="$BK" 2>"$ERR" & pid=$!; '
+      .. 'for i in $(seq 200); do grep -q "bring the API back. step started" "$ERR" && break; sleep 0.1; done; '
+      .. 'sleep 0.5; kill -INT $pid; wait $pid; echo "rc=$?"' },
+      { env = { BGRUN = BGRUN, PB = PB .. "/rollback.lua", BK = first.path, ERR = err, PGDATABASE = DB },
+        cwd = ROOT, timeout = 120 })
+    bf = assert(io.open(json_file, "w"))
+    bf:write("{}")
+    bf:close()
+    local stderr = assert(io.open(err)):read("a")
+    assert.equal("130", r.stdout:match("rc=(%d+)"), stderr)
+    assert.matches("playbook interrupted", stderr)
+    local blue = dep("blue")
+    assert.equal(2, blue.replicas)
+    assert.equal(2, blue.ready)
+    local l = c:get("lease", "bgrun-deploy-lock")
+    assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
+  end)
+
   it("restores straight from a bucket key with restore.restore{bucket=}", function()
     local r = restore.restore { path = first.key, bucket = BUCKET, database = { dbname = DB } }
     assert.equal(10, r.version)
