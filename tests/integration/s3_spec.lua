@@ -261,6 +261,28 @@ describe("s3", function()
     assert.equal(7, b:head(PREFIX .. "dry/existing").size)
   end)
 
+  it("aborts a multipart upload on SIGINT: exit 130, no object, no upload left open", function()
+    local big = dir .. "/sparse.bin"
+    sh(("truncate -s 2G %q"):format(big)) -- reads as zeros, fast, takes no disk
+    local key = PREFIX .. "interrupted-multipart.bin"
+    local code = ("print('uploading'); io.stdout:flush(); b:put_file(%q, %q, { part_size = 5 * 1024 * 1024 })"):format(key, big)
+    local cmd = '"$BGRUN" "$PB" code="$CODE" >"$OUT" 2>"$ERR" & pid=$!; ' ..
+                'i=0; while ! grep -q uploading "$OUT" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done; ' ..
+                'sleep 1; kill -INT $pid; wait $pid; echo "rc=$?"'
+    local r = proc.run({ "sh", "-c", cmd }, { timeout = 120, env = {
+      BGRUN = BGRUN, PB = FIX .. "/s3_eval.lua", CODE = code, OUT = dir .. "/mp.stdout", ERR = dir .. "/mp.stderr" } })
+    local stderr = read(dir .. "/mp.stderr") or ""
+    os.remove(big)
+    assert.equal("130", r.stdout:match("rc=(%d+)"), r.stdout .. stderr)
+    assert.matches("interrupted", stderr)
+    assert.is_nil(b:head(key))
+    -- ListMultipartUploads: the upload was aborted, not left to collect parts
+    local url = os.getenv("AWS_ENDPOINT_URL_S3") .. "/" .. BUCKET .. "?uploads=&prefix=" .. PREFIX:gsub("/", "%%2F")
+    local resp = http.get(url, { headers = s3.sign { url = url, payload_hash = "UNSIGNED-PAYLOAD" } })
+    assert.equal(200, resp.status, resp.body)
+    assert.is_nil(resp.body:find("interrupted-multipart", 1, true), resp.body)
+  end)
+
   it("stops a transfer on SIGINT: exit 130, interrupted, no partial file", function()
     local l = pgfix.silent_listener(30)
     local code = ("print('fetching'); io.stdout:flush(); b:get_file('k', %q)"):format(dir .. "/int.out")
