@@ -95,7 +95,23 @@ typedef struct xfer {
 	size_t reqlen;
 	size_t reqpos;
 	int idempotent;
+	int sends;                  /* times curl was about to send the request */
 } xfer;
+
+/* libcurl silently sends a request again when its reused connection drops
+ * before any answer. The server may already have applied a mutation, so
+ * create/patch/delete/replace go out once; a second send aborts. */
+static int before_send(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
+                       int conn_local_port)
+{
+	(void)conn_primary_ip;
+	(void)conn_local_ip;
+	(void)conn_primary_port;
+	(void)conn_local_port;
+	xfer *x = ud;
+	x->sends++;
+	return !x->idempotent && x->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+}
 
 static size_t body_read(char *p, size_t sz, size_t n, void *ud)
 {
@@ -109,9 +125,7 @@ static size_t body_read(char *p, size_t sz, size_t n, void *ud)
 
 /* curl rewinds the body to resend it on a fresh connection when a reused
  * one drops without an answer; for create/patch/delete/replace that resend
- * must not happen: the request went out, the server may have applied it.
- * (exec_req also sends mutations on fresh connections, which curl never
- * retries.) */
+ * must not happen (see before_send). */
 static int body_seek(void *ud, curl_off_t offset, int origin)
 {
 	xfer *x = ud;
@@ -466,12 +480,8 @@ static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 		}
 		curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, body_write);
 		curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, &x);
-		/* libcurl silently resends a request whose reused connection
-		 * dropped before any answer; the server may already have applied
-		 * a mutation, so mutations take a new connection (which then
-		 * joins the pool for the reads that follow) */
-		if (!r->idempotent)
-			curl_easy_setopt(c->easy, CURLOPT_FRESH_CONNECT, 1L);
+		curl_easy_setopt(c->easy, CURLOPT_PREREQFUNCTION, before_send);
+		curl_easy_setopt(c->easy, CURLOPT_PREREQDATA, &x);
 		curl_multi_add_handle(c->multi, c->easy);
 		x.added = 1;
 		int d = drive(c, &x, 0, 0);
@@ -486,7 +496,7 @@ static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 			buf_free(&x.body);
 			out->kind = RQ_TRANSPORT;
 			out->cc = x.result;
-			if (x.result == CURLE_SEND_FAIL_REWIND)
+			if (x.result == CURLE_SEND_FAIL_REWIND || (x.result == CURLE_ABORTED_BY_CALLBACK && x.sends > 1))
 				snprintf(out->err, sizeof out->err, "the connection dropped after the request was sent; "
 				         "not retried, since the server may have applied it");
 			else
