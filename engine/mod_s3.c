@@ -87,6 +87,7 @@ typedef struct s3_req {
 	int ignore_interrupt; /* cleanup after an interrupt (abort) */
 	long timeout_ms;
 	CURL *easy;
+	buf scratch; /* a response header's value */
 } s3_req;
 
 static void req_init(s3_req *r, const char *method)
@@ -102,6 +103,41 @@ static void req_free(s3_req *r)
 	buf_free(&r->url);
 	buf_free(&r->out);
 	buf_free(&r->head);
+	buf_free(&r->scratch);
+}
+
+#define REQ_MT "bgrun.s3.request"
+#define XML_MT "bgrun.s3.xml"
+
+static int req_gc(lua_State *L)
+{
+	req_free(luaL_checkudata(L, 1, REQ_MT));
+	return 0;
+}
+
+/* A request in a userdata: its buffers are freed by __gc when a Lua error
+ * (out of memory) cuts a call short, and by req_free on every other path. */
+static s3_req *push_req(lua_State *L)
+{
+	s3_req *r = lua_newuserdatauv(L, sizeof *r, 0);
+	req_init(r, "GET");
+	luaL_setmetatable(L, REQ_MT);
+	return r;
+}
+
+static int xml_gc(lua_State *L)
+{
+	s3xml_free(luaL_checkudata(L, 1, XML_MT));
+	return 0;
+}
+
+/* A parsed document in a userdata, for the same reason. */
+static s3xml *push_xml(lua_State *L)
+{
+	s3xml *x = lua_newuserdatauv(L, sizeof *x, 0);
+	memset(x, 0, sizeof *x);
+	luaL_setmetatable(L, XML_MT);
+	return x;
 }
 
 /* ----------------------------------------------------------------- handles */
@@ -531,7 +567,7 @@ static const char *status_reason(long status)
 
 /* Pushes the structured error for a failed request: transport failure
  * (code = curl's), an HTTP error status, or an <Error> inside a 200. */
-static void push_failure(lua_State *L, const s3_req *r, const char *op)
+static void push_failure(lua_State *L, s3_req *r, const char *op)
 {
 	if (r->rc != CURLE_OK) {
 		const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc);
@@ -539,18 +575,17 @@ static void push_failure(lua_State *L, const s3_req *r, const char *op)
 		bgrun_error_set_int(L, "code", (lua_Integer)r->rc);
 		return;
 	}
-	s3xml x = S3XML_INIT;
+	s3xml *x = push_xml(L);
 	char xerr[128];
 	const char *code = NULL, *message = NULL, *rid = NULL;
-	if (r->out.len > 0 && s3xml_parse(r->out.data, r->out.len, &x, xerr, sizeof xerr) == 0 &&
-	    s3xml_root(&x) && strcmp(s3xml_root(&x), "Error") == 0) {
-		code = s3xml_get(&x, "Error/Code");
-		message = s3xml_get(&x, "Error/Message");
-		rid = s3xml_get(&x, "Error/RequestId");
+	if (r->out.len > 0 && s3xml_parse(r->out.data, r->out.len, x, xerr, sizeof xerr) == 0 &&
+	    s3xml_root(x) && strcmp(s3xml_root(x), "Error") == 0) {
+		code = s3xml_get(x, "Error/Code");
+		message = s3xml_get(x, "Error/Message");
+		rid = s3xml_get(x, "Error/RequestId");
 	}
-	buf hv = BUF_INIT;
 	if (rid == NULL)
-		rid = resp_header(r, "x-amz-request-id", &hv);
+		rid = resp_header(r, "x-amz-request-id", &r->scratch);
 	if (code == NULL && r->status == 404 && strcmp(r->method, "GET") == 0)
 		code = "NoSuchKey";
 	if (message && *message)
@@ -560,8 +595,7 @@ static void push_failure(lua_State *L, const s3_req *r, const char *op)
 		                r->method, r->url.data, r->status);
 	bgrun_error_set_int(L, "code", (lua_Integer)(r->status ? r->status : 200));
 	bgrun_error_set_str(L, "request_id", rid);
-	s3xml_free(&x);
-	buf_free(&hv);
+	s3xml_free(x);
 }
 
 static int ok_status(const s3_req *r)
@@ -805,27 +839,29 @@ static void upload_headers(lua_State *L, int opts)
  * are expected from stores that lack it; anything else is logged). */
 static void abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *upload_id)
 {
-	s3_req r;
-	req_init(&r, "DELETE");
-	r.ignore_interrupt = 1;
-	r.timeout_ms = ABORT_TIMEOUT_MS;
+	s3_req *r = push_req(L);
+	req_init(r, "DELETE");
+	r->ignore_interrupt = 1;
+	r->timeout_ms = ABORT_TIMEOUT_MS;
 	const char *q[] = {"uploadId", upload_id, NULL};
 	char err[256];
-	if (object_url(b, &r.url, key) != 0 || add_query(&r.url, q) != 0) {
-		req_free(&r);
+	if (object_url(b, &r->url, key) != 0 || add_query(&r->url, q) != 0) {
+		req_free(r);
+		lua_pop(L, 1);
 		return;
 	}
-	int rc = perform(b, &r, err, sizeof err);
-	if (rc == 0 && !ok_status(&r) && r.status != 404 && r.status != 405 && r.status != 501) {
+	int rc = perform(b, r, err, sizeof err);
+	if (rc == 0 && !ok_status(r) && r->status != 404 && r->status != 405 && r->status != 501) {
 		lua_createtable(L, 0, 3);
 		lua_pushstring(L, key);
 		lua_setfield(L, -2, "key");
-		lua_pushinteger(L, r.rc != CURLE_OK ? (lua_Integer)r.rc : (lua_Integer)r.status);
+		lua_pushinteger(L, r->rc != CURLE_OK ? (lua_Integer)r->rc : (lua_Integer)r->status);
 		lua_setfield(L, -2, "code");
 		bgrun_log(L, "warn", "s3: aborting the multipart upload failed; the store may keep its parts", lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	req_free(&r);
+	req_free(r);
+	lua_pop(L, 1);
 }
 
 /* Reads exactly n bytes at off; 0 or -1. */
@@ -848,38 +884,38 @@ static int read_full(int fd, char *dst, size_t n, long long off)
 static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
                           long long part_size, const char *const *hdrs, size_t nh, const char *op)
 {
-	s3_req r;
+	s3_req *r = push_req(L);
 	char hex[SHA256_HEX_LEN + 1];
 	/* 1. create */
-	req_init(&r, "POST");
-	r.extra = hdrs;
-	r.n_extra = nh;
+	req_init(r, "POST");
+	r->extra = hdrs;
+	r->n_extra = nh;
 	const char *cq[] = {"uploads", "", NULL};
-	if (object_url(b, &r.url, key) != 0 || add_query(&r.url, cq) != 0)
-		oom(L, &r, opi);
-	run_or_raise(L, b, &r, op, opi);
-	s3xml x = S3XML_INIT;
+	if (object_url(b, &r->url, key) != 0 || add_query(&r->url, cq) != 0)
+		oom(L, r, opi);
+	run_or_raise(L, b, r, op, opi);
+	s3xml *x = push_xml(L);
 	char xerr[128];
 	const char *uid = NULL;
-	if (ok_status(&r) && s3xml_parse(r.out.data ? r.out.data : "", r.out.len, &x, xerr, sizeof xerr) == 0)
-		uid = s3xml_get(&x, "InitiateMultipartUploadResult/UploadId");
-	if (!ok_status(&r) || uid == NULL || *uid == '\0') {
-		s3xml_free(&x);
-		if (ok_status(&r)) {
-			req_free(&r);
+	if (ok_status(r) && s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) == 0)
+		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	if (!ok_status(r) || uid == NULL || *uid == '\0') {
+		s3xml_free(x);
+		if (ok_status(r)) {
+			req_free(r);
 			release_op(L, opi);
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
 			bgrun_error_set_int(L, "code", 200);
 			bgrun_error_throw(L);
 		}
-		raise_failure(L, &r, op, opi);
+		raise_failure(L, r, op, opi);
 	}
 	/* the upload id and ETags live in Lua strings from here, so a raise
 	 * never leaks them */
 	lua_pushstring(L, uid);
 	int uid_idx = lua_gettop(L);
-	s3xml_free(&x);
-	req_free(&r);
+	s3xml_free(x);
+	req_free(r);
 	const char *upload_id = lua_tostring(L, uid_idx);
 	lua_newtable(L);
 	int etags = lua_gettop(L);
@@ -892,7 +928,6 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		release_op(L, opi);
 		luaL_error(L, "s3: out of memory for a %lld-byte part", part_size);
 	}
-	buf etag = BUF_INIT;
 	for (long long i = 0; i < nparts; i++) {
 		long long off = i * part_size;
 		long long len = size - off < part_size ? size - off : part_size;
@@ -900,7 +935,6 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 			int e = errno;
 			abort_upload(L, b, key, upload_id);
 			release_op(L, opi);
-			buf_free(&etag);
 			bgrun_error_new(L, "s3", op, "IOError", "cannot read part %lld of the file: %s", i + 1,
 			                e ? strerror(e) : "the file shrank");
 			bgrun_error_throw(L);
@@ -908,54 +942,50 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		if (sha256_hex(o->part, (size_t)len, hex) != 0) {
 			abort_upload(L, b, key, upload_id);
 			release_op(L, opi);
-			buf_free(&etag);
 			luaL_error(L, "s3: libcrypto failed");
 		}
 		char pn[24];
 		snprintf(pn, sizeof pn, "%lld", i + 1);
-		req_init(&r, "PUT");
-		r.body = o->part;
-		r.body_n = len;
-		r.payload_hash = hex;
-		r.retry = 1;
+		req_init(r, "PUT");
+		r->body = o->part;
+		r->body_n = len;
+		r->payload_hash = hex;
+		r->retry = 1;
 		const char *pq[] = {"partNumber", pn, "uploadId", upload_id, NULL};
-		if (object_url(b, &r.url, key) != 0 || add_query(&r.url, pq) != 0) {
+		if (object_url(b, &r->url, key) != 0 || add_query(&r->url, pq) != 0) {
 			abort_upload(L, b, key, upload_id);
-			buf_free(&etag);
-			oom(L, &r, opi);
+			oom(L, r, opi);
 		}
 		char err[256];
-		int rc = perform(b, &r, err, sizeof err);
-		const char *tag = rc == 0 && ok_status(&r) ? resp_header(&r, "etag", &etag) : NULL;
+		int rc = perform(b, r, err, sizeof err);
+		const char *tag = rc == 0 && ok_status(r) ? resp_header(r, "etag", &r->scratch) : NULL;
 		if (tag == NULL) {
 			/* an interrupt is acknowledged only after the abort */
 			abort_upload(L, b, key, upload_id);
-			buf_free(&etag);
 			if (rc == 1) {
-				req_free(&r);
+				req_free(r);
 				release_op(L, opi);
 				bgrun_throw_interrupted(L, "s3", op);
 			}
 			if (rc == -1) {
-				req_free(&r);
+				req_free(r);
 				release_op(L, opi);
 				bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
 				bgrun_error_throw(L);
 			}
-			if (ok_status(&r)) {
-				req_free(&r);
+			if (ok_status(r)) {
+				req_free(r);
 				release_op(L, opi);
 				bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", i + 1);
 				bgrun_error_set_int(L, "code", 200);
 				bgrun_error_throw(L);
 			}
-			raise_failure(L, &r, op, opi);
+			raise_failure(L, r, op, opi);
 		}
 		lua_pushstring(L, tag);
 		lua_rawseti(L, etags, i + 1);
-		req_free(&r);
+		req_free(r);
 	}
-	buf_free(&etag);
 	free(o->part);
 	o->part = NULL;
 
@@ -970,52 +1000,52 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		lua_pop(L, 1);
 	}
 	bad = bad || buf_appends(&body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body.data, body.len, hex) != 0;
-	req_init(&r, "POST");
+	req_init(r, "POST");
 	const char *ctq[] = {"uploadId", upload_id, NULL};
 	const char *xh[] = {"content-type", "application/xml"};
-	r.extra = xh;
-	r.n_extra = 1;
-	r.body = body.data;
-	r.body_n = (long long)body.len;
-	r.payload_hash = hex;
-	if (bad || object_url(b, &r.url, key) != 0 || add_query(&r.url, ctq) != 0) {
+	r->extra = xh;
+	r->n_extra = 1;
+	r->body = body.data;
+	r->body_n = (long long)body.len;
+	r->payload_hash = hex;
+	if (bad || object_url(b, &r->url, key) != 0 || add_query(&r->url, ctq) != 0) {
 		buf_free(&body);
 		abort_upload(L, b, key, upload_id);
-		oom(L, &r, opi);
+		oom(L, r, opi);
 	}
 	char err[256];
-	int rc = perform(b, &r, err, sizeof err);
+	int rc = perform(b, r, err, sizeof err);
 	buf_free(&body);
 	const char *final_etag = NULL;
-	int failed = rc != 0 || !ok_status(&r);
+	int failed = rc != 0 || !ok_status(r);
 	if (!failed) {
 		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r.out.data ? r.out.data : "", r.out.len, &x, xerr, sizeof xerr) != 0 || !s3xml_root(&x) ||
-		    strcmp(s3xml_root(&x), "Error") == 0) {
+		if (s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+		    strcmp(s3xml_root(x), "Error") == 0) {
 			failed = 1;
 		} else {
-			final_etag = s3xml_get(&x, "CompleteMultipartUploadResult/ETag");
+			final_etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
 			lua_pushstring(L, final_etag ? final_etag : "");
 		}
 	}
 	if (failed) {
-		s3xml_free(&x);
+		s3xml_free(x);
 		abort_upload(L, b, key, upload_id);
 		if (rc == 1) {
-			req_free(&r);
+			req_free(r);
 			release_op(L, opi);
 			bgrun_throw_interrupted(L, "s3", op);
 		}
 		if (rc == -1) {
-			req_free(&r);
+			req_free(r);
 			release_op(L, opi);
 			bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
 			bgrun_error_throw(L);
 		}
-		raise_failure(L, &r, op, opi);
+		raise_failure(L, r, op, opi);
 	}
-	s3xml_free(&x);
-	req_free(&r);
+	s3xml_free(x);
+	req_free(r);
 	/* leave only the ETag above the caller's stack */
 	lua_replace(L, uid_idx);
 	lua_settop(L, uid_idx);
@@ -1111,24 +1141,22 @@ static int b_put_file(lua_State *L)
 			bgrun_error_new(L, "s3", op, "IOError", "cannot hash %s: %s", path, hrc == -1 ? strerror(e) : "libcrypto failed");
 			bgrun_error_throw(L);
 		}
-		s3_req r;
-		req_init(&r, "PUT");
-		r.extra = hdrs;
-		r.n_extra = nh;
-		r.body_fd = o->fd;
-		r.body_n = size;
-		r.payload_hash = hex;
-		r.retry = 1; /* the same bytes again: idempotent */
-		if (object_url(b, &r.url, key) != 0)
-			oom(L, &r, opi);
-		run_or_raise(L, b, &r, op, opi);
-		if (!ok_status(&r))
-			raise_failure(L, &r, op, opi);
-		buf ev = BUF_INIT;
-		const char *tag = resp_header(&r, "etag", &ev);
+		s3_req *r = push_req(L);
+		req_init(r, "PUT");
+		r->extra = hdrs;
+		r->n_extra = nh;
+		r->body_fd = o->fd;
+		r->body_n = size;
+		r->payload_hash = hex;
+		r->retry = 1; /* the same bytes again: idempotent */
+		if (object_url(b, &r->url, key) != 0)
+			oom(L, r, opi);
+		run_or_raise(L, b, r, op, opi);
+		if (!ok_status(r))
+			raise_failure(L, r, op, opi);
+		const char *tag = resp_header(r, "etag", &r->scratch);
 		lua_pushstring(L, tag ? tag : "");
-		buf_free(&ev);
-		req_free(&r);
+		req_free(r);
 	} else {
 		put_multipart(L, b, o, opi, key, size, part_size, hdrs, nh, op);
 		parts = (int)((size + part_size - 1) / part_size);
@@ -1174,17 +1202,17 @@ static int b_get_file(lua_State *L)
 		bgrun_error_set_str(L, "path", path);
 		bgrun_error_throw(L);
 	}
-	s3_req r;
-	req_init(&r, "GET");
-	r.sink_fd = o->fd;
-	r.retry = 1;
-	if (object_url(b, &r.url, key) != 0)
-		oom(L, &r, opi);
-	run_or_raise(L, b, &r, op, opi);
-	if (!ok_status(&r))
-		raise_failure(L, &r, op, opi);
-	long long size = r.sunk;
-	req_free(&r);
+	s3_req *r = push_req(L);
+	req_init(r, "GET");
+	r->sink_fd = o->fd;
+	r->retry = 1;
+	if (object_url(b, &r->url, key) != 0)
+		oom(L, r, opi);
+	run_or_raise(L, b, r, op, opi);
+	if (!ok_status(r))
+		raise_failure(L, r, op, opi);
+	long long size = r->sunk;
+	req_free(r);
 	if (fsync(o->fd) != 0 || close(o->fd) != 0 || (o->fd = -1, rename(o->tmp_path, path) != 0)) {
 		int e = errno;
 		release_op(L, opi);
@@ -1208,24 +1236,24 @@ static int b_head(lua_State *L)
 	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
 	char op[1024];
 	snprintf(op, sizeof op, "head %s", key);
-	s3_req r;
-	req_init(&r, "HEAD");
-	r.retry = 1;
-	if (object_url(b, &r.url, key) != 0)
-		oom(L, &r, 0);
-	run_or_raise(L, b, &r, op, 0);
-	if (r.rc == CURLE_OK && r.status == 404) {
-		req_free(&r);
+	s3_req *r = push_req(L);
+	req_init(r, "HEAD");
+	r->retry = 1;
+	if (object_url(b, &r->url, key) != 0)
+		oom(L, r, 0);
+	run_or_raise(L, b, r, op, 0);
+	if (r->rc == CURLE_OK && r->status == 404) {
+		req_free(r);
 		lua_pushnil(L);
 		return 1;
 	}
-	if (!ok_status(&r))
-		raise_failure(L, &r, op, 0);
+	if (!ok_status(r))
+		raise_failure(L, r, op, 0);
 	lua_createtable(L, 0, 6);
 	int t = lua_gettop(L);
 	lua_newtable(L);
 	int meta = lua_gettop(L);
-	const char *p = r.head.data, *end = p ? p + r.head.len : NULL;
+	const char *p = r->head.data, *end = p ? p + r->head.len : NULL;
 	while (p && p < end) {
 		const char *nl = memchr(p, '\n', (size_t)(end - p));
 		size_t len = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
@@ -1265,7 +1293,7 @@ static int b_head(lua_State *L)
 	lua_setfield(L, t, "metadata");
 	lua_pushstring(L, key);
 	lua_setfield(L, t, "key");
-	req_free(&r);
+	req_free(r);
 	return 1;
 }
 
@@ -1299,40 +1327,39 @@ static int b_list(lua_State *L)
 	lua_pushnil(L); /* the continuation token, a Lua string once known */
 	int tok = lua_gettop(L);
 	for (;;) {
-		s3_req r;
-		req_init(&r, "GET");
-		r.retry = 1;
+		s3_req *r = push_req(L);
+		req_init(r, "GET");
+		r->retry = 1;
 		const char *token = lua_tostring(L, tok);
 		const char *q[] = {"list-type", "2", "max-keys", mk, "prefix", prefix,
 		                   token ? "continuation-token" : NULL, token, NULL};
-		if (object_url(b, &r.url, NULL) != 0 || add_query(&r.url, q) != 0)
-			oom(L, &r, 0);
-		run_or_raise(L, b, &r, op, 0);
-		if (!ok_status(&r))
-			raise_failure(L, &r, op, 0);
-		s3xml x = S3XML_INIT;
+		if (object_url(b, &r->url, NULL) != 0 || add_query(&r->url, q) != 0)
+			oom(L, r, 0);
+		run_or_raise(L, b, r, op, 0);
+		if (!ok_status(r))
+			raise_failure(L, r, op, 0);
+		s3xml *x = push_xml(L);
 		char xerr[128];
-		int prc = s3xml_parse(r.out.data ? r.out.data : "", r.out.len, &x, xerr, sizeof xerr);
-		if (prc != 0 || !s3xml_root(&x) || strcmp(s3xml_root(&x), "ListBucketResult") != 0) {
-			s3xml_free(&x);
-			req_free(&r);
+		int prc = s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr);
+		if (prc != 0 || !s3xml_root(x) || strcmp(s3xml_root(x), "ListBucketResult") != 0) {
+			s3xml_free(x);
+			req_free(r);
 			if (prc == -2)
 				return luaL_error(L, "s3: out of memory");
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "ListObjectsV2 answered with an unexpected document: %s",
 			                prc ? xerr : "no ListBucketResult");
-			bgrun_error_set_int(L, "code", r.status);
+			bgrun_error_set_int(L, "code", r->status);
 			bgrun_error_throw(L);
 		}
-		req_free(&r);
-		/* Lua values from here may raise (out of memory): move the
-		 * document into a userdata-free form first is not needed, as
-		 * x is freed by the pcall below */
+		req_free(r);
+		/* x stays a userdata while Lua values are made: an error there
+		 * (out of memory) still frees it */
 		const char *k = NULL, *sz = NULL, *et = NULL, *lm = NULL;
 		int truncated = 0;
 		const char *next = NULL;
-		for (size_t i = 0; i < x.n; i++) {
-			const char *path = x.v[i].path;
-			const char *text = x.v[i].text;
+		for (size_t i = 0; i < x->n; i++) {
+			const char *path = x->v[i].path;
+			const char *text = x->v[i].text;
 			if (strcmp(path, "ListBucketResult/Contents/Key") == 0)
 				k = text;
 			else if (strcmp(path, "ListBucketResult/Contents/Size") == 0)
@@ -1366,7 +1393,8 @@ static int b_list(lua_State *L)
 			lua_pushstring(L, next);
 			lua_replace(L, tok);
 		}
-		s3xml_free(&x);
+		s3xml_free(x);
+		lua_settop(L, tok); /* this page's request and document */
 		if (!truncated)
 			break;
 		if (!have_next) {
@@ -1399,15 +1427,15 @@ static int b_delete(lua_State *L)
 		lua_pushboolean(L, 1);
 		return 1;
 	}
-	s3_req r;
-	req_init(&r, "DELETE");
-	r.retry = 1;
-	if (object_url(b, &r.url, key) != 0)
-		oom(L, &r, 0);
-	run_or_raise(L, b, &r, op, 0);
-	if (!ok_status(&r) && !(r.rc == CURLE_OK && r.status == 404))
-		raise_failure(L, &r, op, 0);
-	req_free(&r);
+	s3_req *r = push_req(L);
+	req_init(r, "DELETE");
+	r->retry = 1;
+	if (object_url(b, &r->url, key) != 0)
+		oom(L, r, 0);
+	run_or_raise(L, b, r, op, 0);
+	if (!ok_status(r) && !(r->rc == CURLE_OK && r->status == 404))
+		raise_failure(L, r, op, 0);
+	req_free(r);
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -1654,6 +1682,16 @@ int luaopen_s3(lua_State *L)
 		lua_setfield(L, -2, "__close");
 		lua_pushcfunction(L, bucket_tostring);
 		lua_setfield(L, -2, "__tostring");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, REQ_MT)) {
+		lua_pushcfunction(L, req_gc);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, XML_MT)) {
+		lua_pushcfunction(L, xml_gc);
+		lua_setfield(L, -2, "__gc");
 	}
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, OP_MT)) {
