@@ -36,6 +36,7 @@ typedef struct ar_handle {
 	char *tmp_path;     /* create's temporary file, removed unless renamed */
 	int cwd;            /* extract: the directory to return to */
 	char *block;
+	struct archive_entry *entry; /* create's reused entry */
 } ar_handle;
 
 static int handle_close(lua_State *L)
@@ -76,6 +77,10 @@ static int handle_close(lua_State *L)
 	}
 	free(h->block);
 	h->block = NULL;
+	if (h->entry) {
+		archive_entry_free(h->entry);
+		h->entry = NULL;
+	}
 	return 0;
 }
 
@@ -529,7 +534,7 @@ static int ar_create(lua_State *L)
 		fail(L, hi);
 	}
 	h->fd = fd; /* archive_write_open_fd does not close it */
-	struct archive_entry *e = archive_entry_new();
+	struct archive_entry *e = h->entry = archive_entry_new();
 	if (e == NULL) {
 		release(L, hi);
 		return luaL_error(L, "archive: out of memory");
@@ -538,7 +543,6 @@ static int ar_create(lua_State *L)
 	time_t now = time(NULL);
 	for (lua_Integer i = 1; i <= n; i++) {
 		if (bgrun_interrupted()) {
-			archive_entry_free(e);
 			interrupted(L, hi, op);
 		}
 		lua_rawgeti(L, 2, i);
@@ -560,7 +564,6 @@ static int ar_create(lua_State *L)
 			src_fd = h->src = open(src, O_RDONLY | O_CLOEXEC);
 			if (src_fd < 0 || fstat(src_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 				int er = src_fd < 0 ? errno : EINVAL;
-				archive_entry_free(e);
 				push_err(L, op, er == ENOENT ? "NotFound" : "IOError", er == ENOENT ? "not_found" : "io_error",
 				         "cannot add %s: %s", src, er == EINVAL ? "not a regular file" : strerror(er));
 				bgrun_error_set_str(L, "entry", name);
@@ -590,7 +593,6 @@ static int ar_create(lua_State *L)
 			if (k == 0)
 				break;
 			if (bgrun_interrupted()) {
-				archive_entry_free(e);
 				interrupted(L, hi, op);
 			}
 			if (archive_write_data(h->w, h->block, (size_t)k) != k)
@@ -601,14 +603,12 @@ static int ar_create(lua_State *L)
 			h->src = -1;
 		}
 		if (werr) {
-			archive_entry_free(e);
 			push_err(L, op, "ArchiveError", "archive_error", "entry '%s': %s", name, werr);
 			bgrun_error_set_str(L, "entry", name);
 			fail(L, hi);
 		}
 		lua_pop(L, 1);
 	}
-	archive_entry_free(e);
 	if (archive_write_close(h->w) != ARCHIVE_OK || fsync(fd) != 0) {
 		push_err(L, op, "ArchiveError", "archive_error", "%s: %s", path, libarchive_msg(h->w));
 		fail(L, hi);
