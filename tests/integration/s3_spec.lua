@@ -84,6 +84,16 @@ describe("s3", function()
     assert.is_true(b:delete(key)) -- deleting what is gone is not a failure
   end)
 
+  it("round-trips an empty file under a non-ASCII key", function()
+    write(dir .. "/empty", "")
+    local key = PREFIX .. "empty é.bin"
+    assert.equal(0, b:put_file(key, dir .. "/empty").size)
+    assert.equal(0, b:head(key).size)
+    assert.equal(0, b:get_file(key, dir .. "/empty.back"))
+    assert.equal("", read(dir .. "/empty.back"))
+    assert.equal(key, b:list(PREFIX .. "empty")[1].key)
+  end)
+
   it("returns nil from head and raises 404 NoSuchKey from get_file for a missing key", function()
     assert.is_nil(b:head(PREFIX .. "missing"))
     local e = catch(b.get_file, b, PREFIX .. "missing", dir .. "/missing.out")
