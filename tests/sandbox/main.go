@@ -589,7 +589,28 @@ func serve(dir string) int {
 		}()
 	}
 	run("postgres", func() error { return pg.Start(ctx) })
-	run("s3", func() error { return s3.Start(ctx) })
+	run("s3", func() error {
+		// The free ports were free when chosen; any outgoing connection may
+		// take one before weed binds it. Try again on new ones.
+		var err error
+		for attempt := 1; attempt <= 3; attempt++ {
+			if err = s3.Start(ctx); err == nil || ctx.Err() != nil {
+				return err
+			}
+			logf("s3: attempt %d failed (%v); retrying on new ports", attempt, err)
+			s3.Stop()
+			os.RemoveAll(s3.DataDir)
+			more, perr := infra.FreePorts(infra.WeedPortsNeeded())
+			if perr != nil {
+				return perr
+			}
+			next := infra.NewSeaweedFS(dir, more, bucket)
+			mu.Lock()
+			s3 = next
+			mu.Unlock()
+		}
+		return err
+	})
 	run("cluster", func() error {
 		c, err := startCluster(filepath.Join(dir, clusterDir), behaviors, podEnv, []string{self, "demoapp"})
 		if err == nil {
