@@ -959,8 +959,10 @@ int kube_exec_run(const kube_config *cfg, double timeout_s, kube_cred *cred, cha
 			break;
 	}
 	close(fds[0]);
-	if (timed_out)
+	if (timed_out) {
 		kill(-pid, SIGKILL);
+		kill(pid, SIGKILL); /* in case it had not yet made its own group */
+	}
 	int status = 0;
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
 		;
