@@ -440,7 +440,13 @@ describe("k8s", function()
       })
       assert.equal(0, r.code, r.stderr)
       assert.matches("in_cluster=true namespace=" .. ns:gsub("%-", "%%-") .. " server=https://", r.stdout)
-      -- explicit option, no environment fallback needed
+      -- in_cluster = true wins over a kubeconfig; the directory as an option
+      local r3 = fix.run({ fix.fixtures .. "/k8s_info.lua", "sa=" .. sa }, {
+        KUBERNETES_SERVICE_HOST = host, KUBERNETES_SERVICE_PORT = port,
+      })
+      assert.equal(0, r3.code, r3.stderr)
+      assert.matches("in_cluster=true namespace=" .. ns:gsub("%-", "%%-"), r3.stdout)
+      -- not in a cluster, no kubeconfig
       local r2 = fix.run({ fix.fixtures .. "/k8s_info.lua" }, {
         KUBECONFIG = false, HOME = tmp .. "/home", KUBERNETES_SERVICE_HOST = false,
       })
