@@ -4,6 +4,7 @@
 -- transport failures, timeouts, dry-run and SIGINT.
 local digest = require("digest")
 local http = require("http")
+local json = require("json")
 local proc = require("proc")
 local s3 = require("s3")
 local pgfix = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/fixtures/pgfix.lua")
@@ -291,6 +292,79 @@ describe("s3", function()
     local resp = http.get(url, { headers = s3.sign { url = url, payload_hash = "UNSIGNED-PAYLOAD" } })
     assert.equal(200, resp.status, resp.body)
     assert.is_nil(resp.body:find("interrupted-multipart", 1, true), resp.body)
+  end)
+
+  describe("against a scripted store (fixtures/fake_s3.py)", function()
+    local fake, log_file, pid
+
+    setup(function()
+      log_file = dir .. "/fake.log"
+      local portfile = dir .. "/fake.port"
+      pid = sh(("python3 %q %q %q >/dev/null 2>&1 & echo $!"):format(FIX .. "/fake_s3.py", portfile, log_file)):match("%d+")
+      local port
+      for _ = 1, 100 do
+        port = tonumber(read(portfile) or "")
+        if port then break end
+        bgrun.sleep(0.05)
+      end
+      assert(port, "fake_s3.py started")
+      fake = s3.bucket { bucket = "scripted", endpoint = "http://127.0.0.1:" .. port, access_key = "AK", secret_key = "SK" }
+    end)
+
+    teardown(function()
+      if pid then proc.run({ "kill", pid }) end
+    end)
+
+    local function requests()
+      local t = {}
+      for l in (read(log_file) or ""):gmatch("[^\n]+") do t[#t + 1] = json.decode(l) end
+      os.remove(log_file)
+      return t
+    end
+
+    it("retries 503 SlowDown on GET with backoff, then succeeds", function()
+      assert.equal(7, fake:get_file("slowdown", dir .. "/slow.out"))
+      assert.equal("finally", read(dir .. "/slow.out"))
+      assert.equal(3, #requests())
+    end)
+
+    it("gives up after four attempts and raises 503 SlowDown", function()
+      local t0 = bgrun.now()
+      local e = catch(fake.get_file, fake, "always503", dir .. "/never.out")
+      assert.is_true(bgrun.now() - t0 >= 1.4) -- 0.2 + 0.4 + 0.8
+      assert.equal(503, e.code)
+      assert.equal("SlowDown", e.reason)
+      assert.equal("FAKE-4", e.request_id)
+      assert.equal(4, #requests())
+      assert.is_nil(read(dir .. "/never.out"))
+    end)
+
+    it("treats a 200 Complete carrying <Error> as a failure, sends it once, and aborts (a 405 abort is ignored)", function()
+      local big = dir .. "/mp.bin"
+      sh(("head -c 11534336 /dev/zero > %q"):format(big)) -- 11 MiB: 5 + 5 + 1
+      local e = catch(fake.put_file, fake, "mp.bin", big, { part_size = 5 * 1024 * 1024 })
+      assert.equal(200, e.code)
+      assert.equal("InternalError", e.reason)
+      assert.equal("We encountered an internal error.", e.message)
+      assert.equal("FAKE-COMPLETE", e.request_id)
+      local seen = {}
+      local complete
+      for _, r in ipairs(requests()) do
+        seen[#seen + 1] = r.method .. " " .. table.concat(r.query, ",") .. " " .. r.size
+        if r.method == "POST" and r.query[1] == "uploadId" then complete = r.body end
+      end
+      assert.same({
+        "POST uploads 0",
+        "PUT partNumber,uploadId 5242880", "PUT partNumber,uploadId 5242880", "PUT partNumber,uploadId 1048576",
+        "POST uploadId " .. #complete,
+        "DELETE uploadId 0",
+      }, seen)
+      assert.equal("<CompleteMultipartUpload>" ..
+        "<Part><PartNumber>1</PartNumber><ETag>&quot;etag-1&quot;</ETag></Part>" ..
+        "<Part><PartNumber>2</PartNumber><ETag>&quot;etag-2&quot;</ETag></Part>" ..
+        "<Part><PartNumber>3</PartNumber><ETag>&quot;etag-3&quot;</ETag></Part>" ..
+        "</CompleteMultipartUpload>", complete)
+    end)
   end)
 
   it("stops a transfer on SIGINT: exit 130, interrupted, no partial file", function()
