@@ -34,7 +34,7 @@ return playbook {
       step("verify the backup", function() backup.verify(b.path) end)
     end
     if b.key then
-      print(("uploaded: s3://%s/%s"):format(b.bucket, b.key))
+      print(("%s: s3://%s/%s"):format(b.dry_run and "would upload" or "uploaded", b.bucket, b.key))
     end
     print(("schema version %s"):format(migrate.format_version(version)))
     print(b.path)

@@ -146,6 +146,17 @@ return envs
     first = { path = TMP .. "/first.tar.gz", key = key }
   end)
 
+  it("takes and uploads nothing under --dry-run", function()
+    local before = #b:list("local/")
+    local r = bgrun_run({ "--dry-run", PB .. "/backup.lua", "env=local", "label=spec-dry" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("dry%-run: would back up the database", r.stderr)
+    assert.matches("would upload: s3://", r.stdout)
+    assert.matches("%-local%-spec%-dry%.tar%.gz$", last_line(r.stdout))
+    assert.equal(1, #local_backups("local"))
+    assert.equal(before, #b:list("local/"))
+  end)
+
   it("keeps pinned backups through retention and marks them pinned in the bucket", function()
     local r = bgrun_run({ PB .. "/backup.lua", "env=local", "label=spec-a2", "pinned=true", "keep=1" })
     assert.equal(0, r.code, r.stderr)
