@@ -6,15 +6,12 @@ local backup = require("backup")
 local environments = require("environments")
 local migrate = require("migrate")
 local postgres = require("postgres")
-
-local names = {}
-for name in pairs(environments) do names[#names + 1] = name end
-table.sort(names)
+local release = require("release")
 
 return playbook {
   description = "Back up an environment's database and upload it to the environment's bucket",
   params = {
-    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    env = release.env_param(environments),
     label = { default = "manual", pattern = "^[%w][%w._-]*$", help = "a word in the backup's name" },
     pinned = { type = "boolean", default = false, help = "never delete it by retention" },
     keep = { type = "number", default = 10, help = "unpinned backups kept locally" },

@@ -11,32 +11,17 @@ local k8s = require("k8s")
 local lock = require("lock")
 local migrate = require("migrate")
 local postgres = require("postgres")
+local release = require("release")
 local restore = require("restore")
-
-local names = {}
-for name in pairs(environments) do names[#names + 1] = name end
-table.sort(names)
-
-local function record_version(c, ns, version)
-  local data = { version = tostring(version), updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ") }
-  if c:get("configmap", "migration-version", { namespace = ns }) then
-    c:patch("configmap", "migration-version", { data = data }, { type = "merge", namespace = ns })
-  else
-    c:create({ apiVersion = "v1", kind = "ConfigMap",
-               metadata = { name = "migration-version", namespace = ns,
-                            labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
-               data = data }, { namespace = ns })
-  end
-end
 
 return playbook {
   description = "Back up, migrate and blue-green deploy as one unit; any failure restores both",
   params = {
-    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
-    tag = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" },
+    env = release.env_param(environments),
+    tag = release.tag_param,
     to = { pattern = "^%d+$", help = "target migration version (default: the newest)" },
-    ["skip-tests"] = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" },
-    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+    ["skip-tests"] = release.skip_tests_param,
+    ["break-lock"] = release.break_lock_param,
   },
   run = function(args)
     local env = environments[args.env]
@@ -66,12 +51,12 @@ return playbook {
     print(("schema version %s -> %s"):format(migrate.format_version(current), migrate.format_version(target)))
 
     local taken = step("back up the database", function()
-      local b = backup.create { env = args.env, database = env.database, dir = env.backups,
+      local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
                                 label = "pre-migration-" .. args.tag, pinned = true, version = current }
       if not b.dry_run then backup.verify(b.path) end
       return b
     end)
-    print("backup: " .. taken.path)
+    print("backup: " .. taken.path .. (taken.key and (" (s3://" .. taken.bucket .. "/" .. taken.key .. ")") or ""))
 
     if target ~= current then
       step("migrate to " .. migrate.format_version(target), function()
@@ -90,7 +75,7 @@ return playbook {
     })
 
     step("record the migration version", function()
-      record_version(c, env.namespace, target)
+      release.record_version(c, env.namespace, target)
     end)
 
     if not bgrun.dry_run() then

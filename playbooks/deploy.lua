@@ -6,18 +6,15 @@ local checks = require("checks")
 local environments = require("environments")
 local k8s = require("k8s")
 local lock = require("lock")
-
-local names = {}
-for name in pairs(environments) do names[#names + 1] = name end
-table.sort(names)
+local release = require("release")
 
 return playbook {
   description = "Blue-green deploy of the API: update the idle colour, smoke-test it, switch traffic, monitor",
   params = {
-    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
-    tag = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" },
-    ["skip-tests"] = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" },
-    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+    env = release.env_param(environments),
+    tag = release.tag_param,
+    ["skip-tests"] = release.skip_tests_param,
+    ["break-lock"] = release.break_lock_param,
   },
   run = function(args)
     local env = environments[args.env]

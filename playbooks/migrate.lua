@@ -6,15 +6,12 @@
 local environments = require("environments")
 local migrate = require("migrate")
 local postgres = require("postgres")
-
-local names = {}
-for name in pairs(environments) do names[#names + 1] = name end
-table.sort(names)
+local release = require("release")
 
 return playbook {
   description = "Apply (up), roll back (down) or list (status) the database migrations of an environment",
   params = {
-    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    env = release.env_param(environments),
     action = { default = "up", choices = { "up", "down", "status" } },
     to = { pattern = "^%d+$", help = "target version (up: apply up to it; down: roll back to it, 0 for all)" },
     dir = { help = "migrations directory (default: the environment's `migrations`)" },

@@ -12,23 +12,8 @@ local lock = require("lock")
 local log = require("log")
 local migrate = require("migrate")
 local postgres = require("postgres")
+local release = require("release")
 local restore = require("restore")
-
-local names = {}
-for name in pairs(environments) do names[#names + 1] = name end
-table.sort(names)
-
-local function record_version(c, ns, version)
-  local data = { version = tostring(version), updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ") }
-  if c:get("configmap", "migration-version", { namespace = ns }) then
-    c:patch("configmap", "migration-version", { data = data }, { type = "merge", namespace = ns })
-  else
-    c:create({ apiVersion = "v1", kind = "ConfigMap",
-               metadata = { name = "migration-version", namespace = ns,
-                            labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
-               data = data }, { namespace = ns })
-  end
-end
 
 -- Scales each Deployment to its replica count and waits for the rollouts.
 local function scale_all(c, ns, replicas, timeout)
@@ -41,9 +26,9 @@ end
 return playbook {
   description = "Roll the database back to a backup, with the API stopped while it is restored",
   params = {
-    env = { required = true, choices = names, help = "environment from playbooks/environments.lua" },
+    env = release.env_param(environments),
     backup = { required = true, help = "a local .tar.gz, or a key in the environment's bucket (or s3://bucket/key)" },
-    ["break-lock"] = { type = "boolean", default = false, help = "take the deploy lock even if another run holds it" },
+    ["break-lock"] = release.break_lock_param,
   },
   run = function(args)
     local env = environments[args.env]
@@ -115,7 +100,7 @@ return playbook {
     end
 
     step("record the migration version", function()
-      record_version(c, ns, version)
+      release.record_version(c, ns, version)
     end)
 
     step("bring the API back", function()

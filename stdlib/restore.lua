@@ -68,7 +68,8 @@ function M.restore(opts)
     raise { op = "restore", code = "no_database", reason = "Invalid",
             message = "no database named: set database.dbname or PGDATABASE" }
   end
-  local stamp = os.date("!%Y%m%d%H%M%S")
+  -- the pid keeps two restores within one second apart
+  local stamp = os.date("!%Y%m%d%H%M%S") .. "_" .. bgrun.pid()
   local work = opts.work_dir or ("/tmp/bgrun-restore-" .. bgrun.pid() .. "-" .. stamp)
   local ok, res = pcall(function()
     -- a bucket key is fetched first (a local path is used as it is)

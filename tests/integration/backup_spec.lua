@@ -319,7 +319,7 @@ return envs
     local r = restore.restore { path = first.key, bucket = BUCKET, database = { dbname = DB } }
     assert.equal(10, r.version)
     assert.equal(DB, r.database)
-    assert.matches("^" .. DB .. "_old_%d+$", r.old_database)
+    assert.matches("^" .. DB .. "_old_%d+_%d+$", r.old_database)
     assert.equal(10, schema_version())
     local e = select(2, pcall(restore.restore, { path = "local/spec-missing.tar.gz", bucket = BUCKET,
                                                  database = { dbname = DB } }))

@@ -1,0 +1,37 @@
+-- What the release playbooks share: their common parameters and the
+-- migration-version ConfigMap, one of the three places a schema version is
+-- visible (with schema_migrations and each backup's metadata).
+local M = {}
+
+---The env parameter: one of the environments' names.
+---@param environments table<string, table> playbooks/environments.lua
+---@return table param spec
+function M.env_param(environments)
+  local names = {}
+  for name in pairs(environments) do names[#names + 1] = name end
+  table.sort(names)
+  return { required = true, choices = names, help = "environment from playbooks/environments.lua" }
+end
+
+M.tag_param = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" }
+M.skip_tests_param = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" }
+M.break_lock_param = { type = "boolean", default = false,
+                       help = "take the deploy lock even if another run holds it" }
+
+---Writes version into the migration-version ConfigMap, creating it if needed.
+---@param c any k8s client
+---@param ns string
+---@param version integer
+function M.record_version(c, ns, version)
+  local data = { version = tostring(version), updated_at = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+  if c:get("configmap", "migration-version", { namespace = ns }) then
+    c:patch("configmap", "migration-version", { data = data }, { type = "merge", namespace = ns })
+  else
+    c:create({ apiVersion = "v1", kind = "ConfigMap",
+               metadata = { name = "migration-version", namespace = ns,
+                            labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
+               data = data }, { namespace = ns })
+  end
+end
+
+return M
