@@ -72,6 +72,8 @@ function bgrun.hostname() end
 ---@return integer
 function bgrun.pid() end
 ---Raises a structured error built from t (module, op, code, reason, message).
+---code = "usage" marks bad input found once run started: exit 2 (after
+---compensations) instead of 1.
 ---@param t table
 function bgrun.raise(t) end
 ---Gives t the structured-error metatable and returns it.
