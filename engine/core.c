@@ -157,14 +157,20 @@ static void push_interrupted(lua_State *L, const char *module, const char *op)
 	bgrun_error_set_str(L, "code", "interrupted");
 }
 
+/* The interrupt is raised once, by whichever sees it first (this or the
+ * hook), and then travels as that error: the hook is disarmed so that
+ * <close> handlers running during the unwinding are not interrupted in
+ * turn, which would replace the error. It stays pending (bgrun_interrupted)
+ * until compensations start, so further blocking calls raise too and the
+ * playbooks' guarded pcall lets it pass. */
 int bgrun_throw_interrupted(lua_State *L, const char *module, const char *op)
 {
+	lua_sethook(L, NULL, 0, 0);
 	push_interrupted(L, module, op);
 	bgrun_error_throw(L);
 }
 
-/* The hook keeps firing until the prelude acknowledges the interrupt, so a
- * playbook's own pcall cannot swallow it for good. */
+/* Raises the interrupt at the next Lua instruction after the signal. */
 static void interrupt_hook(lua_State *L, lua_Debug *ar)
 {
 	(void)ar;
@@ -172,7 +178,7 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
 		lua_sethook(L, NULL, 0, 0);
 		return;
 	}
-	lua_sethook(L, interrupt_hook, LUA_MASKCOUNT, 1000);
+	lua_sethook(L, NULL, 0, 0);
 	push_interrupted(L, "bgrun", "run");
 	lua_error(L);
 }
