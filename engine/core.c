@@ -417,7 +417,9 @@ static int is_playbook_file(const char *file)
 static int search_override(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	const char *path = lua_tostring(L, lua_upvalueindex(2));
+	/* read at each call: `bgrun resume` adds the journal's playbook dir */
+	lua_getfield(L, lua_upvalueindex(1), "bgrun_path");
+	const char *path = lua_tostring(L, -1);
 	const char *file = NULL;
 	lua_pushliteral(L, ""); /* the "not found" message, grown below */
 	int msg = lua_gettop(L);
@@ -572,8 +574,7 @@ void bgrun_open_all(lua_State *L, const char *override_path)
 		lua_rawseti(L, -2, i + 2);
 	}
 	lua_pushvalue(L, -2);
-	lua_pushstring(L, override_path ? override_path : "");
-	lua_pushcclosure(L, search_override, 2);
+	lua_pushcclosure(L, search_override, 1);
 	lua_rawseti(L, -2, 2);
 	lua_pushcfunction(L, search_embedded);
 	lua_rawseti(L, -2, 3);

@@ -12,6 +12,7 @@
 static const char usage[] =
 	"usage: bgrun [options] PLAYBOOK [name=value ...]\n"
 	"       bgrun --describe PLAYBOOK\n"
+	"       bgrun resume [JOURNAL]   undo what a killed run had done\n"
 	"       bgrun test [busted arguments]\n"
 	"       bgrun --version | --help\n"
 	"\n"
@@ -81,7 +82,7 @@ static int pmain(lua_State *L)
 	char **argv = lua_touserdata(L, 2);
 
 	const char *playbook = NULL, *log_format = "text";
-	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0;
+	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0, resume = 0;
 	int i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
@@ -123,6 +124,9 @@ static int pmain(lua_State *L)
 	if (i < argc && strcmp(argv[i], "test") == 0 && !describe) {
 		test = 1;
 		i++;
+	} else if (i < argc && strcmp(argv[i], "resume") == 0 && !describe) {
+		resume = 1;
+		i++;
 	} else if (i < argc) {
 		playbook = argv[i++];
 	} else {
@@ -157,6 +161,8 @@ static int pmain(lua_State *L)
 	lua_setfield(L, -2, "describe");
 	lua_pushboolean(L, test);
 	lua_setfield(L, -2, "test");
+	lua_pushboolean(L, resume);
+	lua_setfield(L, -2, "resume");
 	lua_pushstring(L, log_format);
 	lua_setfield(L, -2, "log_format");
 	lua_pushstring(L, argv[0]);

@@ -17,6 +17,11 @@ local PLAYBOOK_MT = { __name = "bgrun.playbook" }
 local compensations = {}
 local steps = {}          -- stack of running step names
 local failure = nil       -- { step=, traceback= } of the innermost failure
+local journal = nil       -- the run's journal (stdlib/journal.lua), when one is kept
+
+local function note(ev)
+  if journal then journal.write(ev) end
+end
 local options = { yes = false, verbose = false }
 
 local function is_interrupt(err)
@@ -195,9 +200,11 @@ function M.step(name, fn)
   steps[#steps + 1] = name
   log.set_step(name)
   log.info("step started")
+  note { event = "step", name = name, state = "started" }
   local t0 = core.now()
   local res = table.pack(xpcall(fn, traceback_handler))
   local took = core.now() - t0
+  note { event = "step", name = name, state = res[1] and "done" or "failed" }
   if res[1] then
     log.info("step done", { duration = fmt_duration(took), duration_ms = math.floor(took * 1000) })
   else
@@ -213,19 +220,31 @@ function M.step(name, fn)
 end
 
 ---Registers a compensation, run newest first if the playbook fails or is
----interrupted. Returns a handle whose cancel() drops it.
+---interrupted. Returns a handle whose cancel() drops it. undo, when given,
+---is data that undoes the same thing without this process: it goes into
+---the run journal, and `bgrun resume` runs require(undo.module).undo[undo.action](undo)
+---for a run that was killed before its compensations could run.
 ---@param name_or_fn string|function
 ---@param fn function?
+---@param undo {module: string, action: string}?
 ---@return {cancel: fun()}
-function M.on_failure(name_or_fn, fn)
+function M.on_failure(name_or_fn, fn, undo)
   local name = name_or_fn
   if type(name_or_fn) == "function" then
-    fn, name = name_or_fn, nil
+    fn, undo, name = name_or_fn, fn, nil
   end
   if type(fn) ~= "function" then error("on_failure(fn): fn must be a function", 2) end
-  local c = { name = name or ("compensation #" .. (#compensations + 1)), fn = fn, step = steps[#steps] }
-  compensations[#compensations + 1] = c
-  return { cancel = function() c.cancelled = true end }
+  if undo ~= nil and (type(undo) ~= "table" or type(undo.module) ~= "string" or type(undo.action) ~= "string") then
+    error("on_failure: undo must be a table with module and action", 2)
+  end
+  local id = #compensations + 1
+  local c = { id = id, name = name or ("compensation #" .. id), fn = fn, step = steps[#steps] }
+  compensations[id] = c
+  note { event = "compensation", id = id, name = c.name, undo = undo }
+  return { cancel = function()
+    if not c.cancelled then note { event = "cancel", id = id } end
+    c.cancelled = true
+  end }
 end
 
 ---Asks for confirmation on the terminal. With --yes it passes; with no
@@ -326,6 +345,7 @@ local function run_compensations(err)
       local t0 = core.now()
       local ok, cerr = xpcall(c.fn, debug.traceback, err)
       local took = fmt_duration(core.now() - t0)
+      note { event = "compensated", id = c.id, ok = ok }
       if ok then
         log.info("compensation done", { duration = took })
       else
@@ -406,6 +426,7 @@ function M.main(opts)
   install_globals()
 
   if opts.test then return run_tests(opts) end
+  if opts.resume then return M.resume(opts) end
 
   local path = opts.playbook
   local pb, err = load_playbook(path)
@@ -422,8 +443,20 @@ function M.main(opts)
     log.error(perr, { playbook = path })
     return EXIT.usage
   end
-  if opts.dry_run then log.info("dry-run: nothing will be changed") end
+  if opts.dry_run then
+    log.info("dry-run: nothing will be changed")
+  else
+    local ok, j = pcall(function() return require("journal").open(path, args) end)
+    if ok then journal = j else log.warn("no run journal: `bgrun resume` cannot undo this run", { error = tostring(j) }) end
+  end
+  local code = M.run_playbook(path, pb, args)
+  note { event = "end", exit = code }
+  if journal then journal.close() end
+  return code
+end
 
+---Runs a validated playbook; returns the exit code.
+function M.run_playbook(path, pb, args)
   local t0 = core.now()
   local ok, rerr = xpcall(pb.run, traceback_handler, args)
   local took = fmt_duration(core.now() - t0)
@@ -450,6 +483,83 @@ function M.main(opts)
   -- bad input only found once run started (a file or version that is not there)
   if type(rerr) == "table" and rerr.code == "usage" then return EXIT.usage end
   return EXIT.failed
+end
+
+---`bgrun resume [JOURNAL]`: undoes what a killed run had done, from the
+---data its compensations recorded in its journal, newest first. Exit 0 when
+---everything was undone (or nothing was left), 3 when something could not be.
+---@param opts table
+---@return integer
+function M.resume(opts)
+  local J = require("journal")
+  local target
+  if opts.args[1] then
+    target = { path = opts.args[1], events = J.read(opts.args[1]) }
+    if #target.events == 0 then
+      log.error("not a journal, or empty", { journal = opts.args[1] })
+      return EXIT.usage
+    end
+  else
+    target = J.unfinished()[1]
+    if not target then
+      print("nothing to resume: no unfinished run in " .. J.dir())
+      return EXIT.ok
+    end
+  end
+  local start = target.events[1]
+  -- the run's own overrides (a bluegreen.lua next to its playbook) undo it
+  local dir = tostring(start.playbook):match("^(.*)/[^/]*$")
+  if dir then
+    package.bgrun_path = dir .. "/?.lua" .. (package.bgrun_path ~= "" and (";" .. package.bgrun_path) or "")
+  end
+  local todo = J.pending(target.events)
+  log.info("resuming an unfinished run", { journal = target.path, playbook = start.playbook,
+                                            pid = start.pid, to_undo = #todo })
+  local f = assert(io.open(target.path, "a"))
+  local function append(ev)
+    ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
+    f:write(log.redact(require("json").encode(ev)), "\n")
+    f:flush()
+  end
+  if #todo > 0 then
+    local ok, err = pcall(M.confirm, ("Undo %d change(s) of the interrupted run of %s?"):format(#todo,
+      tostring(start.playbook)))
+    if not ok then
+      f:close()
+      log.error(tostring(err))
+      return EXIT.failed
+    end
+  end
+  core.begin_compensation() -- like compensations, an undo runs to its end
+  local failed = 0
+  for _, c in ipairs(todo) do
+    log.set_step(c.name)
+    if not c.undo then
+      failed = failed + 1
+      log.error("cannot undo: the run recorded no data for it; a human must look", { compensation = c.name })
+    else
+      log.warn("undo started")
+      local ok, err = xpcall(J.run_undo, debug.traceback, c.undo)
+      append { event = "compensated", id = c.id, ok = ok, by = "resume" }
+      if ok then
+        log.info("undo done")
+      else
+        failed = failed + 1
+        log.error("undo failed", { error = tostring(err) })
+      end
+    end
+  end
+  log.set_step(nil)
+  local code = failed > 0 and EXIT.compensation_failed or EXIT.ok
+  append { event = "end", exit = code, by = "resume" }
+  f:close()
+  if failed > 0 then
+    log.error(("%d change(s) could not be undone: the system needs a human to look"):format(failed),
+      { journal = target.path })
+  else
+    print(("undid %d change(s) of %s (journal %s)"):format(#todo, tostring(start.playbook), target.path))
+  end
+  return code
 end
 
 return M

@@ -30,10 +30,10 @@ return playbook {
     end
     local c = k8s.client { context = env.context, namespace = env.namespace }
     local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, operation = "deploy-with-migration " .. args.tag,
+      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy-with-migration " .. args.tag,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0 })
     end)
-    on_failure("release the deploy lock", l.release)
+    on_failure("release the deploy lock", l.release, l.undo)
 
     local db <close> = step("check the database", function()
       local db = postgres.connect(env.database or {})
@@ -63,13 +63,13 @@ return playbook {
         on_failure("restore the database from " .. taken.path, function()
           db:close() -- our own session must not hold the database
           restore.restore { path = taken.path, database = env.database }
-        end)
+        end, { module = "restore", action = "restore", path = taken.path, database = env.database })
         migrate.up(db, { dir = env.migrations, to = target, applied_by = "bgrun deploy " .. args.tag })
       end)
     end
 
     local report = bluegreen.deploy(c, {
-      app = env.app, namespace = env.namespace, tag = args.tag, replicas = env.replicas,
+      app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
       monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
     })

@@ -23,12 +23,12 @@ return playbook {
     end
     local c = k8s.client { context = env.context, namespace = env.namespace }
     local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, operation = "deploy " .. args.tag,
+      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy " .. args.tag,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0 })
     end)
-    on_failure("release the deploy lock", l.release)
+    on_failure("release the deploy lock", l.release, l.undo)
     local report = bluegreen.deploy(c, {
-      app = env.app, namespace = env.namespace, tag = args.tag, replicas = env.replicas,
+      app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
       monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
     })

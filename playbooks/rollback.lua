@@ -15,14 +15,6 @@ local postgres = require("postgres")
 local release = require("release")
 local restore = require("restore")
 
--- Scales each Deployment to its replica count and waits for the rollouts.
-local function scale_all(c, ns, replicas, timeout)
-  for name, n in pairs(replicas) do c:scale("deployment", name, n, { namespace = ns }) end
-  for name, n in pairs(replicas) do
-    if n > 0 then c:rollout_status("deployment", name, { namespace = ns, timeout = timeout }) end
-  end
-end
-
 return playbook {
   description = "Roll the database back to a backup, with the API stopped while it is restored",
   params = {
@@ -54,10 +46,10 @@ return playbook {
     local c = k8s.client { context = env.context, namespace = env.namespace }
     local ns = env.namespace
     local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = ns, operation = "rollback to " .. path,
+      return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback to " .. path,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0 })
     end)
-    on_failure("release the deploy lock", l.release)
+    on_failure("release the deploy lock", l.release, l.undo)
 
     local replicas = step("scale the API to 0", function()
       local r = {}
@@ -65,8 +57,9 @@ return playbook {
         r[d.metadata.name] = d.spec.replicas or 0
       end
       on_failure("bring the API back", function()
-        scale_all(c, ns, r, env.rollout_timeout)
-      end)
+        release.scale_all(c, ns, r, env.rollout_timeout)
+      end, { module = "release", action = "scale", context = env.context, namespace = ns, replicas = r,
+             rollout_timeout = env.rollout_timeout })
       for name, n in pairs(r) do
         if n > 0 then c:scale("deployment", name, 0, { namespace = ns }) end
       end
@@ -104,7 +97,7 @@ return playbook {
     end)
 
     step("bring the API back", function()
-      scale_all(c, ns, replicas, env.rollout_timeout)
+      release.scale_all(c, ns, replicas, env.rollout_timeout)
     end)
     l.release()
     print(("rolled %s back to schema version %s from %s"):format(args.env, migrate.format_version(version), path))

@@ -134,8 +134,46 @@ local function switch_to(c, o, colour)
           { type = "merge", namespace = o.namespace })
 end
 
+-- The two compensations of a deploy, as functions of plain data so that
+-- `bgrun resume` can run them from the run journal (M.undo) too.
+
+-- Puts the idle colour's image and replicas back as they were.
+local function restore_idle(c, d)
+  c:patch("deployment", d.deployment, {
+    spec = { replicas = d.replicas,
+             template = { spec = { containers = { { name = d.container, image = d.image } } } } },
+  }, { type = "strategic", namespace = d.namespace })
+end
+
+-- Gives the old colour its replicas back, then the traffic; returns the
+-- seconds from the selector patch to the endpoints confirming it.
+local function switch_back(c, d)
+  local live = d.app .. "-" .. d.colour
+  c:scale("deployment", live, d.replicas, { namespace = d.namespace })
+  c:rollout_status("deployment", live, { namespace = d.namespace, timeout = d.rollout_timeout or 300 })
+  local t0 = bgrun.now()
+  switch_to(c, d, d.colour)
+  if not bgrun.dry_run() then
+    M.confirm_switch(c, { app = d.app, namespace = d.namespace, colour = d.colour, timeout = d.switch_timeout })
+  end
+  return bgrun.now() - t0
+end
+
+local function client_for(d)
+  return require("k8s").client { context = d.context, namespace = d.namespace }
+end
+
+---Undo actions `bgrun resume` runs from a journal's recorded data.
+M.undo = {
+  restore_idle = function(d) restore_idle(client_for(d), d) end,
+  switch_back = function(d)
+    local seconds = switch_back(client_for(d), d)
+    log.warn("traffic switched back", { colour = d.colour, seconds = bgrun.fmt_duration(seconds) })
+  end,
+}
+
 ---Deploys tag to the idle colour and switches traffic to it.
----opts: app, namespace, tag, replicas, container (name), skip_tests,
+---opts: app, namespace, context (recorded for `bgrun resume`), tag, replicas, container (name), skip_tests,
 ---checks (smoke checks), smoke (options for smoke.run), rollout_timeout,
 ---switch_timeout, monitor (options for monitor.watch; false to skip),
 ---retire_delay (seconds before the old colour is scaled to 0), on_tick.
@@ -180,13 +218,12 @@ function M.deploy(c, opts)
 
   local undo = {}
   timed("update " .. idle_name, function()
-    local before = { image = ct.image, replicas = idle_dep.spec.replicas or 0 }
+    local before = { module = "bluegreen", action = "restore_idle", context = opts.context, namespace = ns,
+                     deployment = idle_name, container = ct.name, image = ct.image,
+                     replicas = idle_dep.spec.replicas or 0 }
     undo.scale_down = on_failure("scale " .. idle_name .. " back down", function()
-      c:patch("deployment", idle_name, {
-        spec = { replicas = before.replicas,
-                 template = { spec = { containers = { { name = ct.name, image = before.image } } } } },
-      }, { type = "strategic", namespace = ns })
-    end)
+      restore_idle(c, before)
+    end, before)
     c:patch("deployment", idle_name, {
       spec = { replicas = replicas,
                template = { spec = { containers = { { name = ct.name, image = image } } } } },
@@ -230,18 +267,13 @@ function M.deploy(c, opts)
 
   timed("switch traffic to " .. idle, function()
     tick()
+    local back = { module = "bluegreen", action = "switch_back", context = opts.context, namespace = ns,
+                   app = app, colour = live, replicas = live_replicas, rollout_timeout = opts.rollout_timeout,
+                   switch_timeout = opts.switch_timeout }
     undo.switch_back = on_failure("switch traffic back to " .. live, function()
-      -- the old colour first gets its replicas back, then the traffic
-      c:scale("deployment", app .. "-" .. live, live_replicas, { namespace = ns })
-      c:rollout_status("deployment", app .. "-" .. live, { namespace = ns, timeout = opts.rollout_timeout or 300 })
-      local t0 = bgrun.now()
-      switch_to(c, { app = app, namespace = ns }, live)
-      if not bgrun.dry_run() then
-        M.confirm_switch(c, { app = app, namespace = ns, colour = live, timeout = opts.switch_timeout })
-      end
-      report.rollback_seconds = bgrun.now() - t0
+      report.rollback_seconds = switch_back(c, back)
       log.warn("traffic switched back", { colour = live, seconds = bgrun.fmt_duration(report.rollback_seconds) })
-    end)
+    end, back)
     local t0 = bgrun.now()
     switch_to(c, { app = app, namespace = ns }, idle)
     if not bgrun.dry_run() then

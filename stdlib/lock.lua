@@ -76,8 +76,10 @@ end
 ---Returns a handle with renew() and release(). A busy lock raises
 ---{code="held", reason="LockHeld", holder=, age_s=}.
 ---@param c any k8s client
----@param opts {name: string?, namespace: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?}?
----@return {name: string, holder: string, renew: fun(), release: fun(), lease: table}
+---The handle's undo is the data `on_failure(name, handle.release, handle.undo)`
+---records so that `bgrun resume` can release the lock of a killed run.
+---@param opts {name: string?, namespace: string?, context: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?}?
+---@return {name: string, holder: string, renew: fun(), release: fun(), lease: table, undo: table}
 function M.acquire(c, opts)
   opts = opts or {}
   local name = opts.name or M.DEFAULT_NAME
@@ -147,7 +149,9 @@ function M.acquire(c, opts)
   end
   log.info("deploy lock taken", { lock = name, holder = me })
 
-  local handle = { name = name, holder = me, lease = held }
+  local handle = { name = name, holder = me, lease = held,
+                   undo = { module = "lock", action = "release", context = opts.context, namespace = ns,
+                            name = name, holder = me } }
   local released = false
 
   ---Renews the lease; raises if somebody else took it meanwhile.
@@ -178,6 +182,23 @@ function M.acquire(c, opts)
 
   return handle
 end
+
+---Undo actions `bgrun resume` runs from a journal: release the lock a
+---killed run held (only if it still holds it).
+M.undo = {
+  release = function(d)
+    local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    local lease = c:get("lease", d.name, { namespace = d.namespace })
+    if lease and (lease.spec or {}).holderIdentity == d.holder then
+      lease.spec.holderIdentity = ""
+      lease.spec.renewTime = M.micro_time()
+      c:replace(lease, { namespace = d.namespace })
+      log.info("deploy lock released", { lock = d.name, holder = d.holder })
+    else
+      log.info("deploy lock no longer held by the run", { lock = d.name })
+    end
+  end,
+}
 
 ---Who holds the lock, or nil when it is free.
 ---@param c any

@@ -34,4 +34,24 @@ function M.record_version(c, ns, version)
   end
 end
 
+---Scales each Deployment (name -> replicas) and waits for the rollouts.
+---@param c any k8s client
+---@param ns string
+---@param replicas table<string, integer>
+---@param timeout number?
+function M.scale_all(c, ns, replicas, timeout)
+  for name, n in pairs(replicas) do c:scale("deployment", name, n, { namespace = ns }) end
+  for name, n in pairs(replicas) do
+    if n > 0 then c:rollout_status("deployment", name, { namespace = ns, timeout = timeout }) end
+  end
+end
+
+---Undo actions `bgrun resume` runs from a journal's recorded data.
+M.undo = {
+  scale = function(d)
+    local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    M.scale_all(c, d.namespace, d.replicas, d.rollout_timeout)
+  end,
+}
+
 return M

@@ -125,4 +125,12 @@ function M.restore(opts)
   return res
 end
 
+---Undo actions `bgrun resume` runs from a journal: restore the database a
+---killed run had migrated, from the backup it took first.
+M.undo = {
+  restore = function(d)
+    M.restore { path = d.path, database = d.database, bucket = d.bucket }
+  end,
+}
+
 return M

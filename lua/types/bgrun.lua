@@ -31,10 +31,14 @@ function step(name, fn) end
 ---Registers a compensation, run newest first (each protected) when the
 ---playbook fails or is interrupted; it receives the error. Its outcome
 ---decides the exit code: 1 all ran, 3 one failed, 130 interrupted.
+---undo is plain data recorded in the run journal: `bgrun resume` runs
+---require(undo.module).undo[undo.action](undo) for a run that was killed
+---before its compensations could run.
 ---@param name_or_fn string|fun(err: any)
 ---@param fn fun(err: any)?
+---@param undo {module: string, action: string}?
 ---@return {cancel: fun()}
-function on_failure(name_or_fn, fn) end
+function on_failure(name_or_fn, fn, undo) end
 
 ---Asks on the terminal. With --yes it passes; with no terminal and no
 -----yes it fails (code "no_terminal"); a wrong answer fails (code "declined").

@@ -12,9 +12,10 @@ local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_deploy_spec"
+local JOURNALS = ROOT .. "/tests/.state/journal-deploy-spec"
 
 local function env_for_children()
-  return { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks" }
+  return { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
 end
 
 local function bgrun_run(args, opts)
@@ -73,7 +74,7 @@ describe("release flows against the sandbox", function()
         pcall(c.delete, c, kind, name)
       end
     end
-    proc.run({ "rm", "-rf", ROOT .. "/backups/local" })
+    proc.run({ "rm", "-rf", ROOT .. "/backups/local", JOURNALS })
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)
   end)
@@ -195,7 +196,7 @@ describe("release flows against the sandbox", function()
       .. 'for i in $(seq 100); do grep -q "healthy check=1" "$ERR" && break; sleep 0.2; done; '
       .. 'kill -INT $pid; wait $pid; echo "rc=$?"' },
       { env = { BGRUN = BGRUN, ERR = ROOT .. "/tests/.state/deploy-sigint.log", PGDATABASE = DB,
-                BGRUN_PATH = ROOT .. "/playbooks" }, cwd = ROOT, timeout = 120 })
+                BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 120 })
     local f = assert(io.open(ROOT .. "/tests/.state/deploy-sigint.log"))
     local stderr = f:read("a")
     f:close()
@@ -204,5 +205,39 @@ describe("release flows against the sandbox", function()
     assert.matches("traffic switched back", stderr)
     assert.equal(live, live_colour())
     assert.equal("", lock_holder())
+  end)
+  it("resume undoes what a run killed with SIGKILL after the switch had done", function()
+    behaviours({})
+    local live = live_colour()
+    local idle = live == "blue" and "green" or "blue"
+    local before = dep(idle)
+    local r = proc.run({ "sh", "-c",
+      '"$BGRUN" playbooks/deploy.lua env=local tag=v2.5.0 2>"$ERR" & pid=$!; '
+      .. 'for i in $(seq 150); do grep -q "traffic switched" "$ERR" && break; sleep 0.2; done; '
+      .. 'kill -KILL $pid; wait $pid; echo "rc=$?"' },
+      { env = { BGRUN = BGRUN, ERR = ROOT .. "/tests/.state/deploy-sigkill.log", PGDATABASE = DB,
+                BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 120 })
+    assert.equal("137", r.stdout:match("rc=(%d+)"))
+    -- what SIGKILL leaves: traffic on the new colour, the lock held by a dead process
+    assert.equal(idle, live_colour())
+    assert.matches("^bgrun@", lock_holder())
+
+    -- without a terminal and without --yes, resume changes nothing
+    r = bgrun_run({ "resume" })
+    assert.equal(1, r.code)
+    assert.matches("no terminal to confirm on; pass %-%-yes", r.stderr)
+    assert.equal(idle, live_colour())
+
+    r = bgrun_run({ "--yes", "resume" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("undid 3 change%(s%) of .*playbooks/deploy%.lua", r.stdout)
+    assert.matches("%[switch traffic back to " .. live .. "%] traffic switched back", r.stderr)
+    assert.equal(live, live_colour())
+    assert.same({ image = before.image, replicas = before.replicas }, { image = dep(idle).image, replicas = dep(idle).replicas })
+    assert.equal("", lock_holder())
+
+    r = bgrun_run({ "--yes", "resume" })
+    assert.equal(0, r.code)
+    assert.matches("nothing to resume", r.stdout)
   end)
 end)
