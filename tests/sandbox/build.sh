@@ -10,8 +10,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 cache=${BGRUN_CACHE:-$HOME/.cache/bgrun}
 weed=$cache/bin/weed
 
-# SANDBOX_BUILD_TAGS=nocluster builds without the cluster package.
-(cd "$here" && go build ${SANDBOX_BUILD_TAGS:+-tags "$SANDBOX_BUILD_TAGS"} -o sandbox .)
+(cd "$here" && go build -o sandbox .)
 
 [ -x "$weed" ] && exit 0
 
