@@ -289,8 +289,8 @@ local function redacting_print(...)
 end
 
 -- A playbook's own pcall must not swallow an interrupt: while one is
--- pending (until compensations start), it passes through.
-local raw_pcall, raw_xpcall = pcall, xpcall -- the file-level originals
+-- pending (until compensations start), it passes through. (pcall and
+-- xpcall here are the file's locals: the originals.)
 
 local function pass_interrupts(ok, ...)
   if not ok and core.interrupted() then
@@ -301,11 +301,11 @@ local function pass_interrupts(ok, ...)
 end
 
 local function guarded_pcall(f, ...)
-  return pass_interrupts(raw_pcall(f, ...))
+  return pass_interrupts(pcall(f, ...))
 end
 
 local function guarded_xpcall(f, handler, ...)
-  return pass_interrupts(raw_xpcall(f, handler, ...))
+  return pass_interrupts(xpcall(f, handler, ...))
 end
 
 local function install_globals()
