@@ -393,10 +393,10 @@ static void in_cluster(void **state)
 	write_file("sa/token", "sa-token\n", 0);
 	write_file("sa/ca.crt", "CA", 0);
 	write_file("sa/namespace", "team-a\n", 0);
-	setenv("KUBERNETES_SERVICE_HOST", "10.0.0.1", 1);
+	setenv("KUBERNETES_SERVICE_HOST", "127.0.0.1", 1);
 	setenv("KUBERNETES_SERVICE_PORT", "443", 1);
 	assert_int_equal(kube_config_incluster(path_of("sa"), NULL, &cfg, err, sizeof err), 0);
-	assert_string_equal(cfg.server, "https://10.0.0.1:443");
+	assert_string_equal(cfg.server, "https://127.0.0.1:443");
 	assert_string_equal(cfg.token, "sa-token");
 	assert_string_equal(cfg.namespace, "team-a");
 	assert_string_equal(cfg.ca_data, "CA");
