@@ -3,6 +3,7 @@
 --   bgrun playbooks/migrate.lua env=local to=007           apply up to 007
 --   bgrun playbooks/migrate.lua env=local action=down to=005
 --   bgrun playbooks/migrate.lua env=local action=status
+local backup = require("backup")
 local environments = require("environments")
 local migrate = require("migrate")
 local postgres = require("postgres")
@@ -38,6 +39,18 @@ return playbook {
       return
     end
     local opts = { dir = dir, to = to, allow_drift = args["allow-drift"], lock_timeout = args["lock-timeout"] }
+    -- Migrations never run without a fresh, verified backup: a down script
+    -- drops data, and an up one may too.
+    local st = migrate.status(db, migrate.find(dir))
+    if release.changes_schema(st, args.action, to) then
+      step("back up the database", function()
+        local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
+                                  label = ("pre-migrate-%s-%s"):format(args.action, to and migrate.format_version(to) or "all"),
+                                  pinned = true, version = st.current }
+        if not b.dry_run then backup.verify(b.path) end
+        print("backup: " .. b.path)
+      end)
+    end
     if args.action == "up" then
       local r = step("migrate up", function() return migrate.up(db, opts) end)
       print(("database at version %s (%d applied)"):format(migrate.format_version(r.version), #r.applied))

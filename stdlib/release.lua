@@ -34,6 +34,22 @@ function M.record_version(c, ns, version)
   end
 end
 
+---Would a migration run change the schema? up: a pending migration at or
+---below to; down: an applied one above to (default: one step back).
+---@param st table migrate.status()
+---@param action "up"|"down"
+---@param to integer?
+---@return boolean
+function M.changes_schema(st, action, to)
+  if action == "up" then
+    for _, e in ipairs(st.pending) do
+      if not to or e.version <= to then return true end
+    end
+    return false
+  end
+  return #st.applied > 0 and (to == nil or st.current > to)
+end
+
 ---Scales each Deployment (name -> replicas) and waits for the rollouts.
 ---@param c any k8s client
 ---@param ns string
