@@ -1,5 +1,7 @@
 # bgrun: a C engine embedding Lua 5.4 that runs deployment playbooks.
 PREFIX  ?= /usr/local
+# Go (for the test sandbox) where its official tarball puts it, if not on PATH
+export PATH := $(PATH):/usr/local/go/bin
 CC      ?= cc
 LUA     ?= lua5.4
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
