@@ -1577,6 +1577,17 @@ static watch *watch_new(lua_State *L, conn *c, const k8s_resource *r, const char
 	return w;
 }
 
+/* Pushes the buffered event as type, object and lets go of it. */
+static int push_event(lua_State *L, watch *w)
+{
+	json_t *ev = w->cur;
+	lua_pushstring(L, json_string_value(json_object_get(ev, "type")));
+	bgrun_json_push(L, json_object_get(ev, "object"));
+	json_decref(w->cur);
+	w->cur = NULL;
+	return 2;
+}
+
 /* iterator: (w) -> event_type, object | nil */
 static int watch_iter(lua_State *L)
 {
@@ -1588,12 +1599,7 @@ static int watch_iter(lua_State *L)
 		watch_stop_stream(w);
 		return 0;
 	}
-	json_t *ev = w->cur;
-	lua_pushstring(L, json_string_value(json_object_get(ev, "type")));
-	bgrun_json_push(L, json_object_get(ev, "object"));
-	json_decref(w->cur);
-	w->cur = NULL;
-	return 2;
+	return push_event(L, w);
 }
 
 /* w:next_event([timeout]) -> event_type, object | nil
@@ -1613,12 +1619,7 @@ static int watch_next(lua_State *L)
 		}
 		return 0;
 	}
-	json_t *ev = w->cur;
-	lua_pushstring(L, json_string_value(json_object_get(ev, "type")));
-	bgrun_json_push(L, json_object_get(ev, "object"));
-	json_decref(w->cur);
-	w->cur = NULL;
-	return 2;
+	return push_event(L, w);
 }
 
 /* w:resource_version() -> string | nil: where the watch would resume */
