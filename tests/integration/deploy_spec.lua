@@ -240,4 +240,28 @@ describe("release flows against the sandbox", function()
     assert.equal(0, r.code)
     assert.matches("nothing to resume", r.stdout)
   end)
+  it("resume restores the database of a deploy-with-migration killed after its migration", function()
+    behaviours({})
+    local r = bgrun_run({ "playbooks/migrate.lua", "env=local", "action=down", "to=010" })
+    assert.equal(0, r.code, r.stderr)
+    local live = live_colour()
+    local idle = live == "blue" and "green" or "blue"
+    r = proc.run({ "sh", "-c",
+      '"$BGRUN" playbooks/deploy-with-migration.lua env=local tag=v2.6.0 2>"$ERR" & pid=$!; '
+      .. 'for i in $(seq 150); do grep -q "traffic switched" "$ERR" && break; sleep 0.2; done; '
+      .. 'kill -KILL $pid; wait $pid; echo "rc=$?"' },
+      { env = { BGRUN = BGRUN, ERR = ROOT .. "/tests/.state/deploy-sigkill-migration.log", PGDATABASE = DB,
+                BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 120 })
+    assert.equal("137", r.stdout:match("rc=(%d+)"))
+    assert.equal(11, schema_version())
+    assert.equal(idle, live_colour())
+
+    r = bgrun_run({ "--yes", "resume" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("undid 4 change%(s%) of .*playbooks/deploy%-with%-migration%.lua", r.stdout)
+    assert.matches("database restored", r.stderr)
+    assert.equal(10, schema_version())
+    assert.equal(live, live_colour())
+    assert.equal("", lock_holder())
+  end)
 end)
