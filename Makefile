@@ -85,7 +85,7 @@ sandbox:
 	tests/sandbox/build.sh
 
 test: deps
-	$(MAKE) all asan sandbox
+	$(MAKE) -s all asan sandbox
 	tests/run-all
 
 demo: deps
