@@ -34,6 +34,11 @@ int bgrun_error_throw(lua_State *L) __attribute__((noreturn));
 void bgrun_error_set_int(lua_State *L, const char *field, lua_Integer v);
 void bgrun_error_set_str(lua_State *L, const char *field, const char *v);
 
+/* Raises a playbook mistake for a key of the options table at idx that is
+ * not in known (NULL-terminated): "bad argument #N to 'f' (unknown option
+ * 'x')". Nothing to check when the argument is absent; not a table raises. */
+void bgrun_check_options(lua_State *L, int idx, const char *const known[]);
+
 /* ---- interrupts (core.c) ----
  * SIGINT/SIGTERM set a flag. Blocking C calls poll bgrun_interrupted() and
  * raise bgrun_throw_interrupted() after releasing what they hold. */

@@ -121,6 +121,24 @@ int bgrun_error_throw(lua_State *L)
 	abort(); /* lua_error does not return */
 }
 
+void bgrun_check_options(lua_State *L, int idx, const char *const known[])
+{
+	if (lua_isnoneornil(L, idx))
+		return;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	idx = lua_absindex(L, idx);
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		lua_pop(L, 1);
+		int ok = 0;
+		if (lua_type(L, -1) == LUA_TSTRING)
+			for (int i = 0; known[i] && !ok; i++)
+				ok = strcmp(lua_tostring(L, -1), known[i]) == 0;
+		if (!ok)
+			luaL_argerror(L, idx, lua_pushfstring(L, "unknown option '%s'", luaL_tolstring(L, -1, NULL)));
+	}
+}
+
 /* core.error(t) -> t with the error metatable (for errors raised in Lua) */
 static int core_error(lua_State *L)
 {

@@ -312,13 +312,8 @@ static int ar_extract(lua_State *L)
 	luaL_argcheck(L, *dir != '\0', 2, "the directory must not be empty");
 	int readonly = 0;
 	if (!lua_isnoneornil(L, 3)) {
-		luaL_checktype(L, 3, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, 3)) {
-			lua_pop(L, 1);
-			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "readonly") != 0)
-				luaL_error(L, "archive.extract: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-		}
+		static const char *const known[] = {"readonly", NULL};
+		bgrun_check_options(L, 3, known);
 		lua_getfield(L, 3, "readonly");
 		readonly = lua_toboolean(L, -1);
 	}
@@ -476,13 +471,8 @@ static int ar_create(lua_State *L)
 	luaL_checktype(L, 2, LUA_TTABLE);
 	const char *format = "tar.gz";
 	if (!lua_isnoneornil(L, 3)) {
-		luaL_checktype(L, 3, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, 3)) {
-			lua_pop(L, 1);
-			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "format") != 0)
-				luaL_error(L, "archive.create: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-		}
+		static const char *const known[] = {"format", NULL};
+		bgrun_check_options(L, 3, known);
 		if (lua_getfield(L, 3, "format") != LUA_TNIL)
 			format = luaL_checkstring(L, -1);
 		lua_pop(L, 1);

@@ -867,13 +867,8 @@ static int http_all(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_Integer cap = DEFAULT_CONCURRENCY;
 	if (!lua_isnoneornil(L, 2)) {
-		luaL_checktype(L, 2, LUA_TTABLE);
-		lua_pushnil(L);
-		while (lua_next(L, 2)) {
-			lua_pop(L, 1);
-			if (lua_type(L, -1) != LUA_TSTRING || strcmp(lua_tostring(L, -1), "concurrency") != 0)
-				luaL_error(L, "http.all: unknown option '%s'", luaL_tolstring(L, -1, NULL));
-		}
+		static const char *const known[] = {"concurrency", NULL};
+		bgrun_check_options(L, 2, known);
 		if (lua_getfield(L, 2, "concurrency") != LUA_TNIL) {
 			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1)
 				luaL_error(L, "http.all: option 'concurrency' must be a positive integer");

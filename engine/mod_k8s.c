@@ -686,22 +686,6 @@ static conn *check_conn(lua_State *L)
 	return cl->c;
 }
 
-static void check_opts(lua_State *L, int idx, const char *fn, const char *const known[])
-{
-	if (lua_isnoneornil(L, idx))
-		return;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		int ok = 0;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			for (int i = 0; known[i] && !ok; i++)
-				ok = strcmp(lua_tostring(L, -1), known[i]) == 0;
-		if (!ok)
-			luaL_error(L, "bad argument #%d to '%s' (unknown option '%s')", idx - 1, fn, luaL_tolstring(L, -1, NULL));
-	}
-}
 
 /* opts[field] as a string (numbers accepted), or NULL. Raises on other types. */
 static const char *opt_str(lua_State *L, int idx, const char *field)
@@ -853,7 +837,7 @@ static int c_get(lua_State *L)
 	check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	static const char *const known[] = {"namespace", "subresource", NULL};
-	check_opts(L, 4, "get", known);
+	bgrun_check_options(L, 4, known);
 	const char *ns = resolve_ns(L, 4, c, &r);
 	const char *sub = opt_str(L, 4, "subresource");
 	char op[256];
@@ -926,7 +910,7 @@ static int c_list(lua_State *L)
 	k8s_resource r;
 	check_kind(L, 2, &r);
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "limit", "resourceVersion", NULL};
-	check_opts(L, 3, "list", known);
+	bgrun_check_options(L, 3, known);
 	const char *ns = resolve_ns(L, 3, c, &r);
 	const char *lsel = opt_str(L, 3, "labelSelector");
 	const char *fsel = opt_str(L, 3, "fieldSelector");
@@ -999,7 +983,7 @@ static int c_create(lua_State *L)
 {
 	conn *c = check_conn(L);
 	static const char *const known[] = {"namespace", "fieldManager", NULL};
-	check_opts(L, 3, "create", known);
+	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 0);
@@ -1019,7 +1003,7 @@ static int c_replace(lua_State *L)
 {
 	conn *c = check_conn(L);
 	static const char *const known[] = {"namespace", "subresource", "fieldManager", NULL};
-	check_opts(L, 3, "replace", known);
+	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 1);
@@ -1045,7 +1029,7 @@ static int c_patch(lua_State *L)
 	if (lua_type(L, 4) != LUA_TTABLE && lua_type(L, 4) != LUA_TSTRING)
 		luaL_typeerror(L, 4, "table or JSON string");
 	static const char *const known[] = {"namespace", "type", "subresource", "fieldManager", NULL};
-	check_opts(L, 5, "patch", known);
+	bgrun_check_options(L, 5, known);
 	static const char *const types[] = {"merge", "strategic", "json", NULL};
 	static const char *const ctypes[] = {"application/merge-patch+json", "application/strategic-merge-patch+json",
 	                                     "application/json-patch+json"};
@@ -1083,7 +1067,7 @@ static int c_delete(lua_State *L)
 	check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	static const char *const known[] = {"namespace", "propagationPolicy", "gracePeriodSeconds", "ignore_not_found", NULL};
-	check_opts(L, 4, "delete", known);
+	bgrun_check_options(L, 4, known);
 	const char *ns = resolve_ns(L, 4, c, &r);
 	const char *pp = opt_str(L, 4, "propagationPolicy");
 	if (pp && strcmp(pp, "Foreground") != 0 && strcmp(pp, "Background") != 0 && strcmp(pp, "Orphan") != 0)
@@ -1115,7 +1099,7 @@ static int c_scale(lua_State *L)
 	lua_Integer n = luaL_checkinteger(L, 4);
 	luaL_argcheck(L, n >= 0, 4, "replicas must not be negative");
 	static const char *const known[] = {"namespace", NULL};
-	check_opts(L, 5, "scale", known);
+	bgrun_check_options(L, 5, known);
 	const char *ns = resolve_ns(L, 5, c, &r);
 	char op[256];
 	make_op(op, sizeof op, "scale", &r, name);
@@ -1136,7 +1120,7 @@ static int c_logs(lua_State *L)
 	conn *c = check_conn(L);
 	const char *pod = luaL_checkstring(L, 2);
 	static const char *const known[] = {"namespace", "container", "tail", "since", "previous", "timestamps", "limit_bytes", NULL};
-	check_opts(L, 3, "logs", known);
+	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	char err[128];
 	k8s_resolve_kind("pods", &r, err, sizeof err);
@@ -1642,7 +1626,7 @@ static int c_watch(lua_State *L)
 	check_kind(L, 2, &r);
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "resourceVersion",
 	                                    "timeout", "send_initial", "server_timeout", NULL};
-	check_opts(L, 3, "watch", known);
+	bgrun_check_options(L, 3, known);
 	const char *ns = resolve_ns(L, 3, c, &r);
 	const char *lsel = opt_str(L, 3, "labelSelector");
 	const char *fsel = opt_str(L, 3, "fieldSelector");
@@ -1725,7 +1709,7 @@ static int c_rollout_status(lua_State *L)
 	check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	static const char *const known[] = {"namespace", "timeout", "revision", "fail_fast", NULL};
-	check_opts(L, 4, "rollout_status", known);
+	bgrun_check_options(L, 4, known);
 	const char *ns = resolve_ns(L, 4, c, &r);
 	double timeout = opt_num(L, 4, "timeout", ROLLOUT_DEFAULT_TIMEOUT);
 	luaL_argcheck(L, timeout > 0, 4, "timeout must be positive");
@@ -1909,17 +1893,7 @@ static int k8s_client(lua_State *L)
 		lua_newtable(L);
 	}
 	lua_settop(L, 1);
-	luaL_checktype(L, 1, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, 1)) {
-		lua_pop(L, 1);
-		int ok = 0;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			for (int i = 0; known[i] && !ok; i++)
-				ok = strcmp(lua_tostring(L, -1), known[i]) == 0;
-		if (!ok)
-			luaL_error(L, "bad argument #1 to 'client' (unknown option '%s')", luaL_tolstring(L, -1, NULL));
-	}
+	bgrun_check_options(L, 1, known);
 	kube_load_opts o = {0};
 	o.kubeconfig = opt_str(L, 1, "kubeconfig");
 	o.context = opt_str(L, 1, "context");

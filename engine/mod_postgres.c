@@ -798,19 +798,13 @@ static int pg_connect(lua_State *L)
 
 /* Checks the options table of query/exec: {readonly=bool, timeout=s}.
  * Returns readonly; *timeout gets seconds (0: none). */
-static int check_opts(lua_State *L, int idx, const char *fname, double *timeout)
+static int check_opts(lua_State *L, int idx, double *timeout)
 {
 	*timeout = 0;
 	if (lua_isnoneornil(L, idx))
 		return 0;
-	luaL_checktype(L, idx, LUA_TTABLE);
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		lua_pop(L, 1);
-		const char *k = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : "";
-		if (strcmp(k, "readonly") != 0 && strcmp(k, "timeout") != 0)
-			luaL_argerror(L, idx, lua_pushfstring(L, "%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL)));
-	}
+	static const char *const known[] = {"readonly", "timeout", NULL};
+	bgrun_check_options(L, idx, known);
 	if (lua_getfield(L, idx, "timeout") != LUA_TNIL) {
 		if (!lua_isnumber(L, -1) || !(lua_tonumber(L, -1) > 0))
 			luaL_argerror(L, idx, "timeout must be a positive number of seconds");
@@ -1042,7 +1036,7 @@ static int db_query(lua_State *L)
 		luaL_argcheck(L, nparams >= 0 && nparams <= 65535, 3, "between 0 and 65535 parameters");
 	}
 	double timeout;
-	int readonly = check_opts(L, 4, "query", &timeout);
+	int readonly = check_opts(L, 4, &timeout);
 	lua_settop(L, 4);
 	if (bgrun_dry_run(L) && !readonly) {
 		log_dry_run(L, 2, nparams);
@@ -1096,7 +1090,7 @@ static int db_exec(lua_State *L)
 	pgconn *c = check_open(L, 1);
 	luaL_checkstring(L, 2);
 	double timeout;
-	int readonly = check_opts(L, 3, "exec", &timeout);
+	int readonly = check_opts(L, 3, &timeout);
 	lua_settop(L, 3);
 	if (bgrun_dry_run(L) && !readonly) {
 		log_dry_run(L, 2, 0);

@@ -158,17 +158,8 @@ static void check_args(lua_State *L)
 	}
 	if (lua_isnoneornil(L, 2))
 		return;
-	luaL_checktype(L, 2, LUA_TTABLE);
 	static const char *const known[] = {"env", "clear_env", "cwd", "stdin", "stdout", "stderr", "timeout", "readonly", NULL};
-	lua_pushnil(L);
-	while (lua_next(L, 2)) {
-		lua_pop(L, 1);
-		int ok = 0;
-		for (int i = 0; known[i]; i++)
-			ok |= lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), known[i]) == 0;
-		if (!ok)
-			luaL_error(L, "bad argument #2 to 'run' (unknown option '%s')", luaL_tolstring(L, -1, NULL));
-	}
+	bgrun_check_options(L, 2, known);
 	if (lua_getfield(L, 2, "env") != LUA_TNIL)
 		luaL_checktype(L, -1, LUA_TTABLE);
 	if (lua_getfield(L, 2, "cwd") != LUA_TNIL)

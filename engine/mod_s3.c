@@ -640,20 +640,6 @@ static int oom(lua_State *L, s3_req *r, int opi)
 
 /* --------------------------------------------------------------- options */
 
-static void check_keys(lua_State *L, int t, const char *fname, const char *const *keys)
-{
-	lua_pushnil(L);
-	while (lua_next(L, t)) {
-		lua_pop(L, 1);
-		int ok = 0;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			for (int i = 0; keys[i] && !ok; i++)
-				ok = strcmp(lua_tostring(L, -1), keys[i]) == 0;
-		if (!ok)
-			luaL_error(L, "s3.%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL));
-	}
-}
-
 /* opts[field] as a string, or NULL; raises for another type. */
 static const char *opt_str(lua_State *L, int t, const char *field, const char *fname)
 {
@@ -696,7 +682,7 @@ static int s3_bucket_new(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	check_keys(L, 1, "bucket", bucket_keys);
+	bgrun_check_options(L, 1, bucket_keys);
 	const char *endpoint = opt_str(L, 1, "endpoint", "bucket");
 	const char *region = opt_str(L, 1, "region", "bucket");
 	const char *name = opt_str(L, 1, "bucket", "bucket");
@@ -1063,7 +1049,7 @@ static int b_put_file(lua_State *L)
 	if (!lua_isnoneornil(L, 4)) {
 		luaL_checktype(L, 4, LUA_TTABLE);
 		opts = 4;
-		check_keys(L, 4, "put_file", put_keys);
+		bgrun_check_options(L, 4, put_keys);
 	}
 	lua_settop(L, 4);
 	long long part_size = DEFAULT_PART;
@@ -1308,7 +1294,7 @@ static int b_list(lua_State *L)
 	if (!lua_isnoneornil(L, 3)) {
 		luaL_checktype(L, 3, LUA_TTABLE);
 		static const char *const keys[] = {"max_keys", NULL};
-		check_keys(L, 3, "list", keys);
+		bgrun_check_options(L, 3, keys);
 		if (lua_getfield(L, 3, "max_keys") != LUA_TNIL) {
 			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > MAX_KEYS)
 				luaL_error(L, "s3.list: option 'max_keys' must be an integer from 1 to 1000");
@@ -1478,7 +1464,7 @@ static int b_presign(lua_State *L)
 		luaL_checktype(L, 4, LUA_TTABLE);
 		opts = 4;
 		static const char *const keys[] = {"expires", "time", NULL};
-		check_keys(L, 4, "presign", keys);
+		bgrun_check_options(L, 4, keys);
 		if (lua_getfield(L, 4, "expires") != LUA_TNIL) {
 			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > 604800)
 				luaL_error(L, "s3.presign: option 'expires' must be an integer from 1 to 604800 seconds");
@@ -1522,7 +1508,7 @@ static int s3_sign(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
-	check_keys(L, 1, "sign", sign_keys);
+	bgrun_check_options(L, 1, sign_keys);
 	const char *method = opt_str(L, 1, "method", "sign");
 	const char *url = opt_str(L, 1, "url", "sign");
 	const char *hash = opt_str(L, 1, "payload_hash", "sign");
