@@ -640,6 +640,26 @@ local function plan_line(verb, m, file, checksum, extra)
   return ("%s %s_%s  %s  sha256:%s%s"):format(verb, vfmt(m.version), m.name, file, checksum, extra or "")
 end
 
+-- What up and down share: the files, opts.to checked against them, and,
+-- under the migration lock, a status with no dirty record and no drift that
+-- was not allowed. fn(st, migrations, applied_by) does the rest.
+local function under_lock(db, opts, op, fn)
+  assert(type(opts) == "table" and type(opts.dir) == "string", "migrate." .. op .. ": opts.dir is required")
+  local migrations = M.find(opts.dir)
+  local by = opts.applied_by or default_applied_by()
+  if opts.to and opts.to ~= 0 and not find_version(migrations, opts.to) then
+    raise { op = op, code = "usage", reason = "UnknownVersion",
+            message = ("no migration with version %s in %s"):format(vfmt(opts.to), opts.dir) }
+  end
+  return locked(db, opts, function()
+    if not core.dry_run() then M.ensure_table(db, migrations, by) end
+    local st = M.status(db, migrations)
+    if #st.dirty > 0 then dirty_error(st.dirty[1]) end
+    check_drift(st, opts.allow_drift)
+    return fn(st, migrations, by)
+  end)
+end
+
 ---Applies pending migrations up to opts.to (default: all).
 ---opts: dir (required), to, allow_drift, lock_timeout (s, default 30),
 ---applied_by, print (function for plan lines; default print).
@@ -648,19 +668,8 @@ end
 ---@param opts table
 ---@return {applied: table[], version: integer, plan: string[]}
 function M.up(db, opts)
-  assert(type(opts) == "table" and type(opts.dir) == "string", "migrate.up: opts.dir is required")
-  local out = opts.print or print
-  local migrations = M.find(opts.dir)
-  local by = opts.applied_by or default_applied_by()
-  if opts.to and opts.to ~= 0 and not find_version(migrations, opts.to) then
-    raise { op = "up", code = "usage", reason = "UnknownVersion",
-            message = ("no migration with version %s in %s"):format(vfmt(opts.to), opts.dir) }
-  end
-  return locked(db, opts, function()
-    if not core.dry_run() then M.ensure_table(db, migrations, by) end
-    local st = M.status(db, migrations)
-    if #st.dirty > 0 then dirty_error(st.dirty[1]) end
-    check_drift(st, opts.allow_drift)
+  local out = type(opts) == "table" and opts.print or print
+  return under_lock(db, opts, "up", function(st, _, by)
     if opts.to and opts.to < st.current then
       raise { op = "up", code = "usage", reason = "BehindCurrent",
               message = ("the database is at %s, beyond to=%s: use action=down to go back"):format(
@@ -719,19 +728,8 @@ end
 ---@param opts table
 ---@return {reverted: table[], version: integer, plan: string[]}
 function M.down(db, opts)
-  assert(type(opts) == "table" and type(opts.dir) == "string", "migrate.down: opts.dir is required")
-  local out = opts.print or print
-  local migrations = M.find(opts.dir)
-  local by = opts.applied_by or default_applied_by()
-  if opts.to and opts.to ~= 0 and not find_version(migrations, opts.to) then
-    raise { op = "down", code = "usage", reason = "UnknownVersion",
-            message = ("no migration with version %s in %s"):format(vfmt(opts.to), opts.dir) }
-  end
-  return locked(db, opts, function()
-    if not core.dry_run() then M.ensure_table(db, migrations, by) end
-    local st = M.status(db, migrations)
-    if #st.dirty > 0 then dirty_error(st.dirty[1]) end
-    check_drift(st, opts.allow_drift)
+  local out = type(opts) == "table" and opts.print or print
+  return under_lock(db, opts, "down", function(st, _, by)
     local to = opts.to
     if to == nil then
       to = 0
