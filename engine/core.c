@@ -5,7 +5,12 @@
 #include "bgrun.h"
 
 #include <dlfcn.h>
+#include <ftw.h>
 #include <sys/mman.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <fcntl.h>
 
 #include <errno.h>
 #include <signal.h>
@@ -24,6 +29,8 @@
 /* Signal state is process-wide by nature: a handler can reach nothing else. */
 static volatile sig_atomic_t interrupted_flag;
 static volatile sig_atomic_t compensating_flag;
+/* SIGUSR1 from the lock keeper: the deploy lock went to another holder */
+static volatile sig_atomic_t lock_lost_flag;
 static lua_State *signal_state;
 
 /* ---------------------------------------------------------------- errors */
@@ -171,6 +178,12 @@ int bgrun_interrupted(void)
 
 static void push_interrupted(lua_State *L, const char *module, const char *op)
 {
+	if (lock_lost_flag) {
+		bgrun_error_new(L, module, op, "LockLost",
+		                "the deploy lock was taken by another run: stopping this one");
+		bgrun_error_set_str(L, "code", "lock_lost");
+		return;
+	}
 	bgrun_error_new(L, module, op, "interrupted", "interrupted by signal");
 	bgrun_error_set_str(L, "code", "interrupted");
 }
@@ -203,13 +216,14 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
 
 static void on_signal(int sig)
 {
-	(void)sig;
 	if (compensating_flag) {
 		static const char msg[] = "bgrun: interrupt ignored while compensations run\n";
 		ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
 		(void)w;
 		return;
 	}
+	if (sig == SIGUSR1)
+		lock_lost_flag = 1;
 	interrupted_flag = 1;
 	if (signal_state)
 		lua_sethook(signal_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
@@ -224,6 +238,14 @@ void bgrun_install_signals(lua_State *L)
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGINT, &sa, NULL);
 	sigaction(SIGTERM, &sa, NULL);
+	sigaction(SIGUSR1, &sa, NULL);
+}
+
+/* core.lock_lost() -> boolean: the pending interrupt is a lost lock */
+static int core_lock_lost(lua_State *L)
+{
+	lua_pushboolean(L, lock_lost_flag && interrupted_flag);
+	return 1;
 }
 
 /* core.interrupted() -> boolean: an interrupt is pending (compensations
@@ -352,6 +374,246 @@ static int core_embedded(lua_State *L)
 	return 0;
 }
 
+/* ------------------------------------------------------- files, processes */
+
+static int push_errno(lua_State *L, const char *what, const char *path)
+{
+	int e = errno;
+	lua_pushnil(L);
+	lua_pushfstring(L, "%s %s: %s", what, path, strerror(e));
+	return 2;
+}
+
+/* core.mkdtemp(prefix) -> path | nil, message: a fresh 0700 directory
+ * named prefix followed by six random characters */
+static int core_mkdtemp(lua_State *L)
+{
+	size_t n;
+	const char *prefix = luaL_checklstring(L, 1, &n);
+	luaL_Buffer b;
+	char *tmpl = luaL_buffinitsize(L, &b, n + 7);
+	memcpy(tmpl, prefix, n);
+	memcpy(tmpl + n, "XXXXXX", 7);
+	if (mkdtemp(tmpl) == NULL) {
+		int e = errno;
+		luaL_pushresultsize(&b, n + 6);
+		errno = e;
+		return push_errno(L, "mkdtemp", lua_tostring(L, -1));
+	}
+	luaL_pushresultsize(&b, n + 6);
+	return 1;
+}
+
+/* core.mkdir(path [, mode]) -> true | nil, message: like mkdir -p; the
+ * directories it creates get mode (0700) */
+static int core_mkdir(lua_State *L)
+{
+	size_t n;
+	const char *path = luaL_checklstring(L, 1, &n);
+	mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
+	luaL_argcheck(L, n > 0, 1, "must not be empty");
+	char *p = lua_newuserdatauv(L, n + 1, 0);
+	memcpy(p, path, n + 1);
+	for (char *s = p + 1;; s++) {
+		if (*s == '/' || *s == '\0') {
+			char c = *s;
+			*s = '\0';
+			if (mkdir(p, mode) != 0 && errno != EEXIST)
+				return push_errno(L, "mkdir", p);
+			*s = c;
+			if (c == '\0')
+				break;
+		}
+	}
+	struct stat st;
+	if (stat(path, &st) != 0)
+		return push_errno(L, "stat", path);
+	if (!S_ISDIR(st.st_mode)) {
+		errno = ENOTDIR;
+		return push_errno(L, "mkdir", path);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.chmod(path, mode) -> true | nil, message */
+static int core_chmod(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	mode_t mode = (mode_t)luaL_checkinteger(L, 2);
+	if (chmod(path, mode) != 0)
+		return push_errno(L, "chmod", path);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+	(void)sb;
+	(void)ftw;
+	int rc = (flag == FTW_DP) ? rmdir(path) : unlink(path);
+	return (rc != 0 && errno != ENOENT) ? -1 : 0;
+}
+
+/* core.rmtree(path) -> true | nil, message: like rm -rf, never following
+ * symbolic links; a path that is not there is fine */
+static int core_rmtree(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	struct stat st;
+	if (lstat(path, &st) != 0) {
+		if (errno == ENOENT) {
+			lua_pushboolean(L, 1);
+			return 1;
+		}
+		return push_errno(L, "stat", path);
+	}
+	if (!S_ISDIR(st.st_mode)) {
+		if (unlink(path) != 0 && errno != ENOENT)
+			return push_errno(L, "unlink", path);
+	} else if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
+		return push_errno(L, "remove", path);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.proc_start(pid) -> string | nil: the boot id and the start time of
+ * process pid in clock ticks since boot; together with the pid they name
+ * one process, even after its pid is reused */
+static int core_proc_start(lua_State *L)
+{
+	lua_Integer pid = luaL_checkinteger(L, 1);
+	char path[64], buf[1024], boot[64] = "";
+	snprintf(path, sizeof path, "/proc/%lld/stat", (long long)pid);
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	size_t n = fread(buf, 1, sizeof buf - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* fields after the command name, which may hold spaces and parens */
+	char *p = strrchr(buf, ')');
+	if (!p)
+		return 0;
+	p++;
+	/* field 3 (state) is the first after ')'; start time is field 22 */
+	unsigned long long start = 0;
+	int field = 2;
+	char *save = NULL;
+	for (char *tok = strtok_r(p, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
+		if (++field == 22) {
+			start = strtoull(tok, NULL, 10);
+			break;
+		}
+	}
+	if (field != 22)
+		return 0;
+	FILE *b = fopen("/proc/sys/kernel/random/boot_id", "r");
+	if (b) {
+		if (!fgets(boot, sizeof boot, b))
+			boot[0] = '\0';
+		fclose(b);
+		boot[strcspn(boot, "\n")] = '\0';
+	}
+	lua_pushfstring(L, "%s:%s", boot, lua_pushfstring(L, "%I", (lua_Integer)start));
+	return 1;
+}
+
+/* core.spawn_self(args) -> pid: this program again with args, its stdin
+ * on /dev/null, ended by SIGTERM when we die */
+static int core_spawn_self(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_Integer n = luaL_len(L, 1);
+	luaL_argcheck(L, n >= 0 && n < 64, 1, "too many arguments");
+	const char *argv[66];
+	argv[0] = "bgrun";
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_geti(L, 1, i);
+		argv[i] = lua_tostring(L, -1);
+		luaL_argcheck(L, argv[i] != NULL, 1, "arguments must be strings");
+		lua_pop(L, 1); /* the table keeps the string alive */
+	}
+	argv[n + 1] = NULL;
+	char exe[4096];
+	ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+	if (len <= 0)
+		return push_errno(L, "readlink", "/proc/self/exe");
+	exe[len] = '\0';
+	pid_t parent = getpid();
+	pid_t pid = fork();
+	if (pid < 0)
+		return push_errno(L, "fork", exe);
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGTERM);
+		if (getppid() != parent)
+			_exit(127);
+		int fd = open("/dev/null", O_RDONLY);
+		if (fd >= 0) {
+			dup2(fd, 0);
+			if (fd > 0)
+				close(fd);
+		}
+		sigset_t none;
+		sigemptyset(&none);
+		sigprocmask(SIG_SETMASK, &none, NULL);
+		execv(exe, (char *const *)argv);
+		_exit(127);
+	}
+	lua_pushinteger(L, (lua_Integer)pid);
+	return 1;
+}
+
+/* core.kill(pid, signal) -> boolean: signal is "TERM", "KILL", "USR1" or 0 */
+static int core_kill(lua_State *L)
+{
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	luaL_argcheck(L, pid > 0, 1, "must be a process id");
+	int sig = 0;
+	if (lua_type(L, 2) == LUA_TSTRING) {
+		const char *s = lua_tostring(L, 2);
+		if (strcmp(s, "TERM") == 0)
+			sig = SIGTERM;
+		else if (strcmp(s, "KILL") == 0)
+			sig = SIGKILL;
+		else if (strcmp(s, "USR1") == 0)
+			sig = SIGUSR1;
+		else
+			return luaL_argerror(L, 2, "unknown signal");
+	} else {
+		sig = (int)luaL_optinteger(L, 2, 0);
+	}
+	lua_pushboolean(L, kill(pid, sig) == 0);
+	return 1;
+}
+
+/* core.wait(pid [, timeout]) -> exit code | nil: waits up to timeout
+ * seconds (0: just look) for our child pid; 128+n when a signal ended it */
+static int core_wait(lua_State *L)
+{
+	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
+	lua_Number timeout = luaL_optnumber(L, 2, 0);
+	struct timespec t0, now;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	for (;;) {
+		int status;
+		pid_t r = waitpid(pid, &status, WNOHANG);
+		if (r == pid) {
+			lua_pushinteger(L, WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
+			return 1;
+		}
+		if (r < 0)
+			return 0;
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		double took = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
+		if (took >= timeout)
+			return 0;
+		struct timespec step = {0, 20 * 1000000L};
+		nanosleep(&step, NULL);
+	}
+}
+
 static const luaL_Reg core_funcs[] = {
 	{"error", core_error},
 	{"is_error", core_is_error},
@@ -366,6 +628,15 @@ static const luaL_Reg core_funcs[] = {
 	{"hostname", core_hostname},
 	{"pid", core_pid},
 	{"embedded", core_embedded},
+	{"lock_lost", core_lock_lost},
+	{"mkdtemp", core_mkdtemp},
+	{"mkdir", core_mkdir},
+	{"chmod", core_chmod},
+	{"rmtree", core_rmtree},
+	{"proc_start", core_proc_start},
+	{"spawn_self", core_spawn_self},
+	{"kill", core_kill},
+	{"wait", core_wait},
 	{NULL, NULL},
 };
 

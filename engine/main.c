@@ -12,7 +12,7 @@
 static const char usage[] =
 	"usage: bgrun [options] PLAYBOOK [name=value ...]\n"
 	"       bgrun --describe PLAYBOOK\n"
-	"       bgrun resume [JOURNAL]   undo what a killed run had done\n"
+	"       bgrun [--yes] [--force] resume [JOURNAL]   undo what a killed run had done\n"
 	"       bgrun test [busted arguments]\n"
 	"       bgrun --version | --help\n"
 	"\n"
@@ -82,7 +82,8 @@ static int pmain(lua_State *L)
 	char **argv = lua_touserdata(L, 2);
 
 	const char *playbook = NULL, *log_format = "text";
-	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0, resume = 0;
+	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0, resume = 0, force = 0,
+	    keep_lock = 0;
 	int i = 1;
 	for (; i < argc; i++) {
 		const char *a = argv[i];
@@ -96,6 +97,8 @@ static int pmain(lua_State *L)
 			quiet = 1;
 		else if (strcmp(a, "--describe") == 0)
 			describe = 1;
+		else if (strcmp(a, "--force") == 0)
+			force = 1;
 		else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
 			const char *v = a[12] == '=' ? a + 13 : (i + 1 < argc ? argv[++i] : NULL);
 			if (v == NULL || (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)) {
@@ -126,6 +129,10 @@ static int pmain(lua_State *L)
 		i++;
 	} else if (i < argc && strcmp(argv[i], "resume") == 0 && !describe) {
 		resume = 1;
+		i++;
+	} else if (i < argc && strcmp(argv[i], "keep-lock") == 0 && !describe) {
+		/* internal: the process that renews a run's deploy lock */
+		keep_lock = 1;
 		i++;
 	} else if (i < argc) {
 		playbook = argv[i++];
@@ -163,6 +170,10 @@ static int pmain(lua_State *L)
 	lua_setfield(L, -2, "test");
 	lua_pushboolean(L, resume);
 	lua_setfield(L, -2, "resume");
+	lua_pushboolean(L, force);
+	lua_setfield(L, -2, "force");
+	lua_pushboolean(L, keep_lock);
+	lua_setfield(L, -2, "keep_lock");
 	lua_pushstring(L, log_format);
 	lua_setfield(L, -2, "log_format");
 	lua_pushstring(L, argv[0]);

@@ -15,6 +15,7 @@ local PLAYBOOK_MT = { __name = "bgrun.playbook" }
 
 -- run state
 local compensations = {}
+local committed = nil     -- the commit point passed: { name=, hint= }
 local steps = {}          -- stack of running step names
 local failure = nil       -- { step=, traceback= } of the innermost failure
 local journal = nil       -- the run's journal (stdlib/journal.lua), when one is kept
@@ -25,7 +26,8 @@ end
 local options = { yes = false, verbose = false }
 
 local function is_interrupt(err)
-  return type(err) == "table" and err.code == "interrupted" or core.interrupted()
+  if type(err) == "table" and err.code == "lock_lost" then return false end
+  return type(err) == "table" and err.code == "interrupted" or (core.interrupted() and not core.lock_lost())
 end
 
 ---Raises a structured error built in Lua (module, op, code, reason, message).
@@ -39,7 +41,7 @@ M.raise = raise
 
 local TYPES = { string = true, number = true, integer = true, boolean = true }
 local SPEC_KEYS = { required = true, type = true, pattern = true, choices = true,
-                    default = true, help = true }
+                    default = true, help = true, max_length = true }
 
 local function check_description(d)
   if type(d) ~= "table" then
@@ -108,6 +110,9 @@ local function convert(name, spec, raw)
     end
   else
     v = raw
+  end
+  if spec.max_length and type(v) == "string" and #v > spec.max_length then
+    return nil, ("parameter '%s': %d characters, at most %d allowed"):format(name, #v, spec.max_length)
   end
   if spec.pattern and type(v) == "string" and not v:match(spec.pattern) then
     return nil, ("parameter '%s': '%s' does not match the pattern %s"):format(name, v, spec.pattern)
@@ -220,31 +225,76 @@ function M.step(name, fn)
 end
 
 ---Registers a compensation, run newest first if the playbook fails or is
----interrupted. Returns a handle whose cancel() drops it. undo, when given,
----is data that undoes the same thing without this process: it goes into
----the run journal, and `bgrun resume` runs require(undo.module).undo[undo.action](undo)
----for a run that was killed before its compensations could run.
+---interrupted. Returns a handle whose cancel() drops it and whose
+---update(undo) replaces its recorded undo data (what it now expects to
+---find). undo, when given, is data that undoes the same thing without this
+---process: it goes into the run journal, and `bgrun resume` runs
+---require(undo.module).undo[undo.action](undo) for a run that was killed
+---before its compensations could run. opts.keep: the compensation survives
+---the commit point (releasing a lock, removing scratch files).
 ---@param name_or_fn string|function
 ---@param fn function?
 ---@param undo {module: string, action: string}?
----@return {cancel: fun()}
-function M.on_failure(name_or_fn, fn, undo)
+---@param opts {keep: boolean?}?
+---@return {cancel: fun(), update: fun(undo: table)}
+function M.on_failure(name_or_fn, fn, undo, opts)
   local name = name_or_fn
   if type(name_or_fn) == "function" then
-    fn, undo, name = name_or_fn, fn, nil
+    fn, undo, opts, name = name_or_fn, fn, undo, nil
   end
   if type(fn) ~= "function" then error("on_failure(fn): fn must be a function", 2) end
-  if undo ~= nil and (type(undo) ~= "table" or type(undo.module) ~= "string" or type(undo.action) ~= "string") then
-    error("on_failure: undo must be a table with module and action", 2)
+  local function check_undo(u)
+    if u ~= nil and (type(u) ~= "table" or type(u.module) ~= "string" or type(u.action) ~= "string") then
+      error("on_failure: undo must be a table with module and action", 3)
+    end
   end
+  check_undo(undo)
+  if opts ~= nil and type(opts) ~= "table" then error("on_failure: opts must be a table", 2) end
   local id = #compensations + 1
-  local c = { id = id, name = name or ("compensation #" .. id), fn = fn, step = steps[#steps] }
+  local c = { id = id, name = name or ("compensation #" .. id), fn = fn, step = steps[#steps],
+              keep = opts and opts.keep or false }
   compensations[id] = c
-  note { event = "compensation", id = id, name = c.name, undo = undo }
-  return { cancel = function()
-    if not c.cancelled then note { event = "cancel", id = id } end
-    c.cancelled = true
-  end }
+  note { event = "compensation", id = id, name = c.name, undo = undo, keep = c.keep or nil }
+  return {
+    cancel = function()
+      if not c.cancelled then note { event = "cancel", id = id } end
+      c.cancelled = true
+    end,
+    update = function(u)
+      check_undo(u)
+      if not c.cancelled then note { event = "update", id = id, undo = u } end
+    end,
+  }
+end
+
+---Marks the commit point: from here the release stands. Every compensation
+---not registered with keep=true is released (the switch back, the database
+---restore); a later failure undoes nothing of the release and ends 3,
+---naming the commit point, the error and opts.hint (what a human should
+---check or run).
+---@param name string what has been committed, e.g. "traffic switched and monitoring passed"
+---@param opts {hint: string?}?
+function M.commit(name, opts)
+  if type(name) ~= "string" then error("commit(name): name must be a string", 2) end
+  opts = opts or {}
+  for _, c in ipairs(compensations) do
+    if not c.cancelled and not c.keep then
+      c.cancelled = true
+      note { event = "cancel", id = c.id, by = "commit" }
+    end
+  end
+  committed = { name = name, hint = opts.hint }
+  note { event = "commit", name = name, hint = opts.hint }
+  log.info("commit point passed: the release stands", { commit = name })
+end
+
+---Sets or replaces the hint of the commit point passed (once more is known).
+---@param hint string
+function M.commit_hint(hint)
+  if committed then
+    committed.hint = hint
+    note { event = "commit", name = committed.name, hint = hint }
+  end
 end
 
 ---Asks for confirmation on the terminal. With --yes it passes; with no
@@ -312,6 +362,7 @@ local function install_globals()
   _G.playbook = M.playbook
   _G.step = M.step
   _G.on_failure = M.on_failure
+  _G.commit = M.commit
   _G.confirm = M.confirm
   _G.print = redacting_print
   _G.pcall = guarded_pcall
@@ -327,30 +378,51 @@ local function install_globals()
     pid = core.pid,
     raise = raise,
     error = core.error,
+    commit_hint = M.commit_hint,
+    committed = function() return committed ~= nil end,
     is_error = core.is_error,
     fmt_duration = fmt_duration,
+    -- small file primitives (private scratch folders, clean-up)
+    mkdtemp = core.mkdtemp,
+    mkdir = core.mkdir,
+    chmod = core.chmod,
+    rmtree = core.rmtree,
   }
 end
 
 ---------------------------------------------------------------------- runner
 
+-- Compensations run newest first. Once one fails, the older ones that
+-- change the release (the database restore under a switch that could not
+-- be undone, say) are skipped: an older state must never be put back under
+-- a newer one that is still there. Kept ones (the lock) still run.
 local function run_compensations(err)
   core.begin_compensation()
-  local failed = 0
+  local failed, blocked = 0, nil
   for i = #compensations, 1, -1 do
     local c = compensations[i]
     if not c.cancelled then
       log.set_step(c.name)
-      log.warn("compensation started")
-      local t0 = core.now()
-      local ok, cerr = xpcall(c.fn, debug.traceback, err)
-      local took = fmt_duration(core.now() - t0)
-      note { event = "compensated", id = c.id, ok = ok }
-      if ok then
-        log.info("compensation done", { duration = took })
-      else
+      if blocked and not c.keep then
         failed = failed + 1
-        log.error("compensation failed", { duration = took, error = tostring(cerr) })
+        log.error("compensation skipped: a newer change could not be undone", { blocked_by = blocked })
+        note { event = "compensated", id = c.id, ok = false, skipped = true }
+      else
+        log.warn("compensation started")
+        local t0 = core.now()
+        local ok, cerr = xpcall(c.fn, function(e)
+          if type(e) == "table" then return e end
+          return debug.traceback(tostring(e), 2)
+        end, err)
+        local took = fmt_duration(core.now() - t0)
+        note { event = "compensated", id = c.id, ok = ok }
+        if ok then
+          log.info("compensation done", { duration = took })
+        else
+          failed = failed + 1
+          if not c.keep then blocked = blocked or c.name end
+          log.error("compensation failed", { duration = took, error = tostring(cerr) })
+        end
       end
     end
   end
@@ -427,6 +499,7 @@ function M.main(opts)
 
   if opts.test then return run_tests(opts) end
   if opts.resume then return M.resume(opts) end
+  if opts.keep_lock then return require("lock").keep(opts.args[1]) end
 
   local path = opts.playbook
   local pb, err = load_playbook(path)
@@ -479,15 +552,60 @@ function M.run_playbook(path, pb, args)
     log.error(("%d compensation(s) failed: the system needs a human to look"):format(failed))
     return EXIT.compensation_failed
   end
+  if committed and not interrupted then
+    -- never undo a release that stands: say what is left to a human
+    log.error(("failed after the commit point (%s): nothing of the release was undone; a human must finish it")
+      :format(committed.name), { error = tostring(rerr), hint = committed.hint })
+    if committed.hint then io.stderr:write("what to do: ", log.redact(committed.hint), "\n") end
+    return EXIT.compensation_failed
+  end
+  if committed then
+    log.warn(("interrupted after the commit point (%s): the release stands; its last steps did not run")
+      :format(committed.name), { hint = committed.hint })
+  end
   if interrupted then return EXIT.interrupted end
   -- bad input only found once run started (a file or version that is not there)
   if type(rerr) == "table" and rerr.code == "usage" then return EXIT.usage end
   return EXIT.failed
 end
 
+-- Why resume must not act on a run: nil when it may.
+local function resume_refusal(J, target, force)
+  local events = target.events
+  local start, last = events[1], events[#events]
+  if last.event ~= "end" then
+    local alive = J.alive(start)
+    if alive == true then
+      return ("the run (pid %s on %s) is still alive: resuming would undo its changes under it; "
+        .. "stop it first (SIGINT or SIGTERM lets it undo its own changes)"):format(tostring(start.pid),
+        tostring(start.host)), false
+    elseif alive == nil and not force then
+      return ("the run was started on %s, not here: cannot tell whether it is still alive; "
+        .. "make sure it is gone, then resume with --force"):format(tostring(start.host)), true
+    end
+  end
+  if force then return nil end
+  -- a run whose deploy lock or environment has moved on since is history
+  for _, c in ipairs(J.pending(events)) do
+    if c.undo and c.undo.module == "lock" then
+      local ok, why = pcall(require("lock").resume_check, c.undo, start)
+      if not ok then
+        return ("cannot check the deploy lock of the run: %s"):format(tostring(why)), true
+      end
+      if why then return why, true end
+    end
+  end
+  return nil
+end
+
 ---`bgrun resume [JOURNAL]`: undoes what a killed run had done, from the
----data its compensations recorded in its journal, newest first. Exit 0 when
----everything was undone (or nothing was left), 3 when something could not be.
+---data its compensations recorded in its journal, newest first. Refuses a
+---run that is alive, whose deploy lock was taken since by another run, or
+---older than the last successful release of its environment (--force
+---overrides the last two, for a human who has read why). Each undo checks
+---that the world still matches what the run recorded, and does nothing
+---otherwise. Exit 0 when everything was undone (or nothing was left), 3
+---when something could not be or the run was refused.
 ---@param opts table
 ---@return integer
 function M.resume(opts)
@@ -495,9 +613,14 @@ function M.resume(opts)
   local target
   if opts.args[1] then
     target = { path = opts.args[1], events = J.read(opts.args[1]) }
-    if #target.events == 0 then
+    if #target.events == 0 or target.events[1].event ~= "start" then
       log.error("not a journal, or empty", { journal = opts.args[1] })
       return EXIT.usage
+    end
+    local last = target.events[#target.events]
+    if last.event == "end" and not (last.exit == 3 and #J.pending(target.events) > 0) then
+      print(("nothing to resume: the run ended with exit %s (journal %s)"):format(tostring(last.exit), target.path))
+      return EXIT.ok
     end
   else
     target = J.unfinished()[1]
@@ -507,14 +630,19 @@ function M.resume(opts)
     end
   end
   local start = target.events[1]
-  -- the run's own overrides (a bluegreen.lua next to its playbook) undo it
-  local dir = tostring(start.playbook):match("^(.*)/[^/]*$")
-  if dir then
-    package.bgrun_path = dir .. "/?.lua" .. (package.bgrun_path ~= "" and (";" .. package.bgrun_path) or "")
+  local refusal, forceable = resume_refusal(J, target, opts.force)
+  if refusal then
+    log.error("resume refused: " .. refusal, { journal = target.path, playbook = start.playbook })
+    if forceable then
+      io.stderr:write("bgrun resume --force ", target.path,
+        " undoes it anyway; each undo still checks that what it would change is as the run left it\n")
+    end
+    return EXIT.compensation_failed
   end
   local todo = J.pending(target.events)
+  local commit = J.committed(target.events)
   log.info("resuming an unfinished run", { journal = target.path, playbook = start.playbook,
-                                            pid = start.pid, to_undo = #todo })
+                                            pid = start.pid, to_undo = #todo, committed = commit and commit.name })
   local f = assert(io.open(target.path, "a"))
   local function append(ev)
     ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
@@ -531,32 +659,55 @@ function M.resume(opts)
     end
   end
   core.begin_compensation() -- like compensations, an undo runs to its end
-  local failed = 0
+  local failed, blocked = 0, nil
   for _, c in ipairs(todo) do
     log.set_step(c.name)
-    if not c.undo then
+    if blocked and not c.keep then
       failed = failed + 1
+      log.error("undo skipped: a newer change could not be undone", { blocked_by = blocked })
+    elseif not c.undo then
+      failed = failed + 1
+      blocked = blocked or c.name
       log.error("cannot undo: the run recorded no data for it; a human must look", { compensation = c.name })
     else
       log.warn("undo started")
-      local ok, err = xpcall(J.run_undo, debug.traceback, c.undo)
+      local ok, err = xpcall(J.run_undo, function(e)
+        if type(e) == "table" then return e end
+        return debug.traceback(tostring(e), 2)
+      end, c.undo)
       append { event = "compensated", id = c.id, ok = ok, by = "resume" }
       if ok then
         log.info("undo done")
       else
         failed = failed + 1
+        if not c.keep then blocked = blocked or c.name end
         log.error("undo failed", { error = tostring(err) })
       end
     end
   end
   log.set_step(nil)
-  local code = failed > 0 and EXIT.compensation_failed or EXIT.ok
+  -- a run killed after its commit point stands; what it left undone is for a human
+  local left = {}
+  if commit then
+    local at = 0
+    for i, ev in ipairs(target.events) do
+      if ev.event == "commit" and at == 0 then at = i end
+    end
+    left = J.unfinished_steps(target.events, at)
+  end
+  local code = (failed > 0 or #left > 0) and EXIT.compensation_failed or EXIT.ok
   append { event = "end", exit = code, by = "resume" }
   f:close()
   if failed > 0 then
     log.error(("%d change(s) could not be undone: the system needs a human to look"):format(failed),
       { journal = target.path })
-  else
+  end
+  if #left > 0 then
+    log.error(("the run had passed its commit point (%s), so the release stands; these steps after it did not finish: %s")
+      :format(commit.name, table.concat(left, "; ")), { journal = target.path })
+    if commit.hint then io.stderr:write("what to do: ", log.redact(commit.hint), "\n") end
+  end
+  if failed == 0 then
     print(("undid %d change(s) of %s (journal %s)"):format(#todo, tostring(start.playbook), target.path))
   end
   return code

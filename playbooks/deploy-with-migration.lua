@@ -31,9 +31,10 @@ return playbook {
     local c = k8s.client { context = env.context, namespace = env.namespace }
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy-with-migration " .. args.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
     end)
-    on_failure("release the deploy lock", l.release, l.undo)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
 
     local db <close> = step("check the database", function()
       local db = postgres.connect(env.database or {})
@@ -60,22 +61,38 @@ return playbook {
 
     if target ~= current then
       step("migrate to " .. migrate.format_version(target), function()
-        on_failure("restore the database from " .. taken.path, function()
+        -- the undo restores only the database this run migrated, and only
+        -- while its schema is where this run left it
+        local identity = release.database_identity(db)
+        -- an absolute path: `bgrun resume` may run from another folder
+        local path = taken.path:sub(1, 1) == "/" and taken.path or ((os.getenv("PWD") or ".") .. "/" .. taken.path)
+        local undo = { module = "release", action = "restore_database", path = path,
+                       database = env.database,
+                       expect = { from = current, version = target, oid = identity.oid, database = identity.database } }
+        on_failure("restore the database from " .. path, function()
           db:close() -- our own session must not hold the database
-          restore.restore { path = taken.path, database = env.database }
-        end, { module = "restore", action = "restore", path = taken.path, database = env.database })
+          release.restore_database(undo)
+        end, undo)
         migrate.up(db, { dir = env.migrations, to = target, applied_by = "bgrun deploy " .. args.tag })
       end)
     end
 
+    local ns = env.namespace
     local report = bluegreen.deploy(c, {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
       monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
+      -- past the switch and the monitoring the release stands: a failure to
+      -- record or verify it is for a human, never a database restore
+      commit_hint = ("%s %s serves traffic and the database %s is at schema version %s; nothing was rolled back. "
+        .. "Check with: bgrun examples/physioflow/status.lua env=%s. If the ConfigMap migration-version does not say %d: "
+        .. "kubectl -n %s patch configmap migration-version --type merge -p '{\"data\":{\"version\":\"%d\"}}'")
+        :format(env.app, args.tag, tostring((env.database or {}).dbname or os.getenv("PGDATABASE")),
+                migrate.format_version(target), args.env, target, ns, target),
     })
 
     step("record the migration version", function()
-      release.record_version(c, env.namespace, target)
+      release.record_version_retrying(c, ns, target)
     end)
 
     if not bgrun.dry_run() then

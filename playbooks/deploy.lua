@@ -24,9 +24,10 @@ return playbook {
     local c = k8s.client { context = env.context, namespace = env.namespace }
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy " .. args.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
     end)
-    on_failure("release the deploy lock", l.release, l.undo)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
     local report = bluegreen.deploy(c, {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,

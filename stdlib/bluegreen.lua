@@ -135,10 +135,46 @@ local function switch_to(c, o, colour)
 end
 
 -- The two compensations of a deploy, as functions of plain data so that
--- `bgrun resume` can run them from the run journal (M.undo) too.
+-- `bgrun resume` can run them from the run journal (M.undo) too. Each
+-- carries what the run expects to find (d.expect) and checks the world
+-- against it before acting: an undo acts only on the state it recorded.
+
+local function world_changed(op, fmt, ...)
+  raise { op = op, code = "world_changed", reason = "WorldChanged",
+          message = fmt:format(...) .. "; nothing was changed, a human must look" }
+end
+
+local function image_of(dep, container)
+  for _, ct in ipairs(((dep.spec or {}).template or {}).spec and dep.spec.template.spec.containers or {}) do
+    if container == nil or ct.name == container then return ct.image end
+  end
+end
 
 -- Puts the idle colour's image and replicas back as they were.
 local function restore_idle(c, d)
+  local e = d.expect
+  if e then
+    local op = "undo update of " .. d.deployment
+    local svc = c:get("service", e.service, { namespace = d.namespace })
+    local selected = svc and ((svc.spec or {}).selector or {}).version
+    if selected == e.colour then
+      world_changed(op, "the Service %s now sends traffic to %s: scaling %s down would cause an outage",
+        e.service, e.colour, d.deployment)
+    end
+    local dep = c:get("deployment", d.deployment, { namespace = d.namespace })
+    if not dep then
+      world_changed(op, "deployment %s is gone", d.deployment)
+    end
+    local image = image_of(dep, d.container)
+    if image == d.image and (dep.spec.replicas or 0) == d.replicas then
+      log.info("nothing to undo: the deployment is as the run found it", { deployment = d.deployment })
+      return
+    end
+    if image ~= e.image and image ~= d.image then
+      world_changed(op, "deployment %s runs %s, not %s as the run left it: another release changed it",
+        d.deployment, tostring(image), e.image)
+    end
+  end
   c:patch("deployment", d.deployment, {
     spec = { replicas = d.replicas,
              template = { spec = { containers = { { name = d.container, image = d.image } } } } },
@@ -149,6 +185,28 @@ end
 -- seconds from the selector patch to the endpoints confirming it.
 local function switch_back(c, d)
   local live = d.app .. "-" .. d.colour
+  local e = d.expect
+  if e then
+    local op = "undo switch of " .. d.app
+    local svc = c:get("service", d.app, { namespace = d.namespace })
+    if not svc then world_changed(op, "service %s is gone", d.app) end
+    local selected = ((svc.spec or {}).selector or {}).version
+    if selected ~= d.colour then
+      if selected ~= e.colour then
+        world_changed(op, "the Service %s selects version=%s, neither colour of this run", d.app, tostring(selected))
+      end
+      if e.service_rv and svc.metadata.resourceVersion ~= e.service_rv then
+        world_changed(op, "the Service %s changed since the run switched it (resourceVersion %s, the run left %s)",
+          d.app, tostring(svc.metadata.resourceVersion), e.service_rv)
+      end
+      local new = c:get("deployment", d.app .. "-" .. e.colour, { namespace = d.namespace })
+      local image = new and image_of(new, e.container)
+      if e.image and image ~= e.image then
+        world_changed(op, "deployment %s-%s runs %s, not %s as the run left it: another release changed it",
+          d.app, e.colour, tostring(image), e.image)
+      end
+    end
+  end
   c:scale("deployment", live, d.replicas, { namespace = d.namespace })
   c:rollout_status("deployment", live, { namespace = d.namespace, timeout = d.rollout_timeout or 300 })
   local t0 = bgrun.now()
@@ -220,7 +278,8 @@ function M.deploy(c, opts)
   timed("update " .. idle_name, function()
     local before = { module = "bluegreen", action = "restore_idle", context = opts.context, namespace = ns,
                      deployment = idle_name, container = ct.name, image = ct.image,
-                     replicas = idle_dep.spec.replicas or 0 }
+                     replicas = idle_dep.spec.replicas or 0,
+                     expect = { service = app, colour = idle, image = image } }
     undo.scale_down = on_failure("scale " .. idle_name .. " back down", function()
       restore_idle(c, before)
     end, before)
@@ -269,13 +328,20 @@ function M.deploy(c, opts)
     tick()
     local back = { module = "bluegreen", action = "switch_back", context = opts.context, namespace = ns,
                    app = app, colour = live, replicas = live_replicas, rollout_timeout = opts.rollout_timeout,
-                   switch_timeout = opts.switch_timeout }
+                   switch_timeout = opts.switch_timeout,
+                   expect = { colour = idle, image = image, container = ct.name } }
     undo.switch_back = on_failure("switch traffic back to " .. live, function()
       report.rollback_seconds = switch_back(c, back)
       log.warn("traffic switched back", { colour = live, seconds = bgrun.fmt_duration(report.rollback_seconds) })
     end, back)
     local t0 = bgrun.now()
-    switch_to(c, { app = app, namespace = ns }, idle)
+    local switched = c:patch("service", app, { spec = { selector = { version = idle } } },
+                             { type = "merge", namespace = ns })
+    if not bgrun.dry_run() and switched and switched.metadata then
+      -- what the undo will expect to find: the Service exactly as we left it
+      back.expect.service_rv = switched.metadata.resourceVersion
+      undo.switch_back.update(back)
+    end
     if not bgrun.dry_run() then
       M.confirm_switch(c, { app = app, namespace = ns, colour = idle, timeout = opts.switch_timeout })
     end
@@ -295,9 +361,17 @@ function M.deploy(c, opts)
   end
 
   -- From here the new colour is committed: never switch back on a failure
-  -- of the clean-up, or we would undo a good deploy.
-  undo.switch_back.cancel()
-  undo.scale_down.cancel()
+  -- of the clean-up, or we would undo a good deploy. The commit point
+  -- releases every compensation of the run but the lock's (the database
+  -- restore of a deploy-with-migration included).
+  if opts.commit ~= false then
+    commit("traffic switched and monitoring passed", {
+      hint = opts.commit_hint or ("%s %s serves on %s; the old colour %s may still have replicas: "
+        .. "kubectl -n %s scale deployment %s-%s --replicas=0"):format(app, tag, idle, live, ns, app, live) })
+  else
+    undo.switch_back.cancel()
+    undo.scale_down.cancel()
+  end
 
   timed("scale " .. app .. "-" .. live .. " to 0", function()
     if (opts.retire_delay or 0) > 0 then

@@ -14,20 +14,44 @@ local M = {}
 ---@return string
 function M.dir()
   local d = os.getenv("BGRUN_JOURNAL_DIR")
-  if d and d ~= "" then return d end
+  if d and d ~= "" then
+    if d:sub(1, 1) ~= "/" then d = (os.getenv("PWD") or ".") .. "/" .. d end
+    return d
+  end
   local state = os.getenv("XDG_STATE_HOME")
   if not state or state == "" then state = (os.getenv("HOME") or "/tmp") .. "/.local/state" end
   return state .. "/bgrun/journal"
 end
 
-local function mkdir_p(dir)
-  -- our own bookkeeping, not a change to the systems being deployed
-  local r = require("proc").run({ "mkdir", "-p", dir }, { readonly = true })
-  if r.code ~= 0 then
+-- Journals hold what a run changed and how to undo it: private to their
+-- owner (a 0700 folder, 0600 files).
+local function mkdir_private(dir)
+  local ok, err = bgrun.mkdir(dir, tonumber("700", 8))
+  if not ok then
     error(bgrun.error { module = "journal", op = "open " .. dir, code = "mkdir", reason = "IOError",
-                        message = r.stderr:gsub("%s+$", "") }, 0)
+                        message = tostring(err) }, 0)
   end
+  bgrun.chmod(dir, tonumber("700", 8))
 end
+
+local SECRET_NAME = { "password", "passwd", "secret", "token", "key", "credential", "auth" }
+
+-- A parameter's value as the journal may keep it: URL credentials masked,
+-- and values of parameters whose names say they are secret.
+local function scrub(name, v)
+  if type(v) ~= "string" then return v end
+  local lname = tostring(name):lower()
+  for _, w in ipairs(SECRET_NAME) do
+    if lname:find(w, 1, true) then return "***" end
+  end
+  v = v:gsub("(%a[%w+.-]*://)([^/@%s]*)@", function(scheme, userinfo)
+    local user = userinfo:match("^([^:]*):") 
+    return scheme .. (user and (user .. ":***") or "***") .. "@"
+  end)
+  v = v:gsub("([Pp][Aa][Ss][Ss][Ww][Oo][Rr][Dd]=)[^%s&]+", "%1***")
+  return v
+end
+M.scrub = scrub
 
 ---Opens a new journal for a run. Returns an object with write(event).
 ---@param playbook string
@@ -35,13 +59,14 @@ end
 ---@return {path: string, write: fun(ev: table)}
 function M.open(playbook, args)
   local dir = M.dir()
-  mkdir_p(dir)
+  mkdir_private(dir)
   local path = ("%s/%s-%d.jsonl"):format(dir, os.date("!%Y%m%dT%H%M%SZ"), bgrun.pid())
   local f, err = io.open(path, "a")
   if not f then
     error(bgrun.error { module = "journal", op = "open " .. path, code = "open", reason = "IOError",
                         message = tostring(err) }, 0)
   end
+  bgrun.chmod(path, tonumber("600", 8))
   local j = { path = path }
   function j.write(ev)
     ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
@@ -51,7 +76,11 @@ function M.open(playbook, args)
   end
   function j.close() f:close() end
   if playbook:sub(1, 1) ~= "/" and os.getenv("PWD") then playbook = os.getenv("PWD") .. "/" .. playbook end
-  j.write { event = "start", playbook = playbook, args = args, pid = bgrun.pid(), host = bgrun.hostname() }
+  local kept = {}
+  for k, v in pairs(args or {}) do kept[k] = scrub(k, v) end
+  j.write { event = "start", playbook = playbook, args = kept, pid = bgrun.pid(), host = bgrun.hostname(),
+            process_start = require("bgrun.core").proc_start(bgrun.pid()), started_at = os.time(),
+            cwd = os.getenv("PWD") }
   return j
 end
 
@@ -70,14 +99,89 @@ function M.read(path)
   return events
 end
 
-local function alive(pid, host)
-  if host and host ~= bgrun.hostname() then return true end -- cannot tell: assume it runs
-  local f = io.open("/proc/" .. tostring(pid) .. "/stat")
-  if f then f:close() return true end
-  return false
+---Is the run that wrote this start event still alive? Checked by host,
+---pid and the process's start time (a reused pid is another process).
+---Returns true, false, or nil when it cannot tell (another host).
+---@param start table the journal's start event
+---@return boolean?
+function M.alive(start)
+  if start.host and start.host ~= bgrun.hostname() then return nil end
+  local now = require("bgrun.core").proc_start(math.tointeger(start.pid) or -1)
+  if not now then return false end
+  if start.process_start == nil then return true end -- an older journal: the pid alone
+  return now == start.process_start
 end
 
----Journals without an end whose process is gone, newest first.
+---What a journal still has to undo: its compensations, newest first,
+---without the cancelled ones and the ones that already ran (a failed one
+---stays: a later resume tries it again). The latest recorded data of each
+---wins (a compensation may update what it expects to find).
+---@param events table[]
+---@return table[] compensation events
+function M.pending(events)
+  local comps, gone, updates = {}, {}, {}
+  for _, ev in ipairs(events) do
+    if ev.event == "compensation" then
+      comps[#comps + 1] = ev
+    elseif ev.event == "update" then
+      updates[ev.id] = ev.undo
+    elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
+      gone[ev.id] = true
+    end
+  end
+  local out = {}
+  for i = #comps, 1, -1 do
+    local c = comps[i]
+    if not gone[c.id] then
+      if updates[c.id] then
+        c = setmetatable({ undo = updates[c.id] }, { __index = c })
+      end
+      out[#out + 1] = c
+    end
+  end
+  return out
+end
+
+---The commit point a run passed, if any: its event (name, hint).
+---@param events table[]
+---@return table?
+function M.committed(events)
+  local last
+  for _, ev in ipairs(events) do
+    if ev.event == "commit" then last = ev end
+  end
+  return last
+end
+
+---Steps started and never done, in order.
+---@param events table[]
+---@param after integer? only events after this index
+---@return string[]
+function M.unfinished_steps(events, after)
+  local open, order = {}, {}
+  for i = (after or 0) + 1, #events do
+    local ev = events[i]
+    if ev.event == "step" then
+      if ev.state == "started" then
+        open[#open + 1] = ev.name
+      else
+        for k = #open, 1, -1 do
+          if open[k] == ev.name then
+            if ev.state == "failed" then order[#order + 1] = ev.name end
+            table.remove(open, k)
+            break
+          end
+        end
+      end
+    end
+  end
+  for _, n in ipairs(open) do order[#order + 1] = n end
+  return order
+end
+
+---Journals that still need a resume, newest first: runs without an end
+---whose process is gone, and runs that ended 3 with compensations that
+---failed (a resume tries them again).
 ---@return {path: string, events: table[]}[]
 function M.unfinished()
   local r = require("proc").run({ "find", M.dir(), "-maxdepth", "1", "-name", "*.jsonl", "-type", "f" },
@@ -86,43 +190,33 @@ function M.unfinished()
   for path in r.stdout:gmatch("[^\n]+") do
     local events = M.read(path)
     local first, last = events[1], events[#events]
-    if first and first.event == "start" and last.event ~= "end" and not alive(first.pid, first.host) then
-      out[#out + 1] = { path = path, events = events }
+    if first and first.event == "start" then
+      local open = last.event ~= "end" and M.alive(first) == false
+      local failed = last.event == "end" and last.exit == 3 and #M.pending(events) > 0
+      if open or failed then out[#out + 1] = { path = path, events = events } end
     end
   end
   table.sort(out, function(a, b) return a.path > b.path end)
   return out
 end
 
----What a journal still has to undo: its compensations, newest first,
----without the cancelled ones and the ones that already ran.
----@param events table[]
----@return table[] compensation events
-function M.pending(events)
-  local comps, gone = {}, {}
-  for _, ev in ipairs(events) do
-    if ev.event == "compensation" then
-      comps[#comps + 1] = ev
-    elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
-      gone[ev.id] = true
-    end
-  end
-  local out = {}
-  for i = #comps, 1, -1 do
-    if not gone[comps[i].id] then out[#out + 1] = comps[i] end
-  end
-  return out
-end
+-- The undo actions resume may run: the stdlib's own, by module and action
+-- name. A journal is data; it never names code to load.
+M.UNDO_MODULES = { bluegreen = true, lock = true, release = true, restore = true, backup = true }
 
----Runs the undo of one compensation from its recorded data: the module
----named in undo.module provides undo[undo.action](data).
+---Runs the undo of one compensation from its recorded data: the stdlib
+---module named in undo.module provides undo[undo.action](data).
 ---@param undo table
 function M.run_undo(undo)
-  local mod = require(undo.module)
-  local fn = type(mod) == "table" and mod.undo and mod.undo[undo.action]
+  local name = tostring(undo.module)
+  local fn
+  if M.UNDO_MODULES[name] then
+    local mod = require(name)
+    fn = type(mod) == "table" and type(mod.undo) == "table" and rawget(mod.undo, undo.action)
+  end
   if type(fn) ~= "function" then
     error(bgrun.error { module = "journal", op = "undo", code = "no_handler", reason = "NoHandler",
-                        message = ("module %s has no undo action %s"):format(undo.module, tostring(undo.action)) }, 0)
+                        message = ("no registered undo action %s.%s"):format(name, tostring(undo.action)) }, 0)
   end
   return fn(undo)
 end

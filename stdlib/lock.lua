@@ -2,9 +2,16 @@
 -- way client-go's leader election takes one (create, or update guarded by
 -- resourceVersion when free, expired or ours), with holder, age and an
 -- explicit break.
+local json = require("json")
 local log = require("log")
 
 local M = {}
+
+-- The keeper renews the lease every RENEW seconds and retries a failed
+-- renewal every RETRY seconds: transient API errors are ridden out for the
+-- whole lease duration. Only another holder stops the run.
+M.RENEW = 10
+M.RETRY = 2
 
 M.DEFAULT_NAME = "bgrun-deploy-lock"
 
@@ -137,10 +144,12 @@ function M.acquire(c, opts)
       elseif bgrun.now() >= deadline then
         raise { op = "acquire " .. name, code = "held", reason = "LockHeld",
                 holder = info.holder, age_s = info.age_s, operation = info.operation,
-                message = ("the deploy lock %s is held by %s (%s, taken %ds ago, renewed %ds ago); "
-                  .. "wait for it, or break it with break-lock=true if that run is dead")
+                message = ("the deploy lock %s is held by %s (%s, taken %ds ago, renewed %ds ago, expires in %ds). "
+                  .. "If that run is still going, wait for it. If it was killed, run `bgrun resume` on its machine "
+                  .. "first: it undoes what that run changed, then releases the lock. break-lock=true only takes "
+                  .. "the lock and undoes nothing, so the killed run's changes stay half-done")
                   :format(name, tostring(info.holder), tostring(info.operation or "unknown operation"),
-                          info.age_s or -1, info.renewed_ago_s or -1) }
+                          info.age_s or -1, info.renewed_ago_s or -1, math.max(0, info.expires_in_s or 0)) }
       else
         log.info("waiting for the deploy lock", { lock = name, holder = info.holder })
         bgrun.sleep(math.min(2, math.max(0.1, deadline - bgrun.now())))
@@ -149,38 +158,142 @@ function M.acquire(c, opts)
   end
   log.info("deploy lock taken", { lock = name, holder = me })
 
+  local acquired = ((held or {}).spec or {}).acquireTime
   local handle = { name = name, holder = me, lease = held,
                    undo = { module = "lock", action = "release", context = opts.context, namespace = ns,
-                            name = name, holder = me } }
+                            name = name, holder = me, acquired = acquired } }
   local released = false
+  local core = require("bgrun.core")
+  local keeper -- pid of the process renewing the lease
 
-  ---Renews the lease; raises if somebody else took it meanwhile.
-  function handle.renew()
-    if released or bgrun.dry_run() then return end -- a dry run stored no lease
-    local lease = c:get("lease", name, kopts)
-    if lease == nil or (lease.spec or {}).holderIdentity ~= me then
-      raise { op = "renew " .. name, code = "lost", reason = "LockLost",
-              message = ("the deploy lock %s was taken by %s"):format(name,
-                tostring(lease and lease.spec and lease.spec.holderIdentity)) }
+  local function start_keeper()
+    if bgrun.dry_run() or opts.keep == false then return end
+    -- several renewals and many retries fit in one lease duration
+    local spec = json.encode { context = opts.context, namespace = ns, name = name, holder = me,
+                               parent = bgrun.pid(),
+                               renew = opts.renew or math.max(0.5, math.min(M.RENEW, duration / 4)),
+                               retry = opts.retry or math.max(0.2, math.min(M.RETRY, duration / 12)) }
+    local pid, err = core.spawn_self({ "-q", "--log-format", log.format(), "keep-lock", spec })
+    if not pid then
+      log.warn("cannot start the lock keeper: the lock is renewed between steps only", { error = tostring(err) })
+      return
     end
-    lease.spec.renewTime = M.micro_time()
-    handle.lease = c:replace(lease, kopts)
+    keeper = pid
+  end
+
+  local function stop_keeper()
+    if not keeper then return end
+    core.kill(keeper, "TERM")
+    if not core.wait(keeper, 5) then
+      core.kill(keeper, "KILL")
+      core.wait(keeper, 5)
+    end
+    keeper = nil
+  end
+
+  start_keeper()
+
+  ---Between steps: raises if the lock went to another holder; restarts a
+  ---keeper that died. The keeper renews the lease in the background for
+  ---the whole run, long steps included.
+  function handle.renew()
+    if released or bgrun.dry_run() then return end
+    if keeper and core.wait(keeper, 0) then
+      log.warn("the lock keeper stopped; starting another", { lock = name })
+      keeper = nil
+      local lease = c:get("lease", name, kopts)
+      if lease == nil or (lease.spec or {}).holderIdentity ~= me then
+        raise { op = "renew " .. name, code = "lost", reason = "LockLost",
+                message = ("the deploy lock %s was taken by %s"):format(name,
+                  tostring(lease and lease.spec and lease.spec.holderIdentity)) }
+      end
+      start_keeper()
+    end
   end
 
   ---Releases the lease (holderIdentity emptied, guarded by resourceVersion).
-  function handle.release()
+  ---Called without an error (the run succeeded), it also records the run
+  ---on the Lease as the namespace's last successful release, so that
+  ---`bgrun resume` refuses to undo anything older. A compensation calls it
+  ---with the run's error.
+  ---@param failure any?
+  function handle.release(failure)
     if released or bgrun.dry_run() then return end
-    local lease = c:get("lease", name, kopts)
-    if lease and (lease.spec or {}).holderIdentity == me then
-      lease.spec.holderIdentity = ""
-      lease.spec.renewTime = M.micro_time()
-      c:replace(lease, kopts)
+    stop_keeper()
+    for attempt = 1, 5 do
+      local ok, err = pcall(function()
+        local lease = c:get("lease", name, kopts)
+        if lease and (lease.spec or {}).holderIdentity == me then
+          lease.spec.holderIdentity = ""
+          lease.spec.renewTime = M.micro_time()
+          if failure == nil then
+            lease.metadata.annotations = lease.metadata.annotations or {}
+            lease.metadata.annotations["bgrun.io/last-release"] = json.encode {
+              at = os.time(), holder = me, operation = opts.operation or "deploy",
+              time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
+          end
+          c:replace(lease, kopts)
+        end
+      end)
+      if ok then break end
+      if attempt == 5 then error(err, 0) end
+      log.warn("cannot release the deploy lock; retrying", { lock = name, error = tostring(err) })
+      bgrun.sleep(M.RETRY)
     end
     released = true
     log.info("deploy lock released", { lock = name })
   end
 
   return handle
+end
+
+---The lock keeper (`bgrun keep-lock SPEC`, started by acquire): renews the
+---lease every spec.renew seconds while the run lives, retrying failed
+---renewals every spec.retry seconds. When another holder has the lease it
+---tells the run (SIGUSR1: the run stops with its compensations) and ends.
+---@param spec_json string
+---@return integer exit code
+function M.keep(spec_json)
+  local ok, d = pcall(json.decode, spec_json or "")
+  if not ok or type(d) ~= "table" then
+    log.error("keep-lock: bad specification")
+    return 2
+  end
+  local core = require("bgrun.core")
+  local kopts = { namespace = d.namespace }
+  local run = function()
+    local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    local wait = d.renew
+    while true do
+      bgrun.sleep(wait)
+      local rok, res = pcall(function()
+        local lease = c:get("lease", d.name, kopts)
+        if lease == nil or (lease.spec or {}).holderIdentity ~= d.holder then
+          return lease and lease.spec and lease.spec.holderIdentity or "nobody (the Lease is gone)"
+        end
+        lease.spec.renewTime = M.micro_time()
+        c:replace(lease, kopts)
+        return nil
+      end)
+      if rok and res then
+        log.error("the deploy lock was taken by another holder: stopping the run",
+          { lock = d.name, holder = res, run = d.holder })
+        core.kill(d.parent, "USR1")
+        return 0
+      elseif rok then
+        wait = d.renew
+      else
+        if type(res) == "table" and res.code == "interrupted" then error(res, 0) end
+        log.warn("cannot renew the deploy lock; retrying", { lock = d.name, error = tostring(res) })
+        wait = d.retry
+      end
+    end
+  end
+  local rok, err = pcall(run)
+  if rok then return err end
+  if type(err) == "table" and err.code == "interrupted" then return 0 end
+  log.error("keep-lock: " .. tostring(err))
+  return 1
 end
 
 ---Undo actions `bgrun resume` runs from a journal: release the lock a
@@ -199,6 +312,38 @@ M.undo = {
     end
   end,
 }
+
+---Before `bgrun resume` undoes a run: nil when the run's deploy lock is
+---still its own (or free and untouched since), else why not — another run
+---took it since, or a release succeeded after this run started.
+---@param d table the run's lock undo data
+---@param start table the run journal's start event
+---@return string?
+function M.resume_check(d, start)
+  local c = require("k8s").client { context = d.context, namespace = d.namespace }
+  local lease = c:get("lease", d.name, { namespace = d.namespace })
+  if not lease then return nil end
+  local spec = lease.spec or {}
+  local holder = spec.holderIdentity or ""
+  if holder ~= "" and holder ~= d.holder then
+    return ("the deploy lock %s is now held by %s (%s), not by this run (%s): "
+      .. "another run has taken over the environment since; undoing this run would undo its work")
+      :format(d.name, holder, tostring(((lease.metadata or {}).annotations or {})["bgrun.io/operation"]), d.holder)
+  end
+  local annotations = (lease.metadata or {}).annotations or {}
+  local okj, last = pcall(json.decode, annotations["bgrun.io/last-release"] or "")
+  if okj and type(last) == "table" and last.holder ~= d.holder and tonumber(last.at)
+     and tonumber(start.started_at) and tonumber(last.at) >= tonumber(start.started_at) then
+    return ("a later release succeeded in namespace %s at %s (%s by %s) after this run started: "
+      .. "undoing this run would roll that release back"):format(tostring(d.namespace), tostring(last.time),
+      tostring(last.operation), tostring(last.holder))
+  end
+  if holder == "" and d.acquired and spec.acquireTime and spec.acquireTime ~= d.acquired then
+    return ("the deploy lock %s was taken by another run (at %s) after this one took it: "
+      .. "undoing this run would undo its work"):format(d.name, tostring(spec.acquireTime))
+  end
+  return nil
+end
 
 ---Who holds the lock, or nil when it is free.
 ---@param c any

@@ -13,7 +13,9 @@ function M.env_param(environments)
   return { required = true, choices = names, help = "environment from playbooks/environments.lua" }
 end
 
-M.tag_param = { required = true, pattern = "^[%w][%w._-]*$", help = "image tag" }
+-- OCI tags: [A-Za-z0-9_][A-Za-z0-9._-]{0,127}
+M.tag_param = { required = true, pattern = "^[%w_][%w._-]*$", max_length = 128,
+                help = "image tag (at most 128 characters, as OCI allows)" }
 M.skip_tests_param = { type = "boolean", default = false, help = "skip the smoke tests of the new pods" }
 M.break_lock_param = { type = "boolean", default = false,
                        help = "take the deploy lock even if another run holds it" }
@@ -32,6 +34,72 @@ function M.record_version(c, ns, version)
                             labels = { ["app.kubernetes.io/managed-by"] = "bgrun" } },
                data = data }, { namespace = ns })
   end
+end
+
+---Writes version into the migration-version ConfigMap, retrying transient
+---API errors (the write is idempotent: the same data each time).
+---@param c any k8s client
+---@param ns string
+---@param version integer
+function M.record_version_retrying(c, ns, version)
+  for attempt = 1, 4 do
+    local ok, err = pcall(M.record_version, c, ns, version)
+    if ok then return end
+    local transient = type(err) == "table" and (err.code == 409 or err.code == 429
+      or (type(err.code) == "number" and err.code >= 500) or err.reason == "Timeout" or err.code == "timeout"
+      or err.code == "connect")
+    if not transient or attempt == 4 then error(err, 0) end
+    require("log").warn("cannot record the migration version; retrying", { error = tostring(err), attempt = attempt })
+    bgrun.sleep(0.5 * 2 ^ (attempt - 1))
+  end
+end
+
+---The identity of the database a connection is on: its name, OID and the
+---cluster's system identifier (nil when the role may not read it).
+---@param db any postgres connection
+---@return {database: string, oid: integer, system_identifier: string?}
+function M.database_identity(db)
+  local row = db:query("SELECT current_database() AS name, "
+    .. "(SELECT oid::bigint FROM pg_database WHERE datname = current_database()) AS oid", nil, { readonly = true })[1]
+  local ok, rows = pcall(db.query, db, "SELECT system_identifier::text AS id FROM pg_control_system()", nil,
+                         { readonly = true })
+  return { database = row.name, oid = row.oid, system_identifier = ok and rows[1] and rows[1].id or nil }
+end
+
+---Restores the database of a deploy-with-migration from the backup it
+---took first, but only while the database is still the one the run
+---migrated: same OID (not swapped by another restore) and the schema at a
+---version the run could have left (between d.expect.from and
+---d.expect.version). Otherwise it does nothing and raises world_changed.
+---@param d table {path, database, bucket, expect = {from, version, oid, database}}
+function M.restore_database(d)
+  local e = d.expect or {}
+  local postgres = require("postgres")
+  local db <close> = postgres.connect(d.database or {})
+  local id = M.database_identity(db)
+  local ok, rows = pcall(db.query, db, "SELECT coalesce(max(version), 0) AS v FROM schema_migrations", nil,
+                         { readonly = true })
+  local version = ok and rows[1].v or 0
+  db:close()
+  local function changed(fmt, ...)
+    bgrun.raise { module = "release", op = "restore " .. tostring(id.database), code = "world_changed",
+                  reason = "WorldChanged",
+                  message = fmt:format(...) .. "; not restoring from " .. tostring(d.path) .. ", a human must look" }
+  end
+  if e.oid and id.oid ~= e.oid then
+    changed("database %s is no longer the one the run migrated (OID %s, the run saw %s): it was replaced since",
+      id.database, tostring(id.oid), tostring(e.oid))
+  end
+  if e.version and (version > e.version or version < (e.from or e.version)) then
+    changed("database %s is at schema version %s, outside what the run left (%s to %s): another run migrated it since",
+      id.database, tostring(version), tostring(e.from or e.version), tostring(e.version))
+  end
+  if e.from and version == e.from and e.version ~= e.from then
+    require("log").info("nothing to restore: the database is still at the version the run found",
+      { database = id.database, version = version })
+    return
+  end
+  require("restore").restore { path = d.path, database = d.database, bucket = d.bucket }
 end
 
 ---Would a migration run change the schema? up: a pending migration at or
@@ -64,6 +132,7 @@ end
 
 ---Undo actions `bgrun resume` runs from a journal's recorded data.
 M.undo = {
+  restore_database = function(d) M.restore_database(d) end,
   scale = function(d)
     local c = require("k8s").client { context = d.context, namespace = d.namespace }
     M.scale_all(c, d.namespace, d.replicas, d.rollout_timeout)
