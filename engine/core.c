@@ -316,6 +316,16 @@ static int core_now(lua_State *L)
 	return 1;
 }
 
+/* core.time() -> seconds since the epoch, as a float (wall clock: for
+ * ordering events across processes, not for measuring durations) */
+static int core_time(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	return 1;
+}
+
 /* core.sleep(seconds): interruptible */
 static int core_sleep(lua_State *L)
 {
@@ -624,6 +634,7 @@ static const luaL_Reg core_funcs[] = {
 	{"set_dry_run", core_set_dry_run},
 	{"isatty", core_isatty},
 	{"now", core_now},
+	{"time", core_time},
 	{"sleep", core_sleep},
 	{"hostname", core_hostname},
 	{"pid", core_pid},

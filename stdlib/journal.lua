@@ -79,7 +79,7 @@ function M.open(playbook, args)
   local kept = {}
   for k, v in pairs(args or {}) do kept[k] = scrub(k, v) end
   j.write { event = "start", playbook = playbook, args = kept, pid = bgrun.pid(), host = bgrun.hostname(),
-            process_start = require("bgrun.core").proc_start(bgrun.pid()), started_at = os.time(),
+            process_start = require("bgrun.core").proc_start(bgrun.pid()), started_at = require("bgrun.core").time(),
             cwd = os.getenv("PWD") }
   return j
 end

@@ -229,7 +229,7 @@ function M.acquire(c, opts)
           if failure == nil then
             lease.metadata.annotations = lease.metadata.annotations or {}
             lease.metadata.annotations["bgrun.io/last-release"] = json.encode {
-              at = os.time(), holder = me, operation = opts.operation or "deploy",
+              at = require("bgrun.core").time(), holder = me, operation = opts.operation or "deploy",
               time = os.date("!%Y-%m-%dT%H:%M:%SZ") }
           end
           c:replace(lease, kopts)
@@ -333,7 +333,7 @@ function M.resume_check(d, start)
   local annotations = (lease.metadata or {}).annotations or {}
   local okj, last = pcall(json.decode, annotations["bgrun.io/last-release"] or "")
   if okj and type(last) == "table" and last.holder ~= d.holder and tonumber(last.at)
-     and tonumber(start.started_at) and tonumber(last.at) >= tonumber(start.started_at) then
+     and tonumber(start.started_at) and tonumber(last.at) > tonumber(start.started_at) then
     return ("a later release succeeded in namespace %s at %s (%s by %s) after this run started: "
       .. "undoing this run would roll that release back"):format(tostring(d.namespace), tostring(last.time),
       tostring(last.operation), tostring(last.holder))

@@ -282,3 +282,78 @@ describe("bgrun CLI", function()
     proc.run({ "rm", "-rf", dir })
   end)
 end)
+
+describe("commit point, compensation order and resume refusals", function()
+  local function fresh_dir()
+    local d = tmpname()
+    assert(proc.run({ "mkdir", "-p", d .. "/journal" }).code == 0)
+    return d
+  end
+  local function exists(p)
+    local f = io.open(p)
+    if f then f:close() end
+    return f ~= nil
+  end
+
+  it("after the commit point a failure undoes nothing but kept compensations and ends 3 with the hint", function()
+    local d = fresh_dir()
+    local r = run({ FIX .. "/commit.lua", "mode=after_commit", "dir=" .. d },
+                  { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(3, r.code)
+    assert.matches("commit point passed: the release stands", r.stderr)
+    assert.matches("failed after the commit point %(switched%): nothing of the release was undone", r.stderr)
+    assert.matches("what to do: check the switch by hand", r.stderr)
+    assert.is_false(exists(d .. "/older"))
+    assert.is_true(exists(d .. "/kept"))
+    -- the journal says so, and resume has nothing of the release to undo
+    local j = proc.run({ "sh", "-c", "cat " .. d .. "/journal/*.jsonl" }).stdout
+    assert.matches('"event":"commit"', j)
+    assert.matches('"by":"commit"', j)
+  end)
+
+  it("once a compensation fails, older ones are skipped; kept ones still run", function()
+    local d = fresh_dir()
+    local r = run({ FIX .. "/commit.lua", "mode=blocked", "dir=" .. d },
+                  { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(3, r.code)
+    assert.matches("%[newer%] compensation failed", r.stderr)
+    assert.matches("%[older%] compensation skipped: a newer change could not be undone", r.stderr)
+    assert.is_false(exists(d .. "/older"))
+    assert.is_true(exists(d .. "/kept"))
+  end)
+
+  it("resume refuses a run that is alive, and says there is nothing to do for a finished one", function()
+    local d = fresh_dir()
+    local env = { BGRUN = BGRUN, BGRUN_JOURNAL_DIR = d .. "/journal", FIXTURE = FIX .. "/commit.lua", D = d }
+    -- a run that sleeps; resume of its journal while it lives, then it is stopped
+    local r = proc.run({ "sh", "-c",
+      '"$BGRUN" "$FIXTURE" mode=sleep dir="$D" 2>"$D/err" & pid=$!; '
+      .. 'for i in $(seq 100); do grep -q "step started" "$D/err" && break; sleep 0.1; done; '
+      .. 'j=$(ls "$D"/journal/*.jsonl); "$BGRUN" --yes --force resume "$j" 2>"$D/resume-err"; echo "resume=$?"; '
+      .. 'kill -TERM $pid; wait $pid; echo "rc=$?"; "$BGRUN" --yes resume "$j" >"$D/again" 2>&1; echo "again=$?"' },
+      { env = env, timeout = 60 })
+    assert.equal("3", r.stdout:match("resume=(%d+)"))
+    local f = assert(io.open(d .. "/resume-err"))
+    local err = f:read("a")
+    f:close()
+    assert.matches("resume refused: the run %(pid %d+ on .-%) is still alive", err)
+    assert.equal("130", r.stdout:match("rc=(%d+)"))
+    assert.equal("0", r.stdout:match("again=(%d+)"))
+    f = assert(io.open(d .. "/again"))
+    assert.matches("nothing to resume: the run ended with exit 130", f:read("a"))
+    f:close()
+  end)
+
+  it("journals are 0600 in a 0700 folder and keep no URL credentials", function()
+    local d = fresh_dir()
+    local jd = d .. "/private/journal"
+    local r = run({ FIX .. "/commit.lua", "mode=ok", "dir=http://bob:hunter2-pw@db.example.invalid/x" },
+                  { env = { BGRUN_JOURNAL_DIR = jd }, timeout = 60 })
+    local text = proc.run({ "sh", "-c", "cat " .. jd .. "/*.jsonl" }).stdout
+    assert.not_matches("hunter2%-pw", text)
+    assert.equal("700", proc.run({ "stat", "-c", "%a", jd }).stdout:match("%d+"))
+    assert.equal("600", proc.run({ "sh", "-c", "stat -c %a " .. jd .. "/*.jsonl" }).stdout:match("%d+"))
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("bob:%*%*%*@db%.example%.invalid", text)
+  end)
+end)

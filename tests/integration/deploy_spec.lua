@@ -173,7 +173,9 @@ describe("release flows against the sandbox", function()
 
   it("refuses to start while another run holds the lock, naming it, and breaks it when asked", function()
     local lock = require("lock")
-    local held = lock.acquire(c, { namespace = NS, identity = "alice@ci-runner-7:4242", operation = "deploy v9" })
+    -- keep=false: no keeper renewing alice's lease from this process
+    local held = lock.acquire(c, { namespace = NS, identity = "alice@ci-runner-7:4242", operation = "deploy v9",
+                                   keep = false })
     local before = dep("blue")
     local r = bgrun_run({ "playbooks/deploy.lua", "env=local", "tag=v2.3.0" })
     assert.equal(1, r.code)
