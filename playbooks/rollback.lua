@@ -1,8 +1,12 @@
 -- Roll an environment's database back to a backup, with the API stopped
--- meanwhile: fetch, verify, confirm, scale the API to 0, restore into a
--- fresh database swapped in by rename (the old one is kept), check the
--- schema version, record it in the migration-version ConfigMap, bring the
--- API back. A failure after the scale-down brings the API back as it was.
+-- meanwhile: fetch, verify, check that the backup is of this very database
+-- and that both it and the maintenance database answer with our
+-- credentials, confirm, scale the API to 0, restore into a fresh database
+-- swapped in by rename (the old one is kept), check the schema version,
+-- record it in the migration-version ConfigMap, bring the API back. A
+-- failure after the scale-down brings the API back as it was; one after
+-- the swap first puts the old database back (the restored one is kept
+-- aside for inspection).
 --   bgrun playbooks/rollback.lua env=local backup=backups/local/2026...tar.gz
 --   bgrun playbooks/rollback.lua env=production backup=production/2026...tar.gz --yes
 local backup = require("backup")
@@ -24,6 +28,7 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
+    local maintenance_db = env.maintenance_db or "postgres"
     local path = step("fetch the backup", function()
       return backup.fetch(args.backup, env.backups .. "/fetched", { bucket = env.bucket })
     end)
@@ -35,9 +40,31 @@ return playbook {
       end
       return m
     end)
+    -- before anything is scaled down: the database and the maintenance
+    -- database (for the swap) answer with our credentials, and the backup
+    -- is of this database
+    local target = step("check the database", function()
+      local db <close> = postgres.connect(env.database or {})
+      local id = backup.identity(db)
+      local info = {}
+      for k, v in pairs(env.database or {}) do info[k] = v end
+      info.dbname = maintenance_db
+      local admin <close> = postgres.connect(info)
+      admin:query("SELECT 1", nil, { readonly = true })
+      local problem = backup.identity_mismatch(metadata, id)
+      if problem then
+        bgrun.raise { module = "rollback", op = "check " .. path, code = "usage", reason = "WrongDatabase",
+                      message = ("%s cannot roll back database %s: %s"):format(path, id.database, problem) }
+      end
+      if type(metadata.database_identity) ~= "table" then
+        log.warn("the backup records no database identity (taken by an older bgrun): checked by name only",
+                 { backup = path, database = id.database })
+      end
+      return id
+    end)
     local version = metadata.migration_version or 0
-    print(("backup %s: %s, schema version %s, taken %s"):format(path, metadata.env or "?",
-      migrate.format_version(version), metadata.created_at or "?"))
+    print(("backup %s: %s, database %s, schema version %s, taken %s"):format(path, metadata.env or "?",
+      target.database, migrate.format_version(version), metadata.created_at or "?"))
     if env.confirm then
       confirm(("Roll %s back to %s (schema version %s)? The API is stopped meanwhile.")
         :format(args.env, path, migrate.format_version(version)), { expect = "ROLLBACK PRODUCTION" })
@@ -49,7 +76,7 @@ return playbook {
       return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback to " .. path,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0 })
     end)
-    on_failure("release the deploy lock", l.release, l.undo)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
 
     local replicas = step("scale the API to 0", function()
       local r = {}
@@ -69,16 +96,25 @@ return playbook {
     step("terminate connections", function()
       local info = {}
       for k, v in pairs(env.database or {}) do info[k] = v end
-      local target = info.dbname or os.getenv("PGDATABASE")
-      info.dbname = "postgres"
+      info.dbname = maintenance_db
       local admin <close> = postgres.connect(info)
       local rows = admin:query("SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity " ..
-                               "WHERE datname = $1 AND pid <> pg_backend_pid()", { target })
-      log.info("connections terminated", { database = target, count = rows[1] and rows[1].n or 0 })
+                               "WHERE datname = $1 AND pid <> pg_backend_pid()", { target.database })
+      log.info("connections terminated", { database = target.database, count = rows[1] and rows[1].n or 0 })
     end)
 
     local restored = step("restore", function()
-      return restore.restore { path = path, database = env.database }
+      local database = {}
+      for k, v in pairs(env.database or {}) do database[k] = v end
+      database.dbname = target.database
+      local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db }
+      if r.old_database then
+        -- from here on a failure puts the replaced database back
+        local d = { module = "restore", action = "swap_back", database = database, maintenance_db = maintenance_db,
+                    target = target.database, old = r.old_database, oid = r.oid, old_oid = r.old_oid }
+        on_failure("put the replaced database " .. r.old_database .. " back", function() restore.swap_back(d) end, d)
+      end
+      return r
     end)
 
     if not bgrun.dry_run() then
