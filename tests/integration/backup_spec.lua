@@ -3,7 +3,9 @@
 -- backup and its bucket copy, retention, a rollback to an earlier schema
 -- (ConfigMap, API pods, the kept old database), and refusals that change
 -- nothing: a corrupted backup, a missing key, another environment's
--- backup, production without --yes.
+-- backup, an oversized metadata.json (bad input: exit 2), production
+-- without --yes. Names unique per run (two backups at once), private work
+-- folders, and absolute paths wherever a run reports or records one.
 local archive = require("archive")
 local backup = require("backup")
 local digest = require("digest")
@@ -69,6 +71,11 @@ local function last_line(s)
   return last
 end
 
+local function db_oid(name)
+  local admin <close> = postgres.connect { dbname = "postgres" }
+  return restore.oid_of(admin, name)
+end
+
 local function state()
   return { blue = dep("blue"), green = dep("green"), version = schema_version(), cm = cm_version() }
 end
@@ -96,6 +103,8 @@ describe("backup and rollback playbooks", function()
     f:write(([[
 local envs = dofile(%q)
 for name, e in pairs(envs) do e.backups = %q .. "/backups/" .. name end
+-- production's database is this spec's too (rollback connects before it asks)
+envs.production.database = {}
 return envs
 ]]):format(ROOT .. "/playbooks/environments.lua", TMP))
     f:close()
@@ -112,7 +121,8 @@ return envs
     local r = bgrun_run({ PB .. "/backup.lua", "env=local", "label=spec-a1" })
     assert.equal(0, r.code, r.stderr)
     local path = last_line(r.stdout)
-    assert.matches("^" .. (TMP .. "/backups/local/"):gsub("%p", "%%%0") .. "%d+T%d+Z%-local%-spec%-a1%.tar%.gz$", path)
+    assert.matches("^" .. (TMP .. "/backups/local/"):gsub("%p", "%%%0") .. "%d+T%d+%.%d%d%dZ%-%d+%-local%-spec%-a1%.tar%.gz$",
+                   path)
     local names = {}
     for _, e in ipairs(archive.list(path)) do names[#names + 1] = e.name end
     table.sort(names)
@@ -125,6 +135,8 @@ return envs
     assert.equal("local", m.env)
     assert.equal(10, m.migration_version)
     assert.equal(DB, m.database.name)
+    assert.equal(DB, m.database_identity.database)
+    assert.equal("integer", math.type(m.database_identity.oid))
     for _, name in ipairs({ "schema.sql", "data.sql", "full_backup.dump" }) do
       assert.equal(digest.sha256_file(dir .. "/" .. name), m.files[name].sha256, name)
       assert.is_true(m.files[name].size > 0, name)
@@ -175,7 +187,7 @@ return envs
     assert.truthy(b:head(first.key))
   end)
 
-  it("refuses a corrupted backup before changing anything: exit 1, pods untouched", function()
+  it("refuses a corrupted backup before changing anything: exit 2, pods untouched", function()
     local dir = TMP .. "/corrupt"
     archive.extract(first.path, dir)
     local f = assert(io.open(dir .. "/data.sql", "a"))
@@ -189,7 +201,7 @@ return envs
     archive.create(bad, entries)
     local before = state()
     local r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. bad })
-    assert.equal(1, r.code, r.stderr)
+    assert.equal(2, r.code, r.stderr)
     assert.matches("%[verify the backup%]", r.stderr)
     assert.matches("ChecksumMismatch: data%.sql in .*corrupted%.tar%.gz: sha256 %x+, metadata says %x+", r.stderr)
     assert.same(before, state())
@@ -199,13 +211,14 @@ return envs
   it("refuses a key missing from the bucket and another environment's backup", function()
     local before = state()
     local r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=local/no-such-backup.tar.gz" })
-    assert.equal(1, r.code, r.stderr)
-    assert.matches("s3: get_file local/no%-such%-backup%.tar%.gz: 404 NoSuchKey", r.stderr)
+    assert.equal(2, r.code, r.stderr)
+    assert.matches("NotFound: backup local/no%-such%-backup%.tar%.gz does not exist in bucket " .. BUCKET:gsub("%p", "%%%0")
+                   .. " %(s3: get_file local/no%-such%-backup%.tar%.gz: 404 NoSuchKey", r.stderr)
     r = bgrun_run({ PB .. "/rollback.lua", "env=staging", "backup=" .. first.path })
     assert.equal(1, r.code, r.stderr)
     assert.matches("WrongEnvironment: .* is a backup of local, not staging", r.stderr)
     r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. TMP .. "/no-such.tar.gz" })
-    assert.equal(1, r.code, r.stderr)
+    assert.equal(2, r.code, r.stderr)
     assert.matches("NotFound: backup .*/no%-such%.tar%.gz does not exist", r.stderr)
     r = bgrun_run({ PB .. "/rollback.lua", "env=local" })
     assert.equal(2, r.code)
@@ -222,6 +235,7 @@ return envs
     assert.equal(1, r.code, r.stderr)
     assert.matches("ConfirmationRequired", r.stderr)
     assert.matches("no terminal to confirm on; pass %-%-yes", r.stderr)
+    assert.matches("%[check the database%] step done", r.stderr)
     assert.is_nil(r.stderr:find("scale the API", 1, true))
     assert.same(before, state())
   end)
@@ -276,6 +290,7 @@ return envs
                                                         status = 500, count = -1 } })
     assert.equal(201, f.status, f.body)
     local before = dep("blue")
+    local live = db_oid(DB)
     local ok, r = pcall(bgrun_run, { PB .. "/rollback.lua", "env=local", "backup=" .. first.path })
     http.request { method = "DELETE", url = admin .. "/faults" }
     assert(ok, r)
@@ -283,6 +298,9 @@ return envs
     assert.matches("%[record the migration version%] step failed", r.stderr)
     assert.matches("bring the API back", r.stderr)
     assert.is_nil(r.stderr:find("compensation failed", 1, true))
+    -- the database it had swapped in went aside; the one before is back
+    assert.matches("%[put the replaced database " .. DB .. "_old_%d+_%d+ back%] compensation done", r.stderr)
+    assert.equal(live, db_oid(DB))
     local blue = dep("blue")
     assert.equal(before.replicas, blue.replicas)
     assert.equal(before.replicas, blue.ready)
@@ -323,7 +341,100 @@ return envs
     assert.equal(10, schema_version())
     local e = select(2, pcall(restore.restore, { path = "local/spec-missing.tar.gz", bucket = BUCKET,
                                                  database = { dbname = DB } }))
-    assert.equal(404, e.code)
-    assert.equal("NoSuchKey", e.reason)
+    assert.equal("usage", e.code)
+    assert.equal("NotFound", e.reason)
+    assert.matches("404 NoSuchKey", e.message)
+  end)
+
+  it("gives two backups started at the same time distinct names: both succeed, both kept locally and in the bucket", function()
+    local out = TMP .. "/twin"
+    sh(("mkdir -p %q"):format(out))
+    local r = proc.run({ "sh", "-c", [[
+      "$BGRUN" "$PB" env=local label=spec-twin >"$OUT/a.out" 2>"$OUT/a.err" & a=$!
+      "$BGRUN" "$PB" env=local label=spec-twin >"$OUT/b.out" 2>"$OUT/b.err" & b=$!
+      wait $a; ra=$?; wait $b; rb=$?
+      echo "$ra $rb"]] },
+      { env = { BGRUN = BGRUN, PB = PB .. "/backup.lua", OUT = out, PGDATABASE = DB }, cwd = ROOT, timeout = 240 })
+    local function read(n) return assert(io.open(out .. "/" .. n)):read("a") end
+    assert.equal("0 0\n", r.stdout, read("a.err") .. read("b.err"))
+    local pa, pb = last_line(read("a.out")), last_line(read("b.out"))
+    assert.are_not.equal(pa, pb)
+    for _, p in ipairs({ pa, pb }) do
+      assert.matches("%-local%-spec%-twin%.tar%.gz$", p)
+      assert.truthy(io.open(p), p)
+      assert.truthy(b:head("local/" .. p:match("([^/]+)$")), p)
+      backup.verify(p)
+    end
+    -- sortable by time: the name starts with the time to the millisecond
+    local ta, tb = pa:match("/(%d+T%d+%.%d+Z)%-"), pb:match("/(%d+T%d+%.%d+Z)%-")
+    assert.truthy(ta and tb)
+    -- no work folder left behind
+    assert.equal("", sh(("find %q -maxdepth 1 -name '.bgrun-backup-*'"):format(TMP .. "/backups/local")))
+  end)
+
+  it("reports and records absolute paths when the backups folder is relative", function()
+    local pb2 = TMP .. "/relative"
+    sh(("mkdir -p %q && cp %q %q"):format(pb2, ROOT .. "/playbooks/backup.lua", pb2))
+    local f = assert(io.open(pb2 .. "/environments.lua", "w"))
+    f:write(([[
+local envs = dofile(%q)
+envs["local"].backups = "rel-backups/local"
+envs["local"].migrations = %q
+return envs
+]]):format(ROOT .. "/playbooks/environments.lua", ROOT .. "/examples/physioflow/migrations"))
+    f:close()
+    local journals = TMP .. "/rel-journal"
+    local r = proc.run({ BGRUN, pb2 .. "/backup.lua", "env=local", "label=spec-rel" },
+      { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = journals }, cwd = pb2, timeout = 240 })
+    assert.equal(0, r.code, r.stderr)
+    local path = last_line(r.stdout)
+    assert.matches("^" .. (pb2 .. "/rel-backups/local/"):gsub("%p", "%%%0") .. ".*%-spec%-rel%.tar%.gz$", path)
+    -- the journal's undo data names the work folder absolutely
+    local text = sh(("cat %q/*.jsonl"):format(journals))
+    local work = text:match('"work":%s*"([^"]+)"')
+    assert.truthy(work, text)
+    assert.matches("^/.*/rel%-backups/local/%.bgrun%-backup%-", work)
+    assert.is_nil(io.open(work))
+    -- in-process: create and fetch answer absolute paths for relative folders
+    local cwd = sh("pwd"):gsub("%s+$", "")
+    local rel = TMP:gsub("^/", ("../"):rep(#cwd:gsub("[^/]", ""))) .. "/inproc"
+    local taken = backup.create { env = "local", database = { dbname = DB }, dir = rel, label = "spec-inproc",
+                                  version = 10, bucket = BUCKET }
+    assert.matches("^/", taken.path)
+    assert.equal(taken.path, backup.fetch(rel .. "/" .. taken.path:match("([^/]+)$"), rel .. "/fetched"))
+    local fetched = backup.fetch(taken.key, rel .. "/fetched", { bucket = BUCKET })
+    assert.equal(TMP .. "/inproc/fetched/" .. taken.path:match("([^/]+)$"), fetched)
+  end)
+
+  it("refuses a metadata.json over 1 MiB, naming it: exit 2, nothing changed", function()
+    local dir = TMP .. "/bigmeta"
+    archive.extract(first.path, dir)
+    local f = assert(io.open(dir .. "/metadata.json", "w"))
+    f:write('{"pad": "', ("x"):rep(2 * 1024 * 1024), '"}')
+    f:close()
+    local entries = {}
+    for _, n in ipairs({ "metadata.json", "schema.sql", "data.sql", "full_backup.dump" }) do
+      entries[#entries + 1] = { name = n, path = dir .. "/" .. n }
+    end
+    local bad = TMP .. "/bigmeta.tar.gz"
+    archive.create(bad, entries)
+    local before = state()
+    local r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. bad })
+    assert.equal(2, r.code, r.stderr)
+    assert.matches("TooLarge: metadata%.json in .*bigmeta%.tar%.gz is 2097163 bytes, more than the 1048576", r.stderr)
+    assert.same(before, state())
+    local e = select(2, pcall(backup.verify, bad))
+    assert.equal("usage", e.code)
+    assert.equal("TooLarge", e.reason)
+  end)
+
+  it("removes only its own work folders when resumed", function()
+    local e = select(2, pcall(backup.undo.cleanup, { work = TMP .. "/backups" }))
+    assert.equal("world_changed", e.code)
+    assert.truthy(io.open(TMP .. "/backups/local"))
+    local work = assert(bgrun.mkdtemp(TMP .. "/backups/local/.bgrun-backup-"))
+    assert.equal("700", sh(("stat -c %%a %q"):format(work)):gsub("%s+$", ""))
+    backup.undo.cleanup { work = work }
+    assert.is_nil(io.open(work))
   end)
 end)
