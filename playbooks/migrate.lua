@@ -38,25 +38,46 @@ return playbook {
       for _, l in ipairs(migrate.format_status(st)) do print(l) end
       return
     end
-    local opts = { dir = dir, to = to, allow_drift = args["allow-drift"], lock_timeout = args["lock-timeout"] }
-    -- Migrations never run without a fresh, verified backup: a down script
-    -- drops data, and an up one may too.
-    local st = migrate.status(db, migrate.find(dir))
-    if release.changes_schema(st, args.action, to) then
-      step("back up the database", function()
-        local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
-                                  label = ("pre-migrate-%s-%s"):format(args.action, to and migrate.format_version(to) or "all"),
-                                  pinned = true, version = st.current }
-        if not b.dry_run then backup.verify(b.path) end
-        print("backup: " .. b.path)
-      end)
-    end
-    if args.action == "up" then
-      local r = step("migrate up", function() return migrate.up(db, opts) end)
-      print(("database at version %s (%d applied)"):format(migrate.format_version(r.version), #r.applied))
-    else
-      local r = step("migrate down", function() return migrate.down(db, opts) end)
-      print(("database at version %s (%d rolled back)"):format(migrate.format_version(r.version), #r.reverted))
-    end
+    -- The migration lock comes first: a second run waits here (or is
+    -- refused, naming the holder) before it takes a backup of its own, and
+    -- then sees what the first one applied.
+    local lock_timeout = args["lock-timeout"]
+    local holding = step("take the migration lock", function()
+      if bgrun.dry_run() then return false end
+      migrate.lock(db, lock_timeout)
+      return true
+    end)
+    local ok, err = pcall(function()
+      local opts = { dir = dir, to = to, allow_drift = args["allow-drift"], lock_timeout = lock_timeout,
+                     locked = holding }
+      -- Migrations never run without a fresh, verified backup: a down script
+      -- drops data, and an up one may too.
+      local migrations = migrate.find(dir)
+      local known = to == nil or to == 0
+      for _, m in ipairs(migrations) do known = known or m.version == to end
+      if not known then
+        bgrun.raise { module = "migrate", op = args.action, code = "usage", reason = "UnknownVersion",
+                      message = ("no migration with version %s in %s"):format(migrate.format_version(to), dir) }
+      end
+      local st = migrate.status(db, migrations)
+      if release.changes_schema(st, args.action, to) then
+        step("back up the database", function()
+          local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
+                                    label = ("pre-migrate-%s-%s"):format(args.action, to and migrate.format_version(to) or "all"),
+                                    pinned = true, version = st.current }
+          if not b.dry_run then backup.verify(b.path) end
+          print("backup: " .. b.path)
+        end)
+      end
+      if args.action == "up" then
+        local r = step("migrate up", function() return migrate.up(db, opts) end)
+        print(("database at version %s (%d applied)"):format(migrate.format_version(r.version), #r.applied))
+      else
+        local r = step("migrate down", function() return migrate.down(db, opts) end)
+        print(("database at version %s (%d rolled back)"):format(migrate.format_version(r.version), #r.reverted))
+      end
+    end)
+    if holding then pcall(migrate.unlock, db) end
+    if not ok then error(err, 0) end
   end,
 }

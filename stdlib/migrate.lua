@@ -318,6 +318,12 @@ function M.find(dir)
     if not byv[version] then log.warn("migrate: down script without an up migration", { file = f }) end
   end
   table.sort(list, function(a, b) return a.version < b.version end)
+  for i = 2, #list do
+    if list[i].version > list[i - 1].version + 1 then
+      log.warn("migrate: gap in migration numbers", { dir = dir, after = vfmt(list[i - 1].version),
+        next = vfmt(list[i].version), missing = list[i].version - list[i - 1].version - 1 })
+    end
+  end
   return list
 end
 
@@ -466,7 +472,8 @@ function M.lock(db, timeout)
           holder = h }
 end
 
----Releases the lock (a closed session releases it too).
+---Releases the lock once (a closed session releases it too). Session
+---advisory locks stack: each lock() needs its own unlock().
 function M.unlock(db)
   if not db:is_closed() then
     db:query("SELECT pg_advisory_unlock($1::bigint)", { M.LOCK_KEY }, { readonly = true })
@@ -626,8 +633,10 @@ local function find_version(migrations, to)
   for _, m in ipairs(migrations) do if m.version == to then return m end end
 end
 
+-- opts.locked: the caller holds the lock on this session already (taken
+-- before its backup); it releases it too.
 local function locked(db, opts, fn)
-  if core.dry_run() then return fn() end
+  if core.dry_run() or opts.locked then return fn() end
   M.lock(db, opts.lock_timeout)
   local ok, err = pcall(fn)
   local uok, uerr = pcall(M.unlock, db)
@@ -662,7 +671,9 @@ end
 
 ---Applies pending migrations up to opts.to (default: all).
 ---opts: dir (required), to, allow_drift, lock_timeout (s, default 30),
----applied_by, print (function for plan lines; default print).
+---locked (true: this session already holds the lock, see M.lock; it is
+---neither taken nor released here), applied_by, print (function for plan
+---lines; default print).
 ---Under --dry-run prints the plan with checksums and changes nothing.
 ---@param db any
 ---@param opts table
@@ -723,7 +734,7 @@ end
 
 ---Rolls back applied migrations newest first, down to opts.to (default:
 ---one migration). Every down script must exist before anything runs.
----opts: dir, to, allow_drift, lock_timeout, print.
+---opts: dir, to, allow_drift, lock_timeout, locked, print.
 ---@param db any
 ---@param opts table
 ---@return {reverted: table[], version: integer, plan: string[]}

@@ -164,6 +164,21 @@ SELECT 2;]])
       assert.equal(1, #migrate.find(dir))
     end)
 
+    it("warns about a gap in migration numbers", function()
+      local dir = newdir { ["001_a.sql"] = "SELECT 1;", ["002_b.sql"] = "SELECT 2;", ["004_d.sql"] = "SELECT 4;" }
+      local name = newdb()
+      local r = mig(name, "dir=" .. dir, "action=status")
+      assert.equal(0, r.code, r.stderr)
+      local l = fix.find_log(r, "migrate: gap in migration numbers")
+      assert.truthy(l, r.stderr)
+      assert.equal("warn", l.level)
+      assert.equal("002", l.fields.after)
+      assert.equal("004", l.fields.next)
+      assert.equal(1, l.fields.missing)
+      r = mig(name, "dir=" .. newdir { ["001_a.sql"] = "SELECT 1;", ["002_b.sql"] = "SELECT 2;" }, "action=status")
+      assert.is_nil(fix.find_log(r, "gap in migration numbers"))
+    end)
+
     it("warns about contract-breaking changes unless annotated", function()
       local dir = newdir {
         ["001_a.sql"] = "ALTER TABLE t DROP COLUMN c;\nALTER TABLE t RENAME COLUMN a TO b;\n"
@@ -299,6 +314,84 @@ SELECT 2;]])
       assert.matches("waiting for another migration run", fix.read(out .. "/b.err"))
       local db <close> = connect(name)
       assert.equal(2, #rows_of(db))
+    end)
+
+    it("takes the lock before the backup: of two runs started together one migrates, the other waits and backs up nothing", function()
+      local name = newdb()
+      local dir = newdir {
+        ["001_slow.sql"] = "CREATE TABLE slow (id int);\nSELECT pg_sleep(2);",
+        ["002_after.sql"] = "CREATE TABLE after_slow (id int);",
+      }
+      local out = fix.tmpdir()
+      dirs[#dirs + 1] = out
+      local r = proc.run({ "sh", "-c", [[
+        cd "$1" || exit 9
+        PGDATABASE="$3" "$2" playbooks/migrate.lua env=local dir="$4" >"$5/a.out" 2>"$5/a.err" & a=$!
+        PGDATABASE="$3" "$2" playbooks/migrate.lua env=local dir="$4" >"$5/b.out" 2>"$5/b.err" & b=$!
+        wait $a; ra=$?; wait $b; rb=$?
+        echo "$ra $rb"]], "sh", fix.root, fix.bgrun, name, dir, out }, { timeout = 120 })
+      local a_out, b_out = fix.read(out .. "/a.out"), fix.read(out .. "/b.out")
+      local a_err, b_err = fix.read(out .. "/a.err"), fix.read(out .. "/b.err")
+      assert.equal("0 0\n", r.stdout, a_err .. b_err)
+      -- whichever got the lock first migrated, with its own backup
+      local first, second = a_out, b_out
+      if b_out:find("(2 applied)", 1, true) then first, second = b_out, a_out end
+      assert.matches("%(2 applied%)", first)
+      assert.matches("backup: /.*%-pre%-migrate%-up%-all%.pinned%.tar%.gz", first)
+      assert.matches("%(0 applied%)", second)
+      assert.is_nil(second:find("backup:", 1, true))
+      assert.truthy((a_err .. b_err):find("waiting for another migration run", 1, true))
+      local db <close> = connect(name)
+      assert.equal(2, #rows_of(db))
+    end)
+
+    it("refuses a second run at once with lock-timeout=0, naming the holder, before any backup", function()
+      local name = newdb()
+      local dir = newdir { ["001_slow.sql"] = "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);" }
+      local out = fix.tmpdir()
+      dirs[#dirs + 1] = out
+      local r = proc.run({ "sh", "-c", [[
+        cd "$1" || exit 9
+        PGDATABASE="$3" "$2" playbooks/migrate.lua env=local dir="$4" >"$5/a.out" 2>"$5/a.err" & a=$!
+        for i in $(seq 100); do grep -q "migrate up. step started" "$5/a.err" && break; sleep 0.1; done
+        PGDATABASE="$3" "$2" --log-format json playbooks/migrate.lua env=local dir="$4" lock-timeout=0 \
+          >"$5/b.out" 2>"$5/b.err"; rb=$?
+        wait $a; ra=$?
+        echo "$ra $rb"]], "sh", fix.root, fix.bgrun, name, dir, out }, { timeout = 120 })
+      local b_err = fix.read(out .. "/b.err")
+      assert.equal("0 1\n", r.stdout, fix.read(out .. "/a.err") .. b_err)
+      assert.matches("another migration run holds the migration lock: pid %d+ %(application '[^']*', client [^,]+, "
+        .. "user [^,]+, connected since %d%d%d%d%-%d%d%-%d%dT[%d:]+Z, state [^)]+%); gave up after 0s", b_err)
+      assert.matches([["step":%s*"take the migration lock"]], b_err)
+      assert.is_nil(b_err:find("back up the database", 1, true))
+      assert.is_nil(fix.read(out .. "/b.out"):find("backup:", 1, true))
+      assert.matches("%(1 applied%)", fix.read(out .. "/a.out"))
+    end)
+
+    it("up and down with locked=true use the lock the session holds and leave it held", function()
+      local name, dir = newdb(), newdir(basic)
+      local db <close> = connect(name)
+      local other <close> = connect(name)
+      local function held_by_other()
+        local ok = other:query("SELECT pg_try_advisory_lock($1::bigint) AS ok", { migrate.LOCK_KEY })[1].ok
+        if ok then other:query("SELECT pg_advisory_unlock($1::bigint)", { migrate.LOCK_KEY }) end
+        return not ok
+      end
+      migrate.lock(db, 1)
+      local r = migrate.up(db, { dir = dir, locked = true, print = function() end })
+      assert.equal(3, r.version)
+      assert.is_true(held_by_other(), "still held after up")
+      r = migrate.down(db, { dir = dir, to = 1, locked = true, print = function() end })
+      assert.equal(1, r.version)
+      assert.is_true(held_by_other(), "still held after down")
+      migrate.unlock(db)
+      assert.is_false(held_by_other(), "released by the one unlock")
+      -- without locked, a run on the same session stacks a level and releases only that
+      migrate.lock(db, 1)
+      migrate.up(db, { dir = dir, print = function() end })
+      assert.is_true(held_by_other())
+      migrate.unlock(db)
+      assert.is_false(held_by_other())
     end)
 
     it("refuses drift unless allow-drift=true, and status shows it", function()
