@@ -437,4 +437,51 @@ return envs
     backup.undo.cleanup { work = work }
     assert.is_nil(io.open(work))
   end)
+
+  it("lets `bgrun resume` from another folder restore from a backup a killed run took into a relative folder", function()
+    local dir = TMP .. "/case6"
+    local journals = dir .. "/journal"
+    sh(("mkdir -p %q"):format(dir))
+    local f = assert(io.open(dir .. "/killed.lua", "w"))
+    f:write([[
+local backup = require("backup")
+local postgres = require("postgres")
+return playbook {
+  run = function()
+    local b = step("back up", function()
+      return backup.create { env = "local", database = {}, dir = "rel-backups/local", label = "spec-case6", version = 10 }
+    end)
+    local db = postgres.connect {}
+    local id = backup.identity(db)
+    on_failure("restore the database", function() end,
+      { module = "restore", action = "restore", path = b.path, database = {}, expect = { version = 10, identity = id } })
+    step("change the database", function() db:exec("CREATE TABLE spec_case6 (id int)") end)
+    step("wait to be killed", function() bgrun.sleep(60) end)
+  end,
+}
+]])
+    f:close()
+    local before = db_oid(DB)
+    local err = dir .. "/killed.err"
+    local r = proc.run({ "sh", "-c",
+      '"$BGRUN" killed.lua 2>"$ERR" & pid=$!; '
+      .. 'for i in $(seq 300); do grep -q "wait to be killed. step started" "$ERR" && break; sleep 0.1; done; '
+      .. 'kill -KILL $pid; wait $pid; echo "rc=$?"' },
+      { env = { BGRUN = BGRUN, ERR = err, PGDATABASE = DB, BGRUN_JOURNAL_DIR = journals }, cwd = dir, timeout = 120 })
+    assert.matches("rc=137", r.stdout, assert(io.open(err)):read("a"))
+    local journal = sh(("cat %q/*.jsonl"):format(journals))
+    local path = journal:match('"path":%s*"([^"]+)"')
+    assert.matches("^" .. (dir .. "/rel-backups/local/"):gsub("%p", "%%%0") .. ".*%-spec%-case6%.tar%.gz$", path)
+    local db = postgres.connect { dbname = DB }
+    assert.is_true(db:query("SELECT to_regclass('spec_case6') IS NOT NULL AS e")[1].e)
+    db:close()
+    -- resumed from / : the recorded path still names the backup
+    r = proc.run({ BGRUN, "--yes", "resume" },
+      { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = journals }, cwd = "/", timeout = 240 })
+    assert.equal(0, r.code, r.stderr)
+    assert.are_not.equal(before, db_oid(DB))
+    db = postgres.connect { dbname = DB }
+    assert.is_false(db:query("SELECT to_regclass('spec_case6') IS NOT NULL AS e")[1].e)
+    db:close()
+  end)
 end)
