@@ -358,8 +358,23 @@ function M.fetch(ref, dir, opts)
     raise { op = "fetch " .. ref, code = "io", reason = "IOError",
             message = ("cannot create %s to fetch %s into: %s"):format(dir, ref, tostring(err)) }
   end
-  local path = dir .. "/" .. key:match("([^/]+)$")
-  local gok, size = pcall(b.get_file, b, key, path)
+  local name = key:match("([^/]+)$")
+  local path = dir .. "/" .. name
+  -- downloaded privately and renamed into place: a concurrent fetch of the
+  -- same key never sees a half-written file
+  local work = M.mkdtemp(dir .. "/" .. WORK_PREFIX, "fetching " .. key)
+  local guard = M.guard("remove the unfinished download " .. work, function() bgrun.rmtree(work) end,
+                        { module = "backup", action = "cleanup", work = work })
+  local gok, size = pcall(b.get_file, b, key, work .. "/" .. name)
+  if gok then
+    local rok, rerr = os.rename(work .. "/" .. name, path)
+    if not rok then
+      gok, size = false, bgrun.error { module = "backup", op = "fetch " .. ref, code = "io", reason = "IOError",
+                                       message = ("cannot move %s into place as %s: %s"):format(key, path, tostring(rerr)) }
+    end
+  end
+  bgrun.rmtree(work)
+  guard.cancel()
   if not gok then
     if type(size) == "table" and size.code == 404 then
       raise { op = "fetch " .. ref, code = "usage", reason = "NotFound", key = key, bucket = bucket,

@@ -278,6 +278,7 @@ return envs
     assert.equal(11, old:query("SELECT max(version) AS v FROM schema_migrations")[1].v)
     -- fetched next to the environment's backups
     assert.truthy(io.open(TMP .. "/backups/local/fetched/" .. first.key:match("([^/]+)$")))
+    assert.equal("", sh(("find %q -name '.bgrun-backup-*'"):format(TMP .. "/backups/local/fetched")))
     local l = c:get("lease", "bgrun-deploy-lock")
     assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
   end)
