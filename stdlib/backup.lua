@@ -28,6 +28,8 @@ M.METADATA_MAX = 1024 * 1024
 
 -- work folders of backup.create start with this, next to the backups
 local WORK_PREFIX = ".bgrun-backup-"
+-- and backup.verify's, in TMPDIR
+local VERIFY_PREFIX = "bgrun-verify-"
 
 local function raise(t)
   t.module = t.module or "backup"
@@ -419,9 +421,12 @@ end
 ---@return table metadata
 function M.verify(path, dir)
   if dir == nil then
-    local tmp = M.mkdtemp((os.getenv("TMPDIR") or "/tmp") .. "/bgrun-verify-", "verifying " .. path)
+    local tmp = M.mkdtemp(M.abspath(os.getenv("TMPDIR") or "/tmp") .. "/" .. VERIFY_PREFIX, "verifying " .. path)
+    local guard = M.guard("remove the unpacked backup " .. tmp, function() bgrun.rmtree(tmp) end,
+                          { module = "backup", action = "cleanup", work = tmp })
     local ok, res = pcall(M.verify, path, tmp)
     bgrun.rmtree(tmp)
+    guard.cancel()
     if not ok then error(res, 0) end
     return res
   end
@@ -463,7 +468,8 @@ M.undo = {
   cleanup = function(d)
     local work = type(d.work) == "string" and d.work or ""
     local base = work:match("^/.+/([^/]+)$")
-    if not base or base:sub(1, #WORK_PREFIX) ~= WORK_PREFIX or work:find("/%.%.?/") then
+    local ours = base and (base:sub(1, #WORK_PREFIX) == WORK_PREFIX or base:sub(1, #VERIFY_PREFIX) == VERIFY_PREFIX)
+    if not ours or work:find("/%.%.?/") then
       raise { op = "cleanup", code = "world_changed", reason = "WorldChanged",
               message = ("%s is not a backup work folder of bgrun's; not removing it"):format(tostring(d.work)) }
     end

@@ -134,7 +134,7 @@ function M.restore(opts)
   local target = target_of(dbinfo)
   -- the pid keeps two restores within one second apart
   local stamp = os.date("!%Y%m%d%H%M%S") .. "_" .. bgrun.pid()
-  local work = backup.mkdtemp((opts.work_dir or os.getenv("TMPDIR") or "/tmp") .. "/bgrun-restore-",
+  local work = backup.mkdtemp(backup.abspath(opts.work_dir or os.getenv("TMPDIR") or "/tmp") .. "/bgrun-restore-",
                               "restoring " .. target)
   local undo = { module = "restore", action = "cleanup", work = work }
   local guard = backup.guard("remove the restore's scratch folder " .. work, function() bgrun.rmtree(work) end, undo)

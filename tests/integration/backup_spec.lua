@@ -485,4 +485,30 @@ return playbook {
     assert.is_false(db:query("SELECT to_regclass('spec_case6') IS NOT NULL AS e")[1].e)
     db:close()
   end)
+
+  it("leaves no work folder from a backup killed while dumping once resumed", function()
+    local bin = TMP .. "/slowdump"
+    -- (it waits for as long as bgrun lives, then gives up: nothing outlives the kill)
+    sh(("mkdir -p %q && printf '#!/bin/sh\\nwhile kill -0 $PPID 2>/dev/null; do sleep 0.1; done\\nexit 1\\n' > %q && chmod +x %q")
+      :format(bin, bin .. "/pg_dump", bin .. "/pg_dump"))
+    local journals = TMP .. "/killed-journal"
+    local dir = TMP .. "/backups/local"
+    local before = local_backups("local")
+    local r = proc.run({ "sh", "-c",
+      '"$BGRUN" "$PB" env=local label=spec-killed 2>/dev/null & pid=$!; '
+      .. 'for i in $(seq 300); do ls -A "$DIR" | grep -q "^.bgrun-backup-" && break; sleep 0.1; done; '
+      .. 'kill -KILL $pid; wait $pid; echo "rc=$?"' },
+      { env = { BGRUN = BGRUN, PB = PB .. "/backup.lua", DIR = dir, PGDATABASE = DB, BGRUN_JOURNAL_DIR = journals,
+                PATH = bin .. ":" .. os.getenv("PATH") }, cwd = ROOT, timeout = 120 })
+    assert.matches("rc=137", r.stdout)
+    local left = sh(("find %q -maxdepth 1 -name '.bgrun-backup-*'"):format(dir)):gsub("%s+$", "")
+    assert.matches("/%.bgrun%-backup%-%w+$", left)
+    assert.equal("700", sh(("stat -c %%a %q"):format(left)):gsub("%s+$", ""))
+    r = proc.run({ BGRUN, "--yes", "resume" }, { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = journals }, cwd = "/",
+                                                 timeout = 120 })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("unfinished backup folder removed", r.stderr)
+    assert.is_nil(io.open(left))
+    assert.same(before, local_backups("local"))
+  end)
 end)
