@@ -16,6 +16,7 @@ local PLAYBOOK_MT = { __name = "bgrun.playbook" }
 -- run state
 local compensations = {}
 local committed = nil     -- the commit point passed: { name=, hint= }
+local for_a_human = false -- an undo found the world changed: retrying will not help
 local steps = {}          -- stack of running step names
 local failure = nil       -- { step=, traceback= } of the innermost failure
 local journal = nil       -- the run's journal (stdlib/journal.lua), when one is kept
@@ -421,6 +422,7 @@ local function run_compensations(err)
         else
           failed = failed + 1
           if not c.keep then blocked = blocked or c.name end
+          if type(cerr) == "table" and cerr.code == "world_changed" then for_a_human = true end
           log.error("compensation failed", { duration = took, error = tostring(cerr) })
         end
       end
@@ -499,7 +501,14 @@ function M.main(opts)
 
   if opts.test then return run_tests(opts) end
   if opts.resume then return M.resume(opts) end
-  if opts.keep_lock then return require("lock").keep(opts.args[1]) end
+  if opts.keep_lock then
+    -- the keeper ends on SIGTERM, whenever it comes
+    local ok, r = pcall(function() return require("lock").keep(opts.args[1]) end)
+    if ok then return r end
+    if is_interrupt(r) then return EXIT.ok end
+    log.error("keep-lock: " .. tostring(r))
+    return EXIT.failed
+  end
 
   local path = opts.playbook
   local pb, err = load_playbook(path)
@@ -523,7 +532,9 @@ function M.main(opts)
     if ok then journal = j else log.warn("no run journal: `bgrun resume` cannot undo this run", { error = tostring(j) }) end
   end
   local code = M.run_playbook(path, pb, args)
-  note { event = "end", exit = code }
+  -- a plain `bgrun resume` retries failed compensations, unless they found
+  -- the world changed: that is for a human (`resume JOURNAL` still tries)
+  note { event = "end", exit = code, human = for_a_human or nil }
   if journal then journal.close() end
   return code
 end
@@ -633,6 +644,16 @@ function M.resume(opts)
   local refusal, forceable = resume_refusal(J, target, opts.force)
   if refusal then
     log.error("resume refused: " .. refusal, { journal = target.path, playbook = start.playbook })
+    local last = target.events[#target.events]
+    if forceable and (last.event == "end" or J.alive(start) == false) then
+      -- superseded: a plain resume no longer offers it; resume JOURNAL still can
+      local f = io.open(target.path, "a")
+      if f then
+        f:write(log.redact(require("json").encode { event = "end", exit = EXIT.compensation_failed, by = "resume",
+          human = true, refused = refusal, time = os.date("!%Y-%m-%dT%H:%M:%SZ") }), "\n")
+        f:close()
+      end
+    end
     if forceable then
       io.stderr:write("bgrun resume --force ", target.path,
         " undoes it anyway; each undo still checks that what it would change is as the run left it\n")
@@ -659,7 +680,7 @@ function M.resume(opts)
     end
   end
   core.begin_compensation() -- like compensations, an undo runs to its end
-  local failed, blocked = 0, nil
+  local failed, blocked, human = 0, nil, false
   for _, c in ipairs(todo) do
     log.set_step(c.name)
     if blocked and not c.keep then
@@ -681,6 +702,7 @@ function M.resume(opts)
       else
         failed = failed + 1
         if not c.keep then blocked = blocked or c.name end
+        if type(err) == "table" and err.code == "world_changed" then human = true end
         log.error("undo failed", { error = tostring(err) })
       end
     end
@@ -696,7 +718,7 @@ function M.resume(opts)
     left = J.unfinished_steps(target.events, at)
   end
   local code = (failed > 0 or #left > 0) and EXIT.compensation_failed or EXIT.ok
-  append { event = "end", exit = code, by = "resume" }
+  append { event = "end", exit = code, by = "resume", human = human or nil }
   f:close()
   if failed > 0 then
     log.error(("%d change(s) could not be undone: the system needs a human to look"):format(failed),

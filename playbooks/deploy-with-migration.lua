@@ -29,6 +29,7 @@ return playbook {
       confirm(("Migrate and deploy %s to %s?"):format(args.tag, args.env))
     end
     local c = k8s.client { context = env.context, namespace = env.namespace }
+    local ns = env.namespace
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy-with-migration " .. args.tag,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0,
@@ -64,11 +65,15 @@ return playbook {
         -- the undo restores only the database this run migrated, and only
         -- while its schema is where this run left it
         local identity = release.database_identity(db)
+        local live_colour = bluegreen.active_colour(c, env.app, ns)
+        local live = c:get("deployment", env.app .. "-" .. live_colour, { namespace = ns })
         -- an absolute path: `bgrun resume` may run from another folder
         local path = taken.path:sub(1, 1) == "/" and taken.path or ((os.getenv("PWD") or ".") .. "/" .. taken.path)
         local undo = { module = "release", action = "restore_database", path = path,
-                       database = env.database,
-                       expect = { from = current, version = target, oid = identity.oid, database = identity.database } }
+                       database = env.database, context = env.context, namespace = ns,
+                       expect = { from = current, version = target, oid = identity.oid, database = identity.database,
+                                  service = { app = env.app, colour = live_colour,
+                                              image = live and live.spec.template.spec.containers[1].image } } }
         on_failure("restore the database from " .. path, function()
           db:close() -- our own session must not hold the database
           release.restore_database(undo)
@@ -77,7 +82,6 @@ return playbook {
       end)
     end
 
-    local ns = env.namespace
     local report = bluegreen.deploy(c, {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,

@@ -181,7 +181,8 @@ end
 
 ---Journals that still need a resume, newest first: runs without an end
 ---whose process is gone, and runs that ended 3 with compensations that
----failed (a resume tries them again).
+---failed (a resume tries them again) unless they were left for a human
+---(an undo found the world changed, or resume refused the run).
 ---@return {path: string, events: table[]}[]
 function M.unfinished()
   local r = require("proc").run({ "find", M.dir(), "-maxdepth", "1", "-name", "*.jsonl", "-type", "f" },
@@ -192,7 +193,7 @@ function M.unfinished()
     local first, last = events[1], events[#events]
     if first and first.event == "start" then
       local open = last.event ~= "end" and M.alive(first) == false
-      local failed = last.event == "end" and last.exit == 3 and #M.pending(events) > 0
+      local failed = last.event == "end" and last.exit == 3 and not last.human and #M.pending(events) > 0
       if open or failed then out[#out + 1] = { path = path, events = events } end
     end
   end

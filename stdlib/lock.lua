@@ -63,6 +63,15 @@ function M.identity()
   return ("%s@%s:%d"):format(os.getenv("USER") or os.getenv("LOGNAME") or "bgrun", bgrun.hostname(), bgrun.pid())
 end
 
+-- An API error worth trying again: the server or the network, not us.
+local function transient(err)
+  if type(err) ~= "table" then return false end
+  local code = err.code
+  return code == 429 or (type(code) == "number" and code >= 500) or code == "timeout" or code == "connect"
+    or err.reason == "Timeout"
+end
+M.transient = transient
+
 local function describe_holder(lease, now)
   local spec = lease.spec or {}
   local acquired = M.parse_time(spec.acquireTime)
@@ -110,8 +119,21 @@ function M.acquire(c, opts)
   end
 
   local held
+  local errors = 0
+  -- a transient API error is retried (a replace that did land shows up as
+  -- our own lease, or as a 409 that makes us look again)
+  local function retry_or_raise(err)
+    if not transient(err) or errors >= 5 then error(err, 0) end
+    errors = errors + 1
+    log.warn("deploy lock: API error; retrying", { lock = name, error = tostring(err), attempt = errors })
+    bgrun.sleep(math.min(2, 0.25 * 2 ^ errors))
+  end
   while true do
-    local lease = c:get("lease", name, kopts)
+    local gok, lease = pcall(c.get, c, "lease", name, kopts)
+    if not gok then
+      retry_or_raise(lease)
+      goto continue
+    end
     if lease == nil then
       local obj = {
         apiVersion = "coordination.k8s.io/v1", kind = "Lease",
@@ -122,7 +144,7 @@ function M.acquire(c, opts)
       }
       local ok, err = pcall(c.create, c, obj, kopts)
       if ok then held = err break end
-      if not (type(err) == "table" and err.code == 409) then error(err, 0) end
+      if not (type(err) == "table" and err.code == 409) then retry_or_raise(err) end
       -- someone created it first: look again
     else
       local now = os.time()
@@ -139,7 +161,7 @@ function M.acquire(c, opts)
         lease.metadata.annotations["bgrun.io/operation"] = opts.operation or "deploy"
         local ok, res = pcall(c.replace, c, lease, kopts)
         if ok then held = res break end
-        if not (type(res) == "table" and res.code == 409) then error(res, 0) end
+        if not (type(res) == "table" and res.code == 409) then retry_or_raise(res) end
         -- lost a race on the resourceVersion: look again
       elseif bgrun.now() >= deadline then
         raise { op = "acquire " .. name, code = "held", reason = "LockHeld",
@@ -155,6 +177,7 @@ function M.acquire(c, opts)
         bgrun.sleep(math.min(2, math.max(0.1, deadline - bgrun.now())))
       end
     end
+    ::continue::
   end
   log.info("deploy lock taken", { lock = name, holder = me })
 
