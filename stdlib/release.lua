@@ -77,21 +77,6 @@ end
 function M.restore_database(d)
   local e = d.expect or {}
   local postgres = require("postgres")
-  if e.service then
-    local c = require("k8s").client { context = d.context, namespace = d.namespace }
-    local svc = c:get("service", e.service.app, { namespace = d.namespace })
-    local colour = svc and ((svc.spec or {}).selector or {}).version
-    local live = colour and c:get("deployment", e.service.app .. "-" .. colour, { namespace = d.namespace })
-    local ct = live and (((live.spec or {}).template or {}).spec or {}).containers
-    local image = ct and ct[1] and ct[1].image
-    if colour ~= e.service.colour or image ~= e.service.image then
-      bgrun.raise { module = "release", op = "restore database", code = "world_changed", reason = "WorldChanged",
-                    message = ("the Service %s sends traffic to %s (%s), not to %s (%s) as when the run started: "
-                      .. "a newer release may need the newer schema; not restoring from %s, a human must look")
-                      :format(e.service.app, tostring(colour), tostring(image), e.service.colour,
-                              tostring(e.service.image), tostring(d.path)) }
-    end
-  end
   local db <close> = postgres.connect(d.database or {})
   local id = M.database_identity(db)
   local ok, rows = pcall(db.query, db, "SELECT coalesce(max(version), 0) AS v FROM schema_migrations", nil,
@@ -115,6 +100,21 @@ function M.restore_database(d)
     require("log").info("nothing to restore: the database is still at the version the run found",
       { database = id.database, version = version })
     return
+  end
+  if e.service then
+    local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    local svc = c:get("service", e.service.app, { namespace = d.namespace })
+    local colour = svc and ((svc.spec or {}).selector or {}).version
+    local live = colour and c:get("deployment", e.service.app .. "-" .. colour, { namespace = d.namespace })
+    local ct = live and (((live.spec or {}).template or {}).spec or {}).containers
+    local image = ct and ct[1] and ct[1].image
+    if colour ~= e.service.colour or image ~= e.service.image then
+      bgrun.raise { module = "release", op = "restore database", code = "world_changed", reason = "WorldChanged",
+                    message = ("the Service %s sends traffic to %s (%s), not to %s (%s) as when the run started: "
+                      .. "a newer release may need the newer schema; not restoring from %s, a human must look")
+                      :format(e.service.app, tostring(colour), tostring(image), e.service.colour,
+                              tostring(e.service.image), tostring(d.path)) }
+    end
   end
   require("restore").restore { path = d.path, database = d.database, bucket = d.bucket }
 end

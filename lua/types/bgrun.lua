@@ -32,13 +32,24 @@ function step(name, fn) end
 ---playbook fails or is interrupted; it receives the error. Its outcome
 ---decides the exit code: 1 all ran, 3 one failed, 130 interrupted.
 ---undo is plain data recorded in the run journal: `bgrun resume` runs
----require(undo.module).undo[undo.action](undo) for a run that was killed
----before its compensations could run.
+---require(undo.module).undo[undo.action](undo) (stdlib modules only) for a
+---run that was killed before its compensations could run. Once one
+---compensation fails, older ones are skipped unless opts.keep; keep also
+---makes it survive the commit point. update(undo) replaces the recorded
+---data (what the undo expects to find).
 ---@param name_or_fn string|fun(err: any)
 ---@param fn fun(err: any)?
 ---@param undo {module: string, action: string}?
----@return {cancel: fun()}
-function on_failure(name_or_fn, fn, undo) end
+---@param opts {keep: boolean?}?
+---@return {cancel: fun(), update: fun(undo: table)}
+function on_failure(name_or_fn, fn, undo, opts) end
+
+---Marks the commit point: the release stands. Every compensation not
+---registered with keep=true is released; a later failure undoes nothing
+---and ends 3 with opts.hint (what a human should check or run).
+---@param name string
+---@param opts {hint: string?}?
+function commit(name, opts) end
 
 ---Asks on the terminal. With --yes it passes; with no terminal and no
 -----yes it fails (code "no_terminal"); a wrong answer fails (code "declined").
@@ -91,3 +102,26 @@ function bgrun.is_error(v) end
 ---@param seconds number
 ---@return string
 function bgrun.fmt_duration(seconds) end
+---A fresh 0700 directory named prefix plus six random characters.
+---@param prefix string
+---@return string? path, string? err
+function bgrun.mkdtemp(prefix) end
+---mkdir -p; the directories it creates get mode (default 0700).
+---@param path string
+---@param mode integer?
+---@return true? ok, string? err
+function bgrun.mkdir(path, mode) end
+---@param path string
+---@param mode integer
+---@return true? ok, string? err
+function bgrun.chmod(path, mode) end
+---rm -rf without following symbolic links; a missing path is fine.
+---@param path string
+---@return true? ok, string? err
+function bgrun.rmtree(path) end
+---Replaces the hint of the commit point passed.
+---@param hint string
+function bgrun.commit_hint(hint) end
+---Has the run passed its commit point?
+---@return boolean
+function bgrun.committed() end
