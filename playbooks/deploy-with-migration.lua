@@ -64,7 +64,7 @@ return playbook {
       step("migrate to " .. migrate.format_version(target), function()
         -- the undo restores only the database this run migrated, and only
         -- while its schema is where this run left it
-        local identity = release.database_identity(db)
+        local identity = backup.identity(db)
         local live_colour = bluegreen.active_colour(c, env.app, ns)
         local live = c:get("deployment", env.app .. "-" .. live_colour, { namespace = ns })
         -- an absolute path: `bgrun resume` may run from another folder

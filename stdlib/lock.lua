@@ -67,7 +67,7 @@ end
 local function transient(err)
   if type(err) ~= "table" then return false end
   local code = err.code
-  return code == 429 or (type(code) == "number" and code >= 500) or code == "timeout" or code == "connect"
+  return code == 429 or (type(code) == "number" and code >= 500) or code == "timeout" or code == "connection"
     or err.reason == "Timeout"
 end
 M.transient = transient

@@ -45,25 +45,11 @@ function M.record_version_retrying(c, ns, version)
   for attempt = 1, 4 do
     local ok, err = pcall(M.record_version, c, ns, version)
     if ok then return end
-    local transient = type(err) == "table" and (err.code == 409 or err.code == 429
-      or (type(err.code) == "number" and err.code >= 500) or err.reason == "Timeout" or err.code == "timeout"
-      or err.code == "connect")
+    local transient = require("lock").transient(err) or (type(err) == "table" and err.code == 409)
     if not transient or attempt == 4 then error(err, 0) end
     require("log").warn("cannot record the migration version; retrying", { error = tostring(err), attempt = attempt })
     bgrun.sleep(0.5 * 2 ^ (attempt - 1))
   end
-end
-
----The identity of the database a connection is on: its name, OID and the
----cluster's system identifier (nil when the role may not read it).
----@param db any postgres connection
----@return {database: string, oid: integer, system_identifier: string?}
-function M.database_identity(db)
-  local row = db:query("SELECT current_database() AS name, "
-    .. "(SELECT oid::bigint FROM pg_database WHERE datname = current_database()) AS oid", nil, { readonly = true })[1]
-  local ok, rows = pcall(db.query, db, "SELECT system_identifier::text AS id FROM pg_control_system()", nil,
-                         { readonly = true })
-  return { database = row.name, oid = row.oid, system_identifier = ok and rows[1] and rows[1].id or nil }
 end
 
 ---Restores the database of a deploy-with-migration from the backup it
@@ -78,7 +64,7 @@ function M.restore_database(d)
   local e = d.expect or {}
   local postgres = require("postgres")
   local db <close> = postgres.connect(d.database or {})
-  local id = M.database_identity(db)
+  local id = require("backup").identity(db)
   local ok, rows = pcall(db.query, db, "SELECT coalesce(max(version), 0) AS v FROM schema_migrations", nil,
                          { readonly = true })
   local version = ok and rows[1].v or 0
