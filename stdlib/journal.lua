@@ -53,6 +53,26 @@ local function scrub(name, v)
 end
 M.scrub = scrub
 
+-- Field names whose values never reach a journal, at any depth of the
+-- recorded data (a password in an environment's database table, say):
+-- resume reconnects with libpq's own PGPASSWORD or ~/.pgpass instead.
+local SECRET_FIELD = { password = true, passwd = true, secret = true, token = true, credentials = true,
+                       authorization = true, secret_access_key = true, session_token = true }
+
+local function scrub_deep(v, depth)
+  if type(v) == "string" then return scrub("", v) end
+  if type(v) ~= "table" or depth > 8 then return v end
+  local out = {}
+  for k, x in pairs(v) do
+    if type(k) == "string" and SECRET_FIELD[k:lower()] then
+      out[k] = nil
+    else
+      out[k] = scrub_deep(x, depth + 1)
+    end
+  end
+  return out
+end
+
 ---Opens a new journal for a run. Returns an object with write(event).
 ---@param playbook string
 ---@param args table
@@ -69,6 +89,7 @@ function M.open(playbook, args)
   bgrun.chmod(path, tonumber("600", 8))
   local j = { path = path }
   function j.write(ev)
+    if ev.undo then ev.undo = scrub_deep(ev.undo, 0) end
     ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
     -- secrets never reach the journal either
     f:write(log.redact(json.encode(ev)), "\n")
