@@ -22,6 +22,8 @@ static const char usage[] =
 	"  --log-format text|json log lines as text or one JSON object a line\n"
 	"  -v, --verbose          debug logging and tracebacks on failure\n"
 	"  -q, --quiet            only warnings and errors\n"
+	"  --report FILE          write the run report (JSON) to FILE, on success and failure\n"
+	"  --force                resume: undo a run resume refused (each undo still checks the world)\n"
 	"\n"
 	"exit codes: 0 success; 1 failed and cleaned up; 2 bad usage or input;\n"
 	"            3 failed and a compensation failed too; 130 interrupted\n";
@@ -81,7 +83,7 @@ static int pmain(lua_State *L)
 	int argc = (int)lua_tointeger(L, 1);
 	char **argv = lua_touserdata(L, 2);
 
-	const char *playbook = NULL, *log_format = "text";
+	const char *playbook = NULL, *log_format = "text", *report = NULL;
 	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0, resume = 0, force = 0,
 	    keep_lock = 0;
 	int i = 1;
@@ -106,6 +108,13 @@ static int pmain(lua_State *L)
 				return 1;
 			}
 			log_format = v;
+		} else if (strcmp(a, "--report") == 0 || strncmp(a, "--report=", 9) == 0) {
+			const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
+			if (v == NULL || *v == '\0') {
+				lua_pushinteger(L, usage_error("--report needs a file name%s", ""));
+				return 1;
+			}
+			report = v;
 		} else if (strcmp(a, "--version") == 0) {
 			printf("bgrun %s (%s, jansson %s)\n", BGRUN_VERSION, LUA_RELEASE, JANSSON_VERSION);
 			lua_pushinteger(L, 0);
@@ -176,6 +185,10 @@ static int pmain(lua_State *L)
 	lua_setfield(L, -2, "keep_lock");
 	lua_pushstring(L, log_format);
 	lua_setfield(L, -2, "log_format");
+	if (report) {
+		lua_pushstring(L, report);
+		lua_setfield(L, -2, "report");
+	}
 	lua_pushstring(L, argv[0]);
 	lua_setfield(L, -2, "program");
 	lua_createtable(L, argc - i, 0);

@@ -17,6 +17,13 @@ local PLAYBOOK_MT = { __name = "bgrun.playbook" }
 local compensations = {}
 local committed = nil     -- the commit point passed: { name=, hint= }
 local for_a_human = false -- an undo found the world changed: retrying will not help
+-- the run report: steps with durations, what was undone, and the fields
+-- playbooks and building blocks add with report{} (switch, reaction and
+-- restore times, versions before and after)
+local run_report = { steps = {}, undone = {} }
+local REPORT_RESERVED = { playbook = true, args = true, steps = true, undone = true, exit = true,
+                          status = true, error = true, duration_seconds = true, committed = true,
+                          started_at = true, failed_step = true }
 local steps = {}          -- stack of running step names
 local failure = nil       -- { step=, traceback= } of the innermost failure
 local journal = nil       -- the run's journal (stdlib/journal.lua), when one is kept
@@ -211,6 +218,7 @@ function M.step(name, fn)
   local res = table.pack(xpcall(fn, traceback_handler))
   local took = core.now() - t0
   note { event = "step", name = name, state = res[1] and "done" or "failed" }
+  run_report.steps[#run_report.steps + 1] = { name = name, seconds = took, ok = res[1], depth = #steps - 1 }
   if res[1] then
     log.info("step done", { duration = fmt_duration(took), duration_ms = math.floor(took * 1000) })
   else
@@ -266,6 +274,18 @@ function M.on_failure(name_or_fn, fn, undo, opts)
       if not c.cancelled then note { event = "update", id = id, undo = u } end
     end,
   }
+end
+
+---Adds fields to the run report (shallow: a table given is kept by
+---reference, so later changes to it show). The report is printed on
+---failure, written to --report FILE on success and failure.
+---@param fields table
+function M.report(fields)
+  if type(fields) ~= "table" then error("report(fields): fields must be a table", 2) end
+  for k, v in pairs(fields) do
+    if REPORT_RESERVED[k] then error(("report(fields): '%s' is the engine's own field"):format(tostring(k)), 2) end
+    run_report[k] = v
+  end
 end
 
 ---Marks the commit point: from here the release stands. Every compensation
@@ -364,6 +384,7 @@ local function install_globals()
   _G.step = M.step
   _G.on_failure = M.on_failure
   _G.commit = M.commit
+  _G.report = M.report
   _G.confirm = M.confirm
   _G.print = redacting_print
   _G.pcall = guarded_pcall
@@ -380,6 +401,7 @@ local function install_globals()
     raise = raise,
     error = core.error,
     commit_hint = M.commit_hint,
+    report = M.report,
     committed = function() return committed ~= nil end,
     is_error = core.is_error,
     fmt_duration = fmt_duration,
@@ -408,6 +430,7 @@ local function run_compensations(err)
         failed = failed + 1
         log.error("compensation skipped: a newer change could not be undone", { blocked_by = blocked })
         note { event = "compensated", id = c.id, ok = false, skipped = true }
+        run_report.undone[#run_report.undone + 1] = { name = c.name, ok = false, skipped = true }
       else
         log.warn("compensation started")
         local t0 = core.now()
@@ -415,8 +438,11 @@ local function run_compensations(err)
           if type(e) == "table" then return e end
           return debug.traceback(tostring(e), 2)
         end, err)
-        local took = fmt_duration(core.now() - t0)
+        local seconds = core.now() - t0
+        local took = fmt_duration(seconds)
         note { event = "compensated", id = c.id, ok = ok }
+        run_report.undone[#run_report.undone + 1] = { name = c.name, ok = ok, seconds = seconds,
+                                                      error = not ok and tostring(cerr):match("^[^\n]*") or nil }
         if ok then
           log.info("compensation done", { duration = took })
         else
@@ -531,12 +557,96 @@ function M.main(opts)
     local ok, j = pcall(function() return require("journal").open(path, args) end)
     if ok then journal = j else log.warn("no run journal: `bgrun resume` cannot undo this run", { error = tostring(j) }) end
   end
+  run_report.playbook = path
+  run_report.args = args
+  run_report.started_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  local t0 = core.now()
   local code = M.run_playbook(path, pb, args)
   -- a plain `bgrun resume` retries failed compensations, unless they found
   -- the world changed: that is for a human (`resume JOURNAL` still tries)
   note { event = "end", exit = code, human = for_a_human or nil }
   if journal then journal.close() end
+  run_report.exit = code
+  run_report.duration_seconds = core.now() - t0
+  run_report.status = ({ [0] = "succeeded", [1] = "failed, cleaned up", [2] = "bad input",
+                         [3] = "failed, a human must look", [130] = "interrupted" })[code] or "failed"
+  run_report.committed = committed and committed.name or nil
+  if code ~= EXIT.ok then M.print_run_report() end
+  if opts.report then M.write_run_report(opts.report) end
   return code
+end
+
+local function plain(v, depth)
+  -- what JSON can carry: no functions, no cycles past a few levels
+  local t = type(v)
+  if t == "table" then
+    if depth > 6 then return nil end
+    local out = {}
+    for k, x in pairs(v) do
+      if type(k) == "string" or type(k) == "number" then out[k] = plain(x, depth + 1) end
+    end
+    return out
+  elseif t == "function" or t == "userdata" or t == "thread" then
+    return nil
+  end
+  return v
+end
+
+---The run report as a table that JSON can carry.
+---@return table
+function M.run_report()
+  local r = plain(run_report, 0)
+  local json = require("json")
+  r.steps = json.array(r.steps or {})
+  r.undone = json.array(r.undone or {})
+  -- an args table names secrets only as the journal keeps them
+  local ok, J = pcall(require, "journal")
+  if ok and type(r.args) == "table" then
+    for k, v in pairs(r.args) do r.args[k] = J.scrub(k, v) end
+  end
+  return r
+end
+
+---Shows the report of a run that did not succeed on the log stream
+---(stderr; stdout keeps what the playbook printed): what ran, what was
+---undone, and the times playbooks added — text lines, or one JSON log
+---event with --log-format json.
+function M.print_run_report()
+  local r = M.run_report()
+  if log.format() == "json" then
+    log.info("run report", { report = r })
+    return
+  end
+  local lines = { ("run report: %s (exit %d) after %s"):format(r.status, r.exit, fmt_duration(r.duration_seconds or 0)) }
+  for _, s in ipairs(r.steps or {}) do
+    lines[#lines + 1] = ("  %s%-42s %-8s %s"):format(("  "):rep(math.max(0, (s.depth or 0))), s.name,
+      fmt_duration(s.seconds or 0), s.ok and "ok" or "FAILED")
+  end
+  if r.undone and #r.undone > 0 then
+    lines[#lines + 1] = "  undone, newest first:"
+    for _, u in ipairs(r.undone) do
+      lines[#lines + 1] = ("    %-42s %-8s %s"):format(u.name, u.seconds and fmt_duration(u.seconds) or "-",
+        u.skipped and "skipped" or (u.ok and "ok" or "FAILED"))
+    end
+  end
+  for _, k in ipairs({ "switch_seconds", "rollback_seconds", "reaction_ms", "restore_seconds" }) do
+    local v = r[k] or (type(r.deploy) == "table" and r.deploy[k])
+    if v then lines[#lines + 1] = ("  %-44s %s"):format(k, tostring(type(v) == "number" and
+      (k:match("_ms$") and ("%d ms"):format(math.floor(v + 0.5)) or fmt_duration(v)) or v)) end
+  end
+  io.stderr:write(log.redact(table.concat(lines, "\n")), "\n")
+end
+
+---Writes the run report as JSON to path (secrets masked).
+---@param path string
+function M.write_run_report(path)
+  local f, err = io.open(path, "w")
+  if not f then
+    log.warn("cannot write the run report", { path = path, error = tostring(err) })
+    return
+  end
+  f:write(log.redact(require("json").encode(M.run_report())), "\n")
+  f:close()
 end
 
 ---Runs a validated playbook; returns the exit code.
@@ -557,6 +667,8 @@ function M.run_playbook(path, pb, args)
   if where then fields.step = where end
   if options.verbose and failure then fields.traceback = failure.traceback end
   log.error(interrupted and "playbook interrupted" or "playbook failed", fields)
+  run_report.error = tostring(rerr):match("^[^\n]*")
+  run_report.failed_step = where
 
   local failed = run_compensations(rerr)
   if failed > 0 then
