@@ -10,7 +10,8 @@
 #include <lualib.h>
 
 static const char usage[] =
-	"usage: bgrun [options] PLAYBOOK [name=value ...]\n"
+	"usage: bgrun [options] PLAYBOOK [name=value ...] [options]\n"
+	"       bgrun PLAYBOOK --help    the playbook's description and parameters\n"
 	"       bgrun --describe PLAYBOOK\n"
 	"       bgrun [--yes] [--force] resume [JOURNAL]   undo what a killed run had done\n"
 	"       bgrun test [busted arguments]\n"
@@ -77,78 +78,131 @@ static int usage_error(const char *fmt, const char *arg)
 	return BGRUN_EXIT_USAGE;
 }
 
-/* Runs with argc/argv as upvalue-free arguments; returns the exit code. */
+struct cli {
+	const char *playbook, *log_format, *report;
+	int dry_run, yes, verbose, quiet, describe, help, test, resume, force, keep_lock;
+};
+
+enum { OPT_TAKEN, OPT_POSITIONAL, OPT_END, OPT_EXIT };
+
+/* Reads the option at argv[*i] (and its value); OPT_EXIT has pushed the
+ * exit code. */
+static int take_option(lua_State *L, struct cli *o, int argc, char **argv, int *i)
+{
+	const char *a = argv[*i];
+	if (strcmp(a, "--") == 0)
+		return OPT_END;
+	if (a[0] != '-' || a[1] == '\0')
+		return OPT_POSITIONAL;
+	if (strcmp(a, "--dry-run") == 0)
+		o->dry_run = 1;
+	else if (strcmp(a, "--yes") == 0 || strcmp(a, "-y") == 0)
+		o->yes = 1;
+	else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
+		o->verbose = 1;
+	else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
+		o->quiet = 1;
+	else if (strcmp(a, "--describe") == 0)
+		o->describe = 1;
+	else if (strcmp(a, "--force") == 0)
+		o->force = 1;
+	else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
+		const char *v = a[12] == '=' ? a + 13 : (*i + 1 < argc ? argv[++*i] : NULL);
+		if (v == NULL || (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)) {
+			lua_pushinteger(L, usage_error("--log-format needs text or json, got '%s'", v ? v : ""));
+			return OPT_EXIT;
+		}
+		o->log_format = v;
+	} else if (strcmp(a, "--report") == 0 || strncmp(a, "--report=", 9) == 0) {
+		const char *v = a[8] == '=' ? a + 9 : (*i + 1 < argc ? argv[++*i] : NULL);
+		if (v == NULL || *v == '\0') {
+			lua_pushinteger(L, usage_error("--report needs a file name%s", ""));
+			return OPT_EXIT;
+		}
+		o->report = v;
+	} else if (strcmp(a, "--version") == 0) {
+		printf("bgrun %s (%s, jansson %s)\n", BGRUN_VERSION, LUA_RELEASE, JANSSON_VERSION);
+		lua_pushinteger(L, 0);
+		return OPT_EXIT;
+	} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
+		o->help = 1;
+	} else {
+		lua_pushinteger(L, usage_error("unknown option '%s'", a));
+		return OPT_EXIT;
+	}
+	return OPT_TAKEN;
+}
+
+/* Runs with argc/argv as upvalue-free arguments; returns the exit code.
+ * Options may stand anywhere (GNU-style permutation) up to "--"; after
+ * `test` and `keep-lock` everything is theirs. */
 static int pmain(lua_State *L)
 {
 	int argc = (int)lua_tointeger(L, 1);
 	char **argv = lua_touserdata(L, 2);
 
-	const char *playbook = NULL, *log_format = "text", *report = NULL;
-	int dry_run = 0, yes = 0, verbose = 0, quiet = 0, describe = 0, test = 0, resume = 0, force = 0,
-	    keep_lock = 0;
-	int i = 1;
+	struct cli o = {.log_format = "text"};
+	int i = 1, ended = 0, r = OPT_TAKEN;
 	for (; i < argc; i++) {
-		const char *a = argv[i];
-		if (strcmp(a, "--dry-run") == 0)
-			dry_run = 1;
-		else if (strcmp(a, "--yes") == 0 || strcmp(a, "-y") == 0)
-			yes = 1;
-		else if (strcmp(a, "-v") == 0 || strcmp(a, "--verbose") == 0)
-			verbose = 1;
-		else if (strcmp(a, "-q") == 0 || strcmp(a, "--quiet") == 0)
-			quiet = 1;
-		else if (strcmp(a, "--describe") == 0)
-			describe = 1;
-		else if (strcmp(a, "--force") == 0)
-			force = 1;
-		else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
-			const char *v = a[12] == '=' ? a + 13 : (i + 1 < argc ? argv[++i] : NULL);
-			if (v == NULL || (strcmp(v, "text") != 0 && strcmp(v, "json") != 0)) {
-				lua_pushinteger(L, usage_error("--log-format needs text or json, got '%s'", v ? v : ""));
-				return 1;
-			}
-			log_format = v;
-		} else if (strcmp(a, "--report") == 0 || strncmp(a, "--report=", 9) == 0) {
-			const char *v = a[8] == '=' ? a + 9 : (i + 1 < argc ? argv[++i] : NULL);
-			if (v == NULL || *v == '\0') {
-				lua_pushinteger(L, usage_error("--report needs a file name%s", ""));
-				return 1;
-			}
-			report = v;
-		} else if (strcmp(a, "--version") == 0) {
-			printf("bgrun %s (%s, jansson %s)\n", BGRUN_VERSION, LUA_RELEASE, JANSSON_VERSION);
-			lua_pushinteger(L, 0);
+		r = take_option(L, &o, argc, argv, &i);
+		if (r == OPT_EXIT)
 			return 1;
-		} else if (strcmp(a, "--help") == 0 || strcmp(a, "-h") == 0) {
-			fputs(usage, stdout);
-			lua_pushinteger(L, 0);
-			return 1;
-		} else if (strcmp(a, "--") == 0) {
+		if (r == OPT_END) {
+			ended = 1;
 			i++;
 			break;
-		} else if (a[0] == '-' && a[1] != '\0') {
-			lua_pushinteger(L, usage_error("unknown option '%s'", a));
-			return 1;
-		} else {
-			break;
 		}
+		if (r == OPT_POSITIONAL)
+			break;
 	}
-	if (i < argc && strcmp(argv[i], "test") == 0 && !describe) {
-		test = 1;
-		i++;
-	} else if (i < argc && strcmp(argv[i], "resume") == 0 && !describe) {
-		resume = 1;
-		i++;
-	} else if (i < argc && strcmp(argv[i], "keep-lock") == 0 && !describe) {
+	if (o.help && i >= argc) {
+		fputs(usage, stdout);
+		lua_pushinteger(L, 0);
+		return 1;
+	}
+	const char **rest = lua_newuserdatauv(L, sizeof *rest * (size_t)(argc + 1), 0);
+	int nrest = 0;
+	if (i < argc && !ended && strcmp(argv[i], "test") == 0 && !o.describe) {
+		o.test = 1;
+		for (i++; i < argc; i++)
+			rest[nrest++] = argv[i];
+	} else if (i < argc && !ended && strcmp(argv[i], "keep-lock") == 0 && !o.describe) {
 		/* internal: the process that renews a run's deploy lock */
-		keep_lock = 1;
-		i++;
+		o.keep_lock = 1;
+		for (i++; i < argc; i++)
+			rest[nrest++] = argv[i];
 	} else if (i < argc) {
-		playbook = argv[i++];
+		if (!ended && strcmp(argv[i], "resume") == 0 && !o.describe)
+			o.resume = 1;
+		else
+			o.playbook = argv[i];
+		for (i++; i < argc; i++) {
+			if (!ended) {
+				r = take_option(L, &o, argc, argv, &i);
+				if (r == OPT_EXIT)
+					return 1;
+				if (r == OPT_END) {
+					ended = 1;
+					continue;
+				}
+				if (r == OPT_TAKEN)
+					continue;
+			}
+			rest[nrest++] = argv[i];
+		}
 	} else {
 		lua_pushinteger(L, usage_error("%s", "no playbook given"));
 		return 1;
 	}
+	if (o.help) {
+		if (!o.playbook) {
+			fputs(usage, stdout);
+			lua_pushinteger(L, 0);
+			return 1;
+		}
+		o.describe = 1; /* bgrun PLAYBOOK --help: that playbook's parameters */
+	}
+	const char *playbook = o.playbook;
 
 	push_override_path(L, playbook);
 	bgrun_open_all(L, lua_tostring(L, -1));
@@ -165,36 +219,36 @@ static int pmain(lua_State *L)
 		lua_pushstring(L, playbook);
 		lua_setfield(L, -2, "playbook");
 	}
-	lua_pushboolean(L, dry_run);
+	lua_pushboolean(L, o.dry_run);
 	lua_setfield(L, -2, "dry_run");
-	lua_pushboolean(L, yes);
+	lua_pushboolean(L, o.yes);
 	lua_setfield(L, -2, "yes");
-	lua_pushboolean(L, verbose);
+	lua_pushboolean(L, o.verbose);
 	lua_setfield(L, -2, "verbose");
-	lua_pushboolean(L, quiet);
+	lua_pushboolean(L, o.quiet);
 	lua_setfield(L, -2, "quiet");
-	lua_pushboolean(L, describe);
+	lua_pushboolean(L, o.describe);
 	lua_setfield(L, -2, "describe");
-	lua_pushboolean(L, test);
+	lua_pushboolean(L, o.test);
 	lua_setfield(L, -2, "test");
-	lua_pushboolean(L, resume);
+	lua_pushboolean(L, o.resume);
 	lua_setfield(L, -2, "resume");
-	lua_pushboolean(L, force);
+	lua_pushboolean(L, o.force);
 	lua_setfield(L, -2, "force");
-	lua_pushboolean(L, keep_lock);
+	lua_pushboolean(L, o.keep_lock);
 	lua_setfield(L, -2, "keep_lock");
-	lua_pushstring(L, log_format);
+	lua_pushstring(L, o.log_format);
 	lua_setfield(L, -2, "log_format");
-	if (report) {
-		lua_pushstring(L, report);
+	if (o.report) {
+		lua_pushstring(L, o.report);
 		lua_setfield(L, -2, "report");
 	}
 	lua_pushstring(L, argv[0]);
 	lua_setfield(L, -2, "program");
-	lua_createtable(L, argc - i, 0);
-	for (int k = i; k < argc; k++) {
-		lua_pushstring(L, argv[k]);
-		lua_rawseti(L, -2, k - i + 1);
+	lua_createtable(L, nrest, 0);
+	for (int k = 0; k < nrest; k++) {
+		lua_pushstring(L, rest[k]);
+		lua_rawseti(L, -2, k + 1);
 	}
 	lua_setfield(L, -2, "args");
 	lua_call(L, 1, 1);

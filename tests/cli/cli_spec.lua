@@ -400,4 +400,21 @@ describe("commit point, compensation order and resume refusals", function()
     assert.equal("succeeded", rep.status)
     assert.not_matches("run report", r.stderr)
   end)
+
+  it("takes options anywhere on the command line; -- ends them; PLAYBOOK --help describes it", function()
+    local d = fresh_dir()
+    local r = run({ FIX .. "/commit.lua", "mode=ok", "--report", d .. "/r.json", "dir=" .. d, "-q" },
+                  { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("", r.stderr) -- -q after the parameters still counts
+    assert.is_true(exists(d .. "/r.json"))
+    r = run({ FIX .. "/commit.lua", "dir=" .. d, "--", "mode=ok", "--yes" },
+            { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(2, r.code)
+    assert.matches("argument '%-%-yes' is not name=value", r.stderr)
+    r = run({ FIX .. "/commit.lua", "--help" })
+    assert.equal(0, r.code)
+    assert.matches("commit%.lua %- commit point and compensation order", r.stdout)
+    assert.matches("mode +string, required, one of after_commit|blocked|sleep|ok", r.stdout)
+  end)
 end)
