@@ -74,7 +74,8 @@ return playbook {
     local ns = env.namespace
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback to " .. path,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0 })
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
     end)
     on_failure("release the deploy lock", l.release, l.undo, { keep = true })
 
@@ -129,7 +130,7 @@ return playbook {
     end
 
     step("record the migration version", function()
-      release.record_version(c, ns, version)
+      release.record_version_retrying(c, ns, version)
     end)
 
     step("bring the API back", function()
