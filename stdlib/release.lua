@@ -136,8 +136,19 @@ end
 ---Undo actions `bgrun resume` runs from a journal's recorded data.
 M.undo = {
   restore_database = function(d) M.restore_database(d) end,
+  -- brings back the replicas a run scaled to 0, only where they still are 0
+  -- (or already back): another release's replicas are not ours to set
   scale = function(d)
     local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    for name, n in pairs(d.replicas or {}) do
+      local dep = c:get("deployment", name, { namespace = d.namespace })
+      local now = dep and (dep.spec.replicas or 0)
+      if now ~= 0 and now ~= n then
+        bgrun.raise { module = "release", op = "scale " .. name, code = "world_changed", reason = "WorldChanged",
+                      message = ("deployment %s has %s replicas, not 0 as the run left it (nor %d as it found it): "
+                        .. "another run changed it; nothing was changed, a human must look"):format(name, tostring(now), n) }
+      end
+    end
     M.scale_all(c, d.namespace, d.replicas, d.rollout_timeout)
   end,
 }
