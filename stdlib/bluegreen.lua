@@ -211,10 +211,11 @@ local function switch_back(c, d)
   c:rollout_status("deployment", live, { namespace = d.namespace, timeout = d.rollout_timeout or 300 })
   local t0 = bgrun.now()
   switch_to(c, d, d.colour)
+  local patched_at = bgrun.now()
   if not bgrun.dry_run() then
     M.confirm_switch(c, { app = d.app, namespace = d.namespace, colour = d.colour, timeout = d.switch_timeout })
   end
-  return bgrun.now() - t0
+  return bgrun.now() - t0, patched_at
 end
 
 local function client_for(d)
@@ -330,9 +331,17 @@ function M.deploy(c, opts)
                    app = app, colour = live, replicas = live_replicas, rollout_timeout = opts.rollout_timeout,
                    switch_timeout = opts.switch_timeout,
                    expect = { colour = idle, image = image, container = ct.name } }
-    undo.switch_back = on_failure("switch traffic back to " .. live, function()
-      report.rollback_seconds = switch_back(c, back)
-      log.warn("traffic switched back", { colour = live, seconds = bgrun.fmt_duration(report.rollback_seconds) })
+    undo.switch_back = on_failure("switch traffic back to " .. live, function(err)
+      local patched_at
+      report.rollback_seconds, patched_at = switch_back(c, back)
+      -- the reaction: from the monitor seeing the failure to the Service
+      -- selecting the old colour again
+      local seen = type(err) == "table" and err.detected_at
+      if type(seen) == "number" then
+        report.reaction_ms = math.floor((patched_at - seen) * 1000 + 0.5)
+      end
+      log.warn("traffic switched back", { colour = live, seconds = bgrun.fmt_duration(report.rollback_seconds),
+                                          reaction_ms = report.reaction_ms })
     end, back)
     local t0 = bgrun.now()
     local switched = c:patch("service", app, { spec = { selector = { version = idle } } },
@@ -351,9 +360,12 @@ function M.deploy(c, opts)
 
   if opts.monitor ~= false and not bgrun.dry_run() then
     timed("monitor " .. idle_name, function()
-      local m = opts.monitor or {}
+      local m = {} -- a copy: the environment's monitor table is the playbook's
+      for k, v in pairs(opts.monitor or {}) do m[k] = v end
       m.namespace = ns
       m.selector = ("app=%s,version=%s"):format(app, idle)
+      m.service = m.service or app
+      m.replicas = m.replicas or replicas
       m.baseline = monitor.baseline(c, m)
       m.on_tick = tick
       report.monitor = monitor.watch(c, m)
@@ -407,7 +419,12 @@ function M.print_report(report)
       report.smoke.passed, report.smoke.failed, report.smoke.targets)
   end
   if report.monitor then
-    lines[#lines + 1] = ("  %-44s %d check(s), healthy"):format("monitoring", report.monitor.checks)
+    local failed = report.monitor.failed_checks or 0
+    lines[#lines + 1] = ("  %-44s %d check(s), healthy%s"):format("monitoring", report.monitor.checks,
+      failed > 0 and (", %d failed (tolerated)"):format(failed) or "")
+  end
+  if report.reaction_ms then
+    lines[#lines + 1] = ("  %-44s %d ms"):format("reaction (failure seen to traffic back)", report.reaction_ms)
   end
   lines[#lines + 1] = ("  %-44s %s"):format("total", bgrun.fmt_duration(report.total_seconds or 0))
   print(table.concat(lines, "\n"))

@@ -195,7 +195,7 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	notReady := func(reason string) {
 		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"ready": false, "reason": reason})
 	}
-	if b.NeverReady {
+	if b.NeverReady && b.triggered() {
 		notReady("never ready (injected)")
 		return
 	}

@@ -6,6 +6,8 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,6 +93,26 @@ func TestHandlerBehaviors(t *testing.T) {
 	}
 	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || !strings.Contains(v["reason"].(string), "never") {
 		t.Errorf("never_ready: %d %v", code, v)
+	}
+
+	trigger := filepath.Join(t.TempDir(), "fault")
+	srv, _ = newTestApp(t, Behavior{NeverReady: true, FailPaths: []string{"/health"}, TriggerFile: trigger})
+	if code, _ := call(t, "GET", srv.URL+"/health", ""); code != 200 {
+		t.Errorf("trigger_file absent: /health %d", code)
+	}
+	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || strings.Contains(v["reason"].(string), "never") {
+		t.Errorf("trigger_file absent: /ready %d %v", code, v)
+	}
+	os.WriteFile(trigger, nil, 0o644)
+	if code, _ := call(t, "GET", srv.URL+"/health", ""); code != 500 {
+		t.Errorf("trigger_file present: /health %d", code)
+	}
+	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || !strings.Contains(v["reason"].(string), "never") {
+		t.Errorf("trigger_file present: /ready %d %v", code, v)
+	}
+	os.Remove(trigger)
+	if code, _ := call(t, "GET", srv.URL+"/health", ""); code != 200 {
+		t.Errorf("trigger_file removed: /health %d", code)
 	}
 
 	srv, _ = newTestApp(t, Behavior{ReadyAfterS: 30})

@@ -20,6 +20,10 @@ type Behavior struct {
 	FailPaths     []string `json:"fail_paths,omitempty"`
 	ErrorLogsPerS float64  `json:"error_logs_per_s,omitempty"`
 	SlowMs        int      `json:"slow_ms,omitempty"`
+	// TriggerFile, when set, gates fail_paths and never_ready: they apply
+	// only while this file exists, so a test can switch a fault on and
+	// off in a running pod.
+	TriggerFile string `json:"trigger_file,omitempty"`
 }
 
 // LoadBehavior reads the behaviours file and returns the entry for version.
@@ -62,7 +66,19 @@ func (b Behavior) exitCode() int {
 	return 1
 }
 
+// triggered reports whether the gated faults apply now.
+func (b Behavior) triggered() bool {
+	if b.TriggerFile == "" {
+		return true
+	}
+	_, err := os.Stat(b.TriggerFile)
+	return err == nil
+}
+
 func (b Behavior) fails(path string) bool {
+	if len(b.FailPaths) == 0 || !b.triggered() {
+		return false
+	}
 	for _, p := range b.FailPaths {
 		if p == path {
 			return true

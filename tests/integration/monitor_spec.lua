@@ -1,0 +1,309 @@
+-- Monitoring that reacts (issue 14): after the switch, the deploy watches
+-- the new colour's pods and fails at once on a crash or a pod leaving
+-- Ready; the health endpoint through the Service, the ready count and the
+-- logs are checked every interval, failed checks tolerated up to
+-- failure_limit. Each case runs the binary against the sandbox and checks
+-- the exit code, the messages and what was left: live colour, replicas,
+-- the lock.
+local json = require("json")
+local k8s = require("k8s")
+local postgres = require("postgres")
+local proc = require("proc")
+
+local ROOT = os.getenv("BGRUN_ROOT") or "."
+local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local NS = "physioflow"
+local APP = "physioflow-api"
+local DB = "bgrun_monitor_spec"
+local STATE = ROOT .. "/tests/.state/monitor"
+local JOURNALS = STATE .. "/journal"
+-- deploy.lua copied next to an environments.lua of our own (one
+-- environment per monitoring setup), so that the shipped one is not found first
+local PB = STATE .. "/playbooks"
+-- while this file exists, the faults of versions that name it apply
+local TRIGGER = STATE .. "/fault"
+
+local c = k8s.client { namespace = NS }
+
+local function sh(cmd, env)
+  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
+end
+
+local function child_env(extra)
+  local e = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
+  for k, v in pairs(extra or {}) do e[k] = v end
+  return e
+end
+
+local function bgrun_run(args)
+  local argv = { BGRUN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { env = child_env(), cwd = ROOT, timeout = 240 })
+end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+-- Starts bgrun in the background; returns a handle with wait() -> exit
+-- code, wait_for(pattern) on its stderr, stderr() and stdout().
+local spawned = 0
+local function spawn(args)
+  spawned = spawned + 1
+  local base = ("%s/run-%d"):format(STATE, spawned)
+  local quoted = {}
+  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local r = sh('rm -f "$BASE".*; ( "$BGRUN" ' .. table.concat(quoted, " ")
+    .. ' >"$BASE.out" 2>"$BASE.err"; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &',
+    child_env { BGRUN = BGRUN, BASE = base })
+  assert(r.code == 0, r.stderr)
+  local h = {}
+  function h.stderr() return read(base .. ".err") end
+  function h.stdout() return read(base .. ".out") end
+  function h.wait(timeout)
+    local deadline = bgrun.now() + (timeout or 240)
+    while bgrun.now() < deadline do
+      local rc = read(base .. ".rc"):match("%d+")
+      if rc then return tonumber(rc) end
+      bgrun.sleep(0.05)
+    end
+    error("run did not end: " .. h.stderr())
+  end
+  function h.wait_for(pattern, timeout)
+    local deadline = bgrun.now() + (timeout or 120)
+    while bgrun.now() < deadline do
+      if h.stderr():find(pattern) then return true end
+      if read(base .. ".rc"):match("%d+") then break end
+      bgrun.sleep(0.05)
+    end
+    error(("never saw %q:\n%s"):format(pattern, h.stderr()))
+  end
+  return h
+end
+
+local function behaviours(t)
+  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
+end
+
+local function live_colour() return c:get("service", APP).spec.selector.version end
+local function other(colour) return colour == "blue" and "green" or "blue" end
+
+local function dep(colour)
+  local d = c:get("deployment", APP .. "-" .. colour)
+  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
+end
+
+local function lock_holder()
+  local l = c:get("lease", "bgrun-deploy-lock")
+  return l and l.spec.holderIdentity or ""
+end
+
+local function count(text, pattern)
+  local n = 0
+  for _ in text:gmatch(pattern) do n = n + 1 end
+  return n
+end
+
+-- The JSON log lines (--log-format json) with this message.
+local function json_lines(text, message)
+  local out = {}
+  for line in text:gmatch("[^\n]+") do
+    local ok, ev = pcall(json.decode, line)
+    if ok and type(ev) == "table" and ev.message == message then out[#out + 1] = ev end
+  end
+  return out
+end
+
+local function write_playbooks()
+  assert(sh(('rm -rf "%s"; mkdir -p "%s" && cp playbooks/deploy.lua "%s/"'):format(PB, PB, PB)).code == 0)
+  write(PB .. "/environments.lua", [[
+local function env(monitor)
+  return { namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
+           bucket = "physioflow-backups-local", rollout_timeout = 120, monitor = monitor }
+end
+return {
+  -- the second periodic check would come long after the crash
+  crash = env { window = 40, interval = 20 },
+  health = env { window = 30, interval = 2 },
+  flaky = env { window = 8, interval = 2, failure_limit = 1 },
+  unready = env { window = 60, interval = 30 },
+}
+]])
+end
+
+describe("monitoring after the switch", function()
+  setup(function()
+    behaviours({})
+    os.remove(TRIGGER)
+    local admin <close> = postgres.connect { dbname = "postgres" }
+    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
+      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
+    end
+    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
+    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
+      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
+        pcall(c.delete, c, kind, name)
+      end
+    end
+    sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
+    write_playbooks()
+    local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
+    assert(r.code == 0, r.stderr)
+  end)
+
+  teardown(function()
+    os.remove(TRIGGER)
+    behaviours({})
+  end)
+
+  after_each(function() os.remove(TRIGGER) end)
+
+  it("checks the live colour without writing into the options it is given", function()
+    local monitor = require("monitor")
+    local opts = { namespace = NS, selector = "app=" .. APP .. ",version=" .. live_colour(), service = APP }
+    local ok, problems = monitor.check(c, opts)
+    assert.is_true(ok, table.concat(problems, "; "))
+    assert.is_nil(getmetatable(opts))
+    assert.same({ namespace = NS, selector = "app=" .. APP .. ",version=" .. live_colour(), service = APP }, opts)
+    assert.has_error(function() monitor.check(c, { selector = "app=x", failure_limit = "one" }) end,
+      "monitor: opts.failure_limit must be a number >= 0")
+  end)
+
+  it("counts failed periodic checks: failure_limit in total, consecutive in a row", function()
+    local monitor = require("monitor")
+    local svc = c:get("service", APP)
+    -- every probe of this path fails: 404 through the Service
+    local opts = { namespace = NS, selector = "app=" .. APP .. ",version=" .. live_colour(), window = 3, interval = 1,
+                   health_url = ("http://%s:%d/nowhere"):format(svc.spec.clusterIP, svc.spec.ports[1].port) }
+    local ok, err = pcall(monitor.watch, c, opts)
+    assert.is_false(ok)
+    assert.equal("unhealthy", err.code)
+    assert.same({ signal = "checks", failed_checks = 1, in_a_row = 1 }, err.seen)
+    assert.matches("health endpoint http://[%d.]+:%d+/nowhere answered 404", err.message)
+    assert.is_number(err.detected_at)
+    opts.failure_limit = 4 -- four checks (0, 1, 2, 3 s), all failed, all tolerated
+    local r = monitor.watch(c, opts)
+    assert.same({ 4, 4 }, { r.checks, r.failed_checks })
+    opts.failure_limit, opts.consecutive = nil, 2
+    ok, err = pcall(monitor.watch, c, opts)
+    assert.is_false(ok)
+    assert.same({ signal = "checks", failed_checks = 2, in_a_row = 2 }, err.seen)
+  end)
+
+  it("switches back at once when the new colour crashes after the switch, and reports the reaction", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v3.1.0"] = { crash_after_s = 6 } })
+    local r = bgrun_run({ "--log-format", "json", PB .. "/deploy.lua", "env=crash", "tag=v3.1.0" })
+    assert.equal(1, r.code, r.stderr)
+    local seen = json_lines(r.stderr, "monitor: failure seen")
+    assert.equal(1, #seen, r.stderr)
+    assert.equal("restart", seen[1].fields.signal)
+    assert.matches("pod physioflow%-api%-" .. idle .. "%-%S+ restarted 1 time%(s%) %(exit code 1: Error", seen[1].fields.problem)
+    -- the watch woke us: the crash came before the second periodic check (20 s)
+    assert.equal(1, #json_lines(r.stderr, "healthy"), r.stderr)
+    local back = json_lines(r.stderr, "traffic switched back")
+    assert.equal(1, #back, r.stderr)
+    assert.equal(live, back[1].fields.colour)
+    assert.is_number(back[1].fields.reaction_ms)
+    -- engine time from the event to the selector patch; generous for ASan on a busy machine
+    assert.is_true(back[1].fields.reaction_ms >= 0 and back[1].fields.reaction_ms < 1000, r.stderr)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.equal(2, dep(live).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("fails on the health endpoint answering 500 through the Service, at the next check", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v3.2.0"] = { fail_paths = { "/health" }, trigger_file = TRIGGER } })
+    local h = spawn({ PB .. "/deploy.lua", "env=health", "tag=v3.2.0" })
+    h.wait_for("healthy check=1")
+    write(TRIGGER, "")
+    assert.equal(1, h.wait())
+    local err = h.stderr()
+    assert.matches("%[monitor physioflow%-api%-" .. idle .. "%] playbook failed", err)
+    assert.matches("health endpoint http://[%d.]+:%d+/health answered 500", err)
+    assert.matches("%[switch traffic back to " .. live .. "%] traffic switched back", err)
+    assert.matches("reaction_ms=%d+", err)
+    assert.equal(0, count(err, "check failed %(tolerated%)"), err)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.matches(":v1%.0%.0$", dep(idle).image) -- the idle colour's spec is put back
+    assert.equal("", lock_holder())
+  end)
+
+  it("tolerates one failed periodic check with failure_limit = 1: the deploy succeeds", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v3.3.0"] = { fail_paths = { "/health" }, trigger_file = TRIGGER } })
+    local h = spawn({ PB .. "/deploy.lua", "env=flaky", "tag=v3.3.0" })
+    h.wait_for("healthy check=1")
+    write(TRIGGER, "")
+    h.wait_for("check failed %(tolerated%)")
+    os.remove(TRIGGER)
+    assert.equal(0, h.wait(), h.stderr())
+    local err = h.stderr()
+    assert.equal(1, count(err, "check failed %(tolerated%)"), err)
+    assert.matches("health endpoint http://[%d.]+:%d+/health answered 500", err)
+    assert.matches("failed_checks=1", err)
+    assert.matches("monitoring +5 check%(s%), healthy, 1 failed %(tolerated%)", h.stdout())
+    assert.equal(idle, live_colour())
+    assert.matches(":v3%.3%.0$", dep(idle).image)
+    assert.equal(2, dep(idle).replicas)
+    assert.equal(0, dep(live).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("fails at once when a pod of the new colour is deleted", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({})
+    local h = spawn({ PB .. "/deploy.lua", "env=unready", "tag=v3.5.0" })
+    h.wait_for("healthy check=1")
+    local pod = c:list("pods", { labelSelector = "app=" .. APP .. ",version=" .. idle }).items[1].metadata.name
+    local t0 = bgrun.now()
+    c:delete("pod", pod)
+    assert.equal(1, h.wait())
+    assert.is_true(bgrun.now() - t0 < 15, h.stderr())
+    local err = h.stderr()
+    assert.matches("pod " .. pod:gsub("%-", "%%-") .. " is being deleted", err)
+    assert.equal(1, count(err, "healthy check="), err)
+    assert.matches("%[switch traffic back to " .. live .. "%] traffic switched back", err)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("sees a pod leave Ready at once, without waiting for the next check", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v3.4.0"] = { never_ready = true, trigger_file = TRIGGER } })
+    local h = spawn({ PB .. "/deploy.lua", "env=unready", "tag=v3.4.0" })
+    h.wait_for("healthy check=1")
+    local t0 = bgrun.now()
+    write(TRIGGER, "")
+    assert.equal(1, h.wait())
+    -- the readiness probe fails twice a second apart; the next check is 30 s away
+    assert.is_true(bgrun.now() - t0 < 15, h.stderr())
+    local err = h.stderr()
+    assert.matches("pod physioflow%-api%-" .. idle .. "%-%S+ is no longer ready", err)
+    assert.equal(1, count(err, "healthy check="), err)
+    assert.matches("%[switch traffic back to " .. live .. "%] traffic switched back", err)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.equal(2, dep(live).replicas)
+    assert.equal("", lock_holder())
+  end)
+end)
