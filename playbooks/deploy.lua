@@ -24,8 +24,9 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
-    local auto = args["auto-promote"] or env.auto_promote
-    local preview = args.preview or (args["auto-promote"] ~= nil)
+    -- auto-promote= implies a preview; the environment's auto_promote applies to previews
+    local preview = args.preview or args["auto-promote"] ~= nil
+    local auto = preview and (args["auto-promote"] or env.auto_promote) or nil
     if env.confirm then
       confirm(("%s %s to %s?"):format(preview and "Preview" or "Deploy", args.tag, args.env))
     end
