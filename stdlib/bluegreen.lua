@@ -554,7 +554,14 @@ local function open_preview(s)
     s.undo.remove_preview = on_failure("remove the preview " .. name, function()
       M.undo.remove_preview(undo, c)
     end, undo)
-    if c:get("service", name, { namespace = ns }) then
+    local existing = c:get("service", name, { namespace = ns })
+    if existing then
+      -- a preview Service left by an earlier run is ours to replace; anything else is not
+      if ((existing.metadata or {}).labels or {})["bgrun.io/preview-of"] ~= app then
+        raise { op = "open preview", code = "preview_exists", reason = "AlreadyExists",
+                message = ("service %s exists and was not made by bgrun (no bgrun.io/preview-of=%s label)")
+                  :format(name, app) }
+      end
       c:delete("service", name, { namespace = ns })
     end
     c:create({ apiVersion = "v1", kind = "Service",
