@@ -36,7 +36,7 @@ fi
 
 cleanup() {
 	kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
-	psql -q "$SANDBOX_PG_SUPERUSER_URL" -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	psql -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
 	rm -rf "$TMP"
 }
 trap cleanup EXIT INT TERM
@@ -49,12 +49,13 @@ k() { kubectl -n "$NS" "$@"; }
 cp "$ROOT/playbooks/deploy.lua" "$ROOT/playbooks/switch-back.lua" "$TMP/"
 cat >"$TMP/environments.lua" <<EOF2
 return { ["local"] = { namespace = "$NS", app = "$APP", replicas = 2, database = {},
-                       rollout_timeout = 120, monitor = { window = 2, interval = 1 } } }
+                       rollout_timeout = 120, monitor = { window = 2, interval = 1 },
+                       migrations = "$ROOT/examples/physioflow/migrations" } }
 EOF2
 export BGRUN_PATH="$TMP:$ROOT/playbooks" PGDATABASE=$DB BGRUN_JOURNAL_DIR="$TMP/journal"
 
 echo "bench/switch-back: installing PhysioFlow v1.0.0 on blue in $NS, then deploying v2.0.0 to green"
-psql -q "$SANDBOX_PG_SUPERUSER_URL" -c "CREATE DATABASE $DB" >/dev/null
+psql -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 kubectl create namespace "$NS" >/dev/null
 (cd "$ROOT" && "$BGRUN" -q examples/physioflow/setup.lua env=local tag=v1.0.0 to=010 >/dev/null)
 (cd "$ROOT" && "$BGRUN" -q "$TMP/deploy.lua" env=local tag=v2.0.0 skip-tests=true >/dev/null)
