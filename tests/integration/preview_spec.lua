@@ -105,6 +105,38 @@ return {
 ]]):format(ABORTED))
 end
 
+-- Runs bgrun in the background; returns a handle whose wait() gives the exit code.
+local function spawn(args, name)
+  local base = STATE .. "/" .. name
+  local quoted = {}
+  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
+  local r = proc.run({ "sh", "-c", '( "$BGRUN" ' .. table.concat(quoted, " ")
+      .. ' >"$BASE.out" 2>"$BASE.err"; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &' },
+    { env = { BGRUN = BGRUN, BASE = base, PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks",
+              BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 30 })
+  assert(r.code == 0, r.stderr)
+  local h = {}
+  function h.wait_for(pattern, timeout)
+    local deadline = bgrun.now() + (timeout or 120)
+    while bgrun.now() < deadline do
+      if (read(base .. ".err") or ""):find(pattern) then return end
+      if read(base .. ".rc") then break end
+      bgrun.sleep(0.1)
+    end
+    error(("never saw %q:\n%s"):format(pattern, read(base .. ".err") or ""))
+  end
+  function h.wait(timeout)
+    local deadline = bgrun.now() + (timeout or 240)
+    while bgrun.now() < deadline do
+      local rc = (read(base .. ".rc") or ""):match("%d+")
+      if rc then return tonumber(rc), read(base .. ".out"), read(base .. ".err") end
+      bgrun.sleep(0.2)
+    end
+    error("run did not end: " .. (read(base .. ".err") or ""))
+  end
+  return h
+end
+
 local function pods_of(colour)
   return c:list("pods", { labelSelector = ("app=%s,version=%s"):format(APP, colour) }).items or {}
 end
@@ -330,5 +362,57 @@ describe("release control against the sandbox", function()
     assert.is_nil(annotation("bgrun.io/preview"))
     assert.is_nil(preview_service())
     assert.equal("", lock_holder())
+  end)
+
+  it("aborts an auto-promoting preview whose pods stop being ready during the wait: exit 1", function()
+    assert.equal("blue", live_colour())
+    local before = dep("green")
+    local h = spawn({ PB .. "/deploy.lua", "env=local", "tag=v2.5.0", "preview=true", "auto-promote=30" }, "auto-unready")
+    h.wait_for("preview open")
+    behaviours({ ["v2.5.0"] = { never_ready = true } })
+    for _, pod in ipairs(pods_of("green")) do c:delete("pod", pod.metadata.name) end
+    local code, _, stderr = h.wait()
+    behaviours({})
+    assert.equal(1, code, stderr)
+    assert.matches("NotReady: the previewed pods of physioflow%-api%-green are not ready", stderr)
+    assert.matches("%[abort the preview of physioflow%-api%-green%] step done", stderr)
+    assert.equal("blue", live_colour())
+    assert.same(before, dep("green"))
+    assert.is_nil(annotation("bgrun.io/preview"))
+    assert.is_nil(preview_service())
+    assert.equal("", lock_holder())
+  end)
+
+  it("runs a playbook's own list of steps with its hooks, in order, leaving the stdlib's list alone", function()
+    write(PB .. "/custom.lua", [[
+local bluegreen = require("bluegreen")
+local k8s = require("k8s")
+return playbook { params = { tag = { required = true } }, run = function(args)
+  local c = k8s.client { namespace = "physioflow" }
+  local seen, steps = {}, {}
+  for _, st in ipairs(bluegreen.steps) do
+    steps[#steps + 1] = st
+    if st.name == "rollout" then
+      steps[#steps + 1] = { name = "check the new pods my way", run = function(s) seen[#seen + 1] = "mine:" .. s.idle end }
+    end
+  end
+  local hooks = { before_switch = function() seen[#seen + 1] = "before_switch" end,
+                  after_switch = { function(s) seen[#seen + 1] = "after_switch:" .. s.report.to end },
+                  on_success = function(s) seen[#seen + 1] = "on_success:" .. tostring(s.report.total_seconds == nil) end }
+  local report = bluegreen.deploy(c, { app = "physioflow-api", namespace = "physioflow", tag = args.tag,
+                                       skip_tests = true, monitor = false, steps = steps, hooks = hooks })
+  print(table.concat(seen, ","))
+  for _, t in ipairs(report.timings) do print("timing: " .. t.step) end
+  print("steps: " .. #bluegreen.steps .. " hooks.after_switch: " .. #hooks.after_switch)
+end }
+]])
+    local r = bgrun_run({ PB .. "/custom.lua", "tag=v2.6.0" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("mine:green,before_switch,after_switch:green,on_success:true\n", r.stdout)
+    assert.matches("timing: wait for the rollout of physioflow%-api%-green\ntiming: check the new pods my way\n"
+      .. "timing: hook before_switch\ntiming: switch traffic to green\ntiming: hook after_switch\n", r.stdout)
+    assert.matches("steps: 7 hooks.after_switch: 1", r.stdout)
+    assert.equal("green", live_colour())
+    assert.equal(0, dep("blue").replicas)
   end)
 end)
