@@ -55,6 +55,11 @@ return playbook {
     end
     bluegreen.print_control(report)
     if not auto then return end
+    if bgrun.dry_run() then
+      -- no preview was opened, so there is none to wait for or promote
+      require("log").info(("dry-run: would wait %ds of healthy preview, then promote"):format(auto))
+      return
+    end
     local ok, err = pcall(bluegreen.await_preview, c, { app = env.app, namespace = env.namespace, seconds = auto })
     if not ok then
       if type(err) == "table" and (err.code == "preview_not_ready" or err.code == "preview_changed") then
