@@ -41,6 +41,16 @@ local function behaviours(t)
   f:close()
 end
 
+local function fault(t)
+  local r = require("http").post(os.getenv("SANDBOX_ADMIN_URL") .. "/faults", { body = json.encode(t),
+                                 headers = { ["Content-Type"] = "application/json" } })
+  assert(r.status == 201, r.body)
+end
+
+local function clear_faults()
+  require("http").request { method = "DELETE", url = os.getenv("SANDBOX_ADMIN_URL") .. "/faults" }
+end
+
 local function svc() return c:get("service", APP) end
 local function live_colour() return svc().spec.selector.version end
 local function annotation(key)
@@ -111,11 +121,20 @@ local function spawn(args, name)
   local quoted = {}
   for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
   local r = proc.run({ "sh", "-c", '( "$BGRUN" ' .. table.concat(quoted, " ")
-      .. ' >"$BASE.out" 2>"$BASE.err"; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &' },
+      .. ' >"$BASE.out" 2>"$BASE.err" & echo $! >"$BASE.pid"; wait $!; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &' },
     { env = { BGRUN = BGRUN, BASE = base, PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks",
               BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 30 })
   assert(r.code == 0, r.stderr)
   local h = {}
+  function h.kill(sig)
+    local pid
+    for _ = 1, 100 do
+      pid = (read(base .. ".pid") or ""):match("%d+")
+      if pid then break end
+      bgrun.sleep(0.05)
+    end
+    proc.run({ "kill", "-" .. sig, assert(pid, "no pid") })
+  end
   function h.wait_for(pattern, timeout)
     local deadline = bgrun.now() + (timeout or 120)
     while bgrun.now() < deadline do
@@ -161,7 +180,10 @@ describe("release control against the sandbox", function()
     assert(r.code == 0, r.stderr)
   end)
 
-  teardown(function() behaviours({}) end)
+  teardown(function()
+    clear_faults()
+    behaviours({})
+  end)
 
   it("refuses promote and abort when nothing is in preview: exit 2, nothing changed", function()
     for _, pb in ipairs({ "promote.lua", "abort.lua" }) do
@@ -414,5 +436,30 @@ end }
     assert.matches("steps: 7 hooks.after_switch: 1", r.stdout)
     assert.equal("green", live_colour())
     assert.equal(0, dep("blue").replicas)
+  end)
+
+  it("resume undoes a preview killed while recording it: preview Service removed, new colour scaled back", function()
+    local before = dep("blue")
+    -- the patch recording the preview stalls, so the run can be killed after the preview Service exists
+    fault({ method = "PATCH", path = "/namespaces/physioflow/services/physioflow-api$", delay_ms = 3000 })
+    local h = spawn({ PB .. "/deploy.lua", "env=local", "tag=v2.7.0", "preview=true", "skip-tests=true" }, "killed")
+    h.wait_for("%[open the preview physioflow%-api%-preview%] step started")
+    local deadline = bgrun.now() + 10
+    while not preview_service() and bgrun.now() < deadline do bgrun.sleep(0.05) end
+    assert.truthy(preview_service())
+    h.kill("KILL")
+    assert.equal(137, (h.wait()))
+    bgrun.sleep(3.5) -- the stalled patch lands (or not) before resume looks
+    clear_faults()
+    assert.equal(2, dep("blue").replicas)
+    local r = bgrun_run({ "--yes", "resume" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("undid 3 change%(s%) of .*deploy%.lua", r.stdout)
+    assert.matches("%[remove the preview physioflow%-api%-preview%] undo done", r.stderr)
+    assert.is_nil(preview_service())
+    assert.is_nil(annotation("bgrun.io/preview"))
+    assert.same(before, dep("blue"))
+    assert.equal("green", live_colour())
+    assert.equal("", lock_holder())
   end)
 end)
