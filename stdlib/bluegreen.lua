@@ -831,6 +831,11 @@ function M.switch_to_previous(c, opts)
             message = ("no previous colour recorded on service %s (%s): nothing to switch back to")
               :format(app, M.RELEASE_ANNOTATION) }
   end
+  if current == rel.previous_colour then
+    raise { op = "switch back", code = "release_changed", reason = "WorldChanged",
+            message = ("the Service %s already selects version=%s, the colour before the last release %s "
+              .. "(that release was switched back): nothing was changed"):format(app, current, tostring(rel.tag)) }
+  end
   if current ~= rel.colour then
     raise { op = "switch back", code = "release_changed", reason = "WorldChanged",
             message = ("the Service %s selects version=%s, not %s as the last release recorded: "

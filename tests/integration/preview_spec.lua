@@ -111,6 +111,7 @@ return {
     end,
   } },
   auto = with { auto_promote = 3 },
+  watchful = with { monitor = { window = 30, interval = 1 } },
 }
 ]]):format(ABORTED))
 end
@@ -459,6 +460,33 @@ end }
     assert.is_nil(preview_service())
     assert.is_nil(annotation("bgrun.io/preview"))
     assert.same(before, dep("blue"))
+    assert.equal("green", live_colour())
+    assert.equal("", lock_holder())
+  end)
+
+  it("switches back when the monitor of a promote sees the new colour crash; the preview is gone", function()
+    local before = dep("blue")
+    behaviours({ ["v2.8.0"] = { crash_after_s = 5 } })
+    local r = bgrun_run({ PB .. "/deploy.lua", "env=watchful", "tag=v2.8.0", "preview=true", "skip-tests=true" })
+    assert.equal(0, r.code, r.stderr)
+    r = bgrun_run({ PB .. "/promote.lua", "env=watchful" })
+    behaviours({})
+    assert.equal(1, r.code)
+    assert.matches("%[monitor physioflow%-api%-blue%] playbook failed", r.stderr)
+    assert.matches("%[switch traffic back to green%] traffic switched back", r.stderr)
+    assert.matches("%[scale physioflow%-api%-blue back down%] compensation done", r.stderr)
+    assert.matches("%[remove the preview physioflow%-api%-preview%] compensation done", r.stderr)
+    assert.equal("green", live_colour())
+    assert.same(before, dep("blue"))
+    assert.equal(2, dep("green").replicas)
+    assert.is_nil(preview_service())
+    assert.is_nil(annotation("bgrun.io/preview"))
+    assert.equal("", lock_holder())
+    -- the release switched back is not one to switch back from
+    r = bgrun_run({ PB .. "/switch-back.lua", "env=local" })
+    assert.equal(1, r.code)
+    assert.matches("WorldChanged: the Service physioflow%-api already selects version=green, the colour before the "
+      .. "last release v2%.8%.0 %(that release was switched back%): nothing was changed", r.stderr)
     assert.equal("green", live_colour())
     assert.equal("", lock_holder())
   end)
