@@ -97,6 +97,7 @@ shell_cold() {   # $1: colour to scale up and switch to; prints the wall time
 	elapsed "$t0" "$t1"
 }
 
+wait_gone blue   # the retired colour's pods have gone: the first round starts cold too
 : >"$TMP/rows"
 for r in $(seq "$ROUNDS"); do
 	# green serves v2.0.0, blue (v1.0.0) is scaled to 0, the release recorded
