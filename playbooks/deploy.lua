@@ -1,6 +1,7 @@
 -- Blue-green deploy of the API.
 --   bgrun playbooks/deploy.lua env=local tag=v1.2.3
 --   bgrun playbooks/deploy.lua env=production tag=v1.2.3 --yes
+--   bgrun playbooks/deploy.lua env=local tag=v1.2.3 preview=true   (then promote.lua or abort.lua)
 local bluegreen = require("bluegreen")
 local checks = require("checks")
 local environments = require("environments")
@@ -9,30 +10,67 @@ local lock = require("lock")
 local release = require("release")
 
 return playbook {
-  description = "Blue-green deploy of the API: update the idle colour, smoke-test it, switch traffic, monitor",
+  description = "Blue-green deploy of the API: update the idle colour, smoke-test it, switch traffic, monitor "
+    .. "(preview=true: stop before the switch, for promote.lua or abort.lua)",
   params = {
     env = release.env_param(environments),
     tag = release.tag_param,
     ["skip-tests"] = release.skip_tests_param,
     ["break-lock"] = release.break_lock_param,
+    preview = { type = "boolean", default = false,
+                help = "stop after the smoke tests: the new colour runs behind <app>-preview, traffic stays" },
+    ["auto-promote"] = { type = "integer", help = "with a preview: promote after this many seconds of healthy "
+                                                  .. "preview (default: the environment's auto_promote)" },
   },
   run = function(args)
     local env = environments[args.env]
+    -- auto-promote= implies a preview; the environment's auto_promote applies to previews
+    local preview = args.preview or args["auto-promote"] ~= nil
+    local auto = preview and (args["auto-promote"] or env.auto_promote) or nil
     if env.confirm then
-      confirm(("Deploy %s to %s?"):format(args.tag, args.env))
+      confirm(("%s %s to %s?"):format(preview and "Preview" or "Deploy", args.tag, args.env))
     end
     local c = k8s.client { context = env.context, namespace = env.namespace }
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy " .. args.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
-    local report = bluegreen.deploy(c, {
+    local function locked(operation)
+      local l = step("take the deploy lock", function()
+        return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
+                                 break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                                 duration = env.lock_duration })
+      end)
+      on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+      return l
+    end
+    local opts = {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
-      monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
-    })
+      monitor = env.monitor, retire_delay = env.retire_delay, hooks = env.hooks, preview = preview,
+    }
+    local l = locked((preview and "preview " or "deploy ") .. args.tag)
+    opts.on_tick = l.renew
+    local report = bluegreen.deploy(c, opts)
+    l.release()
+    if not preview then
+      bluegreen.print_report(report)
+      return
+    end
+    bluegreen.print_control(report)
+    if not auto then return end
+    if bgrun.dry_run() then
+      -- no preview was opened, so there is none to wait for or promote
+      require("log").info(("dry-run: would wait %ds of healthy preview, then promote"):format(auto))
+      return
+    end
+    local ok, err = pcall(bluegreen.await_preview, c, { app = env.app, namespace = env.namespace, seconds = auto })
+    if not ok then
+      if type(err) == "table" and (err.code == "preview_not_ready" or err.code == "preview_changed") then
+        locked("abort the preview of " .. args.tag)
+        bluegreen.abort_preview(c, { app = env.app, namespace = env.namespace, context = env.context })
+      end
+      error(err, 0)
+    end
+    l = locked("promote " .. args.tag)
+    opts.on_tick, opts.preview = l.renew, nil
+    report = bluegreen.promote(c, opts)
     l.release()
     bluegreen.print_report(report)
   end,

@@ -13,6 +13,8 @@ return {
     backups = "backups/local",
     rollout_timeout = 120,
     monitor = { window = 20, interval = 5 },   -- short, for the sandbox demo
+    -- auto_promote = 60,  -- a preview=true deploy promotes itself after 60 s of healthy preview
+    -- hooks = { before_switch = function(s) ... end },  -- before_switch, after_switch, on_abort, on_success
   },
   staging = {
     namespace = "physioflow-staging",

@@ -1,0 +1,31 @@
+-- Aborts the release waiting in preview (deploy.lua preview=true): removes
+-- the preview Service and scales the previewed colour back down, its image
+-- as it was before. Traffic never moved.
+--   bgrun playbooks/abort.lua env=local
+local bluegreen = require("bluegreen")
+local environments = require("environments")
+local k8s = require("k8s")
+local lock = require("lock")
+local release = require("release")
+
+return playbook {
+  description = "Abort the preview: remove <app>-preview and scale the previewed colour back down",
+  params = {
+    env = release.env_param(environments),
+    ["break-lock"] = release.break_lock_param,
+  },
+  run = function(args)
+    local env = environments[args.env]
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local state = bluegreen.preview(c, env.app, env.namespace)
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "abort " .. state.tag,
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
+    end)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local report = bluegreen.abort_preview(c, { app = env.app, namespace = env.namespace, context = env.context })
+    l.release()
+    bluegreen.print_control(report)
+  end,
+}

@@ -1,0 +1,37 @@
+-- Promotes the release waiting in preview (deploy.lua preview=true): checks
+-- that its pods are still ready and run the previewed image, switches
+-- traffic, monitors and retires the old colour as a deploy does.
+--   bgrun playbooks/promote.lua env=local
+local bluegreen = require("bluegreen")
+local environments = require("environments")
+local k8s = require("k8s")
+local lock = require("lock")
+local release = require("release")
+
+return playbook {
+  description = "Promote the previewed colour: switch traffic to it, monitor, scale the old colour to 0",
+  params = {
+    env = release.env_param(environments),
+    ["break-lock"] = release.break_lock_param,
+  },
+  run = function(args)
+    local env = environments[args.env]
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local state = bluegreen.preview(c, env.app, env.namespace)
+    if env.confirm then
+      confirm(("Promote %s (%s) to %s?"):format(tostring(state.tag), state.colour, args.env))
+    end
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "promote " .. state.tag,
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
+    end)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local report = bluegreen.promote(c, {
+      app = env.app, namespace = env.namespace, context = env.context, rollout_timeout = env.rollout_timeout,
+      monitor = env.monitor, retire_delay = env.retire_delay, hooks = env.hooks, on_tick = l.renew,
+    })
+    l.release()
+    bluegreen.print_report(report)
+  end,
+}

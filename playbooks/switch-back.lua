@@ -1,0 +1,36 @@
+-- Points traffic back at the previous colour the last switch recorded on
+-- the Service; scales it up first if it was scaled down. Run it twice to go
+-- forward again.
+--   bgrun playbooks/switch-back.lua env=local
+local bluegreen = require("bluegreen")
+local environments = require("environments")
+local k8s = require("k8s")
+local lock = require("lock")
+local release = require("release")
+
+return playbook {
+  description = "Switch traffic back to the previous colour (scaled up first when it was scaled down)",
+  params = {
+    env = release.env_param(environments),
+    ["break-lock"] = release.break_lock_param,
+  },
+  run = function(args)
+    local env = environments[args.env]
+    if env.confirm then
+      confirm(("Switch %s back to the previous release?"):format(args.env))
+    end
+    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local l = step("take the deploy lock", function()
+      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "switch back",
+                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
+                               duration = env.lock_duration })
+    end)
+    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local report = bluegreen.switch_to_previous(c, {
+      app = env.app, namespace = env.namespace, context = env.context, replicas = env.replicas,
+      rollout_timeout = env.rollout_timeout,
+    })
+    l.release()
+    bluegreen.print_control(report)
+  end,
+}
