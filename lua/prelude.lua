@@ -629,8 +629,11 @@ function M.print_run_report()
         u.skipped and "skipped" or (u.ok and "ok" or "FAILED"))
     end
   end
-  for _, k in ipairs({ "switch_seconds", "rollback_seconds", "reaction_ms", "restore_seconds" }) do
-    local v = r[k] or (type(r.deploy) == "table" and r.deploy[k])
+  for _, k in ipairs({ "switch_seconds", "rollback_seconds", "reaction_ms", "switch_back_seconds", "restore_seconds" }) do
+    local v = r[k]
+    for _, part in ipairs({ "deploy", "switch_back", "rollback_release" }) do
+      if v == nil and type(r[part]) == "table" then v = r[part][k] end
+    end
     if v then lines[#lines + 1] = ("  %-44s %s"):format(k, tostring(type(v) == "number" and
       (k:match("_ms$") and ("%d ms"):format(math.floor(v + 0.5)) or fmt_duration(v)) or v)) end
   end

@@ -27,6 +27,7 @@ return playbook {
                              pinned = args.pinned, version = version, keep = math.tointeger(args.keep) or 10,
                              bucket = env.bucket }
     end)
+    report { backup = { path = b.path, bucket = b.bucket, key = b.key, schema_version = version } }
     if not b.dry_run then
       step("verify the backup", function() backup.verify(b.path) end)
     end

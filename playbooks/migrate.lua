@@ -60,20 +60,25 @@ return playbook {
                       message = ("no migration with version %s in %s"):format(migrate.format_version(to), dir) }
       end
       local st = migrate.status(db, migrations)
+      local versions = { before = st.current or 0 }
+      report { schema = versions }
       if release.changes_schema(st, args.action, to) then
         step("back up the database", function()
           local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
                                     label = ("pre-migrate-%s-%s"):format(args.action, to and migrate.format_version(to) or "all"),
                                     pinned = true, version = st.current }
           if not b.dry_run then backup.verify(b.path) end
+          versions.backup = b.path
           print("backup: " .. b.path)
         end)
       end
       if args.action == "up" then
         local r = step("migrate up", function() return migrate.up(db, opts) end)
+        versions.after = r.version
         print(("database at version %s (%d applied)"):format(migrate.format_version(r.version), #r.applied))
       else
         local r = step("migrate down", function() return migrate.down(db, opts) end)
+        versions.after = r.version
         print(("database at version %s (%d rolled back)"):format(migrate.format_version(r.version), #r.reverted))
       end
     end)

@@ -63,6 +63,8 @@ return playbook {
       return id
     end)
     local version = metadata.migration_version or 0
+    local rolled = { backup = path, database = target.database, schema_version_after = version }
+    report { rollback = rolled }
     print(("backup %s: %s, database %s, schema version %s, taken %s"):format(path, metadata.env or "?",
       target.database, migrate.format_version(version), metadata.created_at or "?"))
     if env.confirm then

@@ -621,6 +621,8 @@ function M.deploy(c, opts)
   assert(type(app) == "string", "bluegreen.deploy: opts.app must be a string")
   assert(type(tag) == "string", "bluegreen.deploy: opts.tag must be a string")
   local report = { app = app, tag = tag, timings = {} }
+  -- the run report carries it (by reference: later times show too)
+  if bgrun.report then bgrun.report { deploy = report } end
   local t_start = bgrun.now()
   local s = { c = c, opts = opts, app = app, namespace = ns, tag = tag, report = report, undo = {},
               tick = opts.on_tick or function() end, hooks = M.merge_hooks(opts.hooks),
@@ -809,6 +811,7 @@ function M.abort_preview(c, opts)
   local t0 = bgrun.now()
   local state, svc = M.preview(c, app, ns)
   local report = { app = app, aborted = state.colour, tag = state.tag, image = state.image }
+  if bgrun.report then bgrun.report { abort = report } end
   local d = { module = "bluegreen", action = "remove_preview", context = opts.context, namespace = ns,
               app = app, colour = state.colour,
               deployment = app .. "-" .. state.colour, container = state.container,
@@ -870,6 +873,7 @@ function M.switch_to_previous(c, opts)
   local name = app .. "-" .. target
   local report = { app = app, from = current, to = target, tag = rel.previous_tag, image = rel.previous_image,
                    timings = {} }
+  if bgrun.report then bgrun.report { switch_back = report } end
   local function timed(label, fn)
     local s0 = bgrun.now()
     local r = step(label, fn)
