@@ -97,7 +97,9 @@ return playbook {
       -- record or verify it is for a human, never a database restore
       commit_hint = ("%s %s serves traffic and the database %s is at schema version %s; nothing was rolled back. "
         .. "Check with: bgrun examples/physioflow/status.lua env=%s. If the ConfigMap migration-version does not say %d: "
-        .. "kubectl -n %s patch configmap migration-version --type merge -p '{\"data\":{\"version\":\"%d\"}}'")
+        .. "kubectl -n %s patch configmap migration-version --type merge -p '{\"data\":{\"version\":\"%d\"}}'. "
+        .. "Without the annotation bgrun.io/migration-release on the Service, rollback-release cannot find this release: "
+        .. "roll it back with playbooks/rollback.lua and the backup printed above")
         :format(env.app, args.tag, tostring((env.database or {}).dbname or os.getenv("PGDATABASE")),
                 migrate.format_version(target), args.env, target, ns, target),
     })

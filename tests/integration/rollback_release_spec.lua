@@ -268,6 +268,7 @@ describe("rollback-release and undoing a migration", function()
 
     r = bgrun_run({ "--yes", PB .. "/rollback-release.lua", "env=local" })
     assert.equal(0, r.code, r.stderr)
+    print("# " .. r.stdout:gsub("%s+$", ""):gsub("\n", "\n# "))
     assert.matches("rolled back physioflow%-api v2%.0%.0: " .. idle .. " %-> " .. live, r.stdout)
     assert.matches("writes lost %(backup to restore%)%s+%d%d%d%d%-", r.stdout)
     assert.matches("restored from the backup: writes made between the backup and the restore are lost", r.stderr)
