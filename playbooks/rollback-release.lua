@@ -2,8 +2,8 @@
 -- that deploy-with-migration left on the Service names the colours, the
 -- tags, the schema versions and the pinned pre-migration backup. Take the
 -- lock, stop the new colour, restore the database from that backup (into
--- a fresh database swapped in by rename; the migrated one is kept), bring
--- the previous colour back with its previous image, switch traffic to it,
+-- a fresh database swapped in by rename; the migrated one is kept) while
+-- the previous colour starts with its previous image, switch traffic to it,
 -- record the schema version, verify schema_migrations, the ConfigMap and
 -- the API. Every step has its compensation: a failure puts the release
 -- back as it was. Writes made after the backup are lost, and reported.
@@ -148,6 +148,26 @@ return playbook {
       end
     end)
 
+    -- the previous colour starts while the database is restored: it takes
+    -- no traffic before the switch, and its sessions are ended by the swap
+    timed("start " .. prev_name .. " with " .. rec.previous_image, function()
+      l.renew()
+      local d = c:get("deployment", prev_name, { namespace = ns })
+      local image, container = image_of(d)
+      local undo = { module = "release", action = "scale", context = env.context, namespace = ns,
+                     replicas = { [prev_name] = d.spec.replicas or 0 }, rollout_timeout = env.rollout_timeout }
+      on_failure("scale " .. prev_name .. " back down", function()
+        release.scale_all(c, ns, undo.replicas, env.rollout_timeout)
+      end, undo)
+      local patch = { spec = { replicas = env.replicas or new_replicas } }
+      if image ~= rec.previous_image then
+        log.warn("the previous colour runs another image than the record's; putting the record's back",
+                 { deployment = prev_name, image = image, want = rec.previous_image })
+        patch.spec.template = { spec = { containers = { { name = container, image = rec.previous_image } } } }
+      end
+      c:patch("deployment", prev_name, patch, { type = "strategic", namespace = ns })
+    end)
+
     local swap_undo, swap_h
     local function on_failure_swap_back()
       swap_h = on_failure("put the migrated database " .. swap_undo.old .. " back", function()
@@ -188,26 +208,12 @@ return playbook {
       log.info("the release changed no schema: the database stays as it is", { version = rec.schema_to })
     end
 
-    timed("bring " .. prev_name .. " back with " .. rec.previous_image, function()
-      l.renew()
-      local d = c:get("deployment", prev_name, { namespace = ns })
-      local image, container = image_of(d)
-      local undo = { module = "release", action = "scale", context = env.context, namespace = ns,
-                     replicas = { [prev_name] = d.spec.replicas or 0 }, rollout_timeout = env.rollout_timeout }
-      on_failure("scale " .. prev_name .. " back down", function()
-        release.scale_all(c, ns, undo.replicas, env.rollout_timeout)
-      end, undo)
-      local patch = { spec = { replicas = env.replicas or new_replicas } }
-      if image ~= rec.previous_image then
-        log.warn("the previous colour runs another image than the record's; putting the record's back",
-                 { deployment = prev_name, image = image, want = rec.previous_image })
-        patch.spec.template = { spec = { containers = { { name = container, image = rec.previous_image } } } }
-      end
-      c:patch("deployment", prev_name, patch, { type = "strategic", namespace = ns })
-      if not bgrun.dry_run() then
+    if not bgrun.dry_run() then
+      timed("wait for the rollout of " .. prev_name, function()
+        l.renew()
         c:rollout_status("deployment", prev_name, { namespace = ns, timeout = env.rollout_timeout or 300 })
-      end
-    end)
+      end)
+    end
 
     timed("switch traffic to " .. rec.previous_colour, function()
       l.renew()

@@ -138,7 +138,7 @@ end
 function M.report_write_window(taken_at, database)
   local to = os.date("!%Y-%m-%dT%H:%M:%SZ")
   local t = parse_utc(taken_at)
-  local w = { from = taken_at, to = to, seconds = t and math.max(0, os.time() - t) or nil }
+  local w = { from = taken_at, to = to, seconds = t and math.max(0, math.floor(os.time() - t)) or nil }
   require("log").warn("restored from the backup: writes made between the backup and the restore are lost",
     { database = database, lost_from = tostring(taken_at or "?"), lost_to = to,
       lost_seconds = w.seconds })
