@@ -96,6 +96,16 @@ local function behaviours(t)
   f:close()
 end
 
+local function fault(t)
+  local r = http.post(os.getenv("SANDBOX_ADMIN_URL") .. "/faults", { body = json.encode(t),
+                      headers = { ["Content-Type"] = "application/json" } })
+  assert(r.status == 201, r.body)
+end
+
+local function clear_faults()
+  http.request { method = "DELETE", url = os.getenv("SANDBOX_ADMIN_URL") .. "/faults" }
+end
+
 local function live_colour() return c:get("service", APP).spec.selector.version end
 local function other(colour) return colour == "blue" and "green" or "blue" end
 
@@ -223,8 +233,14 @@ describe("rollback-release and undoing a migration", function()
     assert(r.code == 0, r.stderr)
   end)
 
-  teardown(function() behaviours({}) end)
-  before_each(function() behaviours({}) end)
+  teardown(function()
+    clear_faults()
+    behaviours({})
+  end)
+  before_each(function()
+    clear_faults()
+    behaviours({})
+  end)
 
   it("refuses with exit 2 when no release is recorded, changing nothing", function()
     local live = live_colour()
@@ -292,6 +308,48 @@ describe("rollback-release and undoing a migration", function()
     r = bgrun_run({ "--yes", PB .. "/rollback-release.lua", "env=local" })
     assert.equal(2, r.code)
     assert.matches("nothing to roll back: the Service physioflow%-api carries no release record", r.stderr)
+  end)
+
+  it("puts the release back when a step of rollback-release fails: database, traffic, ConfigMap, record", function()
+    local live = live_colour()
+    local idle = other(live)
+    local r = bgrun_run({ "--yes", PB .. "/deploy-with-migration.lua", "env=local", "tag=v2.0.5", "to=011",
+                          "skip-tests=true" })
+    assert.equal(0, r.code, r.stderr)
+    add_term("during-release")
+    -- the ConfigMap cannot be written (four attempts): the rollback is undone
+    fault { method = "PATCH", path = "/configmaps/migration-version$", status = 500, count = 4 }
+    r = bgrun_run({ "--yes", PB .. "/rollback-release.lua", "env=local" })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("%[record the migration version%] step failed", r.stderr)
+    assert.matches("%[put the migrated database bgrun_rrelease_spec_old_[%d_]+ back%] compensation done", r.stderr)
+    assert.matches("%[switch traffic back to " .. idle .. "%] compensation done", r.stderr)
+    assert.not_matches("compensation failed", r.stderr)
+    -- the migrated database went back before the new colour took traffic again
+    local e = r.stderr
+    assert.is_true(e:find("put the migrated database [^%]]+%] compensation done")
+      < e:find("switch traffic back to " .. idle .. "%] compensation started"))
+    assert.equal(idle, live_colour())
+    assert.matches(":v2%.0%.5$", dep(idle).image)
+    assert.equal(2, dep(idle).replicas)
+    assert.equal(0, dep(live).replicas)
+    assert.equal(11, schema_version())
+    assert.equal("11", configmap_version())
+    assert.is_true(has_term("during-release"))
+    assert.equal("v2.0.5", annotation("bgrun.io/migration-release").tag)
+    assert.equal(1, #databases(DB .. "_aside_%"))
+    assert.equal("", lock_holder())
+    local i = info()
+    assert.equal("v2.0.5", i.version)
+    assert.equal(11, i.schema_version)
+
+    -- and once the API answers again, the rollback goes through
+    clear_faults()
+    r = bgrun_run({ "--yes", PB .. "/rollback-release.lua", "env=local" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(live, live_colour())
+    assert.equal(10, schema_version())
+    assert.equal("10", configmap_version())
   end)
 
   it("refuses with exit 2 when another release came since the recorded one, naming both", function()
