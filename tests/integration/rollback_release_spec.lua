@@ -282,6 +282,17 @@ describe("rollback-release and undoing a migration", function()
     assert.equal(idle, live_colour())
     assert.equal(11, schema_version())
 
+    -- a dry run describes and changes nothing
+    r = bgrun_run({ "--dry-run", PB .. "/rollback-release.lua", "env=local" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("dry%-run: would restore into a fresh database and swap it in", r.stderr)
+    assert.equal(idle, live_colour())
+    assert.equal(2, dep(idle).replicas)
+    assert.equal(0, dep(live).replicas)
+    assert.equal(11, schema_version())
+    assert.equal("11", configmap_version())
+    assert.equal("v2.0.0", annotation("bgrun.io/migration-release").tag)
+
     r = bgrun_run({ "--yes", PB .. "/rollback-release.lua", "env=local" })
     assert.equal(0, r.code, r.stderr)
     print("# " .. r.stdout:gsub("%s+$", ""):gsub("\n", "\n# "))
