@@ -51,6 +51,7 @@ return playbook {
       return st.current or 0, to
     end)
     print(("schema version %s -> %s"):format(migrate.format_version(current), migrate.format_version(target)))
+    report { schema = { before = current, target = target } }
 
     local taken = step("back up the database", function()
       local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
@@ -69,14 +70,22 @@ return playbook {
         local live = c:get("deployment", env.app .. "-" .. live_colour, { namespace = ns })
         -- an absolute path: `bgrun resume` may run from another folder
         local path = taken.path:sub(1, 1) == "/" and taken.path or ((os.getenv("PWD") or ".") .. "/" .. taken.path)
-        local undo = { module = "release", action = "restore_database", path = path,
+        -- the down scripts first (they keep the rows written meanwhile), the
+        -- backup only when one is missing, changed since now, or fails
+        local dir = backup.abspath(env.migrations)
+        local undo = { module = "release", action = "undo_migration", path = path,
                        database = env.database, context = env.context, namespace = ns,
+                       migrations = dir, downs = release.down_checksums(dir, current, target),
+                       taken_at = taken.metadata and taken.metadata.created_at,
+                       applied_by = "bgrun undo of deploy " .. args.tag,
                        expect = { from = current, version = target, oid = identity.oid, database = identity.database,
                                   service = { app = env.app, colour = live_colour,
                                               image = live and live.spec.template.spec.containers[1].image } } }
-        on_failure("restore the database from " .. path, function()
+        on_failure(("undo the migration to %s (down scripts, else restore from %s)")
+          :format(migrate.format_version(target), path), function()
           db:close() -- our own session must not hold the database
-          release.restore_database(undo)
+          -- how the migration was undone, and the writes a restore lost
+          report { migration_undo = release.undo_migration(undo) }
         end, undo)
         migrate.up(db, { dir = env.migrations, to = target, applied_by = "bgrun deploy " .. args.tag })
       end)
@@ -90,10 +99,28 @@ return playbook {
       -- record or verify it is for a human, never a database restore
       commit_hint = ("%s %s serves traffic and the database %s is at schema version %s; nothing was rolled back. "
         .. "Check with: bgrun examples/physioflow/status.lua env=%s. If the ConfigMap migration-version does not say %d: "
-        .. "kubectl -n %s patch configmap migration-version --type merge -p '{\"data\":{\"version\":\"%d\"}}'")
+        .. "kubectl -n %s patch configmap migration-version --type merge -p '{\"data\":{\"version\":\"%d\"}}'. "
+        .. "Without the annotation bgrun.io/migration-release on the Service, rollback-release cannot find this release: "
+        .. "roll it back with playbooks/rollback.lua and the backup printed above")
         :format(env.app, args.tag, tostring((env.database or {}).dbname or os.getenv("PGDATABASE")),
                 migrate.format_version(target), args.env, target, ns, target),
     })
+
+    -- after the commit point, never between the switch and it: the switch
+    -- back checks the Service's resourceVersion, which this patch changes
+    step("record the release", function()
+      local prev = c:get("deployment", env.app .. "-" .. report.from, { namespace = ns })
+      local prev_image = prev and prev.spec.template.spec.containers[1].image
+      release.record_release(c, ns, env.app, {
+        tag = args.tag, colour = report.to, image = report.image,
+        previous_colour = report.from, previous_image = prev_image,
+        previous_tag = prev_image and prev_image:match(":([^:/@]+)$"),
+        schema_from = current, schema_to = target,
+        backup = { path = backup.abspath(taken.path), bucket = taken.key and taken.bucket or nil, key = taken.key,
+                   taken_at = taken.metadata and taken.metadata.created_at },
+        at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
+      })
+    end)
 
     step("record the migration version", function()
       release.record_version_retrying(c, ns, target)

@@ -86,10 +86,12 @@ return playbook {
       for _, d in ipairs(c:list("deployment", { namespace = ns, labelSelector = "app=" .. env.app }).items or {}) do
         r[d.metadata.name] = d.spec.replicas or 0
       end
+      local zeros = {}
+      for name in pairs(r) do zeros[name] = 0 end
       on_failure("bring the API back", function()
         release.scale_all(c, ns, r, env.rollout_timeout)
       end, { module = "release", action = "scale", context = env.context, namespace = ns, replicas = r,
-             rollout_timeout = env.rollout_timeout })
+             left = zeros, rollout_timeout = env.rollout_timeout })
       for name, n in pairs(r) do
         if n > 0 then c:scale("deployment", name, 0, { namespace = ns }) end
       end

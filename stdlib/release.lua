@@ -52,15 +52,14 @@ function M.record_version_retrying(c, ns, version)
   end
 end
 
----Restores the database of a deploy-with-migration from the backup it
----took first, but only while the database is still the one the run
----migrated: same OID (not swapped by another restore) and the schema at a
----version the run could have left (between d.expect.from and
----d.expect.version). Otherwise it does nothing and raises world_changed.
----The release serving when the run started must serve again before the
----database goes back under it: d.expect.service = {app, colour, image}.
----@param d table {path, database, bucket, context, namespace, expect = {from, version, oid, database, service}}
-function M.restore_database(d)
+-- The checks an undo of a deploy-with-migration makes before touching the
+-- database: it acts only on the database the run migrated (same OID), at a
+-- schema version the run could have left (d.expect.from to
+-- d.expect.version), and only while the release serving when the run
+-- started serves again (d.expect.service = {app, colour, image}). Returns
+-- the schema version found, and true when there is nothing to undo (still
+-- at the version the run found).
+local function check_migrated_world(d, what)
   local e = d.expect or {}
   local postgres = require("postgres")
   local db <close> = postgres.connect(d.database or {})
@@ -72,7 +71,7 @@ function M.restore_database(d)
   local function changed(fmt, ...)
     bgrun.raise { module = "release", op = "restore " .. tostring(id.database), code = "world_changed",
                   reason = "WorldChanged",
-                  message = fmt:format(...) .. "; not restoring from " .. tostring(d.path) .. ", a human must look" }
+                  message = fmt:format(...) .. "; not " .. what .. ", a human must look" }
   end
   if e.oid and id.oid ~= e.oid then
     changed("database %s is no longer the one the run migrated (OID %s, the run saw %s): it was replaced since",
@@ -85,7 +84,7 @@ function M.restore_database(d)
   if e.from and version == e.from and e.version ~= e.from then
     require("log").info("nothing to restore: the database is still at the version the run found",
       { database = id.database, version = version })
-    return
+    return version, true
   end
   if e.service then
     local c = require("k8s").client { context = d.context, namespace = d.namespace }
@@ -97,12 +96,218 @@ function M.restore_database(d)
     if colour ~= e.service.colour or image ~= e.service.image then
       bgrun.raise { module = "release", op = "restore database", code = "world_changed", reason = "WorldChanged",
                     message = ("the Service %s sends traffic to %s (%s), not to %s (%s) as when the run started: "
-                      .. "a newer release may need the newer schema; not restoring from %s, a human must look")
+                      .. "a newer release may need the newer schema; not %s, a human must look")
                       :format(e.service.app, tostring(colour), tostring(image), e.service.colour,
-                              tostring(e.service.image), tostring(d.path)) }
+                              tostring(e.service.image), what) }
     end
   end
+  return version, false
+end
+
+---Restores the database of a deploy-with-migration from the backup it
+---took first, but only while the database is still the one the run
+---migrated: same OID (not swapped by another restore) and the schema at a
+---version the run could have left (between d.expect.from and
+---d.expect.version). Otherwise it does nothing and raises world_changed.
+---The release serving when the run started must serve again before the
+---database goes back under it: d.expect.service = {app, colour, image}.
+---@param d table {path, database, bucket, context, namespace, expect = {from, version, oid, database, service}}
+function M.restore_database(d)
+  local _, nothing = check_migrated_world(d, "restoring from " .. tostring(d.path))
+  if nothing then return end
   require("restore").restore { path = d.path, database = d.database, bucket = d.bucket }
+end
+
+-- "2026-11-30T08:01:02Z" -> seconds since the epoch (UTC), or nil.
+local function parse_utc(s)
+  local y, mo, dd, h, mi, sec = tostring(s or ""):match("^(%d+)-(%d+)-(%d+)T(%d+):(%d+):(%d+)")
+  if not y then return nil end
+  local t = os.time { year = tonumber(y), month = tonumber(mo), day = tonumber(dd), hour = tonumber(h),
+                      min = tonumber(mi), sec = tonumber(sec), isdst = false }
+  -- os.time reads the table as local time: take the zone's offset back out
+  local now = os.time()
+  local offset = os.difftime(os.time(os.date("*t", now)), os.time(os.date("!*t", now)))
+  return t + offset
+end
+
+---The writes a restore from a backup loses: those made from the backup's
+---time to the restore. Logs a warning and returns {from, to, seconds}.
+---@param taken_at string? the backup's created_at (UTC, ISO 8601)
+---@param database string?
+---@return {from: string?, to: string, seconds: integer?}
+function M.report_write_window(taken_at, database)
+  local to = os.date("!%Y-%m-%dT%H:%M:%SZ")
+  local t = parse_utc(taken_at)
+  local w = { from = taken_at, to = to, seconds = t and math.max(0, math.floor(os.time() - t)) or nil }
+  require("log").warn("restored from the backup: writes made between the backup and the restore are lost",
+    { database = database, lost_from = tostring(taken_at or "?"), lost_to = to,
+      lost_seconds = w.seconds })
+  return w
+end
+
+-- The down scripts of the migrations above from, as the run saw them
+-- (version -> sha256 of the down script, false when there is none).
+local function down_checksums(dir, from, to)
+  local digest = require("digest")
+  local out = {}
+  for _, m in ipairs(require("migrate").find(dir)) do
+    if m.version > from and m.version <= to then
+      out[tostring(m.version)] = m.down_sql and digest.sha256(m.down_sql) or false
+    end
+  end
+  return out
+end
+M.down_checksums = down_checksums
+
+---Undoes the migrations of a deploy-with-migration that did not reach its
+---commit point, keeping the rows written meanwhile: with the same world
+---checks as restore_database, it runs the down scripts back to
+---d.expect.from when every migration the run applied has one, unchanged
+---since the run (d.downs: version -> sha256, from down_checksums). Only
+---when a down script is missing, changed or fails does it restore the
+---backup d.path, and then it reports the writes lost (from the backup's
+---time d.taken_at to the restore). Returns {method = "down"|"restore"|"none",
+---reverted, lost}.
+---@param d table {path, database, bucket, context, namespace, migrations, downs, taken_at, expect}
+---@return table
+function M.undo_migration(d)
+  local log = require("log")
+  local e = d.expect or {}
+  local from = e.from or 0
+  local found, nothing = check_migrated_world(d, "undoing the migration")
+  if nothing then return { method = "none" } end
+  local why
+  if type(d.migrations) ~= "string" then
+    why = "the run recorded no migrations folder"
+  else
+    local ok, now = pcall(down_checksums, d.migrations, from, found)
+    if not ok then
+      why = "cannot read the migrations in " .. d.migrations .. ": " .. tostring(now)
+    else
+      local missing, versions = {}, {}
+      for k in pairs(now) do versions[#versions + 1] = tonumber(k) end
+      for k in pairs(d.downs or {}) do
+        if now[k] == nil and tonumber(k) <= found then versions[#versions + 1] = tonumber(k) end
+      end
+      table.sort(versions)
+      local fmt = require("migrate").format_version
+      for _, v in ipairs(versions) do
+        local k = tostring(v)
+        local was = d.downs and d.downs[k]
+        if now[k] == nil then
+          missing[#missing + 1] = ("%s is no longer in %s"):format(fmt(v), d.migrations)
+        elseif not now[k] then
+          missing[#missing + 1] = ("%s has no down script"):format(fmt(v))
+        elseif was and was ~= now[k] then
+          missing[#missing + 1] = ("the down script of %s changed since the run"):format(fmt(v))
+        end
+      end
+      if #missing > 0 then why = table.concat(missing, "; ") end
+    end
+  end
+  if not why then
+    local postgres = require("postgres")
+    local ok, res = pcall(function()
+      local db <close> = postgres.connect(d.database or {})
+      return require("migrate").down(db, { dir = d.migrations, to = from, applied_by = d.applied_by or "bgrun undo",
+                                           lock_timeout = d.lock_timeout })
+    end)
+    if ok then
+      log.info("migration undone by its down scripts: rows written since the migration are kept",
+        { from = found, to = from, reverted = #res.reverted })
+      return { method = "down", reverted = res.reverted }
+    end
+    why = "a down script failed: " .. tostring(res)
+  end
+  log.warn("cannot undo the migration by its down scripts; restoring the database from the backup",
+    { reason = why, backup = d.path })
+  -- the down scripts may have run part of the way: the checks again, then the restore
+  local _, done = check_migrated_world(d, "restoring from " .. tostring(d.path))
+  if done then return { method = "down" } end
+  local r = require("restore").restore { path = d.path, database = d.database, bucket = d.bucket }
+  return { method = "restore", lost = M.report_write_window(d.taken_at, r.database), reason = why }
+end
+
+-- The release record: what a deploy-with-migration leaves on the Service
+-- after its commit point, so that rollback-release finds the release, its
+-- previous colour and its pinned pre-migration backup without anybody
+-- typing them.
+M.RELEASE_ANNOTATION = "bgrun.io/migration-release"
+M.ROLLED_BACK_ANNOTATION = "bgrun.io/rolled-back-release"
+
+---Writes the release record on the Service (a merge patch of one
+---annotation), retrying transient API errors (the same data each time).
+---@param c any k8s client
+---@param ns string
+---@param app string the Service's name
+---@param rec table {tag, colour, image, previous_colour, previous_image, previous_tag, schema_from, schema_to, backup = {path, bucket, key, taken_at}, at}
+function M.record_release(c, ns, app, rec)
+  local json = require("json")
+  local patch = { metadata = { annotations = { [M.RELEASE_ANNOTATION] = json.encode(rec, { sort_keys = true }) } } }
+  for attempt = 1, 4 do
+    local ok, err = pcall(c.patch, c, "service", app, patch, { type = "merge", namespace = ns })
+    if ok then return end
+    if not require("lock").transient(err) or attempt == 4 then error(err, 0) end
+    require("log").warn("cannot record the release; retrying", { error = tostring(err), attempt = attempt })
+    bgrun.sleep(0.5 * 2 ^ (attempt - 1))
+  end
+end
+
+---The release record on the Service, or nil and why there is none.
+---@param c any k8s client
+---@param ns string
+---@param app string
+---@return table? record, string? why, table? service
+function M.read_release(c, ns, app)
+  local svc = c:get("service", app, { namespace = ns })
+  if not svc then return nil, ("service %s not found in namespace %s"):format(app, ns) end
+  local text = ((svc.metadata or {}).annotations or {})[M.RELEASE_ANNOTATION]
+  if not text then
+    return nil, ("the Service %s carries no release record (annotation %s): no deploy-with-migration "
+      .. "has finished here since records were kept, or its release was rolled back already"):format(app,
+      M.RELEASE_ANNOTATION), svc
+  end
+  local ok, rec = pcall(require("json").decode, text)
+  if not ok or type(rec) ~= "table" or type(rec.backup) ~= "table" then
+    return nil, ("the release record on the Service %s is not readable: %s"):format(app, text:sub(1, 200)), svc
+  end
+  return rec, nil, svc
+end
+
+---The three places a schema version is visible, checked against what a
+---release should have left: schema_migrations (on db), the ConfigMap
+---migration-version, and the API's /api/v1/info through the Service
+---(o.tag its version, o.version the schema it sees). Returns the problems
+---found (empty when all agree).
+---@param c any k8s client
+---@param db any postgres connection
+---@param o {namespace: string, app: string, version: integer, tag: string?, timeout: number?}
+---@return string[]
+function M.check_versions(c, db, o)
+  local problems = {}
+  local cm = c:get("configmap", "migration-version", { namespace = o.namespace })
+  local recorded = cm and cm.data and cm.data.version
+  if tonumber(recorded) ~= o.version then
+    problems[#problems + 1] = ("ConfigMap migration-version says %s"):format(tostring(recorded))
+  end
+  local current = db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations", nil,
+                           { readonly = true })[1].v
+  if current ~= o.version then
+    problems[#problems + 1] = ("schema_migrations is at %s"):format(tostring(current))
+  end
+  local svc = c:get("service", o.app, { namespace = o.namespace })
+  local port = svc.spec.ports[1].port
+  local ok, info = pcall(require("http").get, ("http://%s:%d/api/v1/info"):format(svc.spec.clusterIP, port),
+                         { timeout = o.timeout or 10 })
+  if not ok then
+    problems[#problems + 1] = ("the service does not answer: %s"):format(tostring(info))
+  elseif info.status ~= 200 or not info.json or (o.tag and info.json.version ~= o.tag) then
+    problems[#problems + 1] = ("the service answers version %s (status %d)")
+      :format(tostring(info.json and info.json.version), info.status)
+  elseif info.json.schema_version ~= o.version then
+    problems[#problems + 1] = ("the API sees schema version %s"):format(tostring(info.json.schema_version))
+  end
+  return problems
 end
 
 ---Would a migration run change the schema? up: a pending migration at or
@@ -136,17 +341,24 @@ end
 ---Undo actions `bgrun resume` runs from a journal's recorded data.
 M.undo = {
   restore_database = function(d) M.restore_database(d) end,
-  -- brings back the replicas a run scaled to 0, only where they still are 0
-  -- (or already back): another release's replicas are not ours to set
+  undo_migration = function(d) M.undo_migration(d) end,
+  record_version = function(d)
+    local c = require("k8s").client { context = d.context, namespace = d.namespace }
+    M.record_version_retrying(c, d.namespace, d.version)
+  end,
+  -- puts back the replicas a run changed, only where the run's own count
+  -- (d.left) is still there, or they are already back: another release's
+  -- replicas are not ours to set
   scale = function(d)
     local c = require("k8s").client { context = d.context, namespace = d.namespace }
-    for name, n in pairs(d.replicas or {}) do
+    for name, n in pairs(d.left or {}) do
       local dep = c:get("deployment", name, { namespace = d.namespace })
       local now = dep and (dep.spec.replicas or 0)
-      if now ~= 0 and now ~= n then
+      if now ~= n and now ~= (d.replicas or {})[name] then
         bgrun.raise { module = "release", op = "scale " .. name, code = "world_changed", reason = "WorldChanged",
-                      message = ("deployment %s has %s replicas, not 0 as the run left it (nor %d as it found it): "
-                        .. "another run changed it; nothing was changed, a human must look"):format(name, tostring(now), n) }
+                      message = ("deployment %s has %s replicas, not %d as the run left it (nor %s as it found it): "
+                        .. "another run changed it; nothing was changed, a human must look")
+                        :format(name, tostring(now), n, tostring((d.replicas or {})[name])) }
       end
     end
     M.scale_all(c, d.namespace, d.replicas, d.rollout_timeout)

@@ -87,6 +87,48 @@ func New(cfg Config, stdout, stderr io.Writer) (*App, error) {
 // Close releases the database pool.
 func (a *App) Close() { a.db.Close() }
 
+// retryable: the server ended the session (pg_terminate_backend, as a
+// restore does just before it swaps the database in by rename; a server
+// restart), or refused a new one while the swap runs (the database does
+// not exist or takes no connections for those milliseconds). The demo app
+// only reads, so running the query again is safe.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	if errors.As(err, &pe) {
+		switch pe.Code {
+		case "57P01", "57P02", "57P03", "3D000", "55000":
+			return true
+		}
+		return false
+	}
+	var ce *pgconn.ConnectError
+	return errors.As(err, &ce) || pgconn.SafeToRetry(err)
+}
+
+// withRetry runs fn again while it fails with a retryable error: each
+// terminated pooled connection fails once and is dropped by the pool, so
+// the next attempt gets another one, or a new one. New connections are
+// tried for at most a second (a swap by rename takes milliseconds; a
+// database that is down must still answer 503 promptly).
+func withRetry(ctx context.Context, fn func() error) error {
+	start := time.Now()
+	err := fn()
+	for attempt := 1; err != nil && retryable(err) && time.Since(start) < time.Second; attempt++ {
+		delay := time.Duration(0)
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) {
+			delay = time.Duration(min(attempt, 10)) * 20 * time.Millisecond
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(delay):
+		}
+		err = fn()
+	}
+	return err
+}
+
 func (a *App) logf(w io.Writer, level, format string, args ...any) {
 	a.logMu.Lock()
 	defer a.logMu.Unlock()
@@ -206,7 +248,7 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
 	defer cancel()
 	var one int
-	if err := a.db.QueryRow(ctx, "SELECT 1").Scan(&one); err != nil {
+	if err := withRetry(ctx, func() error { return a.db.QueryRow(ctx, "SELECT 1").Scan(&one) }); err != nil {
 		notReady("database: " + redact(err).Error())
 		return
 	}
@@ -218,7 +260,9 @@ func (a *App) ready(w http.ResponseWriter, r *http.Request) {
 // all count by their leading number.
 func (a *App) schemaVersion(ctx context.Context) (int64, error) {
 	var v int64
-	err := a.db.QueryRow(ctx, "SELECT coalesce(max(substring(version::text from '^[0-9]+')::bigint), 0) FROM schema_migrations").Scan(&v)
+	err := withRetry(ctx, func() error {
+		return a.db.QueryRow(ctx, "SELECT coalesce(max(substring(version::text from '^[0-9]+')::bigint), 0) FROM schema_migrations").Scan(&v)
+	})
 	var pe *pgconn.PgError
 	if errors.As(err, &pe) && pe.Code == "42P01" { // undefined_table
 		return 0, nil
@@ -271,7 +315,9 @@ func (a *App) validateBHYT(w http.ResponseWriter, r *http.Request) {
 // uuid, jsonb, timestamps) comes out as the JSON PostgreSQL would give.
 func (a *App) queryJSON(ctx context.Context, query string, args ...any) (string, error) {
 	var out string
-	err := a.db.QueryRow(ctx, "SELECT coalesce(json_agg(t), '[]')::text FROM ("+query+") t", args...).Scan(&out)
+	err := withRetry(ctx, func() error {
+		return a.db.QueryRow(ctx, "SELECT coalesce(json_agg(t), '[]')::text FROM ("+query+") t", args...).Scan(&out)
+	})
 	return out, err
 }
 
@@ -315,7 +361,7 @@ func (a *App) dbCheck(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	start := time.Now()
 	var one int
-	err := a.db.QueryRow(ctx, "SELECT 1").Scan(&one)
+	err := withRetry(ctx, func() error { return a.db.QueryRow(ctx, "SELECT 1").Scan(&one) })
 	latency := time.Since(start)
 	var v int64
 	if err == nil {

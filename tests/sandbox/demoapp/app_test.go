@@ -1,6 +1,7 @@
 package demoapp
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net"
@@ -11,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // newTestApp runs the handler with a database URL that refuses
@@ -118,5 +121,26 @@ func TestHandlerBehaviors(t *testing.T) {
 	srv, _ = newTestApp(t, Behavior{ReadyAfterS: 30})
 	if code, v := call(t, "GET", srv.URL+"/ready", ""); code != 503 || !strings.Contains(v["reason"].(string), "starting") {
 		t.Errorf("ready_after_s: %d %v", code, v)
+	}
+}
+
+// A restore swaps the database in by rename after terminating its
+// sessions: those errors are retried, a query's own error is not.
+func TestRetryable(t *testing.T) {
+	for code, want := range map[string]bool{"57P01": true, "3D000": true, "55000": true, "42P01": false, "23505": false} {
+		if got := retryable(&pgconn.PgError{Code: code}); got != want {
+			t.Errorf("retryable(%s) = %v, want %v", code, got, want)
+		}
+	}
+	calls := 0
+	err := withRetry(context.Background(), func() error {
+		calls++
+		if calls < 3 {
+			return &pgconn.PgError{Severity: "FATAL", Code: "57P01"}
+		}
+		return nil
+	})
+	if err != nil || calls != 3 {
+		t.Errorf("withRetry: err %v after %d calls, want nil after 3", err, calls)
 	}
 }
