@@ -104,7 +104,10 @@ return playbook {
       info.dbname = maintenance_db
       local admin <close> = postgres.connect(info)
       local rows = admin:query("SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity " ..
-                               "WHERE datname = $1 AND pid <> pg_backend_pid()", { target.database })
+                               "WHERE datname = $1 AND pid <> pg_backend_pid() " ..
+                               -- client sessions only: an autovacuum worker is a superuser
+                               -- process a non-superuser may not signal
+                               "AND backend_type = 'client backend'", { target.database })
       log.info("connections terminated", { database = target.database, count = rows[1] and rows[1].n or 0 })
     end)
 

@@ -69,8 +69,10 @@ local function swap(admin, target, fresh, old)
   local renamed = false
   local ok, err = pcall(function()
     for attempt = 1, 10 do
-      admin:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()",
-                  { target })
+      -- client sessions only: autovacuum workers are superuser processes a
+      -- non-superuser may not signal, and the rename stops them itself
+      admin:query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 "
+                  .. "AND pid <> pg_backend_pid() AND backend_type = 'client backend'", { target })
       local rok, rerr = pcall(admin.exec, admin, ("ALTER DATABASE %s RENAME TO %s"):format(qi(target), qi(old)))
       if rok then renamed = true break end
       if attempt == 10 then error(rerr, 0) end
