@@ -178,3 +178,9 @@ print("deploy: failed requests of the load: %d of %d" % (sum(x["failed"] for x i
 print("deploy: old scripts (estimate): the crashed colour serves until their poll, %.1f s on average (%.0f s at worst): "
       "about %.0f failed requests a crash at this load" % (poll / 2, poll, poll / 2 * 1000 / rate_ms))
 EOF
+
+# Getting back by hand after a finished deploy: switch-back, warm and with
+# the previous colour scaled down, next to its kubectl equivalent (the old
+# scripts promised an app rollback under 30 s).
+echo
+"$ROOT/bench/switch-back.sh" "$ROUNDS"
