@@ -795,6 +795,7 @@ static int s3_bucket_new(lua_State *L)
 	}
 	awscreds c;
 	memset(&c, 0, sizeof c);
+	time_t expiration = 0;
 	if (ak || sk) {
 		/* one given: the other from the environment, as before the chain */
 		ak = ak ? ak : env_first("AWS_ACCESS_KEY_ID", NULL);
@@ -820,6 +821,7 @@ static int s3_bucket_new(lua_State *L)
 		sk = lua_pushstring(L, c.secret_key);
 		if (!tok && c.session_token)
 			tok = lua_pushstring(L, c.session_token);
+		expiration = c.expiration;
 		awscreds_free(&c);
 	}
 	const char *cred_source = lua_pushstring(L, c.source);
@@ -860,7 +862,7 @@ static int s3_bucket_new(lua_State *L)
 	b->secret_key = dup_str(sk);
 	b->session_token = dup_str(tok);
 	b->cred_source = dup_str(cred_source);
-	b->expiration = c.expiration;
+	b->expiration = expiration;
 	b->path_style = path_style;
 	b->timeout_ms = timeout_ms;
 	if (!b->endpoint || !b->region || !b->bucket || !b->access_key || !b->secret_key || (tok && !b->session_token) ||
