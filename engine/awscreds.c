@@ -67,7 +67,8 @@ void awscreds_free(awscreds *c)
 	wipe_free(c->access_key);
 	wipe_free(c->secret_key);
 	wipe_free(c->session_token);
-	c->access_key = c->secret_key = c->session_token = NULL;
+	wipe_free(c->auth_token);
+	c->access_key = c->secret_key = c->session_token = c->auth_token = NULL;
 	c->expiration = 0;
 }
 
@@ -594,7 +595,10 @@ static int from_web_identity(awscreds_getenv_fn env, const char *region, awscred
 	if (form.data)
 		memset(form.data, 0, form.len);
 	buf_free(&form);
-	wipe_free(tok);
+	if (rc == 0 && tok[0])
+		c->auth_token = tok;
+	else
+		wipe_free(tok);
 	return rc;
 }
 
@@ -647,6 +651,10 @@ static int from_container(awscreds_getenv_fn env, awscreds *c, char *err, size_t
 		goto out;
 	}
 	rc = 0;
+	if (tok && tok[0]) {
+		c->auth_token = tok;
+		tok = NULL;
+	}
 out:
 	wipe_free(tok);
 	if (line.data)

@@ -14,6 +14,7 @@ typedef const char *(*awscreds_getenv_fn)(const char *name);
 
 typedef struct awscreds {
 	char *access_key, *secret_key, *session_token; /* token may be NULL */
+	char *auth_token;    /* the web identity or container token that got them, or NULL: a secret too */
 	time_t expiration;   /* 0: does not expire */
 	char source[512];    /* "web identity (AWS_WEB_IDENTITY_TOKEN_FILE=/x)", never a secret */
 } awscreds;

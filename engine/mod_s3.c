@@ -506,10 +506,21 @@ static int transient(const s3_req *r)
 
 static char *dup_str(const char *s);
 
+static void wipe_str(char *s)
+{
+	if (s) {
+		memset(s, 0, strlen(s));
+		free(s);
+	}
+}
+
 static int register_secrets(lua_State *L)
 {
 	s3_bucket *b = lua_touserdata(L, 1);
+	const char *auth = lua_touserdata(L, 2);
 	bgrun_secret(L, b->secret_key, strlen(b->secret_key));
+	if (auth)
+		bgrun_secret(L, auth, strlen(auth));
 	if (b->session_token)
 		bgrun_secret(L, b->session_token, strlen(b->session_token));
 	return 0;
@@ -552,7 +563,10 @@ static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
 	/* registered in a protected call: nothing here may raise */
 	lua_pushcfunction(L, register_secrets);
 	lua_pushlightuserdata(L, b);
-	if (lua_pcall(L, 1, 0, 0) != LUA_OK) {
+	lua_pushlightuserdata(L, c.auth_token);
+	int st = lua_pcall(L, 2, 0, 0);
+	wipe_str(c.auth_token);
+	if (st != LUA_OK) {
 		lua_pop(L, 1);
 		snprintf(err, errlen, "out of memory registering the refreshed secrets");
 		return -1;
@@ -822,6 +836,8 @@ static int s3_bucket_new(lua_State *L)
 		if (!tok && c.session_token)
 			tok = lua_pushstring(L, c.session_token);
 		expiration = c.expiration;
+		if (c.auth_token)
+			bgrun_secret(L, lua_pushstring(L, c.auth_token), strlen(c.auth_token));
 		awscreds_free(&c);
 	}
 	const char *cred_source = lua_pushstring(L, c.source);

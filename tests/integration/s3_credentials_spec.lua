@@ -180,8 +180,10 @@ describe("s3 credentials", function()
 
     it("exchanges the token file for keys with AssumeRoleWithWebIdentity", function()
       local before = counts()["sts:AssumeRoleWithWebIdentity"] or 0
-      local r = roundtrip(vars(WEB_TOKEN_FILE))
+      local r = roundtrip(vars(WEB_TOKEN_FILE),
+        [[require("log").info("tok " .. io.open(os.getenv("AWS_WEB_IDENTITY_TOKEN_FILE")):read("l"))]])
       assert_ok(r)
+      assert.matches("tok %[REDACTED%]", r.out)
       assert_no_secrets(r)
       assert.equal(before + 1, counts()["sts:AssumeRoleWithWebIdentity"])
     end)
@@ -208,8 +210,11 @@ describe("s3 credentials", function()
     it("refreshes credentials that expire within five minutes before each request", function()
       local before = counts().container or 0
       local r = roundtrip({ AWS_CONTAINER_CREDENTIALS_FULL_URI = CONTAINER_URI .. "?lifetime=200",
-                            AWS_CONTAINER_AUTHORIZATION_TOKEN = CONTAINER_TOKEN, AWS_EC2_METADATA_DISABLED = "true" })
+                            AWS_CONTAINER_AUTHORIZATION_TOKEN = CONTAINER_TOKEN, AWS_EC2_METADATA_DISABLED = "true" },
+                          [[require("log").info("tok " .. os.getenv("AWS_CONTAINER_AUTHORIZATION_TOKEN"))]])
       assert_ok(r)
+      assert.matches("tok %[REDACTED%]", r.out)
+      assert_no_secrets(r)
       -- one fetch for the handle, then one before each of put, head, get, delete
       assert.is_true(counts().container >= before + 5)
     end)
