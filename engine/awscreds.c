@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "bgrun.h"
 #include "buf.h"
@@ -602,6 +603,30 @@ static int from_web_identity(awscreds_getenv_fn env, const char *region, awscred
 	return rc;
 }
 
+/* As the SDKs allow for the full URI: https anywhere; plain http only to
+ * loopback or the ECS (169.254.170.2) and EKS Pod Identity
+ * (169.254.170.23, fd00:ec2::23) agents, so the token goes nowhere else. */
+static int container_host_allowed(const char *url)
+{
+	CURLU *u = curl_url();
+	char *scheme = NULL, *host = NULL;
+	int ok = 0;
+	if (u && curl_url_set(u, CURLUPART_URL, url, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) == CURLUE_OK &&
+	    curl_url_get(u, CURLUPART_HOST, &host, 0) == CURLUE_OK) {
+		if (strcasecmp(scheme, "https") == 0)
+			ok = 1;
+		else if (strcasecmp(scheme, "http") == 0)
+			ok = strncmp(host, "127.", 4) == 0 || strcasecmp(host, "localhost") == 0 ||
+			     strcmp(host, "[::1]") == 0 || strcmp(host, "169.254.170.2") == 0 ||
+			     strcmp(host, "169.254.170.23") == 0 || strcasecmp(host, "[fd00:ec2::23]") == 0;
+	}
+	curl_free(scheme);
+	curl_free(host);
+	curl_url_cleanup(u);
+	return ok;
+}
+
 static int from_container(awscreds_getenv_fn env, awscreds *c, char *err, size_t errlen)
 {
 	const char *full = env_get(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
@@ -613,6 +638,11 @@ static int from_container(awscreds_getenv_fn env, awscreds *c, char *err, size_t
 	int rc = -1;
 	if ((rel ? buf_printf(&url, "%s%s", CONTAINER_HOST, rel) : buf_appends(&url, full)) != 0) {
 		snprintf(err, errlen, "out of memory");
+		goto out;
+	}
+	if (full && !rel && !container_host_allowed(full)) {
+		snprintf(err, errlen, "AWS_CONTAINER_CREDENTIALS_FULL_URI=%s: only https, loopback or the ECS/EKS "
+		                      "link-local hosts are allowed", full);
 		goto out;
 	}
 	const char *tfile = env_get(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");

@@ -542,6 +542,9 @@ static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
 	char e2[1024];
 	if (awscreds_resolve(real_getenv, b->region, &c, e2, sizeof e2) != 0) {
 		awscreds_free(&c);
+		/* as the SDKs do: keys that still work are used until they expire */
+		if (time(NULL) < b->expiration)
+			return 0;
 		snprintf(err, errlen, "refreshing credentials: %.990s", e2);
 		return -1;
 	}
@@ -1594,6 +1597,11 @@ static int b_presign(lua_State *L)
 			expires = (long)lua_tointeger(L, -1);
 		}
 		lua_pop(L, 1);
+	}
+	char cerr[1024];
+	if (refresh_creds(L, b, cerr, sizeof cerr) != 0) {
+		bgrun_error_new(L, "s3", "presign", "CredentialsFailed", "%s", cerr);
+		return bgrun_error_throw(L);
 	}
 	char date[SIGV4_DATE_LEN + 1];
 	opt_time(L, opts, "presign", date);

@@ -178,6 +178,16 @@ static void later_sources(void **state)
 	assert_non_null(strstr(err, "AWS_ROLE_ARN"));
 	awscreds_free(&c);
 
+	/* the container token goes only to https, loopback or the agents */
+	const char *far[] = {"HOME=/nonexistent", "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://10.1.2.3/creds",
+	                     "AWS_CONTAINER_AUTHORIZATION_TOKEN=secret-token", NULL};
+	fake_env = far;
+	assert_int_equal(awscreds_resolve(fake_getenv, NULL, &c, err, sizeof err), -1);
+	assert_non_null(strstr(err, "credentials from container credentials (AWS_CONTAINER_CREDENTIALS_FULL_URI)"));
+	assert_non_null(strstr(err, "only https, loopback"));
+	assert_null(strstr(err, "secret-token"));
+	awscreds_free(&c);
+
 	const char *none[] = {"HOME=/nonexistent", "AWS_EC2_METADATA_DISABLED=true", NULL};
 	fake_env = none;
 	assert_int_equal(awscreds_resolve(fake_getenv, NULL, &c, err, sizeof err), 1);
