@@ -124,10 +124,12 @@ describe("s3 credentials", function()
   describe("from a shared-file profile", function()
     setup(function()
       write(dir .. "/credentials", ("[static]\naws_access_key_id = %s\naws_secret_access_key = %s\n\n" ..
-        "# a key STS does not know\n[stranger]\naws_access_key_id=AKIASTRANGER\naws_secret_access_key=stranger-secret-xyz\n"):format(AK, SK))
+        "# a key STS does not know\n[stranger]\naws_access_key_id=AKIASTRANGER\naws_secret_access_key=stranger-secret-xyz\n" ..
+        "[forger]\naws_access_key_id = %s\naws_secret_access_key = forged-secret-xyz\n"):format(AK, SK, AK))
       write(dir .. "/config", "[profile static]\nregion = us-east-1\n\n" ..
         "[profile deployer]\nrole_arn = arn:aws:iam::000000000000:role/deployer\nsource_profile = static\nrole_session_name = bgrun-spec\n\n" ..
-        "[profile outsider]\nrole_arn = arn:aws:iam::000000000000:role/deployer\nsource_profile = stranger\n")
+        "[profile outsider]\nrole_arn = arn:aws:iam::000000000000:role/deployer\nsource_profile = stranger\n" ..
+        "[profile forged]\nrole_arn = arn:aws:iam::000000000000:role/deployer\nsource_profile = forger\n")
     end)
 
     local function files(profile)
@@ -163,6 +165,13 @@ describe("s3 credentials", function()
       assert.matches("credentials from profile outsider", r.out)
       assert.matches("STS AssumeRole .*403 InvalidClientTokenId", r.out)
       assert.is_nil(r.out:find("stranger-secret-xyz", 1, true), r.out)
+    end)
+
+    it("fails when the source profile's secret does not sign AssumeRole (the fake STS checks the signature)", function()
+      local r = roundtrip(files("forged"))
+      assert.is_not.equal(0, r.code)
+      assert.matches("credentials from profile forged .*STS AssumeRole .*403 SignatureDoesNotMatch", r.out)
+      assert.is_nil(r.out:find("forged-secret-xyz", 1, true), r.out)
     end)
 
     it("names the files for a profile that does not exist", function()

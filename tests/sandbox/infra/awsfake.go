@@ -1,6 +1,9 @@
 package infra
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/xml"
 	"fmt"
@@ -150,12 +153,15 @@ func (f *AWSFake) sts(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	case "AssumeRole":
-		// Loosely: a SigV4 Authorization for sts with the store's key id.
+		// A SigV4 signature for service sts by the store's key pair,
+		// recomputed over the signed headers the request names.
 		auth := r.Header.Get("Authorization")
-		if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential="+f.Creds.AccessKey+"/") ||
-			!strings.Contains(auth, "/sts/aws4_request") || !strings.Contains(auth, "Signature=") ||
-			r.Header.Get("X-Amz-Date") == "" {
+		if !strings.HasPrefix(auth, "AWS4-HMAC-SHA256 Credential="+f.Creds.AccessKey+"/") {
 			stsError(w, 403, "InvalidClientTokenId", "The security token included in the request is invalid.")
+			return
+		}
+		if !verifySigV4(r, body, auth, f.Creds.SecretKey) {
+			stsError(w, 403, "SignatureDoesNotMatch", "The request signature we calculated does not match the signature you provided.")
 			return
 		}
 	default:
@@ -168,6 +174,41 @@ func (f *AWSFake) sts(w http.ResponseWriter, r *http.Request) {
 		action, action, c.AccessKeyId, xmlEscape(c.SecretAccessKey), c.SessionToken, c.Expiration,
 		xmlEscape(form.Get("RoleArn")), xmlEscape(form.Get("RoleSessionName")), xmlEscape(form.Get("RoleSessionName")),
 		action, action)
+}
+
+// verifySigV4 recomputes an Authorization header's signature for r (a
+// POST to a plain path, no query) and its body.
+func verifySigV4(r *http.Request, body []byte, auth, secret string) bool {
+	fields := map[string]string{}
+	for _, part := range strings.Split(strings.TrimPrefix(auth, "AWS4-HMAC-SHA256 "), ",") {
+		if k, v, ok := strings.Cut(strings.TrimSpace(part), "="); ok {
+			fields[k] = v
+		}
+	}
+	cred := strings.Split(fields["Credential"], "/") // AK/day/region/service/aws4_request
+	date := r.Header.Get("X-Amz-Date")
+	if len(cred) != 5 || cred[4] != "aws4_request" || len(date) < 8 || date[:8] != cred[1] {
+		return false
+	}
+	var canon strings.Builder
+	for _, h := range strings.Split(fields["SignedHeaders"], ";") {
+		v := r.Header.Get(h)
+		if h == "host" {
+			v = r.Host
+		}
+		fmt.Fprintf(&canon, "%s:%s\n", h, strings.Join(strings.Fields(v), " "))
+	}
+	sum := sha256.Sum256(body)
+	path := r.URL.EscapedPath()
+	creq := strings.Join([]string{r.Method, path, r.URL.RawQuery, canon.String(), fields["SignedHeaders"],
+		hex.EncodeToString(sum[:])}, "\n")
+	h := sha256.Sum256([]byte(creq))
+	toSign := "AWS4-HMAC-SHA256\n" + date + "\n" + strings.Join(cred[1:], "/") + "\n" + hex.EncodeToString(h[:])
+	key := hmacSHA256([]byte("AWS4"+secret), cred[1])
+	for _, p := range cred[2:] {
+		key = hmacSHA256(key, p)
+	}
+	return hmac.Equal([]byte(hex.EncodeToString(hmacSHA256(key, toSign))), []byte(fields["Signature"]))
 }
 
 func (f *AWSFake) container(w http.ResponseWriter, r *http.Request) {
