@@ -228,6 +228,30 @@ describe("s3 credentials", function()
       assert.is_true(counts().container >= before + 5)
     end)
 
+    it("refreshes between the parts of a multipart upload", function()
+      local big = dir .. "/big.bin"
+      proc.run({ "sh", "-c", ("head -c 11534336 /dev/urandom > %q"):format(big) })
+      local key = PREFIX .. "multipart.bin"
+      local code = ([[
+        local r = b:put_file(%q, %q, { part_size = 5 * 1024 * 1024 })
+        assert(r.parts == 3, r.parts)
+        assert(b:get_file(%q, %q) == 11534336)
+        b:delete(%q)
+      ]]):format(key, big, key, big .. ".back", key)
+      local env = { HOME = dir .. "/home" }
+      for _, n in ipairs(AWS_VARS) do env[n] = false end
+      env.AWS_CONTAINER_CREDENTIALS_FULL_URI = CONTAINER_URI .. "?lifetime=200"
+      env.AWS_CONTAINER_AUTHORIZATION_TOKEN = CONTAINER_TOKEN
+      env.AWS_EC2_METADATA_DISABLED = "true"
+      local before = counts().container or 0
+      local r = proc.run({ BGRUN, FIX .. "/s3_eval.lua", "code=" .. code }, { timeout = 120, env = env })
+      assert.equal(0, r.code, r.stdout .. r.stderr)
+      -- the handle, create, three parts, complete, get, delete
+      assert.is_true(counts().container >= before + 8)
+      local a = proc.run({ "cmp", big, big .. ".back" })
+      assert.equal(0, a.code, a.stdout .. a.stderr)
+    end)
+
     it("names the container endpoint when it refuses the token", function()
       local r = roundtrip({ AWS_CONTAINER_CREDENTIALS_FULL_URI = CONTAINER_URI,
                             AWS_CONTAINER_AUTHORIZATION_TOKEN = "wrong-container-token" })
