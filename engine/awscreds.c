@@ -782,7 +782,24 @@ static int fail(awscreds *c, char *err, size_t errlen, const char *detail)
 	return -1;
 }
 
+static int resolve_chain(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen);
+
 int awscreds_resolve(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen)
+{
+	int rc = resolve_chain(env, region, c, err, errlen);
+	if (rc == 0 && c->expiration != 0 && c->expiration <= time(NULL)) {
+		char when[32];
+		struct tm tm;
+		gmtime_r(&c->expiration, &tm);
+		strftime(when, sizeof when, "%Y-%m-%dT%H:%M:%SZ", &tm);
+		awscreds_free(c);
+		snprintf(err, errlen, "credentials from %s: they expired at %s (Expiration)", c->source, when);
+		return -1;
+	}
+	return rc;
+}
+
+static int resolve_chain(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen)
 {
 	memset(c, 0, sizeof *c);
 	char e2[1024] = "";

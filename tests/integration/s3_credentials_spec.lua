@@ -252,6 +252,14 @@ describe("s3 credentials", function()
       assert.equal(0, a.code, a.stdout .. a.stderr)
     end)
 
+    it("refuses credentials handed out already expired, naming the source", function()
+      local r = roundtrip({ AWS_CONTAINER_CREDENTIALS_FULL_URI = CONTAINER_URI .. "?lifetime=-60",
+                            AWS_CONTAINER_AUTHORIZATION_TOKEN = CONTAINER_TOKEN })
+      assert.is_not.equal(0, r.code)
+      assert.matches("credentials from container credentials %(AWS_CONTAINER_CREDENTIALS_FULL_URI%): they expired at", r.out)
+      assert_no_secrets(r)
+    end)
+
     it("names the container endpoint when it refuses the token", function()
       local r = roundtrip({ AWS_CONTAINER_CREDENTIALS_FULL_URI = CONTAINER_URI,
                             AWS_CONTAINER_AUTHORIZATION_TOKEN = "wrong-container-token" })
