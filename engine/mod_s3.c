@@ -830,7 +830,9 @@ static int s3_bucket_new(lua_State *L)
 		if (rc != 0) {
 			awscreds_free(&c);
 			free(found_region);
-			bgrun_error_new(L, "s3", "bucket", rc > 0 ? "NoCredentials" : "CredentialsFailed", "%s", cerr);
+			char op[300];
+			snprintf(op, sizeof op, "bucket %.250s", name);
+			bgrun_error_new(L, "s3", op, rc > 0 ? "NoCredentials" : "CredentialsFailed", "%s", cerr);
 			return bgrun_error_throw(L);
 		}
 		/* from here on as Lua strings on the stack, so a raise leaks nothing */
