@@ -7,6 +7,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 #include "buf.h"
+#include "awscreds.h"
 #include "digest.h"
 #include "httputil.h"
 #include "s3xml.h"
@@ -49,6 +50,8 @@ typedef struct s3_bucket {
 	CURLM *multi; /* NULL when closed */
 	char *endpoint; /* scheme://host[:port], no trailing slash */
 	char *region, *bucket, *access_key, *secret_key, *session_token;
+	char *cred_source;  /* where the keys came from, for errors; never a secret */
+	time_t expiration;  /* temporary credentials: refreshed before this; 0 never */
 	int path_style;
 	long timeout_ms;
 } s3_bucket;
@@ -66,6 +69,7 @@ typedef struct s3_req {
 	const char *method;
 	buf url;
 	const char *const *extra; /* name, value pairs sent and signed */
+	const char *cred_source;  /* the bucket's, for 400/401/403 messages */
 	size_t n_extra;
 	/* body: memory, or n bytes of fd from offset */
 	const char *body;
@@ -167,6 +171,7 @@ static int bucket_close(lua_State *L)
 	free_str(&b->access_key);
 	free_str(&b->secret_key);
 	free_str(&b->session_token);
+	free_str(&b->cred_source);
 	return 0;
 }
 
@@ -499,12 +504,88 @@ static int transient(const s3_req *r)
 	return r->status >= 500 || r->status == 429;
 }
 
+static char *dup_str(const char *s);
+
+static void wipe_str(char *s)
+{
+	if (s) {
+		memset(s, 0, strlen(s));
+		free(s);
+	}
+}
+
+static int register_secrets(lua_State *L)
+{
+	s3_bucket *b = lua_touserdata(L, 1);
+	const char *auth = lua_touserdata(L, 2);
+	bgrun_secret(L, b->secret_key, strlen(b->secret_key));
+	if (auth)
+		bgrun_secret(L, auth, strlen(auth));
+	if (b->session_token)
+		bgrun_secret(L, b->session_token, strlen(b->session_token));
+	return 0;
+}
+
+static const char *real_getenv(const char *name)
+{
+	return getenv(name);
+}
+
+/* Temporary credentials are fetched again from the chain AWSCREDS_REFRESH_MARGIN
+ * seconds before they expire, so a long transfer never signs with expired
+ * keys. 0, or -1 with the source's failure in err. */
+static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
+{
+	if (b->expiration == 0 || time(NULL) + AWSCREDS_REFRESH_MARGIN < b->expiration)
+		return 0;
+	awscreds c;
+	char e2[1024];
+	if (awscreds_resolve(real_getenv, b->region, &c, e2, sizeof e2) != 0) {
+		awscreds_free(&c);
+		/* as the SDKs do: keys that still work are used until they expire */
+		if (time(NULL) < b->expiration)
+			return 0;
+		snprintf(err, errlen, "refreshing credentials: %.990s", e2);
+		return -1;
+	}
+	char *src = dup_str(c.source);
+	if (src == NULL) {
+		awscreds_free(&c);
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	free_str(&b->access_key);
+	free_str(&b->secret_key);
+	free_str(&b->session_token);
+	free_str(&b->cred_source);
+	b->access_key = c.access_key;
+	b->secret_key = c.secret_key;
+	b->session_token = c.session_token;
+	b->expiration = c.expiration;
+	b->cred_source = src;
+	/* registered in a protected call: nothing here may raise */
+	lua_pushcfunction(L, register_secrets);
+	lua_pushlightuserdata(L, b);
+	lua_pushlightuserdata(L, c.auth_token);
+	int st = lua_pcall(L, 2, 0, 0);
+	wipe_str(c.auth_token);
+	if (st != LUA_OK) {
+		lua_pop(L, 1);
+		snprintf(err, errlen, "out of memory registering the refreshed secrets");
+		return -1;
+	}
+	return 0;
+}
+
 /* Performs r with retries when r->retry. Returns 0 (look at r->rc and
  * r->status), 1 interrupted, -1 set-up failure (message in err). */
-static int perform(s3_bucket *b, s3_req *r, char *err, size_t errlen)
+static int perform(lua_State *L, s3_bucket *b, s3_req *r, char *err, size_t errlen)
 {
 	long backoff = FIRST_BACKOFF_MS;
+	r->cred_source = b->cred_source;
 	for (int attempt = 1;; attempt++) {
+		if (refresh_creds(L, b, err, errlen) != 0)
+			return -1;
 		struct curl_slist *hl = NULL;
 		r->rc = CURLE_OK;
 		r->status = 0;
@@ -588,11 +669,16 @@ static void push_failure(lua_State *L, s3_req *r, const char *op)
 		rid = resp_header(r, "x-amz-request-id", &r->scratch);
 	if (code == NULL && r->status == 404 && strcmp(r->method, "GET") == 0)
 		code = "NoSuchKey";
+	/* a refused signature or key: say whose keys they were */
+	const char *src = r->cred_source && (r->status == 400 || r->status == 401 || r->status == 403)
+	                      ? r->cred_source : NULL;
 	if (message && *message)
-		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s", message);
+		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s%s%s%s", message,
+		                src ? " (credentials from " : "", src ? src : "", src ? ")" : "");
 	else
-		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s %s answered HTTP %ld",
-		                r->method, r->url.data, r->status);
+		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s %s answered HTTP %ld%s%s%s",
+		                r->method, r->url.data, r->status, src ? " (credentials from " : "", src ? src : "",
+		                src ? ")" : "");
 	bgrun_error_set_int(L, "code", (lua_Integer)(r->status ? r->status : 200));
 	bgrun_error_set_str(L, "request_id", rid);
 	s3xml_free(x);
@@ -607,8 +693,8 @@ static int ok_status(const s3_req *r)
  * for none) and r, then raises. Otherwise returns (r answered). */
 static void run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi)
 {
-	char err[256];
-	int rc = perform(b, r, err, sizeof err);
+	char err[1024];
+	int rc = perform(L, b, r, err, sizeof err);
 	if (rc == 0)
 		return;
 	req_free(r);
@@ -713,19 +799,58 @@ static int s3_bucket_new(lua_State *L)
 			luaL_error(L, "s3.bucket: bucket name '%s' has characters S3 does not allow", name);
 	if (!endpoint)
 		endpoint = env_first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
-	if (!region)
-		region = env_first("AWS_REGION", "AWS_DEFAULT_REGION");
-	if (!region)
-		region = "us-east-1";
-	if (!ak)
-		ak = env_first("AWS_ACCESS_KEY_ID", NULL);
-	if (!sk)
-		sk = env_first("AWS_SECRET_ACCESS_KEY", NULL);
-	if (!tok)
-		tok = env_first("AWS_SESSION_TOKEN", NULL);
-	if (!ak || !sk)
-		luaL_error(L, "s3.bucket: no credentials: give access_key= and secret_key= or set "
-		              "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY");
+	if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
+		luaL_error(L, "s3.bucket: endpoint '%s' must start with http:// or https://", endpoint);
+	char *found_region = NULL;
+	if (!region) {
+		char where[1024] = "";
+		region = found_region = awscreds_region(real_getenv, where, sizeof where);
+		if (!region && !endpoint)
+			luaL_error(L, "s3.bucket %s: no region: give region= or set one (looked at %s)", name, where);
+		if (!region)
+			region = "us-east-1"; /* an S3-compatible store at a given endpoint */
+	}
+	awscreds c;
+	memset(&c, 0, sizeof c);
+	time_t expiration = 0;
+	if (ak || sk) {
+		/* one given: the other from the environment, as before the chain */
+		ak = ak ? ak : env_first("AWS_ACCESS_KEY_ID", NULL);
+		sk = sk ? sk : env_first("AWS_SECRET_ACCESS_KEY", NULL);
+		tok = tok ? tok : env_first("AWS_SESSION_TOKEN", NULL);
+		if (!ak || !sk) {
+			free(found_region);
+			luaL_error(L, "s3.bucket: give both access_key= and secret_key= (or set AWS_ACCESS_KEY_ID and "
+			              "AWS_SECRET_ACCESS_KEY)");
+		}
+		snprintf(c.source, sizeof c.source, "the access_key=/secret_key= options");
+	} else {
+		char cerr[1536];
+		int rc = awscreds_resolve(real_getenv, region, &c, cerr, sizeof cerr);
+		if (rc != 0) {
+			awscreds_free(&c);
+			free(found_region);
+			char op[300];
+			snprintf(op, sizeof op, "bucket %.250s", name);
+			bgrun_error_new(L, "s3", op, rc > 0 ? "NoCredentials" : "CredentialsFailed", "%s", cerr);
+			return bgrun_error_throw(L);
+		}
+		/* from here on as Lua strings on the stack, so a raise leaks nothing */
+		ak = lua_pushstring(L, c.access_key);
+		sk = lua_pushstring(L, c.secret_key);
+		if (!tok && c.session_token)
+			tok = lua_pushstring(L, c.session_token);
+		expiration = c.expiration;
+		if (c.auth_token)
+			bgrun_secret(L, lua_pushstring(L, c.auth_token), strlen(c.auth_token));
+		awscreds_free(&c);
+	}
+	const char *cred_source = lua_pushstring(L, c.source);
+	if (found_region) {
+		region = lua_pushstring(L, found_region);
+		free(found_region);
+		found_region = NULL;
+	}
 	buf ep = BUF_INIT;
 	if (endpoint == NULL) {
 		/* AWS itself: virtual-host style unless asked otherwise */
@@ -757,9 +882,12 @@ static int s3_bucket_new(lua_State *L)
 	b->access_key = dup_str(ak);
 	b->secret_key = dup_str(sk);
 	b->session_token = dup_str(tok);
+	b->cred_source = dup_str(cred_source);
+	b->expiration = expiration;
 	b->path_style = path_style;
 	b->timeout_ms = timeout_ms;
-	if (!b->endpoint || !b->region || !b->bucket || !b->access_key || !b->secret_key || (tok && !b->session_token))
+	if (!b->endpoint || !b->region || !b->bucket || !b->access_key || !b->secret_key || (tok && !b->session_token) ||
+	    !b->cred_source)
 		return luaL_error(L, "s3: out of memory"); /* __gc frees the rest */
 	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (b->multi = curl_multi_init()) == NULL)
 		return luaL_error(L, "s3: cannot create curl handles");
@@ -830,13 +958,13 @@ static void abort_upload(lua_State *L, s3_bucket *b, const char *key, const char
 	r->ignore_interrupt = 1;
 	r->timeout_ms = ABORT_TIMEOUT_MS;
 	const char *q[] = {"uploadId", upload_id, NULL};
-	char err[256];
+	char err[1024];
 	if (object_url(b, &r->url, key) != 0 || add_query(&r->url, q) != 0) {
 		req_free(r);
 		lua_pop(L, 1);
 		return;
 	}
-	int rc = perform(b, r, err, sizeof err);
+	int rc = perform(L, b, r, err, sizeof err);
 	if (rc == 0 && !ok_status(r) && r->status != 404 && r->status != 405 && r->status != 501) {
 		lua_createtable(L, 0, 3);
 		lua_pushstring(L, key);
@@ -942,8 +1070,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 			abort_upload(L, b, key, upload_id);
 			oom(L, r, opi);
 		}
-		char err[256];
-		int rc = perform(b, r, err, sizeof err);
+		char err[1024];
+		int rc = perform(L, b, r, err, sizeof err);
 		const char *tag = rc == 0 && ok_status(r) ? resp_header(r, "etag", &r->scratch) : NULL;
 		if (tag == NULL) {
 			/* an interrupt is acknowledged only after the abort */
@@ -999,8 +1127,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		abort_upload(L, b, key, upload_id);
 		oom(L, r, opi);
 	}
-	char err[256];
-	int rc = perform(b, r, err, sizeof err);
+	char err[1024];
+	int rc = perform(L, b, r, err, sizeof err);
 	buf_free(&body);
 	const char *final_etag = NULL;
 	int failed = rc != 0 || !ok_status(r);
@@ -1472,6 +1600,11 @@ static int b_presign(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
+	char cerr[1024];
+	if (refresh_creds(L, b, cerr, sizeof cerr) != 0) {
+		bgrun_error_new(L, "s3", "presign", "CredentialsFailed", "%s", cerr);
+		return bgrun_error_throw(L);
+	}
 	char date[SIGV4_DATE_LEN + 1];
 	opt_time(L, opts, "presign", date);
 	buf u = BUF_INIT;
@@ -1481,7 +1614,7 @@ static int b_presign(lua_State *L)
 	}
 	sigv4_params p = {method, u.data, NULL, 0, "UNSIGNED-PAYLOAD", date, b->region, "s3", b->access_key, b->secret_key};
 	sigv4_result s = SIGV4_RESULT_INIT;
-	char err[256];
+	char err[1024];
 	int rc = sigv4_presign(&p, expires, b->session_token, &s, err, sizeof err);
 	buf_free(&u);
 	if (rc != 0) {
@@ -1606,7 +1739,7 @@ static int s3_sign(lua_State *L)
 	}
 	sigv4_params p = {method, url, h, (size_t)n / 2, hash, date, region, service, ak, sk};
 	sigv4_result s = SIGV4_RESULT_INIT;
-	char err[256];
+	char err[1024];
 	if (sigv4_sign(&p, &s, err, sizeof err) != 0) {
 		sigv4_result_free(&s);
 		return luaL_error(L, "s3.sign: %s", err);

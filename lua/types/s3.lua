@@ -5,10 +5,10 @@ local s3 = {}
 ---@class s3.BucketOptions
 ---@field bucket string the bucket name (required)
 ---@field endpoint string? "http(s)://host[:port]"; default AWS_ENDPOINT_URL_S3, AWS_ENDPOINT_URL, else AWS
----@field region string? default AWS_REGION, AWS_DEFAULT_REGION, else "us-east-1"
----@field access_key string? default AWS_ACCESS_KEY_ID
----@field secret_key string? default AWS_SECRET_ACCESS_KEY (registered as a secret)
----@field session_token string? default AWS_SESSION_TOKEN (registered as a secret)
+---@field region string? default AWS_REGION, AWS_DEFAULT_REGION, the profile's region; "us-east-1" only with an endpoint
+---@field access_key string? default: the AWS SDK chain (environment, AWS_PROFILE, web identity, container, IMDSv2)
+---@field secret_key string? default: the AWS SDK chain (registered as a secret)
+---@field session_token string? default: from the same source as the keys (registered as a secret)
 ---@field path_style boolean? default true with an endpoint, false for AWS itself
 ---@field timeout number? seconds per request (a transfer: without progress); default 60
 

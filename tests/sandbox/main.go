@@ -87,6 +87,10 @@ type state struct {
 	S3Bucket    string `json:"s3_bucket"`
 	WeedPid     int    `json:"weed_pid"`
 
+	AWSFakeURL     string `json:"aws_fake_url"`
+	WebTokenFile   string `json:"web_identity_token_file"`
+	ContainerToken string `json:"container_token"`
+
 	StartSeconds float64 `json:"start_seconds"`
 }
 
@@ -148,6 +152,13 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_DIR", dir},
 		{"SANDBOX_S3_BUCKET", st.S3Bucket},
 		{"SANDBOX_PG_SUPERUSER_URL", st.PGSuperURL},
+		// Fake AWS credential endpoints; not AWS_* so the plain keys above stay the default.
+		{"SANDBOX_STS_URL", st.AWSFakeURL + "/sts/"},
+		{"SANDBOX_WEB_IDENTITY_TOKEN_FILE", st.WebTokenFile},
+		{"SANDBOX_CONTAINER_CREDENTIALS_URI", st.AWSFakeURL + "/container/credentials"},
+		{"SANDBOX_CONTAINER_AUTHORIZATION_TOKEN", st.ContainerToken},
+		{"SANDBOX_IMDS_ENDPOINT", st.AWSFakeURL + "/imds"},
+		{"SANDBOX_AWS_FAKE_URL", st.AWSFakeURL},
 	}
 }
 
@@ -656,6 +667,13 @@ func serve(dir string) int {
 		stopAll()
 		return 1
 	}
+	awsFake := infra.NewAWSFake(dir, s3.Creds)
+	if err := awsFake.Start(); err != nil {
+		logf("aws credential endpoints failed to start: %v", err)
+		stopAll()
+		return 1
+	}
+	defer awsFake.Stop()
 	logf("postgres ready in %v, s3 in %v, cluster in %v",
 		elapsed["postgres"].Round(time.Millisecond), elapsed["s3"].Round(time.Millisecond), elapsed["cluster"].Round(time.Millisecond))
 
@@ -665,6 +683,7 @@ func serve(dir string) int {
 		PGSuperURL: pg.SuperURL(), PGPid: pg.Pid(),
 		S3Endpoint: s3.Endpoint(), S3AccessKey: s3.Creds.AccessKey, S3SecretKey: s3.Creds.SecretKey,
 		S3Region: s3.Creds.Region, S3Bucket: s3.Bucket, WeedPid: s3.Pid(),
+		AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
 		StartSeconds: time.Since(start).Seconds(),
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
