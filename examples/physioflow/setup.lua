@@ -5,10 +5,10 @@
 --   bgrun examples/physioflow/setup.lua env=local tag=v1.0.0 to=010
 local bluegreen = require("bluegreen")
 local environments = require("environments")
-local k8s = require("k8s")
 local log = require("log")
 local manifests = require("manifests")
 local migrate = require("migrate")
+local release = require("release")
 local postgres = require("postgres")
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
@@ -22,7 +22,7 @@ return playbook {
   },
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)
-    local c = k8s.client { namespace = env.namespace }
+    local c = release.client(args.env, env)
 
     step("database secret", function()
       local pw = os.getenv("PGPASSWORD")
