@@ -1,4 +1,5 @@
--- Puts the PhysioFlow example into a cluster and database: the database
+-- Puts the PhysioFlow example into a cluster and database: the namespace
+-- (created when missing), the database
 -- Secret (from the PG* variables), the schema up to a starting version, the
 -- manifests in examples/physioflow/k8s with the blue colour serving `tag`.
 -- make demo runs it against the sandbox before the release it demonstrates.
@@ -23,6 +24,12 @@ return playbook {
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)
     local c = release.client(args.env, env)
+
+    step("namespace " .. env.namespace, function()
+      if not c:get("namespace", env.namespace) then
+        c:create({ apiVersion = "v1", kind = "Namespace", metadata = { name = env.namespace } })
+      end
+    end)
 
     step("database secret", function()
       local pw = os.getenv("PGPASSWORD")
