@@ -8,7 +8,7 @@
 -- the API. Every step has its compensation: a failure puts the release
 -- back as it was. Writes made after the backup are lost, and reported.
 --   bgrun playbooks/rollback-release.lua env=local
---   bgrun playbooks/rollback-release.lua env=production   (type ROLLBACK PRODUCTION)
+--   bgrun playbooks/rollback-release.lua env=prod   (type ROLLBACK PRODUCTION)
 local backup = require("backup")
 local bluegreen = require("bluegreen")
 local environments = require("environments")

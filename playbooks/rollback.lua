@@ -8,7 +8,7 @@
 -- the swap first puts the old database back (the restored one is kept
 -- aside for inspection).
 --   bgrun playbooks/rollback.lua env=local backup=backups/local/2026...tar.gz
---   bgrun playbooks/rollback.lua env=production backup=production/2026...tar.gz --yes
+--   bgrun playbooks/rollback.lua env=prod backup=prod/2026...tar.gz --yes
 local backup = require("backup")
 local environments = require("environments")
 local lock = require("lock")
