@@ -30,7 +30,13 @@ local function kubeconfig_files(env)
   else
     files[1] = (os.getenv("HOME") or "~") .. "/.kube/config"
   end
-  return files
+  -- the ones that exist (missing KUBECONFIG entries are skipped, as kubectl does)
+  local read = {}
+  for _, p in ipairs(files) do
+    local f = io.open(p, "r")
+    if f then f:close(); read[#read + 1] = p end
+  end
+  return #read > 0 and read or files
 end
 
 ---The k8s client of an environment, on its own kubeconfig context. Every
