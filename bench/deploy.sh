@@ -61,12 +61,13 @@ done
 export PGDATABASE=$DB BGRUN_JOURNAL_DIR=$TMP/journal BGRUN_PATH=$ROOT/playbooks
 "$BGRUN" -q examples/physioflow/setup.lua env=local tag=v1.0.0 to=010 >/dev/null
 
-# deploy.lua next to an environment of our own: monitored as in production
+# deploy.lua next to an environment of our own (on the sandbox's context, as
+# every environment but local names one): monitored as in prod
 mkdir -p "$TMP/pb"
 cp "$ROOT/playbooks/deploy.lua" "$TMP/pb/"
 cat >"$TMP/pb/environments.lua" <<EOF
 return {
-  bench = { namespace = "$NS", app = "$APP", replicas = 2, database = {}, rollout_timeout = 120,
+  bench = { context = "$(kubectl config current-context)", namespace = "$NS", app = "$APP", replicas = 2, database = {}, rollout_timeout = 120,
             monitor = { window = 60, interval = $POLL_S } },
 }
 EOF

@@ -4,7 +4,6 @@
 --   bgrun playbooks/abort.lua env=local
 local bluegreen = require("bluegreen")
 local environments = require("environments")
-local k8s = require("k8s")
 local lock = require("lock")
 local release = require("release")
 
@@ -16,8 +15,10 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
     local state = bluegreen.preview(c, env.app, env.namespace)
+    require("log").info(("%sabort the preview of %s (%s) in %s (%s)"):format(bgrun.dry_run() and "dry-run: " or "",
+      tostring(state.tag), state.colour, args.env, release.target(c, env)))
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "abort " .. state.tag,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0,

@@ -7,7 +7,6 @@ local bluegreen = require("bluegreen")
 local checks = require("checks")
 local environments = require("environments")
 local http = require("http")
-local k8s = require("k8s")
 local lock = require("lock")
 local migrate = require("migrate")
 local postgres = require("postgres")
@@ -25,10 +24,8 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
-    if env.confirm then
-      confirm(("Migrate and deploy %s to %s?"):format(args.tag, args.env))
-    end
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
+    release.confirm(c, env, ("Migrate and deploy %s to %s"):format(args.tag, args.env))
     local ns = env.namespace
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy-with-migration " .. args.tag,

@@ -1,11 +1,10 @@
 -- Blue-green deploy of the API.
 --   bgrun playbooks/deploy.lua env=local tag=v1.2.3
---   bgrun playbooks/deploy.lua env=production tag=v1.2.3 --yes
+--   bgrun playbooks/deploy.lua env=prod tag=v1.2.3 --yes
 --   bgrun playbooks/deploy.lua env=local tag=v1.2.3 preview=true   (then promote.lua or abort.lua)
 local bluegreen = require("bluegreen")
 local checks = require("checks")
 local environments = require("environments")
-local k8s = require("k8s")
 local lock = require("lock")
 local release = require("release")
 
@@ -27,10 +26,8 @@ return playbook {
     -- auto-promote= implies a preview; the environment's auto_promote applies to previews
     local preview = args.preview or args["auto-promote"] ~= nil
     local auto = preview and (args["auto-promote"] or env.auto_promote) or nil
-    if env.confirm then
-      confirm(("%s %s to %s?"):format(preview and "Preview" or "Deploy", args.tag, args.env))
-    end
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
+    release.confirm(c, env, ("%s %s to %s"):format(preview and "Preview" or "Deploy", args.tag, args.env))
     local function locked(operation)
       local l = step("take the deploy lock", function()
         return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,

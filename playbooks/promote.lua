@@ -4,7 +4,6 @@
 --   bgrun playbooks/promote.lua env=local
 local bluegreen = require("bluegreen")
 local environments = require("environments")
-local k8s = require("k8s")
 local lock = require("lock")
 local release = require("release")
 
@@ -16,11 +15,9 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
     local state = bluegreen.preview(c, env.app, env.namespace)
-    if env.confirm then
-      confirm(("Promote %s (%s) to %s?"):format(tostring(state.tag), state.colour, args.env))
-    end
+    release.confirm(c, env, ("Promote %s (%s) to %s"):format(tostring(state.tag), state.colour, args.env))
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "promote " .. state.tag,
                                break_lock = args["break-lock"], wait = env.lock_wait or 0,

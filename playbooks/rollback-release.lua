@@ -8,12 +8,11 @@
 -- the API. Every step has its compensation: a failure puts the release
 -- back as it was. Writes made after the backup are lost, and reported.
 --   bgrun playbooks/rollback-release.lua env=local
---   bgrun playbooks/rollback-release.lua env=production   (type ROLLBACK PRODUCTION)
+--   bgrun playbooks/rollback-release.lua env=prod   (type ROLLBACK PRODUCTION)
 local backup = require("backup")
 local bluegreen = require("bluegreen")
 local environments = require("environments")
 local json = require("json")
-local k8s = require("k8s")
 local lock = require("lock")
 local log = require("log")
 local migrate = require("migrate")
@@ -40,7 +39,7 @@ return playbook {
   run = function(args)
     local env = environments[args.env]
     local ns, app = env.namespace, env.app
-    local c = k8s.client { context = env.context, namespace = ns }
+    local c = release.client(args.env, env)
     local fmt = migrate.format_version
     local t_start = bgrun.now()
 
@@ -100,11 +99,9 @@ return playbook {
       end)
     end
 
-    if env.confirm then
-      confirm(("Roll %s back from %s to %s (schema %s -> %s)? Writes since %s are lost and the API is down meanwhile.")
-        :format(args.env, rec.tag, tostring(rec.previous_tag), fmt(rec.schema_to), fmt(rec.schema_from),
-                tostring(rec.backup.taken_at)), { expect = "ROLLBACK PRODUCTION" })
-    end
+    release.confirm(c, env, ("Roll %s back from %s to %s (schema %s -> %s); writes since %s are lost and the API is down meanwhile")
+      :format(args.env, rec.tag, tostring(rec.previous_tag), fmt(rec.schema_to), fmt(rec.schema_from),
+              tostring(rec.backup.taken_at)), { expect = "ROLLBACK PRODUCTION" })
 
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback-release " .. rec.tag,

@@ -8,10 +8,9 @@
 -- the swap first puts the old database back (the restored one is kept
 -- aside for inspection).
 --   bgrun playbooks/rollback.lua env=local backup=backups/local/2026...tar.gz
---   bgrun playbooks/rollback.lua env=production backup=production/2026...tar.gz --yes
+--   bgrun playbooks/rollback.lua env=prod backup=prod/2026...tar.gz --yes
 local backup = require("backup")
 local environments = require("environments")
-local k8s = require("k8s")
 local lock = require("lock")
 local log = require("log")
 local migrate = require("migrate")
@@ -67,12 +66,9 @@ return playbook {
     report { rollback = rolled }
     print(("backup %s: %s, database %s, schema version %s, taken %s"):format(path, metadata.env or "?",
       target.database, migrate.format_version(version), metadata.created_at or "?"))
-    if env.confirm then
-      confirm(("Roll %s back to %s (schema version %s)? The API is stopped meanwhile.")
-        :format(args.env, path, migrate.format_version(version)), { expect = "ROLLBACK PRODUCTION" })
-    end
-
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
+    release.confirm(c, env, ("Roll %s back to %s (schema version %s); the API is stopped meanwhile")
+      :format(args.env, path, migrate.format_version(version)), { expect = "ROLLBACK PRODUCTION" })
     local ns = env.namespace
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback to " .. path,

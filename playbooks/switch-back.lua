@@ -4,7 +4,6 @@
 --   bgrun playbooks/switch-back.lua env=local
 local bluegreen = require("bluegreen")
 local environments = require("environments")
-local k8s = require("k8s")
 local lock = require("lock")
 local release = require("release")
 
@@ -16,10 +15,10 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
-    if env.confirm then
-      confirm(("Switch %s back to the previous release?"):format(args.env))
-    end
-    local c = k8s.client { context = env.context, namespace = env.namespace }
+    local c = release.client(args.env, env)
+    local rec = bluegreen.release_of(c:get("service", env.app) or {})
+    release.confirm(c, env, ("Switch %s back to the previous release (%s %s)"):format(args.env,
+      tostring(rec and rec.previous_colour or "?"), tostring(rec and rec.previous_tag or "?")))
     local l = step("take the deploy lock", function()
       return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "switch back",
                                break_lock = args["break-lock"], wait = env.lock_wait or 0,

@@ -20,6 +20,98 @@ M.skip_tests_param = { type = "boolean", default = false, help = "skip the smoke
 M.break_lock_param = { type = "boolean", default = false,
                        help = "take the deploy lock even if another run holds it" }
 
+-- The kubeconfig files a client reads: env.kubeconfig, else KUBECONFIG
+-- split on ':', else ~/.kube/config (as k8s.client looks them up).
+local function kubeconfig_files(env)
+  local list = env.kubeconfig or os.getenv("KUBECONFIG")
+  local files = {}
+  if list and list ~= "" then
+    for f in list:gmatch("[^:]+") do files[#files + 1] = f end
+  else
+    files[1] = (os.getenv("HOME") or "~") .. "/.kube/config"
+  end
+  -- the ones that exist (missing KUBECONFIG entries are skipped, as kubectl does)
+  local read = {}
+  for _, p in ipairs(files) do
+    local f = io.open(p, "r")
+    if f then f:close(); read[#read + 1] = p end
+  end
+  return #read > 0 and read or files
+end
+
+---The k8s client of an environment, on its own kubeconfig context. Every
+---environment but `local` must name its `context` (or say `in_cluster =
+---true`): bgrun never acts on a non-local environment through whatever
+---context is current. Refuses (code "usage", exit 2) when the context is
+---not named, or is not in the kubeconfig, naming the environment, the
+---context and the kubeconfig files read.
+---@param env_name string the environment's name (args.env)
+---@param env table its entry in playbooks/environments.lua
+---@return any k8s client
+function M.client(env_name, env)
+  local k8s = require("k8s")
+  if env.in_cluster then
+    return k8s.client { in_cluster = true, namespace = env.namespace }
+  end
+  local context = env.context
+  if env_name ~= "local" and (type(context) ~= "string" or context == "") then
+    bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = "NoContext",
+                  message = ("environment %s names no kubeconfig context: set `context` for it in "
+                    .. "environments.lua (bgrun never acts on %s through the current context)"):format(env_name, env_name) }
+  end
+  local ok, c = pcall(k8s.client, { context = context, namespace = env.namespace, kubeconfig = env.kubeconfig })
+  if ok then return c end
+  local err = c
+  if context and type(err) == "table" and err.code == "config" then
+    local msg = tostring(err.message or err)
+    local missing = msg:find("not found in the kubeconfig", 1, true) ~= nil
+    bgrun.raise { module = "release", op = "target " .. env_name, code = "usage",
+                  reason = missing and "UnknownContext" or "BadKubeconfig", context = context,
+                  kubeconfig = table.concat(kubeconfig_files(env), ":"),
+                  message = (missing and "environment %s: context %q is not in the kubeconfig (files read: %s)"
+                             or "environment %s: context %q: %s (files read: %s)")
+                    :format(env_name, context, missing and table.concat(kubeconfig_files(env), ", ") or msg,
+                            table.concat(kubeconfig_files(env), ", ")) }
+  end
+  error(err, 0)
+end
+
+---Where a playbook is about to act: "context C, SERVER, namespace N; live:
+---COLOUR TAG" (live: none when the Service or its colour is absent).
+---@param c any k8s client from release.client
+---@param env table
+---@return string
+function M.target(c, env)
+  local info = c:info()
+  local live = "none"
+  local ok, svc = pcall(c.get, c, "service", env.app, { namespace = env.namespace })
+  local colour = ok and svc and svc.spec and svc.spec.selector and svc.spec.selector.version
+  if colour then
+    local dok, dep = pcall(c.get, c, "deployment", env.app .. "-" .. colour, { namespace = env.namespace })
+    local image = dok and dep and dep.spec.template.spec.containers[1].image or ""
+    local slash = image:match("^.*()/") or 0
+    live = colour .. " " .. (image:sub(slash + 1):match(":([^:@]+)$") or "?")
+  end
+  return ("context %s, %s, namespace %s; live: %s"):format(info.context, info.server,
+    env.namespace or info.namespace, live)
+end
+
+---Names the target before a playbook acts: with env.confirm, asks
+---"QUESTION (context ..., server, namespace ...; live: ...)?" (opts as
+---confirm's); otherwise logs the same line (also what --dry-run shows).
+---@param c any k8s client from release.client
+---@param env table
+---@param question string e.g. "Deploy v1.2.3 to prod"
+---@param opts {expect: string?}?
+function M.confirm(c, env, question, opts)
+  local line = ("%s (%s)"):format(question, M.target(c, env))
+  if env.confirm then
+    confirm(line .. "?", opts)
+  else
+    require("log").info((bgrun.dry_run() and "dry-run: " or "") .. line)
+  end
+end
+
 ---Writes version into the migration-version ConfigMap, creating it if needed.
 ---@param c any k8s client
 ---@param ns string

@@ -1,14 +1,15 @@
--- Puts the PhysioFlow example into a cluster and database: the database
+-- Puts the PhysioFlow example into a cluster and database: the namespace
+-- (created when missing), the database
 -- Secret (from the PG* variables), the schema up to a starting version, the
 -- manifests in examples/physioflow/k8s with the blue colour serving `tag`.
 -- make demo runs it against the sandbox before the release it demonstrates.
 --   bgrun examples/physioflow/setup.lua env=local tag=v1.0.0 to=010
 local bluegreen = require("bluegreen")
 local environments = require("environments")
-local k8s = require("k8s")
 local log = require("log")
 local manifests = require("manifests")
 local migrate = require("migrate")
+local release = require("release")
 local postgres = require("postgres")
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
@@ -22,7 +23,13 @@ return playbook {
   },
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)
-    local c = k8s.client { namespace = env.namespace }
+    local c = release.client(args.env, env)
+
+    step("namespace " .. env.namespace, function()
+      if not c:get("namespace", env.namespace) then
+        c:create({ apiVersion = "v1", kind = "Namespace", metadata = { name = env.namespace } })
+      end
+    end)
 
     step("database secret", function()
       local pw = os.getenv("PGPASSWORD")

@@ -2,8 +2,8 @@
 -- and the schema version in its three places.
 local environments = require("environments")
 local http = require("http")
-local k8s = require("k8s")
 local migrate = require("migrate")
+local release = require("release")
 local postgres = require("postgres")
 
 return playbook {
@@ -11,7 +11,7 @@ return playbook {
   params = { env = { default = "local", help = "environment from playbooks/environments.lua" } },
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)
-    local c = k8s.client { namespace = env.namespace }
+    local c = release.client(args.env, env)
     local svc = c:get("service", env.app)
     print(("service %s selects version=%s"):format(env.app, svc.spec.selector.version))
     for _, colour in ipairs({ "blue", "green" }) do

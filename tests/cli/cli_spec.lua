@@ -80,7 +80,7 @@ describe("bgrun CLI", function()
       { "unknown", { "env=local", "tag=v1", "colour=blue" },
         "unknown parameter 'colour' %(known: env, ratio, replicas, skip%-tests, tag%)" },
       { "pattern", { "env=local", "tag=v1;rm" }, "parameter 'tag': 'v1;rm' does not match the pattern" },
-      { "choices", { "env=prod", "tag=v1" }, "parameter 'env': 'prod' is not one of local, staging, production" },
+      { "choices", { "env=production", "tag=v1" }, "parameter 'env': 'production' is not one of local, staging, prod" },
       { "integer", { "env=local", "tag=v1", "replicas=two" }, "parameter 'replicas': expected an integer, got 'two'" },
       { "integer float", { "env=local", "tag=v1", "replicas=1.5" }, "parameter 'replicas': expected an integer, got '1.5'" },
       { "number", { "env=local", "tag=v1", "ratio=half" }, "parameter 'ratio': expected a number, got 'half'" },
@@ -104,7 +104,7 @@ describe("bgrun CLI", function()
     local r = run({ "--describe", FIX .. "/params.lua" })
     assert.equal(0, r.code)
     assert.matches("^params%.lua %- Parameter validation fixture\n", r.stdout)
-    assert.matches("\n  env +string, required, one of local|staging|production  %-%- environment\n", r.stdout)
+    assert.matches("\n  env +string, required, one of local|staging|prod  %-%- environment\n", r.stdout)
     assert.matches("\n  replicas +integer, default 2\n", r.stdout)
     assert.matches("\n  tag +string, required, pattern %^%[%%w%]", r.stdout)
   end)

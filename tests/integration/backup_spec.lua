@@ -3,7 +3,7 @@
 -- backup and its bucket copy, retention, a rollback to an earlier schema
 -- (ConfigMap, API pods, the kept old database), and refusals that change
 -- nothing: a corrupted backup, a missing key, another environment's
--- backup, an oversized metadata.json (bad input: exit 2), production
+-- backup, an oversized metadata.json (bad input: exit 2), prod
 -- without --yes. Names unique per run (two backups at once), private work
 -- folders, and absolute paths wherever a run reports or records one.
 local archive = require("archive")
@@ -103,10 +103,13 @@ describe("backup and rollback playbooks", function()
     f:write(([[
 local envs = dofile(%q)
 for name, e in pairs(envs) do e.backups = %q .. "/backups/" .. name end
--- production's database is this spec's too (rollback connects before it asks)
-envs.production.database = {}
+-- prod's database and cluster are this spec's too (rollback connects before
+-- it asks; the prompt names the cluster): the sandbox's context and namespace
+envs.prod.database = {}
+envs.prod.context = %q
+envs.prod.namespace = %q
 return envs
-]]):format(ROOT .. "/playbooks/environments.lua", TMP))
+]]):format(ROOT .. "/playbooks/environments.lua", TMP, c:info().context, NS))
     f:close()
   end)
 
@@ -226,14 +229,16 @@ return envs
     assert.same(before, state())
   end)
 
-  it("asks production to type ROLLBACK PRODUCTION: with no terminal and no --yes it stops before anything changes", function()
-    -- a production backup of this spec's database, taken in-process
-    local taken = backup.create { env = "production", database = { dbname = DB }, dir = TMP .. "/prod",
+  it("asks prod to type ROLLBACK PRODUCTION, naming the cluster: with no terminal and no --yes it stops before anything changes", function()
+    -- a prod backup of this spec's database, taken in-process
+    local taken = backup.create { env = "prod", database = { dbname = DB }, dir = TMP .. "/prod",
                                   label = "spec-prod", version = 10 }
     local before = state()
-    local r = bgrun_run({ PB .. "/rollback.lua", "env=production", "backup=" .. taken.path })
+    local r = bgrun_run({ PB .. "/rollback.lua", "env=prod", "backup=" .. taken.path })
     assert.equal(1, r.code, r.stderr)
     assert.matches("ConfirmationRequired", r.stderr)
+    assert.matches(("(context %s, %s, namespace %s; live: "):format(c:info().context, c:info().server, NS),
+      r.stderr, 1, true)
     assert.matches("no terminal to confirm on; pass %-%-yes", r.stderr)
     assert.matches("%[check the database%] step done", r.stderr)
     assert.is_nil(r.stderr:find("scale the API", 1, true))

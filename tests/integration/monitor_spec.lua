@@ -126,9 +126,10 @@ end
 
 local function write_playbooks()
   assert(sh(('rm -rf "%s"; mkdir -p "%s" && cp playbooks/deploy.lua "%s/"'):format(PB, PB, PB)).code == 0)
-  write(PB .. "/environments.lua", [[
+  -- the environments but local name their context: the sandbox's
+  write(PB .. "/environments.lua", ([[
 local function env(monitor)
-  return { namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
+  return { context = %q, namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
            bucket = "physioflow-backups-local", rollout_timeout = 120, monitor = monitor }
 end
 return {
@@ -138,7 +139,7 @@ return {
   flaky = env { window = 8, interval = 2, failure_limit = 1 },
   unready = env { window = 60, interval = 30 },
 }
-]])
+]]):format(c:info().context))
 end
 
 describe("monitoring after the switch", function()

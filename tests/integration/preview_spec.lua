@@ -87,8 +87,9 @@ local function write_playbooks()
   assert(sh(('rm -rf "%s"; mkdir -p "%s" && cp playbooks/deploy.lua playbooks/promote.lua playbooks/abort.lua '
     .. 'playbooks/switch-back.lua "%s/"'):format(PB, PB, PB)).code == 0)
   write(PB .. "/environments.lua", ([[
+-- the environments but local name their context: the sandbox's
 local base = {
-  namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
+  context = %q, namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
   rollout_timeout = 120, monitor = { window = 4, interval = 2 },
 }
 local function with(t)
@@ -113,7 +114,7 @@ return {
   auto = with { auto_promote = 3 },
   watchful = with { monitor = { window = 30, interval = 1 } },
 }
-]]):format(ABORTED))
+]]):format(c:info().context, ABORTED))
 end
 
 -- Runs bgrun in the background; returns a handle whose wait() gives the exit code.

@@ -204,13 +204,13 @@ return {
     bucket = "physioflow-backups-local", migrations = %q, backups = %q,
     rollout_timeout = 120, monitor = { window = 12, interval = 1 },
   },
-  production = {
-    namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
+  prod = {
+    context = %q, namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},
     bucket = "physioflow-backups-local", migrations = %q, backups = %q,
     rollout_timeout = 120, monitor = { window = 12, interval = 1 }, confirm = true,
   },
 }
-]]):format(MIGRATIONS, STATE .. "/backups", MIGRATIONS, STATE .. "/backups"))
+]]):format(MIGRATIONS, STATE .. "/backups", c:info().context, MIGRATIONS, STATE .. "/backups"))
   f:close()
 end
 
@@ -275,8 +275,8 @@ describe("rollback-release and undoing a migration", function()
     assert.equal("physioflow-backups-local", rec.backup.bucket)
     assert.matches("^local/", rec.backup.key)
 
-    -- production asks for the exact words, and there is no terminal here
-    r = bgrun_run({ PB .. "/rollback-release.lua", "env=production" })
+    -- prod asks for the exact words, and there is no terminal here
+    r = bgrun_run({ PB .. "/rollback-release.lua", "env=prod" })
     assert.equal(1, r.code)
     assert.matches("no terminal to confirm on; pass %-%-yes", r.stderr)
     assert.equal(idle, live_colour())
