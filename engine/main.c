@@ -19,7 +19,7 @@ static const char usage[] =
 	"\n"
 	"options:\n"
 	"  --dry-run              log every change instead of making it\n"
-	"  --yes                  answer confirmations (production deploys, rollbacks)\n"
+	"  --yes                  answer confirmations (prod deploys, rollbacks)\n"
 	"  --log-format text|json log lines as text or one JSON object a line\n"
 	"  -v, --verbose          debug logging and tracebacks on failure\n"
 	"  -q, --quiet            only warnings and errors\n"
