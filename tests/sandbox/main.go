@@ -55,7 +55,7 @@ const (
 // ownedEntries is everything the sandbox may create in DIR; down removes
 // exactly these.
 var ownedEntries = []string{stateFile, envFile, pidFile, logFile, behaviorsFile, lockFile,
-	clusterDir, "s3", "s3.json", "weed.log", "pg.log"}
+	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token"}
 
 // clusterHandle is what the sandbox needs from the fake API server.
 type clusterHandle interface {
