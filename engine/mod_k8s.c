@@ -1208,8 +1208,17 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 	static const char *const known[] = {"method", "path", "headers", "body", "timeout", NULL};
 	conn *c = b->c;
 	xfer *x = &b->x[i];
-	luaL_checktype(L, idx, LUA_TTABLE);
-	bgrun_check_options(L, idx, known);
+	if (!lua_istable(L, idx))
+		luaL_error(L, "request %d must be a table, got %s", i + 1, luaL_typename(L, idx));
+	lua_pushnil(L);
+	while (lua_next(L, idx)) {
+		int ok = 0;
+		lua_pop(L, 1);
+		for (int k = 0; known[k] && !ok; k++)
+			ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), known[k]) == 0;
+		if (!ok)
+			luaL_error(L, "request %d: unknown field '%s'", i + 1, luaL_tolstring(L, -1, NULL));
+	}
 	const char *method = opt_str(L, idx, "method");
 	const char *path = opt_str(L, idx, "path");
 	if (path == NULL || path[0] != '/')
@@ -1240,6 +1249,8 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 	x->idempotent = 1;
 	if (setup_easy(c, x, path, method ? method : "GET", NULL, accept, timeout) != 0)
 		luaL_error(L, "out of memory");
+	if (method && strcmp(method, "HEAD") == 0)
+		curl_easy_setopt(x->easy, CURLOPT_NOBODY, 1L);
 	if (htype == LUA_TTABLE) {
 		buf line = BUF_INIT;
 		lua_pushnil(L);
