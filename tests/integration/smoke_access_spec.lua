@@ -61,7 +61,24 @@ local function playbook_for(access, extra)
   return dir .. "/deploy.lua"
 end
 
+-- Waits until no pod of the app is terminating: a colour scaled down by
+-- the test before must be gone, or the monitor after the next switch sees
+-- its pod leave.
+local function settle()
+  local deadline = bgrun.now() + 60
+  while bgrun.now() < deadline do
+    local busy = false
+    for _, p in ipairs(c:list("pods", { labelSelector = "app=" .. APP }).items) do
+      if p.metadata.deletionTimestamp then busy = true end
+    end
+    if not busy then return end
+    bgrun.sleep(0.2)
+  end
+  error("pods still terminating after 60 s")
+end
+
 local function deploy(playbook, tag)
+  settle()
   return proc.run({ BGRUN, playbook, "env=local", "tag=" .. tag },
                   { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 240 })
 end
@@ -219,5 +236,49 @@ describe("smoke access modes against the sandbox", function()
     assert.equal(1, r.code)
     assert.matches('smoke_access "url" needs smoke_url', r.stderr)
     assert.equal("green", live_colour())
+  end)
+
+  it("k8s c:request / c:request_all: any status is an answer, a transport failure an error", function()
+    local pod = c:list("pods", { labelSelector = "app=" .. APP .. ",version=" .. live_colour() }).items[1].metadata.name
+    local base = ("/api/v1/namespaces/%s/pods/%s:8080/proxy"):format(NS, pod)
+    local r = c:request { path = base .. "/health" }
+    assert.equal(200, r.status)
+    assert.equal("ok", json.decode(r.body).status)
+    assert.matches("^application/json", r.headers["content-type"])
+    assert.equal("number", type(r.time_ms))
+    local all = c:request_all {
+      { path = base .. "/nowhere" },
+      { method = "POST", path = base .. "/api/v1/insurance/bhyt/validate", headers = { ["Content-Type"] = "application/json" },
+        body = '{"card_number":"XX9990123"}' },
+      { path = ("/api/v1/namespaces/%s/pods/gone:8080/proxy/health"):format(NS) },
+    }
+    assert.equal(404, all[1].status)
+    assert.equal(200, all[2].status)
+    assert.is_false(json.decode(all[2].body).valid)
+    assert.equal(404, all[3].status)
+    assert.equal("NotFound", json.decode(all[3].body).reason)
+    -- the API server stalls the proxied request: a timeout, raised or in its slot
+    http.request { method = "POST", url = ADMIN .. "/faults", json = { path = "/proxy/health$", delay_ms = 3000, count = -1 } }
+    local ok, e = pcall(c.request, c, { path = base .. "/health", timeout = 0.5 })
+    assert.is_false(ok)
+    assert.equal("Timeout", e.reason)
+    assert.equal("timeout", e.code)
+    assert.equal("request GET " .. base .. "/health", e.op)
+    all = c:request_all { { path = base .. "/health", timeout = 0.5 }, { path = base .. "/ready", timeout = 0.5 } }
+    assert.is_true(bgrun.is_error(all[1]))
+    assert.equal("Timeout", all[1].reason)
+    assert.equal(200, all[2].status)
+    -- through the proxy transport the checks share one deadline too
+    local smoke = require("smoke")
+    local t0 = bgrun.now()
+    local report = smoke.run({ { name = pod, url = c:info().server .. base } }, dofile(ROOT .. "/playbooks/checks.lua"),
+                             { timeout = 1, transport = smoke.k8s_proxy_transport(c) })
+    local took = bgrun.now() - t0
+    http.request { method = "DELETE", url = ADMIN .. "/faults" }
+    assert.is_true(took < 2, ("took %.1f s"):format(took))
+    assert.equal(1, report.failed)
+    for _, row in ipairs(report.results) do
+      if row.check == "health" then assert.matches("^Timeout: ", row.reason) else assert.is_true(row.ok, row.reason) end
+    end
   end)
 end)
