@@ -96,6 +96,12 @@ local function ready_pod_urls(c, ns, selector, port, access)
   return urls
 end
 
+-- "on 2 pod(s) via the API server proxy", for the report.
+local function smoke_where(sm)
+  if sm.access == "url" then return "through " .. tostring(sm.url) end
+  return ("on %d pod(s)%s"):format(sm.targets, sm.access == "proxy" and " via the API server proxy" or "")
+end
+
 ---How the new pods are reached for the smoke test: "pod" (pod IPs, from
 ---inside the cluster network), "proxy" (the API server's pods proxy, from
 ---anywhere the API is reachable) or "url" (env.smoke_url, a preview URL).
@@ -502,7 +508,8 @@ local function smoke_test(s)
     sopts.transport = sopts.transport or transport
     local r = smoke.run(targets, opts.checks or {}, sopts)
     smoke.print(r, { format = log.format() })
-    s.report.smoke = { passed = r.passed, failed = r.failed, targets = #targets, access = access }
+    s.report.smoke = { passed = r.passed, failed = r.failed, targets = #targets, access = access,
+                       url = access == "url" and targets[1].url or nil }
     if not r.ok then
       raise { op = "smoke test " .. s.idle_name, code = "smoke_failed", reason = "SmokeTestFailed",
               message = ("%d of %d checks failed on %s"):format(r.failed, r.passed + r.failed, s.idle_name) }
@@ -1019,8 +1026,8 @@ function M.print_report(report)
       bgrun.fmt_duration(report.switch_seconds))
   end
   if report.smoke then
-    lines[#lines + 1] = ("  %-44s %d passed, %d failed on %d pod(s)"):format("smoke checks",
-      report.smoke.passed, report.smoke.failed, report.smoke.targets)
+    lines[#lines + 1] = ("  %-44s %d passed, %d failed %s"):format("smoke checks",
+      report.smoke.passed, report.smoke.failed, smoke_where(report.smoke))
   end
   if report.monitor then
     local failed = report.monitor.failed_checks or 0
@@ -1051,8 +1058,8 @@ function M.print_control(report)
       lines[#lines + 1] = ("  %-44s %s"):format(t.step, bgrun.fmt_duration(t.seconds))
     end
     if report.smoke then
-      lines[#lines + 1] = ("  %-44s %d passed, %d failed on %d pod(s)"):format("smoke checks",
-        report.smoke.passed, report.smoke.failed, report.smoke.targets)
+      lines[#lines + 1] = ("  %-44s %d passed, %d failed %s"):format("smoke checks",
+        report.smoke.passed, report.smoke.failed, smoke_where(report.smoke))
     end
   elseif report.aborted then
     lines[1] = ("aborted the preview of %s %s on %s (%s): scaled down, preview removed")
