@@ -460,7 +460,8 @@ end
 local function rollout(s)
   if bgrun.dry_run() then
     -- nothing was changed, so there is no rollout to wait for or pods to test
-    log.info("dry-run: would wait for the rollout and smoke-test the new pods", { deployment = s.idle_name })
+    log.info("dry-run: would wait for the rollout and smoke-test the new pods",
+             { deployment = s.idle_name, smoke_access = s.opts.smoke_access or "pod" })
     return
   end
   s.step("wait for the rollout of " .. s.idle_name, function()
