@@ -1260,9 +1260,17 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 				luaL_error(L, "request %d: headers must map names to strings", i + 1);
 			}
 			const char *k = lua_tostring(L, -2);
+			size_t vlen;
+			const char *v = lua_tolstring(L, -1, &vlen);
+			if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || strlen(v) != vlen) {
+				buf_free(&line);
+				luaL_error(L, "request %d: header '%s': a line break or NUL in the value, or a colon in the name", i + 1, k);
+			}
+			if (strcasecmp(k, "Authorization") == 0 || strcasecmp(k, "Proxy-Authorization") == 0)
+				bgrun_secret(L, v, vlen);
 			if (strcasecmp(k, "Accept") != 0) {
 				buf_reset(&line);
-				buf_printf(&line, "%s: %s", k, lua_tostring(L, -1));
+				buf_printf(&line, "%s: %s", k, v);
 				struct curl_slist *h = line.data ? curl_slist_append(x->hdrs, line.data) : NULL;
 				if (h == NULL) {
 					buf_free(&line);
