@@ -10,10 +10,14 @@
 -- A function check:
 --   { name = "BHYT validation", run = function(t) ... end }
 --   t.url is the target's base URL; t:request(req) / t:all(reqs) send
---   requests with path= resolved against it and the check's timeout;
+--   requests with path= resolved against it, within what is left of the
+--   check's timeout (one deadline for all its requests: t:remaining());
 --   t:expect(resp, expect) applies data-style expectations. The function
 --   passes by returning true (or nothing), fails by returning false,
 --   reason or by raising.
+-- Every check runs at once as a coroutine; the requests they wait on go
+-- out together through a transport: http.all (pod IPs, a preview URL) or
+-- the k8s client's pods proxy (M.k8s_proxy_transport).
 local http = require("http")
 local json = require("json")
 local log = require("log")
