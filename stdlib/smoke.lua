@@ -271,11 +271,9 @@ end
 local function send(cell, reqs)
   local now, todo, out = bgrun.now(), {}, {}
   for i, r in ipairs(reqs) do
-    local left = cell.deadline - now
-    if left <= 0.001 then
+    if cell.deadline - now <= 0.001 then
       out[i] = spent(cell.check, cell.timeout, r.url)
     else
-      if not r.timeout or r.timeout > left then r.timeout = left end
       todo[#todo + 1] = r
       out[i] = #todo
     end
@@ -285,6 +283,34 @@ local function send(cell, reqs)
     if type(slot) == "number" then out[i] = got[slot] end
   end
   return out
+end
+
+-- Sends the requests of every waiting check, at most concurrency at a
+-- time. Each batch goes out with what is left of its checks' deadlines, and
+-- a request whose check has no time left fails without being sent: however
+-- many requests wait, the run ends in about one timeout.
+local function dispatch(transport, reqs, owners, concurrency)
+  local got, k = {}, 1
+  while k <= #reqs do
+    local batch, slots = {}, {}
+    while k <= #reqs and #batch < concurrency do
+      local cell, r = owners[k][1], reqs[k]
+      local left = cell.deadline - bgrun.now()
+      if left <= 0.001 then
+        got[k] = spent(cell.check, cell.timeout, r.url)
+      else
+        if not r.timeout or r.timeout > left then r.timeout = left end
+        batch[#batch + 1] = r
+        slots[#batch] = k
+      end
+      k = k + 1
+    end
+    if #batch > 0 then
+      local res = transport.all(batch, { concurrency = #batch })
+      for j, v in ipairs(res) do got[slots[j]] = v end
+    end
+  end
+  return got
 end
 
 -- The context a function check gets.
@@ -405,7 +431,7 @@ function M.run(targets, checks, opts)
       end
     end
     if #reqs == 0 then break end
-    local got = transport.all(reqs, { concurrency = opts.concurrency or M.DEFAULT_CONCURRENCY })
+    local got = dispatch(transport, reqs, owners, opts.concurrency or M.DEFAULT_CONCURRENCY)
     local answers = {}
     for k, o in ipairs(owners) do
       answers[o[1]] = answers[o[1]] or {}

@@ -169,6 +169,21 @@ describe("smoke", function()
     assert.equal(9, report.failed)
     for _, r in ipairs(report.results) do assert.matches("^Timeout: ", r.reason) end
 
+    -- three pods: 30 requests, more than the 16 sent at a time; those left
+    -- over when the deadline passes fail unsent
+    t0 = bgrun.now()
+    report = smoke.run({ { name = "a", url = url }, { name = "b", url = url }, { name = "c", url = url } }, CHECKS,
+                       { timeout = 2 })
+    took = bgrun.now() - t0
+    assert.is_true(took < 3, ("took %.1f s"):format(took))
+    assert.equal(27, report.failed)
+    local unsent = 0
+    for _, r in ipairs(report.results) do
+      assert.matches("^Timeout: ", r.reason)
+      if r.reason:find("were spent before", 1, true) then unsent = unsent + 1 end
+    end
+    assert.is_true(unsent > 0)
+
     -- a check sending its requests one after the other, going on after a
     -- failure: the second gets what is left of the deadline, nothing
     local seen = {}
