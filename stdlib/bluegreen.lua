@@ -128,6 +128,20 @@ local function expand_url(tpl, vars)
   end))
 end
 
+-- Raises unless opts.smoke_access (default "pod") is usable; returns it.
+local function check_smoke_access(opts)
+  local access = opts.smoke_access or "pod"
+  if not M.SMOKE_ACCESS[access] then
+    raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
+            message = ("smoke_access %q is not one of pod, proxy, url"):format(tostring(access)) }
+  end
+  if access == "url" and type(opts.smoke_url) ~= "string" then
+    raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
+            message = "smoke_access \"url\" needs smoke_url, e.g. \"https://{colour}.preview.example.com\"" }
+  end
+  return access
+end
+
 -- The pod names the endpoints of a service currently send traffic to.
 local function endpoint_pods(ep)
   local names = {}
@@ -482,17 +496,9 @@ local function smoke_test(s)
   end
   s.step("smoke-test " .. s.idle_name, function()
     s.tick()
-    local access = opts.smoke_access or "pod"
-    if not M.SMOKE_ACCESS[access] then
-      raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
-              message = ("smoke_access %q is not one of pod, proxy, url"):format(tostring(access)) }
-    end
+    local access = check_smoke_access(opts)
     local targets, transport
     if access == "url" then
-      if type(opts.smoke_url) ~= "string" then
-        raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
-                message = "smoke_access \"url\" needs smoke_url, e.g. \"https://{colour}.preview.example.com\"" }
-      end
       local url = expand_url(opts.smoke_url, { colour = s.idle, app = s.app, namespace = s.namespace, version = s.tag })
       targets = { { name = url, url = url } }
     else
@@ -687,6 +693,8 @@ function M.deploy(c, opts)
   local app, ns, tag = opts.app, opts.namespace, opts.tag
   assert(type(app) == "string", "bluegreen.deploy: opts.app must be a string")
   assert(type(tag) == "string", "bluegreen.deploy: opts.tag must be a string")
+  -- a smoke test that cannot run is found before anything changes
+  if not opts.skip_tests and not opts.preview_state then check_smoke_access(opts) end
   local report = { app = app, tag = tag, timings = {} }
   -- the run report carries it (by reference: later times show too)
   if bgrun.report then bgrun.report { deploy = report } end
