@@ -91,6 +91,7 @@ return playbook {
     local report = bluegreen.deploy(c, {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
+      smoke_access = bluegreen.smoke_access(args.env, env), smoke_url = env.smoke_url,
       monitor = env.monitor, retire_delay = env.retire_delay, on_tick = l.renew,
       -- past the switch and the monitoring the release stands: a failure to
       -- record or verify it is for a human, never a database restore

@@ -40,6 +40,7 @@ return playbook {
     local opts = {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,
+      smoke_access = bluegreen.smoke_access(args.env, env), smoke_url = env.smoke_url,
       monitor = env.monitor, retire_delay = env.retire_delay, hooks = env.hooks, preview = preview,
     }
     local l = locked((preview and "preview " or "deploy ") .. args.tag)

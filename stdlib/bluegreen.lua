@@ -68,8 +68,13 @@ local function port_of(ct)
   return 80
 end
 
-local function ready_pod_urls(c, ns, selector, port)
+-- The ready pods of selector, as smoke-test targets: {name = pod name,
+-- url = base URL}. access "pod": the pod IPs (the runner is in the cluster
+-- network); "proxy": the API server's pods/NAME:PORT/proxy path (the k8s
+-- client's credentials, through smoke.k8s_proxy_transport).
+local function ready_pod_urls(c, ns, selector, port, access)
   local urls = {}
+  local server = access == "proxy" and (c:info().server or ""):gsub("/+$", "") or nil
   for _, pod in ipairs(c:list("pods", { namespace = ns, labelSelector = selector }).items or {}) do
     local ip = (pod.status or {}).podIP
     local ready = false
@@ -77,11 +82,64 @@ local function ready_pod_urls(c, ns, selector, port)
       if cond.type == "Ready" and cond.status == "True" then ready = true end
     end
     if ip and ready and not pod.metadata.deletionTimestamp then
-      local host = ip:find(":", 1, true) and ("[" .. ip .. "]") or ip
-      urls[#urls + 1] = { name = pod.metadata.name, url = ("http://%s:%d"):format(host, port) }
+      local url
+      if server then
+        url = ("%s/api/v1/namespaces/%s/pods/%s:%d/proxy"):format(server, ns or c:info().namespace,
+                                                                   pod.metadata.name, port)
+      else
+        local host = ip:find(":", 1, true) and ("[" .. ip .. "]") or ip
+        url = ("http://%s:%d"):format(host, port)
+      end
+      urls[#urls + 1] = { name = pod.metadata.name, url = url }
     end
   end
   return urls
+end
+
+-- "on 2 pod(s) via the API server proxy", for the report.
+local function smoke_where(sm)
+  if sm.access == "url" then return "through " .. tostring(sm.url) end
+  return ("on %d pod(s)%s"):format(sm.targets, sm.access == "proxy" and " via the API server proxy" or "")
+end
+
+---How the new pods are reached for the smoke test: "pod" (pod IPs, from
+---inside the cluster network), "proxy" (the API server's pods proxy, from
+---anywhere the API is reachable) or "url" (env.smoke_url, a preview URL).
+---An environment's smoke_access wins; otherwise "pod" for local, "proxy"
+---for every other environment.
+---@param name string the environment's name
+---@param env table the environment
+---@return string
+function M.smoke_access(name, env)
+  return env.smoke_access or (name == "local" and "pod" or "proxy")
+end
+
+M.SMOKE_ACCESS = { pod = true, proxy = true, url = true }
+
+-- Expands {colour} (or {color}), {app}, {namespace}, {version} in a
+-- smoke_url template.
+local function expand_url(tpl, vars)
+  return (tpl:gsub("{(%w+)}", function(k)
+    if k == "color" then k = "colour" end
+    if vars[k] == nil then
+      error(("bluegreen: smoke_url %q: unknown variable {%s} (known: colour, app, namespace, version)"):format(tpl, k), 0)
+    end
+    return tostring(vars[k])
+  end))
+end
+
+-- Raises unless opts.smoke_access (default "pod") is usable; returns it.
+local function check_smoke_access(opts)
+  local access = opts.smoke_access or "pod"
+  if not M.SMOKE_ACCESS[access] then
+    raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
+            message = ("smoke_access %q is not one of pod, proxy, url"):format(tostring(access)) }
+  end
+  if access == "url" and type(opts.smoke_url) ~= "string" then
+    raise { op = "smoke test", code = "bad_smoke_access", reason = "Invalid",
+            message = "smoke_access \"url\" needs smoke_url, e.g. \"https://{colour}.preview.example.com\"" }
+  end
+  return access
 end
 
 -- The pod names the endpoints of a service currently send traffic to.
@@ -416,7 +474,8 @@ end
 local function rollout(s)
   if bgrun.dry_run() then
     -- nothing was changed, so there is no rollout to wait for or pods to test
-    log.info("dry-run: would wait for the rollout and smoke-test the new pods", { deployment = s.idle_name })
+    log.info("dry-run: would wait for the rollout and smoke-test the new pods",
+             { deployment = s.idle_name, smoke_access = s.opts.smoke_access or "pod" })
     return
   end
   s.step("wait for the rollout of " .. s.idle_name, function()
@@ -437,16 +496,27 @@ local function smoke_test(s)
   end
   s.step("smoke-test " .. s.idle_name, function()
     s.tick()
-    local targets = ready_pod_urls(s.c, s.namespace, ("app=%s,version=%s"):format(s.app, s.idle), port_of(s.ct))
-    if #targets == 0 then
-      raise { op = "smoke test", code = "no_pods", reason = "NotReady",
-              message = ("no ready pods of %s to test"):format(s.idle_name) }
+    local access = check_smoke_access(opts)
+    local targets, transport
+    if access == "url" then
+      local url = expand_url(opts.smoke_url, { colour = s.idle, app = s.app, namespace = s.namespace, version = s.tag })
+      targets = { { name = url, url = url } }
+    else
+      targets = ready_pod_urls(s.c, s.namespace, ("app=%s,version=%s"):format(s.app, s.idle), port_of(s.ct), access)
+      if #targets == 0 then
+        raise { op = "smoke test", code = "no_pods", reason = "NotReady",
+                message = ("no ready pods of %s to test"):format(s.idle_name) }
+      end
+      if access == "proxy" then transport = smoke.k8s_proxy_transport(s.c) end
     end
+    log.info("smoke-testing " .. s.idle_name, { access = access, targets = #targets })
     local sopts = copy(opts.smoke)
     sopts.vars = sopts.vars or { version = s.tag }
+    sopts.transport = sopts.transport or transport
     local r = smoke.run(targets, opts.checks or {}, sopts)
     smoke.print(r, { format = log.format() })
-    s.report.smoke = { passed = r.passed, failed = r.failed, targets = #targets }
+    s.report.smoke = { passed = r.passed, failed = r.failed, targets = #targets, access = access,
+                       url = access == "url" and targets[1].url or nil }
     if not r.ok then
       raise { op = "smoke test " .. s.idle_name, code = "smoke_failed", reason = "SmokeTestFailed",
               message = ("%d of %d checks failed on %s"):format(r.failed, r.passed + r.failed, s.idle_name) }
@@ -605,7 +675,10 @@ end
 
 ---Deploys tag to the idle colour and switches traffic to it.
 ---opts: app, namespace, context (recorded for `bgrun resume`), tag, replicas, container (name), skip_tests,
----checks (smoke checks), smoke (options for smoke.run), rollout_timeout,
+---checks (smoke checks), smoke (options for smoke.run), smoke_access ("pod",
+---the default, "proxy" or "url": how the new pods are reached, see
+---M.smoke_access), smoke_url (the template for "url": {colour}, {app},
+---{namespace}, {version}), rollout_timeout,
 ---switch_timeout, monitor (options for monitor.watch; false to skip),
 ---retire_delay (seconds before the old colour is scaled to 0), on_tick,
 ---steps (the list to run instead of M.steps), hooks (before_switch,
@@ -620,6 +693,8 @@ function M.deploy(c, opts)
   local app, ns, tag = opts.app, opts.namespace, opts.tag
   assert(type(app) == "string", "bluegreen.deploy: opts.app must be a string")
   assert(type(tag) == "string", "bluegreen.deploy: opts.tag must be a string")
+  -- a smoke test that cannot run is found before anything changes
+  if not opts.skip_tests and not opts.preview_state then check_smoke_access(opts) end
   local report = { app = app, tag = tag, timings = {} }
   -- the run report carries it (by reference: later times show too)
   if bgrun.report then bgrun.report { deploy = report } end
@@ -960,8 +1035,8 @@ function M.print_report(report)
       bgrun.fmt_duration(report.switch_seconds))
   end
   if report.smoke then
-    lines[#lines + 1] = ("  %-44s %d passed, %d failed on %d pod(s)"):format("smoke checks",
-      report.smoke.passed, report.smoke.failed, report.smoke.targets)
+    lines[#lines + 1] = ("  %-44s %d passed, %d failed %s"):format("smoke checks",
+      report.smoke.passed, report.smoke.failed, smoke_where(report.smoke))
   end
   if report.monitor then
     local failed = report.monitor.failed_checks or 0
@@ -992,8 +1067,8 @@ function M.print_control(report)
       lines[#lines + 1] = ("  %-44s %s"):format(t.step, bgrun.fmt_duration(t.seconds))
     end
     if report.smoke then
-      lines[#lines + 1] = ("  %-44s %d passed, %d failed on %d pod(s)"):format("smoke checks",
-        report.smoke.passed, report.smoke.failed, report.smoke.targets)
+      lines[#lines + 1] = ("  %-44s %d passed, %d failed %s"):format("smoke checks",
+        report.smoke.passed, report.smoke.failed, smoke_where(report.smoke))
     end
   elseif report.aborted then
     lines[1] = ("aborted the preview of %s %s on %s (%s): scaled down, preview removed")

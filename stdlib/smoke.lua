@@ -10,10 +10,14 @@
 -- A function check:
 --   { name = "BHYT validation", run = function(t) ... end }
 --   t.url is the target's base URL; t:request(req) / t:all(reqs) send
---   requests with path= resolved against it and the check's timeout;
+--   requests with path= resolved against it, within what is left of the
+--   check's timeout (one deadline for all its requests: t:remaining());
 --   t:expect(resp, expect) applies data-style expectations. The function
 --   passes by returning true (or nothing), fails by returning false,
 --   reason or by raising.
+-- Every check runs at once as a coroutine; the requests they wait on go
+-- out together through a transport: http.all (pod IPs, a preview URL) or
+-- the k8s client's pods proxy (M.k8s_proxy_transport).
 local http = require("http")
 local json = require("json")
 local log = require("log")
@@ -136,6 +140,74 @@ function M.expect(resp, expect, vars)
   return true
 end
 
+-- Request options the caller may pass for every check (TLS and such).
+local PASS_THROUGH = { "ca_file", "client_cert", "client_key", "insecure", "http_version", "connect_timeout" }
+
+------------------------------------------------------------------ transports
+
+-- A transport sends a batch of requests ({method, url, headers, body, json,
+-- timeout, readonly, ...}, as http.request takes them) concurrently and
+-- returns one result per request: a response {status, headers, body, json,
+-- time_ms} or a structured error, as http.all does.
+
+---Requests straight to the target URLs (pod IPs, a preview URL).
+M.http_transport = { name = "http", all = function(reqs, o) return http.all(reqs, o) end }
+
+local function is_json_type(ct)
+  ct = (ct or ""):lower():match("^[^;]*") or ""
+  return ct == "application/json" or (ct:match("^application/.+%+json$") ~= nil)
+end
+
+---Requests through the Kubernetes API server's pods proxy, with the k8s
+---client's credentials: each target URL is the client's server URL
+---followed by /api/v1/namespaces/NS/pods/NAME:PORT/proxy.
+---@param c any a k8s client
+function M.k8s_proxy_transport(c)
+  local server = (c:info().server or ""):gsub("/+$", "")
+  local tr = { name = "proxy", server = server }
+  function tr.all(reqs)
+    local raw, out = {}, {}
+    for i, r in ipairs(reqs) do
+      if r.url:sub(1, #server) ~= server then
+        error(("smoke: %s is not on the API server %s"):format(r.url, server), 0)
+      end
+      local method = (r.method or (r.body or r.json) and "POST" or "GET"):upper()
+      if bgrun.dry_run() and method ~= "GET" and method ~= "HEAD" and not r.readonly then
+        out[i] = { status = 0, dry_run = true, body = "", headers = {}, time_ms = 0, url = r.url }
+      else
+        local headers = {}
+        for k, v in pairs(r.headers or {}) do headers[k] = v end
+        local body = r.body
+        if r.json ~= nil then
+          body = json.encode(r.json)
+          local has = false
+          for k in pairs(headers) do if k:lower() == "content-type" then has = true end end
+          if not has then headers["Content-Type"] = "application/json" end
+        end
+        raw[#raw + 1] = { method = method, path = r.url:sub(#server + 1), headers = headers, body = body,
+                          timeout = r.timeout }
+        out[i] = #raw
+      end
+    end
+    local got = #raw > 0 and c:request_all(raw) or {}
+    for i, slot in ipairs(out) do
+      if type(slot) == "number" then
+        local resp = got[slot]
+        if not bgrun.is_error(resp) then
+          resp.url = reqs[i].url
+          if is_json_type(resp.headers["content-type"]) then
+            local ok, v = pcall(json.decode, resp.body)
+            if ok then resp.json = v end
+          end
+        end
+        out[i] = resp
+      end
+    end
+    return out
+  end
+  return tr
+end
+
 ------------------------------------------------------------------ running
 
 local CHECK_KEYS = { name = true, method = true, path = true, headers = true, body = true,
@@ -187,37 +259,85 @@ local function transport_reason(e)
   return tostring(e)
 end
 
--- Request options the caller may pass for every check (TLS and such).
-local PASS_THROUGH = { "ca_file", "client_cert", "client_key", "insecure", "http_version", "connect_timeout" }
+-- The error a request gets when its check's time is already spent.
+local function spent(c, timeout, url)
+  return bgrun.error { module = "smoke", op = "check " .. c.name, code = "timeout", reason = "Timeout",
+                       message = ("the check's %s s were spent before %s was sent"):format(tostring(timeout), url),
+                       url = url }
+end
 
-local function build_request(target, c, opts)
-  local req = {
-    method = c.method, url = target.url .. c.path, headers = c.headers, body = c.body, json = c.json,
-    timeout = c.timeout or opts.timeout or M.DEFAULT_TIMEOUT, readonly = c.readonly,
-  }
-  for _, k in ipairs(PASS_THROUGH) do if opts.http and opts.http[k] ~= nil then req[k] = opts.http[k] end end
-  return req
+-- Inside a check's coroutine: sends reqs (filled) through the scheduler
+-- and returns their results; requests after the deadline fail at once.
+local function send(cell, reqs)
+  local now, todo, out = bgrun.now(), {}, {}
+  for i, r in ipairs(reqs) do
+    if cell.deadline - now <= 0.001 then
+      out[i] = spent(cell.check, cell.timeout, r.url)
+    else
+      todo[#todo + 1] = r
+      out[i] = #todo
+    end
+  end
+  local got = #todo > 0 and coroutine.yield(todo) or {}
+  for i, slot in ipairs(out) do
+    if type(slot) == "number" then out[i] = got[slot] end
+  end
+  return out
+end
+
+-- Sends the requests of every waiting check, at most concurrency at a
+-- time. Each batch goes out with what is left of its checks' deadlines, and
+-- a request whose check has no time left fails without being sent: however
+-- many requests wait, the run ends in about one timeout.
+local function dispatch(transport, reqs, owners, concurrency)
+  local got, k = {}, 1
+  while k <= #reqs do
+    local batch, slots = {}, {}
+    while k <= #reqs and #batch < concurrency do
+      local cell, r = owners[k][1], reqs[k]
+      local left = cell.deadline - bgrun.now()
+      if left <= 0.001 then
+        got[k] = spent(cell.check, cell.timeout, r.url)
+      else
+        if not r.timeout or r.timeout > left then r.timeout = left end
+        batch[#batch + 1] = r
+        slots[#batch] = k
+      end
+      k = k + 1
+    end
+    if #batch > 0 then
+      local res = transport.all(batch, { concurrency = #batch })
+      for j, v in ipairs(res) do got[slots[j]] = v end
+    end
+  end
+  return got
 end
 
 -- The context a function check gets.
-local function check_context(target, c, opts)
-  local t = { url = target.url, target = target.name, timeout = c.timeout or opts.timeout or M.DEFAULT_TIMEOUT,
-              vars = opts.vars or {} }
+local function check_context(cell, opts)
+  local target, c = cell.target, cell.check
+  local t = { url = target.url, target = target.name, timeout = cell.timeout, vars = opts.vars or {} }
   local function fill(req)
     local r = {}
     for k, v in pairs(req) do r[k] = v end
     if r.path then r.url, r.path = target.url .. r.path, nil end
-    r.timeout = r.timeout or t.timeout
     for _, k in ipairs(PASS_THROUGH) do if opts.http and opts.http[k] ~= nil and r[k] == nil then r[k] = opts.http[k] end end
     return r
   end
-  function t:request(req) return http.request(fill(req)) end
+  ---Seconds left of the check's timeout.
+  function t:remaining() return math.max(0, cell.deadline - bgrun.now()) end
+  function t:request(req)
+    local resp = send(cell, { fill(req) })[1]
+    if bgrun.is_error(resp) then error(resp, 0) end
+    return resp
+  end
   function t:all(reqs)
     local filled = {}
     for i, r in ipairs(reqs) do filled[i] = fill(r) end
-    return http.all(filled, { concurrency = #filled > 0 and #filled or 1 })
+    return send(cell, filled)
   end
   function t:expect(resp, expect) return M.expect(resp, expect, t.vars) end
+  t.check = c.name
   return t
 end
 
@@ -226,67 +346,106 @@ local function row(target, c, ok, latency, reason, status)
            latency_ms = latency and math.floor(latency + 0.5) or nil, reason = reason, status = status }
 end
 
----Runs checks against every target. Data checks go out together through
----http.all; function checks run after them. Returns the report:
----{ ok = bool, passed = n, failed = n, results = { {check, target, url,
----ok, result, latency_ms, reason, status}, ... } } ordered by target,
----then by check.
+-- A data check as a task: one request, then the expectations.
+local function data_task(cell, opts)
+  local target, c = cell.target, cell.check
+  local req = { method = c.method, url = target.url .. c.path, headers = c.headers, body = c.body, json = c.json,
+                readonly = c.readonly }
+  for _, k in ipairs(PASS_THROUGH) do if opts.http and opts.http[k] ~= nil then req[k] = opts.http[k] end end
+  local resp = send(cell, { req })[1]
+  if bgrun.is_error(resp) then return row(target, c, false, nil, transport_reason(resp)) end
+  local ok, reason = M.expect(resp, c.expect, opts.vars)
+  return row(target, c, ok, resp.time_ms, reason, resp.status)
+end
+
+-- A function check as a task.
+local function function_task(cell, opts)
+  local ctx = check_context(cell, opts)
+  local c0 = bgrun.now()
+  local res = table.pack(pcall(cell.check.run, ctx))
+  local took = (bgrun.now() - c0) * 1000
+  if res[1] and res[2] ~= false then return row(cell.target, cell.check, true, took) end
+  if res[1] then
+    return row(cell.target, cell.check, false, took, tostring(res[3] or "check returned false"))
+  end
+  local e = res[2]
+  if type(e) == "table" and e.code == "interrupted" then error(e, 0) end
+  return row(cell.target, cell.check, false, took, transport_reason(e))
+end
+
+---Runs checks against every target. Every check runs at once as a task:
+---the requests all of them are waiting on go out together (through the
+---transport), so a check that makes several requests one after the other
+---does not hold the others up. A check's requests share one deadline, its
+---timeout from the start: against an app that hangs the whole run ends in
+---about one timeout. Returns the report:
+---{ ok = bool, passed = n, failed = n, duration_ms, results = { {check,
+---target, url, ok, result, latency_ms, reason, status}, ... } } ordered by
+---target, then by check.
 ---@param targets string|string[]|{name: string, url: string}[]
 ---@param checks table[]
----@param opts {timeout: number?, concurrency: integer?, vars: table?, http: table?}?
+---@param opts {timeout: number?, concurrency: integer?, vars: table?, http: table?, transport: table?}?
 ---@return {ok: boolean, passed: integer, failed: integer, results: table[]}
 function M.run(targets, checks, opts)
   opts = opts or {}
   targets = normalize_targets(targets)
   checks = normalize_checks(checks)
-
-  local cells, reqs, req_cell = {}, {}, {}
-  for ti, target in ipairs(targets) do
-    for ci, c in ipairs(checks) do
-      local key = (ti - 1) * #checks + ci
-      cells[key] = { target = target, check = c }
-      if not c.run then
-        reqs[#reqs + 1] = build_request(target, c, opts)
-        req_cell[#reqs] = key
-      end
-    end
-  end
+  local transport = opts.transport or M.http_transport
 
   local t0 = bgrun.now()
-  local responses = http.all(reqs, { concurrency = opts.concurrency or M.DEFAULT_CONCURRENCY })
-  for i, resp in ipairs(responses) do
-    local cell = cells[req_cell[i]]
-    if bgrun.is_error(resp) then
-      cell.row = row(cell.target, cell.check, false, nil, transport_reason(resp))
-    else
-      local ok, reason = M.expect(resp, cell.check.expect, opts.vars)
-      cell.row = row(cell.target, cell.check, ok, resp.time_ms, reason, resp.status)
+  local cells = {}
+  for _, target in ipairs(targets) do
+    for _, c in ipairs(checks) do
+      local timeout = c.timeout or opts.timeout or M.DEFAULT_TIMEOUT
+      local cell = { target = target, check = c, timeout = timeout, deadline = t0 + timeout }
+      local task = c.run and function_task or data_task
+      cell.co = coroutine.create(function() return task(cell, opts) end)
+      cells[#cells + 1] = cell
     end
   end
 
-  for key = 1, #targets * #checks do
-    local cell = cells[key]
-    if cell.check.run then
-      local ctx = check_context(cell.target, cell.check, opts)
-      local c0 = bgrun.now()
-      local res = table.pack(pcall(cell.check.run, ctx))
-      local took = (bgrun.now() - c0) * 1000
-      if res[1] and res[2] ~= false then
-        cell.row = row(cell.target, cell.check, true, took)
-      elseif res[1] then
-        cell.row = row(cell.target, cell.check, false, took, tostring(res[3] or "check returned false"))
-      else
-        local e = res[2]
-        if type(e) == "table" and e.code == "interrupted" then error(e, 0) end
-        cell.row = row(cell.target, cell.check, false, took, transport_reason(e))
+  -- Resumes a cell's task; records its row when it finishes, or the
+  -- requests it now waits for.
+  local function step(cell, ...)
+    local ok, v = coroutine.resume(cell.co, ...)
+    if not ok then
+      if type(v) == "table" and v.code == "interrupted" then error(v, 0) end
+      error(debug.traceback(cell.co, tostring(v)), 0)
+    end
+    if coroutine.status(cell.co) == "dead" then
+      cell.row, cell.waiting = v, nil
+    else
+      cell.waiting = v
+    end
+  end
+
+  for _, cell in ipairs(cells) do step(cell) end
+  while true do
+    local reqs, owners = {}, {}
+    for _, cell in ipairs(cells) do
+      if cell.waiting then
+        for i, r in ipairs(cell.waiting) do
+          reqs[#reqs + 1] = r
+          owners[#reqs] = { cell, i }
+        end
       end
+    end
+    if #reqs == 0 then break end
+    local got = dispatch(transport, reqs, owners, opts.concurrency or M.DEFAULT_CONCURRENCY)
+    local answers = {}
+    for k, o in ipairs(owners) do
+      answers[o[1]] = answers[o[1]] or {}
+      answers[o[1]][o[2]] = got[k]
+    end
+    for _, cell in ipairs(cells) do
+      if cell.waiting then step(cell, answers[cell]) end
     end
   end
 
   local report = { ok = true, passed = 0, failed = 0, results = {},
                    duration_ms = math.floor((bgrun.now() - t0) * 1000 + 0.5) }
-  for key = 1, #targets * #checks do
-    local r = cells[key].row
+  for _, cell in ipairs(cells) do
+    local r = cell.row
     report.results[#report.results + 1] = r
     if r.ok then report.passed = report.passed + 1 else report.failed = report.failed + 1 end
   end

@@ -163,6 +163,34 @@ function Client:watch(kind, opts) end
 ---@return string
 function Client:logs(pod, opts) end
 
+---@class k8s.RawRequest
+---@field method string? default "GET"
+---@field path string path and query on the API server, e.g. "/api/v1/namespaces/ns/pods/web-1:8080/proxy/health"
+---@field headers table<string, string>? sent as given (Accept defaults to */*)
+---@field body string?
+---@field timeout number? seconds (default: the client's timeout)
+
+---@class k8s.RawResponse
+---@field status integer any HTTP status: a 4xx or 5xx is an answer, not an error
+---@field headers table<string, string> lower-cased names; a repeated field joined with ", "
+---@field body string
+---@field time_ms number
+
+---Sends one request as it is on the client's connection, with its
+---credentials (bearer token, client certificate, CA): for paths no verb
+---covers, such as pods/NAME:PORT/proxy/PATH. Not retried; a transport
+---failure raises a k8s.Error (code "timeout", "connection", "tls", "auth").
+---@param req k8s.RawRequest
+---@return k8s.RawResponse
+function Client:request(req) end
+
+---Sends the requests together (concurrently on the client's connection
+---pool); each slot of the result holds the response or the k8s.Error the
+---request failed with.
+---@param reqs k8s.RawRequest[]
+---@return (k8s.RawResponse|k8s.Error)[]
+function Client:request_all(reqs) end
+
 ---Waits (on a watch) until kubectl would say "successfully rolled out".
 ---@param kind "deployment"|"deploy"|"statefulset"|"sts"|"daemonset"|"ds"|string
 ---@param name string

@@ -2,6 +2,7 @@
 -- against demo app instances on loopback, backed by a PostgreSQL database
 -- with the PhysioFlow migrations. Broken versions come from the demo
 -- app's behaviours file.
+local http = require("http")
 local json = require("json")
 local proc = require("proc")
 local smoke = require("smoke")
@@ -139,6 +140,71 @@ describe("smoke", function()
     report = smoke.run(slow.url, CHECKS)
     assert.is_true(report.ok)
     assert.is_true(bgrun.now() - t0 < 6)
+  end)
+
+  -- A server that takes connections and never answers (the kernel accepts
+  -- them into the listen backlog; nobody reads).
+  local function hanging_server()
+    local port = demo.free_port()
+    local pid = tonumber((demo.sh(("python3 -c 'import socket, time; s = socket.socket(); "
+      .. "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind((\"127.0.0.1\", %d)); s.listen(128); "
+      .. "time.sleep(600)' >/dev/null 2>&1 & echo $!"):format(port)):gsub("%s+$", "")))
+    local deadline = bgrun.now() + 10
+    while bgrun.now() < deadline do
+      local ok, e = pcall(http.get, ("http://127.0.0.1:%d/"):format(port), { timeout = 0.2 })
+      if not ok and e.reason ~= "ConnectionRefused" then break end
+      bgrun.sleep(0.05)
+    end
+    return "http://127.0.0.1:" .. port, function() os.execute("kill " .. pid) end
+  end
+
+  it("ends in about one timeout against an app that hangs: a check's requests share its deadline", function()
+    local url, stop = hanging_server()
+    local t0 = bgrun.now()
+    local report = smoke.run(url, CHECKS, { timeout = 2 })
+    local took = bgrun.now() - t0
+    -- before: the data checks' 2 s, then the BHYT check's own 2 s
+    assert.is_true(took < 3, ("took %.1f s"):format(took))
+    assert.is_true(took >= 1.9, ("took %.1f s"):format(took))
+    assert.equal(9, report.failed)
+    for _, r in ipairs(report.results) do assert.matches("^Timeout: ", r.reason) end
+
+    -- three pods: 30 requests, more than the 16 sent at a time; those left
+    -- over when the deadline passes fail unsent
+    t0 = bgrun.now()
+    report = smoke.run({ { name = "a", url = url }, { name = "b", url = url }, { name = "c", url = url } }, CHECKS,
+                       { timeout = 2 })
+    took = bgrun.now() - t0
+    assert.is_true(took < 3, ("took %.1f s"):format(took))
+    assert.equal(27, report.failed)
+    local unsent = 0
+    for _, r in ipairs(report.results) do
+      assert.matches("^Timeout: ", r.reason)
+      if r.reason:find("were spent before", 1, true) then unsent = unsent + 1 end
+    end
+    assert.is_true(unsent > 0)
+
+    -- a check sending its requests one after the other, going on after a
+    -- failure: the second gets what is left of the deadline, nothing
+    local seen = {}
+    t0 = bgrun.now()
+    report = smoke.run(url, { { name = "two in a row", timeout = 1, run = function(t)
+      local ok, e = pcall(t.request, t, { path = "/first" })
+      seen[1] = not ok and e.reason
+      seen[2] = t:remaining()
+      ok, e = pcall(t.request, t, { path = "/second" })
+      seen[3] = not ok and e.reason
+      seen[4] = not ok and e.message
+      error(e, 0)
+    end } })
+    took = bgrun.now() - t0
+    stop()
+    assert.is_true(took < 1.5, ("took %.1f s"):format(took))
+    assert.equal("Timeout", seen[1])
+    assert.is_true(seen[2] < 0.05)
+    assert.equal("Timeout", seen[3])
+    assert.matches("^the check's 1 s were spent before http://127%.0%.0%.1:%d+/second was sent$", seen[4])
+    assert.matches("^Timeout: the check's 1 s were spent", report.results[1].reason)
   end)
 
   it("fails every check of an unreachable URL with the transport error", function()

@@ -173,6 +173,9 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(path, "/")
+	if c.servePodProxy(w, r, parts) {
+		return
+	}
 	if r.Method == http.MethodGet && c.serveDiscovery(w, r, parts) {
 		return
 	}
