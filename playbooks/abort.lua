@@ -19,12 +19,7 @@ return playbook {
     local state = bluegreen.preview(c, env.app, env.namespace)
     require("log").info(("%sabort the preview of %s (%s) in %s (%s)"):format(bgrun.dry_run() and "dry-run: " or "",
       tostring(state.tag), state.colour, args.env, release.target(c, env)))
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "abort " .. state.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "abort " .. state.tag, args["break-lock"])
     local report = bluegreen.abort_preview(c, { app = env.app, namespace = env.namespace, context = env.context })
     l.release()
     bluegreen.print_control(report)

@@ -27,12 +27,7 @@ return playbook {
     local c = release.client(args.env, env)
     release.confirm(c, env, ("Migrate and deploy %s to %s"):format(args.tag, args.env))
     local ns = env.namespace
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "deploy-with-migration " .. args.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "deploy-with-migration " .. args.tag, args["break-lock"])
 
     local db <close> = step("check the database", function()
       local db = postgres.connect(env.database or {})

@@ -28,15 +28,7 @@ return playbook {
     local auto = preview and (args["auto-promote"] or env.auto_promote) or nil
     local c = release.client(args.env, env)
     release.confirm(c, env, ("%s %s to %s"):format(preview and "Preview" or "Deploy", args.tag, args.env))
-    local function locked(operation)
-      local l = step("take the deploy lock", function()
-        return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
-                                 break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                                 duration = env.lock_duration })
-      end)
-      on_failure("release the deploy lock", l.release, l.undo, { keep = true })
-      return l
-    end
+    local function locked(operation) return lock.take(c, env, operation, args["break-lock"]) end
     local opts = {
       app = env.app, namespace = env.namespace, context = env.context, tag = args.tag, replicas = env.replicas,
       skip_tests = args["skip-tests"], checks = checks, rollout_timeout = env.rollout_timeout,

@@ -18,12 +18,7 @@ return playbook {
     local c = release.client(args.env, env)
     local state = bluegreen.preview(c, env.app, env.namespace)
     release.confirm(c, env, ("Promote %s (%s) to %s"):format(tostring(state.tag), state.colour, args.env))
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "promote " .. state.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "promote " .. state.tag, args["break-lock"])
     local report = bluegreen.promote(c, {
       app = env.app, namespace = env.namespace, context = env.context, rollout_timeout = env.rollout_timeout,
       monitor = env.monitor, retire_delay = env.retire_delay, hooks = env.hooks, on_tick = l.renew,

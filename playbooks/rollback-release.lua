@@ -103,12 +103,7 @@ return playbook {
       :format(args.env, rec.tag, tostring(rec.previous_tag), fmt(rec.schema_to), fmt(rec.schema_from),
               tostring(rec.backup.taken_at)), { expect = "ROLLBACK PRODUCTION" })
 
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback-release " .. rec.tag,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "rollback-release " .. rec.tag, args["break-lock"])
 
     local new_name, prev_name = app .. "-" .. rec.colour, app .. "-" .. rec.previous_colour
     local new_replicas

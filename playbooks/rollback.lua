@@ -70,12 +70,7 @@ return playbook {
     release.confirm(c, env, ("Roll %s back to %s (schema version %s); the API is stopped meanwhile")
       :format(args.env, path, migrate.format_version(version)), { expect = "ROLLBACK PRODUCTION" })
     local ns = env.namespace
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = ns, context = env.context, operation = "rollback to " .. path,
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "rollback to " .. path, args["break-lock"])
 
     local replicas = step("scale the API to 0", function()
       local r = {}

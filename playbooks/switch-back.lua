@@ -19,12 +19,7 @@ return playbook {
     local rec = bluegreen.release_of(c:get("service", env.app) or {})
     release.confirm(c, env, ("Switch %s back to the previous release (%s %s)"):format(args.env,
       tostring(rec and rec.previous_colour or "?"), tostring(rec and rec.previous_tag or "?")))
-    local l = step("take the deploy lock", function()
-      return lock.acquire(c, { namespace = env.namespace, context = env.context, operation = "switch back",
-                               break_lock = args["break-lock"], wait = env.lock_wait or 0,
-                               duration = env.lock_duration })
-    end)
-    on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+    local l = lock.take(c, env, "switch back", args["break-lock"])
     local report = bluegreen.switch_to_previous(c, {
       app = env.app, namespace = env.namespace, context = env.context, replicas = env.replicas,
       rollout_timeout = env.rollout_timeout,

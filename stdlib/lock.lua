@@ -368,6 +368,24 @@ function M.resume_check(d, start)
   return nil
 end
 
+---What every release playbook does first: takes the environment's deploy
+---lock as a named step (waiting env.lock_wait seconds, a Lease of
+---env.lock_duration) and registers its release as a compensation that
+---survives the commit point. Returns the handle.
+---@param c any k8s client
+---@param env table the environment (namespace, context, lock_wait, lock_duration)
+---@param operation string what the run does, shown to whoever finds the lock busy
+---@param break_lock boolean? take it even when held
+---@return table handle
+function M.take(c, env, operation, break_lock)
+  local l = step("take the deploy lock", function()
+    return M.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
+                          break_lock = break_lock, wait = env.lock_wait or 0, duration = env.lock_duration })
+  end)
+  on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+  return l
+end
+
 ---Who holds the lock, or nil when it is free.
 ---@param c any
 ---@param opts {name: string?, namespace: string?}?
