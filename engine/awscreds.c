@@ -34,25 +34,10 @@ enum {
 #define IMDS_DEFAULT "http://169.254.169.254"
 #define CONTAINER_HOST "http://169.254.170.2"
 
+/* strdup that passes NULL through */
 static char *dup_str(const char *s)
 {
-	if (s == NULL)
-		return NULL;
-	size_t n = strlen(s);
-	char *p = malloc(n + 1);
-	if (p)
-		memcpy(p, s, n + 1);
-	return p;
-}
-
-static char *dup_n(const char *s, size_t n)
-{
-	char *p = malloc(n + 1);
-	if (p) {
-		memcpy(p, s, n);
-		p[n] = '\0';
-	}
-	return p;
+	return s ? strdup(s) : NULL;
 }
 
 static void wipe_free(char *s)
@@ -127,7 +112,7 @@ char *awscreds_ini_get(const char *text, const char *section, const char *key)
 		const char *k = trim(l, eq, &kn);
 		const char *v = trim(eq + 1, l + n, &vn);
 		if (kn == kl && strncasecmp(k, key, kl) == 0)
-			return dup_n(v, vn);
+			return strndup(v, vn);
 	}
 	return NULL;
 }
@@ -743,7 +728,7 @@ static int from_imds(awscreds_getenv_fn env, awscreds *c, char *err, size_t errl
 		snprintf(err, errlen, "GET %s: %ld (no instance role)", url.data, r.status);
 		goto out;
 	}
-	if (!(role = dup_n(r.body.data, rn)))
+	if (!(role = strndup(r.body.data, rn)))
 		goto oom;
 	resp_free(&r);
 	memset(&r, 0, sizeof r);

@@ -179,7 +179,7 @@ static void later_sources(void **state)
 	awscreds_free(&c);
 
 	/* the container token goes only to https, loopback or the agents */
-	const char *far[] = {"HOME=/nonexistent", "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://10.1.2.3/creds",
+	const char *far[] = {"HOME=/nonexistent", "AWS_CONTAINER_CREDENTIALS_FULL_URI=http://creds.physioflow.invalid/creds",
 	                     "AWS_CONTAINER_AUTHORIZATION_TOKEN=secret-token", NULL};
 	fake_env = far;
 	assert_int_equal(awscreds_resolve(fake_getenv, NULL, &c, err, sizeof err), -1);
