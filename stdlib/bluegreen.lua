@@ -295,6 +295,11 @@ M.undo = {
     local seconds = switch_back(client_for(d), d)
     log.warn("traffic switched back", { colour = d.colour, seconds = bgrun.fmt_duration(seconds) })
   end,
+  -- a hook is code in the environment, not journal data: a resumed run
+  -- says so instead of counting it as an undo that could not run
+  hook_not_run = function(d)
+    log.warn(("the %s hook of the killed run does not run on resume"):format(tostring(d.hook)))
+  end,
 }
 
 -- Annotations on the main Service: the release the last switch made (written
@@ -716,7 +721,7 @@ function M.deploy(c, opts)
         local ok, herr = pcall(f, s, err)
         if not ok then log.warn("the on_abort hook failed", { error = tostring(herr) }) end
       end
-    end)
+    end, { module = "bluegreen", action = "hook_not_run", hook = "on_abort" })
   end
 
   for _, st in ipairs(opts.steps or M.steps) do

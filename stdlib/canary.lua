@@ -158,8 +158,8 @@ local function restore(c, d)
       old_name, tostring(old_image), e.old_image)
   end
   local function scale_old()
-    if (old.spec.replicas or 0) < d.replicas or ready_of(c, ns, old_name) < d.replicas then
-      c:scale("deployment", old_name, math.max(old.spec.replicas or 0, d.replicas), { namespace = ns })
+    if (old.spec.replicas or 0) ~= d.replicas or ready_of(c, ns, old_name) < d.replicas then
+      c:scale("deployment", old_name, d.replicas, { namespace = ns })
       if not bgrun.dry_run() then
         c:rollout_status("deployment", old_name, { namespace = ns, timeout = d.rollout_timeout or 300 })
       end
@@ -256,6 +256,28 @@ local function await_split(c, o)
                           o.want_new, o.want_old) }
 end
 
+-- The label selector of the pods the new colour's current ReplicaSet runs
+-- (its pod-template-hash): the analysis watches those, not pods of an
+-- earlier template of the same colour still in their termination grace
+-- period. Falls back to app and version when no ReplicaSet matches.
+local function new_pods_selector(c, ns, app, colour)
+  local base = ("app=%s,version=%s"):format(app, colour)
+  local dep = c:get("deployment", app .. "-" .. colour, { namespace = ns })
+  local rev = dep and ((dep.metadata or {}).annotations or {})["deployment.kubernetes.io/revision"]
+  if not rev then return base end
+  for _, rs in ipairs(c:list("replicasets", { namespace = ns, labelSelector = base }).items or {}) do
+    local owned = false
+    for _, ref in ipairs(rs.metadata.ownerReferences or {}) do
+      owned = owned or ref.uid == dep.metadata.uid
+    end
+    local hash = (rs.metadata.labels or {})["pod-template-hash"]
+    if owned and hash and ((rs.metadata.annotations or {})["deployment.kubernetes.io/revision"]) == rev then
+      return base .. ",pod-template-hash=" .. hash
+    end
+  end
+  return base
+end
+
 local function copy(t)
   local r = {}
   for k, v in pairs(t or {}) do r[k] = v end
@@ -304,7 +326,7 @@ local function analyse(s, entry, st)
   local m = copy(s.opts.monitor)
   m.window = s.opts.pause
   m.namespace = s.namespace
-  m.selector = ("app=%s,version=%s"):format(s.app, s.idle)
+  m.selector = s.new_selector
   m.service = m.service or s.app
   m.replicas = st.new
   m.baseline = s.baseline
@@ -331,8 +353,8 @@ local function progress(s)
   local old_name, new_name = app .. "-" .. old, app .. "-" .. new
   local dry = bgrun.dry_run()
   local current = { new = s.plan[1].new, old = s.live_replicas }
-  s.baseline = not dry and monitor.baseline(c, { namespace = ns, selector = ("app=%s,version=%s"):format(app, new) })
-    or {}
+  s.new_selector = dry and ("app=%s,version=%s"):format(app, new) or new_pods_selector(c, ns, app, new)
+  s.baseline = not dry and monitor.baseline(c, { namespace = ns, selector = s.new_selector }) or {}
 
   local back = { module = "canary", action = "restore", context = opts.context, namespace = ns, app = app,
                  old = old, new = new, replicas = s.live_replicas, rollout_timeout = opts.rollout_timeout,
