@@ -176,7 +176,12 @@ local function restore(c, d)
     world_changed(op, "the Service %s selects version=%s, neither colour of this run", d.app,
       tostring(selector.version))
   end
-  if e.service_rv and svc.metadata.resourceVersion ~= e.service_rv then
+  -- a run killed between its final switch and the journal line with that
+  -- patch's resourceVersion: the release record on the Service is its own
+  local rec = bluegreen.release_of(svc)
+  local own_switch = selector.version == d.new and rec ~= nil and rec.canary and rec.by == d.holder
+    and rec.colour == d.new and rec.image == e.image
+  if e.service_rv and svc.metadata.resourceVersion ~= e.service_rv and not own_switch then
     world_changed(op, "the Service %s changed since the run left it (resourceVersion %s, the run left %s)",
       d.app, tostring(svc.metadata.resourceVersion), e.service_rv)
   end
@@ -359,6 +364,7 @@ local function progress(s)
   local back = { module = "canary", action = "restore", context = opts.context, namespace = ns, app = app,
                  old = old, new = new, replicas = s.live_replicas, rollout_timeout = opts.rollout_timeout,
                  switch_timeout = opts.switch_timeout, previous_record = s.previous_record or false,
+                 holder = require("lock").identity(),
                  expect = { image = s.image, old_image = s.live_image, container = s.ct.name } }
   s.step("open " .. app .. " to both colours", function()
     s.tick()

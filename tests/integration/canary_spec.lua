@@ -254,6 +254,12 @@ describe("canary releases against the sandbox", function()
 
   teardown(function()
     behaviours({})
+    -- no pod in its preStop sleep left behind for the next spec's monitor
+    for _, colour in ipairs({ "blue", "green" }) do pcall(c.scale, c, "deployment", APP .. "-" .. colour, 0) end
+    local deadline = bgrun.now() + 30
+    while #c:list("pods", { labelSelector = "app=" .. APP }).items > 0 and bgrun.now() < deadline do
+      bgrun.sleep(0.2)
+    end
   end)
 
   it("refuses bad input with exit 2 naming it, before anything is touched", function()
@@ -450,6 +456,28 @@ describe("canary releases against the sandbox", function()
                 { image = dep(idle).image, replicas = dep(idle).replicas })
     assert.equal("", lock_holder())
     assert.same({ "on_abort v3.1.0" }, hooks_ran())
+  end)
+
+  it("on SIGINT mid-canary returns to the old colour alone and exits 130", function()
+    behaviours({})
+    local live = live_colour()
+    local idle = other(live)
+    local before_idle = dep(idle)
+    local run = spawn({ PB .. "/canary.lua", "env=local", "tag=v3.2.0", "pause=30" })
+    run.wait_for("%[canary step 1/4[^%]]*%] healthy check=1")
+    assert.is_nil(live_colour())
+    assert(sh("kill -INT " .. run.pid).code == 0)
+    assert.equal(130, run.wait(120), run.stderr())
+    local err = run.stderr()
+    assert.matches("playbook interrupted", err)
+    assert.matches("%[return traffic to " .. live .. " alone%] traffic returned to the old colour alone", err)
+    assert.same({ app = APP, version = live }, selector())
+    assert.same({ [live] = REPLICAS }, endpoint_colours())
+    assert.equal(REPLICAS, dep(live).replicas)
+    assert.same({ image = before_idle.image, replicas = before_idle.replicas },
+                { image = dep(idle).image, replicas = dep(idle).replicas })
+    assert.equal("", lock_holder())
+    assert.same({ "before_switch v3.2.0", "on_abort v3.2.0" }, hooks_ran())
   end)
 
   it("resume after SIGKILL mid-canary leaves the old colour alone serving, with its replicas", function()

@@ -40,6 +40,9 @@ func TestServiceSpreadsOverBothColoursAndDropsTerminatingPods(t *testing.T) {
 			Spec: corev1.PodSpec{TerminationGracePeriodSeconds: &grace, Containers: []corev1.Container{{
 				Name: "api", Image: "registry.local/physioflow-api:v1",
 				Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9090}},
+				// ready once it answers: the proxy must not find it before it listens
+				ReadinessProbe: &corev1.Probe{PeriodSeconds: 1, ProbeHandler: corev1.ProbeHandler{
+					HTTPGet: &corev1.HTTPGetAction{Path: "/who", Port: intstr.FromString("http")}}},
 				Lifecycle: &corev1.Lifecycle{PreStop: &corev1.LifecycleHandler{
 					Sleep: &corev1.SleepAction{Seconds: 2}}}}}}}
 		if _, err := c.createObject(resPods, "default", pod, false); err != nil {
