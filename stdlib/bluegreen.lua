@@ -42,6 +42,12 @@ function M.active_colour(c, app, ns)
             message = ("service %s not found in namespace %s"):format(app, tostring(ns)) }
   end
   local colour = ((svc.spec or {}).selector or {}).version
+  if colour == nil and ((svc.spec or {}).selector or {}).app then
+    -- what a canary leaves while it runs, or when it was killed
+    raise { op = "detect colour", code = "no_colour", reason = "CanaryOpen",
+            message = ("service %s selects both colours (no version in its selector): a canary is running "
+              .. "or did not finish; `bgrun resume` returns a killed one to its old colour"):format(app) }
+  end
   if not OTHER[colour] then
     raise { op = "detect colour", code = "no_colour", reason = "Invalid",
             message = ("service %s selects version=%s; expected blue or green"):format(app, tostring(colour)) }
