@@ -208,8 +208,10 @@ return {
     hooks = { before_switch = note("before_switch"), after_switch = note("after_switch"),
               on_success = note("on_success"), on_abort = note("on_abort") },
   },
+  -- a non-local environment that names no kubeconfig context
+  nocontext = { namespace = "physioflow", app = "physioflow-api", replicas = %d, database = {} },
 }
-]]):format(HOOKS, REPLICAS))
+]]):format(HOOKS, REPLICAS, REPLICAS))
   f:close()
 end
 
@@ -282,7 +284,10 @@ describe("canary releases against the sandbox", function()
     end
     local r = bgrun_run({ PB .. "/canary.lua", "env=nowhere", "tag=v2.0.0" })
     assert.equal(2, r.code)
-    assert.matches("parameter 'env': 'nowhere' is not one of local", r.stderr)
+    assert.matches("parameter 'env': 'nowhere' is not one of local, nocontext", r.stderr)
+    r = bgrun_run({ PB .. "/canary.lua", "env=nocontext", "tag=v2.0.0" })
+    assert.equal(2, r.code)
+    assert.matches("environment nocontext names no kubeconfig context", r.stderr, 1, true)
     r = bgrun_run({ PB .. "/canary.lua", "env=local" })
     assert.equal(2, r.code)
     assert.matches("missing required parameter 'tag'", r.stderr)
