@@ -83,6 +83,7 @@ end
 ---@param total integer
 ---@return {weight: integer, new: integer, old: integer, traffic: number}[]
 function M.plan(weights, total)
+  assert(math.type(total) == "integer" and total >= 1, "canary.plan: total must be an integer >= 1")
   local out = {}
   for i, w in ipairs(weights) do
     local new = math.min(total, math.max(1, math.ceil(total * w / 100 - 1e-9)))
@@ -300,6 +301,11 @@ end
 local function plan_step(s)
   local cr = s.opts.canary_report
   s.total = s.replicas
+  if math.type(s.total) ~= "integer" or s.total < 1 then
+    bgrun.raise { module = "canary", op = "plan the canary of " .. s.app, code = "no_replicas", reason = "Invalid",
+                  message = ("nothing to split: the live colour %s has %s replica(s) and the environment sets no "
+                    .. "`replicas`"):format(s.live, tostring(s.total)) }
+  end
   s.plan = M.plan(s.opts.weights, s.total)
   cr.from, cr.to, cr.image, cr.replicas = s.live, s.idle, s.image, s.total
   cr.from_image = s.live_image

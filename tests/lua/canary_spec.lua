@@ -55,5 +55,6 @@ describe("canary", function()
     assert.same({ { 1, 0, 100 }, { 1, 0, 100 } }, split({ 5, 100 }, 1))
     -- an exact share does not round up past it
     assert.same({ { 5, 15, 25 } }, split({ 25 }, 20))
+    assert.has_error(function() canary.plan({ 100 }, 0) end)
   end)
 end)
