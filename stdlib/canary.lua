@@ -344,14 +344,18 @@ local function analyse(s, entry, st)
   m.on_tick = s.tick
   -- what analyses beyond the pod signals may template on
   m.colour, m.tag, m.weight, m.app = s.idle, s.tag, st.weight, s.app
+  -- a monitor that fills opts.report as it goes leaves a failed step its
+  -- measurements too (those of a metric analysis: `analysis`)
+  m.report = {}
   local ok, r = pcall(monitor.watch, s.c, m)
+  local res = ok and type(r) == "table" and r or m.report
+  entry.checks, entry.failed_checks, entry.measurements = res.checks, res.failed_checks, res.analysis
   if not ok then
     entry.analysis = "failed"
     entry.problems = type(r) == "table" and r.problems or { tostring(r) }
     error(r, 0)
   end
   entry.analysis = "passed"
-  entry.checks, entry.failed_checks = r.checks, r.failed_checks
 end
 
 -- The canary itself, in the place of the deploy's "switch" step (so the
@@ -477,7 +481,7 @@ M.steps = {
 ---retire_delay, hooks, on_tick), and weights (from parse_steps) and pause
 ---(seconds of analysis at each step). Returns the canary's report: from,
 ---to, image, replicas, pause, steps = {step, weight, traffic, replicas =
----{colour = n}, analysis, checks, failed_checks, problems, seconds},
+---{colour = n}, analysis, checks, failed_checks, problems, measurements, seconds},
 ---aborted, switch_seconds, rollback_seconds, reaction_ms, total_seconds.
 ---@param c any k8s client
 ---@param opts table
@@ -512,6 +516,11 @@ function M.print_report(cr)
       e.analysis, e.checks and (" (%d check(s)%s)"):format(e.checks,
         (e.failed_checks or 0) > 0 and (", %d failed, tolerated"):format(e.failed_checks) or "") or "",
       bgrun.fmt_duration(e.seconds or 0))
+    -- the metric analysis' lines, when the monitor ran one
+    local has, metrics = pcall(require, "metrics")
+    if e.measurements and has and type(metrics) == "table" and metrics.summary then
+      for _, line in ipairs(metrics.summary(e.measurements)) do lines[#lines + 1] = "    " .. line end
+    end
   end
   if cr.switch_seconds then
     lines[#lines + 1] = ("  %-44s %s"):format("cutover (selector patch to endpoints confirmed)",
