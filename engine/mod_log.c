@@ -32,6 +32,20 @@ static int state_gc(lua_State *L)
 	return 0;
 }
 
+/* Colour only on a terminal, and never when NO_COLOR is set to anything
+ * but the empty string (https://no-color.org) or the terminal is dumb. */
+static int color_refused(void)
+{
+	const char *no = getenv("NO_COLOR");
+	const char *term = getenv("TERM");
+	return (no != NULL && *no != '\0') || (term != NULL && strcmp(term, "dumb") == 0);
+}
+
+int bgrun_color_wanted(int fd)
+{
+	return !color_refused() && isatty(fd);
+}
+
 static logstate *get_state(lua_State *L)
 {
 	lua_getfield(L, LUA_REGISTRYINDEX, LOG_STATE);
@@ -43,7 +57,7 @@ static logstate *get_state(lua_State *L)
 	redactor_init(&s->secrets);
 	s->json = 0;
 	s->min = LV_INFO;
-	s->color = isatty(STDERR_FILENO);
+	s->color = bgrun_color_wanted(STDERR_FILENO);
 	s->out = stderr;
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, state_gc);
@@ -321,7 +335,8 @@ static int log_redact(lua_State *L)
 	return 1;
 }
 
-/* log.configure{format="text"|"json", level="debug"|..., color=bool} */
+/* log.configure{format="text"|"json", level="debug"|..., color=bool}:
+ * color=true colours even without a terminal, but never under NO_COLOR */
 static int log_configure(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -332,7 +347,7 @@ static int log_configure(lua_State *L)
 	if (lua_getfield(L, 1, "level") != LUA_TNIL)
 		st->min = luaL_checkoption(L, -1, NULL, level_names);
 	if (lua_getfield(L, 1, "color") != LUA_TNIL)
-		st->color = lua_toboolean(L, -1);
+		st->color = lua_toboolean(L, -1) && !color_refused(); /* NO_COLOR still wins */
 	lua_pop(L, 3);
 	return 0;
 }
