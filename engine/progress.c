@@ -344,8 +344,10 @@ bgrun_progress *bgrun_progress_start_mode(int mode, const char *label, const cha
 	pthread_mutex_lock(&mu);
 	p->t0 = p->last_emit = p->sample_t = now_s();
 	if (mode == BGRUN_PROGRESS_TTY) {
-		p->next = running;
-		running = p;
+		bgrun_progress **q = &running; /* in start order on the line */
+		while (*q)
+			q = &(*q)->next;
+		*q = p;
 	}
 	pthread_mutex_unlock(&mu);
 	return p;
