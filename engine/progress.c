@@ -208,7 +208,7 @@ static void json_event(bgrun_progress *p, double now, int done, int ok)
 	snprintf(t, sizeof t, "%.20s.%03dZ", base, (int)(tv.tv_usec / 1000));
 	double elapsed = now - p->t0;
 	double rate = done ? (elapsed > 0 ? (double)p->bytes / elapsed : 0) : p->rate;
-	double eta = done ? 0 : eta_of(p);
+	double eta = done ? (p->total >= 0 ? 0 : -1) : eta_of(p);
 	json_t *f = json_object();
 	json_object_set_new(f, "event", json_string("progress"));
 	json_object_set_new(f, "label", json_string(p->label));
