@@ -107,7 +107,8 @@ static double eta_of(const bgrun_progress *p)
 {
 	if (p->total < 0 || p->rate <= 0 || p->bytes > p->total)
 		return -1;
-	return (double)(p->total - p->bytes) / p->rate;
+	double eta = (double)(p->total - p->bytes) / p->rate;
+	return eta < 100 * 3600 ? eta : -1; /* a stalled transfer has no useful ETA */
 }
 
 /* label: bytes[ of total (pct%)], rate/s[, ETA t] */
