@@ -27,7 +27,8 @@ struct bgrun_progress {
 	long long total, bytes;
 	double t0, last_emit, sample_t;
 	long long sample_bytes;
-	double rate; /* bytes/s, smoothed; 0 before the first sample */
+	double rate; /* bytes/s, smoothed over samples */
+	int sampled; /* rate comes from samples, not the average since start */
 	int emitted; /* lines/events printed while running */
 	int drawn;   /* shown on the terminal line at least once */
 	struct bgrun_progress *next;
@@ -275,12 +276,14 @@ static void sample(bgrun_progress *p, double now)
 		return;
 	}
 	if (dt < SAMPLE_PERIOD) {
-		if (p->rate <= 0 && now - p->t0 > 0)
+		/* until the first sample: the average so far */
+		if (!p->sampled && now - p->t0 > 0)
 			p->rate = (double)p->bytes / (now - p->t0);
 		return;
 	}
 	double inst = (double)(p->bytes - p->sample_bytes) / dt;
-	p->rate = p->rate <= 0 ? inst : 0.6 * p->rate + 0.4 * inst;
+	p->rate = p->sampled ? 0.6 * p->rate + 0.4 * inst : inst;
+	p->sampled = 1;
 	p->sample_t = now;
 	p->sample_bytes = p->bytes;
 }
