@@ -267,12 +267,35 @@ describe("progress", function()
     os.remove(f)
   end)
 
+  it("proc.run{progress={reads=}} reports how far a program has read a file (pg_restore)", function()
+    local f = tmpname()
+    local h = assert(io.open(f, "wb"))
+    h:write(("x"):rep(1000000))
+    h:close()
+    local r = run({ "--log-format", "json", FIX .. "/progress_reads.lua", "file=" .. f },
+                  { BGRUN_PROGRESS_INTERVAL = "0.1" })
+    assert.equal(0, r.code, r.stderr)
+    local ev = progress_events(r.stderr)
+    assert.is_true(#ev >= 4, r.stderr)
+    local seen = {}
+    for _, e in ipairs(ev) do
+      assert.equal("restore full_backup.dump", e.label)
+      assert.equal(1000000, e.total) -- the file's size
+      seen[e.bytes] = true
+    end
+    assert.is_true(seen[250000] and seen[500000] and seen[750000], r.stderr) -- read in four steps
+    assert.equal(1000000, ev[#ev].bytes)
+    assert.is_true(ev[#ev].done and ev[#ev].ok)
+    os.remove(f)
+  end)
+
   it("rejects a malformed progress option", function()
     local log = require("log")
     assert.has_error(function() log.progress("x", { size = 1 }) end)
     assert.has_error(function() log.progress("x", { total = -1 }) end)
     assert.has_error(function() proc.run({ "true" }, { progress = 3 }) end)
     assert.has_error(function() proc.run({ "true" }, { progress = { file = "x" } }) end)
+    assert.has_error(function() proc.run({ "true" }, { progress = { label = "x", reads = {} } }) end)
     local p = log.progress("x", { total = 10 })
     p:update(5):add(5)
     p:finish()
