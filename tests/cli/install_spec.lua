@@ -87,6 +87,19 @@ describe("make install", function()
     assert.same({ "/opt/bgrun/share/bgrun/types" }, cfg.workspace.library)
     r = proc.run({ "man", "-l", p .. "/share/man/man1/bgrun.1" }, { env = { PAGER = "cat" } })
     assert.equal(0, r.code)
+    -- bash-completion finds the installed file by the command's name, and
+    -- it completes through the installed binary
+    r = proc.run({ "bash", "-c", [[
+      source /usr/share/bash-completion/bash_completion || exit 9
+      _completion_loader bgrun
+      complete -p bgrun
+      COMP_LINE="$1 playbooks/deploy.lua env="; COMP_POINT=${#COMP_LINE}
+      COMP_WORDS=("$1" playbooks/deploy.lua env =); COMP_CWORD=3
+      _bgrun
+      echo "${COMPREPLY[*]}"]], "sh", p .. "/bin/bgrun" },
+      { cwd = ROOT, env = { XDG_DATA_DIRS = p .. "/share" } })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("complete -F _bgrun bgrun\ndev local prod staging\n", r.stdout)
     bgrun.rmtree(dest)
   end)
 end)
