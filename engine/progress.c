@@ -151,10 +151,12 @@ static void clear_locked(FILE *out)
 {
 	if (line_len == 0)
 		return;
-	fputc('\r', out);
-	for (size_t i = 0; i < line_len; i++)
-		fputc(' ', out);
-	fputc('\r', out);
+	/* one write: stderr is unbuffered */
+	char blank[512];
+	size_t n = line_len + 2 < sizeof blank ? line_len + 2 : sizeof blank;
+	memset(blank, ' ', n);
+	blank[0] = blank[n - 1] = '\r';
+	fwrite(blank, 1, n, out);
 	line_len = 0;
 }
 
@@ -188,11 +190,17 @@ static void draw_locked(double now)
 	}
 	/* never wrap: "\r" only rewinds one terminal row */
 	size_t width = (size_t)term_width() - 1;
+	if (width > 500)
+		width = 500; /* clear_locked erases at most that much */
 	size_t len = b.len > width ? width : b.len;
-	fputc('\r', out);
-	fwrite(b.data, 1, len, out);
+	buf line = BUF_INIT;
+	buf_appends(&line, "\r");
+	buf_append(&line, b.data, len);
 	for (size_t i = len; i < line_len; i++)
-		fputc(' ', out); /* what is left of a longer line before */
+		buf_appends(&line, " "); /* what is left of a longer line before */
+	if (line.data)
+		fwrite(line.data, 1, line.len, out); /* one write: stderr is unbuffered */
+	buf_free(&line);
 	line_len = len;
 	fflush(out);
 	last_draw = now;
