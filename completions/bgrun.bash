@@ -51,6 +51,11 @@ _bgrun()
 	--report)
 		((skip)) && { COMPREPLY=($(compgen -f -- "$cur")); return; } ;;
 	esac
+	if ((!ended)) && [[ $cur == --log-format=* ]]; then
+		local -a vals=($(compgen -W "text json" -- "${cur#--log-format=}"))
+		if [[ $COMP_WORDBREAKS == *=* ]]; then COMPREPLY=("${vals[@]}"); else COMPREPLY=("${vals[@]/#/--log-format=}"); fi
+		return
+	fi
 	if ((!ended)) && [[ $cur == -* ]]; then
 		COMPREPLY=($(compgen -W "--dry-run --yes --log-format --verbose --quiet --report --describe --json --force --help --version" -- "$cur"))
 		return

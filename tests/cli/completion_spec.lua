@@ -52,6 +52,10 @@ describe("bash completion", function()
     }, bash_complete({ "--dr", "--log-format ", "--log-format j", "res", "playbooks/dep", "--desc" }))
   end)
 
+  it("completes --log-format=VALUE", function()
+    assert.same({ "json" }, bash_complete({ "--log-format=j" }))
+  end)
+
   it("completes the playbook's parameters as name= and leaves out those given", function()
     assert.same({
       "env=",
@@ -98,6 +102,7 @@ describe("zsh completion", function()
   it("completes options, their values and playbook files", function()
     assert.equal("--dry-run", zsh_complete("--dr"))
     assert.equal("json text", zsh_complete("--log-format "))
+    assert.equal("json", zsh_complete("--log-format=j"))
     assert.equal("resume", zsh_complete("res"))
     assert.equal("deploy-with-migration.lua deploy.lua", zsh_complete("playbooks/dep"))
   end)
