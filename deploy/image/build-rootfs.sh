@@ -1,5 +1,5 @@
 #!/bin/sh
-# build-rootfs.sh DEST: the bgrun image's root filesystem, built from Debian
+# build-rootfs.sh [--build] DEST: the bgrun image's root filesystem, built from Debian
 # packages alone (no container engine, no registry), in the folder DEST.
 #
 # The same filesystem as the Dockerfile's runtime stage, by construction:
@@ -21,17 +21,31 @@
 # result with chroot, systemd-nspawn, or `tar -C DEST -c . | docker import -`.
 set -eu
 
-[ $# -eq 1 ] || { echo "usage: build-rootfs.sh DEST" >&2; exit 2; }
+# With --build, DEST is the Dockerfile's build stage instead: the packages
+# of deploy/image/build-packages.txt, no user, no bgrun (the tests compile
+# bgrun in it, as `docker build` would).
+build_stage=false
+if [ "${1:-}" = --build ]; then
+	build_stage=true
+	shift
+fi
+[ $# -eq 1 ] || { echo "usage: build-rootfs.sh [--build] DEST" >&2; exit 2; }
 dest=$1
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
 suite=bookworm
+list=$here/packages.txt
+setup=$here/setup.sh
+if $build_stage; then
+	list=$here/build-packages.txt
+	setup=/dev/null
+fi
 
 if [ "$(id -u)" -ne 0 ]; then
 	echo "build-rootfs.sh: needs root (mmdebstrap's root mode and device nodes)" >&2
 	exit 2
 fi
-if [ ! -x "$repo/bgrun" ]; then
+if ! $build_stage && [ ! -x "$repo/bgrun" ]; then
 	echo "build-rootfs.sh: $repo/bgrun is missing: run make first" >&2
 	exit 2
 fi
@@ -39,7 +53,7 @@ case $dest in
 / | "") echo "build-rootfs.sh: refusing DEST '$dest'" >&2; exit 2 ;;
 esac
 # Only ever replace an empty folder or one this script built.
-if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ] && [ ! -d "$dest/opt/bgrun/playbooks" ]; then
+if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ] && [ ! -d "$dest/opt/bgrun" ] && [ ! -d "$dest/usr/include/lua5.4" ]; then
 	echo "build-rootfs.sh: $dest is not empty and not a bgrun root filesystem; not replacing it" >&2
 	exit 2
 fi
@@ -51,8 +65,8 @@ if ! command -v mmdebstrap >/dev/null 2>&1; then
 fi
 
 # The package list as mmdebstrap's --include (comments and blanks dropped).
-packages=$(sed 's/#.*//' "$here/packages.txt" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -)
-[ -n "$packages" ] || { echo "build-rootfs.sh: $here/packages.txt lists no package" >&2; exit 2; }
+packages=$(sed 's/#.*//' "$list" | tr -s ' \t\n' '\n' | grep -v '^$' | paste -sd, -)
+[ -n "$packages" ] || { echo "build-rootfs.sh: $list lists no package" >&2; exit 2; }
 
 # bookworm-slim's dpkg filters: no manuals, docs (but copyrights) or locales.
 options="--variant=minbase --mode=root --format=tar
@@ -62,7 +76,7 @@ options="--variant=minbase --mode=root --format=tar
 --dpkgopt=path-exclude=/usr/share/locale/*
 --dpkgopt=path-exclude=/usr/share/info/*"
 
-key=$( (echo "$suite $options $packages"; cat "$here/setup.sh") | sha256sum | cut -c1-16)
+key=$( (echo "$suite $options $packages"; cat "$setup") | sha256sum | cut -c1-16)
 cache=${BGRUN_CACHE:-$HOME/.cache/bgrun}/rootfs
 base=$cache/$suite-$key.tar
 
@@ -90,7 +104,7 @@ if [ ! -s "$base" ]; then
 		trap 'rm -f "$tmp"' EXIT
 		# shellcheck disable=SC2086 # options and mirrors are word lists
 		mmdebstrap --quiet $options --include="$packages" \
-			--customize-hook="chroot \"\$1\" sh -s < '$here/setup.sh'" \
+			--customize-hook="chroot \"\$1\" sh -s < '$setup'" \
 			"$suite" "$tmp" $mirrors
 		mv "$tmp" "$base"
 		trap - EXIT
@@ -104,5 +118,5 @@ find "$cache" -maxdepth 1 -name "$suite-*.tar" -mtime +30 -delete 2>/dev/null ||
 rm -rf "$dest"
 mkdir -p "$dest"
 tar -xf "$base" -C "$dest" --numeric-owner
-"$here/stage.sh" "$repo" "$dest"
+$build_stage || "$here/stage.sh" "$repo" "$dest"
 echo "build-rootfs.sh: $dest (Debian part: $base)" >&2

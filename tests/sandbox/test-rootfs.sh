@@ -243,4 +243,62 @@ pgv=$(inroot 10001:10001 pg_dump --version 2>&1)
 check "pg_dump of the root filesystem made it ($pgv)" \
 	bash -c "[ -n '$meta' ] && [ \"\$(jq -r '.tools.pg_dump' '$meta')\" = '$pgv' ]"
 
+# ---- the Dockerfile's build stage ---------------------------------------
+# Its filesystem from deploy/image/build-packages.txt, the source copied as
+# `COPY . .` copies it (.dockerignore's patterns left out), `make` and
+# stage.sh run inside it as the Dockerfile's RUN does; its /stage then
+# replaces bgrun and the playbooks in the runtime filesystem, as
+# `COPY --from=build /stage/ /` does, and that binary takes a backup too.
+
+buildfs=$work/buildfs
+t0=$(date +%s)
+if out=$("$image/build-rootfs.sh" --build "$buildfs" 2>&1); then
+	ok "build-rootfs.sh --build builds the build stage's filesystem ($(($(date +%s) - t0)) s)"
+else
+	notok "build-rootfs.sh --build builds the build stage's filesystem" "$out"
+	exit 1
+fi
+excludes=()
+while IFS= read -r pat; do
+	pat=${pat%%#*}
+	pat=$(printf '%s' "$pat" | tr -d '[:space:]')
+	[ -n "$pat" ] || continue
+	case $pat in
+	'**/'*) excludes+=("--exclude=${pat#'**/'}") ;;
+	*) excludes+=("--exclude=./$pat") ;;
+	esac
+done <"$repo/.dockerignore"
+mkdir -p "$buildfs/src"
+tar -C "$repo" "${excludes[@]}" -cf - . | tar -C "$buildfs/src" -xf -
+check "the build context leaves out build products (.dockerignore)" \
+	bash -c "[ ! -e '$buildfs/src/bgrun' ] && [ ! -e '$buildfs/src/build' ] && [ -f '$buildfs/src/Makefile' ]"
+t0=$(date +%s)
+unshare --mount --propagation private --fork -- sh -c '
+	mount -t proc proc "$1/proc" &&
+	exec chroot "$1" /usr/bin/env -i PATH=/usr/local/bin:/usr/bin:/bin HOME=/root \
+		sh -c "cd /src && make -j\"\$(nproc)\" all && deploy/image/stage.sh /src /stage"' _ "$buildfs" \
+	>"$work/make.log" 2>&1
+rc=$?
+check "make and stage.sh run in the build stage with build-packages.txt alone ($(($(date +%s) - t0)) s)" \
+	bash -c "[ $rc -eq 0 ] || { tail -n 30 '$work/make.log'; exit 1; }"
+if [ "$rc" -eq 0 ]; then
+	cp -a "$buildfs/stage/." "$root/"
+	check "its playbooks are the same as the repository's" diff -r "$repo/playbooks" "$root/opt/bgrun/playbooks"
+	out=$(inroot 0:0 ldd /usr/local/bin/bgrun 2>&1)
+	check "ldd in the chroot: the build stage's bgrun resolves all its libraries" \
+		ldd_clean bgrun "$out" liblua5.4 libjansson libyaml
+	cp "$buildfs/src/build/bgrun-lazy.so" "$work/tmp/bgrun-lazy.so"
+	out=$(inroot 0:0 ldd /tmp/bgrun-lazy.so 2>&1)
+	check "ldd in the chroot: the build stage's embedded modules resolve theirs" \
+		ldd_clean lazy "$out" libcurl libpq libcrypto libarchive libexpat
+	rm -f "$work/tmp/bgrun-lazy.so"
+	inroot 10001:10001 bgrun playbooks/backup.lua env=local label=dockerfile --log-format json \
+		>"$work/backup2.out" 2>"$work/backup2.err"
+	rc=$?
+	key2=$(sed -n "s|^uploaded: s3://$SANDBOX_S3_BUCKET/||p" "$work/backup2.out")
+	check "the build stage's bgrun takes a backup as bgrun in the runtime filesystem (exit $rc)" \
+		bash -c "[ $rc -eq 0 ] && [[ '$key2' == local/*-local-dockerfile.tar.gz ]] || cat '$work/backup2.err'"
+	[ -n "$key2" ] && aws s3 rm --only-show-errors "s3://$SANDBOX_S3_BUCKET/$key2" >/dev/null 2>&1
+fi
+
 exit 0
