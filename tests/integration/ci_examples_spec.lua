@@ -150,6 +150,7 @@ local function keys(prefix)
 end
 
 local oidc_pid, oidc_url
+local keys_at_start  -- the bucket's staging/ keys before the spec
 
 describe("CI examples", function()
   setup(function()
@@ -172,6 +173,7 @@ return envs
     local admin <close> = postgres.connect { dbname = "postgres" }
     admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
     admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
+    keys_at_start = keys("staging/")
 
     -- the example app in the spec's namespace, blue serving v1.2.2, schema at 010
     write(TMP .. "/setup-kubeconfig", kubeconfig())
@@ -212,6 +214,11 @@ s.serve_forever()
   teardown(function()
     if oidc_pid then proc.run({ "kill", oidc_pid }) end
     pcall(c.delete, c, "namespace", NS)
+    if keys_at_start then
+      for k in pairs(keys("staging/")) do
+        if not keys_at_start[k] then bucket:delete(k) end
+      end
+    end
     c:close()
     local admin <close> = postgres.connect { dbname = "postgres" }
     admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
