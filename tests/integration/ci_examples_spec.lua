@@ -455,21 +455,32 @@ s.serve_forever()
       assert.equal(0, r.code, r.stdout .. r.stderr)
     end)
 
-    it("every bgrun command in it is a real playbook with --yes --log-format json", function()
-      local n = 0
+    it("every bgrun command in it, and in the GitHub workflow, is a real playbook with real options", function()
+      local scripts = {}
       for _, name in ipairs({ "deploy-staging", "deploy-prod" }) do
-        for _, block in ipairs(resolve(name).script) do
-          for cmd in block:gmatch("bgrun ([^\n]+)") do
-            n = n + 1
-            local playbook = cmd:match("^(playbooks/[%w_-]+%.lua)")
-            assert.is_truthy(playbook, cmd)
-            assert.is_truthy(read(ROOT .. "/" .. playbook), playbook)
-            assert.matches(" %-%-yes", cmd)
-            assert.matches(" %-%-log%-format json", cmd)
+        for _, block in ipairs(resolve(name).script) do scripts[#scripts + 1] = block end
+      end
+      for _, s in ipairs(yaml.load_file(GITHUB_WF)[1].jobs.deploy.steps) do scripts[#scripts + 1] = s.run end
+      local help = proc.run({ BGRUN, "--help" }).stdout
+      local n = 0
+      for _, block in ipairs(scripts) do
+        for cmd in block:gmatch("bgrun (playbooks/[^\n]+)") do
+          n = n + 1
+          local playbook = cmd:match("^(playbooks/[%w_-]+%.lua)")
+          assert.is_truthy(read(ROOT .. "/" .. playbook), playbook)
+          assert.matches(" %-%-yes", cmd)
+          assert.matches(" %-%-log%-format json", cmd)
+          for opt in cmd:gmatch("%s(%-%-[%w-]+)") do
+            assert.is_truthy(help:find("  " .. opt .. " ", 1, true), opt .. " is not in bgrun --help")
+          end
+          -- its parameters are the playbook's
+          local described = proc.run({ BGRUN, "--describe", ROOT .. "/" .. playbook }).stdout
+          for param in cmd:gmatch("%s([%w_-]+)=") do
+            assert.matches("\n%s*" .. param:gsub("%p", "%%%0") .. "%s", described, 1, false, param)
           end
         end
       end
-      assert.is_true(n > 0)
+      assert.is_true(n >= 3, "bgrun commands found: " .. n)
     end)
 
     it("deploy-staging deploys the tag: S3 keys by web identity, the kubeconfig from the secret, exit 0", function()
