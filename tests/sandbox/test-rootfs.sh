@@ -180,6 +180,27 @@ check "the non-root user is bgrun ($out)" bash -c "[[ '$out' == 'uid=10001(bgrun
 out=$(inroot 10001:10001 touch /opt/bgrun/playbooks/deploy.lua 2>&1)
 check "bgrun cannot change the playbooks" bash -c "[[ '$out' == *'Permission denied'* ]]"
 
+# A bare chroot, without /proc: the embedded modules cannot be reached as
+# a memory file, so they load from a private temporary file, removed after.
+cat >"$root/tmp/modules.lua" <<'EOF'
+return playbook {
+  description = "load the embedded network and database modules",
+  params = {},
+  run = function()
+    for _, m in ipairs({ "http", "k8s", "postgres", "s3", "archive", "digest" }) do require(m) end
+    print("modules loaded")
+  end,
+}
+EOF
+chmod 0644 "$root/tmp/modules.lua"
+out=$(chroot --userspec=10001:10001 "$root" /usr/bin/env -i HOME=/home/bgrun PATH=/usr/local/bin:/usr/bin:/bin \
+	bgrun /tmp/modules.lua 2>&1)
+check "without /proc (a bare chroot) bgrun loads its modules from a temporary file" \
+	bash -c "[[ \"\$1\" == 'modules loaded'* ]] || { printf '%s\n' \"\$1\"; exit 1; }" _ "$out"
+check "and leaves no temporary file behind" \
+	bash -c "! ls '$root/tmp' | grep -q '^bgrun-'"
+rm -f "$root/tmp/modules.lua"
+
 sts_count() {
 	curl -s --max-time 5 "$SANDBOX_AWS_FAKE_URL/counts" | jq -r '."sts:AssumeRoleWithWebIdentity" // 0'
 }
