@@ -3,8 +3,10 @@
 # non-root user bgrun (uid 10001) from /opt/bgrun:
 #
 #   docker build -t bgrun .
-#   docker run --rm -e KUBECONFIG=/kube/config -v ~/.kube:/kube:ro bgrun \
+#   docker run --rm -e KUBECONFIG=/kube/config -v ~/.kube/config:/kube/config:ro bgrun \
 #     playbooks/deploy.lua env=prod tag=v1.2.3 --yes --log-format json
+#
+# (the mounted kubeconfig must be readable by uid 10001)
 #
 # The runtime stage is the filesystem deploy/image/build-rootfs.sh builds
 # from Debian packages alone: both read deploy/image/packages.txt, run
