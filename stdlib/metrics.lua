@@ -79,7 +79,7 @@ local PROMETHEUS_KEYS = { url = true, bearer_token = true, bearer_token_file = t
 
 local function usage(where, fmt, ...)
   error(bgrun.error {
-    module = "metrics", op = "check " .. where, code = "usage", reason = "Invalid",
+    module = "metrics", op = "check config", code = "usage", reason = "Invalid",
     message = where .. ": " .. fmt:format(...),
   }, 0)
 end
@@ -482,7 +482,7 @@ function M.query(prom, query)
   end
   local body = type(resp.json) == "table" and resp.json or nil
   if resp.status ~= 200 then
-    local detail = body and body.error or resp.body:sub(1, 200):gsub("%s+", " ")
+    local detail = body and body.error or resp.body:sub(1, 200):gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
     if resp.status == 401 or resp.status == 403 then
       return nil, ("Prometheus refused the credentials (%d): %s"):format(resp.status, detail)
     end
@@ -555,7 +555,6 @@ local function measure_one(q, rendered)
   if #numeric == 0 then
     m.phase = "Inconclusive"
     m.message = #samples == 0 and "no data: the query returned no series" or "no data: the query returned NaN"
-    if #samples > 0 then m.value = "NaN" end
     return m
   end
   local worst, why = "Successful", nil

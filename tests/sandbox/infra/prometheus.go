@@ -136,6 +136,8 @@ func (p *Prometheus) Start(ctx context.Context) error {
 		"--storage.tsdb.path="+filepath.Join(p.Dir, "data"),
 		"--storage.tsdb.retention.time=2h",
 		"--web.listen-address="+fmt.Sprintf("127.0.0.1:%d", p.Port),
+		// new pods are scraped within a second or two, not after 5 s
+		"--scrape.discovery-reload-interval=500ms",
 		"--log.level=warn",
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
