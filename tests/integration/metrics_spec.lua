@@ -74,22 +74,25 @@ local function prometheus(action)
 end
 
 -- A request load through the Service (one request every 50 ms) until
--- stop(); bounded at 240 s whatever happens.
+-- stop() (after_each stops it too); bounded at 240 s, and ends when the
+-- spec's state folder goes.
+local stop_load = function() end
 local function load()
   local svc = c:get("service", APP)
   local url = ("http://%s:%d/api/v1/info"):format(svc.spec.clusterIP, svc.spec.ports[1].port)
   local stop = STATE .. "/load.stop"
   os.remove(stop)
-  local r = sh([[(timeout 240 sh -c 'while [ ! -e "$STOP" ]; do curl -s -o /dev/null -m 2 "$URL"; sleep 0.05; done' \
-    >/dev/null 2>&1 &) ]], { STOP = stop, URL = url, PATH = os.getenv("PATH") })
+  local r = sh([[(timeout 240 sh -c 'while [ ! -e "$STOP" ] && [ -d "$DIR" ]; do curl -s -o /dev/null -m 2 "$URL"; sleep 0.05; done' \
+    >/dev/null 2>&1 &) ]], { STOP = stop, DIR = STATE, URL = url, PATH = os.getenv("PATH") })
   assert(r.code == 0, r.stderr)
-  return function() write(stop, "") end
+  stop_load = function() write(stop, "") end
+  return stop_load
 end
 
 -- The error-rate and p99-latency queries a team would write, over the
 -- colour's API requests (probes and scrapes left out); a 5 s rate window
 -- for the sandbox's 1 s scrapes.
-local API = 'namespace="{namespace}",version="{colour}",path!~"/health|/ready|/metrics"'
+local API = 'namespace="{namespace}",version="{colour}",app_version="{tag}",path!~"/health|/ready|/metrics"'
 local ERROR_RATE = ('(sum(rate(http_requests_total{%s,code=~"5.."}[5s])) or vector(0))'
   .. ' / sum(rate(http_requests_total{%s}[5s]))'):format(API, API)
 local P99_MS = ('histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{%s}[5s]))) * 1000')
@@ -105,16 +108,17 @@ local function env(metrics)
            bucket = "physioflow-backups-local", migrations = "examples/physioflow/migrations",
            backups = %q, rollout_timeout = 120,
            -- the health and log checks stay on; the metrics decide here
-           monitor = { window = 14, interval = 2, metrics = metrics } }
+           monitor = { window = 16, interval = 2, metrics = metrics } }
 end
 local function analysis(extra, prometheus)
   local a = {
     prometheus = prometheus or { url = %q },
     queries = {
-      -- new pods are scraped a second or two after they start, and a rate
-      -- needs two scrapes of requests: no data before that
-      { name = "error-rate", query = %q, condition = "value < 0.01", initial_delay = 5, inconclusive_limit = 1 },
-      { name = "p99-latency-ms", query = %q, condition = "value <= 250", initial_delay = 5, inconclusive_limit = 1 },
+      -- Prometheus finds new pods up to ~5 s after they start (its discovery
+      -- throttles updates, as with kubernetes_sd), and a rate needs two
+      -- scrapes of requests: no data before that
+      { name = "error-rate", query = %q, condition = "value < 0.01", initial_delay = 8, inconclusive_limit = 1 },
+      { name = "p99-latency-ms", query = %q, condition = "value <= 250", initial_delay = 8, inconclusive_limit = 1 },
     },
   }
   for k, v in pairs(extra or {}) do a[k] = v end
@@ -183,6 +187,8 @@ describe("metric analysis against Prometheus", function()
     behaviours({})
     prometheus("start")
   end)
+
+  after_each(function() stop_load() end)
 
   it("judges each measurement as Argo does: success, failure and both conditions", function()
     local f, r = analyse(q("vector(0.005)", "value < 0.01", { count = 3 }), 5)
@@ -258,13 +264,15 @@ describe("metric analysis against Prometheus", function()
     bgrun.sleep(4)
     stop()
     local cfg = { prometheus = { url = PROM }, queries = {
-      { name = "requests", query = 'sum(increase(http_requests_total{namespace="{namespace}",version="{colour}",path="/api/v1/info",code="200"}[10s]))',
+      { name = "requests", query = 'sum(increase(http_requests_total{namespace="{namespace}",version="{colour}",app_version="{tag}",path="/api/v1/info",code="200"}[10s]))',
         condition = "value > 10", count = 1 },
-      { name = "other colour", query = 'sum(http_requests_total{namespace="{namespace}",version="{colour}",path="/api/v1/info"}) or vector(0)',
+      { name = "other colour", query = 'sum(increase(http_requests_total{namespace="{namespace}",version="{colour}",path="/api/v1/info"}[10s])) or vector(0)',
         condition = "value == 0", count = 1 },
       { name = "latency", query = P99_MS, condition = "value <= 250", count = 1 },
     } }
-    local f, r = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[1], cfg.queries[3] } }, 2, { colour = live })
+    local tag = dep(live).image:match(":([^:]+)$")
+    local f, r = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[1], cfg.queries[3] } }, 2,
+                         { colour = live, tag = tag })
     assert.is_nil(f, f and f.message)
     assert.is_true(r.metrics[2].value > 0 and r.metrics[2].value < 250, tostring(r.metrics[2].value))
     f = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[2] } }, 2, { colour = other(live) })
@@ -343,6 +351,35 @@ describe("metric analysis against Prometheus", function()
     assert.equal("Failed", m.phase)
     local v = m.value
     assert.is_true(v > 0.05 and v < 0.35, tostring(v))
+  end)
+
+  it("fails a version whose p99 latency is over 250 ms (latency_ms = 400)", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v4.1.1"] = { latency_ms = 400 } })
+    local stop = load()
+    local r = bgrun_run({ PB .. "/deploy.lua", "env=analysis", "tag=v4.1.1", "skip-tests=true" })
+    stop()
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("AnalysisFailed: metric p99%-latency%-ms failed: 1 of [12] measurements failed %(failure_limit 0%); "
+      .. 'last: value %d+%.?%d* does not meet "value <= 250"', r.stderr)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("the shipped local environment analyses too: a 20 % error version deployed to env=local is rolled back", function()
+    local live = live_colour()
+    local idle = other(live)
+    behaviours({ ["v4.1.2"] = { error_rate = 0.2 } })
+    local stop = load()
+    local r = bgrun_run({ "playbooks/deploy.lua", "env=local", "tag=v4.1.2", "skip-tests=true" })
+    stop()
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("AnalysisFailed: metric error%-rate failed: 1 of %d measurements failed", r.stderr)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(idle).replicas)
+    assert.equal("", lock_holder())
   end)
 
   it("calls a Prometheus that is down inconclusive: fails by default, passes with inconclusive = \"pass\"", function()

@@ -84,7 +84,7 @@ func New(cfg Config, stdout, stderr io.Writer) (*App, error) {
 		return nil, fmt.Errorf("database pool: %v", redact(err))
 	}
 	return &App{cfg: cfg, db: db, started: time.Now(), stdout: stdout, stderr: stderr,
-		metrics: newMetrics(), errors: &errorPicker{rate: cfg.Behavior.ErrorRate}}, nil
+		metrics: newMetrics(cfg.Version), errors: &errorPicker{rate: cfg.Behavior.ErrorRate}}, nil
 }
 
 // Close releases the database pool.

@@ -176,12 +176,12 @@ func TestErrorRateAndMetrics(t *testing.T) {
 	resp.Body.Close()
 	text := string(body)
 	for _, want := range []string{
-		`http_requests_total{code="500",method="POST",path="/api/v1/insurance/bhyt/validate"} 2`,
-		`http_requests_total{code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
-		`http_requests_total{code="200",method="GET",path="/health"} 10`,
-		`http_requests_total{code="404",method="GET",path="other"} 1`,
-		`http_request_duration_seconds_bucket{code="200",method="POST",path="/api/v1/insurance/bhyt/validate",le="0.025"} 0`,
-		`http_request_duration_seconds_count{code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
+		`http_requests_total{app_version="v7",code="500",method="POST",path="/api/v1/insurance/bhyt/validate"} 2`,
+		`http_requests_total{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
+		`http_requests_total{app_version="v7",code="200",method="GET",path="/health"} 10`,
+		`http_requests_total{app_version="v7",code="404",method="GET",path="other"} 1`,
+		`http_request_duration_seconds_bucket{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate",le="0.025"} 0`,
+		`http_request_duration_seconds_count{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
 	} {
 		if !strings.Contains(text, want) {
 			t.Errorf("/metrics lacks %s:\n%s", want, text)

@@ -14,13 +14,15 @@ import (
 // status code, served at /metrics in Prometheus' text format for the
 // sandbox's Prometheus to scrape. Route labels are the known paths (else
 // "other"), so a scan of random URLs cannot grow the series without end.
+// Every series carries app_version (the image tag), so a query can tell
+// a release from the one that ran on the same colour before it.
 type metrics struct {
 	reg      *prometheus.Registry
 	requests *prometheus.CounterVec
 	duration *prometheus.HistogramVec
 }
 
-func newMetrics() *metrics {
+func newMetrics(version string) *metrics {
 	m := &metrics{
 		reg: prometheus.NewRegistry(),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -33,7 +35,7 @@ func newMetrics() *metrics {
 			Buckets: prometheus.DefBuckets,
 		}, []string{"method", "path", "code"}),
 	}
-	m.reg.MustRegister(m.requests, m.duration)
+	prometheus.WrapRegistererWith(prometheus.Labels{"app_version": version}, m.reg).MustRegister(m.requests, m.duration)
 	return m
 }
 
