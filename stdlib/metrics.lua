@@ -282,7 +282,7 @@ local function provider(where, p)
     url = scheme .. rest
     user, password = userinfo:match("^([^:]*):(.*)$")
     user = user or userinfo
-    if password then log.secret(password) end
+    if password and password ~= "" then log.secret(password) end
   end
   if p.headers ~= nil then
     if type(p.headers) ~= "table" then usage(where, "prometheus.headers must be a table") end
@@ -316,7 +316,7 @@ local function provider(where, p)
     end
     if type(pw) ~= "string" then usage(where, "prometheus.basic_auth needs a password (or password_file)") end
     user, password = ba.username, pw
-    log.secret(pw)
+    if pw ~= "" then log.secret(pw) end
   end
   if user and password and not headers.Authorization then
     headers.Authorization = log.secret("Basic " .. digest.base64(user .. ":" .. password))
