@@ -9,7 +9,11 @@
 --   metrics.validate(cfg [, where])  -- checks a config; raises code "usage"
 --                                    -- (exit 2) naming the input
 --   local a = metrics.analysis(cfg, { colour =, tag =, namespace =, app =,
---                                     interval =, start =, deadline = })
+--                                     interval =, start =, deadline =,
+--                                     where = "monitor.metrics" })
+--                  -- vars fill the query templates; interval is the
+--                  -- default between measurements; start and deadline
+--                  -- (bgrun.now() times) the window
 --   a:next_at()    -- bgrun.now() time of the next measurement due, or nil
 --                  -- when nothing is left to measure before the deadline
 --   a:measure()    -- takes the measurements due now; returns nil, or a
@@ -17,7 +21,9 @@
 --                  -- the release (Failed; Inconclusive unless the config
 --                  -- says inconclusive = "pass")
 --   a:finish()     -- at the window's end: the final verdict, same shape
---   a.result       -- what the run report carries: {phase =, inconclusive =,
+--   a.result       -- what the run report carries: {phase = "Running" |
+--                  -- "Successful" | "Failed" | "Inconclusive", passed =,
+--                  -- inconclusive = "fail" | "pass",
 --                  -- metrics = {{name =, query =, condition =, phase =,
 --                  -- message =, successful =, failed =, inconclusive =,
 --                  -- errors =, measurements = {{at =, phase =, value =,
@@ -37,8 +43,8 @@
 --     inconclusive = "fail",           -- or "pass"
 --     queries = {
 --       { name = "error-rate", condition = "value < 0.01", failure_limit = 1,
---         query = 'sum(rate(http_requests_total{namespace="{namespace}",version="{colour}",code=~"5.."}[1m]))'
---              .. ' / sum(rate(http_requests_total{namespace="{namespace}",version="{colour}"}[1m]))' },
+--         query = '(sum(rate(http_requests_total{namespace="{namespace}",version="{colour}",code=~"5.."}[1m]))'
+--              .. ' or vector(0)) / sum(rate(http_requests_total{namespace="{namespace}",version="{colour}"}[1m]))' },
 --     },
 --   }
 --
@@ -681,13 +687,13 @@ function Analysis:measure()
       s.due = bgrun.now() + s.interval
       if TERMINAL[phase] or (s.q.count and s.taken >= s.q.count) then s.done = true end
       if phase == "Failed" then
-        self.result.phase = "Failed"
+        self.result.phase, self.result.passed = "Failed", false
         return verdict(s, "Failed", why)
       end
       if phase == "Inconclusive" then
         if s.q.inconclusive ~= "pass" then
           s.done = true
-          self.result.phase = "Inconclusive"
+          self.result.phase, self.result.passed = "Inconclusive", false
           return verdict(s, "Inconclusive", why)
         end
         -- "pass": keep measuring; a failure later still counts

@@ -345,7 +345,7 @@ describe("metric analysis against Prometheus", function()
     local report = json.decode(read(STATE .. "/errors.json"))
     assert.equal(1, report.exit)
     local a = report.deploy.monitor.analysis
-    assert.equal("Failed", a.phase)
+    assert.same({ "Failed", false }, { a.phase, a.passed })
     assert.equal("Failed", a.metrics[1].phase)
     local m = a.metrics[1].measurements[#a.metrics[1].measurements]
     assert.equal("Failed", m.phase)
