@@ -569,7 +569,17 @@ local function switch(s)
 end
 
 local function watch(s)
-  if s.opts.monitor == false or bgrun.dry_run() then return end
+  if s.opts.monitor == false then return end
+  if bgrun.dry_run() then
+    -- the plan: what the metric analysis would ask Prometheus
+    local m = s.opts.monitor or {}
+    for _, line in ipairs(m.metrics and require("metrics").plan(m.metrics, {
+      colour = s.idle, tag = s.tag, namespace = s.namespace, app = s.app, interval = m.interval or monitor.defaults.interval,
+      window = m.window or monitor.defaults.window }) or {}) do
+      log.info("dry-run: would measure " .. line)
+    end
+    return
+  end
   s.step("monitor " .. s.idle_name, function()
     local m = copy(s.opts.monitor)
     m.namespace = s.namespace

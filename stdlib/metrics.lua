@@ -734,6 +734,28 @@ function Analysis:finish()
   return failure
 end
 
+---What an analysis would measure, one line per query, for --dry-run:
+---"error-rate every 10s from 60s for 300s: QUERY (value < 0.01, failure_limit 1, inconclusive_limit 0) at URL".
+---@param cfg table
+---@param opts {colour: string?, tag: string?, namespace: string?, app: string?, interval: number, window: number}
+---@return string[]
+function M.plan(cfg, opts)
+  local t0 = bgrun.now()
+  local a = M.analysis(cfg, { colour = opts.colour, tag = opts.tag, namespace = opts.namespace, app = opts.app,
+                              interval = opts.interval, start = t0, deadline = t0 + opts.window })
+  local lines = {}
+  for _, s in ipairs(a.queries) do
+    local q = s.q
+    local rule = q.condition or ("failure: " .. tostring(q.failure_condition))
+    if q.condition and q.failure_condition then rule = rule .. "; failure: " .. q.failure_condition end
+    lines[#lines + 1] = ("%s every %s from %s for %s: %s (%s, failure_limit %d, inconclusive_limit %d%s) at %s"):format(
+      q.name, bgrun.fmt_duration(s.interval), bgrun.fmt_duration(q.initial_delay), bgrun.fmt_duration(opts.window),
+      s.rendered, rule, q.failure_limit, q.inconclusive_limit, q.count and (", count " .. q.count) or "",
+      q.prometheus.url)
+  end
+  return lines
+end
+
 ---Report lines of an analysis result (none for nil): one per metric,
 ---"metric error-rate  Successful  5 measurement(s), last 0.002 (value < 0.01)".
 ---@param result table? an analysis' result

@@ -425,6 +425,22 @@ describe("metric analysis against Prometheus", function()
     stop()
   end)
 
+  it("--dry-run shows each query filled in for the new colour and tag, and changes nothing", function()
+    local live = live_colour()
+    local idle = other(live)
+    local before = dep(idle)
+    local r = bgrun_run({ "--dry-run", PB .. "/deploy.lua", "env=analysis", "tag=v4.5.0" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches(('dry-run: would measure error-rate every 2.0s from 8.0s for 16.0s: (sum(rate(http_requests_total{'
+      .. 'namespace="physioflow",version="%s",app_version="v4.5.0",path!~"/health|/ready|/metrics",code=~"5.."}[5s]))'
+      .. ' or vector(0))'):format(idle), r.stderr, 1, true)
+    assert.matches(' (value < 0.01, failure_limit 0, inconclusive_limit 1) at ' .. PROM, r.stderr, 1, true)
+    assert.matches("dry-run: would measure p99-latency-ms every 2.0s from 8.0s for 16.0s: histogram_quantile(0.99",
+      r.stderr, 1, true)
+    assert.equal(live, live_colour())
+    assert.same(before, dep(idle))
+  end)
+
   it("refuses a bad analysis config with exit 2, naming it, before anything changes", function()
     local live = live_colour()
     local idle = other(live)
