@@ -24,6 +24,8 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
+    -- a monitor that could not run is bad input: found before the backup and the migration
+    require("monitor").validate(env.monitor)
     local c = release.client(args.env, env)
     release.confirm(c, env, ("Migrate and deploy %s to %s"):format(args.tag, args.env))
     local ns = env.namespace

@@ -8,6 +8,31 @@
 -- non-local environment without one, or whose context is not in the
 -- kubeconfig, and never falls back to the current context. `local` (the
 -- sandbox) uses the current context.
+
+-- Metric analysis after the switch (stdlib/metrics.lua, README "Metric
+-- analysis"): the new release's ratio of 5xx answers and its p99 latency,
+-- from the app's request metrics as Prometheus scrapes them: the pod
+-- labels `namespace` and `version` (the colour), the app's own
+-- `app_version` (the image tag: not the release that had the colour
+-- before); probes and scrapes left out. {colour}, {tag}, {namespace} and
+-- {app} are filled in per deploy.
+local API = 'namespace="{namespace}",version="{colour}",app_version="{tag}",path!~"/health|/ready|/metrics"'
+local function analysis(prometheus, rate_window, options)
+  local a = {
+    prometheus = prometheus,
+    queries = {
+      { name = "error-rate", condition = "value < 0.01",
+        query = ('(sum(rate(http_requests_total{%s,code=~"5.."}[%s])) or vector(0))'
+          .. ' / sum(rate(http_requests_total{%s}[%s]))'):format(API, rate_window, API, rate_window) },
+      { name = "p99-latency-ms", condition = "value <= 250",
+        query = ('histogram_quantile(0.99, sum by (le) (rate(http_request_duration_seconds_bucket{%s}[%s]))) * 1000')
+          :format(API, rate_window) },
+    },
+  }
+  for k, v in pairs(options or {}) do a[k] = v end
+  return a
+end
+
 return {
   ["local"] = {
     namespace = "physioflow",
@@ -18,7 +43,11 @@ return {
     migrations = "examples/physioflow/migrations",
     backups = "backups/local",
     rollout_timeout = 120,
-    monitor = { window = 20, interval = 5 },   -- short, for the sandbox demo
+    monitor = { window = 20, interval = 5,   -- short, for the sandbox demo
+      -- the sandbox's Prometheus, when it runs (it exports PROMETHEUS_URL). No
+      -- traffic means no data: inconclusive, which passes here, not in prod
+      metrics = os.getenv("PROMETHEUS_URL") and analysis({ url = os.getenv("PROMETHEUS_URL") }, "10s",
+        { initial_delay = 5, inconclusive = "pass" }) or nil },
     -- auto_promote = 60,  -- a preview=true deploy promotes itself after 60 s of healthy preview
     -- hooks = { before_switch = function(s) ... end },  -- before_switch, after_switch, on_abort, on_success
   },
@@ -46,7 +75,10 @@ return {
     migrations = "examples/physioflow/migrations",
     backups = "backups/staging",
     rollout_timeout = 600,
-    monitor = { window = 300, interval = 10 },
+    monitor = { window = 300, interval = 10,
+      metrics = analysis({ url = "http://prometheus.physioflow-staging.internal:9090",
+                           bearer_token = os.getenv("PROMETHEUS_TOKEN") },   -- nil: no Authorization
+        "1m", { initial_delay = 60, failure_limit = 1, inconclusive_limit = 2 }) },
   },
   prod = {
     context = "physioflow-prod",
@@ -59,7 +91,10 @@ return {
     migrations = "examples/physioflow/migrations",
     backups = "backups/prod",
     rollout_timeout = 600,
-    monitor = { window = 300, interval = 10 },
+    monitor = { window = 300, interval = 10,
+      metrics = analysis({ url = "http://prometheus.physioflow-prod.internal:9090",
+                           bearer_token = os.getenv("PROMETHEUS_TOKEN") },
+        "1m", { initial_delay = 60, failure_limit = 1, inconclusive_limit = 2 }) },
     retire_delay = 60,
     confirm = true,
   },
