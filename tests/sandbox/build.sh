@@ -1,8 +1,7 @@
 #!/bin/sh
 # Build the sandbox CLI (incremental through Go's build cache) and, only
 # when they are missing, Prometheus', SeaweedFS's and actionlint's binaries
-# into the
-# bgrun cache.
+# into the bgrun cache.
 set -eu
 
 WEED_MODULE=github.com/seaweedfs/seaweedfs
