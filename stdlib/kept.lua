@@ -3,7 +3,7 @@
 -- (stdlib/restore.lua). Each is a full copy, so they must not pile up:
 -- after a restore is verified, the playbooks keep the newest N per
 -- database (default 2; the environment's `keep_old`, or `keep_old=` on
--- the command line) and drop the older ones; drop-old-databases.lua drops
+-- the command line, or $BGRUN_KEEP_OLD) and drop the older ones; drop-old-databases.lua drops
 -- them on purpose.
 --
 -- What is never dropped: anything whose name is not exactly
@@ -52,7 +52,7 @@ M.param = { type = "integer",
               .. "environment's keep_old, else 2" }
 
 ---The number of kept databases to keep: the value given (a parameter),
----else the environment's keep_old, else 2. A value that is not a whole
+---else the environment's keep_old, else $BGRUN_KEEP_OLD, else 2. A value that is not a whole
 ---number of at least 0 is bad input (code "usage"), naming where it came
 ---from.
 ---@param given any the parameter's value (nil when not given)
@@ -63,6 +63,9 @@ function M.keep_count(given, env, name)
   local v, from = given, ("parameter '%s'"):format(name or "keep_old")
   if v == nil and env and env.keep_old ~= nil then
     v, from = env.keep_old, "the environment's keep_old"
+  end
+  if v == nil and (os.getenv("BGRUN_KEEP_OLD") or "") ~= "" then
+    v, from = os.getenv("BGRUN_KEEP_OLD"), "BGRUN_KEEP_OLD"
   end
   if v == nil then return M.DEFAULT_KEEP end
   local n = math.tointeger(tonumber(v))
