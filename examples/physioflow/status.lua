@@ -29,7 +29,11 @@ return playbook {
     print(("schema_migrations: %s; ConfigMap migration-version: %s"):format(
       migrate.format_version(st.current), cm and cm.data.version or "absent"))
     db:close()
-    local target, list = kept.of(env.database or {}, env.maintenance_db)
+    local ok, target, list = pcall(kept.of, env.database or {}, env.maintenance_db)
+    if not ok then
+      print(("kept databases: cannot list them: %s"):format(tostring(target)))
+      return
+    end
     local names = {}
     for _, k in ipairs(list) do names[#names + 1] = k.name end
     report { kept_databases = require("json").array(names) }

@@ -285,6 +285,12 @@ describe("backups in the bucket", function()
       local k2 = key_of(last_line(r.stdout))
       assert.truthy(replica:head(k2))
       assert.is_true(r.report.replica.verified)
+      local before = keys(replica)
+      r = backup({ "--dry-run", "label=spec-dry" })
+      assert.equal(0, r.code, r.stderr)
+      assert.truthy(r.stderr:find("dry-run: would copy the backup to the replica and verify it", 1, true), r.stderr)
+      assert.truthy(r.stdout:find(("would replicate: s3://%s/%s/"):format(REPLICA, ENV), 1, true), r.stdout)
+      assert.same(before, keys(replica))
       r = backup({ "label=spec-r3", "replicate=false" })
       write_envs()
       assert.equal(0, r.code, r.stderr)
@@ -309,6 +315,34 @@ describe("backups in the bucket", function()
       assert.equal(2, r.code, r.stderr)
       assert.truthy(r.stderr:find(("environment %s: replica has an unknown setting 'colour'"):format(ENV), 1, true), r.stderr)
       assert.equal(before, local_backups())
+    end)
+
+    it("deletes a copy that does not read back as the backup and fails: exit 1, ReplicaMismatch", function()
+      -- the replica endpoint flips the last byte of every object it hands back
+      local portfile = TMP .. "/proxy.port"
+      local pid = sh(("python3 %q %q %q >%q 2>&1 & echo $!"):format(ROOT .. "/tests/integration/fixtures/corrupting_s3_proxy.py",
+        portfile, REPLICA_ENDPOINT:match("^http://(.+)$"), TMP .. "/proxy.log")):match("%d+")
+      local port
+      for _ = 1, 100 do
+        local f = io.open(portfile)
+        if f then port = f:read("a"); f:close(); break end
+        bgrun.sleep(0.05)
+      end
+      assert(port, "the proxy started")
+      write_envs(("envs[%q].replica.endpoint = 'http://127.0.0.1:%s'"):format(ENV, port))
+      local ok, r = pcall(backup, { "label=spec-r6", "replicate=true" })
+      write_envs()
+      sh("kill " .. pid)
+      assert(ok, r)
+      assert.equal(1, r.code, r.stderr)
+      local key = r.report.backup.key
+      local sha, size = digest.sha256_file(r.report.backup.path)
+      assert.matches(("ReplicaMismatch: the copy of %s in s3://%s does not match: its bytes have sha256 %%x+ %%(%d bytes%%), the backup's %s %%(%d bytes%%); the copy was deleted")
+        :format(key:gsub("%p", "%%%0"), REPLICA:gsub("%p", "%%%0"), size, sha, size), r.stderr)
+      assert.is_nil(replica:head(key))
+      assert.truthy(primary:head(key))
+      assert.is_nil(r.stderr:find("[bucket retention] step started", 1, true))
+      assert.equal("", sh(("ls -A %q"):format(SCRATCH)))
     end)
 
     it("fails when the replica refuses the copy: exit 1, the primary's copy stands, no secret shown", function()
