@@ -178,7 +178,8 @@ return playbook {
       database.dbname = id.database
       timed("restore the database from " .. path, function()
         l.renew()
-        local r = restore.restore { path = path, database = database, maintenance_db = env.maintenance_db }
+        local r = restore.restore { path = path, database = database, maintenance_db = env.maintenance_db,
+                                    keep_old = false } -- pruned at the end, after the checks
         if r.old_database then
           swap_undo = { module = "restore", action = "swap_back", database = database,
                         maintenance_db = env.maintenance_db, target = id.database, old = r.old_database,

@@ -110,7 +110,8 @@ return playbook {
       local database = {}
       for k, v in pairs(env.database or {}) do database[k] = v end
       database.dbname = target.database
-      local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db }
+      local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db,
+                                  keep_old = false } -- pruned at the end, after the checks
       if r.old_database then
         -- from here on a failure puts the replaced database back
         local d = { module = "restore", action = "swap_back", database = database, maintenance_db = maintenance_db,

@@ -144,13 +144,14 @@ end
 ---ones (or, with opts.name, exactly that one). opts: database (conninfo
 ---of the live database; its dbname, else PGDATABASE, is the target),
 ---maintenance_db, keep (integer >= 0), name (one kept database to drop:
----it must be a kept database of target, else code "usage"). A database
+---it must be a kept database of target, else code "usage"), protect (a
+---set of names never dropped here, e.g. the one a restore just kept). A database
 ---that may not be dropped (live sessions, the current one) is skipped
 ---with a warning, never forced. Under --dry-run nothing is dropped and
 ---`dropped` lists what would be. Returns {database=, keep=, kept= (names,
 ---newest first), dropped= (names), skipped= ({name=, reason=}),
 ---freed= (bytes)}.
----@param opts {database: table?, maintenance_db: string?, keep: integer?, name: string?}
+---@param opts {database: table?, maintenance_db: string?, keep: integer?, name: string?, protect: table<string, boolean>?}
 ---@return {database: string, keep: integer?, kept: string[], dropped: string[], skipped: table[], freed: integer}
 function M.prune(opts)
   local target = (opts.database or {}).dbname or os.getenv("PGDATABASE")
@@ -181,7 +182,11 @@ function M.prune(opts)
     candidates[1] = found
   else
     for i, k in ipairs(all) do
-      if i <= keep then kept[#kept + 1] = k else candidates[#candidates + 1] = k end
+      if i <= keep or (opts.protect and opts.protect[k.name]) then
+        kept[#kept + 1] = k
+      else
+        candidates[#candidates + 1] = k
+      end
     end
   end
   local res = { database = target, keep = opts.name == nil and keep or nil, dropped = {}, skipped = {}, freed = 0 }
@@ -233,6 +238,34 @@ function M.of(dbinfo, maintenance_db)
     target = admin:query("SELECT current_user AS u", nil, { readonly = true })[1].u
   end
   return target, M.list(admin, target)
+end
+
+---The retention restore.restore runs once its swap is done (the restored
+---database verified against the backup's schema version): keeps the
+---newest `keep` (default: $BGRUN_KEEP_OLD, else 2) kept databases of
+---target, never the one this restore just kept (`just_kept`), and drops
+---the older ones. Never raises: a problem is a warning. Playbooks that
+---verify more (rollback.lua) pass keep_old = false to restore.restore and
+---call M.after_restore at their end instead.
+---@param opts {database: table, maintenance_db: string?, keep: integer?, just_kept: string?}
+---@return table? result of M.prune
+function M.after_swap(opts)
+  local ok, res = pcall(function()
+    local keep = opts.keep
+    if keep == nil then keep = M.keep_count(nil, nil) end
+    return M.prune { database = opts.database, maintenance_db = opts.maintenance_db, keep = keep,
+                     protect = opts.just_kept and { [opts.just_kept] = true } or nil }
+  end)
+  if not ok then
+    log.warn("kept databases not pruned", { error = tostring(res) })
+    return nil
+  end
+  if type(_G.report) == "function" then
+    local json = require("json")
+    _G.report { kept_databases = json.array(res.kept), dropped_databases = json.array(res.dropped),
+                skipped_databases = json.array(res.skipped) }
+  end
+  return res
 end
 
 ---Runs the retention after a verified restore, as a step: keeps the newest

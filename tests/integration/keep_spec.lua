@@ -271,6 +271,30 @@ describe("kept databases", function()
     assert.same(before, state())
   end)
 
+  it("restore.restore keeps the newest keep_old itself (default 2), never the one it just kept", function()
+    local restore = require("restore")
+    require("kept").prune { database = { dbname = DB }, keep = 0 }
+    assert.same({}, kept())
+    local made = {}
+    for i = 1, 3 do
+      local r = restore.restore { path = at10, database = { dbname = DB } }
+      made[i] = r.old_database
+      assert.same(kept(), r.kept.kept)
+      assert.equal(math.min(i, 2), #kept())
+    end
+    assert.same({ made[3], made[2] }, kept())
+    -- keep_old = 0: the others go, the one just kept stays (a swap back needs it)
+    local r = restore.restore { path = at10, database = { dbname = DB }, keep_old = 0 }
+    assert.same({ r.old_database }, kept())
+    assert.same({ made[3], made[2] }, r.kept.dropped)
+    -- keep_old = false: nothing is dropped
+    local r2 = restore.restore { path = at10, database = { dbname = DB }, keep_old = false }
+    assert.is_nil(r2.kept)
+    assert.same({ r2.old_database, r.old_database }, kept())
+    assert.same({ r.old_database }, require("kept").prune { database = { dbname = DB }, keep = 1 }.dropped)
+    lookalikes_left()
+  end)
+
   describe("drop-old-databases.lua", function()
     local function drop(args, extra)
       local rep = TMP .. "/drop.json"
