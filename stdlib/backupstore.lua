@@ -11,7 +11,7 @@
 -- its object metadata says pinned=true (backup.upload writes both).
 --
 -- An environment's buckets (playbooks/environments.lua):
---   bucket = "physioflow-backups-prod",    -- the primary (env.s3: extra s3.bucket options)
+--   bucket = "physioflow-backups-prod",    -- the primary (endpoint, region, keys: the AWS chain)
 --   bucket_keep = 10,                      -- unpinned backups kept there (default 10)
 --   replica = {                            -- the second bucket
 --     bucket = "physioflow-backups-prod-replica",
@@ -44,8 +44,8 @@ end
 local REPLICA_KEYS = { bucket = true, endpoint = true, region = true, path_style = true, timeout = true,
                        access_key_env = true, secret_key_env = true, session_token_env = true, keep = true }
 
----Where an environment's backups are: which = "primary" (env.bucket,
----env.s3) or "replica" (env.replica). Returns {which=, bucket=, s3=
+---Where an environment's backups are: which = "primary" (env.bucket) or
+---"replica" (env.replica). Returns {which=, bucket=, s3=
 ---(s3.bucket options), keep=, endpoint=, region=}. An environment without
 ---that bucket is bad input (code "usage"), naming the setting.
 ---@param env_name string
@@ -59,12 +59,10 @@ function M.config(env_name, env, which)
       raise { op = "bucket " .. env_name, code = "usage", reason = "NoBucket",
               message = ("environment %s has no bucket: set `bucket` for it in environments.lua"):format(env_name) }
     end
-    local opts = {}
-    for k, v in pairs(env.s3 or {}) do opts[k] = v end
-    opts.bucket = env.bucket
-    return { which = which, bucket = env.bucket, s3 = opts, keep = env.bucket_keep,
-             endpoint = opts.endpoint or os.getenv("AWS_ENDPOINT_URL_S3") or os.getenv("AWS_ENDPOINT_URL"),
-             region = opts.region or os.getenv("AWS_REGION") }
+    -- as backup.create uploads: endpoint, region and keys from the AWS chain
+    return { which = which, bucket = env.bucket, s3 = { bucket = env.bucket }, keep = env.bucket_keep,
+             endpoint = os.getenv("AWS_ENDPOINT_URL_S3") or os.getenv("AWS_ENDPOINT_URL"),
+             region = os.getenv("AWS_REGION") }
   elseif which ~= "replica" then
     raise { op = "bucket " .. env_name, code = "usage", reason = "Invalid",
             message = ("parameter 'bucket': '%s' is not one of primary, replica"):format(tostring(which)) }
@@ -199,8 +197,11 @@ function M.retain(cfg, env_name, keep, opts)
   local unpinned = 0
   for i = #list, 1, -1 do
     local o = list[i]
-    if o.planned then
-      if o.pinned then table.insert(res.pinned, o.key) else unpinned = unpinned + 1; table.insert(res.kept, o.key) end
+    if o.planned and o.pinned then
+      res.pinned[#res.pinned + 1] = o.key
+    elseif o.planned then
+      unpinned = unpinned + 1
+      res.kept[#res.kept + 1] = o.key
     elseif M.pinned(b, o) then
       res.pinned[#res.pinned + 1] = o.key
     else
