@@ -304,6 +304,23 @@ function M.replicate(opts)
   return res
 end
 
+---Copies a backup just taken (backup.create's result) to the replica when
+---the environment says `replicate = true`, and adds `replica` to the run
+---report: the hook of the playbooks that take backups themselves
+---(migrate.lua, deploy-with-migration.lua). Nothing without a bucket key.
+---@param env_name string
+---@param env table
+---@param b table backup.create's result
+---@param opts {pinned: boolean?, version: integer?}?
+---@return table? replicate's result
+function M.after_backup(env_name, env, b, opts)
+  if env.replicate ~= true or not b.key then return nil end
+  local r = M.replicate { env_name = env_name, env = env, key = b.key, path = b.path,
+                          pinned = opts and opts.pinned, version = opts and opts.version }
+  if type(_G.report) == "function" then _G.report { replica = r } end
+  return r
+end
+
 -- Checks one downloaded backup: the object's size and (when its metadata
 -- carries one) sha256, the archive, each file's sha256 against
 -- metadata.json, and pg_restore --list of the custom dump. Raises a

@@ -276,7 +276,13 @@ describe("kept databases", function()
     require("kept").prune { database = { dbname = DB }, keep = 0 }
     assert.same({}, kept())
     local made = {}
+    -- a kept database is named by the second and the pid: one restore a second here
+    local function next_second()
+      local now = os.time()
+      while os.time() == now do bgrun.sleep(0.05) end
+    end
     for i = 1, 3 do
+      next_second()
       local r = restore.restore { path = at10, database = { dbname = DB } }
       made[i] = r.old_database
       assert.same(kept(), r.kept.kept)
@@ -284,10 +290,12 @@ describe("kept databases", function()
     end
     assert.same({ made[3], made[2] }, kept())
     -- keep_old = 0: the others go, the one just kept stays (a swap back needs it)
+    next_second()
     local r = restore.restore { path = at10, database = { dbname = DB }, keep_old = 0 }
     assert.same({ r.old_database }, kept())
     assert.same({ made[3], made[2] }, r.kept.dropped)
     -- keep_old = false: nothing is dropped
+    next_second()
     local r2 = restore.restore { path = at10, database = { dbname = DB }, keep_old = false }
     assert.is_nil(r2.kept)
     assert.same({ r2.old_database, r.old_database }, kept())
