@@ -121,7 +121,7 @@ describe("backups in the bucket", function()
     local db <close> = postgres.connect { dbname = DB }
     db:exec("CREATE TABLE notes (id serial PRIMARY KEY, body text); INSERT INTO notes (body) VALUES ('one'), ('two')")
     sh(("mkdir -p %q %q"):format(PB, SCRATCH))
-    for _, p in ipairs({ "backup.lua", "verify-backups.lua", "prune-backups.lua" }) do
+    for _, p in ipairs({ "backup.lua", "verify-backups.lua", "prune-backups.lua", "migrate.lua" }) do
       sh(("cp %q %q"):format(ROOT .. "/playbooks/" .. p, PB))
     end
     write_envs()
@@ -302,7 +302,7 @@ describe("backups in the bucket", function()
 
     it("replicates the pinned backup migrate.lua takes before migrating, when the environment says so", function()
       write_envs(("envs[%q].replicate = true"):format(ENV))
-      local r = bgrun_run({ ROOT .. "/playbooks/migrate.lua", "env=" .. ENV, "to=001" })
+      local r = bgrun_run({ PB .. "/migrate.lua", "env=" .. ENV, "to=001" })
       write_envs()
       assert.equal(0, r.code, r.stderr)
       local path = r.stdout:match("backup: (%S+)")
@@ -413,7 +413,7 @@ describe("backups in the bucket", function()
       assert.equal(0, r.code, r.stderr)
       assert.same({ good.key }, r.report.verified_backups)
       assert.same({}, r.report.failed_backups)
-      assert.matches("ok      " .. good.key:gsub("%p", "%%%0") .. "  schema 0, %d+ bytes, %d+ dump entries", r.stdout)
+      assert.matches("ok      " .. good.key:gsub("%p", "%%%0") .. "  schema 1, %d+ bytes, %d+ dump entries", r.stdout)
       assert.truthy(r.stdout:find(("1 of 1 backup(s) in s3://%s/%s/ verified"):format(BUCKET, ENV), 1, true), r.stdout)
       r = bgrun_run({ PB .. "/verify-backups.lua", "env=" .. ENV, "all=true", "bucket=replica" })
       assert.equal(0, r.code, r.stderr)
