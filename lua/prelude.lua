@@ -622,7 +622,7 @@ local function plain(v, depth)
     for k, x in pairs(v) do
       if type(k) == "string" or type(k) == "number" then out[k] = plain(x, depth + 1) end
     end
-    -- an empty list stays a JSON array
+    -- a json.array stays one (an empty list is [] in the report, not {})
     local json = require("json")
     if getmetatable(v) ~= nil and getmetatable(v) == getmetatable(json.array({})) then out = json.array(out) end
     return out

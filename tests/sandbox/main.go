@@ -43,6 +43,14 @@ const (
 	startTimeout = 90 * time.Second
 )
 
+// The replica: a second bucket, reached through a second endpoint (a
+// forwarder on another loopback address) and signed for another region.
+const (
+	replicaBucket = "physioflow-backups-local-replica"
+	replicaRegion = "eu-west-1"
+	replicaHost   = "127.0.0.2"
+)
+
 // Files in DIR.
 const (
 	stateFile     = "state.json"
@@ -89,6 +97,10 @@ type state struct {
 	S3Region    string `json:"s3_region"`
 	S3Bucket    string `json:"s3_bucket"`
 	WeedPid     int    `json:"weed_pid"`
+
+	S3ReplicaEndpoint string `json:"s3_replica_endpoint"`
+	S3ReplicaBucket   string `json:"s3_replica_bucket"`
+	S3ReplicaRegion   string `json:"s3_replica_region"`
 
 	AWSFakeURL     string `json:"aws_fake_url"`
 	WebTokenFile   string `json:"web_identity_token_file"`
@@ -166,6 +178,9 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_DIR", dir},
 		{"SANDBOX_S3_BUCKET", st.S3Bucket},
 		{"SANDBOX_PG_SUPERUSER_URL", st.PGSuperURL},
+		{"SANDBOX_S3_REPLICA_ENDPOINT", st.S3ReplicaEndpoint},
+		{"SANDBOX_S3_REPLICA_BUCKET", st.S3ReplicaBucket},
+		{"SANDBOX_S3_REPLICA_REGION", st.S3ReplicaRegion},
 		// Fake AWS credential endpoints; not AWS_* so the plain keys above stay the default.
 		{"SANDBOX_STS_URL", st.AWSFakeURL + "/sts/"},
 		{"SANDBOX_WEB_IDENTITY_TOKEN_FILE", st.WebTokenFile},
@@ -702,6 +717,20 @@ func serve(dir string) int {
 		stopAll()
 		return 1
 	}
+	replica, err := infra.NewForwarder(replicaHost+":0", strings.TrimPrefix(s3.Endpoint(), "http://"))
+	if err == nil {
+		rc := s3.Creds
+		rc.Region = replicaRegion
+		if err = infra.CreateBucket("http://"+replica.Addr(), replicaBucket, rc); err != nil {
+			replica.Stop()
+		}
+	}
+	if err != nil {
+		logf("s3 replica endpoint failed to start: %v", err)
+		stopAll()
+		return 1
+	}
+	defer replica.Stop()
 	awsFake := infra.NewAWSFake(dir, s3.Creds)
 	if err := awsFake.Start(); err != nil {
 		logf("aws credential endpoints failed to start: %v", err)
@@ -720,6 +749,7 @@ func serve(dir string) int {
 		S3Region: s3.Creds.Region, S3Bucket: s3.Bucket, WeedPid: s3.Pid(),
 		PrometheusURL: prom.URL(), PrometheusAuthURL: prom.AuthURL(), PrometheusUser: prom.User,
 		PrometheusPassword: prom.Password, PrometheusToken: prom.Token,
+		S3ReplicaEndpoint: "http://" + replica.Addr(), S3ReplicaBucket: replicaBucket, S3ReplicaRegion: replicaRegion,
 		AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
 		StartSeconds: time.Since(start).Seconds(),
 	}

@@ -159,6 +159,15 @@ check "aws s3 rm deletes, and the listing no longer shows it" bash -c \
 	"aws s3 rm --only-show-errors '$s3/test-$$/small.txt' && ! aws s3 ls '$s3/test-$$/' | grep -q small.txt"
 aws s3 rm --only-show-errors --recursive "$s3/test-$$/" >/dev/null 2>&1
 rm -f "$work/big.bin" "$work/big.out"
+# the replica: another bucket behind a second endpoint, signed for another region
+replica=(--endpoint-url "$SANDBOX_S3_REPLICA_ENDPOINT" --region "$SANDBOX_S3_REPLICA_REGION")
+check "the replica endpoint is another loopback address ($SANDBOX_S3_REPLICA_ENDPOINT), region $SANDBOX_S3_REPLICA_REGION" \
+	bash -c '[[ $SANDBOX_S3_REPLICA_ENDPOINT =~ ^http://127\.0\.0\.2:[0-9]+$ ]] && [ "$SANDBOX_S3_REPLICA_REGION" != "$AWS_REGION" ]'
+check "aws s3 cp through the replica endpoint into $SANDBOX_S3_REPLICA_BUCKET, and back identical" bash -c \
+	"aws ${replica[*]} s3 cp --only-show-errors '$work/small.txt' 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt' &&
+	 aws ${replica[*]} s3 cp --only-show-errors 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt' '$work/replica.out' &&
+	 cmp '$work/small.txt' '$work/replica.out' &&
+	 aws ${replica[*]} s3 rm --only-show-errors 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt'"
 
 # ---- demo app -----------------------------------------------------------
 
