@@ -41,7 +41,7 @@ local FIELD = {}
 for _, f in ipairs(M.FIELDS) do FIELD[f] = true end
 
 local function config_error(where, msg)
-  error(bgrun.error { module = "notify", op = "configure " .. where, code = "usage", reason = "BadNotifyConfig",
+  error(bgrun.error { module = "notify", op = "configure", code = "usage", reason = "BadNotifyConfig",
                       message = where .. ": " .. msg }, 0)
 end
 
