@@ -21,6 +21,7 @@ return {
     monitor = { window = 20, interval = 5 },   -- short, for the sandbox demo
     -- auto_promote = 60,  -- a preview=true deploy promotes itself after 60 s of healthy preview
     -- hooks = { before_switch = function(s) ... end },  -- before_switch, after_switch, on_abort, on_success
+    -- notify = { { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK" } },  -- see staging and prod
   },
   dev = {
     context = "physioflow-dev",   -- the kubeconfig context bgrun acts through (required but for local)
@@ -47,6 +48,12 @@ return {
     backups = "backups/staging",
     rollout_timeout = 600,
     monitor = { window = 300, interval = 10 },
+    -- release notifications (stdlib/notify.lua): started, succeeded, failed,
+    -- rolled back, needs a human. Webhook URLs are secrets: they come from
+    -- the variables named here (a CI secret), never from this file.
+    notify = {
+      { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK", events = { "failed", "rolled_back", "needs_human" } },
+    },
   },
   prod = {
     context = "physioflow-prod",
@@ -62,5 +69,16 @@ return {
     monitor = { window = 300, interval = 10 },
     retire_delay = 60,
     confirm = true,
+    notify = {
+      timeout = 15,  -- seconds per event, all targets and retries together
+      { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK" },
+      { type = "teams", url_env = "PHYSIOFLOW_TEAMS_WEBHOOK" },
+      -- a generic JSON webhook: headers ({ env = "VAR" } reads a secret) and a body template
+      { type = "webhook", name = "incidents", url_env = "PHYSIOFLOW_INCIDENT_WEBHOOK",
+        events = { "rolled_back", "needs_human" },
+        headers = { Authorization = { env = "PHYSIOFLOW_INCIDENT_TOKEN" } },
+        body = { title = "{title}", severity = "{event}", service = "physioflow-api", env = "{env}",
+                 details = "{summary}" } },
+    },
   },
 }
