@@ -466,10 +466,21 @@ function M.send(targets, ctx, opts)
       end
     end
     if #due == 0 and not wake then break end
+    local left = deadline - now()
+    if #due > 0 and left < 0.1 then
+      -- a slow attempt used the budget up: what is due is given up, not sent late
+      for _, j in ipairs(due) do
+        j.done = true
+        j.outcome = { target = j.tg.name, event = ctx.event, ok = false, attempts = j.attempts,
+                      error = ("gave up: the %ss budget is spent"):format(tostring(opts.timeout or M.defaults.timeout)) }
+        log.error("notification not delivered (the release goes on)", { target = j.tg.name, host = j.tg.host,
+                                                                         event = ctx.event, error = j.outcome.error })
+      end
+      due = {}
+    end
     if #due == 0 then
-      bgrun.sleep(math.max(0, wake - now()))
+      if wake then bgrun.sleep(math.max(0, wake - now())) end
     else
-      local left = deadline - now()
       local reqs = {}
       for i, j in ipairs(due) do
         reqs[i] = { method = "POST", url = j.tg.url, headers = j.tg.headers, body = j.body,
