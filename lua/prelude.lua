@@ -834,15 +834,19 @@ function M.resume(opts)
     end
   end
   core.begin_compensation() -- like compensations, an undo runs to its end
+  local t0 = core.now()
   local failed, blocked, human = 0, nil, false
+  local undone = {} -- for the notification: as a run report's `undone`
   for _, c in ipairs(todo) do
     log.set_step(c.name)
     if blocked and not c.keep then
       failed = failed + 1
+      undone[#undone + 1] = { name = c.name, ok = false, skipped = true }
       log.error("undo skipped: a newer change could not be undone", { blocked_by = blocked })
     elseif not c.undo then
       failed = failed + 1
       blocked = blocked or c.name
+      undone[#undone + 1] = { name = c.name, ok = false }
       log.error("cannot undo: the run recorded no data for it; a human must look", { compensation = c.name })
     else
       log.warn("undo started")
@@ -851,6 +855,7 @@ function M.resume(opts)
         return debug.traceback(tostring(e), 2)
       end, c.undo)
       append { event = "compensated", id = c.id, ok = ok, by = "resume" }
+      undone[#undone + 1] = { name = c.name, ok = ok, keep = c.keep or nil }
       if ok then
         log.info("undo done")
       else
@@ -885,6 +890,17 @@ function M.resume(opts)
   end
   if failed == 0 then
     print(("undid %d change(s) of %s (journal %s)"):format(#todo, tostring(start.playbook), target.path))
+  end
+  -- the killed run's environment hears how it ended: rolled back, or a human must look
+  local ok, n = pcall(function() return require("notify").for_resume(start) end)
+  if ok and n then
+    pcall(n.finished, { playbook = start.playbook, args = start.args, started_at = start.started_at and
+      os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(start.started_at)) or nil, exit = code, undone = undone,
+      status = code == EXIT.ok and "undone by bgrun resume" or "resumed, a human must look",
+      error = "the run was killed before it finished; bgrun resume ran its undos",
+      duration_seconds = core.now() - t0, committed = commit and commit.name or nil })
+  elseif not ok then
+    log.warn("notifications are off for this resume", { error = tostring(n) })
   end
   return code
 end

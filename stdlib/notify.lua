@@ -566,4 +566,39 @@ function M.for_run(pb, args)
   }
 end
 
+---The notifier for `bgrun resume` of a killed run, from its journal's start
+---event: the environments.lua next to its playbook (else the search path),
+---its env argument. nil when it notifies nobody.
+---@param start table the journal's start event
+---@return table?
+function M.for_resume(start)
+  local args = type(start.args) == "table" and start.args or {}
+  local env_name = args.env
+  if type(env_name) ~= "string" then return nil end
+  local environments
+  local dir = type(start.playbook) == "string" and start.playbook:match("^(.*)/[^/]*$")
+  local chunk = dir and loadfile(dir .. "/environments.lua", "t")
+  if chunk then
+    local ok, e = pcall(chunk)
+    if ok and type(e) == "table" then environments = e end
+  end
+  if not environments then
+    local ok, e = pcall(require, "environments")
+    if ok and type(e) == "table" then environments = e end
+  end
+  local env = environments and environments[env_name]
+  if type(env) ~= "table" or env.notify == nil then return nil end
+  local targets, opts = M.targets(env_name, env.notify)
+  if #targets == 0 then return nil end
+  return {
+    targets = targets,
+    finished = function(r)
+      -- resume exits 0 when it undid everything: the killed run was rolled back
+      -- (or, with only the lock to release, simply failed)
+      local event = r.exit == 0 and M.event_of { exit = 1, undone = r.undone } or M.event_of(r)
+      return M.send(targets, M.context(event, r, env_name, env), opts)
+    end,
+  }
+end
+
 return M

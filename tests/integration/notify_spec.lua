@@ -382,6 +382,41 @@ describe("notifications", function()
     assert.equal(0, #requests("/ok/hooks/" .. n .. "/"))
   end)
 
+  it("bgrun resume of a killed run tells the run's environment it was rolled back", function()
+    local url, secret = hook("ok")
+    sh(('rm -f "%s"/*'):format(JOURNALS))
+    local scratch = STATE .. "/scratch"
+    sh(('rm -rf "%s"; mkdir -p "%s"'):format(scratch, scratch))
+    local env = ("BGRUN_JOURNAL_DIR=%q T_SLACK_URL=%q T_TEAMS_URL= T_HOOK_URL= USER=ci T_SCRATCH=%q")
+      :format(JOURNALS, url, scratch)
+    -- a shell that waits for it reaps it once killed (a zombie would look alive to resume)
+    sh(("( env %s %q %q env=local outcome=slow >%q 2>&1 & echo $! >%q; wait ) >/dev/null 2>&1 &")
+      :format(env, BGRUN, RELEASE, STATE .. "/killed.log", STATE .. "/killed.pid"))
+    local deadline = bgrun.now() + 30
+    while not read(STATE .. "/killed.pid") do bgrun.sleep(0.05) end
+    local pid = tonumber(read(STATE .. "/killed.pid"))
+    while not (read(STATE .. "/killed.log") or ""):find("[scale up green] step done", 1, true) do
+      assert(bgrun.now() < deadline, "the run did not get to scale up green")
+      bgrun.sleep(0.1)
+    end
+    sh("kill -KILL " .. pid)
+    bgrun.sleep(0.3)
+    assert.equal(".bgrun-backup-green\n.bgrun-backup-lock\n", sh(('ls -A "%s"'):format(scratch)))
+    local r = proc.run({ BGRUN, "--yes", "resume" }, { cwd = ROOT, timeout = 60, env = {
+      BGRUN_JOURNAL_DIR = JOURNALS, T_SLACK_URL = url, T_TEAMS_URL = "", T_HOOK_URL = "", USER = "ci" } })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal("", sh(('ls -A "%s"'):format(scratch))) -- both changes undone
+    local got = requests("/ok/hooks/" .. n .. "/")
+    assert.equal(2, #got) -- started (by the killed run), rolled back (by resume)
+    assert.equal("bgrun: release v1.2.3 to local: started", got[1].json.text)
+    check_slack(got[2].json, "rolled_back", "release v1.2.3 to local: rolled back", {
+      "^release v1%.2%.3 to local rolled back %(exit 0, undone by bgrun resume%) after %d+ms$",
+      "^steps: 0 of 0 done$",
+      "^error: the run was killed before it finished; bgrun resume ran its undos$",
+      "^undone: scale green back down %(ok%), release the deploy lock %(ok%)$" })
+    assert.is_nil(r.stderr:find(secret, 1, true))
+  end)
+
   it("sends nothing for an environment without notify, a playbook with notify = false, or --dry-run", function()
     local url = hook("ok")
     assert.equal(0, run({ RELEASE, "env=quiet" }, { T_SLACK_URL = url }).code)
