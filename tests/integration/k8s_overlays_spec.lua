@@ -110,6 +110,18 @@ return shipped
     f:close()
   end)
 
+  teardown(function()
+    -- the dev release's pods hold connections to our database: stop them first
+    for _, kind in ipairs({ "deployment", "service", "configmap", "secret", "lease" }) do
+      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "physioflow-db",
+                              "bgrun-deploy-lock" }) do
+        pcall(c.delete, c, kind, name, { namespace = NS })
+      end
+    end
+    local admin <close> = postgres.connect { dbname = "postgres" }
+    admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
+  end)
+
   it("refuses an unknown overlay before changing anything (exit 2)", function()
     local r = run({ "examples/physioflow/setup.lua", "env=dev", "overlay=qa" })
     assert.equal(2, r.code)
