@@ -823,10 +823,16 @@ static int deflate_feed(ar_writer *w, lua_State *L, const void *p, size_t n, int
 	}
 }
 
+/* Keeps the header block and refuses what follows it (the padding of
+ * data never given, the trailer): the close that frees everything then
+ * stops at once. */
 static la_ssize_t capture_write(struct archive *a, void *ud, const void *p, size_t n)
 {
 	(void)a;
-	return buf_append(ud, p, n) == 0 ? (la_ssize_t)n : -1;
+	buf *cap = ud;
+	if (cap->len >= TAR_BLOCK)
+		return -1;
+	return buf_append(cap, p, n) == 0 ? (la_ssize_t)n : -1;
 }
 
 /* The GNU tar header of a regular file, made by libarchive: exactly one
@@ -855,7 +861,7 @@ static int tar_header(const char *name, long long size, int mode, time_t mtime, 
 	else
 		memcpy(out, cap.data, TAR_BLOCK);
 	if (a) {
-		archive_write_fail(a); /* nothing more is written: no padding of the missing data */
+		archive_write_close(a); /* fails at the refused padding, freeing all */
 		archive_write_free(a);
 	}
 	if (en)

@@ -2009,6 +2009,39 @@ static int upload_finish(lua_State *L)
 	return 1;
 }
 
+/* u:id() -> the UploadId (nil under --dry-run), for a journal */
+static int upload_id(lua_State *L)
+{
+	s3_upload *u = check_upload(L);
+	if (u->upload_id)
+		lua_pushstring(L, u->upload_id);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* b:abort_upload(key, upload_id) -> true : drops an unfinished multipart
+ * upload (one a killed run left); an unknown one is not an error */
+static int b_abort_upload(lua_State *L)
+{
+	s3_bucket *b = check_bucket(L);
+	const char *key = luaL_checkstring(L, 2);
+	const char *id = luaL_checkstring(L, 3);
+	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	luaL_argcheck(L, *id != '\0', 3, "the upload id must not be empty");
+	if (bgrun_dry_run(L)) {
+		lua_createtable(L, 0, 1);
+		lua_pushstring(L, key);
+		lua_setfield(L, -2, "key");
+		bgrun_log(L, "info", "dry-run: would abort the multipart upload", lua_gettop(L));
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	abort_upload(L, b, key, id);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
 /* u:size() -> bytes written so far */
 static int upload_size(lua_State *L)
 {
@@ -2153,6 +2186,7 @@ static const luaL_Reg upload_methods[] = {
 	{"finish", upload_finish},
 	{"abort", upload_abort},
 	{"size", upload_size},
+	{"id", upload_id},
 	{"close", upload_close},
 	{NULL, NULL},
 };
@@ -2598,6 +2632,7 @@ static const luaL_Reg bucket_methods[] = {
 	{"delete", b_delete},
 	{"presign", b_presign},
 	{"upload", b_upload},
+	{"abort_upload", b_abort_upload},
 	{"close", bucket_close},
 	{NULL, NULL},
 };

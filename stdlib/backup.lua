@@ -20,6 +20,7 @@ local M = {}
 
 -- s3 loads libcurl: required on first use only
 local function s3() return require("s3") end
+local bucket_of -- below
 
 M.FILES = { "schema.sql", "data.sql", "full_backup.dump" }
 
@@ -162,53 +163,111 @@ function M.prune(dir, keep)
   return deleted
 end
 
+---The pg_dump commands of a backup, all three reading the one snapshot
+---exported by the transaction that holds it (pg_export_snapshot), so
+---schema.sql, data.sql and full_backup.dump show the database at the same
+---instant whatever is written meanwhile. compress: pg_dump's --compress
+---for the custom dump (nil: pg_dump's default).
+---@param snapshot string
+---@param compress integer?
+---@return table[] {name=, argv=, level=} in archive order
+function M.dump_commands(snapshot, compress)
+  local snap = "--snapshot=" .. snapshot
+  local custom = { "pg_dump", snap, "--format=custom", "--no-owner" }
+  if compress then custom[#custom + 1] = "--compress=" .. tostring(compress) end
+  return {
+    { name = "schema.sql", argv = { "pg_dump", snap, "--schema-only", "--no-owner" }, level = 1 },
+    { name = "data.sql", argv = { "pg_dump", snap, "--data-only", "--no-owner" }, level = 1 },
+    -- compressed by pg_dump already: stored, not compressed a second time
+    { name = "full_backup.dump", argv = custom, level = 0 },
+  }
+end
+
 ---Takes a backup. opts: env (name), database (conninfo table), dir
 ---(where backups live), label, pinned, version (migration version), keep
 ---(default 10), bucket (upload there; without it the backup stays local
 ---with a warning), s3 (extra s3.bucket options), identity (of the
----database, from M.identity; read here when absent). Returns {path=
----(absolute), metadata=, key=, bucket=}. The name is
+---database, from M.identity; read here when absent), local (default
+---true; false streams straight to the bucket and writes nothing in dir),
+---compress (pg_dump --compress of the custom dump), parallel (parts
+---uploaded at once). Returns {path= (absolute; nil with local=false),
+---metadata=, key=, bucket=, url=}. The name is
 ---<UTC time to the ms>-<pid>-<env>-<label>[.pinned].tar.gz, unique per run.
+---
+---Nothing is staged: one REPEATABLE READ transaction exports its snapshot,
+---the three pg_dumps run with --snapshot one after another, and each one's
+---output streams into the .tar.gz (archive.writer: sha256 and size counted
+---as it passes) and from there into the local file and the bucket's
+---multipart upload at once (parts sent in parallel). Memory stays a few
+---parts whatever the database's size.
 ---@param opts table
----@return {path: string, metadata: table, key: string?, bucket: string?}
+---@return {path: string?, metadata: table, key: string?, bucket: string?, url: string?}
 function M.create(opts)
+  local keep_local = opts["local"] ~= false
+  if not keep_local and not opts.bucket then
+    raise { op = "create", code = "usage", reason = "Invalid",
+            message = ("local=false streams the backup to the environment's bucket, and %s has no bucket configured")
+              :format(tostring(opts.env or "this environment")) }
+  end
   local dir = M.abspath(assert(opts.dir, "backup.create: opts.dir is required"))
   local label = (opts.label or "manual"):gsub("[^%w._-]", "-")
   local name = ("%s-%d-%s-%s%s"):format(stamp_ms(), bgrun.pid(), opts.env or "db", label,
                                         opts.pinned and ".pinned" or "")
   local path = dir .. "/" .. name .. ".tar.gz"
+  local key = opts.bucket and M.key(path, opts.env) or nil
+  local url = key and ("s3://%s/%s"):format(opts.bucket, key) or nil
   if bgrun.dry_run() then
-    log.info("dry-run: would back up the database", { path = path, pinned = opts.pinned or false })
+    log.info("dry-run: would back up the database", { path = keep_local and path or nil, pinned = opts.pinned or false,
+                                                      streamed_to = not keep_local and url or nil })
     if opts.bucket then
-      log.info("dry-run: would upload the backup", { bucket = opts.bucket, key = M.key(path, opts.env) })
+      log.info("dry-run: would upload the backup", { bucket = opts.bucket, key = key })
     end
-    return { path = path, metadata = {}, dry_run = true, key = opts.bucket and M.key(path, opts.env) or nil,
-             bucket = opts.bucket }
+    return { path = keep_local and path or nil, metadata = {}, dry_run = true, key = key, bucket = opts.bucket,
+             url = url }
   end
-  local work = M.mkdtemp(dir .. "/" .. WORK_PREFIX, "the backup " .. name)
-  -- a killed run leaves only this folder; `bgrun resume` removes it
-  local guard = M.guard("remove the unfinished backup " .. name, function() bgrun.rmtree(work) end,
-                        { module = "backup", action = "cleanup", work = work })
+  local work
+  local guard = { cancel = function() end }
+  if keep_local then
+    work = M.mkdtemp(dir .. "/" .. WORK_PREFIX, "the backup " .. name)
+    -- a killed run leaves only this folder; `bgrun resume` removes it
+    guard = M.guard("remove the unfinished backup " .. name, function() bgrun.rmtree(work) end,
+                    { module = "backup", action = "cleanup", work = work })
+  end
   local env = M.pg_env(opts.database)
-  local ok, err = pcall(function()
+  local db = opts.database or {}
+  local upload_guard = { cancel = function() end }
+  local ok, res = pcall(function()
     local timeout = opts.timeout or 3600
-    run({ "pg_dump", "--schema-only", "--no-owner", "--file", work .. "/schema.sql" },
-        { env = env, timeout = timeout }, "pg_dump --schema-only")
-    run({ "pg_dump", "--data-only", "--no-owner", "--file", work .. "/data.sql" },
-        { env = env, timeout = timeout }, "pg_dump --data-only")
-    run({ "pg_dump", "--format=custom", "--no-owner", "--file", work .. "/full_backup.dump" },
-        { env = env, timeout = timeout }, "pg_dump --format=custom")
+    local postgres = require("postgres")
+    -- the one snapshot every dump reads, held until the last one is done
+    local conn <close> = postgres.connect(db)
+    conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", { readonly = true })
+    local snapshot = conn:query("SELECT pg_export_snapshot() AS s", nil, { readonly = true })[1].s
+    local identity = opts.identity or M.identity(conn)
+    local db_size = conn:query("SELECT pg_database_size(current_database())::bigint AS n", nil,
+                               { readonly = true })[1].n
+    local b <close> = opts.bucket and bucket_of(opts) or nil
+    local meta = { env = opts.env or "", version = tostring(opts.version or "") }
+    if opts.pinned then meta.pinned = "true" end
+    local u <close> = b and b:upload(key, { content_type = "application/gzip", metadata = meta, size_hint = db_size,
+                                            parallel = opts.parallel }) or nil
+    if u then
+      -- closing an unfinished upload aborts it (on every error path, and
+      -- on SIGINT); a killed run's is aborted by `bgrun resume`
+      upload_guard = M.guard("abort the unfinished upload " .. key, function() u:close() end,
+                             { module = "backup", action = "abort_upload", bucket = opts.bucket, key = key,
+                               upload_id = u:id(), s3 = opts.s3 })
+    end
+    local w <close> = archive.writer { path = keep_local and (work .. "/backup.tar.gz") or nil,
+                                       sinks = u and { u } or nil }
     local files = {}
-    for _, f in ipairs(M.FILES) do
-      files[f] = { size = file_size(work .. "/" .. f), sha256 = digest.sha256_file(work .. "/" .. f) }
+    for _, d in ipairs(M.dump_commands(snapshot, opts.compress)) do
+      local f = w:add_command(d.name, d.argv, { env = env, timeout = timeout, level = d.level })
+      files[d.name] = { size = f.size, sha256 = f.sha256 }
+      log.debug("dumped", { file = d.name, size = f.size })
     end
-    local db = opts.database or {}
-    local identity = opts.identity
-    if identity == nil then
-      local postgres = require("postgres")
-      local conn <close> = postgres.connect(db)
-      identity = M.identity(conn)
-    end
+    conn:exec("COMMIT", { readonly = true })
+    conn:close()
     local metadata = {
       env = opts.env,
       label = label,
@@ -219,43 +278,42 @@ function M.create(opts)
       database_identity = identity,
       migration_version = opts.version,
       files = files,
+      snapshot = { consistent = true, isolation = "repeatable read" },
       tools = { bgrun = bgrun.version, pg_dump = tool_version({ "pg_dump", "--version" }) },
       created_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     }
-    local f = assert(io.open(work .. "/metadata.json", "w"))
-    f:write(json.encode(metadata, { indent = 2, sort_keys = true }), "\n")
-    f:close()
-    local entries = { { name = "metadata.json", path = work .. "/metadata.json" } }
-    for _, n in ipairs(M.FILES) do entries[#entries + 1] = { name = n, path = work .. "/" .. n } end
-    -- written inside the private folder, then renamed into place whole
-    archive.create(work .. "/backup.tar.gz", entries, { format = "tar.gz" })
-    local rok, rerr = os.rename(work .. "/backup.tar.gz", path)
-    if not rok then
-      raise { op = "create " .. path, code = "io", reason = "IOError",
-              message = ("cannot move the backup into place as %s: %s"):format(path, tostring(rerr)) }
+    -- last: it carries the sha256 of what streamed before it
+    w:add("metadata.json", json.encode(metadata, { indent = 2, sort_keys = true }) .. "\n", { level = 6 })
+    local size = w:finish().size
+    local uploaded = u and u:finish() or nil
+    if keep_local then
+      -- written inside the private folder, then renamed into place whole
+      local rok, rerr = os.rename(work .. "/backup.tar.gz", path)
+      if not rok then
+        raise { op = "create " .. path, code = "io", reason = "IOError",
+                message = ("cannot move the backup into place as %s: %s"):format(path, tostring(rerr)) }
+      end
     end
-    return metadata
+    return { metadata = metadata, uploaded = uploaded, size = size }
   end)
-  bgrun.rmtree(work)
+  if work then bgrun.rmtree(work) end
   guard.cancel()
-  if not ok then error(err, 0) end
-  log.info("backup taken", { path = path, size = file_size(path), version = opts.version,
-                             pinned = opts.pinned or false })
-  local uploaded
-  if opts.bucket then
-    local uok, uerr = pcall(M.upload, path, { bucket = opts.bucket, env = opts.env, pinned = opts.pinned,
-                                              version = opts.version, s3 = opts.s3 })
-    if not uok then
-      -- a backup that is not off the machine is not the backup we promised
-      log.error("backup upload failed; the local copy is kept", { path = path, error = tostring(uerr) })
-      error(uerr, 0)
-    end
-    uploaded = uerr
-  else
+  upload_guard.cancel()
+  if not ok then
+    if key and type(res) == "table" then log.error("backup failed; nothing was kept", { key = key, error = tostring(res) }) end
+    error(res, 0)
+  end
+  log.info("backup taken", { path = keep_local and path or nil, size = res.size, version = opts.version,
+                             pinned = opts.pinned or false, files = 4 })
+  if res.uploaded then
+    log.info("backup uploaded", { bucket = opts.bucket, key = key, size = res.uploaded.size, parts = res.uploaded.parts,
+                                  pinned = opts.pinned or false })
+  elseif keep_local then
     log.warn("no bucket configured: the backup is kept locally only", { path = path })
   end
-  M.prune(dir, opts.keep or 10)
-  return { path = path, metadata = err, key = uploaded and uploaded.key, bucket = opts.bucket }
+  if keep_local then M.prune(dir, opts.keep or 10) end
+  return { path = keep_local and path or nil, metadata = res.metadata, key = key, bucket = opts.bucket,
+           url = url, size = res.size }
 end
 
 ---The identity of the database a connection is on: its name, the
@@ -303,7 +361,7 @@ function M.key(path, env)
   return ("%s/%s"):format(env or "db", path:match("([^/]+)$"))
 end
 
-local function bucket_of(opts)
+function bucket_of(opts)
   local cfg = {}
   for k, v in pairs(opts.s3 or {}) do cfg[k] = v end
   cfg.bucket = opts.bucket
@@ -465,6 +523,16 @@ end
 M.undo = {
   -- the private folder of a backup a killed run was taking; only a folder
   -- of ours (its name says so) is removed
+  -- the multipart upload of a backup a killed run was streaming
+  abort_upload = function(d)
+    if type(d.bucket) ~= "string" or type(d.key) ~= "string" or type(d.upload_id) ~= "string" then
+      raise { op = "abort_upload", code = "world_changed", reason = "WorldChanged",
+              message = "the journal names no upload to abort" }
+    end
+    local b <close> = bucket_of({ bucket = d.bucket, s3 = d.s3 })
+    b:abort_upload(d.key, d.upload_id)
+    log.info("unfinished upload aborted", { bucket = d.bucket, key = d.key })
+  end,
   cleanup = function(d)
     local work = type(d.work) == "string" and d.work or ""
     local base = work:match("^/.+/([^/]+)$")
