@@ -99,6 +99,15 @@ typedef struct bgrun_sink {
 } bgrun_sink;
 #define BGRUN_SINK_FIELD "__bgrun_sink"
 
+/* A byte source the same way (mod_s3.c's download read by mod_archive.c's
+ * scan): read gives up to n bytes, *got = 0 at the end. */
+typedef struct bgrun_source {
+	int (*read)(struct bgrun_source *s, lua_State *L, char *p, size_t n, size_t *got, char *err, size_t errlen);
+	const char *reason;
+	long code;
+} bgrun_source;
+#define BGRUN_SOURCE_FIELD "__bgrun_source"
+
 /* ---- module openers ---- */
 int luaopen_bgrun_core(lua_State *L);
 int luaopen_log(lua_State *L);

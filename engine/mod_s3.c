@@ -2191,6 +2191,350 @@ static const luaL_Reg upload_methods[] = {
 	{NULL, NULL},
 };
 
+/* ---------------------------------------------------------------- reader */
+
+/* An object read as a stream (b:open): the body goes into a bounded
+ * buffer and the transfer pauses while it is full, so memory stays
+ * READ_BUF whatever the object's size. A transfer cut short is taken up
+ * again where it stopped (a Range request), ATTEMPTS times in all. The
+ * bucket serves nothing else while a reader is open. */
+
+#define READER_MT "bgrun.s3.reader"
+
+enum { READ_BUF = 1024 * 1024 };
+
+typedef struct s3_reader {
+	bgrun_source src; /* first: mod_archive.c reads from it from C */
+	s3_bucket *b;     /* anchored in the uservalue */
+	char *key;
+	s3_req req;
+	struct curl_slist *hl;
+	char *data;       /* [pos, len) not read yet */
+	size_t pos, len;
+	int paused, done, active, attempts, closed;
+	long long delivered; /* bytes handed to the reader */
+	long long received;  /* bytes of the object received so far */
+	char range[64];
+	const char *extra[2];
+	char failure[1024];
+	char reason[64];
+} s3_reader;
+
+static size_t reader_on_write(char *p, size_t size, size_t n, void *ud)
+{
+	s3_reader *rd = ud;
+	size_t len = size * n;
+	long status = 0;
+	curl_easy_getinfo(rd->req.easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300) {
+		if (rd->req.out.len < 64 * 1024 && buf_append(&rd->req.out, p, len) != 0)
+			return 0;
+		return len;
+	}
+	if (rd->pos > 0 && rd->pos == rd->len)
+		rd->pos = rd->len = 0;
+	if (READ_BUF - rd->len < len) {
+		if (rd->pos > 0) {
+			memmove(rd->data, rd->data + rd->pos, rd->len - rd->pos);
+			rd->len -= rd->pos;
+			rd->pos = 0;
+		}
+		if (READ_BUF - rd->len < len) {
+			rd->paused = 1;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+	}
+	memcpy(rd->data + rd->len, p, len);
+	rd->len += len;
+	rd->received += (long long)len;
+	return len;
+}
+
+static void reader_stop(s3_reader *rd)
+{
+	if (rd->req.easy) {
+		if (rd->active && rd->b && rd->b->multi)
+			curl_multi_remove_handle(rd->b->multi, rd->req.easy);
+		curl_easy_cleanup(rd->req.easy);
+		rd->req.easy = NULL;
+	}
+	rd->active = 0;
+	curl_slist_free_all(rd->hl);
+	rd->hl = NULL;
+}
+
+/* Starts (or takes up again, from rd->received) the GET. 0 or -1. */
+static int reader_start(lua_State *L, s3_reader *rd)
+{
+	reader_stop(rd);
+	req_free(&rd->req);
+	req_init(&rd->req, "GET");
+	rd->req.cred_source = rd->b->cred_source;
+	rd->req.retry = 1;
+	rd->done = rd->paused = 0;
+	rd->attempts++;
+	if (rd->received > 0) {
+		snprintf(rd->range, sizeof rd->range, "bytes=%lld-", rd->received);
+		rd->extra[0] = "range";
+		rd->extra[1] = rd->range;
+		rd->req.extra = rd->extra;
+		rd->req.n_extra = 1;
+	}
+	char err[1024] = "";
+	if (object_url(rd->b, &rd->req.url, rd->key) != 0 || refresh_creds(L, rd->b, err, sizeof err) != 0 ||
+	    prepare(rd->b, &rd->req, &rd->hl, err, sizeof err) != 0) {
+		snprintf(rd->failure, sizeof rd->failure, "%s", err[0] ? err : "out of memory");
+		rd->src.reason = "ClientError";
+		return -1;
+	}
+	/* any length: a stall is the failure (a paused transfer is exempt) */
+	long t = rd->b->timeout_ms;
+	curl_easy_setopt(rd->req.easy, CURLOPT_TIMEOUT_MS, 0L);
+	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_TIME, (t + 999) / 1000);
+	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEFUNCTION, reader_on_write);
+	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEDATA, (void *)rd);
+	if (curl_multi_add_handle(rd->b->multi, rd->req.easy) != CURLM_OK) {
+		snprintf(rd->failure, sizeof rd->failure, "cannot start the transfer");
+		rd->src.reason = "ClientError";
+		return -1;
+	}
+	rd->active = 1;
+	return 0;
+}
+
+/* Drives the transfer once (up to POLL_MS). 0, 1 interrupted, -1 failed. */
+static int reader_step(lua_State *L, s3_reader *rd)
+{
+	if (rd->paused && rd->pos == rd->len) {
+		rd->paused = 0;
+		curl_easy_pause(rd->req.easy, CURLPAUSE_CONT);
+	}
+	int still = 0;
+	curl_multi_perform(rd->b->multi, &still);
+	CURLMsg *msg;
+	int q;
+	while ((msg = curl_multi_info_read(rd->b->multi, &q))) {
+		if (msg->msg != CURLMSG_DONE || msg->easy_handle != rd->req.easy)
+			continue;
+		s3_req *r = &rd->req;
+		r->rc = msg->data.result;
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+		curl_multi_remove_handle(rd->b->multi, r->easy);
+		rd->active = 0;
+		if (ok_status(r)) {
+			rd->done = 1;
+			continue;
+		}
+		/* a 2xx body cut short, a 5xx: again from where it stopped */
+		if (rd->attempts < ATTEMPTS && transient(r) && (r->status == 0 || r->status >= 500 || r->status == 429 ||
+		                                                 (r->status >= 200 && r->status < 300))) {
+			if (pause_ms(FIRST_BACKOFF_MS << (rd->attempts - 1)))
+				return 1;
+			if (reader_start(L, rd) != 0)
+				return -1;
+			continue;
+		}
+		rd->done = 1;
+		return -1; /* the caller describes r */
+	}
+	if (bgrun_interrupted())
+		return 1;
+	if (!rd->done && (rd->pos == rd->len))
+		curl_multi_poll(rd->b->multi, NULL, 0, POLL_MS, NULL);
+	return 0;
+}
+
+/* Describes a failed GET into rd->failure. */
+static void reader_failed(s3_reader *rd)
+{
+	s3_req *r = &rd->req;
+	rd->src.code = r->rc != CURLE_OK ? (long)r->rc : r->status;
+	if (r->rc != CURLE_OK) {
+		snprintf(rd->reason, sizeof rd->reason, "%s", httputil_reason(r->rc));
+		snprintf(rd->failure, sizeof rd->failure, "GET %s after %lld bytes: %s", r->url.data, rd->received,
+		         r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+	} else {
+		snprintf(rd->reason, sizeof rd->reason, "%s", r->status == 404 ? "NoSuchKey" : status_reason(r->status));
+		snprintf(rd->failure, sizeof rd->failure, "GET %s answered HTTP %ld", r->url.data, r->status);
+	}
+	rd->src.reason = rd->reason;
+}
+
+/* bgrun_source.read */
+static int reader_read(bgrun_source *s, lua_State *L, char *p, size_t n, size_t *got, char *err, size_t errlen)
+{
+	s3_reader *rd = (s3_reader *)s;
+	*got = 0;
+	if (rd->closed) {
+		snprintf(err, errlen, "the reader is closed");
+		return -1;
+	}
+	for (;;) {
+		if (rd->pos < rd->len) {
+			size_t k = rd->len - rd->pos < n ? rd->len - rd->pos : n;
+			memcpy(p, rd->data + rd->pos, k);
+			rd->pos += k;
+			rd->delivered += (long long)k;
+			*got = k;
+			return 0;
+		}
+		if (rd->done && !rd->active) {
+			if (ok_status(&rd->req))
+				return 0;
+			reader_failed(rd);
+			snprintf(err, errlen, "%s", rd->failure);
+			return -1;
+		}
+		int rc = reader_step(L, rd);
+		if (rc == 1) {
+			snprintf(err, errlen, "interrupted");
+			return 1;
+		}
+		if (rc == -1) {
+			if (rd->failure[0] == '\0')
+				reader_failed(rd);
+			snprintf(err, errlen, "%s", rd->failure);
+			return -1;
+		}
+	}
+}
+
+/* r:close() */
+static int reader_close(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	if (rd->closed)
+		return 0;
+	reader_stop(rd);
+	req_free(&rd->req);
+	free(rd->data);
+	rd->data = NULL;
+	free(rd->key);
+	rd->key = NULL;
+	if (rd->b)
+		rd->b->busy = 0;
+	rd->b = NULL;
+	rd->closed = 1;
+	return 0;
+}
+
+/* r:read([n]) -> string, or nil at the end */
+static int reader_read_lua(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	lua_Integer n = luaL_optinteger(L, 2, 64 * 1024);
+	luaL_argcheck(L, n > 0 && n <= 16 * MIB, 2, "from 1 byte to 16 MiB");
+	if (rd->closed)
+		return luaL_error(L, "s3: the reader is closed");
+	luaL_Buffer lb;
+	char *p = luaL_buffinitsize(L, &lb, (size_t)n);
+	size_t got = 0;
+	char err[1024];
+	int rc = reader_read(&rd->src, L, p, (size_t)n, &got, err, sizeof err);
+	if (rc != 0) {
+		char op[300];
+		snprintf(op, sizeof op, "open %.250s", rd->key ? rd->key : "?");
+		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
+		long code = rd->src.code;
+		char m[1024];
+		snprintf(m, sizeof m, "%s", err);
+		lua_pushcfunction(L, reader_close);
+		lua_pushvalue(L, 1);
+		lua_call(L, 1, 0);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", op);
+		bgrun_error_new(L, "s3", op, reason, "%s", m);
+		if (code)
+			bgrun_error_set_int(L, "code", (lua_Integer)code);
+		return bgrun_error_throw(L);
+	}
+	if (got == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	luaL_pushresultsize(&lb, got);
+	return 1;
+}
+
+/* b:open(key) -> reader (r:read(n), r:close(); a source for archive.scan).
+ * A missing key raises 404 NoSuchKey at once. */
+static int b_open(lua_State *L)
+{
+	s3_bucket *b = check_bucket(L);
+	const char *key = luaL_checkstring(L, 2);
+	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	lua_settop(L, 2);
+	char op[300];
+	snprintf(op, sizeof op, "open %.250s", key);
+	s3_reader *rd = lua_newuserdatauv(L, sizeof *rd, 1); /* 3 */
+	memset(rd, 0, sizeof *rd);
+	rd->closed = 1;
+	luaL_setmetatable(L, READER_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, 3, 1);
+	req_init(&rd->req, "GET");
+	rd->src.read = reader_read;
+	rd->b = b;
+	rd->closed = 0;
+	b->busy = 1; /* until close, which also frees what follows */
+	rd->key = dup_str(key);
+	rd->data = malloc(READ_BUF);
+	if (!rd->key || !rd->data)
+		return luaL_error(L, "s3: out of memory");
+	/* until the answer's status is known: a missing key raises here */
+	int rc = reader_start(L, rd);
+	while (rc == 0 && rd->len == 0 && !rd->done)
+		rc = reader_step(L, rd);
+	if (rc != 0 || (rd->done && !ok_status(&rd->req))) {
+		if (rc == 0 || rd->failure[0] == '\0') {
+			if (rc != 1 && rd->req.rc == CURLE_OK) {
+				/* an answer with a status: the structured S3 error */
+				push_failure(L, &rd->req, op);
+				int e = lua_gettop(L);
+				lua_pushcfunction(L, reader_close);
+				lua_pushvalue(L, 3);
+				lua_call(L, 1, 0);
+				lua_settop(L, e);
+				return bgrun_error_throw(L);
+			}
+			reader_failed(rd);
+		}
+		char m[1024];
+		snprintf(m, sizeof m, "%s", rd->failure);
+		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
+		char rs[64];
+		snprintf(rs, sizeof rs, "%s", reason);
+		long code = rd->src.code;
+		lua_pushcfunction(L, reader_close);
+		lua_pushvalue(L, 3);
+		lua_call(L, 1, 0);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", op);
+		bgrun_error_new(L, "s3", op, rs, "%s", m);
+		if (code)
+			bgrun_error_set_int(L, "code", (lua_Integer)code);
+		return bgrun_error_throw(L);
+	}
+	lua_settop(L, 3);
+	return 1;
+}
+
+/* r:received() -> bytes received so far */
+static int reader_received(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	lua_pushinteger(L, (lua_Integer)rd->delivered);
+	return 1;
+}
+
+static const luaL_Reg reader_methods[] = {
+	{"read", reader_read_lua},
+	{"received", reader_received},
+	{"close", reader_close},
+	{NULL, NULL},
+};
+
 /* ------------------------------------------------------------------ head */
 
 /* b:head(key) -> {size=, etag=, last_modified=, content_type=, metadata=} | nil */
@@ -2633,6 +2977,7 @@ static const luaL_Reg bucket_methods[] = {
 	{"presign", b_presign},
 	{"upload", b_upload},
 	{"abort_upload", b_abort_upload},
+	{"open", b_open},
 	{"close", bucket_close},
 	{NULL, NULL},
 };
@@ -2675,6 +3020,17 @@ int luaopen_s3(lua_State *L)
 		lua_setfield(L, -2, "__close");
 		lua_pushboolean(L, 1);
 		lua_setfield(L, -2, BGRUN_SINK_FIELD);
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, READER_MT)) {
+		luaL_newlib(L, reader_methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, reader_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, reader_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, BGRUN_SOURCE_FIELD);
 	}
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, OP_MT)) {
