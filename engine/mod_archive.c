@@ -1669,7 +1669,8 @@ static const char *const scan_keys[] = {"max_capture", NULL};
 /* archive.scan(path | source, routes [, {max_capture=1 MiB}])
  *   -> {entries = {name = {size=, sha256=}}, names = {...in order},
  *       captured = {name = data}, commands = {name = {code=, stderr=}}}
- *   routes[name]: "capture" | {path=} | {argv=, env=}. A command that
+ *   routes[name]: "capture" | {path=} | {argv=, env=}. An entry larger
+ *   than max_capture is not captured (its size says why). A command that
  *   fails raises CommandFailed (its stderr in the message); entries that
  *   are not regular files or have unsafe names raise Invalid. */
 static int ar_scan_fn(lua_State *L)
@@ -1810,15 +1811,11 @@ static int ar_scan_fn(lua_State *L)
 				break;
 			size += k;
 			EVP_DigestUpdate(s->md, s->block, (size_t)k);
-			if (kind == 1) {
-				if (size > max_capture) {
-					buf_free(&cap);
-					bgrun_error_new(L, "archive", "scan", "TooLarge", "%s: entry '%s' is more than the %lld bytes kept",
-					                op, name, (long long)max_capture);
-					bgrun_error_set_str(L, "code", "too_large");
-					bgrun_error_set_str(L, "entry", name);
-					return scan_fail(L, si);
-				}
+			if (kind == 1 && size > max_capture) {
+				/* too large to keep: counted and hashed only, not captured */
+				buf_free(&cap);
+				kind = 3;
+			} else if (kind == 1) {
 				if (buf_append(&cap, s->block, (size_t)k) != 0) {
 					buf_free(&cap);
 					return luaL_error(L, "archive: out of memory");

@@ -446,77 +446,122 @@ function M.fetch(ref, dir, opts)
   return path
 end
 
--- Reads metadata.json with a size cap: a larger file is not ours.
-local function read_metadata(file, path)
-  local size = file_size(file)
-  if not size then
+-- The metadata of a scanned backup (archive.scan), every file checked
+-- against it: metadata.json read with a size cap (a larger one is not
+-- ours), each file's sha256 as it streamed by.
+local function check_scan(r, path)
+  local e = r.entries["metadata.json"]
+  if not e then
     raise { op = "verify " .. path, code = "usage", reason = "Invalid",
             message = ("backup %s has no metadata.json"):format(path) }
   end
-  if size > M.METADATA_MAX then
+  if e.size > M.METADATA_MAX or not r.captured["metadata.json"] then
     raise { op = "verify " .. path, code = "usage", reason = "TooLarge", file = "metadata.json",
             message = ("metadata.json in %s is %d bytes, more than the %d a backup's metadata may have")
-              :format(path, size, M.METADATA_MAX) }
+              :format(path, e.size, M.METADATA_MAX) }
   end
-  local f = assert(io.open(file, "rb"))
-  local text = f:read(M.METADATA_MAX + 1) or ""
-  f:close()
-  local ok, metadata = pcall(json.decode, text)
+  local ok, metadata = pcall(json.decode, r.captured["metadata.json"])
   if not ok or type(metadata) ~= "table" then
     raise { op = "verify " .. path, code = "usage", reason = "Invalid", file = "metadata.json",
             message = ("metadata.json in %s is not a JSON object: %s"):format(path, tostring(metadata)) }
   end
-  return metadata
-end
-
----Unpacks a backup into dir and checks every file against metadata.json
----(read with a size cap, M.METADATA_MAX). A backup that fails is bad
----input: code "usage", reason "ChecksumMismatch" (naming the file),
----"TooLarge", "Invalid" or "NotFound". Returns the metadata. Without dir
----it unpacks into a private temporary folder it removes again.
----@param path string the .tar.gz
----@param dir string? an empty directory to unpack into
----@return table metadata
-function M.verify(path, dir)
-  if dir == nil then
-    local tmp = M.mkdtemp(M.abspath(os.getenv("TMPDIR") or "/tmp") .. "/" .. VERIFY_PREFIX, "verifying " .. path)
-    local guard = M.guard("remove the unpacked backup " .. tmp, function() bgrun.rmtree(tmp) end,
-                          { module = "backup", action = "cleanup", work = tmp })
-    local ok, res = pcall(M.verify, path, tmp)
-    bgrun.rmtree(tmp)
-    guard.cancel()
-    if not ok then error(res, 0) end
-    return res
-  end
-  local pf = io.open(path, "rb")
-  if not pf then
-    raise { op = "verify " .. path, code = "usage", reason = "NotFound",
-            message = ("backup %s does not exist"):format(path) }
-  end
-  pf:close()
-  local mok, merr = bgrun.mkdir(dir)
-  if not mok then
-    raise { op = "verify " .. path, code = "io", reason = "IOError",
-            message = ("cannot create %s to unpack %s into: %s"):format(dir, path, tostring(merr)) }
-  end
-  -- our own scratch space: unpacked under --dry-run too
-  local xok, xerr = pcall(archive.extract, path, dir, { readonly = true })
-  if not xok then
-    raise { op = "verify " .. path, code = "usage", reason = "Invalid",
-            message = ("backup %s cannot be unpacked: %s"):format(path, tostring(xerr)) }
-  end
-  local metadata = read_metadata(dir .. "/metadata.json", path)
   for _, name in ipairs(M.FILES) do
     local want = type(metadata.files) == "table" and metadata.files[name]
-    local got = io.open(dir .. "/" .. name) and digest.sha256_file(dir .. "/" .. name)
+    local got = r.entries[name] and r.entries[name].sha256
     if type(want) ~= "table" or want.sha256 ~= got then
       raise { op = "verify " .. path, code = "usage", reason = "ChecksumMismatch", file = name,
               message = ("%s in %s: sha256 %s, metadata says %s"):format(name, path, tostring(got),
                 tostring(type(want) == "table" and want.sha256 or nil)) }
     end
   end
+  return metadata
+end
+M.check_scan = check_scan
+
+-- archive.scan, its failures turned into "this is not a backup" (bad
+-- input) unless they are the world's (an interrupt, the bucket, a command)
+local function scan(src, routes, path)
+  local ok, r = pcall(archive.scan, src, routes, { max_capture = M.METADATA_MAX })
+  if ok then return r end
+  if type(r) == "table" and (r.module ~= "archive" or r.code == "interrupted" or r.reason == "CommandFailed"
+                             or r.reason == "IOError" or math.type(r.code) == "integer") then
+    error(r, 0)
+  end
+  raise { op = "verify " .. path, code = "usage", reason = "Invalid",
+          message = ("backup %s cannot be unpacked: %s"):format(path, tostring(r)) }
+end
+
+---Checks every file of a backup against its metadata.json in one read of
+---the archive (archive.scan: nothing unpacked but what is asked for). A
+---backup that fails is bad input: code "usage", reason "ChecksumMismatch"
+---(naming the file), "TooLarge", "Invalid" or "NotFound". With dir, the
+---custom dump is written there as full_backup.dump (for pg_restore
+-----jobs). Returns the metadata.
+---@param path string the .tar.gz
+---@param dir string? a directory for full_backup.dump
+---@return table metadata
+function M.verify(path, dir)
+  local pf = io.open(path, "rb")
+  if not pf then
+    raise { op = "verify " .. path, code = "usage", reason = "NotFound",
+            message = ("backup %s does not exist"):format(path) }
+  end
+  pf:close()
+  local routes = { ["metadata.json"] = "capture" }
+  if dir then
+    local mok, merr = bgrun.mkdir(dir)
+    if not mok then
+      raise { op = "verify " .. path, code = "io", reason = "IOError",
+              message = ("cannot create %s to unpack %s into: %s"):format(dir, path, tostring(merr)) }
+    end
+    routes["full_backup.dump"] = { path = dir .. "/full_backup.dump" }
+  end
+  local metadata = check_scan(scan(path, routes, path), path)
   log.info("backup verified", { path = path, version = metadata.migration_version })
   return metadata
+end
+
+---Opens a backup in a bucket as a stream: {reader=, bucket=, key=}; a key
+---that names nothing is bad input (code "usage", reason "NotFound").
+local function open_remote(key, opts)
+  local bucket, k = key:match("^s3://([^/]+)/(.+)$")
+  if not bucket then bucket, k = opts.bucket, key end
+  if not bucket then
+    raise { op = "open " .. key, code = "usage", reason = "NotFound",
+            message = ("backup %s is not a local file and no bucket is configured to look it up in"):format(key) }
+  end
+  local b = bucket_of({ bucket = bucket, s3 = opts.s3 })
+  local ok, rd = pcall(b.open, b, k)
+  if not ok then
+    b:close()
+    if type(rd) == "table" and rd.code == 404 then
+      raise { op = "open " .. key, code = "usage", reason = "NotFound", key = k, bucket = bucket,
+              message = ("backup %s does not exist in bucket %s (%s)"):format(k, bucket, tostring(rd)) }
+    end
+    error(rd, 0)
+  end
+  return { reader = rd, b = b, bucket = bucket, key = k }
+end
+
+---Reads a backup in the bucket through once, writing nothing locally,
+---and checks it as verify does; with opts.restore = {argv=, env=} the
+---custom dump streams into that command (pg_restore) on the way. key: a
+---key in opts.bucket or s3://bucket/key. Returns the metadata.
+---@param key string
+---@param opts {bucket: string?, s3: table?, restore: table?}
+---@return table metadata
+function M.verify_remote(key, opts)
+  opts = opts or {}
+  local o = open_remote(key, opts)
+  local where = ("s3://%s/%s"):format(o.bucket, o.key)
+  local routes = { ["metadata.json"] = "capture" }
+  if opts.restore then routes["full_backup.dump"] = opts.restore end
+  local ok, res = pcall(function() return check_scan(scan(o.reader, routes, where), where) end)
+  o.reader:close()
+  o.b:close()
+  if not ok then error(res, 0) end
+  log.info("backup verified", { url = where, version = res.migration_version, streamed = true })
+  return res
 end
 
 ---Undo actions `bgrun resume` runs from a journal.
