@@ -241,6 +241,9 @@ function M.create(opts)
     local postgres = require("postgres")
     -- the one snapshot every dump reads, held until the last one is done
     local conn <close> = postgres.connect(db)
+    -- idle in its transaction while the dumps run: a server-wide idle
+    -- timeout must not end it (the later dumps import its snapshot)
+    conn:exec("SET idle_in_transaction_session_timeout = 0", { readonly = true })
     conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", { readonly = true })
     local snapshot = conn:query("SELECT pg_export_snapshot() AS s", nil, { readonly = true })[1].s
     local identity = opts.identity or M.identity(conn)
@@ -256,7 +259,9 @@ function M.create(opts)
       -- on SIGINT); a killed run's is aborted by `bgrun resume`
       upload_guard = M.guard("abort the unfinished upload " .. key, function() u:close() end,
                              { module = "backup", action = "abort_upload", bucket = opts.bucket, key = key,
-                               upload_id = u:id(), s3 = opts.s3 })
+                               upload_id = u:id(),
+                               -- where the store is, never its keys (journals hold no secrets)
+                               s3 = opts.s3 and { endpoint = opts.s3.endpoint, region = opts.s3.region } })
     end
     local w <close> = archive.writer { path = keep_local and (work .. "/backup.tar.gz") or nil,
                                        sinks = u and { u } or nil }

@@ -265,6 +265,70 @@ return envs
     assert.equal(0, pending_uploads("small/"))
   end)
 
+  it("fails the backup when the store keeps refusing a part: the part retried, the upload aborted, nothing kept",
+     function()
+    -- a store that takes CreateMultipartUpload, answers every part with a
+    -- 500 and records the abort
+    local server = TMP .. "/fake-s3.py"
+    local f = assert(io.open(server, "w"))
+    f:write([[
+import http.server, sys
+log = open(sys.argv[2], "a")
+class H(http.server.BaseHTTPRequestHandler):
+    def body(self):
+        n = int(self.headers.get("content-length") or 0)
+        return self.rfile.read(n) if n else b""
+    def answer(self, status, x=b""):
+        self.send_response(status)
+        self.send_header("content-length", str(len(x)))
+        self.end_headers()
+        self.wfile.write(x)
+    def do_POST(self):
+        self.body()
+        log.write("POST " + self.path + "\n"); log.flush()
+        self.answer(200, b"<InitiateMultipartUploadResult><UploadId>fake-upload-1</UploadId></InitiateMultipartUploadResult>")
+    def do_PUT(self):
+        self.body()
+        log.write("PUT " + self.path + "\n"); log.flush()
+        self.answer(500, b"<Error><Code>InternalError</Code><Message>injected</Message></Error>")
+    def do_DELETE(self):
+        log.write("DELETE " + self.path + "\n"); log.flush()
+        self.answer(204)
+    def log_message(self, *a):
+        pass
+srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), H)
+open(sys.argv[1], "w").write(str(srv.server_address[1]))
+srv.serve_forever()
+]])
+    f:close()
+    local portfile, log = TMP .. "/fake-s3.port", TMP .. "/fake-s3.log"
+    local pid = sh(("python3 %q %q %q >/dev/null 2>&1 & echo $!"):format(server, portfile, log)):gsub("%s+$", "")
+    local port
+    for _ = 1, 100 do
+      local pf = io.open(portfile)
+      port = pf and pf:read("a")
+      if pf then pf:close() end
+      if port and port ~= "" then break end
+      bgrun.sleep(0.05)
+    end
+    local dir = TMP .. "/fake"
+    local ok, e = pcall(backup.create, { env = "local", database = { dbname = DB }, dir = dir, label = "spec-stream-fake",
+      version = 10, bucket = "fake-bucket", s3 = { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
+                                                    access_key = "AKFAKE", secret_key = "fake-secret" } })
+    sh("kill " .. pid)
+    assert.is_false(ok)
+    assert.equal(500, e.code)
+    assert.equal("InternalError", e.reason)
+    local part = e.message:match("part (%d+): PUT .* answered HTTP 500 InternalError: injected")
+    assert.truthy(part, e.message)
+    local text = assert(io.open(log)):read("a")
+    local puts = 0
+    for _ in text:gmatch("PUT [^\n]*partNumber=" .. part .. "&") do puts = puts + 1 end
+    assert.equal(4, puts, text) -- tried four times in all
+    assert.matches("DELETE /fake%-bucket/local/[^\n]*%-local%-spec%-stream%-fake%.tar%.gz%?uploadId=fake%-upload%-1", text)
+    assert.equal("", sh(("find %q -mindepth 1"):format(dir)))
+  end)
+
   it("verifies a backup in the bucket by reading it through, and refuses a tampered one naming the file", function()
     local taken = backup.create { env = "local", database = { dbname = DB }, dir = TMP .. "/inproc",
                                   label = "spec-stream-verify", version = 10, bucket = BUCKET, ["local"] = false }
