@@ -1,9 +1,11 @@
 #!/bin/sh
 # Benchmark (and proof): the sandbox's S3 store accepts more than the 3 GB
 # its first configuration refused at (16 volumes of 256 MB). Streams
-# CAP_GIB GiB (default 5) as objects of 1 GiB each through b:upload (8 MiB
-# parts, 3 at a time), reads the sizes back with head, deletes them, and
-# prints the throughput and bgrun's peak RSS.
+# CAP_GIB GiB (default 5) of random bytes as one .tar.gz the way a backup
+# streams pg_dump (archive.writer's add_command, stored, into b:upload: 8
+# MiB parts, 3 at a time), reads its size back with head, deletes it, and
+# prints the throughput and bgrun's peak RSS (flat: a few parts, whatever
+# the size).
 #
 #   bench/s3-capacity.sh       (CAP_GIB=5)
 #
@@ -31,23 +33,18 @@ if [ -z "${AWS_ENDPOINT_URL_S3:-}" ] || [ -z "${SANDBOX_S3_BUCKET:-}" ]; then
 fi
 
 cat >"$TMP/cap.lua" <<LUA
+local archive = require("archive")
 local s3 = require("s3")
 return playbook { run = function()
   local b <close> = s3.bucket { bucket = "$SANDBOX_S3_BUCKET" }
-  -- 8 MiB that do not compress or repeat within a part
-  local f = assert(io.open("/dev/urandom", "rb"))
-  local chunk = f:read(8 * 1024 * 1024)
-  f:close()
-  local total = 0
-  for i = 1, $CAP_GIB do
-    local key = ("bench/capacity-%d.bin"):format(i)
-    local u <close> = b:upload(key)
-    for _ = 1, 128 do u:write(chunk) end
-    u:finish()
-    total = total + assert(b:head(key)).size
-  end
-  for i = 1, $CAP_GIB do b:delete(("bench/capacity-%d.bin"):format(i)) end
-  print(total)
+  local key = "bench/capacity.tar.gz"
+  local u <close> = b:upload(key, { size_hint = $CAP_GIB * 1073741824 })
+  local w <close> = archive.writer { sinks = { u } }
+  w:add_command("random.bin", { "head", "-c", tostring($CAP_GIB * 1073741824), "/dev/urandom" }, { level = 0 })
+  w:finish()
+  u:finish()
+  print(assert(b:head(key)).size)
+  b:delete(key)
 end }
 LUA
 /usr/bin/time -f "%e %M" -o "$TMP/time" "$BGRUN" -q "$TMP/cap.lua" >"$TMP/out" || {
