@@ -48,8 +48,8 @@ if [ "$(psql -X -At -d postgres -c "SELECT count(*) FROM pg_database WHERE datna
 	[ "$(psql -X -At -c "SELECT done FROM bench_built" 2>/dev/null)" != t ]; then
 	echo "backup: building $DB (about $SIZE MiB)..."
 	psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" -c "CREATE DATABASE $DB"
-	# about 270 bytes a row with its indexes
-	rows=$((SIZE * 1024 * 1024 / 270))
+	# about 400 bytes a row with its indexes (SIZE=1024: 2.7 M notes)
+	rows=$((SIZE * 1024 * 1024 / 400))
 	psql -X -q -v ON_ERROR_STOP=1 -v rows="$rows" <<'SQL'
 CREATE TABLE schema_migrations (version bigint PRIMARY KEY, name text, checksum text, applied_at timestamptz DEFAULT now());
 INSERT INTO schema_migrations (version, name) VALUES (10, 'bench');
@@ -88,14 +88,14 @@ CREATE INDEX ON clinical_notes (created_at);
 CREATE INDEX ON clinical_notes ((details ->> 'visit'));
 CREATE TABLE bench_built (done boolean);
 INSERT INTO bench_built VALUES (true);
-VACUUM ANALYZE;
+VACUUM ANALYZE patients, clinical_notes;
 SQL
 fi
 db_mib=$(psql -X -At -c "SELECT pg_database_size(current_database()) / 1048576")
 rows=$(psql -X -At -c "SELECT count(*) FROM clinical_notes")
 
 # ----------------------------------------------------------- the contenders
-mkdir -p "$TMP/pb" "$TMP/backups" "$TMP/old"
+mkdir -p "$TMP/pb" "$TMP/backups" "$TMP/oldwork"
 cat >"$TMP/pb/environments.lua" <<LUA
 local envs = dofile("$ROOT/playbooks/environments.lua")
 local e = envs["local"]
@@ -160,7 +160,7 @@ r=1
 while [ "$r" -le "$ROUNDS" ]; do
 	run floor pg_dump --format=custom --no-owner -f "$TMP/floor.dump"
 	rm -f "$TMP/floor.dump"
-	run old "$TMP/old.sh" "$TMP/old" "$BUCKET"
+	run old "$TMP/old.sh" "$TMP/oldwork" "$BUCKET"
 	run bgrun "$BGRUN" -q "$TMP/pb/backup.lua" env=local label=bench keep=1
 	last=$(tail -1 "$TMP/out")
 	run stream "$BGRUN" -q "$TMP/pb/backup.lua" env=local label=bench local=false
