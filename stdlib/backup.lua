@@ -1,17 +1,20 @@
 -- Database backups: schema.sql, data.sql, full_backup.dump (pg_dump custom
 -- format) and metadata.json (environment, database, migration version,
 -- sizes and sha256 of each file, tool versions, time), packed as one
--- .tar.gz by the archive module and uploaded to the environment's bucket
--- as <env>/<name>.tar.gz (pinned ones with metadata pinned=true). The last
--- `keep` backups are kept locally; pinned ones (taken before a migration)
--- are never deleted by retention.
+-- .tar.gz and uploaded to the environment's bucket as <env>/<name>.tar.gz
+-- (pinned ones with metadata pinned=true). The three dumps read one
+-- exported snapshot and stream into the archive, the local file and the
+-- bucket at once (archive.writer into s3's b:upload): nothing is staged,
+-- nothing read twice, and local=false writes nothing locally at all. The
+-- last `keep` backups are kept locally; pinned ones (taken before a
+-- migration) are never deleted by retention.
 --
 -- Names are unique per run (millisecond time and the pid) and still sort
 -- by time; each run works in a private 0700 folder next to the backups and
 -- renames the finished archive into place, so a half-written one is never
--- listed, and a killed run's folder is removed by `bgrun resume`.
+-- listed, and a killed run's folder is removed by `bgrun resume` (which
+-- also aborts its unfinished multipart upload).
 local archive = require("archive")
-local digest = require("digest")
 local json = require("json")
 local log = require("log")
 local proc = require("proc")
@@ -51,26 +54,6 @@ function M.pg_env(db)
     if PGVARS[k] then env[PGVARS[k]] = tostring(v) end
   end
   return env
-end
-
-local function must(r, what)
-  if r.code ~= 0 then
-    raise { op = what, code = "command_failed", reason = "CommandFailed", exit_code = r.code,
-            message = ("%s exited with %d: %s"):format(what, r.code, (r.stderr or ""):gsub("%s+$", "")) }
-  end
-  return r
-end
-
-local function run(argv, opts, what)
-  return must(proc.run(argv, opts), what or argv[1])
-end
-
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
 end
 
 ---An absolute form of path (relative ones are taken from the current
