@@ -12,6 +12,7 @@
 # Wall time and peak RSS (/usr/bin/time) of each, medians, and the ratios.
 #
 #   bench/backup.sh [ROUNDS]   (default 3; SIZE=1024 MiB)
+#   ONLY=restore bench/backup.sh   (one backup, then the restore rounds)
 #
 # Uses the sandbox the PG*/AWS_* variables name (eval "$(tests/sandbox/sandbox
 # up DIR)"); without them it starts one of its own. The database is built
@@ -22,6 +23,7 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BGRUN=${BGRUN:-$ROOT/bgrun}
 ROUNDS=${1:-3}
 SIZE=${SIZE:-1024}
+ONLY=${ONLY:-}
 TMP=$(mktemp -d "${BENCH_TMP:-/tmp}/bgrun-bench-backup.XXXXXX")
 SB_STOP=
 
@@ -112,7 +114,11 @@ local postgres = require("postgres")
 return playbook { params = { path = { required = true } }, run = function(args)
   local r = restore.restore { path = args.path, database = { dbname = "$DB" }, work_dir = "$TMP" }
   local admin <close> = postgres.connect { dbname = "postgres" }
-  admin:exec("DROP DATABASE " .. postgres.quote_ident(r.old_database) .. " WITH (FORCE)")
+  -- an autovacuum worker (a superuser's) may hold it a moment
+  for i = 1, 60 do
+    if pcall(admin.exec, admin, "DROP DATABASE " .. postgres.quote_ident(r.old_database) .. " WITH (FORCE)") then break end
+    bgrun.sleep(1)
+  end
 end }
 LUA
 
@@ -150,6 +156,17 @@ run() { # name command...: appends "seconds peak_kib" to $TMP/name
 	cat "$TMP/time" >>"$TMP/$name"
 }
 
+# drops a database, waiting out an autovacuum worker (a superuser process
+# WITH (FORCE) may not end for us)
+drop_db() {
+	i=0
+	until psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $1 WITH (FORCE)" 2>/dev/null; do
+		i=$((i + 1))
+		[ "$i" -lt 60 ] || { echo "bench: cannot drop $1" >&2; exit 1; }
+		sleep 1
+	done
+}
+
 median() { # file column
 	cut -d' ' -f"$2" "$1" | sort -n | awk '{ v[NR] = $1 } END { print (NR % 2 ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2) }'
 }
@@ -157,6 +174,11 @@ peak() { cut -d' ' -f2 "$1" | sort -n | tail -1; }
 
 echo "backup: $DB, $db_mib MiB, $rows notes; $ROUNDS rounds; load $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) cores"
 r=1
+if [ "$ONLY" = restore ]; then
+	run bgrun "$BGRUN" -q "$TMP/pb/backup.lua" env=local label=bench keep=1
+	last=$(tail -1 "$TMP/out")
+	r=$((ROUNDS + 1))
+fi
 while [ "$r" -le "$ROUNDS" ]; do
 	run floor pg_dump --format=custom --no-owner -f "$TMP/floor.dump"
 	rm -f "$TMP/floor.dump"
@@ -176,21 +198,28 @@ mkdir -p "$TMP/x"
 tar xzf "$last" -C "$TMP/x" full_backup.dump
 r=1
 while [ "$r" -le "$ROUNDS" ]; do
-	psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${DB}_pgr WITH (FORCE)" -c "CREATE DATABASE ${DB}_pgr"
+	drop_db "${DB}_pgr"
+	psql -X -q -d postgres -c "CREATE DATABASE ${DB}_pgr"
 	run pg_restore pg_restore --no-owner --exit-on-error -d "${DB}_pgr" "$TMP/x/full_backup.dump"
 	run restore "$BGRUN" -q "$TMP/pb/restore-bench.lua" path="$last"
 	echo "backup: restore round $r: pg_restore $(tail -1 "$TMP/pg_restore" | cut -d' ' -f1) s, bgrun $(tail -1 "$TMP/restore" | cut -d' ' -f1) s"
 	r=$((r + 1))
 done
-psql -X -q -d postgres -c "DROP DATABASE IF EXISTS ${DB}_pgr WITH (FORCE)"
+drop_db "${DB}_pgr"
 aws s3 rm --quiet --recursive "s3://$BUCKET/bench/" || true
 for k in $(aws s3 ls "s3://$BUCKET/local/" | awk '/-local-bench/ { print $4 }'); do
 	aws s3 rm --quiet "s3://$BUCKET/local/$k" || true
 done
 
-f=$(median "$TMP/floor" 1) o=$(median "$TMP/old" 1) g=$(median "$TMP/bgrun" 1) s=$(median "$TMP/stream" 1)
 p=$(median "$TMP/pg_restore" 1) x=$(median "$TMP/restore" 1)
 echo "backup: $db_mib MiB database, archive $archive_mib MiB; medians of $ROUNDS, peak RSS the highest"
+if [ "$ONLY" = restore ]; then
+	echo "backup: pg_restore alone:               $p s, peak RSS $(peak "$TMP/pg_restore") KiB"
+	echo "backup: bgrun restore (verify+jobs+swap): $x s, peak RSS $(peak "$TMP/restore") KiB"
+	awk -v p="$p" -v x="$x" 'BEGIN { printf "backup: ratio restore bgrun/pg_restore %.2fx\n", x / p }'
+	exit 0
+fi
+f=$(median "$TMP/floor" 1) o=$(median "$TMP/old" 1) g=$(median "$TMP/bgrun" 1) s=$(median "$TMP/stream" 1)
 echo "backup: pg_dump -Fc alone (floor):      $f s, peak RSS $(peak "$TMP/floor") KiB"
 echo "backup: old pipeline + aws s3 cp:       $o s, peak RSS $(peak "$TMP/old") KiB"
 echo "backup: bgrun backup.lua (local+upload): $g s, peak RSS $(peak "$TMP/bgrun") KiB"
