@@ -1398,14 +1398,36 @@ typedef struct s3_upload {
 	long long total;
 	int dry;
 	int state;        /* UP_OPEN, ... */
+	char *spare[MAX_HELD + 2]; /* part buffers for reuse: no allocator churn */
+	int nspare;
 	char failure[1024];
 	char reason[64];
 	char op[300];
 } s3_upload;
 
+/* Part buffers are reused rather than freed and allocated again: glibc
+ * would serve later 8 MiB blocks from a heap that does not shrink, and the
+ * process would grow past the few parts it holds. */
+static char *part_get(s3_upload *u)
+{
+	if (u->nspare > 0)
+		return u->spare[--u->nspare];
+	return malloc((size_t)u->part_size);
+}
+
+static void part_put(s3_upload *u, char *p)
+{
+	if (p == NULL)
+		return;
+	if (u->nspare < (int)(sizeof u->spare / sizeof u->spare[0]))
+		u->spare[u->nspare++] = p;
+	else
+		free(p);
+}
+
 enum { UP_OPEN, UP_FINISHED, UP_ABORTED, UP_FAILED, UP_CLOSED };
 
-static void slot_reset(up_slot *s)
+static void slot_reset(s3_upload *u, up_slot *s)
 {
 	if (s->req.easy) {
 		curl_easy_cleanup(s->req.easy);
@@ -1414,7 +1436,7 @@ static void slot_reset(up_slot *s)
 	curl_slist_free_all(s->hl);
 	s->hl = NULL;
 	req_free(&s->req);
-	free(s->data);
+	part_put(u, s->data);
 	s->data = NULL;
 	s->number = 0;
 	s->len = 0;
@@ -1427,7 +1449,7 @@ static void upload_release(s3_upload *u)
 	for (int i = 0; u->slots && i < u->parallel; i++) {
 		if (u->slots[i].req.easy && u->b && u->b->multi)
 			curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
-		slot_reset(&u->slots[i]);
+		slot_reset(u, &u->slots[i]);
 	}
 	free(u->slots);
 	u->slots = NULL;
@@ -1436,6 +1458,9 @@ static void upload_release(s3_upload *u)
 	u->nheld = 0;
 	free(u->cur);
 	u->cur = NULL;
+	for (int i = 0; i < u->nspare; i++)
+		free(u->spare[i]);
+	u->nspare = 0;
 	for (int i = 0; u->etags && i < u->etags_cap; i++)
 		free(u->etags[i]);
 	free(u->etags);
@@ -1553,7 +1578,7 @@ static int upload_pump(lua_State *L, s3_upload *u)
 				u->state = UP_FAILED;
 				return -1;
 			}
-			slot_reset(s);
+			slot_reset(u, s);
 			continue;
 		}
 		if (ok_status(r)) {
@@ -1618,7 +1643,7 @@ static int upload_send(lua_State *L, s3_upload *u, int number, char *data, size_
 		if (rc == 0)
 			rc = upload_poll(L, u, NULL, 0, POLL_MS, NULL);
 		if (rc != 0) {
-			free(data);
+			part_put(u, data);
 			snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
 			return rc;
 		}
@@ -1628,7 +1653,7 @@ static int upload_send(lua_State *L, s3_upload *u, int number, char *data, size_
 	s->len = len;
 	s->attempts = 0;
 	if (sha256_hex(data, len, s->hash) != 0) {
-		slot_reset(s);
+		slot_reset(u, s);
 		snprintf(err, errlen, "libcrypto failed");
 		u->sink.reason = "ClientError";
 		u->state = UP_FAILED;
@@ -1654,7 +1679,7 @@ static int upload_seal(lua_State *L, s3_upload *u, char *err, size_t errlen)
 	u->cur_number++;
 	if (u->holding && u->hold_off < end && u->hold_off + (long long)u->hold_len > start) {
 		if (u->nheld == MAX_HELD) {
-			free(data);
+			part_put(u, data);
 			snprintf(err, errlen, "%s", "more held bytes than an upload keeps");
 			u->sink.reason = "ClientError";
 			u->state = UP_FAILED;
@@ -1692,7 +1717,7 @@ static int upload_write(bgrun_sink *sk, lua_State *L, const char *p, size_t n, c
 	if (u->dry)
 		return 0;
 	while (n > 0) {
-		if (u->cur == NULL && (u->cur = malloc((size_t)u->part_size)) == NULL) {
+		if (u->cur == NULL && (u->cur = part_get(u)) == NULL) {
 			snprintf(err, errlen, "out of memory for a %lld-byte part", u->part_size);
 			u->sink.reason = "ClientError";
 			u->state = UP_FAILED;
@@ -1813,7 +1838,7 @@ static void upload_abort_remote(lua_State *L, s3_upload *u)
 		for (int i = 0; u->slots && i < u->parallel; i++) {
 			if (u->slots[i].req.easy)
 				curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
-			slot_reset(&u->slots[i]);
+			slot_reset(u, &u->slots[i]);
 		}
 		abort_upload(L, u->b, u->key, u->upload_id);
 		lua_createtable(L, 0, 2);
@@ -1915,7 +1940,7 @@ static int upload_finish(lua_State *L)
 	}
 	int rc = 0;
 	if (u->cur_len > 0 || u->cur_number == 1) {
-		char *data = u->cur ? u->cur : malloc(1);
+		char *data = u->cur ? u->cur : part_get(u);
 		u->cur = NULL;
 		if (data == NULL) {
 			u->sink.reason = "ClientError";
