@@ -35,7 +35,9 @@ return playbook {
     local maintenance_db = env.maintenance_db or "postgres"
     -- a local file is used as it is; a bucket key is fetched, or with
     -- local=false read as a stream twice (verified, then restored)
-    local stream = args["local"] == false and not io.open(args.backup, "rb")
+    local f = args["local"] == false and io.open(args.backup, "rb")
+    if f then f:close() end
+    local stream = args["local"] == false and not f
     local path = stream and args.backup or step("fetch the backup", function()
       return backup.fetch(args.backup, env.backups .. "/fetched", { bucket = env.bucket })
     end)
