@@ -853,3 +853,79 @@ static int resolve_chain(awscreds_getenv_fn env, const char *region, awscreds *c
 	                                               : "EC2 instance metadata (no answer)");
 	return 1;
 }
+
+/* One process shares what the chain fetched, as an SDK session shares its
+ * credential provider: a backup opens several buckets (upload, retention,
+ * replica) and each would otherwise ask STS (or the container endpoint,
+ * or IMDS) again. Only credentials that expire are kept, keyed by the
+ * region and every variable the chain reads but the secret ones (a
+ * different identity in the environment is a different key), and handed
+ * out again until they are stale. */
+static struct {
+	char *key;
+	awscreds c;
+	char used; /* c holds credentials */
+} shared;
+
+static const char *const key_vars[] = {
+	"AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_SHARED_CREDENTIALS_FILE", "AWS_CONFIG_FILE",
+	"AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN", "AWS_ROLE_SESSION_NAME", "AWS_ENDPOINT_URL",
+	"AWS_ENDPOINT_URL_STS", "AWS_CONTAINER_CREDENTIALS_FULL_URI", "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+	"AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE", "AWS_EC2_METADATA_SERVICE_ENDPOINT", "AWS_EC2_METADATA_DISABLED",
+	NULL};
+
+static char *dup_or_null(const char *s, int *oom)
+{
+	if (s == NULL)
+		return NULL;
+	char *d = strdup(s);
+	if (d == NULL)
+		*oom = 1;
+	return d;
+}
+
+static int creds_copy(awscreds *dst, const awscreds *src)
+{
+	int oom = 0;
+	memset(dst, 0, sizeof *dst);
+	dst->access_key = dup_or_null(src->access_key, &oom);
+	dst->secret_key = dup_or_null(src->secret_key, &oom);
+	dst->session_token = dup_or_null(src->session_token, &oom);
+	dst->auth_token = dup_or_null(src->auth_token, &oom);
+	dst->expiration = src->expiration;
+	memcpy(dst->source, src->source, sizeof dst->source);
+	if (oom) {
+		awscreds_free(dst);
+		return -1;
+	}
+	return 0;
+}
+
+int awscreds_resolve_shared(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen)
+{
+	buf key = BUF_INIT;
+	int ok = buf_printf(&key, "%s", region ? region : "") == 0;
+	for (int i = 0; ok && key_vars[i]; i++) {
+		const char *v = env(key_vars[i]);
+		ok = buf_printf(&key, "\n%s=%s", key_vars[i], v ? v : "") == 0;
+	}
+	if (ok && shared.used && strcmp(shared.key, key.data) == 0 && !awscreds_stale(&shared.c, time(NULL)) &&
+	    creds_copy(c, &shared.c) == 0) {
+		buf_free(&key);
+		return 0;
+	}
+	int rc = awscreds_resolve(env, region, c, err, errlen);
+	if (ok && rc == 0 && c->expiration != 0) {
+		awscreds copy;
+		if (creds_copy(&copy, c) == 0) {
+			awscreds_free(&shared.c);
+			free(shared.key);
+			shared.key = key.data; /* the buffer's string, now ours */
+			key = (buf)BUF_INIT;
+			shared.c = copy;
+			shared.used = 1;
+		}
+	}
+	buf_free(&key);
+	return rc;
+}

@@ -35,6 +35,10 @@ char *awscreds_region(awscreds_getenv_fn env, char *where, size_t wlen);
  * names what was looked at), -1 a source failed (err names the source). */
 int awscreds_resolve(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen);
 
+/* awscreds_resolve, but credentials that expire are shared by the whole
+ * process (keyed by region and the chain's variables) until stale. */
+int awscreds_resolve_shared(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen);
+
 /* 1 when c expires within AWSCREDS_REFRESH_MARGIN of now. */
 int awscreds_stale(const awscreds *c, time_t now);
 

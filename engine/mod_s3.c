@@ -573,7 +573,7 @@ static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
 		return 0;
 	awscreds c;
 	char e2[1024];
-	if (awscreds_resolve(real_getenv, b->region, &c, e2, sizeof e2) != 0) {
+	if (awscreds_resolve_shared(real_getenv, b->region, &c, e2, sizeof e2) != 0) {
 		awscreds_free(&c);
 		/* as the SDKs do: keys that still work are used until they expire */
 		if (time(NULL) < b->expiration)
@@ -859,7 +859,7 @@ static int s3_bucket_new(lua_State *L)
 		snprintf(c.source, sizeof c.source, "the access_key=/secret_key= options");
 	} else {
 		char cerr[1536];
-		int rc = awscreds_resolve(real_getenv, region, &c, cerr, sizeof cerr);
+		int rc = awscreds_resolve_shared(real_getenv, region, &c, cerr, sizeof cerr);
 		if (rc != 0) {
 			awscreds_free(&c);
 			free(found_region);

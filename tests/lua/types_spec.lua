@@ -44,8 +44,8 @@ local function missing_in(file, alias, names, method)
 end
 
 local NATIVE = { "log", "json", "proc", "yaml", "postgres", "http", "k8s", "s3", "archive", "digest", "bgrun.core" }
-local STDLIB = { "backup", "bluegreen", "journal", "lock", "manifests", "migrate", "monitor", "release", "restore",
-                 "smoke" }
+local STDLIB = { "backup", "backupstore", "bluegreen", "canary", "journal", "kept", "lock", "manifests", "metrics",
+                 "migrate", "monitor", "notify", "release", "restore", "smoke" }
 -- handle metatables (registry name) -> the type file and class table
 local HANDLES = {
   ["bgrun.k8s.client"] = { "k8s", "Client" },
@@ -53,6 +53,9 @@ local HANDLES = {
   ["bgrun.s3.bucket"] = { "s3", "Bucket" },
   ["bgrun.postgres.conn"] = { "postgres", "Conn" },
   ["bgrun.log.progress"] = { "log", "Progress" },
+  ["bgrun.archive.writer"] = { "archive", "Writer" },
+  ["bgrun.s3.upload"] = { "s3", "Upload" },
+  ["bgrun.s3.reader"] = { "s3", "Reader" },
 }
 
 describe("LuaLS type files", function()
