@@ -204,6 +204,72 @@ describe("progress of real transfers", function()
     assert.equal(0, #by_label(evs, "small"))
   end)
 
+  it("a failed dump, an upload closed unfinished and a scan of a broken archive end their progress as failed", function()
+    local bad = dir .. "/broken.tar.gz"
+    pgfix.write(bad, "not a gzip stream at all, only some words\n")
+    local pb = dir .. "/failures.lua"
+    pgfix.write(pb, ([[
+      local archive = require("archive")
+      local s3 = require("s3")
+      return playbook { run = function()
+        step("dump", function()
+          local w <close> = archive.writer { path = %q }
+          local ok, err = pcall(w.add_command, w, "bad.sql", { "sh", "-c", "head -c 300000 /dev/zero; exit 3" })
+          assert(not ok and err.reason == "CommandFailed", tostring(err))
+          -- progress = false: no events; a label names the transfer
+          local w2 <close> = archive.writer { path = %q, progress = "archive quiet" }
+          w2:add_command("quiet.sql", { "echo", "hi" }, { progress = false })
+          w2:add_command("named.sql", { "echo", "hi" }, { progress = "dump named" })
+          w2:finish()
+        end)
+        step("upload", function()
+          local b = s3.bucket { bucket = %q }
+          local u = b:upload("progress-spec/unfinished.bin")
+          u:write(string.rep("x", 6 * 1048576))
+          u:close()
+          local q = b:upload("progress-spec/quiet.bin", { progress = false })
+          q:write("quiet")
+          q:finish()
+          b:delete("progress-spec/quiet.bin")
+        end)
+        step("scan", function()
+          local ok, err = pcall(archive.scan, %q, {})
+          assert(not ok and err.module == "archive", tostring(err))
+        end)
+      end }
+    ]]):format(dir .. "/failed.tar.gz", dir .. "/named.tar.gz", BUCKET, bad))
+    local r = proc.run({ BGRUN, "--log-format", "json", pb }, { env = { BGRUN_PROGRESS_INTERVAL = "0" }, timeout = 120 })
+    assert.equal(0, r.code, r.stderr)
+    local evs = events(r.stderr)
+    local function failed(label, step)
+      local mine = by_label(evs, label)
+      assert.is_true(#mine >= 1, label)
+      local last = mine[#mine]
+      assert.is_true(last.done, label)
+      assert.is_false(last.ok, label)
+      assert.equal(step, last.step, label)
+      for i = 1, #mine - 1 do assert.is_false(mine[i].done, label) end -- finished once
+      return last
+    end
+    -- what pg_dump wrote before it failed is counted, then the dump fails
+    assert.equal(300000, failed("^dump bad%.sql$", "dump").bytes)
+    -- the writer closed unfinished: its archive failed too, its file gone
+    failed("^archive failed%.tar%.gz$", "dump")
+    assert.is_nil(io.open(dir .. "/failed.tar.gz"))
+    failed("^upload progress%-spec/unfinished%.bin$", "upload")
+    failed("^verify broken%.tar%.gz$", "scan")
+    -- progress = false and labels
+    assert.equal(0, #by_label(evs, "quiet%.sql"))
+    assert.equal(0, #by_label(evs, "quiet%.bin"))
+    local named = by_label(evs, "^dump named$")
+    assert.is_true(named[#named].ok)
+    assert.equal(3, named[#named].bytes)
+    local ar = by_label(evs, "^archive quiet$")
+    assert.is_true(ar[#ar].ok)
+    assert.equal(ar[#ar].total, ar[#ar].bytes)
+    assert.equal(0, #by_label(evs, "named%.tar%.gz"))
+  end)
+
   it("s3: a download of a missing key ends its progress as failed", function()
     local pb = dir .. "/s3missing.lua"
     pgfix.write(pb, ([[
