@@ -53,6 +53,9 @@ local HANDLES = {
   ["bgrun.s3.bucket"] = { "s3", "Bucket" },
   ["bgrun.postgres.conn"] = { "postgres", "Conn" },
   ["bgrun.log.progress"] = { "log", "Progress" },
+  ["bgrun.s3.upload"] = { "s3", "Upload" },
+  ["bgrun.s3.reader"] = { "s3", "Reader" },
+  ["bgrun.archive.writer"] = { "archive", "Writer" },
 }
 
 describe("LuaLS type files", function()
