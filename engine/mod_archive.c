@@ -725,7 +725,20 @@ typedef struct ar_writer {
 	int child_out, child_err;
 	EVP_MD_CTX *md;
 	buf errtail;           /* the command's stderr, its last ERR_KEEP bytes */
+	bgrun_progress *progress;     /* "archive NAME": compressed bytes written */
+	bgrun_progress *cmd_progress; /* "dump ENTRY": a command's output read */
 } ar_writer;
+
+/* Ends the writer's transfers that are still running as failed. */
+static void writer_progress_fail(ar_writer *w)
+{
+	bgrun_progress *p = w->cmd_progress;
+	w->cmd_progress = NULL;
+	bgrun_progress_finish(p, 0);
+	p = w->progress;
+	w->progress = NULL;
+	bgrun_progress_finish(p, 0);
+}
 
 static void kill_child(ar_writer *w)
 {
@@ -759,6 +772,7 @@ static void close_child_fds(ar_writer *w)
 static int writer_close(lua_State *L)
 {
 	ar_writer *w = luaL_checkudata(L, 1, WRITER_MT);
+	writer_progress_fail(w);
 	kill_child(w);
 	close_child_fds(w);
 	if (w->fd >= 0) {
@@ -855,6 +869,7 @@ static int emit(ar_writer *w, lua_State *L, const void *p, size_t n, werr *e)
 		}
 	}
 	w->off += (long long)n;
+	bgrun_progress_update(w->progress, w->off);
 	return 0;
 }
 
@@ -1135,7 +1150,7 @@ static void keep_stderr(ar_writer *w)
 	}
 }
 
-static const char *const cmd_keys[] = {"level", "mode", "env", "timeout", NULL};
+static const char *const cmd_keys[] = {"level", "mode", "env", "timeout", "progress", NULL};
 
 /* Starts argv (a table of strings) with env (array of "k=v") in its own
  * process group, stdout and stderr to non-blocking pipes. 0 or errno. */
@@ -1226,10 +1241,12 @@ static int wait_child(ar_writer *w, lua_State *L, werr *e)
 	return 0;
 }
 
-/* w:add_command(name, argv [, {env=, timeout=3600, level=1, mode=0644}])
- *   -> {size=, sha256=, stderr=}
+/* w:add_command(name, argv [, {env=, timeout=3600, level=1, mode=0644,
+ *   progress=}]) -> {size=, sha256=, stderr=}
  * Streams the command's standard output into the entry; a command that
- * fails (exit code not 0) raises CommandFailed with its stderr. */
+ * fails (exit code not 0) raises CommandFailed with its stderr. Its
+ * progress ("dump NAME", or progress= a label, false for none) counts the
+ * bytes read from the command, total unknown. */
 static int writer_add_command(lua_State *L)
 {
 	ar_writer *w = check_writer(L);
@@ -1238,6 +1255,8 @@ static int writer_add_command(lua_State *L)
 	luaL_checktype(L, 3, LUA_TTABLE);
 	bgrun_check_options(L, 4, cmd_keys);
 	entry_args(L, &name, &mode, &level, 4);
+	char plabel[300];
+	progress_label(L, lua_istable(L, 4) ? 4 : 0, "dump", name, plabel, sizeof plabel);
 	double timeout = 3600;
 	int envt = 0;
 	if (!lua_isnoneornil(L, 4)) {
@@ -1287,6 +1306,8 @@ static int writer_add_command(lua_State *L)
 		return writer_fail(L);
 	}
 	buf_reset(&w->errtail);
+	if (plabel[0])
+		w->cmd_progress = bgrun_progress_start(L, plabel, -1);
 	/* the header's place: written now, filled in at the end */
 	long long hoff = w->off;
 	unsigned char hdr[TAR_BLOCK], mem[2 * TAR_BLOCK];
@@ -1315,6 +1336,7 @@ static int writer_add_command(lua_State *L)
 			continue;
 		if (k > 0) {
 			size += k;
+			bgrun_progress_update(w->cmd_progress, size);
 			rc = entry_feed(w, L, w->in, (size_t)k, &e);
 			continue;
 		}
@@ -1329,6 +1351,7 @@ static int writer_add_command(lua_State *L)
 			rc = -1;
 			break;
 		}
+		bgrun_progress_update(w->cmd_progress, size); /* a stall shows its rate fall */
 		if (w->child_err >= 0)
 			keep_stderr(w);
 		if (mono_s() > deadline) {
@@ -1362,13 +1385,15 @@ static int writer_add_command(lua_State *L)
 	}
 	if (rc != 0) {
 		kill_child(w);
-		return raise_werr(L, rc, &e, op, name);
+		return raise_werr(L, rc, &e, op, name); /* closes the writer: its progress fails */
 	}
 	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 	size_t el = w->errtail.len;
 	while (el > 0 && (w->errtail.data[el - 1] == '\n' || w->errtail.data[el - 1] == ' '))
 		el--;
 	if (code != 0) {
+		bgrun_progress_finish(w->cmd_progress, 0);
+		w->cmd_progress = NULL;
 		lua_pushlstring(L, w->errtail.data ? w->errtail.data : "", el);
 		bgrun_error_new(L, "archive", op, "CommandFailed", "%s exited with %d: %s", argv[0], code,
 		                lua_tostring(L, -1));
@@ -1399,6 +1424,9 @@ static int writer_add_command(lua_State *L)
 		}
 	if (rc != 0)
 		return raise_werr(L, rc, &e, op, name);
+	bgrun_progress_update(w->cmd_progress, size);
+	bgrun_progress_finish(w->cmd_progress, 1);
+	w->cmd_progress = NULL;
 	lua_pushlstring(L, w->errtail.data ? w->errtail.data : "", el);
 	lua_setfield(L, -2, "stderr");
 	return 1;
@@ -1424,6 +1452,10 @@ static int writer_finish(lua_State *L)
 		return raise_werr(L, rc, &e, "finish", "(end)");
 	w->fd = -1;
 	w->finished = 1;
+	bgrun_progress_set_total(w->progress, w->off);
+	bgrun_progress_update(w->progress, w->off);
+	bgrun_progress_finish(w->progress, 1);
+	w->progress = NULL;
 	lua_createtable(L, 0, 1);
 	lua_pushinteger(L, (lua_Integer)w->off);
 	lua_setfield(L, -2, "size");
@@ -1438,9 +1470,9 @@ static int writer_size(lua_State *L)
 	return 1;
 }
 
-static const char *const writer_keys[] = {"path", "sinks", NULL};
+static const char *const writer_keys[] = {"path", "sinks", "progress", NULL};
 
-/* archive.writer{path=, sinks={upload, ...}} -> writer
+/* archive.writer{path=, sinks={upload, ...}, progress=} -> writer
  *   w:add_command(name, argv, opts), w:add(name, data, opts), w:finish(),
  *   w:close(). path is created (never overwritten) and removed again
  *   unless the writer finishes. */
@@ -1470,6 +1502,14 @@ static int ar_writer_new(lua_State *L)
 	}
 	if (path == NULL && nsinks == 0)
 		luaL_error(L, "archive.writer: give path= or sinks=");
+	/* the archive's own progress, "archive FILE-NAME": only with a path
+	 * (a stream into sinks is reported by them, an upload's "upload KEY") */
+	char plabel[300];
+	progress_label(L, 1, "archive", path ? path : "", plabel, sizeof plabel);
+	if (path == NULL && lua_getfield(L, 1, "progress") != LUA_TSTRING)
+		plabel[0] = '\0';
+	if (path == NULL)
+		lua_pop(L, 1);
 	ar_writer *w = lua_newuserdatauv(L, sizeof *w, 1); /* index 3 */
 	memset(w, 0, sizeof *w);
 	w->fd = w->child_out = w->child_err = -1;
@@ -1517,6 +1557,8 @@ static int ar_writer_new(lua_State *L)
 			return luaL_error(L, "archive: out of memory");
 		}
 	}
+	if (plabel[0] && !w->dry)
+		w->progress = bgrun_progress_start(L, plabel, -1);
 	return 1;
 }
 
@@ -1569,11 +1611,21 @@ typedef struct ar_scan {
 	struct sigaction old_pipe;
 	char srcerr[1024];
 	int src_rc;
+	long long src_bytes;      /* read from the source so far */
+	bgrun_progress *progress; /* "verify NAME": compressed bytes read */
 } ar_scan;
+
+static long long scan_bytes(ar_scan *s)
+{
+	return s->src ? s->src_bytes : (long long)archive_filter_bytes(s->r, -1);
+}
 
 static int scan_close(lua_State *L)
 {
 	ar_scan *s = luaL_checkudata(L, 1, SCAN_MT);
+	bgrun_progress *p = s->progress; /* still running: the scan failed */
+	s->progress = NULL;
+	bgrun_progress_finish(p, 0);
 	if (s->out_fd >= 0) {
 		close(s->out_fd);
 		s->out_fd = -1;
@@ -1617,6 +1669,8 @@ static la_ssize_t scan_read_cb(struct archive *a, void *ud, const void **out)
 		archive_set_error(a, EIO, "%s", s->srcerr);
 		return -1;
 	}
+	s->src_bytes += (long long)got;
+	bgrun_progress_update(s->progress, s->src_bytes);
 	*out = s->in;
 	return (la_ssize_t)got;
 }
@@ -1722,15 +1776,18 @@ static int scan_spawn(ar_scan *s, char **argv, char **env)
 	return 0;
 }
 
-static const char *const scan_keys[] = {"max_capture", NULL};
+static const char *const scan_keys[] = {"max_capture", "progress", NULL};
 
-/* archive.scan(path | source, routes [, {max_capture=1 MiB}])
+/* archive.scan(path | source, routes [, {max_capture=1 MiB, progress=}])
  *   -> {entries = {name = {size=, sha256=}}, names = {...in order},
  *       captured = {name = data}, commands = {name = {code=, stderr=}}}
  *   routes[name]: "capture" | {path=} | {argv=, env=}. An entry larger
  *   than max_capture is not captured (its size says why). A command that
  *   fails raises CommandFailed (its stderr in the message); entries that
- *   are not regular files or have unsafe names raise Invalid. */
+ *   are not regular files or have unsafe names raise Invalid. Its progress
+ *   counts the compressed bytes read: "verify FILE-NAME" for a path (total
+ *   its size), for a source only with progress= a label (the total known
+ *   at the end); progress=false for none. */
 static int ar_scan_fn(lua_State *L)
 {
 	const char *path = NULL;
@@ -1750,6 +1807,10 @@ static int ar_scan_fn(lua_State *L)
 			max_capture = luaL_checkinteger(L, -1);
 		lua_pop(L, 1);
 	}
+	char plabel[300];
+	progress_label(L, lua_istable(L, 3) ? 3 : 0, "verify", path ? path : "", plabel, sizeof plabel);
+	if (!path && !(lua_istable(L, 3) && lua_getfield(L, 3, "progress") == LUA_TSTRING))
+		plabel[0] = '\0';
 	lua_settop(L, 2);
 	const char *op = path ? path : "the stream";
 	ar_scan *s = lua_newuserdatauv(L, sizeof *s, 0); /* 3 */
@@ -1774,6 +1835,10 @@ static int ar_scan_fn(lua_State *L)
 	archive_read_support_filter_gzip(s->r);
 	archive_read_support_filter_none(s->r);
 	archive_read_support_format_tar(s->r);
+	if (plabel[0]) {
+		struct stat pst;
+		s->progress = bgrun_progress_start(L, plabel, path && stat(path, &pst) == 0 ? (long long)pst.st_size : -1);
+	}
 	int orc = path ? archive_read_open_filename(s->r, path, IO_CHUNK)
 	               : archive_read_open(s->r, s, NULL, scan_read_cb, NULL);
 	lua_newtable(L); /* 4: entries */
@@ -1868,6 +1933,8 @@ static int ar_scan_fn(lua_State *L)
 			if (k == 0)
 				break;
 			size += k;
+			if (!s->src)
+				bgrun_progress_update(s->progress, scan_bytes(s));
 			EVP_DigestUpdate(s->md, s->block, (size_t)k);
 			if (kind == 1 && size > max_capture) {
 				/* too large to keep: counted and hashed only, not captured */
@@ -2007,6 +2074,13 @@ static int ar_scan_fn(lua_State *L)
 		else
 			bgrun_error_set_str(L, "code", "invalid");
 		return scan_fail(L, si);
+	}
+	if (s->progress) {
+		long long done = scan_bytes(s);
+		bgrun_progress_set_total(s->progress, done);
+		bgrun_progress_update(s->progress, done);
+		bgrun_progress_finish(s->progress, 1);
+		s->progress = NULL;
 	}
 	lua_pushcfunction(L, scan_close);
 	lua_pushvalue(L, si);

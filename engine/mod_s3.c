@@ -1474,6 +1474,8 @@ typedef struct s3_upload {
 	char failure[1024];
 	char reason[64];
 	char op[300];
+	bgrun_progress *progress; /* "upload KEY": bytes the store has taken */
+	long long stored;         /* bytes of the parts stored so far */
 } s3_upload;
 
 /* Part buffers are reused rather than freed and allocated again: glibc
@@ -1514,9 +1516,13 @@ static void slot_reset(s3_upload *u, up_slot *s)
 	s->attempts = 0;
 }
 
-/* Frees every buffer and transfer; the multi handle goes back to the bucket. */
+/* Frees every buffer and transfer; the multi handle goes back to the
+ * bucket; a progress still running ends as failed. */
 static void upload_release(s3_upload *u)
 {
+	bgrun_progress *p = u->progress;
+	u->progress = NULL;
+	bgrun_progress_finish(p, 0);
 	for (int i = 0; u->slots && i < u->parallel; i++) {
 		if (u->slots[i].req.easy && u->b && u->b->multi)
 			curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
@@ -1649,6 +1655,8 @@ static int upload_pump(lua_State *L, s3_upload *u)
 				u->state = UP_FAILED;
 				return -1;
 			}
+			u->stored += (long long)s->len;
+			bgrun_progress_update(u->progress, u->stored);
 			slot_reset(u, s);
 			continue;
 		}
@@ -1816,6 +1824,7 @@ static int upload_write(bgrun_sink *sk, lua_State *L, const char *p, size_t n, c
 	int rc = upload_pump(L, u);
 	if (rc != 0)
 		snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
+	bgrun_progress_update(u->progress, u->stored); /* a stalled store shows its rate fall */
 	return rc;
 }
 
@@ -2100,6 +2109,11 @@ static int upload_finish(lua_State *L)
 	lua_setfield(L, -2, "parts");
 	s3xml_free(x);
 	req_free(r);
+	/* the object's size is known now: the last event says it */
+	bgrun_progress_set_total(u->progress, u->total);
+	bgrun_progress_update(u->progress, u->total);
+	bgrun_progress_finish(u->progress, 1);
+	u->progress = NULL;
 	u->state = UP_FINISHED;
 	upload_release(u);
 	return 1;
@@ -2146,12 +2160,16 @@ static int upload_size(lua_State *L)
 	return 1;
 }
 
-static const char *const upload_keys[] = {"content_type", "metadata", "part_size", "parallel", "size_hint", NULL};
+static const char *const upload_keys[] = {"content_type", "metadata", "part_size", "parallel", "size_hint",
+                                          "progress",     NULL};
 
 /* b:upload(key [, {content_type=, metadata=, part_size=8 MiB, parallel=3,
- *   size_hint=}]) -> upload  (u:write(data), u:finish(), u:abort(); a sink
- *   for archive.writer). size_hint (bytes expected) raises part_size so the
- *   object fits in 10,000 parts. */
+ *   size_hint=, progress=}]) -> upload  (u:write(data), u:finish(),
+ *   u:abort(); a sink for archive.writer). size_hint (bytes expected)
+ *   raises part_size so the object fits in 10,000 parts. Its progress
+ *   ("upload KEY", or progress= a label, false for none) counts the bytes
+ *   of the parts stored, total unknown until u:finish(); an upload closed
+ *   or aborted unfinished ends it as failed. */
 static int b_upload(lua_State *L)
 {
 	s3_bucket *b = check_bucket(L);
@@ -2188,6 +2206,8 @@ static int b_upload(lua_State *L)
 		}
 		lua_pop(L, 3);
 	}
+	char plabel[300];
+	progress_label(L, opts, "upload", key, plabel, sizeof plabel);
 	upload_headers(L, opts); /* index 4 */
 	size_t nh = (size_t)lua_rawlen(L, 4) / 2;
 	const char **hdrs = lua_newuserdatauv(L, (nh ? nh : 1) * 2 * sizeof *hdrs, 0); /* 5 */
@@ -2273,6 +2293,8 @@ static int b_upload(lua_State *L)
 	s3xml_free(x);
 	req_free(r);
 	b->busy = 1;
+	if (plabel[0])
+		u->progress = bgrun_progress_start(L, plabel, -1);
 	lua_settop(L, 6);
 	return 1;
 }

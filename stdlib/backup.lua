@@ -467,9 +467,10 @@ end
 M.check_scan = check_scan
 
 -- archive.scan, its failures turned into "this is not a backup" (bad
--- input) unless they are the world's (an interrupt, the bucket, a command)
-local function scan(src, routes, path)
-  local ok, r = pcall(archive.scan, src, routes, { max_capture = M.METADATA_MAX })
+-- input) unless they are the world's (an interrupt, the bucket, a command).
+-- progress: the read's label (a file's default is "verify FILE-NAME")
+local function scan(src, routes, path, progress)
+  local ok, r = pcall(archive.scan, src, routes, { max_capture = M.METADATA_MAX, progress = progress })
   if ok then return r end
   if type(r) == "table" and (r.module ~= "archive" or r.code == "interrupted" or r.reason == "CommandFailed"
                              or r.reason == "IOError" or math.type(r.code) == "integer") then
@@ -544,7 +545,7 @@ function M.verify_remote(key, opts)
   local where = ("s3://%s/%s"):format(o.bucket, o.key)
   local routes = { ["metadata.json"] = "capture" }
   if opts.restore then routes["full_backup.dump"] = opts.restore end
-  local ok, res = pcall(function() return check_scan(scan(o.reader, routes, where), where) end)
+  local ok, res = pcall(function() return check_scan(scan(o.reader, routes, where, "download " .. o.key), where) end)
   o.reader:close()
   o.b:close()
   if not ok then error(res, 0) end

@@ -47,10 +47,11 @@ local Writer = {}
 ---Streams a command's standard output into the entry (header filled in
 ---once the size is known). A command that exits non-zero raises
 ---{reason="CommandFailed", exit_code=, entry=} with its stderr; SIGINT
----stops it (its process group) and raises interrupted.
+---stops it (its process group) and raises interrupted. Progress: "dump
+---NAME" (bytes read from the command); progress=false or a label.
 ---@param name string
 ---@param argv string[]
----@param opts {env: table<string,string>?, timeout: number?, level: integer?, mode: integer?}?
+---@param opts {env: table<string,string>?, timeout: number?, level: integer?, mode: integer?, progress: (boolean|string)?}?
 ---@return archive.Digest|{stderr: string}
 function Writer:add_command(name, argv, opts) end
 
@@ -75,7 +76,8 @@ function Writer:close() end
 ---overwritten; removed unless finished) and/or sinks (s3 uploads): a
 ---series of gzip members, one per entry at its own level and one stored
 ---per GNU tar header, which gzip, tar and libarchive read as one stream.
----@param opts {path: string?, sinks: s3.Upload[]?}
+---Progress with a path: "archive FILE-NAME" (compressed bytes written).
+---@param opts {path: string?, sinks: s3.Upload[]?, progress: (boolean|string)?}
 ---@return archive.Writer
 function archive.writer(opts) end
 
@@ -89,10 +91,11 @@ function archive.writer(opts) end
 ---entry; routes[name] sends it to memory ("capture"), a file ({path=}) or
 ---a command's standard input ({argv=, env=}). Entries that are not plain
 ---files or have unsafe names raise {reason="Invalid"}; a failing command
----{reason="CommandFailed"}.
+---{reason="CommandFailed"}. Progress: "verify FILE-NAME" for a path, for a
+---reader only with progress = a label.
 ---@param source string|s3.Reader
 ---@param routes table<string, "capture"|{path: string}|{argv: string[], env: table<string,string>?}>
----@param opts {max_capture: integer?}?
+---@param opts {max_capture: integer?, progress: (boolean|string)?}?
 ---@return archive.ScanResult
 function archive.scan(source, routes, opts) end
 

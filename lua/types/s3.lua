@@ -104,9 +104,11 @@ function Upload:close() end
 ---part_size (default 8 MiB, raised by size_hint to fit 10,000 parts) go
 ---out `parallel` at a time (default 3) over the bucket's connections, each
 ---retried on transient failures. A sink for archive.writer. The bucket
----serves nothing else until it is finished, aborted or closed.
+---serves nothing else until it is finished, aborted or closed. Progress:
+---"upload KEY" (bytes stored; the total set by finish), or progress=false
+---or a label.
 ---@param key string
----@param opts {content_type: string?, metadata: table<string,string>?, part_size: integer?, parallel: integer?, size_hint: integer?}?
+---@param opts {content_type: string?, metadata: table<string,string>?, part_size: integer?, parallel: integer?, size_hint: integer?, progress: (boolean|string)?}?
 ---@return s3.Upload
 function Bucket:upload(key, opts) end
 

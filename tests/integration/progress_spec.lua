@@ -1,7 +1,8 @@
--- Progress of the real transfers against the sandbox: the backup's dumps,
--- its archive, its upload and the verification's extract; a multipart
--- upload and a download through the s3 module; on a terminal, in JSON,
--- and nothing with -q.
+-- Progress of the real transfers against the sandbox: the backup's dumps
+-- (streamed into the archive), its archive, its streamed upload and the
+-- verification's read-back (a local file, or a download from the bucket
+-- with local=false); a multipart upload and a download through the s3
+-- module; on a terminal, in JSON, and nothing with -q.
 local json = require("json")
 local postgres = require("postgres")
 local proc = require("proc")
@@ -67,27 +68,51 @@ describe("progress of real transfers", function()
     return r
   end
 
-  it("backup.lua --log-format json: the dumps, the archive, the upload and the extract each report", function()
-    local r = backup({ "--log-format", "json" }, { BGRUN_PROGRESS_INTERVAL = "0" })
-    assert.equal(0, r.code, r.stderr)
-    local path = r.stdout:match("(/[^\n]+%.tar%.gz)\n$")
-    assert.is_string(path, r.stdout)
-    local evs = events(r.stderr)
-    for _, label in ipairs({ "^dump schema%.sql$", "^dump data%.sql$", "^dump full_backup%.dump$",
-                             "^archive backup%.tar%.gz$", "^upload local/.*%.tar%.gz$", "^extract .*%.tar%.gz$" }) do
+  -- every transfer named: at least one event, the last one done and ok
+  -- with bytes, in its step, the bytes never going backwards
+  local function each_done(evs, labels)
+    for label, step in pairs(labels) do
       local mine = by_label(evs, label)
       assert.is_true(#mine >= 1, label)
       local last = mine[#mine]
       assert.is_true(last.done, label)
       assert.is_true(last.ok, label)
       assert.is_true(last.bytes > 0, label)
-      assert.equal(label:match("extract") and "verify the backup" or "back up the database", last.step, label)
+      assert.equal(step, last.step, label)
       local prev = -1
-      for _, e in ipairs(mine) do
+      for i, e in ipairs(mine) do
         assert.is_true(e.bytes >= prev, label) -- never backwards
+        assert.equal(i == #mine, e.done == true, label) -- done once, at the end
         prev = e.bytes
       end
     end
+  end
+
+  it("backup.lua --log-format json: the dumps, the archive, the upload and the read-back each report", function()
+    local r = backup({ "--log-format", "json" }, { BGRUN_PROGRESS_INTERVAL = "0" })
+    assert.equal(0, r.code, r.stderr)
+    local path = r.stdout:match("(/[^\n]+%.tar%.gz)\n$")
+    assert.is_string(path, r.stdout)
+    local name = path:match("([^/]+)$")
+    local evs = events(r.stderr)
+    each_done(evs, { ["^dump schema%.sql$"] = "back up the database", ["^dump data%.sql$"] = "back up the database",
+                     ["^dump full_backup%.dump$"] = "back up the database",
+                     ["^archive backup%.tar%.gz$"] = "back up the database",
+                     ["^upload local/.*%.tar%.gz$"] = "back up the database",
+                     ["^verify " .. name:gsub("%p", "%%%0") .. "$"] = "verify the backup" })
+    -- nothing is extracted any more, nor downloaded from a local backup
+    assert.equal(0, #by_label(evs, "^extract "))
+    assert.equal(0, #by_label(evs, "^download "))
+    -- a dump's bytes are pg_dump's output, not yet known while it runs
+    for _, e in ipairs(by_label(evs, "^dump ")) do assert.is_not_number(e.total) end
+    -- the archive's and the verification's last totals are the file's size
+    local size = tonumber((proc.run({ "stat", "-c", "%s", path }).stdout))
+    local ar = by_label(evs, "^archive ")
+    assert.equal(size, ar[#ar].total)
+    assert.equal(size, ar[#ar].bytes)
+    local ver = by_label(evs, "^verify ")
+    for _, e in ipairs(ver) do assert.equal(size, e.total) end
+    assert.equal(size, ver[#ver].bytes)
     -- the data dump grew while pg_dump wrote it: events before the end
     local data = by_label(evs, "^dump data%.sql$")
     assert.is_true(#data >= 2, "a running event for data.sql")
@@ -95,10 +120,35 @@ describe("progress of real transfers", function()
     assert.is_true(data[#data].bytes > 1000000)
     -- the upload's total is the archive's size, and it reached it
     local up = by_label(evs, "^upload ")
-    local size = tonumber((proc.run({ "stat", "-c", "%s", path }).stdout))
+    assert.equal("upload local/" .. name, up[1].label)
     assert.equal(size, up[#up].total)
     assert.equal(size, up[#up].bytes)
     assert.equal("back up the database", up[#up].step)
+  end)
+
+  it("backup.lua local=false: the dumps and the upload report, then the verification's download from the bucket", function()
+    local argv = { BGRUN, "--log-format", "json", ROOT .. "/playbooks/backup.lua", "env=local", "local=false" }
+    local r = proc.run(argv, { env = { PGDATABASE = db, BGRUN_PROGRESS_INTERVAL = "0" }, cwd = ROOT, timeout = 240 })
+    assert.equal(0, r.code, r.stderr)
+    local key = r.stdout:match("s3://" .. BUCKET:gsub("%p", "%%%0") .. "/([^\n]+%.tar%.gz)\n$")
+    assert.is_string(key, r.stdout)
+    made[#made + 1] = "/nowhere/" .. key:match("([^/]+)$") -- its bucket copy is removed in teardown
+    local evs = events(r.stderr)
+    local k = key:gsub("%p", "%%%0")
+    each_done(evs, { ["^dump schema%.sql$"] = "back up the database", ["^dump data%.sql$"] = "back up the database",
+                     ["^dump full_backup%.dump$"] = "back up the database",
+                     ["^upload " .. k .. "$"] = "back up the database",
+                     ["^download " .. k .. "$"] = "verify the backup" })
+    -- nothing written locally: no archive file, no local verification
+    assert.equal(0, #by_label(evs, "^archive "))
+    assert.equal(0, #by_label(evs, "^verify "))
+    -- what went up is what came down: the object's size
+    local up, down = by_label(evs, "^upload "), by_label(evs, "^download ")
+    local head = require("s3").bucket { bucket = BUCKET }:head(key)
+    assert.equal(head.size, up[#up].total)
+    assert.equal(head.size, up[#up].bytes)
+    assert.equal(head.size, down[#down].total)
+    assert.equal(head.size, down[#down].bytes)
   end)
 
   it("backup.lua -q: no progress at all, the backup still taken", function()
@@ -152,6 +202,72 @@ describe("progress of real transfers", function()
     assert.is_true(down[#down].done and down[#down].ok)
     assert.is_true(down[#down].rate > 0)
     assert.equal(0, #by_label(evs, "small"))
+  end)
+
+  it("a failed dump, an upload closed unfinished and a scan of a broken archive end their progress as failed", function()
+    local bad = dir .. "/broken.tar.gz"
+    pgfix.write(bad, "not a gzip stream at all, only some words\n")
+    local pb = dir .. "/failures.lua"
+    pgfix.write(pb, ([[
+      local archive = require("archive")
+      local s3 = require("s3")
+      return playbook { run = function()
+        step("dump", function()
+          local w <close> = archive.writer { path = %q }
+          local ok, err = pcall(w.add_command, w, "bad.sql", { "sh", "-c", "head -c 300000 /dev/zero; exit 3" })
+          assert(not ok and err.reason == "CommandFailed", tostring(err))
+          -- progress = false: no events; a label names the transfer
+          local w2 <close> = archive.writer { path = %q, progress = "archive quiet" }
+          w2:add_command("quiet.sql", { "echo", "hi" }, { progress = false })
+          w2:add_command("named.sql", { "echo", "hi" }, { progress = "dump named" })
+          w2:finish()
+        end)
+        step("upload", function()
+          local b = s3.bucket { bucket = %q }
+          local u = b:upload("progress-spec/unfinished.bin")
+          u:write(string.rep("x", 6 * 1048576))
+          u:close()
+          local q = b:upload("progress-spec/quiet.bin", { progress = false })
+          q:write("quiet")
+          q:finish()
+          b:delete("progress-spec/quiet.bin")
+        end)
+        step("scan", function()
+          local ok, err = pcall(archive.scan, %q, {})
+          assert(not ok and err.module == "archive", tostring(err))
+        end)
+      end }
+    ]]):format(dir .. "/failed.tar.gz", dir .. "/named.tar.gz", BUCKET, bad))
+    local r = proc.run({ BGRUN, "--log-format", "json", pb }, { env = { BGRUN_PROGRESS_INTERVAL = "0" }, timeout = 120 })
+    assert.equal(0, r.code, r.stderr)
+    local evs = events(r.stderr)
+    local function failed(label, step)
+      local mine = by_label(evs, label)
+      assert.is_true(#mine >= 1, label)
+      local last = mine[#mine]
+      assert.is_true(last.done, label)
+      assert.is_false(last.ok, label)
+      assert.equal(step, last.step, label)
+      for i = 1, #mine - 1 do assert.is_false(mine[i].done, label) end -- finished once
+      return last
+    end
+    -- what pg_dump wrote before it failed is counted, then the dump fails
+    assert.equal(300000, failed("^dump bad%.sql$", "dump").bytes)
+    -- the writer closed unfinished: its archive failed too, its file gone
+    failed("^archive failed%.tar%.gz$", "dump")
+    assert.is_nil(io.open(dir .. "/failed.tar.gz"))
+    failed("^upload progress%-spec/unfinished%.bin$", "upload")
+    failed("^verify broken%.tar%.gz$", "scan")
+    -- progress = false and labels
+    assert.equal(0, #by_label(evs, "quiet%.sql"))
+    assert.equal(0, #by_label(evs, "quiet%.bin"))
+    local named = by_label(evs, "^dump named$")
+    assert.is_true(named[#named].ok)
+    assert.equal(3, named[#named].bytes)
+    local ar = by_label(evs, "^archive quiet$")
+    assert.is_true(ar[#ar].ok)
+    assert.equal(ar[#ar].total, ar[#ar].bytes)
+    assert.equal(0, #by_label(evs, "named%.tar%.gz"))
   end)
 
   it("s3: a download of a missing key ends its progress as failed", function()
