@@ -127,7 +127,8 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	c.countRequest(r)
 	w.Header().Set("Audit-Id", string(uuid.NewUUID()))
 	w.Header().Set("Cache-Control", "no-cache, private")
-	if !c.authenticate(w, r) {
+	u := c.authenticate(w, r)
+	if u == nil || !c.authorize(w, r, u) {
 		return
 	}
 	ctx, proceed := c.applyFaults(w, r)
@@ -137,23 +138,35 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	c.route(w, r.WithContext(ctx))
 }
 
-func (c *Cluster) authenticate(w http.ResponseWriter, r *http.Request) bool {
+// authenticate names the request's user: the admin token and the client
+// certificates the CA signed are system:masters; a service-account token
+// is its service account; with no credentials, the health and version
+// paths are system:anonymous. Anything else is answered 401 (nil).
+func (c *Cluster) authenticate(w http.ResponseWriter, r *http.Request) *userInfo {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return true
+		cert := r.TLS.VerifiedChains[0][0]
+		return &userInfo{name: cert.Subject.CommonName, groups: append(append([]string{}, cert.Subject.Organization...),
+			"system:authenticated")}
 	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
 		switch r.URL.Path {
 		case "/version", "/healthz", "/livez", "/readyz":
-			return true // anonymous, as system:public-info-viewer allows
+			return &userInfo{name: "system:anonymous", groups: []string{"system:unauthenticated"}}
 		}
 	}
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(c.token)) == 1 {
-		return true
+	tok = strings.TrimSpace(tok)
+	if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(c.token)) == 1 {
+		return &userInfo{name: "sandbox-admin", groups: []string{"system:masters", "system:authenticated"}}
+	}
+	if ok {
+		if u := c.saUser(tok); u != nil {
+			return u
+		}
 	}
 	writeError(w, apierrors.NewUnauthorized("Unauthorized"))
-	return false
+	return nil
 }
 
 func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
@@ -185,6 +198,10 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.w, req.r, req.q = w, r, r.URL.Query()
+	if req.res == resServiceAccounts && req.sub == "token" && req.name != "" && !req.watch {
+		c.serveTokenRequest(req)
+		return
+	}
 	c.serveResource(req)
 }
 
