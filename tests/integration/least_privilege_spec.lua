@@ -1,0 +1,322 @@
+-- The in-cluster kit (examples/physioflow/deploy/) against the sandbox's
+-- RBAC: the ServiceAccount, Role and RoleBinding applied with kubectl, a
+-- token from the TokenRequest API (`kubectl create token`), and bgrun run
+-- as a pod would run it — KUBERNETES_SERVICE_HOST/PORT, a service-account
+-- directory with token, ca.crt and namespace, no kubeconfig, and
+-- BGRUN_IN_CLUSTER naming the environment. Deploy (smoke tests through the
+-- pods proxy), backup and rollback pass with that token alone; a Role
+-- missing one rule makes the run fail naming the verb, resource and
+-- namespace, with nothing left half-switched. The Job and CronJob are
+-- checked by the API server (dry-run) and by kubectl.
+local json = require("json")
+local k8s = require("k8s")
+local postgres = require("postgres")
+local proc = require("proc")
+
+local ROOT = os.getenv("BGRUN_ROOT") or "."
+local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local KIT = ROOT .. "/examples/physioflow/deploy"
+local NS = "bgrun-lp-" .. bgrun.pid()
+local APP = "physioflow-api"
+local DB = "bgrun_least_privilege_spec"
+local STATE = ROOT .. "/tests/.state/least-privilege"
+local PB = STATE .. "/playbooks"
+local SA_DIR = STATE .. "/serviceaccount"
+local USER = "system:serviceaccount:" .. NS .. ":bgrun"
+
+local admin = k8s.client { namespace = NS }
+
+local function sh(cmd, env)
+  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
+end
+
+local function read(path)
+  local f = io.open(path)
+  if not f then return "" end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, text)
+  local f = assert(io.open(path, "w"))
+  f:write(text)
+  f:close()
+end
+
+local function kubectl(args, stdin)
+  local argv = { "kubectl", "-n", NS }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { stdin = stdin, timeout = 60 })
+end
+
+-- bgrun as the Job's pod runs it: the service account, no kubeconfig.
+local host, port
+local function in_pod(args, extra)
+  local env = { KUBECONFIG = false, HOME = STATE .. "/home", KUBERNETES_SERVICE_HOST = host,
+                KUBERNETES_SERVICE_PORT = port, BGRUN_SERVICEACCOUNT_DIR = SA_DIR, BGRUN_IN_CLUSTER = "local",
+                BGRUN_PATH = PB, BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB }
+  for k, v in pairs(extra or {}) do env[k] = v end
+  local argv = { BGRUN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
+end
+
+-- The kit's Role, with fn(rules) applied (nil: as shipped).
+local function apply_role(fn)
+  local r = kubectl({ "apply", "--validate=false", "-f", KIT .. "/rbac.yaml" })
+  assert(r.code == 0, r.stderr)
+  if fn then
+    local role = admin:get("rbac.authorization.k8s.io/v1/roles", "bgrun")
+    fn(role.rules)
+    admin:replace(role)
+  end
+end
+
+local function drop_verb(resource, verb)
+  return function(rules)
+    local hit = false
+    for _, rule in ipairs(rules) do
+      if rule.resources[1] == resource and #rule.resources == 1 then
+        for i = #rule.verbs, 1, -1 do
+          if rule.verbs[i] == verb then table.remove(rule.verbs, i); hit = true end
+        end
+      end
+    end
+    assert(hit, "the kit's Role grants no " .. verb .. " on " .. resource)
+  end
+end
+
+local function authz_lines(user)
+  local out = {}
+  for line in read(os.getenv("SANDBOX_DIR") .. "/cluster/authz.log"):gmatch("[^\n]+") do
+    if line:find(" " .. user .. " ", 1, true) then out[#out + 1] = line end
+  end
+  return out
+end
+
+local function live_colour() return admin:get("service", APP).spec.selector.version end
+local function other(colour) return colour == "blue" and "green" or "blue" end
+local function dep(colour)
+  local d = admin:get("deployment", APP .. "-" .. colour)
+  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
+end
+local function lock_holder()
+  local l = admin:get("lease", "bgrun-deploy-lock")
+  return l and l.spec.holderIdentity or ""
+end
+local function schema_version()
+  local db <close> = postgres.connect { dbname = DB }
+  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
+end
+
+describe("least privilege: the in-cluster kit's Role", function()
+  setup(function()
+    assert(os.getenv("KUBECONFIG") and os.getenv("SANDBOX_DIR"), "run under tests/run-all or a sandbox")
+    local pg <close> = postgres.connect { dbname = "postgres" }
+    pg:exec("DROP DATABASE IF EXISTS " .. DB .. " WITH (FORCE)")
+    pg:exec("CREATE DATABASE " .. DB)
+    assert(sh(('rm -rf "%s"; mkdir -p "%s" "%s/home" "%s" && cp playbooks/*.lua "%s/" && rm -f "%s/environments.lua"')
+      :format(STATE, PB, STATE, SA_DIR, PB, PB)).code == 0)
+    write(PB .. "/environments.lua", ([[
+return {
+  ["local"] = {
+    namespace = %q, app = "physioflow-api", replicas = 2, database = { dbname = %q },
+    bucket = "physioflow-backups-local", migrations = "examples/physioflow/migrations", backups = %q,
+    rollout_timeout = 120, monitor = { window = 4, interval = 1 }, smoke_access = "proxy",
+  },
+}
+]]):format(NS, DB, STATE .. "/backups"))
+    -- the app, installed once by an administrator (the kit does not grant it)
+    local r = proc.run({ BGRUN, "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" },
+                       { env = { BGRUN_PATH = PB, PGDATABASE = DB, BGRUN_JOURNAL_DIR = STATE .. "/journal" },
+                         cwd = ROOT, timeout = 120 })
+    assert(r.code == 0, r.stderr)
+    apply_role()
+    local tok = kubectl({ "create", "token", "bgrun", "--duration=2h" })
+    assert(tok.code == 0, tok.stderr)
+    write(SA_DIR .. "/token", tok.stdout)
+    write(SA_DIR .. "/ca.crt", read(os.getenv("SANDBOX_DIR") .. "/cluster/ca.crt"))
+    write(SA_DIR .. "/namespace", NS)
+    host, port = admin:info().server:match("^https://([^:/]+):(%d+)")
+  end)
+
+  teardown(function()
+    pcall(admin.delete, admin, "namespace", NS)
+  end)
+
+  before_each(function() apply_role() end)
+
+  it("is what kubectl applies: a ServiceAccount, a Role and its RoleBinding", function()
+    local sa = admin:get("serviceaccount", "bgrun")
+    assert.is_not_nil(sa)
+    local rb = admin:get("rbac.authorization.k8s.io/v1/rolebindings", "bgrun")
+    assert.same({ apiGroup = "rbac.authorization.k8s.io", kind = "Role", name = "bgrun" }, rb.roleRef)
+    assert.same({ { kind = "ServiceAccount", name = "bgrun" } }, rb.subjects)
+    -- nothing cluster-wide, no Secrets, delete only on the preview Service
+    for _, rule in ipairs(admin:get("rbac.authorization.k8s.io/v1/roles", "bgrun").rules) do
+      for _, res in ipairs(rule.resources) do
+        assert.is_nil(res:find("secret"), "the Role grants " .. res)
+        assert.not_equal("*", res)
+      end
+      for _, v in ipairs(rule.verbs) do
+        assert.not_equal("*", v)
+        if v == "delete" then assert.same({ "physioflow-api-preview" }, rule.resourceNames) end
+      end
+    end
+  end)
+
+  it("runs deploy (smoke tests through the pods proxy), backup and rollback with the Role's token alone", function()
+    local before = #authz_lines(USER)
+    local live = live_colour()
+    local idle = other(live)
+    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.1.0" })
+    assert.equal(0, r.code, r.stderr)
+    assert.matches("via the API server proxy", r.stdout .. r.stderr)
+    assert.matches("context in%-cluster", r.stderr)
+    assert.equal(idle, live_colour())
+    assert.same({ image = "registry.physioflow.internal/physioflow-api:v1.1.0", replicas = 2 }, dep(idle))
+    assert.equal(0, dep(live).replicas)
+    assert.equal("", lock_holder())
+
+    local b = in_pod({ PB .. "/backup.lua", "env=local", "label=least-privilege" })
+    assert.equal(0, b.code, b.stderr)
+    local path = b.stdout:match("([^\n]+%.tar%.gz)\n?$")
+    assert.is_not_nil(path, b.stdout)
+
+    local rb = in_pod({ "--yes", PB .. "/rollback.lua", "env=local", "backup=" .. path })
+    assert.equal(0, rb.code, rb.stderr)
+    assert.equal(10, schema_version())
+    assert.equal("10", admin:get("configmap", "migration-version").data.version)
+    assert.equal(2, dep(idle).replicas)
+
+    -- every request came from the service account, and none was refused
+    local lines = { table.unpack(authz_lines(USER), before + 1) }
+    local seen = {}
+    for _, l in ipairs(lines) do
+      assert.matches("^allow ", l)
+      seen[l:match("^allow %S+ (%S+ %S+)")] = true
+    end
+    for _, want in ipairs({ "update leases.coordination.k8s.io", "patch services", "patch deployments/scale.apps",
+                            "get pods/proxy", "create pods/proxy", "get pods/log", "watch pods",
+                            "list deployments.apps", "patch configmaps" }) do
+      assert.is_true(seen[want] ~= nil, "no " .. want .. " by the service account in " .. table.concat(lines, "\n"))
+    end
+  end)
+
+  it("without patch on services: the switch fails naming verb, resource and namespace; traffic stays, exit 1", function()
+    apply_role(drop_verb("services", "patch"))
+    local live = live_colour()
+    local idle = other(live)
+    local idle_before = dep(idle)
+    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.2.0" })
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("%[switch traffic to " .. idle .. "%] step failed", r.stderr)
+    local want = ('k8s: patch services/physioflow-api: 403 Forbidden: services "physioflow-api" is forbidden: '
+      .. 'User "%s" cannot patch resource "services" in API group "" in the namespace "%s" '
+      .. '(server https://%s:%s, context "in-cluster", user "serviceaccount")'):format(USER, NS, host, port)
+    assert.is_truthy(r.stderr:find(want, 1, true), r.stderr)
+    assert.matches("run report: failed, cleaned up %(exit 1%)", r.stderr)
+    -- nothing half-switched: the old colour serves, the new one is back to 0, the lock is free
+    assert.equal(live, live_colour())
+    assert.equal(2, dep(live).replicas)
+    assert.equal(idle_before.replicas, dep(idle).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("without get on leases: refused at the lock, before anything changes", function()
+    apply_role(drop_verb("leases", "get"))
+    local live = live_colour()
+    local before = { [live] = dep(live), [other(live)] = dep(other(live)) }
+    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.3.0" })
+    assert.equal(1, r.code, r.stderr)
+    assert.is_truthy(r.stderr:find(('leases.coordination.k8s.io "bgrun-deploy-lock" is forbidden: User "%s" cannot get '
+      .. 'resource "leases" in API group "coordination.k8s.io" in the namespace "%s"'):format(USER, NS), 1, true), r.stderr)
+    assert.equal(live, live_colour())
+    assert.same(before[live], dep(live))
+    assert.same(before[other(live)], dep(other(live)))
+    assert.equal("", lock_holder())
+  end)
+
+  it("a 403 names verb, resource and namespace in the error's fields, and in its message whoever refused", function()
+    write(STATE .. "/forbidden.lua", ([[
+return playbook { description = "forbidden requests", run = function()
+  local c = require("k8s").client { in_cluster = true }
+  for _, call in ipairs({ function() return c:get("deployment", "physioflow-api-blue", { namespace = %q }) end,
+                          function() return c:delete("deployment", "physioflow-api-blue", { namespace = %q }) end }) do
+    local ok, e = pcall(call)
+    assert(not ok)
+    print(e.code, e.reason, e.verb, e.group, e.resource, e.namespace)
+    print(e.message)
+  end
+end }
+]]):format(NS, NS))
+    -- the first: a policy in front of the API server refuses with words of its own
+    local f = require("http").post(os.getenv("SANDBOX_ADMIN_URL") .. "/faults", {
+      headers = { ["Content-Type"] = "application/json" },
+      body = json.encode { method = "GET", path = "deployments/physioflow-api-blue$", status = 403, count = 1,
+                           message = "denied by the cluster's admission policy" } })
+    assert.equal(201, f.status, f.body)
+    local r = in_pod({ STATE .. "/forbidden.lua" })
+    assert.equal(0, r.code, r.stderr)
+    local esc = NS:gsub("%-", "%%-")
+    local lines = {}
+    for l in r.stdout:gmatch("[^\n]+") do lines[#lines + 1] = l end
+    assert.equal("403\tForbidden\tget\tapps\tdeployments\t" .. NS, lines[1])
+    assert.matches("^cannot get deployments %(API group apps%) in namespace " .. esc
+      .. ': deployments%.apps "physioflow%-api%-blue" is forbidden: denied by the cluster\'s admission policy '
+      .. "%(server https://", lines[2])
+    -- the second: RBAC's own message already names them, and is kept as it is
+    assert.equal("403\tForbidden\tdelete\tapps\tdeployments\t" .. NS, lines[3])
+    assert.matches('^deployments%.apps "physioflow%-api%-blue" is forbidden: User "' .. USER:gsub("%-", "%%-")
+      .. '" cannot delete resource "deployments" in API group "apps" in the namespace "' .. esc .. '" %(server', lines[4])
+  end)
+
+  it("BGRUN_IN_CLUSTER: another environment, or a kubeconfig in the pod, is refused (exit 2)", function()
+    write(PB .. "/environments.lua", read(PB .. "/environments.lua"):gsub("^return {", ([[
+return {
+  staging = { context = "physioflow-staging", namespace = %q, app = "physioflow-api", replicas = 2,
+              database = {}, migrations = "examples/physioflow/migrations", backups = %q },]]):format(NS, STATE .. "/b")))
+    local r = in_pod({ PB .. "/deploy.lua", "env=staging", "tag=v9" })
+    assert.equal(2, r.code, r.stderr)
+    assert.matches("environment staging: this process runs bgrun inside the cluster for local %(BGRUN_IN_CLUSTER=local%), "
+      .. "not for staging", r.stderr)
+    local k = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v9" }, { KUBECONFIG = os.getenv("KUBECONFIG") })
+    assert.equal(2, k.code, k.stderr)
+    assert.is_truthy(k.stderr:find("environment local runs inside the cluster: a kubeconfig is present ("
+      .. os.getenv("KUBECONFIG") .. ")", 1, true), k.stderr)
+    assert.equal("", lock_holder())
+  end)
+
+  it("the Job and the CronJob: accepted by the API server (dry-run), every 6 hours, as the bgrun ServiceAccount", function()
+    local j = kubectl({ "create", "--validate=false", "--dry-run=server", "-o", "json", "-f", KIT .. "/job-deploy.yaml" })
+    assert.equal(0, j.code, j.stderr)
+    local job = json.decode(j.stdout)
+    local pod = job.spec.template.spec
+    assert.equal("bgrun", pod.serviceAccountName)
+    assert.equal("Never", pod.restartPolicy)
+    assert.same({ "playbooks/deploy.lua", "env=prod", "tag=v1.2.3", "--yes", "--log-format", "json" },
+      pod.containers[1].args)
+    assert.equal("BGRUN_IN_CLUSTER", pod.containers[1].env[1].name)
+    assert.equal("prod", pod.containers[1].env[1].value)
+    assert.is_nil(admin:list("batch/v1/jobs").items[1]) -- a dry run stores nothing
+
+    local cj = kubectl({ "apply", "--validate=false", "-o", "json", "-f", KIT .. "/cronjob-backup.yaml" })
+    assert.equal(0, cj.code, cj.stderr)
+    local stored = admin:get("batch/v1/cronjobs", "bgrun-backup")
+    assert.equal("0 */6 * * *", stored.spec.schedule)
+    assert.equal("Forbid", stored.spec.concurrencyPolicy)
+    local tpl = stored.spec.jobTemplate.spec.template.spec
+    assert.equal("bgrun", tpl.serviceAccountName)
+    assert.same({ "playbooks/backup.lua", "env=prod", "label=scheduled", "--log-format", "json" }, tpl.containers[1].args)
+    -- the API server checks what it is given: a schedule that is not cron is refused
+    local bad = read(KIT .. "/cronjob-backup.yaml"):gsub('schedule: "0 %*/6 %* %* %*"', 'schedule: "every 6 hours"')
+    local b = kubectl({ "apply", "--validate=false", "--dry-run=server", "-f", "-" }, bad)
+    assert.equal(1, b.code)
+    assert.matches('spec%.schedule: Invalid value: "every 6 hours"', b.stderr)
+    -- and kubectl parses all three files on its own
+    local c = kubectl({ "create", "--validate=false", "--dry-run=client", "-f", KIT })
+    assert.equal(0, c.code, c.stderr)
+    assert.matches("cronjob.batch/bgrun%-backup", c.stdout)
+  end)
+end)
