@@ -105,6 +105,19 @@ local function lock_holder()
   local l = admin:get("lease", "bgrun-deploy-lock")
   return l and l.spec.holderIdentity or ""
 end
+local function behaviours(t)
+  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
+end
+
+-- bgrun as a CI runner runs it: a kubeconfig holding only the token.
+local function with_token_kubeconfig(args)
+  local argv = { BGRUN }
+  for _, a in ipairs(args) do argv[#argv + 1] = a end
+  return proc.run(argv, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
+                                  BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB },
+                          cwd = ROOT, timeout = 240 })
+end
+
 local function schema_version()
   local db <close> = postgres.connect { dbname = DB }
   return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
@@ -125,8 +138,13 @@ return {
     bucket = "physioflow-backups-local", migrations = "examples/physioflow/migrations", backups = %q,
     rollout_timeout = 120, monitor = { window = 4, interval = 1 }, smoke_access = "proxy",
   },
+  prod = {
+    context = "physioflow-prod", namespace = %q, app = "physioflow-api", replicas = 2, database = { dbname = %q },
+    bucket = "physioflow-backups-local", migrations = "examples/physioflow/migrations", backups = %q,
+    rollout_timeout = 120, monitor = { window = 4, interval = 1 }, smoke_access = "proxy", confirm = true,
+  },
 }
-]]):format(NS, DB, STATE .. "/backups"))
+]]):format(NS, DB, STATE .. "/backups", NS, DB, STATE .. "/backups"))
     -- the app, installed once by an administrator (the kit does not grant it)
     local r = proc.run({ BGRUN, "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" },
                        { env = { BGRUN_PATH = PB, PGDATABASE = DB, BGRUN_JOURNAL_DIR = STATE .. "/journal" },
@@ -139,9 +157,24 @@ return {
     write(SA_DIR .. "/ca.crt", read(os.getenv("SANDBOX_DIR") .. "/cluster/ca.crt"))
     write(SA_DIR .. "/namespace", NS)
     host, port = admin:info().server:match("^https://([^:/]+):(%d+)")
+    -- a CI runner's kubeconfig: the API server, its CA and the token, nothing else
+    write(STATE .. "/kubeconfig", ([[
+apiVersion: v1
+kind: Config
+clusters:
+- name: sandbox
+  cluster: {server: %q, certificate-authority: %q}
+users:
+- name: bgrun-sa
+  user: {tokenFile: %q}
+contexts:
+- name: physioflow-prod
+  context: {cluster: sandbox, user: bgrun-sa, namespace: %q}
+]]):format(admin:info().server, SA_DIR .. "/ca.crt", SA_DIR .. "/token", NS))
   end)
 
   teardown(function()
+    behaviours({})
     pcall(admin.delete, admin, "namespace", NS)
   end)
 
@@ -236,6 +269,88 @@ return {
     assert.same(before[live], dep(live))
     assert.same(before[other(live)], dep(other(live)))
     assert.equal("", lock_holder())
+  end)
+
+  it("runs preview, promote, switch-back and abort with the Role's token alone", function()
+    local live = live_colour()
+    local idle = other(live)
+    local p = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.4.0", "preview=true" })
+    assert.equal(0, p.code, p.stderr)
+    assert.is_not_nil(admin:get("service", APP .. "-preview"))
+    assert.equal(live, live_colour())
+    local pr = in_pod({ PB .. "/promote.lua", "env=local" })
+    assert.equal(0, pr.code, pr.stderr)
+    assert.equal(idle, live_colour())
+    assert.is_nil(admin:get("service", APP .. "-preview"))
+    local sb = in_pod({ PB .. "/switch-back.lua", "env=local" })
+    assert.equal(0, sb.code, sb.stderr)
+    assert.equal(live, live_colour())
+    -- switch-back leaves the colour it left running; the abort gives it back as it was
+    local left = dep(idle)
+    local p2 = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.5.0", "preview=true" })
+    assert.equal(0, p2.code, p2.stderr)
+    assert.equal("registry.physioflow.internal/physioflow-api:v1.5.0", dep(idle).image)
+    local ab = in_pod({ PB .. "/abort.lua", "env=local" })
+    assert.equal(0, ab.code, ab.stderr)
+    assert.is_nil(admin:get("service", APP .. "-preview"))
+    assert.equal(live, live_colour())
+    assert.same(left, dep(idle))
+    assert.equal("", lock_holder())
+  end)
+
+  it("runs deploy-with-migration and rollback-release from a kubeconfig holding only the token (a CI runner)", function()
+    local live = live_colour()
+    local idle = other(live)
+    -- the ConfigMap is created by the run when missing
+    admin:delete("configmap", "migration-version")
+    local d = with_token_kubeconfig({ PB .. "/deploy-with-migration.lua", "env=prod", "tag=v2.0.0", "to=011", "--yes" })
+    assert.equal(0, d.code, d.stderr)
+    assert.matches("context physioflow%-prod, https://", d.stderr)
+    assert.equal(11, schema_version())
+    assert.equal(idle, live_colour())
+    assert.equal("11", admin:get("configmap", "migration-version").data.version)
+    local r = with_token_kubeconfig({ PB .. "/rollback-release.lua", "env=prod", "--yes" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(10, schema_version())
+    assert.equal(live, live_colour())
+    assert.equal("10", admin:get("configmap", "migration-version").data.version)
+    assert.equal("", lock_holder())
+  end)
+
+  it("names the failing pod of a crashing rollout through the Role (ReplicaSets and pods listed), exit 1", function()
+    behaviours({ ["v1.6.0"] = { crash_after_s = 0.2 } })
+    local live = live_colour()
+    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.6.0" })
+    behaviours({})
+    assert.equal(1, r.code, r.stderr)
+    assert.matches("CrashLoopBackOff", r.stderr)
+    assert.is_nil(r.stderr:find("Forbidden", 1, true), r.stderr)
+    assert.equal(live, live_colour())
+    assert.equal(0, dep(other(live)).replicas)
+    assert.equal("", lock_holder())
+  end)
+
+  it("uses every rule it grants: each verb of the Role was requested by the runs above", function()
+    local used = {}
+    for _, l in ipairs(authz_lines(USER)) do
+      local decision, verb, what = l:match("^(%S+) %S+ (%S+) (%S+)")
+      if decision == "allow" then used[verb .. " " .. what] = true end
+    end
+    -- the Endpoints watch runs only when the first read does not show the
+    -- new colour's pods yet: the sandbox's endpoints controller is faster
+    local timing = { ["watch endpoints"] = true }
+    local unused = {}
+    for _, rule in ipairs(admin:get("rbac.authorization.k8s.io/v1/roles", "bgrun").rules) do
+      for _, res in ipairs(rule.resources) do
+        local group = rule.apiGroups[1]
+        local what = res .. (group ~= "" and ("." .. group) or "")
+        for _, verb in ipairs(rule.verbs) do
+          local key = verb .. " " .. what
+          if not used[key] and not timing[key] then unused[#unused + 1] = key end
+        end
+      end
+    end
+    assert.same({}, unused)
   end)
 
   it("a 403 names verb, resource and namespace in the error's fields, and in its message whoever refused", function()
