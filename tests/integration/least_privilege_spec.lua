@@ -186,6 +186,19 @@ contexts:
     local rb = admin:get("rbac.authorization.k8s.io/v1/rolebindings", "bgrun")
     assert.same({ apiGroup = "rbac.authorization.k8s.io", kind = "Role", name = "bgrun" }, rb.roleRef)
     assert.same({ { kind = "ServiceAccount", name = "bgrun" } }, rb.subjects)
+    -- kubectl auth can-i, as the ServiceAccount (a kubeconfig holding only its token)
+    local function can(...)
+      local argv = { "kubectl", "-n", NS, "auth", "can-i", ... }
+      local r = proc.run(argv, { env = { KUBECONFIG = STATE .. "/kubeconfig" }, timeout = 30 })
+      return r.stdout:match("^(%a+)"), r.code
+    end
+    assert.same({ "yes", 0 }, { can("patch", "services/physioflow-api") })
+    assert.same({ "yes", 0 }, { can("patch", "deployments.apps/physioflow-api-green", "--subresource=scale") })
+    assert.same({ "yes", 0 }, { can("get", "pods", "--subresource=log") })
+    assert.same({ "no", 1 }, { can("patch", "services/kubernetes") })
+    assert.same({ "no", 1 }, { can("delete", "deployments.apps/physioflow-api-blue") })
+    assert.same({ "no", 1 }, { can("get", "secrets/physioflow-db") })
+    assert.same({ "no", 1 }, { can("list", "namespaces") })
     -- nothing cluster-wide, no Secrets, delete only on the preview Service
     for _, rule in ipairs(admin:get("rbac.authorization.k8s.io/v1/roles", "bgrun").rules) do
       for _, res in ipairs(rule.resources) do

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -135,7 +136,7 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if !proceed {
 		return
 	}
-	c.route(w, r.WithContext(ctx))
+	c.route(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
 }
 
 // authenticate names the request's user: the admin token and the client
@@ -186,7 +187,7 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(path, "/")
-	if c.servePodProxy(w, r, parts) {
+	if c.servePodProxy(w, r, parts) || c.serveSelfSubjectAccessReview(w, r, parts) {
 		return
 	}
 	if r.Method == http.MethodGet && c.serveDiscovery(w, r, parts) {

@@ -11,10 +11,12 @@ package cluster
 // is the API server's 403 Status, word for word.
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
 
+	authzv1 "k8s.io/api/authorization/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -337,6 +339,34 @@ func (c *Cluster) roleRules(ref rbacv1.RoleRef, namespace string) ([]rbacv1.Poli
 // match. Otherwise it returns the reason kube-apiserver appends to the
 // message: "RBAC: " and the roles that could not be read.
 func (c *Cluster) rbacAuthorize(u *userInfo, ri *requestInfo) (bool, string) {
+	allowed, reason, _ := c.rbacDecide(u, ri)
+	return allowed, reason
+}
+
+// describeSubject is the rule resolver's subject description.
+func describeSubject(s rbacv1.Subject, namespace string) string {
+	if s.Kind == rbacv1.ServiceAccountKind {
+		ns := s.Namespace
+		if ns == "" {
+			ns = namespace
+		}
+		return fmt.Sprintf("%s %q", s.Kind, s.Name+"/"+ns)
+	}
+	return fmt.Sprintf("%s %q", s.Kind, s.Name)
+}
+
+func firstApplying(u *userInfo, subjects []rbacv1.Subject, namespace string) rbacv1.Subject {
+	for _, s := range subjects {
+		if appliesTo(u, []rbacv1.Subject{s}, namespace) {
+			return s
+		}
+	}
+	return rbacv1.Subject{}
+}
+
+// rbacDecide also says which binding allowed the request ("RBAC: allowed
+// by RoleBinding ..."), as SubjectAccessReviews report it.
+func (c *Cluster) rbacDecide(u *userInfo, ri *requestInfo) (bool, string, string) {
 	var errs []string
 	visit := func(rules []rbacv1.PolicyRule, err error) bool {
 		if err != nil {
@@ -354,7 +384,8 @@ func (c *Cluster) rbacAuthorize(u *userInfo, ri *requestInfo) (bool, string) {
 	for _, o := range crbs {
 		b := o.(*rbacv1.ClusterRoleBinding)
 		if appliesTo(u, b.Subjects, "") && visit(c.roleRules(b.RoleRef, "")) {
-			return true, ""
+			return true, "", fmt.Sprintf("RBAC: allowed by ClusterRoleBinding %q of ClusterRole %q to %s", b.Name,
+				b.RoleRef.Name, describeSubject(firstApplying(u, b.Subjects, ""), ""))
 		}
 	}
 	if ri.namespace != "" {
@@ -362,17 +393,72 @@ func (c *Cluster) rbacAuthorize(u *userInfo, ri *requestInfo) (bool, string) {
 		for _, o := range rbs {
 			b := o.(*rbacv1.RoleBinding)
 			if appliesTo(u, b.Subjects, ri.namespace) && visit(c.roleRules(b.RoleRef, ri.namespace)) {
-				return true, ""
+				return true, "", fmt.Sprintf("RBAC: allowed by RoleBinding %q of %s %q to %s", b.Name+"/"+ri.namespace,
+					b.RoleRef.Kind, b.RoleRef.Name, describeSubject(firstApplying(u, b.Subjects, ri.namespace), ri.namespace))
 			}
 		}
 	}
 	switch len(errs) {
 	case 0:
-		return false, ""
+		return false, "", ""
 	case 1:
-		return false, "RBAC: " + errs[0]
+		return false, "RBAC: " + errs[0], ""
 	}
-	return false, "RBAC: [" + strings.Join(errs, ", ") + "]"
+	return false, "RBAC: [" + strings.Join(errs, ", ") + "]", ""
+}
+
+type userKey struct{}
+
+// serveSelfSubjectAccessReview answers POST
+// /apis/authorization.k8s.io/v1/selfsubjectaccessreviews (`kubectl auth
+// can-i`): may the caller do what the spec describes?
+func (c *Cluster) serveSelfSubjectAccessReview(w http.ResponseWriter, r *http.Request, parts []string) bool {
+	if len(parts) != 4 || parts[0] != "apis" || parts[1] != "authorization.k8s.io" || parts[2] != "v1" ||
+		parts[3] != "selfsubjectaccessreviews" {
+		return false
+	}
+	if r.Method != http.MethodPost {
+		writeError(w, apierrors.NewMethodNotSupported(schema.GroupResource{Group: "authorization.k8s.io",
+			Resource: "selfsubjectaccessreviews"}, strings.ToLower(r.Method)))
+		return true
+	}
+	u, _ := r.Context().Value(userKey{}).(*userInfo)
+	b, err := c.readBody(r)
+	if err != nil {
+		writeError(w, err)
+		return true
+	}
+	rev := &authzv1.SelfSubjectAccessReview{}
+	if err := json.Unmarshal(b, rev); err != nil || u == nil {
+		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err)))
+		return true
+	}
+	var ri requestInfo
+	switch ra, na := rev.Spec.ResourceAttributes, rev.Spec.NonResourceAttributes; {
+	case ra != nil && na == nil:
+		ri = requestInfo{resourceRequest: true, verb: ra.Verb, group: ra.Group, version: ra.Version, resource: ra.Resource,
+			subresource: ra.Subresource, namespace: ra.Namespace, name: ra.Name}
+	case na != nil && ra == nil:
+		ri = requestInfo{path: na.Path, verb: na.Verb}
+	default:
+		writeError(w, apierrors.NewInvalid(schema.GroupKind{Group: "authorization.k8s.io", Kind: "SelfSubjectAccessReview"}, "",
+			field.ErrorList{field.Invalid(field.NewPath("spec", "resourceAttributes"), rev.Spec.ResourceAttributes,
+				"exactly one of nonResourceAttributes or resourceAttributes must be specified")}))
+		return true
+	}
+	allowed, reason := true, ""
+	if !u.in("system:masters") {
+		var why string
+		allowed, why, reason = c.rbacDecide(u, &ri)
+		if !allowed {
+			reason = why
+		}
+	}
+	rev.TypeMeta = metav1.TypeMeta{Kind: "SelfSubjectAccessReview", APIVersion: "authorization.k8s.io/v1"}
+	rev.CreationTimestamp = metav1.Now()
+	rev.Status = authzv1.SubjectAccessReviewStatus{Allowed: allowed, Reason: reason}
+	writeJSON(w, 201, rev)
+	return true
 }
 
 // authorize lets the request through or answers 403 as

@@ -72,6 +72,18 @@ func TestRBACServiceAccountRoleBinding(t *testing.T) {
 	mustDo(t, &sa, 403, "PATCH", "/apis/apps/v1/namespaces/app/deployments/other/scale", "application/merge-patch+json", `{}`)
 	// a watch is its own verb
 	mustDo(t, &sa, 200, "GET", "/apis/apps/v1/namespaces/app/deployments?watch=true&timeoutSeconds=1", "", "")
+	// kubectl auth can-i: a SelfSubjectAccessReview answers for the caller
+	m = mustDo(t, &sa, 201, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "application/json",
+		`{"spec":{"resourceAttributes":{"namespace":"app","verb":"patch","group":"apps","resource":"deployments","subresource":"scale","name":"web"}}}`)
+	if get(m, "status", "allowed") != true ||
+		get(m, "status", "reason") != `RBAC: allowed by RoleBinding "deployer/app" of Role "deployer" to ServiceAccount "deployer/app"` {
+		t.Fatalf("access review: %v", m)
+	}
+	m = mustDo(t, &sa, 201, "POST", "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews", "application/json",
+		`{"spec":{"resourceAttributes":{"namespace":"app","verb":"delete","group":"apps","resource":"deployments"}}}`)
+	if get(m, "status", "allowed") != false {
+		t.Fatalf("access review (denied): %v", m)
+	}
 	// the admin stays all-powerful
 	mustDo(t, a, 200, "PATCH", "/apis/apps/v1/namespaces/app/deployments/web", "application/merge-patch+json", `{}`)
 
