@@ -59,6 +59,22 @@ function M.client(env_name, env)
                   message = ("environment %s names no kubeconfig context: set `context` for it in "
                     .. "environments.lua (bgrun never acts on %s through the current context)"):format(env_name, env_name) }
   end
+  if env_name ~= "local" then
+    -- with no kubeconfig at all k8s.client would take the pod's service
+    -- account (a CI runner in some cluster has one): not the named context
+    local present = false
+    for _, p in ipairs(kubeconfig_files(env)) do
+      local f = io.open(p, "r")
+      if f then f:close(); present = true end
+    end
+    if not present then
+      bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = "UnknownContext",
+                    context = context, kubeconfig = table.concat(kubeconfig_files(env), ":"),
+                    message = ("environment %s: context %q is not in the kubeconfig (no kubeconfig found: %s; "
+                      .. "inside the cluster, set BGRUN_IN_CLUSTER=%s to use the pod's service account)")
+                      :format(env_name, context, table.concat(kubeconfig_files(env), ", "), env_name) }
+    end
+  end
   local ok, c = pcall(k8s.client, { context = context, namespace = env.namespace, kubeconfig = env.kubeconfig })
   if ok then return c end
   local err = c

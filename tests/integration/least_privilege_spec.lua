@@ -255,7 +255,8 @@ contexts:
     local live = live_colour()
     local idle = other(live)
     local idle_before = dep(idle)
-    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.2.0" })
+    local report = STATE .. "/report-403.json"
+    local r = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v1.2.0", "--report", report })
     assert.equal(1, r.code, r.stderr)
     assert.matches("%[switch traffic to " .. idle .. "%] step failed", r.stderr)
     local want = ('k8s: patch services/physioflow-api: 403 Forbidden: services "physioflow-api" is forbidden: '
@@ -263,6 +264,11 @@ contexts:
       .. '(server https://%s:%s, context "in-cluster", user "serviceaccount")'):format(USER, NS, host, port)
     assert.is_truthy(r.stderr:find(want, 1, true), r.stderr)
     assert.matches("run report: failed, cleaned up %(exit 1%)", r.stderr)
+    local rep = json.decode(read(report))
+    assert.equal(1, rep.exit)
+    assert.equal("failed, cleaned up", rep.status)
+    assert.equal(want, rep.error)
+    assert.equal("switch traffic to " .. idle, rep.failed_step)
     -- nothing half-switched: the old colour serves, the new one is back to 0, the lock is free
     assert.equal(live, live_colour())
     assert.equal(2, dep(live).replicas)
@@ -400,7 +406,7 @@ end }
       .. '" cannot delete resource "deployments" in API group "apps" in the namespace "' .. esc .. '" %(server', lines[4])
   end)
 
-  it("BGRUN_IN_CLUSTER: another environment, or a kubeconfig in the pod, is refused (exit 2)", function()
+  it("BGRUN_IN_CLUSTER: another environment, a kubeconfig in the pod, or no BGRUN_IN_CLUSTER is refused (exit 2)", function()
     write(PB .. "/environments.lua", read(PB .. "/environments.lua"):gsub("^return {", ([[
 return {
   staging = { context = "physioflow-staging", namespace = %q, app = "physioflow-api", replicas = 2,
@@ -409,6 +415,13 @@ return {
     assert.equal(2, r.code, r.stderr)
     assert.matches("environment staging: this process runs bgrun inside the cluster for local %(BGRUN_IN_CLUSTER=local%), "
       .. "not for staging", r.stderr)
+    -- a pod (a CI runner in some cluster) without BGRUN_IN_CLUSTER and without a kubeconfig: the
+    -- environment's context is not there, and its service account is not taken instead
+    local n = in_pod({ PB .. "/deploy.lua", "env=prod", "tag=v9", "--yes" }, { BGRUN_IN_CLUSTER = false })
+    assert.equal(2, n.code, n.stderr)
+    assert.is_truthy(n.stderr:find('environment prod: context "physioflow-prod" is not in the kubeconfig (no kubeconfig '
+      .. "found: " .. STATE .. "/home/.kube/config; inside the cluster, set BGRUN_IN_CLUSTER=prod to use the pod's "
+      .. "service account)", 1, true), n.stderr)
     local k = in_pod({ PB .. "/deploy.lua", "env=local", "tag=v9" }, { KUBECONFIG = os.getenv("KUBECONFIG") })
     assert.equal(2, k.code, k.stderr)
     assert.is_truthy(k.stderr:find("environment local runs inside the cluster: a kubeconfig is present ("
