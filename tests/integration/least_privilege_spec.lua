@@ -170,6 +170,7 @@ users:
 contexts:
 - name: physioflow-prod
   context: {cluster: sandbox, user: bgrun-sa, namespace: %q}
+current-context: physioflow-prod
 ]]):format(admin:info().server, SA_DIR .. "/ca.crt", SA_DIR .. "/token", NS))
   end)
 
@@ -190,7 +191,7 @@ contexts:
     local function can(...)
       local argv = { "kubectl", "-n", NS, "auth", "can-i", ... }
       local r = proc.run(argv, { env = { KUBECONFIG = STATE .. "/kubeconfig" }, timeout = 30 })
-      return r.stdout:match("^(%a+)"), r.code
+      return r.stdout:match("^(%a+)") or r.stderr, r.code
     end
     assert.same({ "yes", 0 }, { can("patch", "services/physioflow-api") })
     assert.same({ "yes", 0 }, { can("patch", "deployments.apps/physioflow-api-green", "--subresource=scale") })

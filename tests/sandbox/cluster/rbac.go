@@ -11,7 +11,6 @@ package cluster
 // is the API server's 403 Status, word for word.
 
 import (
-	"encoding/json"
 	"fmt"
 	"net/http"
 	"strings"
@@ -429,8 +428,12 @@ func (c *Cluster) serveSelfSubjectAccessReview(w http.ResponseWriter, r *http.Re
 		return true
 	}
 	rev := &authzv1.SelfSubjectAccessReview{}
-	if err := json.Unmarshal(b, rev); err != nil || u == nil {
-		writeError(w, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err)))
+	if err := decodeBodyAs(r, b, rev); err != nil {
+		writeError(w, err)
+		return true
+	}
+	if u == nil {
+		writeError(w, apierrors.NewUnauthorized("Unauthorized"))
 		return true
 	}
 	var ri requestInfo

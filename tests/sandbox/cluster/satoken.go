@@ -89,14 +89,8 @@ func (c *Cluster) serveTokenRequest(req *apiReq) {
 		return
 	}
 	tr := &authnv1.TokenRequest{}
-	if ct, _, _ := mime.ParseMediaType(req.r.Header.Get("Content-Type")); ct == protobufType {
-		var u runtime.Unknown
-		if len(b) < 4 || string(b[:4]) != "k8s\x00" || u.Unmarshal(b[4:]) != nil || tr.Unmarshal(u.Raw) != nil {
-			writeError(req.w, apierrors.NewBadRequest("the object provided is unrecognized"))
-			return
-		}
-	} else if err := json.Unmarshal(b, tr); err != nil {
-		writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err)))
+	if err := decodeBodyAs(req.r, b, tr); err != nil {
+		writeError(req.w, err)
 		return
 	}
 	gk := schema.GroupKind{Group: "authentication.k8s.io", Kind: "TokenRequest"}
@@ -210,4 +204,27 @@ func (c *Cluster) saUser(raw string) *userInfo {
 	}
 	return &userInfo{name: pub.Subject, groups: []string{"system:serviceaccounts", "system:serviceaccounts:" + k.Namespace,
 		"system:authenticated"}}
+}
+
+// decodeBodyAs reads a request body that typed clients send as JSON or in
+// the protobuf envelope ("k8s\x00" and a runtime.Unknown), as kubectl does
+// for TokenRequests and SelfSubjectAccessReviews.
+func decodeBodyAs(r *http.Request, b []byte, obj interface{ Unmarshal([]byte) error }) error {
+	if ct, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); ct == protobufType {
+		var u runtime.Unknown
+		if len(b) < 4 || string(b[:4]) != "k8s\x00" {
+			return apierrors.NewBadRequest("the object provided is unrecognized: missing protobuf envelope")
+		}
+		if err := u.Unmarshal(b[4:]); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err))
+		}
+		if err := obj.Unmarshal(u.Raw); err != nil {
+			return apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err))
+		}
+		return nil
+	}
+	if err := json.Unmarshal(b, obj); err != nil {
+		return apierrors.NewBadRequest(fmt.Sprintf("the object provided is unrecognized: %v", err))
+	}
+	return nil
 }
