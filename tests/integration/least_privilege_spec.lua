@@ -177,6 +177,12 @@ current-context: physioflow-prod
   teardown(function()
     behaviours({})
     pcall(admin.delete, admin, "namespace", NS)
+    pcall(function()
+      local pg <close> = postgres.connect { dbname = "postgres" }
+      for _, row in ipairs(pg:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
+        pg:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
+      end
+    end)
   end)
 
   before_each(function() apply_role() end)
