@@ -250,9 +250,10 @@ local function switch_back(c, d)
     local svc = c:get("service", d.app, { namespace = d.namespace })
     if not svc then world_changed(op, "service %s is gone", d.app) end
     local selected = ((svc.spec or {}).selector or {}).version
-    -- the switch's patch never succeeded (refused, say a 403) and the
-    -- Service still selects the old colour: there is no traffic to switch
-    -- back, and patching it again would fail the same way
+    -- the switch's patch never succeeded (refused, say a 403, or a
+    -- before_switch hook failed first) and the Service still selects the
+    -- old colour: there is no traffic to switch back, and patching it
+    -- again would fail the same way
     untouched = selected == d.colour and not e.service_rv
     if selected ~= d.colour then
       if selected ~= e.colour then
@@ -274,11 +275,10 @@ local function switch_back(c, d)
   c:rollout_status("deployment", live, { namespace = d.namespace, timeout = d.rollout_timeout or 300 })
   local t0 = bgrun.now()
   if untouched then
+    -- only confirmed below: the Service's endpoints show the old colour
     log.info("nothing to switch back: the Service still selects the old colour",
       { service = d.app, colour = d.colour })
-    return 0, t0
-  end
-  if d.previous_record ~= nil then
+  elseif d.previous_record ~= nil then
     -- the release record goes back with the traffic: the failed release
     -- was never the last one (json.null removes a record there was none of)
     c:patch("service", d.app, {
