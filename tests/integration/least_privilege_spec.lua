@@ -185,7 +185,25 @@ current-context: physioflow-prod
     end)
   end)
 
-  before_each(function() apply_role() end)
+  -- each case starts from a settled namespace: no pod of an earlier case
+  -- still terminating (a monitor would see it go)
+  local function settle()
+    local deadline = bgrun.now() + 60
+    repeat
+      local busy = false
+      for _, p in ipairs(admin:list("pods").items) do
+        if p.metadata.deletionTimestamp then busy = true end
+      end
+      if not busy then return end
+      bgrun.sleep(0.2)
+    until bgrun.now() > deadline
+    error("pods still terminating after 60 s")
+  end
+
+  before_each(function()
+    apply_role()
+    settle()
+  end)
 
   it("is what kubectl applies: a ServiceAccount, a Role and its RoleBinding", function()
     local sa = admin:get("serviceaccount", "bgrun")
