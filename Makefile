@@ -28,7 +28,7 @@ ASAN_CORE := $(CORE_SRCS:engine/%.c=build/asan/%.o) build/asan/embedded.o
 ASAN_LAZY := $(LAZY_SRCS:engine/%.c=build/asan/%.o)
 UNIT    := $(patsubst tests/unit/%.c,build/asan/unit/%,$(wildcard tests/unit/*.c))
 
-.PHONY: all asan test unit deps sandbox demo bench install clean
+.PHONY: all asan test unit deps sandbox demo bench install types clean
 
 all: bgrun
 
@@ -95,9 +95,24 @@ demo: deps
 bench: all sandbox
 	bench/run-all
 
+# The binary, its manual, shell completion and the editor types (LuaLS
+# definition files, with a .luarc.json to copy next to your playbooks).
+SHARE   := $(DESTDIR)$(PREFIX)/share
 install: bgrun
-	install -d $(DESTDIR)$(PREFIX)/bin
+	install -d $(DESTDIR)$(PREFIX)/bin $(SHARE)/man/man1 $(SHARE)/bash-completion/completions \
+	  $(SHARE)/zsh/site-functions $(SHARE)/bgrun/types/stdlib
 	install -m 0755 bgrun $(DESTDIR)$(PREFIX)/bin/bgrun
+	install -m 0644 man/bgrun.1 $(SHARE)/man/man1/bgrun.1
+	install -m 0644 completions/bgrun.bash $(SHARE)/bash-completion/completions/bgrun
+	install -m 0644 completions/_bgrun $(SHARE)/zsh/site-functions/_bgrun
+	install -m 0644 lua/types/*.lua $(SHARE)/bgrun/types/
+	install -m 0644 lua/types/stdlib/*.lua $(SHARE)/bgrun/types/stdlib/
+	sed 's|"\.\./lua/types"|"$(PREFIX)/share/bgrun/types"|' playbooks/.luarc.json >$(SHARE)/bgrun/luarc.json
+	chmod 0644 $(SHARE)/bgrun/luarc.json
+
+# Regenerates lua/types/stdlib from the stdlib sources (a spec checks it).
+types:
+	$(LUA) tools/gen-types.lua lua/types/stdlib stdlib/*.lua
 
 clean:
 	rm -rf build bgrun tests/sandbox/sandbox

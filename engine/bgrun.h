@@ -56,6 +56,11 @@ void bgrun_push_redacted(lua_State *L, const char *s, size_t len);
 /* Logs through the log module (level "debug"|"info"|"warn"|"error").
  * fields_idx is a table index or 0. Never raises for output errors. */
 void bgrun_log(lua_State *L, const char *level, const char *message, int fields_idx);
+/* How log lines are printed now: 0 info is not printed (-q), 1 text,
+ * 2 JSON; *color: text is coloured. Never raises but for memory. */
+int bgrun_log_mode(lua_State *L, int *color);
+/* Colour on fd: a terminal, NO_COLOR unset or empty, TERM not "dumb". */
+int bgrun_color_wanted(int fd);
 
 /* ---- JSON <-> Lua (mod_json.c) ---- */
 /* Pushes the Lua value of j: objects and arrays become tables marked with

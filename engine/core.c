@@ -779,7 +779,14 @@ static void *lazy_handle(lua_State *L)
 	int unlink_after = 0;
 	if (fd >= 0) {
 		snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-	} else {
+		/* the memory file is reached through /proc: where it is not
+		 * mounted (a bare chroot), the temporary file instead */
+		if (access(path, F_OK) != 0) {
+			close(fd);
+			fd = -1;
+		}
+	}
+	if (fd < 0) {
 		/* no memfd: a private temporary file, removed once loaded */
 		const char *tmp = getenv("TMPDIR");
 		snprintf(path, sizeof path, "%.40s/bgrun-XXXXXX", tmp && *tmp ? tmp : "/tmp");

@@ -12,7 +12,7 @@
 static const char usage[] =
 	"usage: bgrun [options] PLAYBOOK [name=value ...] [options]\n"
 	"       bgrun PLAYBOOK --help    the playbook's description and parameters\n"
-	"       bgrun --describe PLAYBOOK\n"
+	"       bgrun --describe [--json] PLAYBOOK   (--json: machine-readable, see bgrun(1))\n"
 	"       bgrun [--yes] [--force] resume [JOURNAL]   undo what a killed run had done\n"
 	"       bgrun test [busted arguments]\n"
 	"       bgrun --version | --help\n"
@@ -25,6 +25,7 @@ static const char usage[] =
 	"  -q, --quiet            only warnings and errors\n"
 	"  --report FILE          write the run report (JSON) to FILE, on success and failure\n"
 	"  --force                resume: undo a run resume refused (each undo still checks the world)\n"
+	"  --json                 with --describe: the description as JSON\n"
 	"\n"
 	"exit codes: 0 success; 1 failed and cleaned up; 2 bad usage or input;\n"
 	"            3 failed and a compensation failed too; 130 interrupted\n";
@@ -80,7 +81,7 @@ static int usage_error(const char *fmt, const char *arg)
 
 struct cli {
 	const char *playbook, *log_format, *report;
-	int dry_run, yes, verbose, quiet, describe, help, test, resume, force, keep_lock;
+	int dry_run, yes, verbose, quiet, describe, json, help, test, resume, force, keep_lock;
 };
 
 enum { OPT_TAKEN, OPT_POSITIONAL, OPT_END, OPT_EXIT };
@@ -104,6 +105,8 @@ static int take_option(lua_State *L, struct cli *o, int argc, char **argv, int *
 		o->quiet = 1;
 	else if (strcmp(a, "--describe") == 0)
 		o->describe = 1;
+	else if (strcmp(a, "--json") == 0)
+		o->json = 1;
 	else if (strcmp(a, "--force") == 0)
 		o->force = 1;
 	else if (strcmp(a, "--log-format") == 0 || strncmp(a, "--log-format=", 13) == 0) {
@@ -194,6 +197,10 @@ static int pmain(lua_State *L)
 		lua_pushinteger(L, usage_error("%s", "no playbook given"));
 		return 1;
 	}
+	if (o.json && !o.describe && !o.help) {
+		lua_pushinteger(L, usage_error("%s", "--json goes with --describe (or PLAYBOOK --help)"));
+		return 1;
+	}
 	if (o.help) {
 		if (!o.playbook) {
 			fputs(usage, stdout);
@@ -229,6 +236,8 @@ static int pmain(lua_State *L)
 	lua_setfield(L, -2, "quiet");
 	lua_pushboolean(L, o.describe);
 	lua_setfield(L, -2, "describe");
+	lua_pushboolean(L, o.json);
+	lua_setfield(L, -2, "json");
 	lua_pushboolean(L, o.test);
 	lua_setfield(L, -2, "test");
 	lua_pushboolean(L, o.resume);

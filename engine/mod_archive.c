@@ -7,6 +7,7 @@
 #include "bgrun.h"
 #include "archive_path.h"
 #include "buf.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -37,6 +38,7 @@ typedef struct ar_handle {
 	int cwd;            /* extract: the directory to return to */
 	char *block;
 	struct archive_entry *entry; /* create's reused entry */
+	bgrun_progress *progress;    /* finished as failed when released early */
 } ar_handle;
 
 static int handle_close(lua_State *L)
@@ -77,6 +79,9 @@ static int handle_close(lua_State *L)
 	}
 	free(h->block);
 	h->block = NULL;
+	bgrun_progress *p = h->progress;
+	h->progress = NULL;
+	bgrun_progress_finish(p, 0);
 	if (h->entry) {
 		archive_entry_free(h->entry);
 		h->entry = NULL;
@@ -303,20 +308,42 @@ static int make_dirs(const char *dir)
 	return 0;
 }
 
-/* archive.extract(path, dir [, {readonly=}]) -> number of entries written
- * (readonly: the caller's scratch space, so it runs under --dry-run too) */
+/* opts.progress (at index opts, 0 for none): false turns progress off
+ * (label[0] is then '\0'), a string names it, else "VERB FILE-NAME". */
+static void progress_label(lua_State *L, int opts, const char *verb, const char *path, char *label, size_t n)
+{
+	int t = opts ? lua_getfield(L, opts, "progress") : LUA_TNIL;
+	const char *base = strrchr(path, '/');
+	if (t == LUA_TSTRING)
+		snprintf(label, n, "%s", lua_tostring(L, -1));
+	else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+		label[0] = '\0';
+	else if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		luaL_error(L, "archive: option 'progress' must be a boolean or a label, got %s", luaL_typename(L, -1));
+	else
+		snprintf(label, n, "%s %s", verb, base ? base + 1 : path);
+	if (opts)
+		lua_pop(L, 1);
+}
+
+/* archive.extract(path, dir [, {readonly=, progress=}]) -> number of
+ * entries written (readonly: the caller's scratch space, so it runs under
+ * --dry-run too) */
 static int ar_extract(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	const char *dir = luaL_checkstring(L, 2);
 	luaL_argcheck(L, *dir != '\0', 2, "the directory must not be empty");
 	int readonly = 0;
+	char label[1100];
 	if (!lua_isnoneornil(L, 3)) {
-		static const char *const known[] = {"readonly", NULL};
+		static const char *const known[] = {"readonly", "progress", NULL};
 		bgrun_check_options(L, 3, known);
 		lua_getfield(L, 3, "readonly");
 		readonly = lua_toboolean(L, -1);
+		lua_pop(L, 1);
 	}
+	progress_label(L, lua_istable(L, 3) ? 3 : 0, "extract", path, label, sizeof label);
 	lua_settop(L, 2);
 	char op[1024];
 	snprintf(op, sizeof op, "extract %s", path);
@@ -351,6 +378,9 @@ static int ar_extract(lua_State *L)
 	}
 	if ((msg = open_reader(h, path)) != NULL)
 		raise_open(L, hi, h, op, path, msg);
+	struct stat ast;
+	if (label[0])
+		h->progress = bgrun_progress_start(L, label, stat(path, &ast) == 0 ? (long long)ast.st_size : -1);
 	h->cwd = open(".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (h->cwd < 0 || chdir(dir) != 0) {
 		int e = errno;
@@ -390,6 +420,7 @@ static int ar_extract(lua_State *L)
 				interrupted(L, hi, op);
 			if (archive_write_data_block(h->w, data, len, off) < ARCHIVE_WARN)
 				goto write_failed;
+			bgrun_progress_update(h->progress, (long long)archive_filter_bytes(h->r, -1));
 		}
 		if (dr != ARCHIVE_EOF) {
 			push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, libarchive_msg(h->r));
@@ -414,6 +445,9 @@ static int ar_extract(lua_State *L)
 		push_err(L, op, "ExtractFailed", "extract_failed", "%s: %s", path, libarchive_msg(h->w));
 		fail(L, hi);
 	}
+	bgrun_progress_update(h->progress, (long long)archive_filter_bytes(h->r, -1));
+	bgrun_progress_finish(h->progress, 1);
+	h->progress = NULL;
 	release(L, hi);
 	lua_pushinteger(L, count);
 	return 1;
@@ -463,7 +497,7 @@ static void check_create_args(lua_State *L, int entries)
 	}
 }
 
-/* archive.create(path, entries [, {format="tar.gz"}]) -> path
+/* archive.create(path, entries [, {format="tar.gz", progress=}]) -> path
  *   entries: {{name=, path=} | {name=, data=} [, mode=]}, ... */
 static int ar_create(lua_State *L)
 {
@@ -471,7 +505,7 @@ static int ar_create(lua_State *L)
 	luaL_checktype(L, 2, LUA_TTABLE);
 	const char *format = "tar.gz";
 	if (!lua_isnoneornil(L, 3)) {
-		static const char *const known[] = {"format", NULL};
+		static const char *const known[] = {"format", "progress", NULL};
 		bgrun_check_options(L, 3, known);
 		if (lua_getfield(L, 3, "format") != LUA_TNIL)
 			format = luaL_checkstring(L, -1);
@@ -480,6 +514,8 @@ static int ar_create(lua_State *L)
 			luaL_error(L, "archive.create: format '%s' is not one of tar.gz, tar", format);
 	}
 	int gz = strcmp(format, "tar.gz") == 0;
+	char label[1100];
+	progress_label(L, lua_istable(L, 3) ? 3 : 0, "archive", path, label, sizeof label);
 	lua_settop(L, 2);
 	check_create_args(L, 2);
 	char op[1024];
@@ -531,6 +567,23 @@ static int ar_create(lua_State *L)
 	}
 	lua_Integer n = luaL_len(L, 2);
 	time_t now = time(NULL);
+	if (label[0]) {
+		/* the bytes to read: every file's size and every data entry */
+		long long total = 0;
+		for (lua_Integer i = 1; i <= n; i++) {
+			lua_rawgeti(L, 2, i);
+			size_t dlen = 0, ignored;
+			const char *src = entry_field(L, lua_gettop(L), "path", &ignored);
+			struct stat st;
+			if (src && stat(src, &st) == 0)
+				total += (long long)st.st_size;
+			else if (entry_field(L, lua_gettop(L), "data", &dlen))
+				total += (long long)dlen;
+			lua_pop(L, 1);
+		}
+		h->progress = bgrun_progress_start(L, label, total);
+	}
+	long long done = 0;
 	for (lua_Integer i = 1; i <= n; i++) {
 		if (bgrun_interrupted()) {
 			interrupted(L, hi, op);
@@ -572,6 +625,8 @@ static int ar_create(lua_State *L)
 			werr = libarchive_msg(h->w);
 		if (!werr && data && dlen > 0 && archive_write_data(h->w, data, dlen) != (la_ssize_t)dlen)
 			werr = libarchive_msg(h->w);
+		if (!werr && data)
+			bgrun_progress_update(h->progress, done += (long long)dlen);
 		while (!werr && src_fd >= 0) {
 			ssize_t k = read(src_fd, h->block, BLOCK);
 			if (k < 0 && errno == EINTR)
@@ -587,6 +642,7 @@ static int ar_create(lua_State *L)
 			}
 			if (archive_write_data(h->w, h->block, (size_t)k) != k)
 				werr = libarchive_msg(h->w);
+			bgrun_progress_update(h->progress, done += (long long)k);
 		}
 		if (src_fd >= 0) {
 			close(src_fd);
@@ -613,6 +669,8 @@ static int ar_create(lua_State *L)
 	}
 	free(h->tmp_path);
 	h->tmp_path = NULL;
+	bgrun_progress_finish(h->progress, 1);
+	h->progress = NULL;
 	release(L, hi);
 	lua_pushstring(L, path);
 	return 1;

@@ -3,6 +3,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 #include "buf.h"
+#include "progress.h"
 #include "redact.h"
 
 #include <stdio.h>
@@ -32,6 +33,20 @@ static int state_gc(lua_State *L)
 	return 0;
 }
 
+/* Colour only on a terminal, and never when NO_COLOR is set to anything
+ * but the empty string (https://no-color.org) or the terminal is dumb. */
+static int color_refused(void)
+{
+	const char *no = getenv("NO_COLOR");
+	const char *term = getenv("TERM");
+	return (no != NULL && *no != '\0') || (term != NULL && strcmp(term, "dumb") == 0);
+}
+
+int bgrun_color_wanted(int fd)
+{
+	return !color_refused() && isatty(fd);
+}
+
 static logstate *get_state(lua_State *L)
 {
 	lua_getfield(L, LUA_REGISTRYINDEX, LOG_STATE);
@@ -43,7 +58,7 @@ static logstate *get_state(lua_State *L)
 	redactor_init(&s->secrets);
 	s->json = 0;
 	s->min = LV_INFO;
-	s->color = isatty(STDERR_FILENO);
+	s->color = bgrun_color_wanted(STDERR_FILENO);
 	s->out = stderr;
 	lua_createtable(L, 0, 1);
 	lua_pushcfunction(L, state_gc);
@@ -51,6 +66,14 @@ static logstate *get_state(lua_State *L)
 	lua_setmetatable(L, -2);
 	lua_setfield(L, LUA_REGISTRYINDEX, LOG_STATE);
 	return s;
+}
+
+int bgrun_log_mode(lua_State *L, int *color)
+{
+	logstate *s = get_state(L);
+	if (color)
+		*color = s->color;
+	return s->min > LV_INFO ? 0 : s->json ? 2 : 1;
 }
 
 void bgrun_secret(lua_State *L, const char *value, size_t len)
@@ -262,6 +285,7 @@ static void emit(lua_State *L, int level, const char *msg, size_t len, int field
 		step = lua_tostring(L, -1); /* an explicit step field wins */
 	if (fields)
 		lua_pop(L, 1);
+	bgrun_progress_clear_line(); /* a transfer's line on the terminal */
 	if (st->json)
 		write_json_line(L, st, level, msg, len, fields, step);
 	else
@@ -321,7 +345,8 @@ static int log_redact(lua_State *L)
 	return 1;
 }
 
-/* log.configure{format="text"|"json", level="debug"|..., color=bool} */
+/* log.configure{format="text"|"json", level="debug"|..., color=bool}:
+ * color=true colours even without a terminal, but never under NO_COLOR */
 static int log_configure(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -332,7 +357,7 @@ static int log_configure(lua_State *L)
 	if (lua_getfield(L, 1, "level") != LUA_TNIL)
 		st->min = luaL_checkoption(L, -1, NULL, level_names);
 	if (lua_getfield(L, 1, "color") != LUA_TNIL)
-		st->color = lua_toboolean(L, -1);
+		st->color = lua_toboolean(L, -1) && !color_refused(); /* NO_COLOR still wins */
 	lua_pop(L, 3);
 	return 0;
 }
@@ -360,6 +385,112 @@ static int log_set_step(lua_State *L)
 	return 0;
 }
 
+/* ------------------------------------------------------------ progress */
+
+#define PROGRESS_MT "bgrun.log.progress"
+
+typedef struct lprogress {
+	bgrun_progress *p; /* NULL once finished (or when progress is off) */
+	int finished;
+} lprogress;
+
+static lprogress *check_progress(lua_State *L)
+{
+	lprogress *h = luaL_checkudata(L, 1, PROGRESS_MT);
+	if (h->finished)
+		luaL_error(L, "progress: already finished");
+	return h;
+}
+
+static long long check_bytes(lua_State *L, int idx)
+{
+	lua_Integer n = luaL_checkinteger(L, idx);
+	luaL_argcheck(L, n >= 0, idx, "bytes must not be negative");
+	return (long long)n;
+}
+
+/* log.progress(label [, {total=}]) -> p: the engine's transfer reporter
+ * (progress.h) for a transfer done in Lua */
+static int log_progress(lua_State *L)
+{
+	const char *label = luaL_checkstring(L, 1);
+	long long total = -1;
+	if (!lua_isnoneornil(L, 2)) {
+		static const char *const known[] = {"total", NULL};
+		bgrun_check_options(L, 2, known);
+		if (lua_getfield(L, 2, "total") != LUA_TNIL)
+			total = check_bytes(L, -1);
+		lua_pop(L, 1);
+	}
+	lprogress *h = lua_newuserdatauv(L, sizeof *h, 0);
+	h->p = NULL;
+	h->finished = 0;
+	luaL_setmetatable(L, PROGRESS_MT);
+	h->p = bgrun_progress_start(L, label, total);
+	return 1;
+}
+
+/* p:update(bytes) -> p: bytes done so far */
+static int progress_update(lua_State *L)
+{
+	lprogress *h = check_progress(L);
+	bgrun_progress_update(h->p, check_bytes(L, 2));
+	lua_settop(L, 1);
+	return 1;
+}
+
+/* p:add(n) -> p */
+static int progress_add(lua_State *L)
+{
+	lprogress *h = check_progress(L);
+	bgrun_progress_add(h->p, check_bytes(L, 2));
+	lua_settop(L, 1);
+	return 1;
+}
+
+/* p:set_total(bytes) -> p */
+static int progress_set_total(lua_State *L)
+{
+	lprogress *h = check_progress(L);
+	bgrun_progress_set_total(h->p, check_bytes(L, 2));
+	lua_settop(L, 1);
+	return 1;
+}
+
+static void progress_end(lprogress *h, int ok)
+{
+	bgrun_progress *p = h->p;
+	h->p = NULL;
+	h->finished = 1;
+	bgrun_progress_finish(p, ok);
+}
+
+/* p:finish([ok=true]): the summary line / the "done" event; once */
+static int progress_finish(lua_State *L)
+{
+	lprogress *h = check_progress(L);
+	progress_end(h, lua_isnoneornil(L, 2) || lua_toboolean(L, 2));
+	return 0;
+}
+
+/* __close(p, err): finished, failed when the block raised; __gc: an
+ * abandoned transfer counts as failed */
+static int progress_close(lua_State *L)
+{
+	lprogress *h = luaL_checkudata(L, 1, PROGRESS_MT);
+	if (!h->finished)
+		progress_end(h, lua_gettop(L) >= 2 && lua_isnil(L, 2));
+	return 0;
+}
+
+static const luaL_Reg progress_methods[] = {
+	{"update", progress_update},
+	{"add", progress_add},
+	{"set_total", progress_set_total},
+	{"finish", progress_finish},
+	{NULL, NULL},
+};
+
 static const luaL_Reg log_funcs[] = {
 	{"debug", log_debug},
 	{"info", log_info},
@@ -371,12 +502,22 @@ static const luaL_Reg log_funcs[] = {
 	{"format", log_format},
 	{"level", log_level},
 	{"set_step", log_set_step},
+	{"progress", log_progress},
 	{NULL, NULL},
 };
 
 int luaopen_log(lua_State *L)
 {
 	get_state(L);
+	if (luaL_newmetatable(L, PROGRESS_MT)) {
+		luaL_newlib(L, progress_methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, progress_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushcfunction(L, progress_close);
+		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
 	luaL_newlib(L, log_funcs);
 	return 1;
 }

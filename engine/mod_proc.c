@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "bgrun.h"
 #include "buf.h"
+#include "progress.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -11,6 +12,8 @@
 #include <signal.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -30,6 +33,10 @@ typedef struct spec {
 	const char *out_file[2];
 	int append[2];
 	double timeout;       /* seconds, 0 = none */
+	bgrun_progress *progress; /* the output's growth, reported while it runs */
+	const char *watch;        /* progress counts this file's size, else stdout's bytes */
+	char *reads;              /* ... or how far the program has read this file (real path) */
+	pid_t pid;                /* the running program, for reads */
 } spec;
 
 static void free_strv(char **v)
@@ -46,6 +53,8 @@ static void spec_free(spec *s)
 	free_strv(s->argv);
 	free_strv(s->envp);
 	s->argv = s->envp = NULL;
+	free(s->reads);
+	s->reads = NULL;
 }
 
 static double now_s(void)
@@ -158,7 +167,8 @@ static void check_args(lua_State *L)
 	}
 	if (lua_isnoneornil(L, 2))
 		return;
-	static const char *const known[] = {"env", "clear_env", "cwd", "stdin", "stdout", "stderr", "timeout", "readonly", NULL};
+	static const char *const known[] = {"env", "clear_env", "cwd", "stdin", "stdout", "stderr", "timeout", "readonly",
+	                                    "progress", NULL};
 	bgrun_check_options(L, 2, known);
 	if (lua_getfield(L, 2, "env") != LUA_TNIL)
 		luaL_checktype(L, -1, LUA_TTABLE);
@@ -167,6 +177,20 @@ static void check_args(lua_State *L)
 	int t = lua_getfield(L, 2, "stdin");
 	if (t != LUA_TNIL && t != LUA_TSTRING && !(t == LUA_TTABLE && lua_getfield(L, -1, "file") == LUA_TSTRING))
 		luaL_error(L, "bad argument #2 to 'run' (stdin must be a string or {file=path})");
+	lua_settop(L, 2);
+	t = lua_getfield(L, 2, "progress");
+	if (t == LUA_TTABLE) {
+		if (lua_getfield(L, -1, "label") != LUA_TSTRING)
+			luaL_error(L, "bad argument #2 to 'run' (progress needs label=)");
+		if (lua_getfield(L, -2, "file") > LUA_TNIL && !lua_isstring(L, -1))
+			luaL_error(L, "bad argument #2 to 'run' (progress.file must be a path)");
+		if (lua_getfield(L, -3, "total") > LUA_TNIL && !lua_isinteger(L, -1))
+			luaL_error(L, "bad argument #2 to 'run' (progress.total must be an integer)");
+		if (lua_getfield(L, -4, "reads") > LUA_TNIL && !lua_isstring(L, -1))
+			luaL_error(L, "bad argument #2 to 'run' (progress.reads must be a path)");
+	} else if (t != LUA_TNIL && t != LUA_TSTRING) {
+		luaL_error(L, "bad argument #2 to 'run' (progress must be a label or {label=, file=, total=})");
+	}
 	lua_settop(L, 2);
 	if (lua_getfield(L, 2, "timeout") != LUA_TNIL) {
 		lua_Number to = luaL_checknumber(L, -1);
@@ -220,9 +244,62 @@ static void stop_group(pid_t pid, int *status)
 	waitpid(pid, status, 0);
 }
 
+/* The offset of the descriptor on which process pid has the file at
+ * path open (Linux /proc), or -1. */
+static long long read_position(pid_t pid, const char *path)
+{
+	char dir[64];
+	snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return -1;
+	long long pos = -1;
+	struct dirent *e;
+	while (pos < 0 && (e = readdir(d)) != NULL) {
+		if (e->d_name[0] == '.')
+			continue;
+		char link[320], target[4096];
+		snprintf(link, sizeof link, "%s/%s", dir, e->d_name);
+		ssize_t n = readlink(link, target, sizeof target - 1);
+		if (n <= 0)
+			continue;
+		target[n] = '\0';
+		if (strcmp(target, path) != 0)
+			continue;
+		snprintf(link, sizeof link, "/proc/%d/fdinfo/%s", (int)pid, e->d_name);
+		FILE *f = fopen(link, "re");
+		if (f == NULL)
+			continue;
+		char line[128];
+		while (fgets(line, sizeof line, f))
+			if (sscanf(line, "pos: %lld", &pos) == 1)
+				break;
+		fclose(f);
+	}
+	closedir(d);
+	return pos;
+}
+
+/* How much output the program has produced (or input read) so far. */
+static void report_progress(const spec *s, const outcome *o)
+{
+	struct stat st;
+	if (s->reads) {
+		long long pos = s->pid > 0 ? read_position(s->pid, s->reads) : -1;
+		if (pos >= 0)
+			bgrun_progress_update(s->progress, pos);
+		return;
+	}
+	const char *f = s->watch ? s->watch : s->out_mode[0] == OUT_FILE ? s->out_file[0] : NULL;
+	if (f)
+		bgrun_progress_update(s->progress, stat(f, &st) == 0 ? (long long)st.st_size : 0);
+	else
+		bgrun_progress_update(s->progress, (long long)o->out[0].len);
+}
+
 /* Runs the program; never raises. Returns 0, or -1 with errno for a setup
  * failure in the parent. */
-static int execute(const spec *s, outcome *o)
+static int execute(spec *s, outcome *o)
 {
 	int in_pipe[2] = {-1, -1}, out_pipe[2][2] = {{-1, -1}, {-1, -1}}, err_pipe[2] = {-1, -1};
 	int in_fd = -1, file_fd[2] = {-1, -1};
@@ -281,6 +358,7 @@ static int execute(const spec *s, outcome *o)
 		_exit(127);
 	}
 	setpgid(pid, pid); /* both sides set it: no race with an early kill */
+	s->pid = pid;
 
 	close_fd(&err_pipe[1]);
 	close_fd(&in_pipe[0]);
@@ -366,6 +444,8 @@ static int execute(const spec *s, outcome *o)
 			drain_until = now_s() + 1.0;
 			close_fd(&in_pipe[1]);
 		}
+		if (s->progress)
+			report_progress(s, o);
 		if (exited && now_s() > drain_until)
 			break;
 		if (!exited && bgrun_interrupted()) {
@@ -462,12 +542,37 @@ static int proc_run(lua_State *L)
 	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
 		s.timeout = (double)lua_tonumber(L, -1);
 	lua_pop(L, 1);
+	long long ptotal = -1;
+	const char *plabel = NULL, *preads = NULL;
+	t = lua_getfield(L, 2, "progress"); /* anchored by the opts table */
+	if (t == LUA_TSTRING) {
+		plabel = lua_tostring(L, -1);
+	} else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "label");
+		plabel = lua_tostring(L, -1);
+		lua_getfield(L, -2, "file");
+		s.watch = lua_tostring(L, -1);
+		lua_getfield(L, -3, "total");
+		ptotal = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
+		lua_getfield(L, -4, "reads");
+		preads = lua_tostring(L, -1);
+		lua_pop(L, 4);
+	}
+	lua_pop(L, 1);
 	lua_getfield(L, 2, "clear_env");
 	int clear = lua_toboolean(L, -1);
 	lua_pop(L, 1);
 	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
 	if (!envt)
 		lua_pop(L, 1);
+
+	/* Started before memory is owned (starting may raise); from here on
+	 * it is finished, which never raises, before any error. */
+	struct stat rst;
+	if (plabel && preads && ptotal < 0 && stat(preads, &rst) == 0)
+		ptotal = (long long)rst.st_size;
+	if (plabel)
+		s.progress = bgrun_progress_start(L, plabel, ptotal);
 
 	/* From here on we own memory: no raising until it is released. */
 	lua_Integer argc = luaL_len(L, 1);
@@ -480,8 +585,12 @@ static int proc_run(lua_State *L)
 	}
 	if (!oom && (envt || clear))
 		oom = (s.envp = build_env(L, envt, clear)) == NULL;
+	/* the name /proc shows for the file (a missing one is just not reported) */
+	if (!oom && s.progress && preads)
+		s.reads = realpath(preads, NULL);
 	if (oom) {
 		spec_free(&s);
+		bgrun_progress_finish(s.progress, 0);
 		return luaL_error(L, "proc.run: out of memory");
 	}
 
@@ -490,6 +599,16 @@ static int proc_run(lua_State *L)
 	int rc = execute(&s, &o);
 	int err = errno;
 	spec_free(&s);
+	if (s.progress) {
+		int pok = rc == 0 && !o.spawn_errno && !o.interrupted && !o.timed_out && WIFEXITED(o.status) &&
+		          WEXITSTATUS(o.status) == 0;
+		if (preads)
+			bgrun_progress_update(s.progress, pok && ptotal >= 0 ? ptotal : 0);
+		else
+			report_progress(&s, &o);
+		bgrun_progress_finish(s.progress, pok);
+		s.progress = NULL;
+	}
 	if (rc != 0) {
 		buf_free(&o.out[0]);
 		buf_free(&o.out[1]);

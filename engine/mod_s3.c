@@ -10,6 +10,7 @@
 #include "awscreds.h"
 #include "digest.h"
 #include "httputil.h"
+#include "progress.h"
 #include "s3xml.h"
 #include "sigv4.h"
 
@@ -62,6 +63,7 @@ typedef struct s3_op {
 	int fd;          /* the local file read or written */
 	char *tmp_path;  /* get_file's temporary file, unlinked unless renamed */
 	char *part;      /* a multipart part in memory */
+	bgrun_progress *progress; /* finished as failed if the op is released early */
 } s3_op;
 
 /* One HTTP request and its response. */
@@ -92,6 +94,8 @@ typedef struct s3_req {
 	long timeout_ms;
 	CURL *easy;
 	buf scratch; /* a response header's value */
+	bgrun_progress *progress; /* the op's, or NULL: bytes reported from drive() */
+	long long progress_base;  /* bytes of the transfer before this request */
 } s3_req;
 
 static void req_init(s3_req *r, const char *method)
@@ -197,6 +201,9 @@ static int op_close(lua_State *L)
 	}
 	free(o->part);
 	o->part = NULL;
+	bgrun_progress *p = o->progress;
+	o->progress = NULL;
+	bgrun_progress_finish(p, 0);
 	return 0;
 }
 
@@ -206,6 +213,7 @@ static s3_op *new_op(lua_State *L)
 	o->fd = -1;
 	o->tmp_path = NULL;
 	o->part = NULL;
+	o->progress = NULL;
 	luaL_setmetatable(L, OP_MT);
 	return o;
 }
@@ -441,6 +449,23 @@ static int prepare(s3_bucket *b, s3_req *r, struct curl_slist **hl, char *err, s
 	return 0;
 }
 
+/* Tells the reporter how far the transfer is: the bytes sent of the body,
+ * or written of a download (whose size its Content-Length gives). */
+static void report_progress(s3_req *r)
+{
+	if (r->sink_fd >= 0) {
+		curl_off_t len = -1;
+		long status = 0;
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		if (status >= 200 && status < 300 &&
+		    curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) == CURLE_OK && len >= 0)
+			bgrun_progress_set_total(r->progress, r->progress_base + (long long)len);
+		bgrun_progress_update(r->progress, r->progress_base + r->sunk);
+	} else {
+		bgrun_progress_update(r->progress, r->progress_base + r->body_pos);
+	}
+}
+
 /* Runs r->easy on the multi handle. 1 when interrupted. */
 static int drive(s3_bucket *b, s3_req *r)
 {
@@ -464,6 +489,8 @@ static int drive(s3_bucket *b, s3_req *r)
 		}
 		if (done)
 			break;
+		if (r->progress)
+			report_progress(r);
 		if (!r->ignore_interrupt && bgrun_interrupted()) {
 			stopped = 1;
 			break;
@@ -897,7 +924,25 @@ static int s3_bucket_new(lua_State *L)
 
 /* ------------------------------------------------------------- put_file */
 
-static const char *const put_keys[] = {"content_type", "metadata", "part_size", NULL};
+static const char *const put_keys[] = {"content_type", "metadata", "part_size", "progress", NULL};
+
+/* opts.progress: false turns the transfer's progress off (label[0] is
+ * then '\0'), a string names it, else "VERB KEY". Checked before anything
+ * is acquired. */
+static void progress_label(lua_State *L, int opts, const char *verb, const char *key, char *label, size_t n)
+{
+	int t = opts ? lua_getfield(L, opts, "progress") : LUA_TNIL;
+	if (t == LUA_TSTRING)
+		snprintf(label, n, "%s", lua_tostring(L, -1));
+	else if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1))
+		label[0] = '\0';
+	else if (t != LUA_TNIL && t != LUA_TBOOLEAN)
+		luaL_error(L, "s3: option 'progress' must be a boolean or a label, got %s", luaL_typename(L, -1));
+	else
+		snprintf(label, n, "%s %s", verb, key);
+	if (opts)
+		lua_pop(L, 1);
+}
 
 /* Collects the extra headers of an upload: content-type and x-amz-meta-*
  * as name, value pairs in a Lua table at the top (strings anchored). */
@@ -1061,6 +1106,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		char pn[24];
 		snprintf(pn, sizeof pn, "%lld", i + 1);
 		req_init(r, "PUT");
+		r->progress = o->progress;
+		r->progress_base = off;
 		r->body = o->part;
 		r->body_n = len;
 		r->payload_hash = hex;
@@ -1188,6 +1235,8 @@ static int b_put_file(lua_State *L)
 	}
 	if (opts)
 		lua_pop(L, 1);
+	char label[1100];
+	progress_label(L, opts, "upload", key, label, sizeof label);
 	upload_headers(L, opts); /* index 5 */
 	const char **hdrs = NULL;
 	size_t nh = 0;
@@ -1240,6 +1289,8 @@ static int b_put_file(lua_State *L)
 		lua_pop(L, 1);
 	}
 	lua_replace(L, 4); /* opts are read; the block takes their slot */
+	if (label[0])
+		o->progress = bgrun_progress_start(L, label, size);
 
 	int parts = 1;
 	if (size <= part_size) {
@@ -1263,6 +1314,7 @@ static int b_put_file(lua_State *L)
 		r->body_n = size;
 		r->payload_hash = hex;
 		r->retry = 1; /* the same bytes again: idempotent */
+		r->progress = o->progress;
 		if (object_url(b, &r->url, key) != 0)
 			oom(L, r, opi);
 		run_or_raise(L, b, r, op, opi);
@@ -1275,6 +1327,9 @@ static int b_put_file(lua_State *L)
 		put_multipart(L, b, o, opi, key, size, part_size, hdrs, nh, op);
 		parts = (int)((size + part_size - 1) / part_size);
 	}
+	bgrun_progress_update(o->progress, size);
+	bgrun_progress_finish(o->progress, 1);
+	o->progress = NULL;
 	release_op(L, opi);
 	lua_createtable(L, 0, 4);
 	lua_pushvalue(L, -2);
@@ -1290,13 +1345,22 @@ static int b_put_file(lua_State *L)
 
 /* -------------------------------------------------------------- get_file */
 
-/* b:get_file(key, path) -> size; a missing key raises 404 NoSuchKey */
+/* b:get_file(key, path [, {progress=}]) -> size; a missing key raises 404
+ * NoSuchKey */
 static int b_get_file(lua_State *L)
 {
 	s3_bucket *b = check_bucket(L);
 	const char *key = luaL_checkstring(L, 2);
 	const char *path = luaL_checkstring(L, 3);
 	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	int opts = 0;
+	if (!lua_isnoneornil(L, 4)) {
+		static const char *const get_keys[] = {"progress", NULL};
+		bgrun_check_options(L, 4, get_keys);
+		opts = 4;
+	}
+	char label[1100];
+	progress_label(L, opts, "download", key, label, sizeof label);
 	lua_settop(L, 3);
 	char op[1024];
 	snprintf(op, sizeof op, "get_file %s", key);
@@ -1316,10 +1380,13 @@ static int b_get_file(lua_State *L)
 		bgrun_error_set_str(L, "path", path);
 		bgrun_error_throw(L);
 	}
+	if (label[0])
+		o->progress = bgrun_progress_start(L, label, -1);
 	s3_req *r = push_req(L);
 	req_init(r, "GET");
 	r->sink_fd = o->fd;
 	r->retry = 1;
+	r->progress = o->progress;
 	if (object_url(b, &r->url, key) != 0)
 		oom(L, r, opi);
 	run_or_raise(L, b, r, op, opi);
@@ -1336,6 +1403,10 @@ static int b_get_file(lua_State *L)
 	}
 	free(o->tmp_path);
 	o->tmp_path = NULL;
+	bgrun_progress_set_total(o->progress, size);
+	bgrun_progress_update(o->progress, size);
+	bgrun_progress_finish(o->progress, 1);
+	o->progress = NULL;
 	lua_pushinteger(L, size);
 	return 1;
 }

@@ -502,6 +502,43 @@ local function describe(path, pb)
   end
 end
 
+-- `bgrun --describe --json PLAYBOOK`: the stable, documented shape that
+-- shell completion and other tools read (bgrun(1), README). Keys never
+-- disappear: an absent property is null. Add keys, never rename them, and
+-- bump format only for an incompatible change.
+local function describe_json(path, pb)
+  local json = require("json")
+  local function list(t)
+    if t == nil then return json.null end
+    local a = {}
+    for i, v in ipairs(t) do a[i] = v end
+    return json.array(a)
+  end
+  local function or_null(v) if v == nil then return json.null end return v end
+  local params = {}
+  for _, k in ipairs(sorted_keys(pb.params)) do
+    local s = pb.params[k]
+    params[#params + 1] = {
+      name = k,
+      type = s.type or "string",
+      required = s.required and true or false,
+      default = or_null(s.default),
+      choices = list(s.choices),
+      pattern = or_null(s.pattern),
+      max_length = or_null(s.max_length),
+      help = or_null(s.help),
+    }
+  end
+  local name = path:match("([^/]+)$")
+  io.stdout:write(json.encode({
+    format = 1,
+    name = (name:gsub("%.lua$", "")),
+    path = path,
+    description = or_null(pb.description),
+    parameters = json.array(params),
+  }, { indent = 2, sort_keys = true }), "\n")
+end
+
 local function run_tests(opts)
   -- busted ends with os.exit; close the state so sanitizers see a clean exit
   local exit = os.exit
@@ -543,7 +580,7 @@ function M.main(opts)
     return core.interrupted() and EXIT.interrupted or EXIT.usage
   end
   if opts.describe then
-    describe(path, pb)
+    if opts.json then describe_json(path, pb) else describe(path, pb) end
     return EXIT.ok
   end
   local args, perr = M.parse_args(pb.params, opts.args)

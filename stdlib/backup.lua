@@ -192,12 +192,16 @@ function M.create(opts)
   local env = M.pg_env(opts.database)
   local ok, err = pcall(function()
     local timeout = opts.timeout or 3600
+    -- progress: the dump file's growth (engine/progress.h)
     run({ "pg_dump", "--schema-only", "--no-owner", "--file", work .. "/schema.sql" },
-        { env = env, timeout = timeout }, "pg_dump --schema-only")
+        { env = env, timeout = timeout, progress = { label = "dump schema.sql", file = work .. "/schema.sql" } },
+        "pg_dump --schema-only")
     run({ "pg_dump", "--data-only", "--no-owner", "--file", work .. "/data.sql" },
-        { env = env, timeout = timeout }, "pg_dump --data-only")
+        { env = env, timeout = timeout, progress = { label = "dump data.sql", file = work .. "/data.sql" } },
+        "pg_dump --data-only")
     run({ "pg_dump", "--format=custom", "--no-owner", "--file", work .. "/full_backup.dump" },
-        { env = env, timeout = timeout }, "pg_dump --format=custom")
+        { env = env, timeout = timeout, progress = { label = "dump full_backup.dump", file = work .. "/full_backup.dump" } },
+        "pg_dump --format=custom")
     local files = {}
     for _, f in ipairs(M.FILES) do
       files[f] = { size = file_size(work .. "/" .. f), sha256 = digest.sha256_file(work .. "/" .. f) }

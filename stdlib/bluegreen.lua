@@ -42,6 +42,12 @@ function M.active_colour(c, app, ns)
             message = ("service %s not found in namespace %s"):format(app, tostring(ns)) }
   end
   local colour = ((svc.spec or {}).selector or {}).version
+  if colour == nil and ((svc.spec or {}).selector or {}).app then
+    -- what a canary leaves while it runs, or when it was killed
+    raise { op = "detect colour", code = "no_colour", reason = "CanaryOpen",
+            message = ("service %s selects both colours (no version in its selector): a canary is running "
+              .. "or did not finish; `bgrun resume` returns a killed one to its old colour"):format(app) }
+  end
   if not OTHER[colour] then
     raise { op = "detect colour", code = "no_colour", reason = "Invalid",
             message = ("service %s selects version=%s; expected blue or green"):format(app, tostring(colour)) }
@@ -304,6 +310,11 @@ M.undo = {
   switch_back = function(d)
     local seconds = switch_back(client_for(d), d)
     log.warn("traffic switched back", { colour = d.colour, seconds = bgrun.fmt_duration(seconds) })
+  end,
+  -- a hook is code in the environment, not journal data: a resumed run
+  -- says so instead of counting it as an undo that could not run
+  hook_not_run = function(d)
+    log.warn(("the %s hook of the killed run does not run on resume"):format(tostring(d.hook)))
   end,
 }
 
@@ -726,7 +737,7 @@ function M.deploy(c, opts)
         local ok, herr = pcall(f, s, err)
         if not ok then log.warn("the on_abort hook failed", { error = tostring(herr) }) end
       end
-    end)
+    end, { module = "bluegreen", action = "hook_not_run", hook = "on_abort" })
   end
 
   for _, st in ipairs(opts.steps or M.steps) do

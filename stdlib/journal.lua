@@ -224,7 +224,7 @@ end
 
 -- The undo actions resume may run: the stdlib's own, by module and action
 -- name. A journal is data; it never names code to load.
-M.UNDO_MODULES = { bluegreen = true, lock = true, release = true, restore = true, backup = true }
+M.UNDO_MODULES = { bluegreen = true, lock = true, release = true, restore = true, backup = true, canary = true }
 
 ---Runs the undo of one compensation from its recorded data: the stdlib
 ---module named in undo.module provides undo[undo.action](data).

@@ -165,7 +165,10 @@ function M.restore(opts)
       env.PGDATABASE = fresh
       local r = require("proc").run({ "pg_restore", "--no-owner", "--exit-on-error", "--dbname", fresh,
                                       work .. "/unpacked/full_backup.dump" },
-                                    { env = env, timeout = opts.timeout or 3600 })
+                                    { env = env, timeout = opts.timeout or 3600,
+                                      -- how far pg_restore has read the dump (engine/progress.h)
+                                      progress = { label = "restore full_backup.dump",
+                                                   reads = work .. "/unpacked/full_backup.dump" } })
       if r.code ~= 0 then
         raise { op = "pg_restore", code = "command_failed", reason = "CommandFailed", exit_code = r.code,
                 message = ("pg_restore exited with %d: %s"):format(r.code, (r.stderr or ""):gsub("%s+$", "")) }

@@ -6,7 +6,11 @@ set -eu
 DEBS="build-essential pkg-config lua5.4 liblua5.4-dev libjansson-dev
 libcurl4-openssl-dev libpq-dev libarchive-dev libexpat1-dev libyaml-dev libssl-dev
 libcmocka-dev lua-busted postgresql postgresql-client curl time
-ca-certificates openssl python3"
+ca-certificates openssl python3 jq mmdebstrap shellcheck"
+# shell completion (zsh, bash-completion), the man page checks (mandoc,
+# groff, man) and a pseudo-terminal for the progress and colour specs
+# (script, in bsdutils)
+DEBS="$DEBS zsh bash-completion mandoc groff-base man-db bsdutils"
 
 missing=""
 for p in $DEBS; do

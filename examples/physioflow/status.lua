@@ -13,7 +13,8 @@ return playbook {
     local env = assert(environments[args.env], "no environment " .. args.env)
     local c = release.client(args.env, env)
     local svc = c:get("service", env.app)
-    print(("service %s selects version=%s"):format(env.app, svc.spec.selector.version))
+    print(("service %s selects version=%s"):format(env.app,
+      svc.spec.selector.version or "(none: both colours, a canary is running or was killed)"))
     for _, colour in ipairs({ "blue", "green" }) do
       local d = c:get("deployment", env.app .. "-" .. colour)
       print(("  %-6s %s  replicas %d/%d ready"):format(colour, d.spec.template.spec.containers[1].image,

@@ -18,7 +18,7 @@ local archive = {}
 ---place. Under --dry-run: logs and returns.
 ---@param path string
 ---@param entries archive.Entry[]
----@param opts {format: "tar.gz"|"tar"?}?
+---@param opts {format: "tar.gz"|"tar"?, progress: (boolean|string)?}? progress: false for no progress report, a string as its label (default "archive NAME")
 ---@return string path
 function archive.create(path, entries, opts) end
 
@@ -33,7 +33,7 @@ function archive.list(path) end
 ---written. readonly: the caller's scratch space, extracted under --dry-run too.
 ---@param path string
 ---@param dir string
----@param opts {readonly: boolean?}?
+---@param opts {readonly: boolean?, progress: (boolean|string)?}? progress: false for no progress report, a string as its label (default "extract NAME")
 ---@return integer entries written
 function archive.extract(path, dir, opts) end
 

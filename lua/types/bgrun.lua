@@ -51,6 +51,12 @@ function on_failure(name_or_fn, fn, undo, opts) end
 ---@param opts {hint: string?}?
 function commit(name, opts) end
 
+---Adds fields to the run report (--report FILE, and the report printed
+---when a run does not succeed); the engine's own fields (steps, exit,
+---status, ...) are refused.
+---@param fields table<string, any>
+function report(fields) end
+
 ---Asks on the terminal. With --yes it passes; with no terminal and no
 -----yes it fails (code "no_terminal"); a wrong answer fails (code "declined").
 ---@param prompt string
@@ -119,6 +125,9 @@ function bgrun.chmod(path, mode) end
 ---@param path string
 ---@return true? ok, string? err
 function bgrun.rmtree(path) end
+---The same as the global report(fields).
+---@param fields table<string, any>
+function bgrun.report(fields) end
 ---Replaces the hint of the commit point passed.
 ---@param hint string
 function bgrun.commit_hint(hint) end

@@ -36,4 +36,36 @@ function log.format() end
 ---@return "debug"|"info"|"warn"|"error"
 function log.level() end
 
+---Names the step on every following line (nil: none); the prelude's
+---step() sets it.
+---@param name string?
+function log.set_step(name) end
+
+---A transfer's progress through the engine's reporter (engine/progress.h):
+---on a terminal one line rewritten in place (bytes, rate, ETA), with
+-----log-format json an event {"event":"progress",...} every 5 s and one
+---with done=true at the end, as plain text lines every 10 s in CI logs,
+---nothing with -q. Updates are cheap and rate-limited by the clock.
+---Use it with <close>: a block that raises ends it as failed.
+---@param label string what is moved ("upload prod/x.tar.gz")
+---@param opts {total: integer?}? total: the bytes to move, when known
+---@return log.Progress
+function log.progress(label, opts) end
+
+---@class log.Progress
+local Progress = {}
+---Bytes done so far.
+---@param bytes integer
+---@return log.Progress
+function Progress:update(bytes) end
+---@param n integer bytes more
+---@return log.Progress
+function Progress:add(n) end
+---@param bytes integer the total, once known
+---@return log.Progress
+function Progress:set_total(bytes) end
+---Prints the summary (terminal, text) or the done event (JSON); once.
+---@param ok boolean? default true
+function Progress:finish(ok) end
+
 return log

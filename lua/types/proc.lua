@@ -15,6 +15,7 @@ local proc = {}
 ---@field stderr ("capture"|"inherit"|"null"|proc.Output)? default "capture"
 ---@field timeout number? seconds; on expiry the process group is killed and a structured error (code "timeout") raised
 ---@field readonly boolean? run even under --dry-run (the program changes nothing)
+---@field progress (string|{label: string, file: string?, reads: string?, total: integer?})? report the program as a transfer (log.progress): the size of `file` as it writes it, how far it has read `reads` (total: that file's size), else the bytes of stdout
 
 ---@class proc.Result
 ---@field code integer exit status (128+signal when killed)

@@ -16,6 +16,7 @@ local s3 = {}
 ---@field content_type string?
 ---@field metadata table<string, string|number|boolean>? sent as x-amz-meta-*
 ---@field part_size integer? bytes, 5 MiB to 5 GiB (default 8 MiB); larger files go multipart
+---@field progress (boolean|string)? the transfer's progress report: false for none, a string as its label (default "upload KEY")
 
 ---@class s3.PutResult
 ---@field key string
@@ -61,8 +62,9 @@ function Bucket:put_file(key, path, opts) end
 ---complete. A missing key raises {code=404, reason="NoSuchKey"}.
 ---@param key string
 ---@param path string
+---@param opts {progress: (boolean|string)?}? progress: false for no progress report, a string as its label (default "download KEY")
 ---@return integer size
-function Bucket:get_file(key, path) end
+function Bucket:get_file(key, path, opts) end
 
 ---@param key string
 ---@return s3.HeadResult? nil when the key does not exist

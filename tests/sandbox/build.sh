@@ -1,6 +1,7 @@
 #!/bin/sh
 # Build the sandbox CLI (incremental through Go's build cache) and, only
-# when it is missing, SeaweedFS's weed binary into the bgrun cache.
+# when they are missing, SeaweedFS's weed binary and actionlint into the
+# bgrun cache.
 set -eu
 
 WEED_MODULE=github.com/seaweedfs/seaweedfs
@@ -11,6 +12,8 @@ cache=${BGRUN_CACHE:-$HOME/.cache/bgrun}
 weed=$cache/bin/weed
 
 (cd "$here" && go build -o sandbox .)
+# actionlint for the CI example's lint, once into the cache too.
+"$here/../../tools/actionlint.sh" >/dev/null
 
 [ -x "$weed" ] && exit 0
 

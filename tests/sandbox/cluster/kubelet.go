@@ -480,6 +480,35 @@ func (w *podWorker) sleepCtr(ct *ctrRuntime, d time.Duration) bool {
 	return true
 }
 
+// preStop runs the container's preStop hook before the process is
+// signalled, as the kubelet does on pod termination: the sleep action
+// (lifecycle.preStop.sleep.seconds) waits, within the grace period, while
+// the pod keeps serving what still reaches it — the endpoints have
+// already dropped it, so nothing new does. Other actions (exec, httpGet)
+// have no process of their own to run in here and are skipped.
+func (w *podWorker) preStop(ct *ctrRuntime, exited <-chan struct{}) {
+	lc := ct.spec.Lifecycle
+	if lc == nil || lc.PreStop == nil || lc.PreStop.Sleep == nil || lc.PreStop.Sleep.Seconds <= 0 {
+		return
+	}
+	d := time.Duration(lc.PreStop.Sleep.Seconds) * time.Second
+	w.mu.Lock()
+	left := time.Until(w.deadline)
+	w.mu.Unlock()
+	if d > left {
+		d = left
+	}
+	if d <= 0 {
+		return
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-exited:
+	}
+}
+
 // setImage applies a changed container image: the running process is
 // stopped (SIGTERM, SIGKILL after 10 s) and the container restarts with
 // the new image.
@@ -583,6 +612,7 @@ func (w *podWorker) runOnce(ct *ctrRuntime, env []string) (int, string) {
 	select {
 	case <-exited:
 	case <-w.term:
+		w.preStop(ct, exited)
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		w.mu.Lock()
 		deadline := w.deadline

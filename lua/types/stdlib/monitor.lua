@@ -1,0 +1,34 @@
+---@meta monitor
+-- Generated from stdlib/monitor.lua by tools/gen-types.lua (make types): do not edit.
+local M = {}
+
+---@type table
+M.defaults = nil
+
+---Restart counts of the pods matching selector, keyed by pod name: the
+---baseline that later checks compare against.
+---@param c any k8s client
+---@param opts {namespace: string?, selector: string}
+---@return table<string, integer>
+function M.baseline(c, opts) end
+
+---One periodic check on a fresh list of the pods: every pod Running and
+---ready, no restarts beyond the baseline, few error lines in recent logs,
+---the health endpoint answering. Returns ok and a list of problems.
+---@param c any k8s client
+---@param opts table selector, namespace, baseline, since (log seconds), service or health_url, replicas, and M.defaults' fields
+---@return boolean, string[], table
+function M.check(c, opts) end
+
+---Watches the pods of selector for window seconds and checks them every
+---interval; raises {module="monitor", code="unhealthy", problems=, seen=,
+---detected_at=} at the first failure that is not tolerated. seen says what
+---was seen ({signal="restart"|"unready"|"pod_gone"|"checks", pod=, ...});
+---detected_at is bgrun.now() when it was. on_tick (e.g. renewing the deploy
+---lock) runs before each periodic check.
+---@param c any k8s client
+---@param opts table namespace, selector, baseline, service (health probe through it) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, and M.defaults' fields
+---@return {checks: integer, failed_checks: integer, events: integer, seconds: number}
+function M.watch(c, opts) end
+
+return M
