@@ -4,7 +4,9 @@
 -- as a pod would run it — KUBERNETES_SERVICE_HOST/PORT, a service-account
 -- directory with token, ca.crt and namespace, no kubeconfig, and
 -- BGRUN_IN_CLUSTER naming the environment. Deploy (smoke tests through the
--- pods proxy), backup and rollback pass with that token alone; a Role
+-- pods proxy), backup, rollback, preview/promote/switch-back/abort and a
+-- canary pass with that token alone (deploy-with-migration and
+-- rollback-release from a kubeconfig holding only the token); a Role
 -- missing one rule makes the run fail naming the verb, resource and
 -- namespace, with nothing left half-switched. The Job and CronJob are
 -- checked by the API server (dry-run) and by kubectl.
@@ -339,6 +341,17 @@ current-context: physioflow-prod
     assert.is_nil(admin:get("service", APP .. "-preview"))
     assert.equal(live, live_colour())
     assert.same(left, dep(idle))
+    assert.equal("", lock_holder())
+  end)
+
+  it("runs a canary release with the Role's token alone", function()
+    local live = live_colour()
+    local idle = other(live)
+    local r = in_pod({ PB .. "/canary.lua", "env=local", "tag=v1.7.0", "steps=50,100", "pause=0" })
+    assert.equal(0, r.code, r.stderr)
+    assert.equal(idle, live_colour())
+    assert.same({ image = "registry.physioflow.internal/physioflow-api:v1.7.0", replicas = 2 }, dep(idle))
+    assert.equal(0, dep(live).replicas)
     assert.equal("", lock_holder())
   end)
 
