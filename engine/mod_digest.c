@@ -1,11 +1,15 @@
 /* digest: SHA-256 of strings and files, for migration checksums, backup
- * metadata and S3 payload hashes. The hashing itself is in digest.c. */
+ * metadata and S3 payload hashes (the hashing itself is in digest.c), and
+ * base64 for HTTP basic credentials. */
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 #include "digest.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <string.h>
+
+#include <openssl/evp.h>
 
 /* digest.sha256(s) -> hex string */
 static int digest_sha256(lua_State *L)
@@ -43,9 +47,25 @@ static int digest_sha256_file(lua_State *L)
 	return 2;
 }
 
+/* digest.base64(s) -> standard base64 with padding, one line */
+static int digest_base64(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	if (len > (size_t)INT_MAX / 4 * 3 - 3)
+		return luaL_argerror(L, 1, "too long");
+	/* the buffer belongs to Lua: nothing to free if it raises */
+	luaL_Buffer b;
+	char *out = luaL_buffinitsize(L, &b, 4 * ((len + 2) / 3) + 1);
+	int n = EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)s, (int)len);
+	luaL_pushresultsize(&b, (size_t)n);
+	return 1;
+}
+
 static const luaL_Reg digest_funcs[] = {
 	{"sha256", digest_sha256},
 	{"sha256_file", digest_sha256_file},
+	{"base64", digest_base64},
 	{NULL, NULL},
 };
 

@@ -617,11 +617,14 @@ local function plain(v, depth)
   -- what JSON can carry: no functions, no cycles past a few levels
   local t = type(v)
   if t == "table" then
-    if depth > 6 then return nil end
+    if depth > 10 then return nil end
     local out = {}
     for k, x in pairs(v) do
       if type(k) == "string" or type(k) == "number" then out[k] = plain(x, depth + 1) end
     end
+    -- a json.array stays one (an empty list is [] in the report, not {})
+    local json = require("json")
+    if getmetatable(v) ~= nil and getmetatable(v) == getmetatable(json.array({})) then out = json.array(out) end
     return out
   elseif t == "function" or t == "userdata" or t == "thread" then
     return nil

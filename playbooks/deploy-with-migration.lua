@@ -24,6 +24,8 @@ return playbook {
   },
   run = function(args)
     local env = environments[args.env]
+    -- a monitor that could not run is bad input: found before the backup and the migration
+    require("monitor").validate(env.monitor)
     local c = release.client(args.env, env)
     release.confirm(c, env, ("Migrate and deploy %s to %s"):format(args.tag, args.env))
     local ns = env.namespace
@@ -49,6 +51,7 @@ return playbook {
       local b = backup.create { env = args.env, database = env.database, dir = env.backups, bucket = env.bucket,
                                 label = "pre-migration-" .. args.tag, pinned = true, version = current }
       if not b.dry_run then backup.verify(b.path) end
+      require("backupstore").after_backup(args.env, env, b, { pinned = true, version = current })
       return b
     end)
     print("backup: " .. taken.path .. (taken.key and (" (s3://" .. taken.bucket .. "/" .. taken.key .. ")") or ""))

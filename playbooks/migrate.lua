@@ -68,6 +68,7 @@ return playbook {
                                     label = ("pre-migrate-%s-%s"):format(args.action, to and migrate.format_version(to) or "all"),
                                     pinned = true, version = st.current }
           if not b.dry_run then backup.verify(b.path) end
+          require("backupstore").after_backup(args.env, env, b, { pinned = true, version = st.current })
           versions.backup = b.path
           print("backup: " .. b.path)
         end)

@@ -13,6 +13,7 @@ local backup = require("backup")
 local bluegreen = require("bluegreen")
 local environments = require("environments")
 local json = require("json")
+local kept = require("kept")
 local lock = require("lock")
 local log = require("log")
 local migrate = require("migrate")
@@ -35,9 +36,11 @@ return playbook {
   params = {
     env = release.env_param(environments),
     ["break-lock"] = release.break_lock_param,
+    keep_old = kept.param,
   },
   run = function(args)
     local env = environments[args.env]
+    local keep_old = kept.keep_count(args.keep_old, env)
     local ns, app = env.namespace, env.app
     local c = release.client(args.env, env)
     local fmt = migrate.format_version
@@ -175,7 +178,8 @@ return playbook {
       database.dbname = id.database
       timed("restore the database from " .. path, function()
         l.renew()
-        local r = restore.restore { path = path, database = database, maintenance_db = env.maintenance_db }
+        local r = restore.restore { path = path, database = database, maintenance_db = env.maintenance_db,
+                                    keep_old = false } -- pruned at the end, after the checks
         if r.old_database then
           swap_undo = { module = "restore", action = "swap_back", database = database,
                         maintenance_db = env.maintenance_db, target = id.database, old = r.old_database,
@@ -271,6 +275,17 @@ return playbook {
         [release.ROLLED_BACK_ANNOTATION] = json.encode(rec, { sort_keys = true }) } } },
         { type = "merge", namespace = ns })
     end)
+    -- the restore is verified and the release rolled back: only now do
+    -- older kept databases go
+    if migrated and (report.kept_as or bgrun.dry_run()) then
+      step("drop old kept databases", function()
+        local database = {}
+        for k, v in pairs(env.database or {}) do database[k] = v end
+        database.dbname = id.database
+        kept.after_restore { database = database, maintenance_db = env.maintenance_db,
+                             keep = bgrun.dry_run() and math.max(keep_old - 1, 0) or keep_old, shown = keep_old }
+      end)
+    end
     l.release()
 
     local lines = { ("rolled back %s %s: %s -> %s (%s), schema %s -> %s"):format(app, rec.tag, rec.colour,

@@ -11,6 +11,7 @@
 --   bgrun playbooks/rollback.lua env=prod backup=prod/2026...tar.gz --yes
 local backup = require("backup")
 local environments = require("environments")
+local kept = require("kept")
 local lock = require("lock")
 local log = require("log")
 local migrate = require("migrate")
@@ -24,9 +25,11 @@ return playbook {
     env = release.env_param(environments),
     backup = { required = true, help = "a local .tar.gz, or a key in the environment's bucket (or s3://bucket/key)" },
     ["break-lock"] = release.break_lock_param,
+    keep_old = kept.param,
   },
   run = function(args)
     local env = environments[args.env]
+    local keep_old = kept.keep_count(args.keep_old, env)
     local maintenance_db = env.maintenance_db or "postgres"
     local path = step("fetch the backup", function()
       return backup.fetch(args.backup, env.backups .. "/fetched", { bucket = env.bucket })
@@ -102,16 +105,18 @@ return playbook {
       log.info("connections terminated", { database = target.database, count = rows[1] and rows[1].n or 0 })
     end)
 
+    local swap_h
     local restored = step("restore", function()
       local database = {}
       for k, v in pairs(env.database or {}) do database[k] = v end
       database.dbname = target.database
-      local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db }
+      local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db,
+                                  keep_old = false } -- pruned at the end, after the checks
       if r.old_database then
         -- from here on a failure puts the replaced database back
         local d = { module = "restore", action = "swap_back", database = database, maintenance_db = maintenance_db,
                     target = target.database, old = r.old_database, oid = r.oid, old_oid = r.old_oid }
-        on_failure("put the replaced database " .. r.old_database .. " back", function() restore.swap_back(d) end, d)
+        swap_h = on_failure("put the replaced database " .. r.old_database .. " back", function() restore.swap_back(d) end, d)
       end
       return r
     end)
@@ -134,6 +139,20 @@ return playbook {
     step("bring the API back", function()
       release.scale_all(c, ns, replicas, env.rollout_timeout)
     end)
+    -- the restore is verified and the API is back: only now do older kept
+    -- databases go (this run's own one too with keep_old=0, so the swap
+    -- back is given up first)
+    if restored.old_database or bgrun.dry_run() then
+      if swap_h and keep_old == 0 then swap_h.cancel() end
+      step("drop old kept databases", function()
+        local database = {}
+        for k, v in pairs(env.database or {}) do database[k] = v end
+        database.dbname = target.database
+        -- a dry run has not kept the one a real run would: one fewer of the others
+        kept.after_restore { database = database, maintenance_db = maintenance_db,
+                             keep = bgrun.dry_run() and math.max(keep_old - 1, 0) or keep_old, shown = keep_old }
+      end)
+    end
     l.release()
     print(("rolled %s back to schema version %s from %s"):format(args.env, migrate.format_version(version), path))
     if restored.old_database then

@@ -590,7 +590,17 @@ local function switch(s)
 end
 
 local function watch(s)
-  if s.opts.monitor == false or bgrun.dry_run() then return end
+  if s.opts.monitor == false then return end
+  if bgrun.dry_run() then
+    -- the plan: what the metric analysis would ask Prometheus
+    local m = s.opts.monitor or {}
+    for _, line in ipairs(m.metrics and require("metrics").plan(m.metrics, {
+      colour = s.idle, tag = s.tag, namespace = s.namespace, app = s.app, interval = m.interval or monitor.defaults.interval,
+      window = m.window or monitor.defaults.window }) or {}) do
+      log.info("dry-run: would measure " .. line)
+    end
+    return
+  end
   s.step("monitor " .. s.idle_name, function()
     local m = copy(s.opts.monitor)
     m.namespace = s.namespace
@@ -599,7 +609,12 @@ local function watch(s)
     m.replicas = m.replicas or s.replicas
     m.baseline = monitor.baseline(s.c, m)
     m.on_tick = s.tick
-    s.report.monitor = monitor.watch(s.c, m)
+    -- the metric analysis' query templates: {colour}, {tag}, {namespace}, {app}
+    m.colour, m.tag, m.app = s.idle, s.tag, s.app
+    -- filled as the monitor goes: a failed monitor's report shows its measurements
+    s.report.monitor = {}
+    m.report = s.report.monitor
+    monitor.watch(s.c, m)
   end)
 end
 
@@ -716,6 +731,8 @@ function M.deploy(c, opts)
   assert(type(tag) == "string", "bluegreen.deploy: opts.tag must be a string")
   -- a smoke test that cannot run is found before anything changes
   if not opts.skip_tests and not opts.preview_state then check_smoke_access(opts) end
+  -- so is a monitor (metric analysis) that could not run
+  if opts.monitor then monitor.validate(opts.monitor) end
   local report = { app = app, tag = tag, timings = {} }
   -- the run report carries it (by reference: later times show too)
   if bgrun.report then bgrun.report { deploy = report } end
@@ -1063,6 +1080,9 @@ function M.print_report(report)
     local failed = report.monitor.failed_checks or 0
     lines[#lines + 1] = ("  %-44s %d check(s), healthy%s"):format("monitoring", report.monitor.checks,
       failed > 0 and (", %d failed (tolerated)"):format(failed) or "")
+    for _, line in ipairs(require("metrics").summary(report.monitor.analysis)) do
+      lines[#lines + 1] = "  " .. line
+    end
   end
   if report.reaction_ms then
     lines[#lines + 1] = ("  %-44s %d ms"):format("reaction (failure seen to traffic back)", report.reaction_ms)

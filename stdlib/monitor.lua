@@ -9,12 +9,19 @@
 --   lines in recent logs. Failed checks are tolerated as in Argo Rollouts'
 --   analysis: up to `failure_limit` of them, or, with `consecutive`, until
 --   that many fail in a row.
+-- * Metric analysis (opts.metrics, see stdlib/metrics.lua): PromQL queries
+--   against Prometheus, each measured every `interval` (its own or the
+--   monitor's) and judged by its condition with Argo Rollouts' semantics:
+--   a query failing more than its failure_limit, or inconclusive more than
+--   its inconclusive_limit (unless inconclusive = "pass"), fails the
+--   monitor at once. The measurements are in the result (`analysis`).
 --
 -- bgrun is single-threaded: the watch is read with a timeout that ends at
 -- the next periodic check, so both run in one loop. A check that is running
 -- (a slow health probe) delays the events behind it by at most its timeout.
 local http = require("http")
 local log = require("log")
+local metrics = require("metrics")
 
 local M = {}
 
@@ -31,7 +38,31 @@ M.defaults = {
   tolerate_restarts = false, -- true: restarts (and the unreadiness they cause) never fail the monitor
   tolerate_unready = false,  -- true: a pod leaving Ready is left to the periodic ready count
   tolerate_pod_loss = false, -- true: a pod going away is left to the periodic ready count
+  metrics = nil,         -- a metric analysis (stdlib/metrics.lua): prometheus, queries, inconclusive
 }
+
+local NUMBERS = { "window", "interval", "failure_limit", "max_restarts", "max_error_lines", "health_timeout" }
+
+---Checks monitor options before anything changes (the deploy calls it
+---first): numbers, and the metric analysis. Bad input raises a structured
+---error with code "usage" (exit 2) naming it, e.g. "monitor.metrics query
+---1 (error-rate): query is missing (a PromQL expression)".
+---@param opts table? the environment's monitor table
+function M.validate(opts)
+  if opts == nil or opts == false then return end
+  if type(opts) ~= "table" then
+    error(bgrun.error { module = "monitor", op = "check options", code = "usage", reason = "Invalid",
+                        message = "monitor must be a table (or false)" }, 0)
+  end
+  for _, k in ipairs(NUMBERS) do
+    local v = opts[k]
+    if v ~= nil and (type(v) ~= "number" or v < 0) then
+      error(bgrun.error { module = "monitor", op = "check options", code = "usage", reason = "Invalid",
+                          message = ("monitor.%s must be a number >= 0"):format(k) }, 0)
+    end
+  end
+  if opts.metrics ~= nil then metrics.validate(opts.metrics, "monitor.metrics") end
+end
 
 -- The caller's table merged over the defaults, in a table of our own: a
 -- playbook's environment table is never written to.
@@ -40,13 +71,14 @@ local function options(opts)
   for k, v in pairs(M.defaults) do o[k] = v end
   for k, v in pairs(opts or {}) do o[k] = v end
   if type(o.selector) ~= "string" then error("monitor: opts.selector must be a string", 3) end
-  for _, k in ipairs({ "window", "interval", "failure_limit", "max_restarts", "max_error_lines", "health_timeout" }) do
+  for _, k in ipairs(NUMBERS) do
     if type(o[k]) ~= "number" or o[k] < 0 then error(("monitor: opts.%s must be a number >= 0"):format(k), 3) end
   end
   if o.interval <= 0 then error("monitor: opts.interval must be > 0", 3) end
   if o.consecutive ~= nil and (math.type(o.consecutive) ~= "integer" or o.consecutive < 1) then
     error("monitor: opts.consecutive must be an integer >= 1", 3)
   end
+  if o.metrics ~= nil then metrics.validate(o.metrics, "monitor.metrics") end
   return o
 end
 
@@ -218,26 +250,46 @@ end
 ---Watches the pods of selector for window seconds and checks them every
 ---interval; raises {module="monitor", code="unhealthy", problems=, seen=,
 ---detected_at=} at the first failure that is not tolerated. seen says what
----was seen ({signal="restart"|"unready"|"pod_gone"|"checks", pod=, ...});
----detected_at is bgrun.now() when it was. on_tick (e.g. renewing the deploy
----lock) runs before each periodic check.
+---was seen ({signal="restart"|"unready"|"pod_gone"|"checks"|"metrics",
+---pod=, metric=, ...}); detected_at is bgrun.now() when it was. A metric
+---analysis failure has reason "AnalysisFailed" or "AnalysisInconclusive"
+---and carries the analysis (its measurements). on_tick (e.g. renewing the
+---deploy lock) runs before each periodic check. opts.report, when given,
+---is the table the result is written into as the monitor goes (so a
+---failed monitor's report has its checks and measurements too).
 ---@param c any k8s client
----@param opts table namespace, selector, baseline, service (health probe through it) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, and M.defaults' fields
----@return {checks: integer, failed_checks: integer, events: integer, seconds: number}
+---@param opts table namespace, selector, baseline, service (health probe through it) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, report, metrics (with colour, tag, app for its query templates), and M.defaults' fields
+---@return {checks: integer, failed_checks: integer, events: integer, seconds: number, analysis: table?}
 function M.watch(c, opts)
   local o = options(opts)
   local t0 = bgrun.now()
   local deadline = t0 + o.window
   local health_url = health_url_of(c, o)
   local pods = {}
-  local function fail(seen, problems, detected_at)
-    log.warn("monitor: failure seen", { signal = seen.signal, pod = seen.pod, problem = problems[1],
-                                        elapsed = bgrun.fmt_duration(detected_at - t0) })
+  local result = o.report or {}
+  result.checks, result.failed_checks, result.events = 0, 0, 0
+  local analysis
+  if o.metrics ~= nil then
+    analysis = metrics.analysis(o.metrics, { colour = o.colour, tag = o.tag, namespace = o.namespace, app = o.app,
+                                             interval = o.interval, start = t0, deadline = deadline,
+                                             where = "monitor.metrics" })
+    result.analysis = analysis.result
+  end
+  local function fail(seen, problems, detected_at, reason)
+    result.seconds = bgrun.now() - t0
+    if analysis and analysis.result.phase == "Running" then analysis.result.phase = "Terminated" end
+    log.warn("monitor: failure seen", { signal = seen.signal, pod = seen.pod, metric = seen.metric,
+                                        problem = problems[1], elapsed = bgrun.fmt_duration(detected_at - t0) })
     error(bgrun.error {
-      module = "monitor", op = "watch " .. o.selector, code = "unhealthy", reason = "Unhealthy",
+      module = "monitor", op = "watch " .. o.selector, code = "unhealthy", reason = reason or "Unhealthy",
       problems = problems, seen = seen, detected_at = detected_at,
+      analysis = analysis and analysis.result or nil,
       message = table.concat(problems, "; "),
     }, 0)
+  end
+  local function metric_failed(f)
+    fail({ signal = "metrics", metric = f.metric, phase = f.phase }, { f.message }, bgrun.now(),
+         f.phase == "Failed" and "AnalysisFailed" or "AnalysisInconclusive")
   end
 
   local list = c:list("pods", { namespace = o.namespace, labelSelector = o.selector })
@@ -252,27 +304,38 @@ function M.watch(c, opts)
   local w <close> = c:watch("pods", { namespace = o.namespace, labelSelector = o.selector,
                                       resourceVersion = list.metadata and list.metadata.resourceVersion })
   log.info("monitoring", { selector = o.selector, pods = found, window = bgrun.fmt_duration(o.window),
-                           interval = bgrun.fmt_duration(o.interval), health = health_url })
+                           interval = bgrun.fmt_duration(o.interval), health = health_url,
+                           metrics = analysis and #analysis.result.metrics or nil })
 
   local checks, failed, in_a_row, events = 0, 0, 0, 0
   local next_check = t0
   while true do
-    -- events until the next periodic check is due
+    -- events until the next periodic check is due; measurements as they fall due
     while true do
-      local left = next_check - bgrun.now()
-      if left <= 0 then break end
-      local ev, pod = w:next_event(left)
-      if ev then
-        local detected_at = bgrun.now()
-        events = events + 1
-        local seen = judge(o, ev, pod, pods[pod.metadata.name])
-        if seen then fail(seen, { seen.problem }, detected_at) end
-        remember(pods, ev, pod)
+      local due = next_check
+      local m_at = analysis and analysis:next_at()
+      if m_at and m_at < due then due = m_at end
+      local left = due - bgrun.now()
+      if left <= 0 then
+        if not (m_at and m_at <= bgrun.now()) then break end
+        local f = analysis:measure()
+        if f then metric_failed(f) end
+      else
+        local ev, pod = w:next_event(left)
+        if ev then
+          local detected_at = bgrun.now()
+          events = events + 1
+          result.events = events
+          local seen = judge(o, ev, pod, pods[pod.metadata.name])
+          if seen then fail(seen, { seen.problem }, detected_at) end
+          remember(pods, ev, pod)
+        end
       end
     end
 
     if o.on_tick then o.on_tick() end
     checks = checks + 1
+    result.checks = checks
     local problems, stats = periodic(c, o, pods, wanted, health_url)
     local elapsed = bgrun.fmt_duration(bgrun.now() - t0)
     if #problems == 0 then
@@ -281,6 +344,7 @@ function M.watch(c, opts)
                             error_lines = stats.error_lines, elapsed = elapsed })
     else
       failed, in_a_row = failed + 1, in_a_row + 1
+      result.failed_checks = failed
       local over
       if o.consecutive then over = in_a_row >= o.consecutive else over = failed > o.failure_limit end
       if over then
@@ -294,7 +358,13 @@ function M.watch(c, opts)
     if next_check >= deadline then break end
     next_check = math.min(t0 + checks * o.interval, deadline)
   end
-  return { checks = checks, failed_checks = failed, events = events, seconds = bgrun.now() - t0 }
+  if analysis then
+    local f = analysis:finish()
+    if f then metric_failed(f) end
+    log.info("metric analysis passed", { phase = analysis.result.phase })
+  end
+  result.seconds = bgrun.now() - t0
+  return result
 end
 
 return M

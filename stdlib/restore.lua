@@ -126,8 +126,11 @@ end
 ---(conninfo table; unset fields from PG* variables). opts: path (a local
 ---file, or with bucket a key in it), database, maintenance_db ("postgres"),
 ---work_dir (where the private scratch folder goes; default TMPDIR or /tmp),
----bucket, s3 (extra s3.bucket options). Returns {version=, old_database=,
----database=, oid= (of the restored database, now live), old_oid=}.
+---bucket, s3 (extra s3.bucket options), keep_old (kept databases left
+---after the swap, newest first, this one always among them; default
+---$BGRUN_KEEP_OLD, else 2; false: none dropped here). Returns {version=,
+---old_database=, database=, oid= (of the restored database, now live),
+---old_oid=, kept= (kept.prune's result)}.
 ---Unpacking and checksums: backup.verify (the archive module).
 ---@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?}
 ---@return {version: integer, old_database: string, database: string, oid: integer?, old_oid: integer?}
@@ -202,6 +205,14 @@ function M.restore(opts)
   bgrun.rmtree(work) -- our own scratch space
   guard.cancel()
   if not ok then error(res, 0) end
+  -- kept databases do not pile up (stdlib/kept.lua); opts.keep_old = false
+  -- leaves it to the caller (the rollback playbooks, after their checks)
+  if res.old_database and opts.keep_old ~= false then
+    local database = copy(dbinfo)
+    database.dbname = target
+    res.kept = require("kept").after_swap { database = database, maintenance_db = opts.maintenance_db,
+                                            keep = opts.keep_old, just_kept = res.old_database }
+  end
   return res
 end
 

@@ -1,7 +1,9 @@
 -- Shows which colour serves which version, the replicas of each colour,
--- and the schema version in its three places.
+-- the schema version in its three places, and the databases restores
+-- kept (<db>_old_<time>_<pid>; playbooks/drop-old-databases.lua drops them).
 local environments = require("environments")
 local http = require("http")
+local kept = require("kept")
 local migrate = require("migrate")
 local release = require("release")
 local postgres = require("postgres")
@@ -27,5 +29,19 @@ return playbook {
     local st = migrate.status(db, migrate.find(env.migrations))
     print(("schema_migrations: %s; ConfigMap migration-version: %s"):format(
       migrate.format_version(st.current), cm and cm.data.version or "absent"))
+    db:close()
+    local ok, target, list = pcall(kept.of, env.database or {}, env.maintenance_db)
+    if not ok then
+      print(("kept databases: cannot list them: %s"):format(tostring(target)))
+      return
+    end
+    local names = {}
+    for _, k in ipairs(list) do names[#names + 1] = k.name end
+    report { kept_databases = require("json").array(names) }
+    print(("kept databases of %s: %d%s"):format(target, #list, #list > 0 and " (newest first)" or ""))
+    for _, k in ipairs(list) do
+      print(("  %s  kept %s  %s%s"):format(k.name, k.kept_at, k.size and ("%.1f MiB"):format(k.size / 1048576) or "size ?",
+        k.sessions > 0 and ("  %d live sessions"):format(k.sessions) or ""))
+    end
   end,
 }

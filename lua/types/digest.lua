@@ -13,4 +13,10 @@ function digest.sha256(data) end
 ---@return integer size bytes read
 function digest.sha256_file(path) end
 
+---Standard base64 (with padding) of a string, e.g. for an HTTP basic
+---Authorization header: digest.base64("user:password").
+---@param data string
+---@return string
+function digest.base64(data) end
+
 return digest

@@ -28,4 +28,14 @@ describe("digest", function()
     assert.equal("NotFound", e.reason)
     assert.matches("/nonexistent/bgrun%-digest", e.message)
   end)
+
+  it("encodes base64 with padding (RFC 4648 test vectors)", function()
+    local cases = { [""] = "", f = "Zg==", fo = "Zm8=", foo = "Zm9v", foob = "Zm9vYg==",
+                    fooba = "Zm9vYmE=", foobar = "Zm9vYmFy" }
+    for input, want in pairs(cases) do assert.equal(want, digest.base64(input)) end
+    assert.equal("AP8=", digest.base64("\0\255"))
+    -- long input stays on one line (no PEM line breaks)
+    assert.equal(string.rep("YWFh", 100), digest.base64(string.rep("a", 300)))
+    assert.has_error(function() digest.base64({}) end)
+  end)
 end)

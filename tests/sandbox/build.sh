@@ -1,19 +1,55 @@
 #!/bin/sh
 # Build the sandbox CLI (incremental through Go's build cache) and, only
-# when they are missing, SeaweedFS's weed binary and actionlint into the
-# bgrun cache.
+# when they are missing, Prometheus', SeaweedFS's and actionlint's binaries
+# into the bgrun cache.
 set -eu
 
 WEED_MODULE=github.com/seaweedfs/seaweedfs
 WEED_VERSION=v0.0.0-20261109003541-7506e5f91cd6
+PROMETHEUS_MODULE=github.com/prometheus/prometheus
+PROMETHEUS_VERSION=v0.316.0 # Prometheus 3.16.0
 
 here=$(cd "$(dirname "$0")" && pwd)
 cache=${BGRUN_CACHE:-$HOME/.cache/bgrun}
 weed=$cache/bin/weed
+prometheus=$cache/bin/prometheus
 
 (cd "$here" && go build -o sandbox .)
 # actionlint for the CI example's lint, once into the cache too.
 "$here/../../tools/actionlint.sh" >/dev/null
+
+# Prometheus: only the file and HTTP service discoveries (remove_all_sd),
+# which keeps the cloud SDKs out of the build; no web UI assets (the API
+# is all the sandbox needs). Its module ships a go.work: build outside it.
+build_prometheus() {
+	[ -x "$prometheus" ] && return 0
+	mkdir -p "$cache/bin"
+	exec 8>"$cache/prometheus.lock"
+	flock 8
+	if [ -x "$prometheus" ]; then
+		exec 8>&-
+		return 0
+	fi
+	echo "build.sh: building prometheus ($PROMETHEUS_MODULE@$PROMETHEUS_VERSION); this takes a few minutes once" >&2
+	t0=$(date +%s)
+	psrc=$(cd "$cache" && GOWORK=off GOFLAGS=-mod=mod go mod download -json "$PROMETHEUS_MODULE@$PROMETHEUS_VERSION" |
+		sed -n 's/^[[:space:]]*"Dir": "\(.*\)",\{0,1\}$/\1/p')
+	if [ -z "$psrc" ] || [ ! -d "$psrc" ]; then
+		echo "build.sh: go mod download $PROMETHEUS_MODULE@$PROMETHEUS_VERSION gave no source directory" >&2
+		exit 1
+	fi
+	ptmp=$prometheus.tmp.$$
+	if ! (cd "$psrc" && GOWORK=off GOFLAGS=-mod=mod go build -trimpath -tags remove_all_sd -ldflags "-s -w" \
+		-o "$ptmp" ./cmd/prometheus); then
+		rm -f "$ptmp"
+		echo "build.sh: building prometheus failed" >&2
+		exit 1
+	fi
+	mv "$ptmp" "$prometheus"
+	echo "build.sh: $prometheus ($(($(date +%s) - t0)) s)" >&2
+	exec 8>&-
+}
+build_prometheus
 
 [ -x "$weed" ] && exit 0
 

@@ -7,6 +7,8 @@
 //	sandbox status DIR   each part up or down; exit 0 only if all are up
 //	sandbox env DIR      print the `export` lines of a running sandbox
 //	sandbox serve DIR    run in the foreground (what `up` detaches)
+//	sandbox prometheus-stop DIR    stop the sandbox's Prometheus (to test "down")
+//	sandbox prometheus-start DIR   start it again
 //	sandbox demoapp      the demo app that pods run
 package main
 
@@ -41,6 +43,14 @@ const (
 	startTimeout = 90 * time.Second
 )
 
+// The replica: a second bucket, reached through a second endpoint (a
+// forwarder on another loopback address) and signed for another region.
+const (
+	replicaBucket = "physioflow-backups-local-replica"
+	replicaRegion = "eu-west-1"
+	replicaHost   = "127.0.0.2"
+)
+
 // Files in DIR.
 const (
 	stateFile     = "state.json"
@@ -55,12 +65,13 @@ const (
 // ownedEntries is everything the sandbox may create in DIR; down removes
 // exactly these.
 var ownedEntries = []string{stateFile, envFile, pidFile, logFile, behaviorsFile, lockFile,
-	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token"}
+	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log"}
 
 // clusterHandle is what the sandbox needs from the fake API server.
 type clusterHandle interface {
 	KubeconfigPath() string
 	AdminURL() string
+	ScrapeGroups() []infra.TargetGroup
 	Stop()
 }
 
@@ -87,15 +98,26 @@ type state struct {
 	S3Bucket    string `json:"s3_bucket"`
 	WeedPid     int    `json:"weed_pid"`
 
+	S3ReplicaEndpoint string `json:"s3_replica_endpoint"`
+	S3ReplicaBucket   string `json:"s3_replica_bucket"`
+	S3ReplicaRegion   string `json:"s3_replica_region"`
+
 	AWSFakeURL     string `json:"aws_fake_url"`
 	WebTokenFile   string `json:"web_identity_token_file"`
 	ContainerToken string `json:"container_token"`
+
+	PrometheusURL      string `json:"prometheus_url"`
+	PrometheusAuthURL  string `json:"prometheus_auth_url"`
+	PrometheusUser     string `json:"prometheus_user"`
+	PrometheusPassword string `json:"prometheus_password"`
+	PrometheusToken    string `json:"prometheus_token"`
 
 	StartSeconds float64 `json:"start_seconds"`
 }
 
 func usage() int {
 	fmt.Fprint(os.Stderr, `usage: sandbox up|down|status|env|serve DIR
+       sandbox prometheus-stop|prometheus-start DIR
        sandbox demoapp
 `)
 	return 2
@@ -125,6 +147,10 @@ func main() {
 		code = printEnv(dir)
 	case "serve":
 		code = serve(dir)
+	case "prometheus-stop":
+		code = prometheusControl(dir, false)
+	case "prometheus-start":
+		code = prometheusControl(dir, true)
 	default:
 		code = usage()
 	}
@@ -152,6 +178,9 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_DIR", dir},
 		{"SANDBOX_S3_BUCKET", st.S3Bucket},
 		{"SANDBOX_PG_SUPERUSER_URL", st.PGSuperURL},
+		{"SANDBOX_S3_REPLICA_ENDPOINT", st.S3ReplicaEndpoint},
+		{"SANDBOX_S3_REPLICA_BUCKET", st.S3ReplicaBucket},
+		{"SANDBOX_S3_REPLICA_REGION", st.S3ReplicaRegion},
 		// Fake AWS credential endpoints; not AWS_* so the plain keys above stay the default.
 		{"SANDBOX_STS_URL", st.AWSFakeURL + "/sts/"},
 		{"SANDBOX_WEB_IDENTITY_TOKEN_FILE", st.WebTokenFile},
@@ -159,6 +188,12 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_CONTAINER_AUTHORIZATION_TOKEN", st.ContainerToken},
 		{"SANDBOX_IMDS_ENDPOINT", st.AWSFakeURL + "/imds"},
 		{"SANDBOX_AWS_FAKE_URL", st.AWSFakeURL},
+		// Prometheus scraping the pods; the auth URL wants basic auth or the token.
+		{"PROMETHEUS_URL", st.PrometheusURL},
+		{"PROMETHEUS_AUTH_URL", st.PrometheusAuthURL},
+		{"PROMETHEUS_USER", st.PrometheusUser},
+		{"PROMETHEUS_PASSWORD", st.PrometheusPassword},
+		{"PROMETHEUS_TOKEN", st.PrometheusToken},
 	}
 }
 
@@ -265,9 +300,9 @@ func checkPG(st *state) error {
 
 // checkAll checks every part concurrently.
 func checkAll(st *state) []check {
-	checks := []check{{part: "sandbox"}, {part: "cluster"}, {part: "postgres"}, {part: "s3"}}
+	checks := []check{{part: "sandbox"}, {part: "cluster"}, {part: "postgres"}, {part: "s3"}, {part: "prometheus"}}
 	var wg sync.WaitGroup
-	wg.Add(3)
+	wg.Add(4)
 	if !serveAlive(st.ServePid, st.Dir) {
 		checks[0].err = fmt.Errorf("process %d is gone", st.ServePid)
 	} else {
@@ -286,6 +321,11 @@ func checkAll(st *state) []check {
 		defer wg.Done()
 		checks[3].err = infra.PingS3(st.S3Endpoint, infra.Credentials{AccessKey: st.S3AccessKey, SecretKey: st.S3SecretKey, Region: st.S3Region})
 		checks[3].note = st.S3Endpoint
+	}()
+	go func() {
+		defer wg.Done()
+		checks[4].err = infra.PingPrometheus(st.PrometheusURL)
+		checks[4].note = st.PrometheusURL
 	}()
 	wg.Wait()
 	return checks
@@ -482,6 +522,7 @@ func stopLeftovers(dir string) {
 	}
 	infra.StopDataDir(filepath.Join(dir, "pg"))
 	weedArg := []byte("-dir=" + filepath.Join(dir, "s3") + "\x00")
+	promArg := []byte("--config.file=" + filepath.Join(dir, "prometheus", "prometheus.yml") + "\x00")
 	podEnv := []byte("SANDBOX_BEHAVIORS=" + filepath.Join(dir, behaviorsFile) + "\x00")
 	entries, _ := os.ReadDir("/proc")
 	self := os.Getpid()
@@ -492,7 +533,7 @@ func stopLeftovers(dir string) {
 		}
 		cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		environ, _ := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
-		if containsArg(cmdline, weedArg) || containsArg(environ, podEnv) {
+		if containsArg(cmdline, weedArg) || containsArg(cmdline, promArg) || containsArg(environ, podEnv) {
 			infra.StopPid(pid, syscall.SIGTERM, 2*time.Second)
 		}
 	}
@@ -523,8 +564,8 @@ func removeState(dir string, all bool) {
 func status(dir string) int {
 	st, err := readState(dir)
 	if err != nil {
-		for _, part := range []string{"sandbox", "cluster", "postgres", "s3"} {
-			fmt.Printf("%-9s down\n", part)
+		for _, part := range []string{"sandbox", "cluster", "postgres", "s3", "prometheus"} {
+			fmt.Printf("%-10s down\n", part)
 		}
 		fmt.Fprintf(os.Stderr, "sandbox: %s is not running\n", dir)
 		return 1
@@ -532,9 +573,9 @@ func status(dir string) int {
 	checks := checkAll(st)
 	for _, c := range checks {
 		if c.err != nil {
-			fmt.Printf("%-9s down  %v\n", c.part, c.err)
+			fmt.Printf("%-10s down  %v\n", c.part, c.err)
 		} else {
-			fmt.Printf("%-9s up    %s\n", c.part, c.note)
+			fmt.Printf("%-10s up    %s\n", c.part, c.note)
 		}
 	}
 	if len(failed(checks)) > 0 {
@@ -562,13 +603,14 @@ func serve(dir string) int {
 		logf("%v", err)
 		return 1
 	}
-	ports, err := infra.FreePorts(1 + infra.WeedPortsNeeded())
+	ports, err := infra.FreePorts(2 + infra.WeedPortsNeeded())
 	if err != nil {
 		logf("%v", err)
 		return 1
 	}
 	pg := infra.NewPostgres(dir, ports[0])
-	s3 := infra.NewSeaweedFS(dir, ports[1:], bucket)
+	prom := infra.NewPrometheus(dir, ports[1])
+	s3 := infra.NewSeaweedFS(dir, ports[2:], bucket)
 	behaviors := filepath.Join(dir, behaviorsFile)
 	podEnv := map[string]string{
 		"PGHOST": "127.0.0.1", "PGPORT": strconv.Itoa(pg.Port),
@@ -578,11 +620,12 @@ func serve(dir string) int {
 	ctx, cancel := context.WithTimeout(context.Background(), startTimeout)
 	defer cancel()
 	var (
-		wg      sync.WaitGroup
-		mu      sync.Mutex
-		cl      clusterHandle
-		errs    = map[string]error{}
-		logs    = map[string]string{"postgres": pg.LogFile, "s3": s3.LogFile, "cluster": filepath.Join(dir, clusterDir, "apiserver.log")}
+		wg   sync.WaitGroup
+		mu   sync.Mutex
+		cl   clusterHandle
+		errs = map[string]error{}
+		logs = map[string]string{"postgres": pg.LogFile, "s3": s3.LogFile, "cluster": filepath.Join(dir, clusterDir, "apiserver.log"),
+			"prometheus": prom.LogFile}
 		elapsed = map[string]time.Duration{}
 	)
 	run := func(part string, fn func() error) {
@@ -600,6 +643,7 @@ func serve(dir string) int {
 		}()
 	}
 	run("postgres", func() error { return pg.Start(ctx) })
+	run("prometheus", func() error { return prom.Start(ctx) })
 	run("s3", func() error {
 		// The free ports were free when chosen; any outgoing connection may
 		// take one before weed binds it. Try again on new ones.
@@ -635,7 +679,13 @@ func serve(dir string) int {
 
 	stopAll := func() {
 		var wg sync.WaitGroup
-		wg.Add(3)
+		wg.Add(4)
+		go func() {
+			defer wg.Done()
+			if err := prom.Close(); err != nil {
+				logf("prometheus: %v", err)
+			}
+		}()
 		go func() {
 			defer wg.Done()
 			if cl != nil {
@@ -658,7 +708,7 @@ func serve(dir string) int {
 	}
 
 	if len(errs) > 0 {
-		for _, part := range []string{"cluster", "postgres", "s3"} {
+		for _, part := range []string{"cluster", "postgres", "s3", "prometheus"} {
 			if err := errs[part]; err != nil {
 				logf("%s failed to start: %v", part, err)
 				logf("--- last lines of %s ---\n%s\n---", logs[part], infra.Tail(logs[part], 20))
@@ -667,6 +717,20 @@ func serve(dir string) int {
 		stopAll()
 		return 1
 	}
+	replica, err := infra.NewForwarder(replicaHost+":0", strings.TrimPrefix(s3.Endpoint(), "http://"))
+	if err == nil {
+		rc := s3.Creds
+		rc.Region = replicaRegion
+		if err = infra.CreateBucket("http://"+replica.Addr(), replicaBucket, rc); err != nil {
+			replica.Stop()
+		}
+	}
+	if err != nil {
+		logf("s3 replica endpoint failed to start: %v", err)
+		stopAll()
+		return 1
+	}
+	defer replica.Stop()
 	awsFake := infra.NewAWSFake(dir, s3.Creds)
 	if err := awsFake.Start(); err != nil {
 		logf("aws credential endpoints failed to start: %v", err)
@@ -683,6 +747,9 @@ func serve(dir string) int {
 		PGSuperURL: pg.SuperURL(), PGPid: pg.Pid(),
 		S3Endpoint: s3.Endpoint(), S3AccessKey: s3.Creds.AccessKey, S3SecretKey: s3.Creds.SecretKey,
 		S3Region: s3.Creds.Region, S3Bucket: s3.Bucket, WeedPid: s3.Pid(),
+		PrometheusURL: prom.URL(), PrometheusAuthURL: prom.AuthURL(), PrometheusUser: prom.User,
+		PrometheusPassword: prom.Password, PrometheusToken: prom.Token,
+		S3ReplicaEndpoint: "http://" + replica.Addr(), S3ReplicaBucket: replicaBucket, S3ReplicaRegion: replicaRegion,
 		AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
 		StartSeconds: time.Since(start).Seconds(),
 	}
@@ -696,6 +763,24 @@ func serve(dir string) int {
 		return 1
 	}
 	logf("ready in %.2fs", time.Since(start).Seconds())
+
+	// Prometheus' file_sd targets follow the pods.
+	stopTargets := make(chan struct{})
+	defer close(stopTargets)
+	go func() {
+		for {
+			if err := prom.WriteTargets(cl.ScrapeGroups()); err != nil {
+				logf("prometheus targets: %v", err)
+			}
+			select {
+			case <-stopTargets:
+				return
+			case <-time.After(200 * time.Millisecond):
+			}
+		}
+	}()
+	promCtl := make(chan os.Signal, 2)
+	signal.Notify(promCtl, syscall.SIGUSR1, syscall.SIGUSR2)
 
 	// A nil channel never fires: each unexpected exit is reported once.
 	pgDone, s3Done := pg.Exited(), s3.Exited()
@@ -713,6 +798,55 @@ func serve(dir string) int {
 		case <-s3Done:
 			logf("weed exited unexpectedly; %s:\n%s", s3.LogFile, infra.Tail(s3.LogFile, 20))
 			s3Done = nil
+		case sig := <-promCtl:
+			if sig == syscall.SIGUSR1 {
+				logf("prometheus: stopping (asked)")
+				if err := prom.Stop(); err != nil {
+					logf("prometheus: %v", err)
+				}
+			} else {
+				logf("prometheus: starting (asked)")
+				sctx, scancel := context.WithTimeout(context.Background(), startTimeout)
+				if err := prom.Start(sctx); err != nil {
+					logf("prometheus: %v", err)
+				}
+				scancel()
+			}
 		}
 	}
+}
+
+// prometheusControl stops or starts the Prometheus of a running sandbox
+// (SIGUSR1 / SIGUSR2 to its serve process) and waits until it is down or
+// answers.
+func prometheusControl(dir string, start bool) int {
+	st, err := readState(dir)
+	if err != nil || !serveAlive(st.ServePid, dir) {
+		fmt.Fprintf(os.Stderr, "sandbox: %s is not running\n", dir)
+		return 1
+	}
+	sig := syscall.SIGUSR1
+	if start {
+		sig = syscall.SIGUSR2
+	}
+	if err := syscall.Kill(st.ServePid, sig); err != nil {
+		fmt.Fprintf(os.Stderr, "sandbox: signal %d: %v\n", st.ServePid, err)
+		return 1
+	}
+	deadline := time.Now().Add(startTimeout)
+	for time.Now().Before(deadline) {
+		err := infra.PingPrometheus(st.PrometheusURL)
+		if start == (err == nil) {
+			what := "down"
+			if start {
+				what = "up"
+			}
+			fmt.Fprintf(os.Stderr, "sandbox: prometheus %s (%s)\n", what, st.PrometheusURL)
+			return 0
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Fprintf(os.Stderr, "sandbox: prometheus did not %s in %s; %s:\n%s\n", map[bool]string{true: "start", false: "stop"}[start],
+		startTimeout, filepath.Join(dir, "prometheus.log"), infra.Tail(filepath.Join(dir, "prometheus.log"), 20))
+	return 1
 }

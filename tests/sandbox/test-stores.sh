@@ -45,7 +45,8 @@ now() { date +%s.%N; }
 elapsed() { printf '%.2f' "$(echo "$(now) - $1" | bc)"; }
 
 exports="KUBECONFIG PGHOST PGPORT PGUSER PGPASSWORD PGDATABASE AWS_ACCESS_KEY_ID
-AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3 SANDBOX_ADMIN_URL SANDBOX_BEHAVIORS"
+AWS_SECRET_ACCESS_KEY AWS_REGION AWS_ENDPOINT_URL_S3 SANDBOX_ADMIN_URL SANDBOX_BEHAVIORS
+PROMETHEUS_URL PROMETHEUS_AUTH_URL PROMETHEUS_USER PROMETHEUS_PASSWORD PROMETHEUS_TOKEN"
 
 all_exported() { # all_exported FILE
 	local name
@@ -89,7 +90,7 @@ set -a
 set +a
 
 check "status exits 0 with every part up" bash -c \
-	"'$sandbox' status '$sb' >'$work/status.out' && [ \$(grep -c ' up ' '$work/status.out') = 4 ]"
+	"'$sandbox' status '$sb' >'$work/status.out' && [ \$(grep -c ' up ' '$work/status.out') = 5 ]"
 
 # ---- PostgreSQL --------------------------------------------------------
 
@@ -158,6 +159,15 @@ check "aws s3 rm deletes, and the listing no longer shows it" bash -c \
 	"aws s3 rm --only-show-errors '$s3/test-$$/small.txt' && ! aws s3 ls '$s3/test-$$/' | grep -q small.txt"
 aws s3 rm --only-show-errors --recursive "$s3/test-$$/" >/dev/null 2>&1
 rm -f "$work/big.bin" "$work/big.out"
+# the replica: another bucket behind a second endpoint, signed for another region
+replica=(--endpoint-url "$SANDBOX_S3_REPLICA_ENDPOINT" --region "$SANDBOX_S3_REPLICA_REGION")
+check "the replica endpoint is another loopback address ($SANDBOX_S3_REPLICA_ENDPOINT), region $SANDBOX_S3_REPLICA_REGION" \
+	bash -c '[[ $SANDBOX_S3_REPLICA_ENDPOINT =~ ^http://127\.0\.0\.2:[0-9]+$ ]] && [ "$SANDBOX_S3_REPLICA_REGION" != "$AWS_REGION" ]'
+check "aws s3 cp through the replica endpoint into $SANDBOX_S3_REPLICA_BUCKET, and back identical" bash -c \
+	"aws ${replica[*]} s3 cp --only-show-errors '$work/small.txt' 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt' &&
+	 aws ${replica[*]} s3 cp --only-show-errors 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt' '$work/replica.out' &&
+	 cmp '$work/small.txt' '$work/replica.out' &&
+	 aws ${replica[*]} s3 rm --only-show-errors 's3://$SANDBOX_S3_REPLICA_BUCKET/test-$$/small.txt'"
 
 # ---- demo app -----------------------------------------------------------
 
@@ -402,6 +412,39 @@ if [ -n "$podip" ] && curl -s -m 2 "http://$podip:8080/health" | jq -e '.version
 else
 	notok "a pod runs the demo app" "$(cat "$work/kubectl.out")"
 fi
+# ---- Prometheus ---------------------------------------------------------
+
+promurl=$(sed -n "s/^export PROMETHEUS_URL=//p" "$sb/env.sh")
+authurl=$(sed -n "s/^export PROMETHEUS_AUTH_URL=//p" "$sb/env.sh")
+promtoken=$(sed -n "s/^export PROMETHEUS_TOKEN=//p" "$sb/env.sh")
+prompw=$(sed -n "s/^export PROMETHEUS_PASSWORD=//p" "$sb/env.sh")
+promq() { curl -s -m 5 "$promurl/api/v1/query" --data-urlencode "query=$1"; }
+# the pod's requests, then Prometheus' view of them (scraped every second)
+for _ in 1 2 3; do curl -s -m 2 -o /dev/null "http://$podip:8080/api/v1/nowhere"; done
+scraped=
+for _ in $(seq 1 60); do
+	if promq 'up{namespace="default",app="sbtest"}' | jq -e '.data.result[0].value[1] == "1" and .data.result[0].metric.pod != null' >/dev/null &&
+		promq 'sum(http_requests_total{app="sbtest",path="other",code="404",app_version="v-down"})' |
+		jq -e '.data.result[0].value[1] == "3"' >/dev/null; then
+		scraped=yes
+		break
+	fi
+	sleep 0.5
+done
+check "prometheus scrapes the pod (file_sd: namespace, pod, app labels; its 404s by path, code and app_version)" test -n "$scraped"
+check "the auth proxy refuses a request without credentials (401)" bash -c \
+	"[ \$(curl -s -o /dev/null -w '%{http_code}' '$authurl/api/v1/query?query=up') = 401 ]"
+check "the auth proxy takes the bearer token" bash -c \
+	"curl -s -H 'Authorization: Bearer $promtoken' '$authurl/api/v1/query?query=up' | jq -e '.status == \"success\"' >/dev/null"
+check "the auth proxy takes basic auth" bash -c \
+	"curl -s -u 'bgrun:$prompw' '$authurl/api/v1/query?query=up' | jq -e '.status == \"success\"' >/dev/null"
+check "prometheus-stop: the API refuses connections, the proxy answers 502" bash -c \
+	"'$sandbox' prometheus-stop '$sb' && ! curl -s -m 2 -o /dev/null '$promurl/-/ready' &&
+	 [ \$(curl -s -o /dev/null -w '%{http_code}' -u 'bgrun:$prompw' '$authurl/-/ready') = 502 ] &&
+	 ! '$sandbox' status '$sb' >/dev/null"
+check "prometheus-start: ready again on the same URL" bash -c \
+	"'$sandbox' prometheus-start '$sb' && curl -sf -m 2 -o /dev/null '$promurl/-/ready' && '$sandbox' status '$sb' >/dev/null"
+
 pgport=$(sed -n "s/^export PGPORT=//p" "$sb/env.sh")
 s3url=$(sed -n "s/^export AWS_ENDPOINT_URL_S3=//p" "$sb/env.sh")
 pid=$(cat "$sb/sandbox.pid")
@@ -412,5 +455,6 @@ check "down removes DIR's state" test ! -e "$sb"
 check "down stopped the sandbox process" bash -c "ps -o stat= -p $pid | grep -qv '^Z' && exit 1 || exit 0"
 check "down stopped PostgreSQL" bash -c "! pg_isready -q -h 127.0.0.1 -p $pgport"
 check "down stopped the S3 store" bash -c "! curl -s -m 2 -o /dev/null $s3url"
+check "down stopped Prometheus" bash -c "! curl -s -m 2 -o /dev/null $promurl/-/ready"
 check "down stopped the pods" bash -c "[ -n '$podip' ] && ! curl -s -m 2 -o /dev/null http://$podip:8080/health"
 check "status after down exits non-zero" bash -c "! '$sandbox' status '$sb' >/dev/null 2>&1"

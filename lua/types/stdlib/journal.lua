@@ -54,7 +54,7 @@ function M.unfinished_steps(events, after) end
 function M.unfinished() end
 
 ---@type table
-M.UNDO_MODULES = { bluegreen = true, lock = true, release = true, restore = true, backup = true }
+M.UNDO_MODULES = { bluegreen = true, lock = true, release = true, restore = true, backup = true, canary = true }
 
 ---Runs the undo of one compensation from its recorded data: the stdlib
 ---module named in undo.module provides undo[undo.action](data).

@@ -8,8 +8,11 @@ function M.oid_of(admin, name) end
 ---(conninfo table; unset fields from PG* variables). opts: path (a local
 ---file, or with bucket a key in it), database, maintenance_db ("postgres"),
 ---work_dir (where the private scratch folder goes; default TMPDIR or /tmp),
----bucket, s3 (extra s3.bucket options). Returns {version=, old_database=,
----database=, oid= (of the restored database, now live), old_oid=}.
+---bucket, s3 (extra s3.bucket options), keep_old (kept databases left
+---after the swap, newest first, this one always among them; default
+---$BGRUN_KEEP_OLD, else 2; false: none dropped here). Returns {version=,
+---old_database=, database=, oid= (of the restored database, now live),
+---old_oid=, kept= (kept.prune's result)}.
 ---Unpacking and checksums: backup.verify (the archive module).
 ---@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?}
 ---@return {version: integer, old_database: string, database: string, oid: integer?, old_oid: integer?}

@@ -62,6 +62,8 @@ type App struct {
 	stdout  io.Writer
 	stderr  io.Writer
 	logMu   sync.Mutex
+	metrics *metrics
+	errors  *errorPicker
 }
 
 // New prepares the app; the database is connected lazily, so an app whose
@@ -81,7 +83,8 @@ func New(cfg Config, stdout, stderr io.Writer) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("database pool: %v", redact(err))
 	}
-	return &App{cfg: cfg, db: db, started: time.Now(), stdout: stdout, stderr: stderr}, nil
+	return &App{cfg: cfg, db: db, started: time.Now(), stdout: stdout, stderr: stderr,
+		metrics: newMetrics(cfg.Version), errors: &errorPicker{rate: cfg.Behavior.ErrorRate}}, nil
 }
 
 // Close releases the database pool.
@@ -152,7 +155,8 @@ func (a *App) Handler() http.Handler {
 		{"GET", "/api/v1/db-check", a.dbCheck},
 	}
 	mux := http.NewServeMux()
-	allowed := map[string]string{}
+	mux.Handle("GET /metrics", a.metrics.handler())
+	allowed := map[string]string{"/metrics": "GET"}
 	for _, rt := range routes {
 		mux.HandleFunc(rt.method+" "+rt.path, rt.h)
 		allowed[rt.path] = rt.method
@@ -165,7 +169,7 @@ func (a *App) Handler() http.Handler {
 		}
 		writeJSON(w, http.StatusNotFound, map[string]any{"error": "not found", "path": r.URL.Path})
 	})
-	return a.middleware(mux)
+	return a.middleware(mux, allowed)
 }
 
 type statusWriter struct {
@@ -187,22 +191,38 @@ func (w *statusWriter) Write(p []byte) (int, error) {
 	return w.ResponseWriter.Write(p)
 }
 
-func (a *App) middleware(next http.Handler) http.Handler {
+func (a *App) middleware(next http.Handler, routes map[string]string) http.Handler {
 	b := a.cfg.Behavior
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		start := time.Now()
 		sw := &statusWriter{ResponseWriter: w}
-		if b.SlowMs > 0 {
+		delay := time.Duration(b.SlowMs) * time.Millisecond
+		api := !operational(r.URL.Path)
+		if api && b.LatencyMs > 0 && b.triggered() {
+			delay += time.Duration(b.LatencyMs) * time.Millisecond
+		}
+		if delay > 0 {
 			select {
-			case <-time.After(time.Duration(b.SlowMs) * time.Millisecond):
+			case <-time.After(delay):
 			case <-r.Context().Done():
 			}
 		}
-		if b.fails(r.URL.Path) {
+		switch {
+		case b.fails(r.URL.Path):
 			writeJSON(sw, http.StatusInternalServerError, map[string]any{"error": "injected failure"})
-		} else {
+		case api && b.ErrorRate > 0 && b.triggered() && a.errors.next():
+			writeJSON(sw, http.StatusInternalServerError, map[string]any{"error": "injected failure (error_rate)"})
+		default:
 			next.ServeHTTP(sw, r)
 		}
+		if sw.status == 0 {
+			sw.status = http.StatusOK
+		}
+		route := r.URL.Path
+		if _, known := routes[route]; !known {
+			route = "other"
+		}
+		a.metrics.observe(r.Method, route, sw.status, time.Since(start))
 		a.logf(a.stdout, "INFO", "%s %s %d %dms", r.Method, r.URL.Path, sw.status, time.Since(start).Milliseconds())
 	})
 }

@@ -144,3 +144,58 @@ func TestRetryable(t *testing.T) {
 		t.Errorf("withRetry: err %v after %d calls, want nil after 3", err, calls)
 	}
 }
+
+// error_rate fails exactly that fraction of API requests, never /health or
+// /ready; /metrics counts every request by route and code.
+func TestErrorRateAndMetrics(t *testing.T) {
+	srv, out := newTestApp(t, Behavior{ErrorRate: 0.2, LatencyMs: 30})
+	failed := 0
+	start := time.Now()
+	for i := 0; i < 10; i++ {
+		if code, _ := call(t, "POST", srv.URL+"/api/v1/insurance/bhyt/validate", `{"card_number":"HS2790000000001"}`); code == 500 {
+			failed++
+		}
+	}
+	if failed != 2 {
+		t.Errorf("error_rate 0.2: %d of 10 failed, want 2", failed)
+	}
+	if d := time.Since(start); d < 300*time.Millisecond {
+		t.Errorf("latency_ms 30: 10 requests took %v", d)
+	}
+	for i := 0; i < 10; i++ {
+		if code, _ := call(t, "GET", srv.URL+"/health", ""); code != 200 {
+			t.Errorf("/health answered %d: error_rate must not touch it", code)
+		}
+	}
+	call(t, "GET", srv.URL+"/nowhere/"+strings.Repeat("x", 5), "")
+	resp, err := http.Get(srv.URL + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	text := string(body)
+	for _, want := range []string{
+		`http_requests_total{app_version="v7",code="500",method="POST",path="/api/v1/insurance/bhyt/validate"} 2`,
+		`http_requests_total{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
+		`http_requests_total{app_version="v7",code="200",method="GET",path="/health"} 10`,
+		`http_requests_total{app_version="v7",code="404",method="GET",path="other"} 1`,
+		`http_request_duration_seconds_bucket{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate",le="0.025"} 0`,
+		`http_request_duration_seconds_count{app_version="v7",code="200",method="POST",path="/api/v1/insurance/bhyt/validate"} 8`,
+	} {
+		if !strings.Contains(text, want) {
+			t.Errorf("/metrics lacks %s:\n%s", want, text)
+		}
+	}
+	if strings.Contains(out.String(), "ERROR") {
+		t.Errorf("injected error_rate must not log ERROR lines: %s", out.String())
+	}
+}
+
+func TestErrorRateOutOfRange(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "b.json")
+	os.WriteFile(path, []byte(`{"v9": {"error_rate": 1.5}}`), 0o644)
+	if _, err := LoadBehavior(path, "v9"); err == nil || !strings.Contains(err.Error(), "error_rate 1.5 is not between 0 and 1") {
+		t.Errorf("error_rate 1.5: %v", err)
+	}
+}

@@ -20,7 +20,15 @@ type Behavior struct {
 	FailPaths     []string `json:"fail_paths,omitempty"`
 	ErrorLogsPerS float64  `json:"error_logs_per_s,omitempty"`
 	SlowMs        int      `json:"slow_ms,omitempty"`
-	// TriggerFile, when set, gates fail_paths and never_ready: they apply
+	// ErrorRate (0 to 1) answers that fraction of the API's requests with
+	// a 500, exactly: with 0.2 every fifth one. LatencyMs delays every API
+	// request. Neither touches /health, /ready or /metrics (so probes and
+	// the health check keep passing: only the request metrics tell), and
+	// neither logs an ERROR line. Both are gated by TriggerFile too.
+	ErrorRate float64 `json:"error_rate,omitempty"`
+	LatencyMs int     `json:"latency_ms,omitempty"`
+	// TriggerFile, when set, gates fail_paths, never_ready, error_rate and
+	// latency_ms: they apply
 	// only while this file exists, so a test can switch a fault on and
 	// off in a running pod.
 	TriggerFile string `json:"trigger_file,omitempty"`
@@ -56,6 +64,9 @@ func LoadBehavior(path, version string) (Behavior, error) {
 	if err := json.Unmarshal(raw, &b); err != nil {
 		return b, fmt.Errorf("behaviours file %s, version %q: %w", path, version, err)
 	}
+	if b.ErrorRate < 0 || b.ErrorRate > 1 {
+		return b, fmt.Errorf("behaviours file %s, version %q: error_rate %g is not between 0 and 1", path, version, b.ErrorRate)
+	}
 	return b, nil
 }
 
@@ -85,6 +96,11 @@ func (b Behavior) fails(path string) bool {
 		}
 	}
 	return false
+}
+
+// operational paths are outside error_rate and latency_ms.
+func operational(path string) bool {
+	return path == "/health" || path == "/ready" || path == "/metrics"
 }
 
 func seconds(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
