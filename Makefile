@@ -6,7 +6,7 @@ CC      ?= cc
 LUA     ?= lua5.4
 WARN    := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes -Wno-unused-parameter
 CFLAGS  ?= -O2 -g
-CFLAGS  += -std=c11 $(WARN) -fPIC $(shell pkg-config --cflags lua5.4 jansson libcurl libpq yaml-0.1 libcrypto libarchive expat) -Iengine
+CFLAGS  += -std=c11 $(WARN) -fPIC $(shell pkg-config --cflags lua5.4 jansson libcurl libpq yaml-0.1 libcrypto libarchive expat zlib) -Iengine
 SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
 
 # Modules whose libraries (libcurl, libpq, libcrypto and what they pull in)
@@ -19,7 +19,7 @@ LAZY_SRCS := engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/kubecon
              engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/mod_s3.c engine/mod_archive.c engine/archive_path.c
 CORE_SRCS := $(filter-out engine/main.c $(LAZY_SRCS),$(wildcard engine/*.c))
 CORE_LIBS := $(shell pkg-config --libs lua5.4 jansson yaml-0.1) -ldl -lm
-LAZY_LIBS := $(shell pkg-config --libs libcurl libpq libcrypto yaml-0.1 jansson libarchive expat)
+LAZY_LIBS := $(shell pkg-config --libs libcurl libpq libcrypto yaml-0.1 jansson libarchive expat zlib)
 
 EMBED   := $(wildcard lua/*.lua) $(wildcard stdlib/*.lua)
 CORE_OBJS := $(CORE_SRCS:engine/%.c=build/%.o) build/embedded.o

@@ -79,6 +79,40 @@ struct bgrun_embedded {
 };
 extern const struct bgrun_embedded bgrun_embedded[];
 
+/* ---- byte sinks (streamed archives and uploads) ----
+ * A userdata whose metatable has the field __bgrun_sink = true begins with
+ * this struct, so one module streams into another's object from C without
+ * a Lua call per chunk (mod_archive.c's writer into mod_s3.c's upload).
+ * Every function returns 0, 1 when interrupted, or -1 with a message in
+ * err (and reason, code describing the failure); none of them raises. A
+ * progress hook per stream belongs in write: it sees every byte once. */
+typedef struct bgrun_sink {
+	/* appends n bytes */
+	int (*write)(struct bgrun_sink *s, lua_State *L, const char *p, size_t n, char *err, size_t errlen);
+	/* the n bytes from offset off on will be overwritten by patch: keep
+	 * them until then (a tar header written before its size is known) */
+	void (*hold)(struct bgrun_sink *s, long long off, size_t n);
+	/* overwrites the held bytes at off and releases them */
+	int (*patch)(struct bgrun_sink *s, lua_State *L, long long off, const char *p, size_t n, char *err,
+	             size_t errlen);
+	/* moves the sink's own bytes on while the caller waits up to
+	 * timeout_ms for one of fds (nfds of them) to be readable */
+	int (*wait)(struct bgrun_sink *s, lua_State *L, const int *fds, int nfds, int timeout_ms, char *err,
+	            size_t errlen);
+	const char *reason; /* of the last failure: "InternalError", "IOError", ... */
+	long code;          /* HTTP status or curl code of the last failure, or 0 */
+} bgrun_sink;
+#define BGRUN_SINK_FIELD "__bgrun_sink"
+
+/* A byte source the same way (mod_s3.c's download read by mod_archive.c's
+ * scan): read gives up to n bytes, *got = 0 at the end. */
+typedef struct bgrun_source {
+	int (*read)(struct bgrun_source *s, lua_State *L, char *p, size_t n, size_t *got, char *err, size_t errlen);
+	const char *reason;
+	long code;
+} bgrun_source;
+#define BGRUN_SOURCE_FIELD "__bgrun_source"
+
 /* ---- module openers ---- */
 int luaopen_bgrun_core(lua_State *L);
 int luaopen_log(lua_State *L);

@@ -16,6 +16,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -55,6 +56,7 @@ typedef struct s3_bucket {
 	time_t expiration;  /* temporary credentials: refreshed before this; 0 never */
 	int path_style;
 	long timeout_ms;
+	int busy; /* an upload has the multi handle */
 } s3_bucket;
 
 /* What one operation holds while it runs: a userdata, so an error raised
@@ -164,6 +166,8 @@ static void free_str(char **p)
 static int bucket_close(lua_State *L)
 {
 	s3_bucket *b = luaL_checkudata(L, 1, BUCKET_MT);
+	if (b->busy)
+		return luaL_error(L, "s3: the bucket handle is busy with an upload: finish or abort it first");
 	if (b->multi) {
 		CURLM *m = b->multi;
 		b->multi = NULL;
@@ -184,6 +188,8 @@ static s3_bucket *check_bucket(lua_State *L)
 	s3_bucket *b = luaL_checkudata(L, 1, BUCKET_MT);
 	if (b->multi == NULL)
 		luaL_error(L, "s3: the bucket handle is closed");
+	if (b->busy)
+		luaL_error(L, "s3: the bucket handle is busy with an upload: finish or abort it first");
 	return b;
 }
 
@@ -1411,6 +1417,1220 @@ static int b_get_file(lua_State *L)
 	return 1;
 }
 
+/* ---------------------------------------------------------------- upload */
+
+/* A multipart upload written as its bytes are produced (b:upload): parts
+ * are cut at part_size, hashed for the signature and sent `parallel` at a
+ * time over the bucket's multi handle (its kept connections), so memory
+ * is bounded by (parallel + 2 + held) parts whatever the object's size. A
+ * writer may hold a few bytes it will overwrite later (a tar header made
+ * once its entry's size is known): the parts they fall in stay in memory
+ * until patched, the others go on. While the upload is open the bucket
+ * serves nothing else. An upload that is not finished is aborted by
+ * close, __gc and __close, so no half-uploaded parts are left behind. */
+
+#define UPLOAD_MT "bgrun.s3.upload"
+
+enum { DEFAULT_PARALLEL = 3, MAX_PARALLEL = 16, MAX_HELD = 2 };
+
+typedef struct up_slot {
+	int number;   /* 0: free */
+	char *data;
+	size_t len;
+	int attempts;
+	s3_req req;
+	struct curl_slist *hl;
+	char hash[SHA256_HEX_LEN + 1];
+} up_slot;
+
+typedef struct up_held {
+	int number;
+	char *data;
+	size_t len;
+} up_held;
+
+typedef struct s3_upload {
+	bgrun_sink sink; /* first: mod_archive.c writes into it from C */
+	s3_bucket *b;    /* anchored in the uservalue */
+	char *key, *upload_id;
+	long long part_size;
+	int parallel;
+	char *cur;        /* the part being filled */
+	size_t cur_len;
+	int cur_number;
+	up_held held[MAX_HELD];
+	int nheld;
+	int holding;
+	long long hold_off;
+	size_t hold_len;
+	up_slot *slots;
+	char **etags;     /* by part number - 1 */
+	int etags_cap;
+	long long total;
+	int dry;
+	int state;        /* UP_OPEN, ... */
+	char *spare[MAX_HELD + 2]; /* part buffers for reuse: no allocator churn */
+	int nspare;
+	char failure[1024];
+	char reason[64];
+	char op[300];
+} s3_upload;
+
+/* Part buffers are reused rather than freed and allocated again: glibc
+ * would serve later 8 MiB blocks from a heap that does not shrink, and the
+ * process would grow past the few parts it holds. */
+static char *part_get(s3_upload *u)
+{
+	if (u->nspare > 0)
+		return u->spare[--u->nspare];
+	return malloc((size_t)u->part_size);
+}
+
+static void part_put(s3_upload *u, char *p)
+{
+	if (p == NULL)
+		return;
+	if (u->nspare < (int)(sizeof u->spare / sizeof u->spare[0]))
+		u->spare[u->nspare++] = p;
+	else
+		free(p);
+}
+
+enum { UP_OPEN, UP_FINISHED, UP_ABORTED, UP_FAILED, UP_CLOSED };
+
+static void slot_reset(s3_upload *u, up_slot *s)
+{
+	if (s->req.easy) {
+		curl_easy_cleanup(s->req.easy);
+		s->req.easy = NULL;
+	}
+	curl_slist_free_all(s->hl);
+	s->hl = NULL;
+	req_free(&s->req);
+	part_put(u, s->data);
+	s->data = NULL;
+	s->number = 0;
+	s->len = 0;
+	s->attempts = 0;
+}
+
+/* Frees every buffer and transfer; the multi handle goes back to the bucket. */
+static void upload_release(s3_upload *u)
+{
+	for (int i = 0; u->slots && i < u->parallel; i++) {
+		if (u->slots[i].req.easy && u->b && u->b->multi)
+			curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
+		slot_reset(u, &u->slots[i]);
+	}
+	free(u->slots);
+	u->slots = NULL;
+	for (int i = 0; i < u->nheld; i++)
+		free(u->held[i].data);
+	u->nheld = 0;
+	free(u->cur);
+	u->cur = NULL;
+	for (int i = 0; i < u->nspare; i++)
+		free(u->spare[i]);
+	u->nspare = 0;
+	for (int i = 0; u->etags && i < u->etags_cap; i++)
+		free(u->etags[i]);
+	free(u->etags);
+	u->etags = NULL;
+	u->etags_cap = 0;
+	if (u->b)
+		u->b->busy = 0;
+}
+
+/* Describes a failed part request into u->failure (no Lua here). */
+static void part_failed(s3_upload *u, up_slot *s)
+{
+	s3_req *r = &s->req;
+	if (r->rc != CURLE_OK) {
+		u->sink.reason = httputil_reason(r->rc);
+		u->sink.code = (long)r->rc;
+		snprintf(u->failure, sizeof u->failure, "part %d: %s %s: %s", s->number, r->method, r->url.data,
+		         r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+	} else {
+		s3xml x;
+		memset(&x, 0, sizeof x);
+		char xerr[128];
+		const char *code = NULL, *message = NULL;
+		if (r->out.len > 0 && s3xml_parse(r->out.data, r->out.len, &x, xerr, sizeof xerr) == 0 && s3xml_root(&x) &&
+		    strcmp(s3xml_root(&x), "Error") == 0) {
+			code = s3xml_get(&x, "Error/Code");
+			message = s3xml_get(&x, "Error/Message");
+		}
+		snprintf(u->reason, sizeof u->reason, "%s", code ? code : status_reason(r->status));
+		u->sink.reason = u->reason;
+		u->sink.code = r->status;
+		snprintf(u->failure, sizeof u->failure, "part %d: %s %s answered HTTP %ld%s%s%s%s", s->number, r->method,
+		         r->url.data, r->status, code ? " " : "", code ? code : "", message ? ": " : "",
+		         message ? message : "");
+		s3xml_free(&x);
+	}
+	u->state = UP_FAILED;
+}
+
+/* Signs s's request and puts it on the multi handle. 0 or -1 (failure). */
+static int slot_start(lua_State *L, s3_upload *u, up_slot *s)
+{
+	s3_bucket *b = u->b;
+	char pn[24];
+	snprintf(pn, sizeof pn, "%d", s->number);
+	const char *pq[] = {"partNumber", pn, "uploadId", u->upload_id, NULL};
+	req_free(&s->req);
+	req_init(&s->req, "PUT");
+	s->req.body = s->data;
+	s->req.body_n = (long long)s->len;
+	s->req.payload_hash = s->hash;
+	s->req.cred_source = b->cred_source;
+	s->attempts++;
+	char err[1024] = "";
+	if (object_url(b, &s->req.url, u->key) != 0 || add_query(&s->req.url, pq) != 0 ||
+	    refresh_creds(L, b, err, sizeof err) != 0 || prepare(b, &s->req, &s->hl, err, sizeof err) != 0 ||
+	    curl_multi_add_handle(b->multi, s->req.easy) != CURLM_OK) {
+		snprintf(u->failure, sizeof u->failure, "part %d: %s", s->number, err[0] ? err : "out of memory");
+		u->sink.reason = "ClientError";
+		u->sink.code = 0;
+		u->state = UP_FAILED;
+		return -1;
+	}
+	return 0;
+}
+
+static int store_etag(s3_upload *u, int number, const char *tag)
+{
+	if (number > u->etags_cap) {
+		int cap = u->etags_cap ? u->etags_cap : 64;
+		while (cap < number)
+			cap *= 2;
+		char **n = realloc(u->etags, (size_t)cap * sizeof *n);
+		if (n == NULL)
+			return -1;
+		memset(n + u->etags_cap, 0, (size_t)(cap - u->etags_cap) * sizeof *n);
+		u->etags = n;
+		u->etags_cap = cap;
+	}
+	free(u->etags[number - 1]);
+	return (u->etags[number - 1] = dup_str(tag)) ? 0 : -1;
+}
+
+/* Runs the transfers without blocking and handles the finished ones:
+ * an ETag is kept and the slot freed; a transient failure is tried again
+ * (ATTEMPTS in all); another failure fails the upload. 0, 1 interrupted, -1. */
+static int upload_pump(lua_State *L, s3_upload *u)
+{
+	int still = 0;
+	curl_multi_perform(u->b->multi, &still);
+	CURLMsg *msg;
+	int q;
+	while ((msg = curl_multi_info_read(u->b->multi, &q))) {
+		if (msg->msg != CURLMSG_DONE)
+			continue;
+		up_slot *s = NULL;
+		for (int i = 0; i < u->parallel; i++)
+			if (u->slots[i].req.easy == msg->easy_handle)
+				s = &u->slots[i];
+		if (s == NULL)
+			continue;
+		s3_req *r = &s->req;
+		r->rc = msg->data.result;
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+		curl_multi_remove_handle(u->b->multi, r->easy);
+		curl_easy_cleanup(r->easy);
+		r->easy = NULL;
+		curl_slist_free_all(s->hl);
+		s->hl = NULL;
+		const char *tag = ok_status(r) ? resp_header(r, "etag", &r->scratch) : NULL;
+		if (tag) {
+			if (store_etag(u, s->number, tag) != 0) {
+				snprintf(u->failure, sizeof u->failure, "out of memory");
+				u->sink.reason = "ClientError";
+				u->state = UP_FAILED;
+				return -1;
+			}
+			slot_reset(u, s);
+			continue;
+		}
+		if (ok_status(r)) {
+			snprintf(u->failure, sizeof u->failure, "part %d was stored without an ETag", s->number);
+			u->sink.reason = "InvalidResponse";
+			u->sink.code = 200;
+			u->state = UP_FAILED;
+			return -1;
+		}
+		if (s->attempts < ATTEMPTS && transient(r)) {
+			long backoff = FIRST_BACKOFF_MS << (s->attempts - 1);
+			if (pause_ms(backoff > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff))
+				return 1;
+			buf_reset(&r->out);
+			buf_reset(&r->head);
+			if (slot_start(L, u, s) != 0)
+				return -1;
+			continue;
+		}
+		part_failed(u, s);
+		return -1;
+	}
+	return bgrun_interrupted() ? 1 : 0;
+}
+
+static int busy_slots(const s3_upload *u)
+{
+	int n = 0;
+	for (int i = 0; i < u->parallel; i++)
+		n += u->slots[i].number != 0;
+	return n;
+}
+
+/* Waits up to ms for the transfers (and fds, when given). */
+static int upload_poll(lua_State *L, s3_upload *u, const int *fds, int nfds, int ms, int *ready)
+{
+	struct curl_waitfd w[4];
+	int n = nfds < 4 ? nfds : 4;
+	for (int i = 0; i < n; i++) {
+		w[i].fd = fds[i];
+		w[i].events = CURL_WAIT_POLLIN;
+		w[i].revents = 0;
+	}
+	curl_multi_poll(u->b->multi, n ? w : NULL, (unsigned)n, ms, NULL);
+	for (int i = 0; ready && i < n; i++)
+		if (w[i].revents)
+			*ready = 1;
+	return upload_pump(L, u);
+}
+
+/* Sends a full part (its buffer is taken over): waits for a free slot. */
+static int upload_send(lua_State *L, s3_upload *u, int number, char *data, size_t len, char *err, size_t errlen)
+{
+	up_slot *s = NULL;
+	for (;;) {
+		int rc = upload_pump(L, u);
+		for (int i = 0; rc == 0 && !s && i < u->parallel; i++)
+			if (u->slots[i].number == 0)
+				s = &u->slots[i];
+		if (rc == 0 && s)
+			break;
+		if (rc == 0)
+			rc = upload_poll(L, u, NULL, 0, POLL_MS, NULL);
+		if (rc != 0) {
+			part_put(u, data);
+			snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
+			return rc;
+		}
+	}
+	s->number = number;
+	s->data = data;
+	s->len = len;
+	s->attempts = 0;
+	if (sha256_hex(data, len, s->hash) != 0) {
+		slot_reset(u, s);
+		snprintf(err, errlen, "libcrypto failed");
+		u->sink.reason = "ClientError";
+		u->state = UP_FAILED;
+		return -1;
+	}
+	if (slot_start(L, u, s) != 0) {
+		snprintf(err, errlen, "%s", u->failure);
+		return -1;
+	}
+	return 0;
+}
+
+/* The full part being filled goes out, or is held when it has held bytes. */
+static int upload_seal(lua_State *L, s3_upload *u, char *err, size_t errlen)
+{
+	long long start = (long long)(u->cur_number - 1) * u->part_size;
+	long long end = start + (long long)u->cur_len;
+	char *data = u->cur;
+	size_t len = u->cur_len;
+	int number = u->cur_number;
+	u->cur = NULL;
+	u->cur_len = 0;
+	u->cur_number++;
+	if (u->holding && u->hold_off < end && u->hold_off + (long long)u->hold_len > start) {
+		if (u->nheld == MAX_HELD) {
+			part_put(u, data);
+			snprintf(err, errlen, "%s", "more held bytes than an upload keeps");
+			u->sink.reason = "ClientError";
+			u->state = UP_FAILED;
+			return -1;
+		}
+		u->held[u->nheld].number = number;
+		u->held[u->nheld].data = data;
+		u->held[u->nheld].len = len;
+		u->nheld++;
+		return 0;
+	}
+	return upload_send(L, u, number, data, len, err, errlen);
+}
+
+static int check_open(s3_upload *u, char *err, size_t errlen)
+{
+	if (u->state == UP_OPEN)
+		return 0;
+	snprintf(err, errlen, "%s", u->state == UP_FAILED ? u->failure : "the upload is not open");
+	if (u->state != UP_FAILED) {
+		u->sink.reason = "ClientError";
+		u->sink.code = 0;
+	}
+	return -1;
+}
+
+/* bgrun_sink.write: the bytes go into parts; full ones go out. A hook
+ * counting bytes for a progress report belongs here. */
+static int upload_write(bgrun_sink *sk, lua_State *L, const char *p, size_t n, char *err, size_t errlen)
+{
+	s3_upload *u = (s3_upload *)sk;
+	if (check_open(u, err, errlen) != 0)
+		return -1;
+	u->total += (long long)n;
+	if (u->dry)
+		return 0;
+	while (n > 0) {
+		if (u->cur == NULL && (u->cur = part_get(u)) == NULL) {
+			snprintf(err, errlen, "out of memory for a %lld-byte part", u->part_size);
+			u->sink.reason = "ClientError";
+			u->state = UP_FAILED;
+			return -1;
+		}
+		if (u->cur_number > MAX_PARTS) {
+			snprintf(err, errlen, "more than %d parts of %lld bytes: raise part_size (or size_hint)", MAX_PARTS,
+			         u->part_size);
+			u->sink.reason = "TooLarge";
+			u->state = UP_FAILED;
+			return -1;
+		}
+		size_t room = (size_t)u->part_size - u->cur_len;
+		size_t k = n < room ? n : room;
+		memcpy(u->cur + u->cur_len, p, k);
+		u->cur_len += k;
+		p += k;
+		n -= k;
+		if (u->cur_len == (size_t)u->part_size) {
+			int rc = upload_seal(L, u, err, errlen);
+			if (rc != 0)
+				return rc;
+		}
+	}
+	int rc = upload_pump(L, u);
+	if (rc != 0)
+		snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
+	return rc;
+}
+
+static void upload_hold(bgrun_sink *sk, long long off, size_t n)
+{
+	s3_upload *u = (s3_upload *)sk;
+	u->holding = 1;
+	u->hold_off = off;
+	u->hold_len = n;
+}
+
+/* bgrun_sink.patch: the held bytes are overwritten where they are (held
+ * parts, or the part being filled) and the held parts go out. */
+static int upload_patch(bgrun_sink *sk, lua_State *L, long long off, const char *p, size_t n, char *err,
+                        size_t errlen)
+{
+	s3_upload *u = (s3_upload *)sk;
+	if (check_open(u, err, errlen) != 0)
+		return -1;
+	if (u->dry) {
+		u->holding = 0;
+		return 0;
+	}
+	for (size_t i = 0; i < n; i++) {
+		long long at = off + (long long)i;
+		int number = (int)(at / u->part_size) + 1;
+		size_t in = (size_t)(at % u->part_size);
+		char *dst = NULL;
+		if (number == u->cur_number && u->cur && in < u->cur_len)
+			dst = u->cur + in;
+		for (int h = 0; !dst && h < u->nheld; h++)
+			if (u->held[h].number == number && in < u->held[h].len)
+				dst = u->held[h].data + in;
+		if (dst == NULL) {
+			snprintf(err, errlen, "byte %lld was not held: it is sent already", at);
+			u->sink.reason = "ClientError";
+			u->state = UP_FAILED;
+			return -1;
+		}
+		*dst = p[i];
+	}
+	u->holding = 0;
+	while (u->nheld > 0) {
+		up_held h = u->held[0];
+		memmove(u->held, u->held + 1, (size_t)(u->nheld - 1) * sizeof *u->held);
+		u->nheld--;
+		int rc = upload_send(L, u, h.number, h.data, h.len, err, errlen);
+		if (rc != 0)
+			return rc;
+	}
+	return 0;
+}
+
+/* bgrun_sink.wait */
+static int upload_wait(bgrun_sink *sk, lua_State *L, const int *fds, int nfds, int timeout_ms, char *err,
+                       size_t errlen)
+{
+	s3_upload *u = (s3_upload *)sk;
+	if (check_open(u, err, errlen) != 0)
+		return -1;
+	int ready = 0, rc = 0;
+	if (u->dry || busy_slots(u) == 0) {
+		struct pollfd pf[4];
+		int n = nfds < 4 ? nfds : 4;
+		for (int i = 0; i < n; i++) {
+			pf[i].fd = fds[i];
+			pf[i].events = POLLIN;
+			pf[i].revents = 0;
+		}
+		poll(pf, (nfds_t)n, timeout_ms);
+		return bgrun_interrupted() ? (snprintf(err, errlen, "interrupted"), 1) : 0;
+	}
+	rc = upload_poll(L, u, fds, nfds, timeout_ms, &ready);
+	if (rc != 0)
+		snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
+	return rc;
+}
+
+static s3_upload *check_upload(lua_State *L)
+{
+	s3_upload *u = luaL_checkudata(L, 1, UPLOAD_MT);
+	if (u->state == UP_CLOSED)
+		luaL_error(L, "s3: the upload is closed");
+	return u;
+}
+
+/* Aborts the multipart upload on the store (what it holds is dropped). */
+static void upload_abort_remote(lua_State *L, s3_upload *u)
+{
+	if (u->upload_id && !u->dry && u->b && u->b->multi) {
+		for (int i = 0; u->slots && i < u->parallel; i++) {
+			if (u->slots[i].req.easy)
+				curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
+			slot_reset(u, &u->slots[i]);
+		}
+		abort_upload(L, u->b, u->key, u->upload_id);
+		lua_createtable(L, 0, 2);
+		lua_pushstring(L, u->key);
+		lua_setfield(L, -2, "key");
+		lua_pushinteger(L, (lua_Integer)u->total);
+		lua_setfield(L, -2, "written");
+		bgrun_log(L, "info", "multipart upload aborted", lua_gettop(L));
+		lua_pop(L, 1);
+	}
+}
+
+/* u:close() (also __gc, __close): aborts an upload that did not finish */
+static int upload_close(lua_State *L)
+{
+	s3_upload *u = luaL_checkudata(L, 1, UPLOAD_MT);
+	if (u->state == UP_CLOSED)
+		return 0;
+	if (u->state != UP_FINISHED && u->state != UP_ABORTED)
+		upload_abort_remote(L, u);
+	upload_release(u);
+	free(u->key);
+	free(u->upload_id);
+	u->key = u->upload_id = NULL;
+	u->state = UP_CLOSED;
+	u->b = NULL;
+	return 0;
+}
+
+/* u:abort() -> true : drops what was uploaded */
+static int upload_abort(lua_State *L)
+{
+	s3_upload *u = check_upload(L);
+	if (u->state == UP_FINISHED)
+		luaL_error(L, "s3: the upload is finished; delete the object instead");
+	upload_close(L);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* Raises the upload's failure after aborting it. */
+static int upload_raise(lua_State *L, s3_upload *u, int rc, const char *msg)
+{
+	const char *reason = u->sink.reason ? u->sink.reason : "ClientError";
+	long code = u->sink.code;
+	char m[1100];
+	snprintf(m, sizeof m, "%s", msg);
+	char op[300];
+	snprintf(op, sizeof op, "%s", u->op);
+	upload_close(L);
+	if (rc == 1)
+		bgrun_throw_interrupted(L, "s3", op);
+	bgrun_error_new(L, "s3", op, reason, "%s", m);
+	if (code)
+		bgrun_error_set_int(L, "code", (lua_Integer)code);
+	return bgrun_error_throw(L);
+}
+
+/* u:write(data) -> u */
+static int upload_write_lua(lua_State *L)
+{
+	s3_upload *u = check_upload(L);
+	size_t n;
+	const char *p = luaL_checklstring(L, 2, &n);
+	char err[1024];
+	int rc = upload_write(&u->sink, L, p, n, err, sizeof err);
+	if (rc != 0)
+		return upload_raise(L, u, rc, err);
+	lua_settop(L, 1);
+	return 1;
+}
+
+/* u:finish() -> {key=, etag=, size=, parts=} : the last part, then
+ * CompleteMultipartUpload; a failure aborts the upload and raises */
+static int upload_finish(lua_State *L)
+{
+	s3_upload *u = check_upload(L);
+	char err[1024];
+	if (check_open(u, err, sizeof err) != 0)
+		return upload_raise(L, u, -1, err);
+	if (u->holding) {
+		u->sink.reason = "ClientError";
+		return upload_raise(L, u, -1, "finished while bytes are still held for a patch");
+	}
+	if (u->dry) {
+		u->state = UP_FINISHED;
+		lua_createtable(L, 0, 4);
+		lua_pushstring(L, u->key);
+		lua_setfield(L, -2, "key");
+		lua_pushinteger(L, (lua_Integer)u->total);
+		lua_setfield(L, -2, "size");
+		lua_pushstring(L, u->b->bucket);
+		lua_setfield(L, -2, "bucket");
+		bgrun_log(L, "info", "dry-run: would upload", lua_gettop(L));
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, "dry_run");
+		upload_release(u);
+		return 1;
+	}
+	int rc = 0;
+	if (u->cur_len > 0 || u->cur_number == 1) {
+		char *data = u->cur ? u->cur : part_get(u);
+		u->cur = NULL;
+		if (data == NULL) {
+			u->sink.reason = "ClientError";
+			return upload_raise(L, u, -1, "out of memory");
+		}
+		rc = upload_send(L, u, u->cur_number, data, u->cur_len, err, sizeof err);
+		u->cur_len = 0;
+		if (rc == 0)
+			u->cur_number++;
+	}
+	while (rc == 0 && busy_slots(u) > 0) {
+		rc = upload_poll(L, u, NULL, 0, POLL_MS, NULL);
+		if (rc != 0)
+			snprintf(err, sizeof err, "%s", rc == 1 ? "interrupted" : u->failure);
+	}
+	if (rc != 0)
+		return upload_raise(L, u, rc, err);
+	int nparts = u->cur_number - 1;
+	buf body = BUF_INIT;
+	int bad = buf_appends(&body, "<CompleteMultipartUpload>") != 0;
+	for (int i = 1; i <= nparts && !bad; i++) {
+		if (i > u->etags_cap || u->etags[i - 1] == NULL) {
+			buf_free(&body);
+			u->sink.reason = "ClientError";
+			return upload_raise(L, u, -1, "a part has no ETag");
+		}
+		bad = buf_printf(&body, "<Part><PartNumber>%d</PartNumber><ETag>", i) != 0 ||
+		      s3xml_escape(&body, u->etags[i - 1]) != 0 || buf_appends(&body, "</ETag></Part>") != 0;
+	}
+	char hex[SHA256_HEX_LEN + 1];
+	bad = bad || buf_appends(&body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body.data, body.len, hex) != 0;
+	s3_req *r = push_req(L);
+	req_init(r, "POST");
+	const char *ctq[] = {"uploadId", u->upload_id, NULL};
+	const char *xh[] = {"content-type", "application/xml"};
+	r->extra = xh;
+	r->n_extra = 1;
+	r->body = body.data;
+	r->body_n = (long long)body.len;
+	r->payload_hash = hex;
+	if (bad || object_url(u->b, &r->url, u->key) != 0 || add_query(&r->url, ctq) != 0) {
+		buf_free(&body);
+		req_free(r);
+		u->sink.reason = "ClientError";
+		return upload_raise(L, u, -1, "out of memory");
+	}
+	/* not retried: a second Complete of a finished upload fails with
+	 * NoSuchUpload and would hide the outcome */
+	rc = perform(L, u->b, r, err, sizeof err);
+	buf_free(&body);
+	int failed = rc != 0 || !ok_status(r);
+	s3xml *x = push_xml(L);
+	char xerr[128];
+	const char *etag = NULL;
+	if (!failed) {
+		/* a 200 may carry an <Error> */
+		if (s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+		    strcmp(s3xml_root(x), "Error") == 0)
+			failed = 1;
+		else
+			etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
+	}
+	if (failed) {
+		if (rc == 0) {
+			push_failure(L, r, u->op);
+			s3xml_free(x);
+			req_free(r);
+			int e = lua_gettop(L);
+			upload_close(L);
+			lua_settop(L, e);
+			return bgrun_error_throw(L);
+		}
+		s3xml_free(x);
+		req_free(r);
+		u->sink.reason = "ClientError";
+		return upload_raise(L, u, rc, err);
+	}
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, etag ? etag : "");
+	lua_setfield(L, -2, "etag");
+	lua_pushstring(L, u->key);
+	lua_setfield(L, -2, "key");
+	lua_pushinteger(L, (lua_Integer)u->total);
+	lua_setfield(L, -2, "size");
+	lua_pushinteger(L, nparts);
+	lua_setfield(L, -2, "parts");
+	s3xml_free(x);
+	req_free(r);
+	u->state = UP_FINISHED;
+	upload_release(u);
+	return 1;
+}
+
+/* u:id() -> the UploadId (nil under --dry-run), for a journal */
+static int upload_id(lua_State *L)
+{
+	s3_upload *u = check_upload(L);
+	if (u->upload_id)
+		lua_pushstring(L, u->upload_id);
+	else
+		lua_pushnil(L);
+	return 1;
+}
+
+/* b:abort_upload(key, upload_id) -> true : drops an unfinished multipart
+ * upload (one a killed run left); an unknown one is not an error */
+static int b_abort_upload(lua_State *L)
+{
+	s3_bucket *b = check_bucket(L);
+	const char *key = luaL_checkstring(L, 2);
+	const char *id = luaL_checkstring(L, 3);
+	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	luaL_argcheck(L, *id != '\0', 3, "the upload id must not be empty");
+	if (bgrun_dry_run(L)) {
+		lua_createtable(L, 0, 1);
+		lua_pushstring(L, key);
+		lua_setfield(L, -2, "key");
+		bgrun_log(L, "info", "dry-run: would abort the multipart upload", lua_gettop(L));
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	abort_upload(L, b, key, id);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* u:size() -> bytes written so far */
+static int upload_size(lua_State *L)
+{
+	s3_upload *u = luaL_checkudata(L, 1, UPLOAD_MT);
+	lua_pushinteger(L, (lua_Integer)u->total);
+	return 1;
+}
+
+static const char *const upload_keys[] = {"content_type", "metadata", "part_size", "parallel", "size_hint", NULL};
+
+/* b:upload(key [, {content_type=, metadata=, part_size=8 MiB, parallel=3,
+ *   size_hint=}]) -> upload  (u:write(data), u:finish(), u:abort(); a sink
+ *   for archive.writer). size_hint (bytes expected) raises part_size so the
+ *   object fits in 10,000 parts. */
+static int b_upload(lua_State *L)
+{
+	s3_bucket *b = check_bucket(L);
+	const char *key = luaL_checkstring(L, 2);
+	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	int opts = 0;
+	if (!lua_isnoneornil(L, 3)) {
+		luaL_checktype(L, 3, LUA_TTABLE);
+		opts = 3;
+		bgrun_check_options(L, 3, upload_keys);
+	}
+	lua_settop(L, 3);
+	long long part_size = DEFAULT_PART;
+	int parallel = DEFAULT_PARALLEL;
+	if (opts) {
+		if (lua_getfield(L, opts, "part_size") != LUA_TNIL) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < MIN_PART || lua_tointeger(L, -1) > 5LL * 1024 * MIB)
+				luaL_error(L, "s3.upload: option 'part_size' must be an integer from 5 MiB to 5 GiB");
+			part_size = (long long)lua_tointeger(L, -1);
+		}
+		if (lua_getfield(L, opts, "parallel") != LUA_TNIL) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > MAX_PARALLEL)
+				luaL_error(L, "s3.upload: option 'parallel' must be an integer from 1 to %d", MAX_PARALLEL);
+			parallel = (int)lua_tointeger(L, -1);
+		}
+		if (lua_getfield(L, opts, "size_hint") != LUA_TNIL) {
+			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+				luaL_error(L, "s3.upload: option 'size_hint' must be a non-negative integer");
+			/* a quarter more than expected still fits */
+			long long want = (long long)lua_tointeger(L, -1) / 8000 + 1;
+			want = (want + MIB - 1) / MIB * MIB;
+			if (want > part_size)
+				part_size = want;
+		}
+		lua_pop(L, 3);
+	}
+	upload_headers(L, opts); /* index 4 */
+	size_t nh = (size_t)lua_rawlen(L, 4) / 2;
+	const char **hdrs = lua_newuserdatauv(L, (nh ? nh : 1) * 2 * sizeof *hdrs, 0); /* 5 */
+	for (size_t i = 0; i < 2 * nh; i++) {
+		lua_rawgeti(L, 4, (lua_Integer)i + 1);
+		hdrs[i] = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	if (b->busy)
+		luaL_error(L, "s3: the bucket handle is busy with another upload");
+	s3_upload *u = lua_newuserdatauv(L, sizeof *u, 1); /* 6 */
+	memset(u, 0, sizeof *u);
+	u->state = UP_CLOSED; /* until everything is in place */
+	luaL_setmetatable(L, UPLOAD_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, 6, 1);
+	u->sink.write = upload_write;
+	u->sink.hold = upload_hold;
+	u->sink.patch = upload_patch;
+	u->sink.wait = upload_wait;
+	u->part_size = part_size;
+	u->parallel = parallel;
+	u->cur_number = 1;
+	u->b = b;
+	snprintf(u->op, sizeof u->op, "upload %.250s", key);
+	u->key = dup_str(key);
+	u->slots = calloc((size_t)parallel, sizeof *u->slots);
+	if (!u->key || !u->slots) {
+		free(u->key);
+		free(u->slots);
+		u->key = NULL;
+		u->slots = NULL;
+		return luaL_error(L, "s3: out of memory");
+	}
+	for (int i = 0; i < parallel; i++) {
+		req_init(&u->slots[i].req, "PUT");
+	}
+	u->state = UP_OPEN;
+	if (bgrun_dry_run(L)) {
+		u->dry = 1;
+		return 1;
+	}
+	/* CreateMultipartUpload */
+	s3_req *r = push_req(L);
+	req_init(r, "POST");
+	r->extra = hdrs;
+	r->n_extra = nh;
+	const char *cq[] = {"uploads", "", NULL};
+	char err[1024];
+	int rc = -1;
+	if (object_url(b, &r->url, key) == 0 && add_query(&r->url, cq) == 0)
+		rc = perform(L, b, r, err, sizeof err);
+	else
+		snprintf(err, sizeof err, "out of memory");
+	if (rc != 0) {
+		req_free(r);
+		u->state = UP_ABORTED;
+		upload_release(u);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", u->op);
+		bgrun_error_new(L, "s3", u->op, "ClientError", "%s", err);
+		return bgrun_error_throw(L);
+	}
+	s3xml *x = push_xml(L);
+	char xerr[128];
+	const char *uid = NULL;
+	if (ok_status(r) && s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) == 0)
+		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	if (uid == NULL || *uid == '\0' || (u->upload_id = dup_str(uid)) == NULL) {
+		s3xml_free(x);
+		u->state = UP_ABORTED;
+		upload_release(u);
+		if (ok_status(r)) {
+			req_free(r);
+			bgrun_error_new(L, "s3", u->op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
+			bgrun_error_set_int(L, "code", 200);
+			return bgrun_error_throw(L);
+		}
+		push_failure(L, r, u->op);
+		req_free(r);
+		return bgrun_error_throw(L);
+	}
+	s3xml_free(x);
+	req_free(r);
+	b->busy = 1;
+	lua_settop(L, 6);
+	return 1;
+}
+
+static const luaL_Reg upload_methods[] = {
+	{"write", upload_write_lua},
+	{"finish", upload_finish},
+	{"abort", upload_abort},
+	{"size", upload_size},
+	{"id", upload_id},
+	{"close", upload_close},
+	{NULL, NULL},
+};
+
+/* ---------------------------------------------------------------- reader */
+
+/* An object read as a stream (b:open): the body goes into a bounded
+ * buffer and the transfer pauses while it is full, so memory stays
+ * READ_BUF whatever the object's size. A transfer cut short is taken up
+ * again where it stopped (a Range request), ATTEMPTS times in all. The
+ * bucket serves nothing else while a reader is open. */
+
+#define READER_MT "bgrun.s3.reader"
+
+enum { READ_BUF = 1024 * 1024 };
+
+typedef struct s3_reader {
+	bgrun_source src; /* first: mod_archive.c reads from it from C */
+	s3_bucket *b;     /* anchored in the uservalue */
+	char *key;
+	s3_req req;
+	struct curl_slist *hl;
+	char *data;       /* [pos, len) not read yet */
+	size_t pos, len;
+	int paused, done, active, attempts, closed;
+	long long delivered; /* bytes handed to the reader */
+	long long received;  /* bytes of the object received so far */
+	char range[64];
+	const char *extra[2];
+	char failure[1024];
+	char reason[64];
+} s3_reader;
+
+static size_t reader_on_write(char *p, size_t size, size_t n, void *ud)
+{
+	s3_reader *rd = ud;
+	size_t len = size * n;
+	long status = 0;
+	curl_easy_getinfo(rd->req.easy, CURLINFO_RESPONSE_CODE, &status);
+	if (status < 200 || status >= 300) {
+		if (rd->req.out.len < 64 * 1024 && buf_append(&rd->req.out, p, len) != 0)
+			return 0;
+		return len;
+	}
+	if (rd->pos > 0 && rd->pos == rd->len)
+		rd->pos = rd->len = 0;
+	if (READ_BUF - rd->len < len) {
+		if (rd->pos > 0) {
+			memmove(rd->data, rd->data + rd->pos, rd->len - rd->pos);
+			rd->len -= rd->pos;
+			rd->pos = 0;
+		}
+		if (READ_BUF - rd->len < len) {
+			rd->paused = 1;
+			return CURL_WRITEFUNC_PAUSE;
+		}
+	}
+	memcpy(rd->data + rd->len, p, len);
+	rd->len += len;
+	rd->received += (long long)len;
+	return len;
+}
+
+static void reader_stop(s3_reader *rd)
+{
+	if (rd->req.easy) {
+		if (rd->active && rd->b && rd->b->multi)
+			curl_multi_remove_handle(rd->b->multi, rd->req.easy);
+		curl_easy_cleanup(rd->req.easy);
+		rd->req.easy = NULL;
+	}
+	rd->active = 0;
+	curl_slist_free_all(rd->hl);
+	rd->hl = NULL;
+}
+
+/* Starts (or takes up again, from rd->received) the GET. 0 or -1. */
+static int reader_start(lua_State *L, s3_reader *rd)
+{
+	reader_stop(rd);
+	req_free(&rd->req);
+	req_init(&rd->req, "GET");
+	rd->req.cred_source = rd->b->cred_source;
+	rd->req.retry = 1;
+	rd->done = rd->paused = 0;
+	rd->attempts++;
+	if (rd->received > 0) {
+		snprintf(rd->range, sizeof rd->range, "bytes=%lld-", rd->received);
+		rd->extra[0] = "range";
+		rd->extra[1] = rd->range;
+		rd->req.extra = rd->extra;
+		rd->req.n_extra = 1;
+	}
+	char err[1024] = "";
+	if (object_url(rd->b, &rd->req.url, rd->key) != 0 || refresh_creds(L, rd->b, err, sizeof err) != 0 ||
+	    prepare(rd->b, &rd->req, &rd->hl, err, sizeof err) != 0) {
+		snprintf(rd->failure, sizeof rd->failure, "%s", err[0] ? err : "out of memory");
+		rd->src.reason = "ClientError";
+		return -1;
+	}
+	/* any length: a stall is the failure (a paused transfer is exempt) */
+	long t = rd->b->timeout_ms;
+	curl_easy_setopt(rd->req.easy, CURLOPT_TIMEOUT_MS, 0L);
+	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
+	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_TIME, (t + 999) / 1000);
+	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEFUNCTION, reader_on_write);
+	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEDATA, (void *)rd);
+	if (curl_multi_add_handle(rd->b->multi, rd->req.easy) != CURLM_OK) {
+		snprintf(rd->failure, sizeof rd->failure, "cannot start the transfer");
+		rd->src.reason = "ClientError";
+		return -1;
+	}
+	rd->active = 1;
+	return 0;
+}
+
+/* Drives the transfer once (up to POLL_MS). 0, 1 interrupted, -1 failed. */
+static int reader_step(lua_State *L, s3_reader *rd)
+{
+	if (rd->paused && rd->pos == rd->len) {
+		rd->paused = 0;
+		curl_easy_pause(rd->req.easy, CURLPAUSE_CONT);
+	}
+	int still = 0;
+	curl_multi_perform(rd->b->multi, &still);
+	CURLMsg *msg;
+	int q;
+	while ((msg = curl_multi_info_read(rd->b->multi, &q))) {
+		if (msg->msg != CURLMSG_DONE || msg->easy_handle != rd->req.easy)
+			continue;
+		s3_req *r = &rd->req;
+		r->rc = msg->data.result;
+		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
+		curl_multi_remove_handle(rd->b->multi, r->easy);
+		rd->active = 0;
+		if (ok_status(r)) {
+			rd->done = 1;
+			continue;
+		}
+		/* a 2xx body cut short, a 5xx: again from where it stopped */
+		if (rd->attempts < ATTEMPTS && transient(r) && (r->status == 0 || r->status >= 500 || r->status == 429 ||
+		                                                 (r->status >= 200 && r->status < 300))) {
+			if (pause_ms(FIRST_BACKOFF_MS << (rd->attempts - 1)))
+				return 1;
+			if (reader_start(L, rd) != 0)
+				return -1;
+			continue;
+		}
+		rd->done = 1;
+		return -1; /* the caller describes r */
+	}
+	if (bgrun_interrupted())
+		return 1;
+	if (!rd->done && (rd->pos == rd->len))
+		curl_multi_poll(rd->b->multi, NULL, 0, POLL_MS, NULL);
+	return 0;
+}
+
+/* Describes a failed GET into rd->failure. */
+static void reader_failed(s3_reader *rd)
+{
+	s3_req *r = &rd->req;
+	rd->src.code = r->rc != CURLE_OK ? (long)r->rc : r->status;
+	if (r->rc != CURLE_OK) {
+		snprintf(rd->reason, sizeof rd->reason, "%s", httputil_reason(r->rc));
+		snprintf(rd->failure, sizeof rd->failure, "GET %s after %lld bytes: %s", r->url.data, rd->received,
+		         r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+	} else {
+		snprintf(rd->reason, sizeof rd->reason, "%s", r->status == 404 ? "NoSuchKey" : status_reason(r->status));
+		snprintf(rd->failure, sizeof rd->failure, "GET %s answered HTTP %ld", r->url.data, r->status);
+	}
+	rd->src.reason = rd->reason;
+}
+
+/* bgrun_source.read */
+static int reader_read(bgrun_source *s, lua_State *L, char *p, size_t n, size_t *got, char *err, size_t errlen)
+{
+	s3_reader *rd = (s3_reader *)s;
+	*got = 0;
+	if (rd->closed) {
+		snprintf(err, errlen, "the reader is closed");
+		return -1;
+	}
+	for (;;) {
+		if (rd->pos < rd->len) {
+			size_t k = rd->len - rd->pos < n ? rd->len - rd->pos : n;
+			memcpy(p, rd->data + rd->pos, k);
+			rd->pos += k;
+			rd->delivered += (long long)k;
+			*got = k;
+			return 0;
+		}
+		if (rd->done && !rd->active) {
+			if (ok_status(&rd->req))
+				return 0;
+			reader_failed(rd);
+			snprintf(err, errlen, "%s", rd->failure);
+			return -1;
+		}
+		int rc = reader_step(L, rd);
+		if (rc == 1) {
+			snprintf(err, errlen, "interrupted");
+			return 1;
+		}
+		if (rc == -1) {
+			if (rd->failure[0] == '\0')
+				reader_failed(rd);
+			snprintf(err, errlen, "%s", rd->failure);
+			return -1;
+		}
+	}
+}
+
+/* r:close() */
+static int reader_close(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	if (rd->closed)
+		return 0;
+	reader_stop(rd);
+	req_free(&rd->req);
+	free(rd->data);
+	rd->data = NULL;
+	free(rd->key);
+	rd->key = NULL;
+	if (rd->b)
+		rd->b->busy = 0;
+	rd->b = NULL;
+	rd->closed = 1;
+	return 0;
+}
+
+/* r:read([n]) -> string, or nil at the end */
+static int reader_read_lua(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	lua_Integer n = luaL_optinteger(L, 2, 64 * 1024);
+	luaL_argcheck(L, n > 0 && n <= 16 * MIB, 2, "from 1 byte to 16 MiB");
+	if (rd->closed)
+		return luaL_error(L, "s3: the reader is closed");
+	luaL_Buffer lb;
+	char *p = luaL_buffinitsize(L, &lb, (size_t)n);
+	size_t got = 0;
+	char err[1024];
+	int rc = reader_read(&rd->src, L, p, (size_t)n, &got, err, sizeof err);
+	if (rc != 0) {
+		char op[300];
+		snprintf(op, sizeof op, "open %.250s", rd->key ? rd->key : "?");
+		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
+		long code = rd->src.code;
+		char m[1024];
+		snprintf(m, sizeof m, "%s", err);
+		lua_pushcfunction(L, reader_close);
+		lua_pushvalue(L, 1);
+		lua_call(L, 1, 0);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", op);
+		bgrun_error_new(L, "s3", op, reason, "%s", m);
+		if (code)
+			bgrun_error_set_int(L, "code", (lua_Integer)code);
+		return bgrun_error_throw(L);
+	}
+	if (got == 0) {
+		lua_pushnil(L);
+		return 1;
+	}
+	luaL_pushresultsize(&lb, got);
+	return 1;
+}
+
+/* b:open(key) -> reader (r:read(n), r:close(); a source for archive.scan).
+ * A missing key raises 404 NoSuchKey at once. */
+static int b_open(lua_State *L)
+{
+	s3_bucket *b = check_bucket(L);
+	const char *key = luaL_checkstring(L, 2);
+	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
+	lua_settop(L, 2);
+	char op[300];
+	snprintf(op, sizeof op, "open %.250s", key);
+	s3_reader *rd = lua_newuserdatauv(L, sizeof *rd, 1); /* 3 */
+	memset(rd, 0, sizeof *rd);
+	rd->closed = 1;
+	luaL_setmetatable(L, READER_MT);
+	lua_pushvalue(L, 1);
+	lua_setiuservalue(L, 3, 1);
+	req_init(&rd->req, "GET");
+	rd->src.read = reader_read;
+	rd->b = b;
+	rd->closed = 0;
+	b->busy = 1; /* until close, which also frees what follows */
+	rd->key = dup_str(key);
+	rd->data = malloc(READ_BUF);
+	if (!rd->key || !rd->data)
+		return luaL_error(L, "s3: out of memory");
+	/* until the answer's status is known: a missing key raises here */
+	int rc = reader_start(L, rd);
+	while (rc == 0 && rd->len == 0 && !rd->done)
+		rc = reader_step(L, rd);
+	if (rc != 0 || (rd->done && !ok_status(&rd->req))) {
+		if (rc == 0 || rd->failure[0] == '\0') {
+			if (rc != 1 && rd->req.rc == CURLE_OK) {
+				/* an answer with a status: the structured S3 error */
+				push_failure(L, &rd->req, op);
+				int e = lua_gettop(L);
+				lua_pushcfunction(L, reader_close);
+				lua_pushvalue(L, 3);
+				lua_call(L, 1, 0);
+				lua_settop(L, e);
+				return bgrun_error_throw(L);
+			}
+			reader_failed(rd);
+		}
+		char m[1024];
+		snprintf(m, sizeof m, "%s", rd->failure);
+		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
+		char rs[64];
+		snprintf(rs, sizeof rs, "%s", reason);
+		long code = rd->src.code;
+		lua_pushcfunction(L, reader_close);
+		lua_pushvalue(L, 3);
+		lua_call(L, 1, 0);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", op);
+		bgrun_error_new(L, "s3", op, rs, "%s", m);
+		if (code)
+			bgrun_error_set_int(L, "code", (lua_Integer)code);
+		return bgrun_error_throw(L);
+	}
+	lua_settop(L, 3);
+	return 1;
+}
+
+/* r:received() -> bytes received so far */
+static int reader_received(lua_State *L)
+{
+	s3_reader *rd = luaL_checkudata(L, 1, READER_MT);
+	lua_pushinteger(L, (lua_Integer)rd->delivered);
+	return 1;
+}
+
+static const luaL_Reg reader_methods[] = {
+	{"read", reader_read_lua},
+	{"received", reader_received},
+	{"close", reader_close},
+	{NULL, NULL},
+};
+
 /* ------------------------------------------------------------------ head */
 
 /* b:head(key) -> {size=, etag=, last_modified=, content_type=, metadata=} | nil */
@@ -1851,6 +3071,9 @@ static const luaL_Reg bucket_methods[] = {
 	{"list", b_list},
 	{"delete", b_delete},
 	{"presign", b_presign},
+	{"upload", b_upload},
+	{"abort_upload", b_abort_upload},
+	{"open", b_open},
 	{"close", bucket_close},
 	{NULL, NULL},
 };
@@ -1882,6 +3105,28 @@ int luaopen_s3(lua_State *L)
 	if (luaL_newmetatable(L, XML_MT)) {
 		lua_pushcfunction(L, xml_gc);
 		lua_setfield(L, -2, "__gc");
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, UPLOAD_MT)) {
+		luaL_newlib(L, upload_methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, upload_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, upload_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, BGRUN_SINK_FIELD);
+	}
+	lua_pop(L, 1);
+	if (luaL_newmetatable(L, READER_MT)) {
+		luaL_newlib(L, reader_methods);
+		lua_setfield(L, -2, "__index");
+		lua_pushcfunction(L, reader_close);
+		lua_setfield(L, -2, "__gc");
+		lua_pushcfunction(L, reader_close);
+		lua_setfield(L, -2, "__close");
+		lua_pushboolean(L, 1);
+		lua_setfield(L, -2, BGRUN_SOURCE_FIELD);
 	}
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, OP_MT)) {

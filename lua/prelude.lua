@@ -23,7 +23,7 @@ local for_a_human = false -- an undo found the world changed: retrying will not 
 local run_report = { steps = {}, undone = {} }
 local REPORT_RESERVED = { playbook = true, args = true, steps = true, undone = true, exit = true,
                           status = true, error = true, duration_seconds = true, committed = true,
-                          started_at = true, failed_step = true }
+                          started_at = true, failed_step = true, notifications = true }
 local steps = {}          -- stack of running step names
 local failure = nil       -- { step=, traceback= } of the innermost failure
 local journal = nil       -- the run's journal (stdlib/journal.lua), when one is kept
@@ -56,7 +56,7 @@ local function check_description(d)
     error("playbook{} expects a table, got " .. type(d), 3)
   end
   for k in pairs(d) do
-    if k ~= "description" and k ~= "params" and k ~= "run" then
+    if k ~= "description" and k ~= "params" and k ~= "run" and k ~= "notify" then
       error("playbook{}: unknown field '" .. tostring(k) .. "'", 3)
     end
   end
@@ -65,6 +65,9 @@ local function check_description(d)
   end
   if type(d.run) ~= "function" then
     error("playbook{}: run must be a function", 3)
+  end
+  if d.notify ~= nil and type(d.notify) ~= "boolean" and type(d.notify) ~= "function" then
+    error("playbook{}: notify must be a boolean or a function(args)", 3)
   end
   local params = d.params or {}
   if type(params) ~= "table" then error("playbook{}: params must be a table", 3) end
@@ -85,7 +88,9 @@ local function check_description(d)
 end
 
 ---Declares a playbook: what a playbook file returns.
----@param d {description: string?, params: table<string, table>?, run: fun(args: table)}
+---notify = false (or a function(args) returning false) keeps a read-only
+---playbook out of the environment's notifications (stdlib/notify.lua).
+---@param d {description: string?, params: table<string, table>?, run: fun(args: table), notify: boolean|fun(args: table): boolean|nil}
 ---@return table
 function M.playbook(d)
   check_description(d)
@@ -441,7 +446,7 @@ local function run_compensations(err)
         local seconds = core.now() - t0
         local took = fmt_duration(seconds)
         note { event = "compensated", id = c.id, ok = ok }
-        run_report.undone[#run_report.undone + 1] = { name = c.name, ok = ok, seconds = seconds,
+        run_report.undone[#run_report.undone + 1] = { name = c.name, ok = ok, seconds = seconds, keep = c.keep or nil,
                                                       error = not ok and tostring(cerr):match("^[^\n]*") or nil }
         if ok then
           log.info("compensation done", { duration = took })
@@ -588,6 +593,31 @@ function M.main(opts)
     log.error(perr, { playbook = path })
     return EXIT.usage
   end
+  -- the environment's notifications (stdlib/notify.lua): bad configuration
+  -- is bad input; a notifier that cannot be built otherwise only warns
+  local notifier
+  do
+    local ok, n = pcall(function() return require("notify").for_run(pb, args) end)
+    if ok then
+      notifier = n
+    elseif type(n) == "table" and n.code == "usage" then
+      log.error(tostring(n), { playbook = path })
+      return EXIT.usage
+    else
+      log.warn("notifications are off for this run", { error = tostring(n) })
+    end
+  end
+  local function notify(what, r)
+    -- never fails the run: delivery is bounded and logged by notify.send
+    local ok, outcomes = pcall(notifier[what], r)
+    if not ok then
+      log.warn("notifications failed", { error = tostring(outcomes) })
+      return
+    end
+    local list = run_report.notifications or {}
+    for _, o in ipairs(outcomes) do list[#list + 1] = o end
+    run_report.notifications = list
+  end
   if opts.dry_run then
     log.info("dry-run: nothing will be changed")
   else
@@ -598,6 +628,7 @@ function M.main(opts)
   run_report.args = args
   run_report.started_at = os.date("!%Y-%m-%dT%H:%M:%SZ")
   local t0 = core.now()
+  if notifier then notify("started", M.run_report()) end
   local code = M.run_playbook(path, pb, args)
   -- a plain `bgrun resume` retries failed compensations, unless they found
   -- the world changed: that is for a human (`resume JOURNAL` still tries)
@@ -608,6 +639,10 @@ function M.main(opts)
   run_report.status = ({ [0] = "succeeded", [1] = "failed, cleaned up", [2] = "bad input",
                          [3] = "failed, a human must look", [130] = "interrupted" })[code] or "failed"
   run_report.committed = committed and committed.name or nil
+  if notifier then
+    core.begin_compensation() -- an interrupt pending does not stop the last word
+    notify("finished", M.run_report())
+  end
   if code ~= EXIT.ok then M.print_run_report() end
   if opts.report then M.write_run_report(opts.report) end
   return code
@@ -676,6 +711,10 @@ function M.print_run_report()
     end
     if v then lines[#lines + 1] = ("  %-44s %s"):format(k, tostring(type(v) == "number" and
       (k:match("_ms$") and ("%d ms"):format(math.floor(v + 0.5)) or fmt_duration(v)) or v)) end
+  end
+  for _, n in ipairs(r.notifications or {}) do
+    lines[#lines + 1] = ("  notification %-31s %s"):format(("%s (%s)"):format(tostring(n.target), tostring(n.event)),
+      n.ok and "sent" or ("NOT DELIVERED: " .. tostring(n.error)))
   end
   io.stderr:write(log.redact(table.concat(lines, "\n")), "\n")
 end
@@ -835,15 +874,19 @@ function M.resume(opts)
     end
   end
   core.begin_compensation() -- like compensations, an undo runs to its end
+  local t0 = core.now()
   local failed, blocked, human = 0, nil, false
+  local undone = {} -- for the notification: as a run report's `undone`
   for _, c in ipairs(todo) do
     log.set_step(c.name)
     if blocked and not c.keep then
       failed = failed + 1
+      undone[#undone + 1] = { name = c.name, ok = false, skipped = true }
       log.error("undo skipped: a newer change could not be undone", { blocked_by = blocked })
     elseif not c.undo then
       failed = failed + 1
       blocked = blocked or c.name
+      undone[#undone + 1] = { name = c.name, ok = false }
       log.error("cannot undo: the run recorded no data for it; a human must look", { compensation = c.name })
     else
       log.warn("undo started")
@@ -852,6 +895,7 @@ function M.resume(opts)
         return debug.traceback(tostring(e), 2)
       end, c.undo)
       append { event = "compensated", id = c.id, ok = ok, by = "resume" }
+      undone[#undone + 1] = { name = c.name, ok = ok, keep = c.keep or nil }
       if ok then
         log.info("undo done")
       else
@@ -886,6 +930,17 @@ function M.resume(opts)
   end
   if failed == 0 then
     print(("undid %d change(s) of %s (journal %s)"):format(#todo, tostring(start.playbook), target.path))
+  end
+  -- the killed run's environment hears how it ended: rolled back, or a human must look
+  local ok, n = pcall(function() return require("notify").for_resume(start) end)
+  if ok and n then
+    pcall(n.finished, { playbook = start.playbook, args = start.args, started_at = start.started_at and
+      os.date("!%Y-%m-%dT%H:%M:%SZ", math.floor(start.started_at)) or nil, exit = code, undone = undone,
+      status = code == EXIT.ok and "undone by bgrun resume" or "resumed, a human must look",
+      error = "the run was killed before it finished; bgrun resume ran its undos",
+      duration_seconds = core.now() - t0, committed = commit and commit.name or nil })
+  elseif not ok then
+    log.warn("notifications are off for this resume", { error = tostring(n) })
   end
   return code
 end

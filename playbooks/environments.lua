@@ -65,6 +65,7 @@ return {
     -- replicate = true,  -- copy every backup to the replica
     -- auto_promote = 60,  -- a preview=true deploy promotes itself after 60 s of healthy preview
     -- hooks = { before_switch = function(s) ... end },  -- before_switch, after_switch, on_abort, on_success
+    -- notify = { { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK" } },  -- see staging and prod
   },
   dev = {
     context = "physioflow-dev",   -- the kubeconfig context bgrun acts through (required but for local)
@@ -94,6 +95,12 @@ return {
       metrics = analysis({ url = "http://prometheus.physioflow-staging.internal:9090",
                            bearer_token = os.getenv("PROMETHEUS_TOKEN") },   -- nil: no Authorization
         "1m", { initial_delay = 60, failure_limit = 1, inconclusive_limit = 2 }) },
+    -- release notifications (stdlib/notify.lua): started, succeeded, failed,
+    -- rolled back, needs a human. Webhook URLs are secrets: they come from
+    -- the variables named here (a CI secret), never from this file.
+    notify = {
+      { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK", events = { "failed", "rolled_back", "needs_human" } },
+    },
   },
   prod = {
     context = "physioflow-prod",
@@ -118,5 +125,16 @@ return {
                 endpoint = "https://s3.eu-central-1.backup-site.example.invalid",
                 access_key_env = "REPLICA_AWS_ACCESS_KEY_ID", secret_key_env = "REPLICA_AWS_SECRET_ACCESS_KEY" },
     -- replicate = true,  -- every backup.lua run copies to the replica (needs the two variables above)
+    notify = {
+      timeout = 15,  -- seconds per event, all targets and retries together
+      { type = "slack", url_env = "PHYSIOFLOW_SLACK_WEBHOOK" },
+      { type = "teams", url_env = "PHYSIOFLOW_TEAMS_WEBHOOK" },
+      -- a generic JSON webhook: headers ({ env = "VAR" } reads a secret) and a body template
+      { type = "webhook", name = "incidents", url_env = "PHYSIOFLOW_INCIDENT_WEBHOOK",
+        events = { "rolled_back", "needs_human" },
+        headers = { Authorization = { env = "PHYSIOFLOW_INCIDENT_TOKEN" } },
+        body = { title = "{title}", severity = "{event}", service = "physioflow-api", env = "{env}",
+                 details = "{summary}" } },
+    },
   },
 }

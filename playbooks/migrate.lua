@@ -11,6 +11,7 @@ local release = require("release")
 
 return playbook {
   description = "Apply (up), roll back (down) or list (status) the database migrations of an environment",
+  notify = function(args) return args.action ~= "status" end,  -- status only reads
   params = {
     env = release.env_param(environments),
     action = { default = "up", choices = { "up", "down", "status" } },

@@ -9,6 +9,9 @@
 -- aside for inspection).
 --   bgrun playbooks/rollback.lua env=local backup=backups/local/2026...tar.gz
 --   bgrun playbooks/rollback.lua env=prod backup=prod/2026...tar.gz --yes
+--   bgrun playbooks/rollback.lua env=prod backup=prod/2026...tar.gz local=false
+--     (read from the bucket as a stream: verified by reading it through,
+--     then restored by streaming it into pg_restore; nothing written locally)
 local backup = require("backup")
 local environments = require("environments")
 local kept = require("kept")
@@ -26,16 +29,23 @@ return playbook {
     backup = { required = true, help = "a local .tar.gz, or a key in the environment's bucket (or s3://bucket/key)" },
     ["break-lock"] = release.break_lock_param,
     keep_old = kept.param,
+    ["local"] = { type = "boolean", default = true,
+                  help = "fetch a bucket key into the backups folder first; false streams it from the bucket, writing nothing locally" },
   },
   run = function(args)
     local env = environments[args.env]
     local keep_old = kept.keep_count(args.keep_old, env)
     local maintenance_db = env.maintenance_db or "postgres"
-    local path = step("fetch the backup", function()
+    -- a local file is used as it is; a bucket key is fetched, or with
+    -- local=false read as a stream twice (verified, then restored)
+    local f = args["local"] == false and io.open(args.backup, "rb")
+    if f then f:close() end
+    local stream = args["local"] == false and not f
+    local path = stream and args.backup or step("fetch the backup", function()
       return backup.fetch(args.backup, env.backups .. "/fetched", { bucket = env.bucket })
     end)
     local metadata = step("verify the backup", function()
-      local m = backup.verify(path)
+      local m = stream and backup.verify_remote(args.backup, { bucket = env.bucket }) or backup.verify(path)
       if m.env and m.env ~= args.env then
         bgrun.raise { module = "rollback", op = "verify " .. path, code = "wrong_env", reason = "WrongEnvironment",
                       message = ("%s is a backup of %s, not %s"):format(path, m.env, args.env) }
@@ -111,6 +121,7 @@ return playbook {
       for k, v in pairs(env.database or {}) do database[k] = v end
       database.dbname = target.database
       local r = restore.restore { path = path, database = database, maintenance_db = maintenance_db,
+                                  bucket = stream and env.bucket or nil, stream = stream,
                                   keep_old = false } -- pruned at the end, after the checks
       if r.old_database then
         -- from here on a failure puts the replaced database back

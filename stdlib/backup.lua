@@ -1,17 +1,20 @@
 -- Database backups: schema.sql, data.sql, full_backup.dump (pg_dump custom
 -- format) and metadata.json (environment, database, migration version,
 -- sizes and sha256 of each file, tool versions, time), packed as one
--- .tar.gz by the archive module and uploaded to the environment's bucket
--- as <env>/<name>.tar.gz (pinned ones with metadata pinned=true). The last
--- `keep` backups are kept locally; pinned ones (taken before a migration)
--- are never deleted by retention.
+-- .tar.gz and uploaded to the environment's bucket as <env>/<name>.tar.gz
+-- (pinned ones with metadata pinned=true). The three dumps read one
+-- exported snapshot and stream into the archive, the local file and the
+-- bucket at once (archive.writer into s3's b:upload): nothing is staged,
+-- nothing read twice, and local=false writes nothing locally at all. The
+-- last `keep` backups are kept locally; pinned ones (taken before a
+-- migration) are never deleted by retention.
 --
 -- Names are unique per run (millisecond time and the pid) and still sort
 -- by time; each run works in a private 0700 folder next to the backups and
 -- renames the finished archive into place, so a half-written one is never
--- listed, and a killed run's folder is removed by `bgrun resume`.
+-- listed, and a killed run's folder is removed by `bgrun resume` (which
+-- also aborts its unfinished multipart upload).
 local archive = require("archive")
-local digest = require("digest")
 local json = require("json")
 local log = require("log")
 local proc = require("proc")
@@ -20,6 +23,7 @@ local M = {}
 
 -- s3 loads libcurl: required on first use only
 local function s3() return require("s3") end
+local bucket_of -- below
 
 M.FILES = { "schema.sql", "data.sql", "full_backup.dump" }
 
@@ -50,26 +54,6 @@ function M.pg_env(db)
     if PGVARS[k] then env[PGVARS[k]] = tostring(v) end
   end
   return env
-end
-
-local function must(r, what)
-  if r.code ~= 0 then
-    raise { op = what, code = "command_failed", reason = "CommandFailed", exit_code = r.code,
-            message = ("%s exited with %d: %s"):format(what, r.code, (r.stderr or ""):gsub("%s+$", "")) }
-  end
-  return r
-end
-
-local function run(argv, opts, what)
-  return must(proc.run(argv, opts), what or argv[1])
-end
-
-local function file_size(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local n = f:seek("end")
-  f:close()
-  return n
 end
 
 ---An absolute form of path (relative ones are taken from the current
@@ -162,57 +146,116 @@ function M.prune(dir, keep)
   return deleted
 end
 
+---The pg_dump commands of a backup, all three reading the one snapshot
+---exported by the transaction that holds it (pg_export_snapshot), so
+---schema.sql, data.sql and full_backup.dump show the database at the same
+---instant whatever is written meanwhile. compress: pg_dump's --compress
+---for the custom dump (nil: pg_dump's default).
+---@param snapshot string
+---@param compress integer?
+---@return table[] {name=, argv=, level=} in archive order
+function M.dump_commands(snapshot, compress)
+  local snap = "--snapshot=" .. snapshot
+  local custom = { "pg_dump", snap, "--format=custom", "--no-owner" }
+  if compress then custom[#custom + 1] = "--compress=" .. tostring(compress) end
+  return {
+    { name = "schema.sql", argv = { "pg_dump", snap, "--schema-only", "--no-owner" }, level = 1 },
+    { name = "data.sql", argv = { "pg_dump", snap, "--data-only", "--no-owner" }, level = 1 },
+    -- compressed by pg_dump already: stored, not compressed a second time
+    { name = "full_backup.dump", argv = custom, level = 0 },
+  }
+end
+
 ---Takes a backup. opts: env (name), database (conninfo table), dir
 ---(where backups live), label, pinned, version (migration version), keep
 ---(default 10), bucket (upload there; without it the backup stays local
 ---with a warning), s3 (extra s3.bucket options), identity (of the
----database, from M.identity; read here when absent). Returns {path=
----(absolute), metadata=, key=, bucket=}. The name is
+---database, from M.identity; read here when absent), local (default
+---true; false streams straight to the bucket and writes nothing in dir),
+---compress (pg_dump --compress of the custom dump), parallel (parts
+---uploaded at once). Returns {path= (absolute; nil with local=false),
+---metadata=, key=, bucket=, url=}. The name is
 ---<UTC time to the ms>-<pid>-<env>-<label>[.pinned].tar.gz, unique per run.
+---
+---Nothing is staged: one REPEATABLE READ transaction exports its snapshot,
+---the three pg_dumps run with --snapshot one after another, and each one's
+---output streams into the .tar.gz (archive.writer: sha256 and size counted
+---as it passes) and from there into the local file and the bucket's
+---multipart upload at once (parts sent in parallel). Memory stays a few
+---parts whatever the database's size.
 ---@param opts table
----@return {path: string, metadata: table, key: string?, bucket: string?}
+---@return {path: string?, metadata: table, key: string?, bucket: string?, url: string?}
 function M.create(opts)
+  local keep_local = opts["local"] ~= false
+  if not keep_local and not opts.bucket then
+    raise { op = "create", code = "usage", reason = "Invalid",
+            message = ("local=false streams the backup to the environment's bucket, and %s has no bucket configured")
+              :format(tostring(opts.env or "this environment")) }
+  end
   local dir = M.abspath(assert(opts.dir, "backup.create: opts.dir is required"))
   local label = (opts.label or "manual"):gsub("[^%w._-]", "-")
   local name = ("%s-%d-%s-%s%s"):format(stamp_ms(), bgrun.pid(), opts.env or "db", label,
                                         opts.pinned and ".pinned" or "")
   local path = dir .. "/" .. name .. ".tar.gz"
+  local key = opts.bucket and M.key(path, opts.env) or nil
+  local url = key and ("s3://%s/%s"):format(opts.bucket, key) or nil
   if bgrun.dry_run() then
-    log.info("dry-run: would back up the database", { path = path, pinned = opts.pinned or false })
+    log.info("dry-run: would back up the database", { path = keep_local and path or nil, pinned = opts.pinned or false,
+                                                      streamed_to = not keep_local and url or nil })
     if opts.bucket then
-      log.info("dry-run: would upload the backup", { bucket = opts.bucket, key = M.key(path, opts.env) })
+      log.info("dry-run: would upload the backup", { bucket = opts.bucket, key = key })
     end
-    return { path = path, metadata = {}, dry_run = true, key = opts.bucket and M.key(path, opts.env) or nil,
-             bucket = opts.bucket }
+    return { path = keep_local and path or nil, metadata = {}, dry_run = true, key = key, bucket = opts.bucket,
+             url = url }
   end
-  local work = M.mkdtemp(dir .. "/" .. WORK_PREFIX, "the backup " .. name)
-  -- a killed run leaves only this folder; `bgrun resume` removes it
-  local guard = M.guard("remove the unfinished backup " .. name, function() bgrun.rmtree(work) end,
-                        { module = "backup", action = "cleanup", work = work })
+  local work
+  local guard = { cancel = function() end }
+  if keep_local then
+    work = M.mkdtemp(dir .. "/" .. WORK_PREFIX, "the backup " .. name)
+    -- a killed run leaves only this folder; `bgrun resume` removes it
+    guard = M.guard("remove the unfinished backup " .. name, function() bgrun.rmtree(work) end,
+                    { module = "backup", action = "cleanup", work = work })
+  end
   local env = M.pg_env(opts.database)
-  local ok, err = pcall(function()
+  local db = opts.database or {}
+  local upload_guard = { cancel = function() end }
+  local ok, res = pcall(function()
     local timeout = opts.timeout or 3600
-    -- progress: the dump file's growth (engine/progress.h)
-    run({ "pg_dump", "--schema-only", "--no-owner", "--file", work .. "/schema.sql" },
-        { env = env, timeout = timeout, progress = { label = "dump schema.sql", file = work .. "/schema.sql" } },
-        "pg_dump --schema-only")
-    run({ "pg_dump", "--data-only", "--no-owner", "--file", work .. "/data.sql" },
-        { env = env, timeout = timeout, progress = { label = "dump data.sql", file = work .. "/data.sql" } },
-        "pg_dump --data-only")
-    run({ "pg_dump", "--format=custom", "--no-owner", "--file", work .. "/full_backup.dump" },
-        { env = env, timeout = timeout, progress = { label = "dump full_backup.dump", file = work .. "/full_backup.dump" } },
-        "pg_dump --format=custom")
+    local postgres = require("postgres")
+    -- the one snapshot every dump reads, held until the last one is done
+    local conn <close> = postgres.connect(db)
+    -- idle in its transaction while the dumps run: a server-wide idle
+    -- timeout must not end it (the later dumps import its snapshot)
+    conn:exec("SET idle_in_transaction_session_timeout = 0", { readonly = true })
+    conn:exec("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY", { readonly = true })
+    local snapshot = conn:query("SELECT pg_export_snapshot() AS s", nil, { readonly = true })[1].s
+    local identity = opts.identity or M.identity(conn)
+    local db_size = conn:query("SELECT pg_database_size(current_database())::bigint AS n", nil,
+                               { readonly = true })[1].n
+    local b <close> = opts.bucket and bucket_of(opts) or nil
+    local meta = { env = opts.env or "", version = tostring(opts.version or "") }
+    if opts.pinned then meta.pinned = "true" end
+    local u <close> = b and b:upload(key, { content_type = "application/gzip", metadata = meta, size_hint = db_size,
+                                            parallel = opts.parallel }) or nil
+    if u then
+      -- closing an unfinished upload aborts it (on every error path, and
+      -- on SIGINT); a killed run's is aborted by `bgrun resume`
+      upload_guard = M.guard("abort the unfinished upload " .. key, function() u:close() end,
+                             { module = "backup", action = "abort_upload", bucket = opts.bucket, key = key,
+                               upload_id = u:id(),
+                               -- where the store is, never its keys (journals hold no secrets)
+                               s3 = opts.s3 and { endpoint = opts.s3.endpoint, region = opts.s3.region } })
+    end
+    local w <close> = archive.writer { path = keep_local and (work .. "/backup.tar.gz") or nil,
+                                       sinks = u and { u } or nil }
     local files = {}
-    for _, f in ipairs(M.FILES) do
-      files[f] = { size = file_size(work .. "/" .. f), sha256 = digest.sha256_file(work .. "/" .. f) }
+    for _, d in ipairs(M.dump_commands(snapshot, opts.compress)) do
+      local f = w:add_command(d.name, d.argv, { env = env, timeout = timeout, level = d.level })
+      files[d.name] = { size = f.size, sha256 = f.sha256 }
+      log.debug("dumped", { file = d.name, size = f.size })
     end
-    local db = opts.database or {}
-    local identity = opts.identity
-    if identity == nil then
-      local postgres = require("postgres")
-      local conn <close> = postgres.connect(db)
-      identity = M.identity(conn)
-    end
+    conn:exec("COMMIT", { readonly = true })
+    conn:close()
     local metadata = {
       env = opts.env,
       label = label,
@@ -223,43 +266,42 @@ function M.create(opts)
       database_identity = identity,
       migration_version = opts.version,
       files = files,
+      snapshot = { consistent = true, isolation = "repeatable read" },
       tools = { bgrun = bgrun.version, pg_dump = tool_version({ "pg_dump", "--version" }) },
       created_at = os.date("!%Y-%m-%dT%H:%M:%SZ"),
     }
-    local f = assert(io.open(work .. "/metadata.json", "w"))
-    f:write(json.encode(metadata, { indent = 2, sort_keys = true }), "\n")
-    f:close()
-    local entries = { { name = "metadata.json", path = work .. "/metadata.json" } }
-    for _, n in ipairs(M.FILES) do entries[#entries + 1] = { name = n, path = work .. "/" .. n } end
-    -- written inside the private folder, then renamed into place whole
-    archive.create(work .. "/backup.tar.gz", entries, { format = "tar.gz" })
-    local rok, rerr = os.rename(work .. "/backup.tar.gz", path)
-    if not rok then
-      raise { op = "create " .. path, code = "io", reason = "IOError",
-              message = ("cannot move the backup into place as %s: %s"):format(path, tostring(rerr)) }
+    -- last: it carries the sha256 of what streamed before it
+    w:add("metadata.json", json.encode(metadata, { indent = 2, sort_keys = true }) .. "\n", { level = 6 })
+    local size = w:finish().size
+    local uploaded = u and u:finish() or nil
+    if keep_local then
+      -- written inside the private folder, then renamed into place whole
+      local rok, rerr = os.rename(work .. "/backup.tar.gz", path)
+      if not rok then
+        raise { op = "create " .. path, code = "io", reason = "IOError",
+                message = ("cannot move the backup into place as %s: %s"):format(path, tostring(rerr)) }
+      end
     end
-    return metadata
+    return { metadata = metadata, uploaded = uploaded, size = size }
   end)
-  bgrun.rmtree(work)
+  if work then bgrun.rmtree(work) end
   guard.cancel()
-  if not ok then error(err, 0) end
-  log.info("backup taken", { path = path, size = file_size(path), version = opts.version,
-                             pinned = opts.pinned or false })
-  local uploaded
-  if opts.bucket then
-    local uok, uerr = pcall(M.upload, path, { bucket = opts.bucket, env = opts.env, pinned = opts.pinned,
-                                              version = opts.version, s3 = opts.s3 })
-    if not uok then
-      -- a backup that is not off the machine is not the backup we promised
-      log.error("backup upload failed; the local copy is kept", { path = path, error = tostring(uerr) })
-      error(uerr, 0)
-    end
-    uploaded = uerr
-  else
+  upload_guard.cancel()
+  if not ok then
+    if key and type(res) == "table" then log.error("backup failed; nothing was kept", { key = key, error = tostring(res) }) end
+    error(res, 0)
+  end
+  log.info("backup taken", { path = keep_local and path or nil, size = res.size, version = opts.version,
+                             pinned = opts.pinned or false, files = 4 })
+  if res.uploaded then
+    log.info("backup uploaded", { bucket = opts.bucket, key = key, size = res.uploaded.size, parts = res.uploaded.parts,
+                                  pinned = opts.pinned or false })
+  elseif keep_local then
     log.warn("no bucket configured: the backup is kept locally only", { path = path })
   end
-  M.prune(dir, opts.keep or 10)
-  return { path = path, metadata = err, key = uploaded and uploaded.key, bucket = opts.bucket }
+  if keep_local then M.prune(dir, opts.keep or 10) end
+  return { path = keep_local and path or nil, metadata = res.metadata, key = key, bucket = opts.bucket,
+           url = url, size = res.size }
 end
 
 ---The identity of the database a connection is on: its name, the
@@ -307,7 +349,7 @@ function M.key(path, env)
   return ("%s/%s"):format(env or "db", path:match("([^/]+)$"))
 end
 
-local function bucket_of(opts)
+function bucket_of(opts)
   local cfg = {}
   for k, v in pairs(opts.s3 or {}) do cfg[k] = v end
   cfg.bucket = opts.bucket
@@ -392,83 +434,138 @@ function M.fetch(ref, dir, opts)
   return path
 end
 
--- Reads metadata.json with a size cap: a larger file is not ours.
-local function read_metadata(file, path)
-  local size = file_size(file)
-  if not size then
+-- The metadata of a scanned backup (archive.scan), every file checked
+-- against it: metadata.json read with a size cap (a larger one is not
+-- ours), each file's sha256 as it streamed by.
+local function check_scan(r, path)
+  local e = r.entries["metadata.json"]
+  if not e then
     raise { op = "verify " .. path, code = "usage", reason = "Invalid",
             message = ("backup %s has no metadata.json"):format(path) }
   end
-  if size > M.METADATA_MAX then
+  if e.size > M.METADATA_MAX or not r.captured["metadata.json"] then
     raise { op = "verify " .. path, code = "usage", reason = "TooLarge", file = "metadata.json",
             message = ("metadata.json in %s is %d bytes, more than the %d a backup's metadata may have")
-              :format(path, size, M.METADATA_MAX) }
+              :format(path, e.size, M.METADATA_MAX) }
   end
-  local f = assert(io.open(file, "rb"))
-  local text = f:read(M.METADATA_MAX + 1) or ""
-  f:close()
-  local ok, metadata = pcall(json.decode, text)
+  local ok, metadata = pcall(json.decode, r.captured["metadata.json"])
   if not ok or type(metadata) ~= "table" then
     raise { op = "verify " .. path, code = "usage", reason = "Invalid", file = "metadata.json",
             message = ("metadata.json in %s is not a JSON object: %s"):format(path, tostring(metadata)) }
   end
-  return metadata
-end
-
----Unpacks a backup into dir and checks every file against metadata.json
----(read with a size cap, M.METADATA_MAX). A backup that fails is bad
----input: code "usage", reason "ChecksumMismatch" (naming the file),
----"TooLarge", "Invalid" or "NotFound". Returns the metadata. Without dir
----it unpacks into a private temporary folder it removes again.
----@param path string the .tar.gz
----@param dir string? an empty directory to unpack into
----@return table metadata
-function M.verify(path, dir)
-  if dir == nil then
-    local tmp = M.mkdtemp(M.abspath(os.getenv("TMPDIR") or "/tmp") .. "/" .. VERIFY_PREFIX, "verifying " .. path)
-    local guard = M.guard("remove the unpacked backup " .. tmp, function() bgrun.rmtree(tmp) end,
-                          { module = "backup", action = "cleanup", work = tmp })
-    local ok, res = pcall(M.verify, path, tmp)
-    bgrun.rmtree(tmp)
-    guard.cancel()
-    if not ok then error(res, 0) end
-    return res
-  end
-  local pf = io.open(path, "rb")
-  if not pf then
-    raise { op = "verify " .. path, code = "usage", reason = "NotFound",
-            message = ("backup %s does not exist"):format(path) }
-  end
-  pf:close()
-  local mok, merr = bgrun.mkdir(dir)
-  if not mok then
-    raise { op = "verify " .. path, code = "io", reason = "IOError",
-            message = ("cannot create %s to unpack %s into: %s"):format(dir, path, tostring(merr)) }
-  end
-  -- our own scratch space: unpacked under --dry-run too
-  local xok, xerr = pcall(archive.extract, path, dir, { readonly = true })
-  if not xok then
-    raise { op = "verify " .. path, code = "usage", reason = "Invalid",
-            message = ("backup %s cannot be unpacked: %s"):format(path, tostring(xerr)) }
-  end
-  local metadata = read_metadata(dir .. "/metadata.json", path)
   for _, name in ipairs(M.FILES) do
     local want = type(metadata.files) == "table" and metadata.files[name]
-    local got = io.open(dir .. "/" .. name) and digest.sha256_file(dir .. "/" .. name)
+    local got = r.entries[name] and r.entries[name].sha256
     if type(want) ~= "table" or want.sha256 ~= got then
       raise { op = "verify " .. path, code = "usage", reason = "ChecksumMismatch", file = name,
               message = ("%s in %s: sha256 %s, metadata says %s"):format(name, path, tostring(got),
                 tostring(type(want) == "table" and want.sha256 or nil)) }
     end
   end
+  return metadata
+end
+M.check_scan = check_scan
+
+-- archive.scan, its failures turned into "this is not a backup" (bad
+-- input) unless they are the world's (an interrupt, the bucket, a command)
+local function scan(src, routes, path)
+  local ok, r = pcall(archive.scan, src, routes, { max_capture = M.METADATA_MAX })
+  if ok then return r end
+  if type(r) == "table" and (r.module ~= "archive" or r.code == "interrupted" or r.reason == "CommandFailed"
+                             or r.reason == "IOError" or math.type(r.code) == "integer") then
+    error(r, 0)
+  end
+  raise { op = "verify " .. path, code = "usage", reason = "Invalid",
+          message = ("backup %s cannot be unpacked: %s"):format(path, tostring(r)) }
+end
+
+---Checks every file of a backup against its metadata.json in one read of
+---the archive (archive.scan: nothing unpacked but what is asked for). A
+---backup that fails is bad input: code "usage", reason "ChecksumMismatch"
+---(naming the file), "TooLarge", "Invalid" or "NotFound". With dir, the
+---custom dump is written there as full_backup.dump (for pg_restore
+-----jobs). Returns the metadata.
+---@param path string the .tar.gz
+---@param dir string? a directory for full_backup.dump
+---@return table metadata
+function M.verify(path, dir)
+  local pf = io.open(path, "rb")
+  if not pf then
+    raise { op = "verify " .. path, code = "usage", reason = "NotFound",
+            message = ("backup %s does not exist"):format(path) }
+  end
+  pf:close()
+  local routes = { ["metadata.json"] = "capture" }
+  if dir then
+    local mok, merr = bgrun.mkdir(dir)
+    if not mok then
+      raise { op = "verify " .. path, code = "io", reason = "IOError",
+              message = ("cannot create %s to unpack %s into: %s"):format(dir, path, tostring(merr)) }
+    end
+    routes["full_backup.dump"] = { path = dir .. "/full_backup.dump" }
+  end
+  local metadata = check_scan(scan(path, routes, path), path)
   log.info("backup verified", { path = path, version = metadata.migration_version })
   return metadata
+end
+
+---Opens a backup in a bucket as a stream: {reader=, bucket=, key=}; a key
+---that names nothing is bad input (code "usage", reason "NotFound").
+local function open_remote(key, opts)
+  local bucket, k = key:match("^s3://([^/]+)/(.+)$")
+  if not bucket then bucket, k = opts.bucket, key end
+  if not bucket then
+    raise { op = "open " .. key, code = "usage", reason = "NotFound",
+            message = ("backup %s is not a local file and no bucket is configured to look it up in"):format(key) }
+  end
+  local b = bucket_of({ bucket = bucket, s3 = opts.s3 })
+  local ok, rd = pcall(b.open, b, k)
+  if not ok then
+    b:close()
+    if type(rd) == "table" and rd.code == 404 then
+      raise { op = "open " .. key, code = "usage", reason = "NotFound", key = k, bucket = bucket,
+              message = ("backup %s does not exist in bucket %s (%s)"):format(k, bucket, tostring(rd)) }
+    end
+    error(rd, 0)
+  end
+  return { reader = rd, b = b, bucket = bucket, key = k }
+end
+
+---Reads a backup in the bucket through once, writing nothing locally,
+---and checks it as verify does; with opts.restore = {argv=, env=} the
+---custom dump streams into that command (pg_restore) on the way. key: a
+---key in opts.bucket or s3://bucket/key. Returns the metadata.
+---@param key string
+---@param opts {bucket: string?, s3: table?, restore: table?}
+---@return table metadata
+function M.verify_remote(key, opts)
+  opts = opts or {}
+  local o = open_remote(key, opts)
+  local where = ("s3://%s/%s"):format(o.bucket, o.key)
+  local routes = { ["metadata.json"] = "capture" }
+  if opts.restore then routes["full_backup.dump"] = opts.restore end
+  local ok, res = pcall(function() return check_scan(scan(o.reader, routes, where), where) end)
+  o.reader:close()
+  o.b:close()
+  if not ok then error(res, 0) end
+  log.info("backup verified", { url = where, version = res.migration_version, streamed = true })
+  return res
 end
 
 ---Undo actions `bgrun resume` runs from a journal.
 M.undo = {
   -- the private folder of a backup a killed run was taking; only a folder
   -- of ours (its name says so) is removed
+  -- the multipart upload of a backup a killed run was streaming
+  abort_upload = function(d)
+    if type(d.bucket) ~= "string" or type(d.key) ~= "string" or type(d.upload_id) ~= "string" then
+      raise { op = "abort_upload", code = "world_changed", reason = "WorldChanged",
+              message = "the journal names no upload to abort" }
+    end
+    local b <close> = bucket_of({ bucket = d.bucket, s3 = d.s3 })
+    b:abort_upload(d.key, d.upload_id)
+    log.info("unfinished upload aborted", { bucket = d.bucket, key = d.key })
+  end,
   cleanup = function(d)
     local work = type(d.work) == "string" and d.work or ""
     local base = work:match("^/.+/([^/]+)$")

@@ -122,32 +122,55 @@ local function cleanup(d)
   log.info("unfinished restore database dropped", { database = fresh })
 end
 
+-- pg_restore's parallel jobs: one per core, at most 4 (the server does
+-- the work; more only queue)
+local function default_jobs()
+  local ok, r = pcall(require("proc").run, { "nproc" }, { readonly = true, timeout = 5 })
+  local n = ok and r.code == 0 and tonumber(r.stdout:match("%d+")) or 1
+  return math.max(1, math.min(4, n))
+end
+
 ---Restores a backup (.tar.gz) over the database described by opts.database
 ---(conninfo table; unset fields from PG* variables). opts: path (a local
 ---file, or with bucket a key in it), database, maintenance_db ("postgres"),
 ---work_dir (where the private scratch folder goes; default TMPDIR or /tmp),
----bucket, s3 (extra s3.bucket options), keep_old (kept databases left
+---bucket, s3 (extra s3.bucket options), jobs (pg_restore --jobs; default
+---one per core up to 4), stream (with bucket: read the key from the
+---bucket straight into pg_restore, nothing written locally; checksums are
+---checked as it streams, before the swap), keep_old (kept databases left
 ---after the swap, newest first, this one always among them; default
 ---$BGRUN_KEEP_OLD, else 2; false: none dropped here). Returns {version=,
 ---old_database=, database=, oid= (of the restored database, now live),
----old_oid=, kept= (kept.prune's result)}.
----Unpacking and checksums: backup.verify (the archive module).
----@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?}
+---old_oid=, kept= (kept.prune's result)}. A local restore writes only the
+---custom dump to scratch space (for pg_restore --jobs, which needs a file
+---it can seek in). Unpacking and checksums: backup.verify (the archive module).
+---@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?, jobs: integer?, stream: boolean?, keep_old: integer|false|nil}
 ---@return {version: integer, old_database: string, database: string, oid: integer?, old_oid: integer?}
 function M.restore(opts)
   local dbinfo = copy(opts.database)
   local target = target_of(dbinfo)
+  local stream = opts.stream and opts.bucket ~= nil
   -- the pid keeps two restores within one second apart
   local stamp = os.date("!%Y%m%d%H%M%S") .. "_" .. bgrun.pid()
-  local work = backup.mkdtemp(backup.abspath(opts.work_dir or os.getenv("TMPDIR") or "/tmp") .. "/bgrun-restore-",
-                              "restoring " .. target)
-  local undo = { module = "restore", action = "cleanup", work = work }
-  local guard = backup.guard("remove the restore's scratch folder " .. work, function() bgrun.rmtree(work) end, undo)
+  local work, guard = nil, { cancel = function() end }
+  if not stream then
+    work = backup.mkdtemp(backup.abspath(opts.work_dir or os.getenv("TMPDIR") or "/tmp") .. "/bgrun-restore-",
+                          "restoring " .. target)
+    local undo = { module = "restore", action = "cleanup", work = work }
+    guard = backup.guard("remove the restore's scratch folder " .. work, function() bgrun.rmtree(work) end, undo)
+  end
   local ok, res = pcall(function()
-    -- a bucket key is fetched first (a local path is used as it is)
-    local path = opts.bucket and backup.fetch(opts.path, work .. "/fetched", { bucket = opts.bucket, s3 = opts.s3 })
-                 or opts.path
-    local metadata = backup.verify(path, work .. "/unpacked")
+    local metadata
+    if stream then
+      if bgrun.dry_run() then
+        metadata = backup.verify_remote(opts.path, { bucket = opts.bucket, s3 = opts.s3 })
+      end
+    else
+      -- a bucket key is fetched first (a local path is used as it is)
+      local path = opts.bucket and backup.fetch(opts.path, work .. "/fetched", { bucket = opts.bucket, s3 = opts.s3 })
+                   or opts.path
+      metadata = backup.verify(path, work .. "/unpacked")
+    end
     if bgrun.dry_run() then
       log.info("dry-run: would restore into a fresh database and swap it in", { database = target,
                version = metadata.migration_version })
@@ -161,20 +184,29 @@ function M.restore(opts)
                     target = target, fresh = fresh, old = old, stamp = stamp }
     local dguard = backup.guard("drop the unfinished database " .. fresh, function() cleanup(dundo) end, dundo)
     admin:exec(("CREATE DATABASE %s"):format(qi(fresh)))
-    log.info("restoring into a fresh database", { database = fresh, version = metadata.migration_version })
+    log.info("restoring into a fresh database", { database = fresh, version = metadata and metadata.migration_version,
+                                                  streamed = stream or nil })
     local swapped = false
     local rok, rerr = pcall(function()
       local env = backup.pg_env(dbinfo)
       env.PGDATABASE = fresh
-      local r = require("proc").run({ "pg_restore", "--no-owner", "--exit-on-error", "--dbname", fresh,
-                                      work .. "/unpacked/full_backup.dump" },
-                                    { env = env, timeout = opts.timeout or 3600,
-                                      -- how far pg_restore has read the dump (engine/progress.h)
-                                      progress = { label = "restore full_backup.dump",
-                                                   reads = work .. "/unpacked/full_backup.dump" } })
-      if r.code ~= 0 then
-        raise { op = "pg_restore", code = "command_failed", reason = "CommandFailed", exit_code = r.code,
-                message = ("pg_restore exited with %d: %s"):format(r.code, (r.stderr or ""):gsub("%s+$", "")) }
+      if stream then
+        -- the custom dump flows from the bucket into pg_restore; the
+        -- checksums are known at the end, before anything is swapped
+        metadata = backup.verify_remote(opts.path, { bucket = opts.bucket, s3 = opts.s3, restore = {
+          argv = { "pg_restore", "--no-owner", "--exit-on-error", "--dbname", fresh }, env = env } })
+      else
+        local jobs = math.tointeger(opts.jobs) or default_jobs()
+        local r = require("proc").run({ "pg_restore", "--no-owner", "--exit-on-error", "--jobs=" .. jobs,
+                                        "--dbname", fresh, work .. "/unpacked/full_backup.dump" },
+                                      { env = env, timeout = opts.timeout or 3600,
+                                         -- how far pg_restore has read the dump (engine/progress.h)
+                                         progress = { label = "restore full_backup.dump",
+                                                      reads = work .. "/unpacked/full_backup.dump" } })
+        if r.code ~= 0 then
+          raise { op = "pg_restore", code = "command_failed", reason = "CommandFailed", exit_code = r.code,
+                  message = ("pg_restore exited with %d: %s"):format(r.code, (r.stderr or ""):gsub("%s+$", "")) }
+        end
       end
       local fresh_info = copy(dbinfo)
       fresh_info.dbname = fresh
@@ -202,7 +234,7 @@ function M.restore(opts)
     return { version = metadata.migration_version, old_database = old, database = target,
              oid = oid_of(admin, target), old_oid = oid_of(admin, old) }
   end)
-  bgrun.rmtree(work) -- our own scratch space
+  if work then bgrun.rmtree(work) end -- our own scratch space
   guard.cancel()
   if not ok then error(res, 0) end
   -- kept databases do not pile up (stdlib/kept.lua); opts.keep_old = false
@@ -280,7 +312,8 @@ M.undo = {
   -- version and OID the run left it
   restore = function(d)
     if d.expect then M.check_expected(d.database or {}, d.expect) end
-    M.restore { path = d.path, database = d.database, bucket = d.bucket, maintenance_db = d.maintenance_db }
+    M.restore { path = d.path, database = d.database, bucket = d.bucket, maintenance_db = d.maintenance_db,
+                stream = d.stream }
   end,
   -- remove a killed restore's scratch folder and unfinished database
   cleanup = cleanup,

@@ -4,7 +4,7 @@
 set -eu
 
 DEBS="build-essential pkg-config lua5.4 liblua5.4-dev libjansson-dev
-libcurl4-openssl-dev libpq-dev libarchive-dev libexpat1-dev libyaml-dev libssl-dev
+libcurl4-openssl-dev libpq-dev libarchive-dev libexpat1-dev libyaml-dev libssl-dev zlib1g-dev
 libcmocka-dev lua-busted postgresql postgresql-client curl time
 ca-certificates openssl python3 jq mmdebstrap shellcheck"
 # shell completion (zsh, bash-completion), the man page checks (mandoc,

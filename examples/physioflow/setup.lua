@@ -1,9 +1,12 @@
 -- Puts the PhysioFlow example into a cluster and database: the namespace
 -- (created when missing), the database
 -- Secret (from the PG* variables), the schema up to a starting version, the
--- manifests in examples/physioflow/k8s with the blue colour serving `tag`.
+-- manifests in examples/physioflow/k8s/base with the blue colour serving
+-- `tag` — or, with overlay=NAME, the kustomize overlay k8s/overlays/NAME as
+-- `kubectl kustomize` builds it (its namespace must be the environment's).
 -- make demo runs it against the sandbox before the release it demonstrates.
 --   bgrun examples/physioflow/setup.lua env=local tag=v1.0.0 to=010
+--   bgrun examples/physioflow/setup.lua env=dev overlay=dev
 local bluegreen = require("bluegreen")
 local environments = require("environments")
 local log = require("log")
@@ -14,16 +17,54 @@ local postgres = require("postgres")
 
 local HERE = debug.getinfo(1, "S").source:match("^@(.*)/[^/]*$") or "."
 
+local function usage(op, message)
+  bgrun.raise { module = "setup", op = op, code = "usage", reason = "BadOverlay", message = message }
+end
+
+-- The objects of k8s/overlays/NAME, built by `kubectl kustomize` (it only
+-- reads, so it runs under --dry-run too); refused when the overlay is not
+-- there or renders another namespace than the environment's.
+local function overlay_objects(name, env_name, env)
+  local dir = HERE .. "/k8s/overlays/" .. name
+  local f = io.open(dir .. "/kustomization.yaml")
+  if not f then
+    local known = {}
+    local ls = require("proc").run({ "ls", "-1", HERE .. "/k8s/overlays" }, { readonly = true })
+    for n in ls.stdout:gmatch("[^\n]+") do known[#known + 1] = n end
+    usage("overlay " .. name, ("no overlay '%s' in %s/k8s/overlays (known: %s)"):format(name, HERE,
+      #known > 0 and table.concat(known, ", ") or "none"))
+  end
+  f:close()
+  local r = require("proc").run({ "kubectl", "kustomize", dir }, { readonly = true, timeout = 60 })
+  if r.code ~= 0 then
+    bgrun.raise { module = "setup", op = "kubectl kustomize " .. dir, code = "kustomize", reason = "KustomizeFailed",
+                  message = (r.stderr:gsub("%s+$", "")) }
+  end
+  local objs = require("yaml").decode_all(r.stdout)
+  for _, o in ipairs(objs) do
+    local ns = o.metadata and o.metadata.namespace
+    if ns ~= nil and ns ~= env.namespace then
+      usage("overlay " .. name, ("overlay %s puts %s %s in namespace %s, but environment %s uses %s")
+        :format(name, o.kind, o.metadata.name, tostring(ns), env_name, tostring(env.namespace)))
+    end
+  end
+  log.info("overlay built", { overlay = name, objects = #objs })
+  return objs
+end
+
 return playbook {
   description = "Install the PhysioFlow example: database secret, schema, blue/green manifests",
   params = {
     env = { default = "local", help = "environment from playbooks/environments.lua" },
     tag = { default = "v1.0.0", pattern = "^[%w][%w._-]*$", help = "image tag the blue colour serves" },
     to = { default = "010", pattern = "^%d+$", help = "schema version to start from" },
+    overlay = { pattern = "^[%w_-]+$", help = "apply k8s/overlays/OVERLAY (kubectl kustomize) instead of k8s/base" },
   },
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)
     local c = release.client(args.env, env)
+    -- built first: a bad overlay is refused before anything is changed
+    local overlay = args.overlay and overlay_objects(args.overlay, args.env, env)
 
     step("namespace " .. env.namespace, function()
       if not c:get("namespace", env.namespace) then
@@ -51,10 +92,10 @@ return playbook {
       log.info("schema ready", { version = r.version })
     end)
 
-    step("manifests", function()
-      local objs = manifests.load({
-        HERE .. "/k8s/configmap-migration-version.yaml", HERE .. "/k8s/deployment-blue.yaml",
-        HERE .. "/k8s/deployment-green.yaml", HERE .. "/k8s/service.yaml",
+    step(args.overlay and ("manifests (overlay " .. args.overlay .. ")") or "manifests", function()
+      local objs = overlay or manifests.load({
+        HERE .. "/k8s/base/configmap-migration-version.yaml", HERE .. "/k8s/base/deployment-blue.yaml",
+        HERE .. "/k8s/base/deployment-green.yaml", HERE .. "/k8s/base/service.yaml",
       })
       for _, o in ipairs(objs) do
         if o.kind == "Deployment" then

@@ -10,6 +10,7 @@ local postgres = require("postgres")
 
 return playbook {
   description = "Show the live colour, versions and schema version of the PhysioFlow example",
+  notify = false,  -- it only reads
   params = { env = { default = "local", help = "environment from playbooks/environments.lua" } },
   run = function(args)
     local env = assert(environments[args.env], "no environment " .. args.env)

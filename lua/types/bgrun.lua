@@ -13,6 +13,7 @@
 ---@field description string?
 ---@field params table<string, bgrun.ParamSpec>?
 ---@field run fun(args: table<string, any>)
+---@field notify (boolean|fun(args: table<string, any>): boolean)? false keeps a read-only playbook out of the environment's notifications
 
 ---Declares the playbook a file returns. Arguments are validated against
 ---params before run starts (exit 2 naming the parameter on a mistake).

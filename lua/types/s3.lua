@@ -76,6 +76,66 @@ function Bucket:head(key) end
 ---@return s3.ListEntry[]
 function Bucket:list(prefix, opts) end
 
+---@class s3.Upload
+local Upload = {}
+
+---@param data string
+---@return s3.Upload
+function Upload:write(data) end
+
+---Sends the last part and completes the upload; a failure aborts it.
+---@return {key: string, etag: string, size: integer, parts: integer}
+function Upload:finish() end
+
+---Aborts the upload: the store drops its parts.
+---@return true
+function Upload:abort() end
+
+---@return string? the UploadId (for a journal; nil under --dry-run)
+function Upload:id() end
+
+---@return integer bytes written so far
+function Upload:size() end
+
+---Aborts the upload unless it finished (also __gc and __close).
+function Upload:close() end
+
+---A multipart upload written as its bytes are produced: parts of
+---part_size (default 8 MiB, raised by size_hint to fit 10,000 parts) go
+---out `parallel` at a time (default 3) over the bucket's connections, each
+---retried on transient failures. A sink for archive.writer. The bucket
+---serves nothing else until it is finished, aborted or closed.
+---@param key string
+---@param opts {content_type: string?, metadata: table<string,string>?, part_size: integer?, parallel: integer?, size_hint: integer?}?
+---@return s3.Upload
+function Bucket:upload(key, opts) end
+
+---Aborts a multipart upload by its id (one a killed run left).
+---@param key string
+---@param upload_id string
+---@return true
+function Bucket:abort_upload(key, upload_id) end
+
+---@class s3.Reader
+local Reader = {}
+
+---@param n integer? at most n bytes (default 64 KiB)
+---@return string? nil at the end
+function Reader:read(n) end
+
+---@return integer bytes read so far
+function Reader:received() end
+
+function Reader:close() end
+
+---Reads an object as a stream through a 1 MiB buffer (the transfer pauses
+---while it is full); a transfer cut short is taken up again by a Range
+---request. A source for archive.scan. A missing key raises
+---{code=404, reason="NoSuchKey"} at once.
+---@param key string
+---@return s3.Reader
+function Bucket:open(key) end
+
 ---Deletes a key; deleting a missing key succeeds. Under --dry-run: logs.
 ---@param key string
 ---@return true

@@ -288,6 +288,26 @@ return envs
     assert.is_true(l == nil or (l.spec.holderIdentity or "") == "", "the deploy lock is released")
   end)
 
+  it("rolls back from a bucket key with local=false: verified and restored as streams, nothing fetched", function()
+    local r = bgrun_run({ ROOT .. "/playbooks/migrate.lua", "env=local", "to=011" })
+    assert.equal(0, r.code, r.stderr)
+    c:patch("configmap", "migration-version", { data = { version = "11" } }, { type = "merge" })
+    assert.equal(11, schema_version())
+    sh(("rm -rf %q"):format(TMP .. "/backups/local/fetched"))
+    r = bgrun_run({ PB .. "/rollback.lua", "env=local", "backup=" .. first.key, "local=false" })
+    assert.equal(0, r.code, r.stderr)
+    assert.is_nil(r.stderr:find("[fetch the backup]", 1, true))
+    for _, s in ipairs({ "verify the backup", "restore", "verify schema_migrations", "bring the API back" }) do
+      assert.matches("%[" .. s:gsub("%p", "%%%0") .. "%] step done", r.stderr)
+    end
+    assert.matches("backup verified.*streamed=true", r.stderr)
+    assert.matches("restoring into a fresh database.*streamed=true", r.stderr)
+    assert.matches("rolled local back to schema version 010", r.stdout)
+    assert.equal(10, schema_version())
+    assert.equal("10", cm_version())
+    assert.is_nil(io.open(TMP .. "/backups/local/fetched"))
+  end)
+
   it("brings the API back when a step after the scale-down fails: exit 1, replicas as they were", function()
     local http = require("http")
     local admin = os.getenv("SANDBOX_ADMIN_URL")

@@ -16,6 +16,7 @@ local k8s = require("k8s")
 local postgres = require("postgres")
 local proc = require("proc")
 local restore = require("restore")
+local pgfix = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/fixtures/pgfix.lua")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
 local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
@@ -151,12 +152,8 @@ describe("rollback playbook at the seams", function()
   local at10 -- a backup of DB at schema 010 (path)
 
   setup(function()
+    pgfix.drop_like(DB)
     local a <close> = admin()
-    for _, prefix in ipairs({ DB }) do
-      for _, row in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", { prefix })) do
-        a:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-      end
-    end
     a:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
     a:exec("CREATE DATABASE " .. postgres.quote_ident(OTHER))
     for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
@@ -182,12 +179,7 @@ return envs
 
   teardown(function()
     faults(nil)
-    local a <close> = admin()
-    for _, prefix in ipairs({ DB }) do
-      for _, row in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1)", { prefix })) do
-        a:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-      end
-    end
+    pgfix.drop_like(DB)
     sh(("rm -rf %q"):format(TMP))
   end)
 

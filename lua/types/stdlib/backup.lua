@@ -44,15 +44,35 @@ function M.list(dir) end
 ---@return string[] deleted paths
 function M.prune(dir, keep) end
 
+---The pg_dump commands of a backup, all three reading the one snapshot
+---exported by the transaction that holds it (pg_export_snapshot), so
+---schema.sql, data.sql and full_backup.dump show the database at the same
+---instant whatever is written meanwhile. compress: pg_dump's --compress
+---for the custom dump (nil: pg_dump's default).
+---@param snapshot string
+---@param compress integer?
+---@return table[] {name=, argv=, level=} in archive order
+function M.dump_commands(snapshot, compress) end
+
 ---Takes a backup. opts: env (name), database (conninfo table), dir
 ---(where backups live), label, pinned, version (migration version), keep
 ---(default 10), bucket (upload there; without it the backup stays local
 ---with a warning), s3 (extra s3.bucket options), identity (of the
----database, from M.identity; read here when absent). Returns {path=
----(absolute), metadata=, key=, bucket=}. The name is
+---database, from M.identity; read here when absent), local (default
+---true; false streams straight to the bucket and writes nothing in dir),
+---compress (pg_dump --compress of the custom dump), parallel (parts
+---uploaded at once). Returns {path= (absolute; nil with local=false),
+---metadata=, key=, bucket=, url=}. The name is
 ---<UTC time to the ms>-<pid>-<env>-<label>[.pinned].tar.gz, unique per run.
+---
+---Nothing is staged: one REPEATABLE READ transaction exports its snapshot,
+---the three pg_dumps run with --snapshot one after another, and each one's
+---output streams into the .tar.gz (archive.writer: sha256 and size counted
+---as it passes) and from there into the local file and the bucket's
+---multipart upload at once (parts sent in parallel). Memory stays a few
+---parts whatever the database's size.
 ---@param opts table
----@return {path: string, metadata: table, key: string?, bucket: string?}
+---@return {path: string?, metadata: table, key: string?, bucket: string?, url: string?}
 function M.create(opts) end
 
 ---The identity of the database a connection is on: its name, the
@@ -97,15 +117,27 @@ function M.upload(path, opts) end
 ---@return string path
 function M.fetch(ref, dir, opts) end
 
----Unpacks a backup into dir and checks every file against metadata.json
----(read with a size cap, M.METADATA_MAX). A backup that fails is bad
----input: code "usage", reason "ChecksumMismatch" (naming the file),
----"TooLarge", "Invalid" or "NotFound". Returns the metadata. Without dir
----it unpacks into a private temporary folder it removes again.
+function M.check_scan(r, path) end
+
+---Checks every file of a backup against its metadata.json in one read of
+---the archive (archive.scan: nothing unpacked but what is asked for). A
+---backup that fails is bad input: code "usage", reason "ChecksumMismatch"
+---(naming the file), "TooLarge", "Invalid" or "NotFound". With dir, the
+---custom dump is written there as full_backup.dump (for pg_restore
+-----jobs). Returns the metadata.
 ---@param path string the .tar.gz
----@param dir string? an empty directory to unpack into
+---@param dir string? a directory for full_backup.dump
 ---@return table metadata
 function M.verify(path, dir) end
+
+---Reads a backup in the bucket through once, writing nothing locally,
+---and checks it as verify does; with opts.restore = {argv=, env=} the
+---custom dump streams into that command (pg_restore) on the way. key: a
+---key in opts.bucket or s3://bucket/key. Returns the metadata.
+---@param key string
+---@param opts {bucket: string?, s3: table?, restore: table?}
+---@return table metadata
+function M.verify_remote(key, opts) end
 
 ---Undo actions `bgrun resume` runs from a journal.
 ---@type table

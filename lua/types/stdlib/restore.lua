@@ -8,13 +8,17 @@ function M.oid_of(admin, name) end
 ---(conninfo table; unset fields from PG* variables). opts: path (a local
 ---file, or with bucket a key in it), database, maintenance_db ("postgres"),
 ---work_dir (where the private scratch folder goes; default TMPDIR or /tmp),
----bucket, s3 (extra s3.bucket options), keep_old (kept databases left
+---bucket, s3 (extra s3.bucket options), jobs (pg_restore --jobs; default
+---one per core up to 4), stream (with bucket: read the key from the
+---bucket straight into pg_restore, nothing written locally; checksums are
+---checked as it streams, before the swap), keep_old (kept databases left
 ---after the swap, newest first, this one always among them; default
 ---$BGRUN_KEEP_OLD, else 2; false: none dropped here). Returns {version=,
 ---old_database=, database=, oid= (of the restored database, now live),
----old_oid=, kept= (kept.prune's result)}.
----Unpacking and checksums: backup.verify (the archive module).
----@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?}
+---old_oid=, kept= (kept.prune's result)}. A local restore writes only the
+---custom dump to scratch space (for pg_restore --jobs, which needs a file
+---it can seek in). Unpacking and checksums: backup.verify (the archive module).
+---@param opts {path: string, database: table?, maintenance_db: string?, work_dir: string?, bucket: string?, s3: table?, jobs: integer?, stream: boolean?, keep_old: integer|false|nil}
 ---@return {version: integer, old_database: string, database: string, oid: integer?, old_oid: integer?}
 function M.restore(opts) end
 

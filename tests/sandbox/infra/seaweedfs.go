@@ -60,6 +60,39 @@ func NewSeaweedFS(dir string, ports []int, bucket string) *SeaweedFS {
 	}
 }
 
+// WeedVolumeSizeMB is the size a SeaweedFS volume grows to before the
+// master opens another one. Volumes are not preallocated: an empty store
+// takes no disk.
+const WeedVolumeSizeMB = 1024
+
+// WeedMaxVolumes is how many volumes the store may open under dir: room for
+// 40 GiB, fewer when the disk has less than that free (80% of the free
+// space, and never fewer than 8: an almost full disk still starts the
+// sandbox). The store holds about WeedMaxVolumes GiB in total.
+func WeedMaxVolumes(dir string) int {
+	const want = 40
+	var st syscall.Statfs_t
+	probe := dir
+	for probe != "/" && probe != "." {
+		if err := syscall.Statfs(probe, &st); err == nil {
+			break
+		}
+		probe = filepath.Dir(probe)
+	}
+	if syscall.Statfs(probe, &st) != nil {
+		return want
+	}
+	free := int64(st.Bavail) * int64(st.Bsize)
+	n := int(free * 8 / 10 / (int64(WeedVolumeSizeMB) << 20))
+	if n > want {
+		return want
+	}
+	if n < 8 {
+		return 8
+	}
+	return n
+}
+
 // WeedPortsNeeded is how many free ports NewSeaweedFS takes.
 func WeedPortsNeeded() int { return 8 }
 
@@ -110,9 +143,10 @@ func (s *SeaweedFS) Start(ctx context.Context) error {
 		"-ip=127.0.0.1", "-ip.bind=127.0.0.1",
 		"-dir="+s.DataDir,
 		"-master.port="+itoa(p.Master), "-master.port.grpc="+itoa(p.MasterGRPC),
-		"-master.volumeSizeLimitMB=256", "-master.telemetry=false",
+		"-master.volumeSizeLimitMB="+itoa(WeedVolumeSizeMB), "-master.telemetry=false",
+		"-master.volumePreallocate=false",
 		"-volume.port="+itoa(p.Volume), "-volume.port.grpc="+itoa(p.VolumeGRPC),
-		"-volume.max=16", "-volume.preStopSeconds=0",
+		"-volume.max="+itoa(WeedMaxVolumes(s.DataDir)), "-volume.preStopSeconds=0",
 		"-filer.port="+itoa(p.Filer), "-filer.port.grpc="+itoa(p.FilerGRPC),
 		"-s3", "-s3.port="+itoa(p.S3), "-s3.port.grpc="+itoa(p.S3GRPC),
 		"-s3.config="+s.ConfigFile,
