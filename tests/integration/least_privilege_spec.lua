@@ -499,7 +499,8 @@ return {
     assert.equal("Forbid", stored.spec.concurrencyPolicy)
     local tpl = stored.spec.jobTemplate.spec.template.spec
     assert.equal("bgrun", tpl.serviceAccountName)
-    assert.same({ "playbooks/backup.lua", "env=prod", "label=scheduled", "--log-format", "json" }, tpl.containers[1].args)
+    assert.same({ "playbooks/backup.lua", "env=prod", "label=scheduled", "local=false", "--log-format", "json" },
+      tpl.containers[1].args)
     -- the API server checks what it is given: a schedule that is not cron is refused
     local bad = read(KIT .. "/cronjob-backup.yaml"):gsub('schedule: "0 %*/6 %* %* %*"', 'schedule: "every 6 hours"')
     local b = kubectl({ "apply", "--validate=false", "--dry-run=server", "-f", "-" }, bad)
