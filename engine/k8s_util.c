@@ -547,3 +547,78 @@ int k8s_is_status(const json_t *j)
 	const char *kind = json_string_value(json_object_get(j, "kind"));
 	return kind && strcmp(kind, "Status") == 0;
 }
+
+/* ---------------------------------------------------------- request info */
+
+static void copy_seg(char *dst, size_t n, const char *seg, size_t len)
+{
+	if (len >= n)
+		len = n - 1;
+	memcpy(dst, seg, len);
+	dst[len] = '\0';
+}
+
+int k8s_request_info(const char *method, const char *path, k8s_reqinfo *out)
+{
+	memset(out, 0, sizeof *out);
+	/* the path's segments, up to the query */
+	const char *seg[12];
+	size_t len[12];
+	int n = 0;
+	const char *p = path;
+	while (*p && *p != '?' && n < 12) {
+		while (*p == '/')
+			p++;
+		if (!*p || *p == '?')
+			break;
+		const char *s = p;
+		while (*p && *p != '/' && *p != '?')
+			p++;
+		seg[n] = s;
+		len[n++] = (size_t)(p - s);
+	}
+#define SEG_IS(i, lit) (len[i] == sizeof(lit) - 1 && memcmp(seg[i], lit, sizeof(lit) - 1) == 0)
+	int i = 0;
+	if (n < 3)
+		return -1;
+	if (SEG_IS(0, "api")) {
+		i = 2;
+	} else if (SEG_IS(0, "apis")) {
+		if (n < 4)
+			return -1;
+		copy_seg(out->group, sizeof out->group, seg[1], len[1]);
+		i = 3;
+	} else {
+		return -1;
+	}
+	int watch = 0;
+	if (SEG_IS(i, "watch")) {
+		watch = 1;
+		if (++i >= n)
+			return -1;
+	}
+	if (SEG_IS(i, "namespaces") && i + 1 < n) {
+		copy_seg(out->ns, sizeof out->ns, seg[i + 1], len[i + 1]);
+		if (i + 2 < n && !SEG_IS(i + 2, "status") && !SEG_IS(i + 2, "finalize"))
+			i += 2;
+	}
+	copy_seg(out->resource, sizeof out->resource, seg[i], len[i]);
+	if (i + 1 < n)
+		copy_seg(out->name, sizeof out->name, seg[i + 1], len[i + 1]);
+	if (i + 2 < n)
+		copy_seg(out->subresource, sizeof out->subresource, seg[i + 2], len[i + 2]);
+#undef SEG_IS
+	const char *verb = watch ? "watch"
+	                 : strcmp(method, "POST") == 0 ? "create"
+	                 : strcmp(method, "PUT") == 0 ? "update"
+	                 : strcmp(method, "PATCH") == 0 ? "patch"
+	                 : strcmp(method, "DELETE") == 0 ? (out->name[0] ? "delete" : "deletecollection")
+	                 : "get";
+	if (strcmp(verb, "get") == 0 && !out->name[0]) {
+		const char *q = strchr(path, '?');
+		verb = q && (strstr(q, "?watch=true") || strstr(q, "&watch=true") || strstr(q, "?watch=1") ||
+		             strstr(q, "&watch=1")) ? "watch" : "list";
+	}
+	snprintf(out->verb, sizeof out->verb, "%s", verb);
+	return 0;
+}

@@ -80,4 +80,19 @@ const char *k8s_pod_failure(const json_t *pod, char *msg, size_t n);
 /* Status object (kind "Status") or NULL. */
 int k8s_is_status(const json_t *j);
 
+/* What the API server authorizes a request as (k8s.io/apiserver's
+ * RequestInfo): the verb (get, list, watch, create, update, patch,
+ * delete, deletecollection), API group, resource, subresource, namespace
+ * and name of METHOD PATH. Returns 0, or -1 for a path that names no
+ * resource (discovery, /version). */
+typedef struct k8s_reqinfo {
+	char verb[24];
+	char group[96];
+	char resource[96];
+	char subresource[48];
+	char ns[96];
+	char name[256];
+} k8s_reqinfo;
+int k8s_request_info(const char *method, const char *path, k8s_reqinfo *out);
+
 #endif

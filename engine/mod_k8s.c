@@ -319,6 +319,8 @@ typedef struct resp {
 	CURLcode cc;
 	buf body;
 	char err[CURL_ERROR_SIZE + 256];
+	char rq_method[8];          /* the request, to name what a 403 refused */
+	char rq_path[512];
 } resp;
 
 static void resp_free(resp *r)
@@ -461,6 +463,8 @@ static double retry_after(CURL *e)
 static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 {
 	memset(out, 0, sizeof *out);
+	snprintf(out->rq_method, sizeof out->rq_method, "%s", r->method);
+	snprintf(out->rq_path, sizeof out->rq_path, "%s", r->path.data ? r->path.data : "");
 	int attempt = 0, reauth = 0;
 	for (;;) {
 		if (auth_refresh(L, c, 0, out->err, sizeof out->err) != AUTH_OK) {
@@ -564,10 +568,40 @@ static const char *http_reason(long status)
 	}
 }
 
+/* A 403 names what was refused — verb, resource, namespace — as the API
+ * server's RBAC message does; when the message is someone else's (a proxy,
+ * a webhook authorizer) bgrun says it first. Sets verb, group, resource
+ * and namespace on the error at the top of the stack. */
+static void forbidden_fields(lua_State *L, const k8s_reqinfo *ri)
+{
+	char res[160];
+	snprintf(res, sizeof res, "%s%s%s", ri->resource, ri->subresource[0] ? "/" : "", ri->subresource);
+	bgrun_error_set_str(L, "verb", ri->verb);
+	bgrun_error_set_str(L, "group", ri->group);
+	bgrun_error_set_str(L, "resource", res);
+	bgrun_error_set_str(L, "namespace", ri->ns);
+}
+
+static void forbidden_prefix(const char *message, const k8s_reqinfo *ri, char *out, size_t n)
+{
+	char res[160], needle[224], group[120] = "";
+	snprintf(res, sizeof res, "%s%s%s", ri->resource, ri->subresource[0] ? "/" : "", ri->subresource);
+	snprintf(needle, sizeof needle, "cannot %s resource \"%s\"", ri->verb, res);
+	out[0] = '\0';
+	if (strstr(message, needle) && (!ri->ns[0] || strstr(message, ri->ns)))
+		return;
+	if (ri->group[0])
+		snprintf(group, sizeof group, " (API group %s)", ri->group);
+	if (ri->ns[0])
+		snprintf(out, n, "cannot %s %s%s in namespace %s: ", ri->verb, res, group, ri->ns);
+	else
+		snprintf(out, n, "cannot %s %s%s at the cluster scope: ", ri->verb, res, group);
+}
+
 /* Pushes the structured error for an HTTP failure; j is the decoded body
- * (a Status, usually) or NULL. */
+ * (a Status, usually) or NULL; ri what the request was (NULL: unknown). */
 static void push_status_error(lua_State *L, conn *c, const char *op, long status, const json_t *j,
-                              const char *raw, size_t rawlen)
+                              const char *raw, size_t rawlen, const k8s_reqinfo *ri)
 {
 	const char *reason = NULL, *message = NULL;
 	long code = status;
@@ -589,7 +623,13 @@ static void push_status_error(lua_State *L, conn *c, const char *op, long status
 			snippet[--n] = '\0';
 		message = n ? snippet : "(no message from the server)";
 	}
-	if (code == 401 || code == 403)
+	if (code == 403 && ri) {
+		char prefix[400];
+		forbidden_prefix(message, ri, prefix, sizeof prefix);
+		bgrun_error_new(L, "k8s", op, reason, "%s%s (server %s, context \"%s\", user \"%s\")", prefix, message,
+		                c->cfg.server, c->cfg.context, c->cfg.user_name);
+		forbidden_fields(L, ri);
+	} else if (code == 401 || code == 403)
 		bgrun_error_new(L, "k8s", op, reason, "%s (server %s, context \"%s\", user \"%s\")", message,
 		                c->cfg.server, c->cfg.context, c->cfg.user_name);
 	else
@@ -633,7 +673,9 @@ static int raise_resp(lua_State *L, conn *c, const char *op, resp *rs)
 		bgrun_error_throw(L);
 	}
 	json_t *j = rs->body.len ? json_loadb(rs->body.data, rs->body.len, 0, NULL) : NULL;
-	push_status_error(L, c, op, rs->status, j, rs->body.data, rs->body.len);
+	k8s_reqinfo ri;
+	int known = rs->rq_method[0] && k8s_request_info(rs->rq_method, rs->rq_path, &ri) == 0;
+	push_status_error(L, c, op, rs->status, j, rs->body.data, rs->body.len, known ? &ri : NULL);
 	json_decref(j);
 	resp_free(rs);
 	return bgrun_error_throw(L);
@@ -1661,6 +1703,14 @@ static void watch_stream_ended(lua_State *L, watch *w)
 	CURLcode cc = w->x.result;
 	resp rs;
 	memset(&rs, 0, sizeof rs);
+	snprintf(rs.rq_method, sizeof rs.rq_method, "GET");
+	{
+		buf path = BUF_INIT;
+		k8s_build_path(&path, &w->r, w->ns, NULL, NULL);
+		k8s_query_add(&path, "watch", "true");
+		snprintf(rs.rq_path, sizeof rs.rq_path, "%s", path.data ? path.data : "");
+		buf_free(&path);
+	}
 	if (status != 200 && status != 0 && cc == CURLE_OK) {
 		rs.kind = RQ_HTTP;
 		rs.status = status;
@@ -1773,7 +1823,7 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 				}
 				json_t **h = new_holder(L);
 				*h = ev;
-				push_status_error(L, w->c, w->op, (long)json_integer_value(code), obj, NULL, 0);
+				push_status_error(L, w->c, w->op, (long)json_integer_value(code), obj, NULL, 0, NULL);
 				bgrun_error_throw(L);
 			}
 			set_rv(w, obj);

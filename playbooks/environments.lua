@@ -4,7 +4,8 @@
 -- out of `database` falls back to libpq's PG* variables and service files.
 -- Every environment but `local` names its kubeconfig `context` (a context
 -- in $KUBECONFIG or ~/.kube/config; or `kubeconfig = "path"` to read another
--- file, or `in_cluster = true` inside the cluster): a playbook refuses a
+-- file, or `in_cluster = true` inside the cluster; a Job or CronJob sets
+-- BGRUN_IN_CLUSTER=<env> instead, see examples/physioflow/deploy/): a playbook refuses a
 -- non-local environment without one, or whose context is not in the
 -- kubeconfig, and never falls back to the current context. `local` (the
 -- sandbox) uses the current context.

@@ -250,11 +250,17 @@ end
 local function switch_back(c, d)
   local live = d.app .. "-" .. d.colour
   local e = d.expect
+  local untouched = false
   if e then
     local op = "undo switch of " .. d.app
     local svc = c:get("service", d.app, { namespace = d.namespace })
     if not svc then world_changed(op, "service %s is gone", d.app) end
     local selected = ((svc.spec or {}).selector or {}).version
+    -- the switch's patch never succeeded (refused, say a 403, or a
+    -- before_switch hook failed first) and the Service still selects the
+    -- old colour: there is no traffic to switch back, and patching it
+    -- again would fail the same way
+    untouched = selected == d.colour and not e.service_rv
     if selected ~= d.colour then
       if selected ~= e.colour then
         world_changed(op, "the Service %s selects version=%s, neither colour of this run", d.app, tostring(selected))
@@ -274,7 +280,11 @@ local function switch_back(c, d)
   c:scale("deployment", live, d.replicas, { namespace = d.namespace })
   c:rollout_status("deployment", live, { namespace = d.namespace, timeout = d.rollout_timeout or 300 })
   local t0 = bgrun.now()
-  if d.previous_record ~= nil then
+  if untouched then
+    -- only confirmed below: the Service's endpoints show the old colour
+    log.info("nothing to switch back: the Service still selects the old colour",
+      { service = d.app, colour = d.colour })
+  elseif d.previous_record ~= nil then
     -- the release record goes back with the traffic: the failed release
     -- was never the last one (json.null removes a record there was none of)
     c:patch("service", d.app, {

@@ -50,14 +50,30 @@ end
 ---@return any k8s client
 function M.client(env_name, env)
   local k8s = require("k8s")
-  if env.in_cluster then
-    return k8s.client { in_cluster = true, namespace = env.namespace }
+  if M.in_cluster(env_name, env) then
+    return M.in_cluster_client(env_name, env)
   end
   local context = env.context
   if env_name ~= "local" and (type(context) ~= "string" or context == "") then
     bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = "NoContext",
                   message = ("environment %s names no kubeconfig context: set `context` for it in "
                     .. "environments.lua (bgrun never acts on %s through the current context)"):format(env_name, env_name) }
+  end
+  if env_name ~= "local" then
+    -- with no kubeconfig at all k8s.client would take the pod's service
+    -- account (a CI runner in some cluster has one): not the named context
+    local present = false
+    for _, p in ipairs(kubeconfig_files(env)) do
+      local f = io.open(p, "r")
+      if f then f:close(); present = true end
+    end
+    if not present then
+      bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = "UnknownContext",
+                    context = context, kubeconfig = table.concat(kubeconfig_files(env), ":"),
+                    message = ("environment %s: context %q is not in the kubeconfig (no kubeconfig found: %s; "
+                      .. "inside the cluster, set BGRUN_IN_CLUSTER=%s to use the pod's service account)")
+                      :format(env_name, context, table.concat(kubeconfig_files(env), ", "), env_name) }
+    end
   end
   local ok, c = pcall(k8s.client, { context = context, namespace = env.namespace, kubeconfig = env.kubeconfig })
   if ok then return c end
@@ -74,6 +90,62 @@ function M.client(env_name, env)
                             table.concat(kubeconfig_files(env), ", ")) }
   end
   error(err, 0)
+end
+
+---Whether env_name runs with the pod's service account: the environment
+---says `in_cluster = true`, or BGRUN_IN_CLUSTER (set in the Job's or
+---CronJob's pod spec) names it — a comma-separated list of environments.
+---A process whose BGRUN_IN_CLUSTER does not name env_name is refused (code
+---"usage"): a pod made to act on prod never acts on staging, neither
+---through its service account nor through a kubeconfig.
+---@param env_name string
+---@param env table
+---@return boolean
+function M.in_cluster(env_name, env)
+  if env.in_cluster then return true end
+  local list = os.getenv("BGRUN_IN_CLUSTER")
+  if not list or list == "" then return false end
+  for name in list:gmatch("[^,%s]+") do
+    if name == env_name then return true end
+  end
+  bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = "NotThisCluster",
+                message = ("environment %s: this process runs bgrun inside the cluster for %s (BGRUN_IN_CLUSTER=%s), "
+                  .. "not for %s: it never acts on another environment, through its service account or a kubeconfig")
+                  :format(env_name, list, list, env_name) }
+end
+
+---The in-cluster client of an environment: the pod's service account
+---(KUBERNETES_SERVICE_HOST/PORT, the token, CA and namespace in
+---/var/run/secrets/kubernetes.io/serviceaccount, or BGRUN_SERVICEACCOUNT_DIR).
+---Refused (code "usage") when a kubeconfig is present: every client of the
+---run — compensations, the lock keeper, `bgrun resume` — finds the
+---service account only where no kubeconfig says otherwise.
+---@param env_name string
+---@param env table
+---@return any k8s client
+function M.in_cluster_client(env_name, env)
+  local found = {}
+  for _, p in ipairs(kubeconfig_files(env)) do
+    local f = io.open(p, "r")
+    if f then f:close(); found[#found + 1] = p end
+  end
+  local function refuse(reason, fmt, ...)
+    bgrun.raise { module = "release", op = "target " .. env_name, code = "usage", reason = reason,
+                  message = ("environment %s runs inside the cluster: " .. fmt):format(env_name, ...) }
+  end
+  if #found > 0 then
+    refuse("KubeconfigPresent", "a kubeconfig is present (%s); remove it (unset KUBECONFIG) so that every client "
+      .. "of the run uses the pod's service account", table.concat(found, ", "))
+  end
+  local ok, c = pcall(require("k8s").client, { in_cluster = true, namespace = env.namespace })
+  if not ok then
+    local err = c
+    if type(err) == "table" and err.code == "config" then
+      refuse("InClusterConfig", "%s", tostring(err.message or err))
+    end
+    error(err, 0)
+  end
+  return c
 end
 
 ---Where a playbook is about to act: "context C, SERVER, namespace N; live:

@@ -39,6 +39,10 @@ local k8s = {}
 ---@field details table? the Status details
 ---@field server string?
 ---@field pod string? for code "pod_failing"
+---@field verb string? for a 403: the verb refused, as the API server authorizes it ("patch", "list", "watch", ...)
+---@field group string? for a 403: the resource's API group ("" for the core group)
+---@field resource string? for a 403: the resource and subresource ("deployments/scale", "pods/log")
+---@field namespace string? for a 403: the request's namespace ("" at the cluster scope)
 
 ---@class k8s.NamespaceOption
 ---@field namespace (string|false)? overrides the client's; false: none (all namespaces, or a cluster-scoped custom resource)

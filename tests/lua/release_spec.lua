@@ -67,4 +67,15 @@ describe("release.client", function()
     assert.matches(('environment prod: context "physioflow-prod" is not in the kubeconfig (files read: %s)')
       :format(KC), tostring(err), 1, true)
   end)
+
+  it("refuses a non-local environment when no kubeconfig exists, rather than take a service account", function()
+    local err = failure(function()
+      release.client("prod", { context = "physioflow-prod", kubeconfig = "/nonexistent/kubeconfig" })
+    end)
+    assert.equal("usage", err.code)
+    assert.equal("UnknownContext", err.reason)
+    assert.matches('environment prod: context "physioflow-prod" is not in the kubeconfig (no kubeconfig found: '
+      .. "/nonexistent/kubeconfig; inside the cluster, set BGRUN_IN_CLUSTER=prod to use the pod's service account)",
+      tostring(err), 1, true)
+  end)
 end)

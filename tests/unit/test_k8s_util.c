@@ -287,6 +287,41 @@ static void pod_failures(void **state)
 	json_decref(p);
 }
 
+static void request_info(void **state)
+{
+	(void)state;
+	k8s_reqinfo ri;
+	assert_int_equal(k8s_request_info("PATCH", "/apis/apps/v1/namespaces/pf/deployments/api-blue/scale", &ri), 0);
+	assert_string_equal(ri.verb, "patch");
+	assert_string_equal(ri.group, "apps");
+	assert_string_equal(ri.resource, "deployments");
+	assert_string_equal(ri.subresource, "scale");
+	assert_string_equal(ri.ns, "pf");
+	assert_string_equal(ri.name, "api-blue");
+	assert_int_equal(k8s_request_info("GET", "/api/v1/namespaces/pf/pods?labelSelector=app%3Dx&watch=true", &ri), 0);
+	assert_string_equal(ri.verb, "watch");
+	assert_string_equal(ri.group, "");
+	assert_string_equal(ri.resource, "pods");
+	assert_string_equal(ri.name, "");
+	assert_int_equal(k8s_request_info("GET", "/api/v1/namespaces/pf/pods?limit=500", &ri), 0);
+	assert_string_equal(ri.verb, "list");
+	assert_int_equal(k8s_request_info("GET", "/api/v1/namespaces/pf/pods/p1:8080/proxy/health", &ri), 0);
+	assert_string_equal(ri.verb, "get");
+	assert_string_equal(ri.subresource, "proxy");
+	assert_int_equal(k8s_request_info("PUT", "/apis/coordination.k8s.io/v1/namespaces/pf/leases/bgrun-deploy", &ri), 0);
+	assert_string_equal(ri.verb, "update");
+	assert_string_equal(ri.resource, "leases");
+	assert_int_equal(k8s_request_info("DELETE", "/api/v1/namespaces/pf/configmaps", &ri), 0);
+	assert_string_equal(ri.verb, "deletecollection");
+	assert_int_equal(k8s_request_info("GET", "/api/v1/namespaces/pf", &ri), 0);
+	assert_string_equal(ri.resource, "namespaces");
+	assert_string_equal(ri.name, "pf");
+	assert_int_equal(k8s_request_info("GET", "/api/v1/nodes", &ri), 0);
+	assert_string_equal(ri.ns, "");
+	assert_int_equal(k8s_request_info("GET", "/apis/apps/v1", &ri), -1);
+	assert_int_equal(k8s_request_info("GET", "/version", &ri), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -297,6 +332,7 @@ int main(void)
 		cmocka_unit_test(lines_memory_flat),
 		cmocka_unit_test(rollout),
 		cmocka_unit_test(pod_failures),
+		cmocka_unit_test(request_info),
 	};
 	return cmocka_run_group_tests_name("k8s_util", tests, NULL, NULL);
 }

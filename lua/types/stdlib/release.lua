@@ -27,6 +27,28 @@ M.break_lock_param = nil
 ---@return any k8s client
 function M.client(env_name, env) end
 
+---Whether env_name runs with the pod's service account: the environment
+---says `in_cluster = true`, or BGRUN_IN_CLUSTER (set in the Job's or
+---CronJob's pod spec) names it — a comma-separated list of environments.
+---A process whose BGRUN_IN_CLUSTER does not name env_name is refused (code
+---"usage"): a pod made to act on prod never acts on staging, neither
+---through its service account nor through a kubeconfig.
+---@param env_name string
+---@param env table
+---@return boolean
+function M.in_cluster(env_name, env) end
+
+---The in-cluster client of an environment: the pod's service account
+---(KUBERNETES_SERVICE_HOST/PORT, the token, CA and namespace in
+---/var/run/secrets/kubernetes.io/serviceaccount, or BGRUN_SERVICEACCOUNT_DIR).
+---Refused (code "usage") when a kubeconfig is present: every client of the
+---run — compensations, the lock keeper, `bgrun resume` — finds the
+---service account only where no kubeconfig says otherwise.
+---@param env_name string
+---@param env table
+---@return any k8s client
+function M.in_cluster_client(env_name, env) end
+
 ---Where a playbook is about to act: "context C, SERVER, namespace N; live:
 ---COLOUR TAG" (live: none when the Service or its colour is absent).
 ---@param c any k8s client from release.client

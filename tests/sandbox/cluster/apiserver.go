@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"context"
 	"crypto/subtle"
 	"encoding/base64"
 	"encoding/json"
@@ -127,33 +128,46 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	c.countRequest(r)
 	w.Header().Set("Audit-Id", string(uuid.NewUUID()))
 	w.Header().Set("Cache-Control", "no-cache, private")
-	if !c.authenticate(w, r) {
+	u := c.authenticate(w, r)
+	if u == nil || !c.authorize(w, r, u) {
 		return
 	}
 	ctx, proceed := c.applyFaults(w, r)
 	if !proceed {
 		return
 	}
-	c.route(w, r.WithContext(ctx))
+	c.route(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
 }
 
-func (c *Cluster) authenticate(w http.ResponseWriter, r *http.Request) bool {
+// authenticate names the request's user: the admin token and the client
+// certificates the CA signed are system:masters; a service-account token
+// is its service account; with no credentials, the health and version
+// paths are system:anonymous. Anything else is answered 401 (nil).
+func (c *Cluster) authenticate(w http.ResponseWriter, r *http.Request) *userInfo {
 	if r.TLS != nil && len(r.TLS.VerifiedChains) > 0 {
-		return true
+		cert := r.TLS.VerifiedChains[0][0]
+		return &userInfo{name: cert.Subject.CommonName, groups: append(append([]string{}, cert.Subject.Organization...),
+			"system:authenticated")}
 	}
 	auth := r.Header.Get("Authorization")
 	if auth == "" {
 		switch r.URL.Path {
 		case "/version", "/healthz", "/livez", "/readyz":
-			return true // anonymous, as system:public-info-viewer allows
+			return &userInfo{name: "system:anonymous", groups: []string{"system:unauthenticated"}}
 		}
 	}
 	tok, ok := strings.CutPrefix(auth, "Bearer ")
-	if ok && subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(c.token)) == 1 {
-		return true
+	tok = strings.TrimSpace(tok)
+	if ok && subtle.ConstantTimeCompare([]byte(tok), []byte(c.token)) == 1 {
+		return &userInfo{name: "sandbox-admin", groups: []string{"system:masters", "system:authenticated"}}
+	}
+	if ok {
+		if u := c.saUser(tok); u != nil {
+			return u
+		}
 	}
 	writeError(w, apierrors.NewUnauthorized("Unauthorized"))
-	return false
+	return nil
 }
 
 func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
@@ -173,7 +187,7 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(path, "/")
-	if c.servePodProxy(w, r, parts) {
+	if c.servePodProxy(w, r, parts) || c.serveSelfSubjectAccessReview(w, r, parts) {
 		return
 	}
 	if r.Method == http.MethodGet && c.serveDiscovery(w, r, parts) {
@@ -185,6 +199,10 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.w, req.r, req.q = w, r, r.URL.Query()
+	if req.res == resServiceAccounts && req.sub == "token" && req.name != "" && !req.watch {
+		c.serveTokenRequest(req)
+		return
+	}
 	c.serveResource(req)
 }
 

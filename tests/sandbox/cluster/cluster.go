@@ -56,6 +56,8 @@ type Cluster struct {
 	stop       chan struct{}
 	wg         sync.WaitGroup
 	stopOnce   sync.Once
+	saKey      *saKey   // signs service-account tokens (satoken.go)
+	authzLog   *os.File // every authorization decision (rbac.go)
 }
 
 // Start brings the cluster up on free loopback ports and returns once it
@@ -81,6 +83,12 @@ func Start(cfg Config) (*Cluster, error) {
 	if c.logFile, err = os.OpenFile(filepath.Join(dir, "apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
+	if c.authzLog, err = os.OpenFile(filepath.Join(dir, "authz.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return nil, err
+	}
+	if c.saKey, err = newSAKey(); err != nil {
+		return nil, err
+	}
 	pki, err := makePKI(dir)
 	if err != nil {
 		return nil, err
@@ -90,6 +98,9 @@ func Start(cfg Config) (*Cluster, error) {
 		if _, err := c.createObject(resNamespaces, "", obj, false); err != nil {
 			return nil, err
 		}
+	}
+	if err := c.bootstrapRBAC(); err != nil {
+		return nil, err
 	}
 	now := metav1.Now()
 	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{
@@ -160,6 +171,7 @@ func (c *Cluster) Stop() {
 		c.net.stopAll()
 		c.logMu.Lock()
 		c.logFile.Close()
+		c.authzLog.Close()
 		c.logMu.Unlock()
 	})
 }

@@ -12,6 +12,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	eventsv1 "k8s.io/api/events/v1"
+	"k8s.io/apimachinery/pkg/api/validation/path"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -434,6 +435,8 @@ func validateName(res *resource, name string) field.ErrorList {
 	var msgs []string
 	if res == resNamespaces || res == resServices {
 		msgs = validation.IsDNS1123Label(name)
+	} else if res.group == rbacGroup {
+		msgs = path.IsValidPathSegmentName(name) // ValidateRBACName: "system:discovery" is a name
 	} else {
 		msgs = validation.IsDNS1123Subdomain(name)
 	}
