@@ -1152,24 +1152,27 @@ static void keep_stderr(ar_writer *w)
 
 static const char *const cmd_keys[] = {"level", "mode", "env", "timeout", "progress", NULL};
 
-/* Starts argv (a table of strings) with env (array of "k=v") in its own
- * process group, stdout and stderr to non-blocking pipes. 0 or errno. */
-static int spawn_command(ar_writer *w, char **argv, char **env)
+/* Starts argv with env (array of "k=v") in its own process group, its
+ * stderr to a pipe, and either its stdout to a pipe we read (feed = 0;
+ * stdin /dev/null) or its stdin from a pipe we write (feed = 1; stdout
+ * /dev/null). Our ends are non-blocking and close-on-exec: *fd is the data
+ * pipe, *errfd the stderr pipe. 0 or errno. */
+static int spawn_piped(char **argv, char **env, int feed, pid_t *child, int *fd, int *errfd)
 {
-	int out[2] = {-1, -1}, err[2] = {-1, -1};
-	if (pipe2(out, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
+	int data[2] = {-1, -1}, err[2] = {-1, -1};
+	if (pipe2(data, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
 		int e = errno;
-		if (out[0] >= 0) {
-			close(out[0]);
-			close(out[1]);
+		if (data[0] >= 0) {
+			close(data[0]);
+			close(data[1]);
 		}
 		return e;
 	}
 	pid_t pid = fork();
 	if (pid < 0) {
 		int e = errno;
-		close(out[0]);
-		close(out[1]);
+		close(data[0]);
+		close(data[1]);
 		close(err[0]);
 		close(err[1]);
 		return e;
@@ -1179,31 +1182,37 @@ static int spawn_command(ar_writer *w, char **argv, char **env)
 		signal(SIGPIPE, SIG_DFL);
 		signal(SIGINT, SIG_DFL);
 		signal(SIGTERM, SIG_DFL);
-		int null = open("/dev/null", O_RDONLY);
+		int null = open("/dev/null", feed ? O_WRONLY : O_RDONLY);
 		if (null >= 0)
-			dup2(null, 0);
-		dup2(out[1], 1);
+			dup2(null, feed ? 1 : 0);
+		dup2(feed ? data[0] : data[1], feed ? 0 : 1);
 		dup2(err[1], 2);
 		execvpe(argv[0], argv, env);
-		int e = errno;
 		char msg[512];
-		int n = snprintf(msg, sizeof msg, "cannot execute %s: %s\n", argv[0], strerror(e));
+		int n = snprintf(msg, sizeof msg, "cannot execute %s: %s\n", argv[0], strerror(errno));
 		ssize_t r = write(2, msg, n > 0 ? (size_t)n : 0);
 		(void)r;
 		_exit(127);
 	}
 	setpgid(pid, pid);
-	close(out[1]);
+	int ours = feed ? data[1] : data[0];
+	close(feed ? data[0] : data[1]);
 	close(err[1]);
-	w->child = pid;
-	w->child_out = out[0];
-	w->child_err = err[0];
-	fcntl(out[0], F_SETFL, O_NONBLOCK);
+	*child = pid;
+	*fd = ours;
+	*errfd = err[0];
+	fcntl(ours, F_SETFL, O_NONBLOCK);
 	fcntl(err[0], F_SETFL, O_NONBLOCK);
 #ifdef F_SETPIPE_SZ
-	fcntl(out[0], F_SETPIPE_SZ, PIPE_SIZE); /* fewer wake-ups; best effort */
+	fcntl(ours, F_SETPIPE_SZ, PIPE_SIZE); /* fewer wake-ups; best effort */
 #endif
 	return 0;
+}
+
+/* The writer's command: its stdout is the entry's data. */
+static int spawn_command(ar_writer *w, char **argv, char **env)
+{
+	return spawn_piped(argv, env, 0, &w->child, &w->child_out, &w->child_err);
 }
 
 static double mono_s(void)
@@ -1724,56 +1733,10 @@ static int scan_put(ar_scan *s, const char *p, size_t n)
 	return 0;
 }
 
-/* Starts a route's command with its stdin a pipe (non-blocking on our side). */
+/* A route's command: the entry's data is its stdin. */
 static int scan_spawn(ar_scan *s, char **argv, char **env)
 {
-	int in[2] = {-1, -1}, err[2] = {-1, -1};
-	if (pipe2(in, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-		int e = errno;
-		if (in[0] >= 0) {
-			close(in[0]);
-			close(in[1]);
-		}
-		return e;
-	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(in[0]);
-		close(in[1]);
-		close(err[0]);
-		close(err[1]);
-		return e;
-	}
-	if (pid == 0) {
-		setpgid(0, 0);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		int null = open("/dev/null", O_WRONLY);
-		dup2(in[0], 0);
-		if (null >= 0)
-			dup2(null, 1);
-		dup2(err[1], 2);
-		execvpe(argv[0], argv, env);
-		char msg[512];
-		int m = snprintf(msg, sizeof msg, "cannot execute %s: %s\n", argv[0], strerror(errno));
-		ssize_t r = write(2, msg, m > 0 ? (size_t)m : 0);
-		(void)r;
-		_exit(127);
-	}
-	setpgid(pid, pid);
-	close(in[0]);
-	close(err[1]);
-	s->child = pid;
-	s->out_fd = in[1];
-	s->child_err = err[0];
-	fcntl(in[1], F_SETFL, O_NONBLOCK);
-	fcntl(err[0], F_SETFL, O_NONBLOCK);
-#ifdef F_SETPIPE_SZ
-	fcntl(in[1], F_SETPIPE_SZ, PIPE_SIZE);
-#endif
-	return 0;
+	return spawn_piped(argv, env, 1, &s->child, &s->out_fd, &s->child_err);
 }
 
 static const char *const scan_keys[] = {"max_capture", "progress", NULL};
