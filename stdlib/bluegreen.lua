@@ -74,6 +74,30 @@ local function port_of(ct)
   return 80
 end
 
+---The label selector of the pods a colour's current ReplicaSet runs (its
+---pod-template-hash): the monitor and a canary's analysis watch those, not
+---pods of an earlier template of the same colour still in their
+---termination grace period. Falls back to app and version when no
+---ReplicaSet matches.
+---@return string
+function M.rollout_selector(c, ns, app, colour)
+  local base = ("app=%s,version=%s"):format(app, colour)
+  local dep = c:get("deployment", app .. "-" .. colour, { namespace = ns })
+  local rev = dep and ((dep.metadata or {}).annotations or {})["deployment.kubernetes.io/revision"]
+  if not rev then return base end
+  for _, rs in ipairs(c:list("replicasets", { namespace = ns, labelSelector = base }).items or {}) do
+    local owned = false
+    for _, ref in ipairs(rs.metadata.ownerReferences or {}) do
+      owned = owned or ref.uid == dep.metadata.uid
+    end
+    local hash = (rs.metadata.labels or {})["pod-template-hash"]
+    if owned and hash and ((rs.metadata.annotations or {})["deployment.kubernetes.io/revision"]) == rev then
+      return base .. ",pod-template-hash=" .. hash
+    end
+  end
+  return base
+end
+
 -- The ready pods of selector, as smoke-test targets: {name = pod name,
 -- url = base URL}. access "pod": the pod IPs (the runner is in the cluster
 -- network); "proxy": the API server's pods/NAME:PORT/proxy path (the k8s
@@ -604,7 +628,7 @@ local function watch(s)
   s.step("monitor " .. s.idle_name, function()
     local m = copy(s.opts.monitor)
     m.namespace = s.namespace
-    m.selector = ("app=%s,version=%s"):format(s.app, s.idle)
+    m.selector = M.rollout_selector(s.c, s.namespace, s.app, s.idle)
     m.service = m.service or s.app
     m.replicas = m.replicas or s.replicas
     m.baseline = monitor.baseline(s.c, m)

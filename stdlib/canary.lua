@@ -262,28 +262,6 @@ local function await_split(c, o)
                           o.want_new, o.want_old) }
 end
 
--- The label selector of the pods the new colour's current ReplicaSet runs
--- (its pod-template-hash): the analysis watches those, not pods of an
--- earlier template of the same colour still in their termination grace
--- period. Falls back to app and version when no ReplicaSet matches.
-local function new_pods_selector(c, ns, app, colour)
-  local base = ("app=%s,version=%s"):format(app, colour)
-  local dep = c:get("deployment", app .. "-" .. colour, { namespace = ns })
-  local rev = dep and ((dep.metadata or {}).annotations or {})["deployment.kubernetes.io/revision"]
-  if not rev then return base end
-  for _, rs in ipairs(c:list("replicasets", { namespace = ns, labelSelector = base }).items or {}) do
-    local owned = false
-    for _, ref in ipairs(rs.metadata.ownerReferences or {}) do
-      owned = owned or ref.uid == dep.metadata.uid
-    end
-    local hash = (rs.metadata.labels or {})["pod-template-hash"]
-    if owned and hash and ((rs.metadata.annotations or {})["deployment.kubernetes.io/revision"]) == rev then
-      return base .. ",pod-template-hash=" .. hash
-    end
-  end
-  return base
-end
-
 local function copy(t)
   local r = {}
   for k, v in pairs(t or {}) do r[k] = v end
@@ -368,7 +346,7 @@ local function progress(s)
   local old_name, new_name = app .. "-" .. old, app .. "-" .. new
   local dry = bgrun.dry_run()
   local current = { new = s.plan[1].new, old = s.live_replicas }
-  s.new_selector = dry and ("app=%s,version=%s"):format(app, new) or new_pods_selector(c, ns, app, new)
+  s.new_selector = dry and ("app=%s,version=%s"):format(app, new) or bluegreen.rollout_selector(c, ns, app, new)
   s.baseline = not dry and monitor.baseline(c, { namespace = ns, selector = s.new_selector }) or {}
 
   local back = { module = "canary", action = "restore", context = opts.context, namespace = ns, app = app,

@@ -15,6 +15,14 @@ function M.with_tag(image, tag) end
 ---@return "blue"|"green", table service
 function M.active_colour(c, app, ns) end
 
+---The label selector of the pods a colour's current ReplicaSet runs (its
+---pod-template-hash): the monitor and a canary's analysis watch those, not
+---pods of an earlier template of the same colour still in their
+---termination grace period. Falls back to app and version when no
+---ReplicaSet matches.
+---@return string
+function M.rollout_selector(c, ns, app, colour) end
+
 ---How the new pods are reached for the smoke test: "pod" (pod IPs, from
 ---inside the cluster network), "proxy" (the API server's pods proxy, from
 ---anywhere the API is reachable) or "url" (env.smoke_url, a preview URL).
