@@ -146,6 +146,19 @@ end
 
 M.SMOKE_ACCESS = { pod = true, proxy = true, url = true }
 
+---How the monitor's health probe reaches the Service, from how the
+---environment reaches its pods: "pod" (inside the cluster network) uses
+---the Service's cluster IP; "proxy" and "url" (a laptop, a hosted CI
+---runner) the API server's services proxy. A monitor table's own
+---health_access (or health_url) wins.
+---@param opts table the deploy's options (smoke_access, monitor)
+---@return "service"|"proxy"
+function M.health_access(opts)
+  local m = type(opts.monitor) == "table" and opts.monitor or {}
+  if m.health_access then return m.health_access end
+  return (opts.smoke_access or "pod") == "pod" and "service" or "proxy"
+end
+
 -- Expands {colour} (or {color}), {app}, {namespace}, {version} in a
 -- smoke_url template.
 local function expand_url(tpl, vars)
@@ -630,6 +643,7 @@ local function watch(s)
     m.namespace = s.namespace
     m.selector = M.rollout_selector(s.c, s.namespace, s.app, s.idle)
     m.service = m.service or s.app
+    m.health_access = M.health_access(s.opts)
     m.replicas = m.replicas or s.replicas
     m.baseline = monitor.baseline(s.c, m)
     m.on_tick = s.tick

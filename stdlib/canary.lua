@@ -317,6 +317,7 @@ local function analyse(s, entry, st)
   m.namespace = s.namespace
   m.selector = s.new_selector
   m.service = m.service or s.app
+  m.health_access = bluegreen.health_access(s.opts)
   m.replicas = st.new
   m.baseline = s.baseline
   m.on_tick = s.tick

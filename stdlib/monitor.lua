@@ -32,6 +32,7 @@ M.defaults = {
   error_pattern = "ERROR",
   health_path = "/health",
   health_timeout = 5,    -- seconds the health endpoint has to answer 200
+  health_access = "service", -- "service": the Service's cluster IP; "proxy": the API server's services proxy
   failure_limit = 0,     -- failed periodic checks tolerated in total
   consecutive = nil,     -- when set: fail only after this many failed checks in a row
   max_restarts = 0,      -- new restarts tolerated (per pod)
@@ -60,6 +61,11 @@ function M.validate(opts)
       error(bgrun.error { module = "monitor", op = "check options", code = "usage", reason = "Invalid",
                           message = ("monitor.%s must be a number >= 0"):format(k) }, 0)
     end
+  end
+  if opts.health_access ~= nil and opts.health_access ~= "service" and opts.health_access ~= "proxy" then
+    error(bgrun.error { module = "monitor", op = "check options", code = "usage", reason = "Invalid",
+                        message = ("monitor.health_access %q is not one of service, proxy")
+                          :format(tostring(opts.health_access)) }, 0)
   end
   if opts.metrics ~= nil then metrics.validate(opts.metrics, "monitor.metrics") end
 end
@@ -175,22 +181,41 @@ local function remember(pods, ev, pod)
                  crashed = terminated(pod) or (prev ~= nil and not ready and (n > prev.restarts or prev.crashed)) }
 end
 
-local function health_url_of(c, o)
-  if o.health_url then return o.health_url end
+-- The health probe: {url = what the report shows, get = function() ->
+-- response}, or nil. health_url wins; otherwise the Service, reached as
+-- health_access says: "service" (its cluster IP: for runners inside the
+-- cluster network) or "proxy" (the API server's
+-- services/NAME:PORT/proxy path with the k8s client's credentials: from
+-- a laptop or a hosted CI runner, wherever the API is reachable).
+local function health_probe(c, o)
+  if o.health_url then
+    return { url = o.health_url, get = function() return http.get(o.health_url, { timeout = o.health_timeout }) end }
+  end
   if not o.service or o.health_path == false then return nil end
   local svc = c:get("service", o.service, { namespace = o.namespace })
-  local ip = svc and svc.spec and svc.spec.clusterIP
   local port = svc and svc.spec and svc.spec.ports and svc.spec.ports[1] and svc.spec.ports[1].port
+  if o.health_access == "proxy" then
+    if not port then
+      log.warn("no health probe: the Service has no port", { service = o.service })
+      return nil
+    end
+    local ns = o.namespace or c:info().namespace
+    local path = ("/api/v1/namespaces/%s/services/%s:%d/proxy%s"):format(ns, o.service, port, o.health_path)
+    return { url = (c:info().server or ""):gsub("/+$", "") .. path,
+             get = function() return c:request { method = "GET", path = path, timeout = o.health_timeout } end }
+  end
+  local ip = svc and svc.spec and svc.spec.clusterIP
   if not ip or ip == "None" or ip == "" or not port then
     log.warn("no health probe: the Service has no cluster IP and port", { service = o.service })
     return nil
   end
   local host = ip:find(":", 1, true) and ("[" .. ip .. "]") or ip
-  return ("http://%s:%d%s"):format(host, port, o.health_path)
+  local url = ("http://%s:%d%s"):format(host, port, o.health_path)
+  return { url = url, get = function() return http.get(url, { timeout = o.health_timeout }) end }
 end
 
 -- The periodic checks on the pods we know of; returns problems and stats.
-local function periodic(c, o, pods, wanted, health_url)
+local function periodic(c, o, pods, wanted, probe)
   local problems = {}
   local ready, errors, n = 0, 0, 0
   local since = math.max(1, math.ceil(o.since or o.interval))
@@ -215,12 +240,12 @@ local function periodic(c, o, pods, wanted, health_url)
     problems[#problems + 1] = ("%d error lines in the last %ds of logs (limit: fewer than %d)")
       :format(errors, since, o.max_error_lines)
   end
-  if health_url then
-    local ok, resp = pcall(http.get, health_url, { timeout = o.health_timeout })
+  if probe then
+    local ok, resp = pcall(probe.get)
     if not ok then
-      problems[#problems + 1] = ("health endpoint %s: %s"):format(health_url, tostring(resp))
+      problems[#problems + 1] = ("health endpoint %s: %s"):format(probe.url, tostring(resp))
     elseif resp.status ~= 200 then
-      problems[#problems + 1] = ("health endpoint %s answered %d"):format(health_url, resp.status)
+      problems[#problems + 1] = ("health endpoint %s answered %d"):format(probe.url, resp.status)
     end
   end
   return problems, { pods = n, ready = ready, error_lines = errors }
@@ -230,7 +255,7 @@ end
 ---ready, no restarts beyond the baseline, few error lines in recent logs,
 ---the health endpoint answering. Returns ok and a list of problems.
 ---@param c any k8s client
----@param opts table selector, namespace, baseline, since (log seconds), service or health_url, replicas, and M.defaults' fields
+---@param opts table selector, namespace, baseline, since (log seconds), service (health_access "service" or "proxy") or health_url, replicas, and M.defaults' fields
 ---@return boolean, string[], table
 function M.check(c, opts)
   local o = options(opts)
@@ -242,7 +267,7 @@ function M.check(c, opts)
   end
   local n = 0
   for _ in pairs(pods) do n = n + 1 end
-  local more, stats = periodic(c, o, pods, o.replicas or n, health_url_of(c, o))
+  local more, stats = periodic(c, o, pods, o.replicas or n, health_probe(c, o))
   table.move(more, 1, #more, #problems + 1, problems)
   return #problems == 0, problems, stats
 end
@@ -258,13 +283,13 @@ end
 ---is the table the result is written into as the monitor goes (so a
 ---failed monitor's report has its checks and measurements too).
 ---@param c any k8s client
----@param opts table namespace, selector, baseline, service (health probe through it) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, report, metrics (with colour, tag, app for its query templates), and M.defaults' fields
+---@param opts table namespace, selector, baseline, service (health probe through it: its cluster IP, or with health_access = "proxy" the API server's services proxy) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, report, metrics (with colour, tag, app for its query templates), and M.defaults' fields
 ---@return {checks: integer, failed_checks: integer, events: integer, seconds: number, analysis: table?}
 function M.watch(c, opts)
   local o = options(opts)
   local t0 = bgrun.now()
   local deadline = t0 + o.window
-  local health_url = health_url_of(c, o)
+  local probe = health_probe(c, o)
   local pods = {}
   local result = o.report or {}
   result.checks, result.failed_checks, result.events = 0, 0, 0
@@ -304,7 +329,7 @@ function M.watch(c, opts)
   local w <close> = c:watch("pods", { namespace = o.namespace, labelSelector = o.selector,
                                       resourceVersion = list.metadata and list.metadata.resourceVersion })
   log.info("monitoring", { selector = o.selector, pods = found, window = bgrun.fmt_duration(o.window),
-                           interval = bgrun.fmt_duration(o.interval), health = health_url,
+                           interval = bgrun.fmt_duration(o.interval), health = probe and probe.url,
                            metrics = analysis and #analysis.result.metrics or nil })
 
   local checks, failed, in_a_row, events = 0, 0, 0, 0
@@ -336,7 +361,7 @@ function M.watch(c, opts)
     if o.on_tick then o.on_tick() end
     checks = checks + 1
     result.checks = checks
-    local problems, stats = periodic(c, o, pods, wanted, health_url)
+    local problems, stats = periodic(c, o, pods, wanted, probe)
     local elapsed = bgrun.fmt_duration(bgrun.now() - t0)
     if #problems == 0 then
       in_a_row = 0

@@ -271,7 +271,7 @@ current-context: physioflow-prod
       seen[l:match("^allow %S+ (%S+ %S+)")] = true
     end
     for _, want in ipairs({ "update leases.coordination.k8s.io", "patch services", "patch deployments/scale.apps",
-                            "get pods/proxy", "create pods/proxy", "get pods/log", "watch pods",
+                            "get pods/proxy", "create pods/proxy", "get services/proxy", "get pods/log", "watch pods",
                             "list deployments.apps", "patch configmaps" }) do
       assert.is_true(seen[want] ~= nil, "no " .. want .. " by the service account in " .. table.concat(lines, "\n"))
     end

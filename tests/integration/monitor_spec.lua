@@ -136,7 +136,10 @@ return {
   -- the second periodic check would come long after the crash
   crash = env { window = 40, interval = 20 },
   health = env { window = 30, interval = 2 },
-  flaky = env { window = 8, interval = 2, failure_limit = 1 },
+  -- the probe through the Service's cluster IP (the runner is in the
+  -- cluster network); the other environments here, not local, reach it
+  -- through the API server's services proxy
+  flaky = env { window = 8, interval = 2, failure_limit = 1, health_access = "service" },
   unready = env { window = 60, interval = 30 },
 }
 ]]):format(c:info().context))
@@ -178,6 +181,38 @@ describe("monitoring after the switch", function()
     assert.same({ namespace = NS, selector = "app=" .. APP .. ",version=" .. live_colour(), service = APP }, opts)
     assert.has_error(function() monitor.check(c, { selector = "app=x", failure_limit = "one" }) end,
       "monitor: opts.failure_limit must be a number >= 0")
+  end)
+
+  it("probes the health endpoint through the API server's services proxy with health_access = \"proxy\"", function()
+    local http = require("http")
+    local monitor = require("monitor")
+    local admin = os.getenv("SANDBOX_ADMIN_URL")
+    local selector = "app=" .. APP .. ",version=" .. live_colour()
+    local port = c:get("service", APP).spec.ports[1].port
+    local ok, problems = monitor.check(c, { namespace = NS, selector = selector, service = APP, health_access = "proxy" })
+    assert.is_true(ok, table.concat(problems, "; "))
+    -- a fault on the proxy path reaches the proxied probe, not the one through the cluster IP
+    http.request { method = "DELETE", url = admin .. "/faults" }
+    local f = http.post(admin .. "/faults", { json = { method = "GET", path = "/services/" .. APP .. ":[0-9]+/proxy/health$",
+                                                        status = 500, count = -1 } })
+    assert.equal(201, f.status, f.body)
+    local pok, res = pcall(function()
+      local ok1, p1 = monitor.check(c, { namespace = NS, selector = selector, service = APP, health_access = "proxy" })
+      local ok2, p2 = monitor.check(c, { namespace = NS, selector = selector, service = APP })
+      return { ok1, p1, ok2, p2 }
+    end)
+    http.request { method = "DELETE", url = admin .. "/faults" }
+    assert(pok, res)
+    assert.is_false(res[1])
+    local want = ("health endpoint %s/api/v1/namespaces/%s/services/%s:%d/proxy/health answered 500")
+      :format((c:info().server:gsub("/+$", "")), NS, APP, port)
+    assert.same({ want }, res[2])
+    assert.is_true(res[3], table.concat(res[4], "; "))
+    -- a value that is not a way to reach the Service: exit 2's usage error, naming it
+    local vok, err = pcall(monitor.validate, { health_access = "pods" })
+    assert.is_false(vok)
+    assert.equal("usage", err.code)
+    assert.equal('monitor.health_access "pods" is not one of service, proxy', err.message)
   end)
 
   it("counts failed periodic checks: failure_limit in total, consecutive in a row", function()
@@ -235,7 +270,8 @@ describe("monitoring after the switch", function()
     assert.equal(1, h.wait())
     local err = h.stderr()
     assert.matches("%[monitor physioflow%-api%-" .. idle .. "%] playbook failed", err)
-    assert.matches("health endpoint http://[%d.]+:%d+/health answered 500", err)
+    -- not local: the health endpoint through the API server's services proxy
+    assert.matches("health endpoint https://[%d.]+:%d+/api/v1/namespaces/physioflow/services/physioflow%-api:%d+/proxy/health answered 500", err)
     assert.matches("%[switch traffic back to " .. live .. "%] traffic switched back", err)
     assert.matches("reaction_ms=%d+", err)
     assert.equal(0, count(err, "check failed %(tolerated%)"), err)

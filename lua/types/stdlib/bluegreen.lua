@@ -36,6 +36,15 @@ function M.smoke_access(name, env) end
 ---@type table
 M.SMOKE_ACCESS = { pod = true, proxy = true, url = true }
 
+---How the monitor's health probe reaches the Service, from how the
+---environment reaches its pods: "pod" (inside the cluster network) uses
+---the Service's cluster IP; "proxy" and "url" (a laptop, a hosted CI
+---runner) the API server's services proxy. A monitor table's own
+---health_access (or health_url) wins.
+---@param opts table the deploy's options (smoke_access, monitor)
+---@return "service"|"proxy"
+function M.health_access(opts) end
+
 ---Waits until the service's endpoints list only pods of colour; returns the
 ---seconds it took.
 ---@param c any

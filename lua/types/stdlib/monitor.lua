@@ -23,7 +23,7 @@ function M.baseline(c, opts) end
 ---ready, no restarts beyond the baseline, few error lines in recent logs,
 ---the health endpoint answering. Returns ok and a list of problems.
 ---@param c any k8s client
----@param opts table selector, namespace, baseline, since (log seconds), service or health_url, replicas, and M.defaults' fields
+---@param opts table selector, namespace, baseline, since (log seconds), service (health_access "service" or "proxy") or health_url, replicas, and M.defaults' fields
 ---@return boolean, string[], table
 function M.check(c, opts) end
 
@@ -38,7 +38,7 @@ function M.check(c, opts) end
 ---is the table the result is written into as the monitor goes (so a
 ---failed monitor's report has its checks and measurements too).
 ---@param c any k8s client
----@param opts table namespace, selector, baseline, service (health probe through it) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, report, metrics (with colour, tag, app for its query templates), and M.defaults' fields
+---@param opts table namespace, selector, baseline, service (health probe through it: its cluster IP, or with health_access = "proxy" the API server's services proxy) or health_url, replicas (wanted ready pods; default: the pods found at the start), on_tick, report, metrics (with colour, tag, app for its query templates), and M.defaults' fields
 ---@return {checks: integer, failed_checks: integer, events: integer, seconds: number, analysis: table?}
 function M.watch(c, opts) end
 

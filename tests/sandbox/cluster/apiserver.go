@@ -187,7 +187,7 @@ func (c *Cluster) route(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	parts := strings.Split(path, "/")
-	if c.servePodProxy(w, r, parts) || c.serveSelfSubjectAccessReview(w, r, parts) {
+	if c.servePodProxy(w, r, parts) || c.serveServiceProxy(w, r, parts) || c.serveSelfSubjectAccessReview(w, r, parts) {
 		return
 	}
 	if r.Method == http.MethodGet && c.serveDiscovery(w, r, parts) {

@@ -14,6 +14,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
 )
 
 // The pods proxy reaches a pod's port as kube-apiserver's does: the path
@@ -47,7 +48,7 @@ func TestPodProxy(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "physioflow"}, Spec: corev1.PodSpec{
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "p", Namespace: "physioflow", Labels: map[string]string{"app": "p"}}, Spec: corev1.PodSpec{
 		Containers: []corev1.Container{{Name: "api", Image: "registry.local/physioflow-api:v1",
 			Ports: []corev1.ContainerPort{{Name: "http", ContainerPort: 9090}}}}}}
 	if _, err := c.createObject(resPods, "physioflow", pod, false); err != nil {
@@ -84,5 +85,45 @@ func TestPodProxy(t *testing.T) {
 	}
 	if code, body := get("/api/v1/namespaces/physioflow/pods/p:1/proxy/", true); code != 503 || !strings.Contains(body, "error trying to reach") {
 		t.Errorf("a closed port: %d %s", code, body)
+	}
+
+	// the services proxy: a Service port (by number, by name, the first)
+	// to a ready address of its Endpoints
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "s", Namespace: "physioflow"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "p"},
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(9090)}}}}
+	if _, err := c.createObject(resServices, "physioflow", svc, false); err != nil {
+		t.Fatal(err)
+	}
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		code, body := get("/api/v1/namespaces/physioflow/services/s:80/proxy/hello.txt", true)
+		if code == 200 && body == "hello from the pod\n" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the Service never answered through the proxy: %d %s", code, body)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	for _, p := range []string{"s:http/proxy/hello.txt", "s/proxy/hello.txt?x=1"} {
+		if code, body := get("/api/v1/namespaces/physioflow/services/"+p, true); code != 200 || body != "hello from the pod\n" {
+			t.Errorf("%s: %d %q", p, code, body)
+		}
+	}
+	if code, body := get("/api/v1/namespaces/physioflow/services/gone:80/proxy/", true); code != 404 || !strings.Contains(body, `services \"gone\" not found`) {
+		t.Errorf("unknown service: %d %s", code, body)
+	}
+	if code, body := get("/api/v1/namespaces/physioflow/services/s:81/proxy/", true); code != 503 || !strings.Contains(body, `no service port \"81\" found`) {
+		t.Errorf("unknown service port: %d %s", code, body)
+	}
+	empty := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "e", Namespace: "physioflow"}, Spec: corev1.ServiceSpec{
+		Selector: map[string]string{"app": "nobody"},
+		Ports:    []corev1.ServicePort{{Name: "http", Port: 80, TargetPort: intstr.FromInt32(9090)}}}}
+	if _, err := c.createObject(resServices, "physioflow", empty, false); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get("/api/v1/namespaces/physioflow/services/e:80/proxy/", true); code != 503 || !strings.Contains(body, `no endpoints available for service \"e\"`) {
+		t.Errorf("no endpoints: %d %s", code, body)
 	}
 }
