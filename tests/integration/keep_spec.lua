@@ -185,7 +185,7 @@ describe("kept databases", function()
       local pruned = r.stderr:find("[drop old kept databases] step started", 1, true)
       assert.truthy(verified and pruned and verified < pruned, r.stderr)
       assert.same(kept(), rep.kept_databases)
-      assert.equal(math.min(i, 2), #rep.kept_databases)
+      assert.equal(math.min(i, 2), #rep.kept_databases, r.stderr)
       assert.equal(k, rep.kept_databases[1])
       assert.truthy(r.stdout:find(("kept databases of %s (newest first, keeping 2): %s"):format(DB,
         table.concat(kept(), ", ")), 1, true), r.stdout)
