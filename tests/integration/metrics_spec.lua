@@ -260,9 +260,6 @@ describe("metric analysis against Prometheus", function()
 
   it("reads the demo app's request metrics by colour: counts and latency histograms by status code", function()
     local live = live_colour()
-    local stop = load()
-    bgrun.sleep(4)
-    stop()
     local cfg = { prometheus = { url = PROM }, queries = {
       { name = "requests", query = 'sum(increase(http_requests_total{namespace="{namespace}",version="{colour}",app_version="{tag}",path="/api/v1/info",code="200"}[10s]))',
         condition = "value > 10", count = 1 },
@@ -271,8 +268,18 @@ describe("metric analysis against Prometheus", function()
       { name = "latency", query = P99_MS, condition = "value <= 250", count = 1 },
     } }
     local tag = dep(live).image:match(":([^:]+)$")
-    local f, r = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[1], cfg.queries[3] } }, 2,
-                         { colour = live, tag = tag })
+    -- traffic for a few seconds, then the analysis; a pod Prometheus has
+    -- not scraped twice yet gives no series (inconclusive): more traffic,
+    -- and ask again, for up to five rounds on a loaded machine
+    local f, r
+    for _ = 1, 5 do
+      local stop = load()
+      bgrun.sleep(4)
+      stop()
+      f, r = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[1], cfg.queries[3] } }, 2,
+                     { colour = live, tag = tag })
+      if not (f and f.phase == "Inconclusive") then break end
+    end
     assert.is_nil(f, f and f.message)
     assert.is_true(r.metrics[2].value > 0 and r.metrics[2].value < 250, tostring(r.metrics[2].value))
     f = analyse({ prometheus = cfg.prometheus, queries = { cfg.queries[2] } }, 2, { colour = other(live) })
