@@ -84,16 +84,22 @@ deps:
 sandbox:
 	tests/sandbox/build.sh
 
+# The sandbox's pods and Services live in a private network namespace
+# (tests/sandbox/in-netns) with no route out: whatever the tests need from
+# the network (Debian packages, Go modules, the image's root filesystems)
+# is fetched and cached before.
 test: deps
 	$(MAKE) -s all asan sandbox
-	tests/run-all
+	deploy/image/build-rootfs.sh --cache-only
+	deploy/image/build-rootfs.sh --build --cache-only
+	tests/sandbox/in-netns tests/run-all
 
 demo: deps
 	$(MAKE) all sandbox
-	examples/physioflow/demo.sh
+	tests/sandbox/in-netns examples/physioflow/demo.sh
 
 bench: all sandbox
-	bench/run-all
+	tests/sandbox/in-netns bench/run-all
 
 # The binary, its manual, shell completion and the editor types (LuaLS
 # definition files, with a .luarc.json to copy next to your playbooks).

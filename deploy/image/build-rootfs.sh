@@ -24,12 +24,23 @@ set -eu
 # With --build, DEST is the Dockerfile's build stage instead: the packages
 # of deploy/image/build-packages.txt, no user, no bgrun (the tests compile
 # bgrun in it, as `docker build` would).
+# With --cache-only, only the cached Debian part is made (no DEST): make
+# test does this before the tests run where there is no network.
 build_stage=false
-if [ "${1:-}" = --build ]; then
-	build_stage=true
+cache_only=false
+while [ $# -gt 0 ]; do
+	case $1 in
+	--build) build_stage=true ;;
+	--cache-only) cache_only=true ;;
+	*) break ;;
+	esac
 	shift
+done
+if $cache_only; then
+	[ $# -eq 0 ] || { echo "usage: build-rootfs.sh [--build] --cache-only" >&2; exit 2; }
+	set -- "(none)"
 fi
-[ $# -eq 1 ] || { echo "usage: build-rootfs.sh [--build] DEST" >&2; exit 2; }
+[ $# -eq 1 ] || { echo "usage: build-rootfs.sh [--build] [--cache-only] DEST" >&2; exit 2; }
 dest=$1
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -45,7 +56,7 @@ if [ "$(id -u)" -ne 0 ]; then
 	echo "build-rootfs.sh: needs root (mmdebstrap's root mode and device nodes)" >&2
 	exit 2
 fi
-if ! $build_stage && [ ! -x "$repo/bgrun" ]; then
+if ! $build_stage && ! $cache_only && [ ! -x "$repo/bgrun" ]; then
 	echo "build-rootfs.sh: $repo/bgrun is missing: run make first" >&2
 	exit 2
 fi
@@ -53,7 +64,7 @@ case $dest in
 / | "") echo "build-rootfs.sh: refusing DEST '$dest'" >&2; exit 2 ;;
 esac
 # Only ever replace an empty folder or one this script built.
-if [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ] && [ ! -d "$dest/opt/bgrun" ] && [ ! -d "$dest/usr/include/lua5.4" ]; then
+if ! $cache_only && [ -e "$dest" ] && [ -n "$(ls -A "$dest" 2>/dev/null)" ] && [ ! -d "$dest/opt/bgrun" ] && [ ! -d "$dest/usr/include/lua5.4" ]; then
 	echo "build-rootfs.sh: $dest is not empty and not a bgrun root filesystem; not replacing it" >&2
 	exit 2
 fi
@@ -114,6 +125,7 @@ fi
 # Tarballs of other package lists unused for 30 days go.
 touch "$base"
 find "$cache" -maxdepth 1 -name "$suite-*.tar" -mtime +30 -delete 2>/dev/null || true
+$cache_only && exit 0
 
 rm -rf "$dest"
 mkdir -p "$dest"

@@ -51,6 +51,42 @@ build_prometheus() {
 }
 build_prometheus
 
+# The control plane: etcd, kube-apiserver and kube-controller-manager in
+# one binary (tests/sandbox/kube), keyed by the Kubernetes release its
+# go.mod requires, with the version stamped as the release builds do
+# (clients read it from /version).
+build_kube() {
+	version=$(sed -n 's/^\(require\)\{0,1\}[[:space:]]*k8s\.io\/kubernetes \(v[0-9.]*\)$/\2/p' "$here/kube/go.mod" | head -n 1)
+	[ -n "$version" ] || { echo "build.sh: no k8s.io/kubernetes version in $here/kube/go.mod" >&2; exit 1; }
+	kube=$cache/bin/kube-$version
+	[ -x "$kube" ] && return 0
+	mkdir -p "$cache/bin"
+	exec 7>"$cache/kube.lock"
+	flock 7
+	if [ -x "$kube" ]; then
+		exec 7>&-
+		return 0
+	fi
+	echo "build.sh: building the control plane (k8s.io/kubernetes $version, etcd); about 10-20 minutes once" >&2
+	t0=$(date +%s)
+	minor=${version#v1.}
+	minor=${minor%%.*}
+	x=k8s.io/component-base/version
+	ktmp=$kube.tmp.$$
+	if ! (cd "$here/kube" && GOFLAGS=-mod=mod go build -trimpath -o "$ktmp" -ldflags "-s -w \
+		-X $x.gitVersion=$version -X $x.gitMajor=1 -X $x.gitMinor=$minor \
+		-X $x.gitCommit=0000000000000000000000000000000000000000 -X $x.gitTreeState=clean \
+		-X $x.buildDate=1970-01-01T00:00:00Z" .); then
+		rm -f "$ktmp"
+		echo "build.sh: building the control plane failed" >&2
+		exit 1
+	fi
+	mv "$ktmp" "$kube"
+	echo "build.sh: $kube ($(($(date +%s) - t0)) s)" >&2
+	exec 7>&-
+}
+build_kube
+
 [ -x "$weed" ] && exit 0
 
 mkdir -p "$cache/bin"

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"fmt"
 	"os"
+	"path/filepath"
 
 	"bgrun/sandbox/cluster"
 	"bgrun/sandbox/infra"
@@ -24,8 +26,13 @@ func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []str
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
+	kube, err := kubeBinary()
+	if err != nil {
+		return nil, err
+	}
 	c, err := cluster.Start(cluster.Config{
 		Dir:           dir,
+		KubeBinary:    kube,
 		BehaviorsFile: behaviors,
 		PodEnv:        podEnv,
 		DemoAppArgv:   demoApp,
@@ -34,4 +41,22 @@ func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []str
 		return nil, err
 	}
 	return sandboxCluster{c}, nil
+}
+
+// kubeBinary is the control plane build.sh puts in the cache
+// (tests/sandbox/kube: etcd, kube-apiserver, kube-controller-manager).
+func kubeBinary() (string, error) {
+	cache := os.Getenv("BGRUN_CACHE")
+	if cache == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", err
+		}
+		cache = filepath.Join(home, ".cache", "bgrun")
+	}
+	path := filepath.Join(cache, "bin", "kube-"+cluster.KubeVersion)
+	if _, err := os.Stat(path); err != nil {
+		return "", fmt.Errorf("the control plane %s is not built (%v): run tests/sandbox/build.sh", path, err)
+	}
+	return path, nil
 }

@@ -176,6 +176,8 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_ADMIN_URL", st.AdminURL},
 		{"SANDBOX_BEHAVIORS", st.Behaviors},
 		{"SANDBOX_DIR", dir},
+		// A ServiceAccount (physioflow/bgrun-noperm) no Role grants anything.
+		{"SANDBOX_KUBECONFIG_NOPERM", filepath.Join(filepath.Dir(st.Kubeconfig), "kubeconfig-noperm")},
 		{"SANDBOX_S3_BUCKET", st.S3Bucket},
 		{"SANDBOX_PG_SUPERUSER_URL", st.PGSuperURL},
 		{"SANDBOX_S3_REPLICA_ENDPOINT", st.S3ReplicaEndpoint},

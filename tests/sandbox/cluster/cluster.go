@@ -2,17 +2,11 @@ package cluster
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
-	"encoding/pem"
 	"fmt"
-	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -20,264 +14,245 @@ import (
 	"sync"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
 )
 
 // Config is what the sandbox orchestrator gives the cluster.
 type Config struct {
-	Dir           string            // state dir (exists); kubeconfig, CA, pod logs go here
+	Dir           string            // state dir (exists); kubeconfigs, PKI, etcd data, logs go here
+	KubeBinary    string            // the control-plane binary (tests/sandbox/kube): etcd, kube-apiserver, kube-controller-manager
 	BehaviorsFile string            // exported to demo-app pods as SANDBOX_BEHAVIORS
 	PodEnv        map[string]string // extra env every pod process gets (PGHOST, ...)
 	DemoAppArgv   []string          // command that runs the demo app
 }
 
-// Cluster is a running sandbox cluster: API server, controllers, pod
-// processes and service proxies.
+// Cluster is a running sandbox cluster: the real control plane, the front
+// proxy, the kubelet and the Service proxies.
 type Cluster struct {
 	cfg        Config
-	store      *store
-	token      string
-	apiLn      net.Listener
+	pki        *pki
+	token      string // the admin's bearer token (token file, system:masters)
+	apiURL     string // kube-apiserver itself (the front proxy forwards here)
+	adminTLS   tls.Certificate
+	components []*component
+	front      *front
 	adminLn    net.Listener
-	apiSrv     *http.Server
 	adminSrv   *http.Server
 	kubelet    *kubelet
-	net        *network
+	services   *services
 	faults     faultSet
 	stats      stats
 	logMu      sync.Mutex
 	logFile    *os.File
-	trigger    chan struct{}
 	settingsMu sync.Mutex
 	settings   settings
-	eventsMu   sync.Mutex
-	eventNames map[string]string // aggregation key -> Event name
-	stop       chan struct{}
-	wg         sync.WaitGroup
 	stopOnce   sync.Once
-	saKey      *saKey   // signs service-account tokens (satoken.go)
-	authzLog   *os.File // every authorization decision (rbac.go)
+	cancel     context.CancelFunc
 }
 
-// Start brings the cluster up on free loopback ports and returns once it
-// serves. The kubeconfig is written to cfg.Dir/kubeconfig.
-func Start(cfg Config) (*Cluster, error) {
-	if cfg.Dir == "" {
-		return nil, fmt.Errorf("cluster: Config.Dir is required")
-	}
-	dir, err := filepath.Abs(cfg.Dir)
-	if err != nil {
-		return nil, err
-	}
-	cfg.Dir = dir
-	c := &Cluster{cfg: cfg, store: newStore(), trigger: make(chan struct{}, 1), stop: make(chan struct{}),
-		settings: settings{HistoryWindow: historyWindow, BookmarkIntervalMS: 1000}}
-	c.store.changed = func(*resource) { c.kick() }
-	c.net = newNetwork(c)
-	c.kubelet = newKubelet(c)
-	tokBytes := make([]byte, 24)
-	rand.Read(tokBytes)
-	c.token = hex.EncodeToString(tokBytes)
+// NoPermServiceAccount is the ServiceAccount (namespace physioflow) whose
+// kubeconfig, kubeconfig-noperm, the sandbox writes: no Role grants it
+// anything until a test binds one.
+const NoPermServiceAccount = "bgrun-noperm"
 
-	if c.logFile, err = os.OpenFile(filepath.Join(dir, "apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+// Start brings the cluster up and returns once the API answers through the
+// front proxy and the node is registered. Kubeconfigs are written to
+// cfg.Dir: kubeconfig (admin token), kubeconfig-cert (admin client
+// certificate), kubeconfig-noperm (a ServiceAccount with no permissions).
+func Start(cfg Config) (_ *Cluster, err error) {
+	if cfg.Dir == "" || cfg.KubeBinary == "" {
+		return nil, fmt.Errorf("cluster: Config.Dir and Config.KubeBinary are required")
+	}
+	if cfg.Dir, err = filepath.Abs(cfg.Dir); err != nil {
 		return nil, err
 	}
-	if c.authzLog, err = os.OpenFile(filepath.Join(dir, "authz.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+	if err := checkAddresses(); err != nil {
 		return nil, err
 	}
-	if c.saKey, err = newSAKey(); err != nil {
-		return nil, err
-	}
-	pki, err := makePKI(dir)
-	if err != nil {
-		return nil, err
-	}
-	for _, ns := range []string{"default", "physioflow", "kube-system"} {
-		obj := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}
-		if _, err := c.createObject(resNamespaces, "", obj, false); err != nil {
-			return nil, err
+	tok := make([]byte, 24)
+	rand.Read(tok)
+	c := &Cluster{cfg: cfg, token: hex.EncodeToString(tok)}
+	defer func() {
+		if err != nil {
+			c.Stop()
 		}
-	}
-	if err := c.bootstrapRBAC(); err != nil {
+	}()
+	if c.logFile, err = os.OpenFile(filepath.Join(cfg.Dir, "apiserver.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
 		return nil, err
 	}
-	now := metav1.Now()
-	node := &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: nodeName, Labels: map[string]string{
-		"kubernetes.io/hostname": nodeName, "kubernetes.io/os": "linux", "node-role.kubernetes.io/control-plane": ""}},
-		Status: corev1.NodeStatus{
-			Conditions: []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue, Reason: "KubeletReady",
-				Message: "kubelet is posting ready status", LastHeartbeatTime: now, LastTransitionTime: now}},
-			Addresses: []corev1.NodeAddress{{Type: corev1.NodeInternalIP, Address: "127.0.0.1"}, {Type: corev1.NodeHostName, Address: nodeName}},
-			NodeInfo: corev1.NodeSystemInfo{KubeletVersion: "v1.32.0-sandbox", OperatingSystem: "linux", Architecture: "amd64",
-				ContainerRuntimeVersion: "sandbox://1", OSImage: "sandbox (loopback processes)", KernelVersion: "sandbox"}}}
-	if _, err := c.store.create(resNodes, node, false); err != nil {
+	if c.pki, err = newPKI(cfg.Dir); err != nil {
 		return nil, err
 	}
-	c.store.startWatchCache()
-	if c.apiLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+	if err = c.issueCerts(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	if err = c.startControlPlane(ctx); err != nil {
+		return nil, err
+	}
+	if err = c.startFront(); err != nil {
 		return nil, err
 	}
 	if c.adminLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		c.apiLn.Close()
 		return nil, err
 	}
-	tlsCfg := &tls.Config{
-		Certificates: []tls.Certificate{pki.serving},
-		ClientCAs:    pki.pool,
-		ClientAuth:   tls.VerifyClientCertIfGiven,
-		NextProtos:   []string{"h2", "http/1.1"},
-		MinVersion:   tls.VersionTLS12,
-	}
-	c.apiSrv = &http.Server{Handler: c, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second,
-		ConnContext: func(ctx context.Context, conn net.Conn) context.Context {
-			return context.WithValue(ctx, connKey{}, conn)
-		}}
 	c.adminSrv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go c.apiSrv.ServeTLS(c.apiLn, "", "") // HTTP/2 and HTTP/1.1, as the real API server
 	go c.adminSrv.Serve(c.adminLn)
 
-	if err := c.writeKubeconfigs(pki); err != nil {
-		c.Stop()
+	admin, err := c.clientset("admin")
+	if err != nil {
 		return nil, err
 	}
-	c.wg.Add(2)
-	go c.controllerLoop()
-	go c.bookmarkLoop()
+	if err = c.bootstrap(ctx, admin); err != nil {
+		return nil, err
+	}
+	runCtx, runCancel := context.WithCancel(context.Background())
+	c.cancel = runCancel
+	if c.kubelet, err = startKubelet(runCtx, c); err != nil {
+		return nil, err
+	}
+	if c.services, err = startServices(runCtx, c, admin); err != nil {
+		return nil, err
+	}
+	if err = c.writeKubeconfigs(ctx, admin); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
-// KubeconfigPath is the kubeconfig written at start (token auth).
+// issueCerts makes every certificate the components use.
+func (c *Cluster) issueCerts() error {
+	p := c.pki
+	loop := net.ParseIP("127.0.0.1")
+	kubeSvc := net.ParseIP("198.19.0.1") // the kubernetes Service's cluster IP, first of serviceCIDR
+	type leaf struct {
+		name, cn string
+		orgs     []string
+		server   bool
+		front    bool
+		ips      []net.IP
+		dns      []string
+	}
+	for _, l := range []leaf{
+		{name: "apiserver", cn: "kube-apiserver", server: true, ips: []net.IP{loop, kubeSvc, net.ParseIP(nodeIP)},
+			dns: []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc", "kubernetes.default.svc.cluster.local"}},
+		{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{"system:masters"}},
+		{name: "front-proxy-client", cn: "front-proxy-client", front: true},
+		{name: "admin", cn: "sandbox-admin", orgs: []string{"system:masters"}},
+		{name: "controller-manager", cn: "system:kube-controller-manager"},
+		{name: "scheduler", cn: "system:kube-scheduler"},
+		{name: "kubelet-client", cn: "system:node:" + nodeName, orgs: []string{"system:nodes"}},
+		{name: "kubelet-serving", cn: "system:node:" + nodeName, server: true, ips: []net.IP{net.ParseIP(nodeIP), loop},
+			dns: []string{nodeName, "localhost"}},
+	} {
+		if _, err := p.issue(l.name, l.front, l.cn, l.orgs, l.server, l.ips, l.dns); err != nil {
+			return err
+		}
+	}
+	// The admin's client certificate under the names the imitation used.
+	for from, to := range map[string]string{"admin.crt": "client.crt", "admin.key": "client.key"} {
+		b, err := os.ReadFile(p.file(from))
+		if err != nil {
+			return err
+		}
+		if err := p.write(to, b); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (p *pki) clientTLS(name string) (tls.Certificate, error) {
+	return tls.LoadX509KeyPair(p.file(name+".crt"), p.file(name+".key"))
+}
+
+// restConfig talks to kube-apiserver directly (not through the front
+// proxy: injected faults are for bgrun and kubectl, not for the cluster's
+// own components) as the identity of certificate name.
+func (c *Cluster) restConfig(name string) *rest.Config {
+	return &rest.Config{Host: c.apiURL, QPS: 200, Burst: 400, UserAgent: "sandbox-" + name,
+		TLSClientConfig: rest.TLSClientConfig{CAFile: c.pki.file("ca.crt"),
+			CertFile: c.pki.file(name + ".crt"), KeyFile: c.pki.file(name + ".key")}}
+}
+
+func (c *Cluster) clientset(name string) (*kubernetes.Clientset, error) {
+	return kubernetes.NewForConfig(c.restConfig(name))
+}
+
+// bootstrap creates what every sandbox user expects: the physioflow
+// namespace and the no-permission ServiceAccount.
+func (c *Cluster) bootstrap(ctx context.Context, cs *kubernetes.Clientset) error {
+	for _, ns := range []string{"physioflow"} {
+		_, err := cs.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{})
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return fmt.Errorf("create namespace %s: %w", ns, err)
+		}
+	}
+	sa := &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Name: NoPermServiceAccount, Namespace: "physioflow"}}
+	if _, err := cs.CoreV1().ServiceAccounts("physioflow").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("create serviceaccount %s: %w", NoPermServiceAccount, err)
+	}
+	return nil
+}
+
+// KubeconfigPath is the admin kubeconfig (token auth) written at start.
 func (c *Cluster) KubeconfigPath() string { return filepath.Join(c.cfg.Dir, "kubeconfig") }
 
 // AdminURL is the plain-HTTP admin API (faults, stats, pod kill).
 func (c *Cluster) AdminURL() string { return "http://" + c.adminLn.Addr().String() }
 
-// ServerURL is the API server's https URL.
-func (c *Cluster) ServerURL() string { return "https://" + c.apiLn.Addr().String() }
+// ServerURL is the API's https URL as clients see it (the front proxy).
+func (c *Cluster) ServerURL() string { return c.front.URL() }
 
-// Stop kills every pod process group and closes proxies and listeners.
+// Stop ends the pods, the proxies and the control plane.
 func (c *Cluster) Stop() {
 	c.stopOnce.Do(func() {
-		close(c.stop)
-		if c.apiSrv != nil {
-			c.apiSrv.Close()
-		}
 		if c.adminSrv != nil {
 			c.adminSrv.Close()
 		}
-		c.wg.Wait()
-		c.kubelet.stopAll()
-		c.net.stopAll()
+		c.front.close()
+		if c.kubelet != nil {
+			c.kubelet.stopAll()
+		}
+		if c.cancel != nil {
+			c.cancel()
+		}
+		if c.services != nil {
+			c.services.stopAll()
+		}
+		c.stopControlPlane()
 		c.logMu.Lock()
-		c.logFile.Close()
-		c.authzLog.Close()
+		if c.logFile != nil {
+			c.logFile.Close()
+		}
 		c.logMu.Unlock()
 	})
 }
 
-// kick wakes the controllers.
-func (c *Cluster) kick() {
-	select {
-	case c.trigger <- struct{}{}:
-	default:
-	}
-}
-
-func (c *Cluster) bookmarkLoop() {
-	defer c.wg.Done()
-	for {
-		c.settingsMu.Lock()
-		every := time.Duration(c.settings.BookmarkIntervalMS) * time.Millisecond
-		c.settingsMu.Unlock()
-		select {
-		case <-c.stop:
-			return
-		case <-time.After(every):
-			c.store.bookmark()
-		}
-	}
-}
-
-func (c *Cluster) logRequest(r *http.Request, status int, d time.Duration) {
-	c.logMu.Lock()
-	defer c.logMu.Unlock()
-	// The URL never carries the token; headers are not logged.
-	fmt.Fprintf(c.logFile, "%s %s %s %d %s %s\n", time.Now().UTC().Format(time.RFC3339Nano), r.Method, r.URL.RequestURI(),
-		status, d.Round(time.Microsecond), r.Proto)
-}
-
-// ---- PKI and kubeconfig ----
-
-type pki struct {
-	caPEM    []byte
-	serving  tls.Certificate
-	pool     *x509.CertPool
-	clientCr []byte
-	clientKy []byte
-}
-
-func makePKI(dir string) (*pki, error) {
-	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, err
-	}
-	now := time.Now()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "sandbox-ca"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(10 * 365 * 24 * time.Hour),
-		KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature, IsCA: true, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		return nil, err
-	}
-	caCert, _ := x509.ParseCertificate(caDER)
-	issue := func(tmpl *x509.Certificate) ([]byte, []byte, error) {
-		key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			return nil, nil, err
-		}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, caCert, &key.PublicKey, caKey)
-		if err != nil {
-			return nil, nil, err
-		}
-		kb, _ := x509.MarshalECPrivateKey(key)
-		return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
-			pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), nil
-	}
-	srvCrt, srvKey, err := issue(&x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "kube-apiserver"},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses: []net.IP{net.ParseIP("127.0.0.1")},
-		DNSNames:    []string{"localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc"}})
-	if err != nil {
-		return nil, err
-	}
-	cliCrt, cliKey, err := issue(&x509.Certificate{SerialNumber: big.NewInt(3),
-		Subject:   pkix.Name{CommonName: "sandbox-admin", Organization: []string{"system:masters"}},
-		NotBefore: now.Add(-time.Hour), NotAfter: now.Add(365 * 24 * time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}})
-	if err != nil {
-		return nil, err
-	}
-	p := &pki{caPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), pool: x509.NewCertPool(),
-		clientCr: cliCrt, clientKy: cliKey}
-	p.pool.AddCert(caCert)
-	if p.serving, err = tls.X509KeyPair(srvCrt, srvKey); err != nil {
-		return nil, err
-	}
-	for name, data := range map[string][]byte{"ca.crt": p.caPEM, "client.crt": cliCrt, "client.key": cliKey} {
-		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
-			return nil, err
-		}
-	}
-	return p, nil
-}
-
-func (c *Cluster) writeKubeconfigs(p *pki) error {
+func writeKubeconfigFile(path, server string, caPEM []byte, token, certFile, keyFile string) error {
 	b64 := base64.StdEncoding.EncodeToString
-	head := fmt.Sprintf(`apiVersion: v1
+	user := ""
+	switch {
+	case token != "":
+		user = "    token: " + token + "\n"
+	default:
+		crt, err := os.ReadFile(certFile)
+		if err != nil {
+			return err
+		}
+		key, err := os.ReadFile(keyFile)
+		if err != nil {
+			return err
+		}
+		user = "    client-certificate-data: " + b64(crt) + "\n    client-key-data: " + b64(key) + "\n"
+	}
+	cfg := fmt.Sprintf(`apiVersion: v1
 kind: Config
 current-context: sandbox
 preferences: {}
@@ -295,11 +270,26 @@ contexts:
 users:
 - name: sandbox-admin
   user:
-`, c.ServerURL(), b64(p.caPEM))
-	tokenCfg := head + fmt.Sprintf("    token: %s\n", c.token)
-	certCfg := head + fmt.Sprintf("    client-certificate-data: %s\n    client-key-data: %s\n", b64(p.clientCr), b64(p.clientKy))
-	if err := os.WriteFile(c.KubeconfigPath(), []byte(tokenCfg), 0o600); err != nil {
+%s`, server, b64(caPEM), user)
+	return os.WriteFile(path, []byte(cfg), 0o600)
+}
+
+// writeKubeconfigs writes the admin kubeconfigs (token, certificate) and
+// the no-permission ServiceAccount's, all pointing at the front proxy.
+func (c *Cluster) writeKubeconfigs(ctx context.Context, cs *kubernetes.Clientset) error {
+	p := c.pki
+	if err := writeKubeconfigFile(c.KubeconfigPath(), c.ServerURL(), p.caPEM, c.token, "", ""); err != nil {
 		return err
 	}
-	return os.WriteFile(filepath.Join(c.cfg.Dir, "kubeconfig-cert"), []byte(certCfg), 0o600)
+	if err := writeKubeconfigFile(filepath.Join(c.cfg.Dir, "kubeconfig-cert"), c.ServerURL(), p.caPEM, "",
+		p.file("admin.crt"), p.file("admin.key")); err != nil {
+		return err
+	}
+	ttl := int64(7 * 24 * 3600)
+	tr, err := cs.CoreV1().ServiceAccounts("physioflow").CreateToken(ctx, NoPermServiceAccount,
+		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
+	if err != nil {
+		return fmt.Errorf("token for serviceaccount %s: %w", NoPermServiceAccount, err)
+	}
+	return writeKubeconfigFile(filepath.Join(c.cfg.Dir, "kubeconfig-noperm"), c.ServerURL(), p.caPEM, tr.Status.Token, "", "")
 }

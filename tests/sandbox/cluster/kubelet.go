@@ -4,10 +4,9 @@ import (
 	"bufio"
 	"context"
 	"crypto/sha256"
-	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
+	"log"
 	"net"
 	"net/http"
 	"os"
@@ -23,9 +22,10 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
 )
 
 // appImage matches the images that run the demo app; the tag is the
@@ -34,25 +34,34 @@ var appImage = regexp.MustCompile(`^(?:.*/)?physioflow-api(?::([A-Za-z0-9_][A-Za
 
 const maxBackoff = 10 * time.Second
 
-// kubelet runs pods as local process groups, one loopback address each.
+// kubelet is the node agent, as a client of the real API server: it
+// registers Node "sandbox" (InternalIP nodeIP, daemon endpoint = its HTTPS
+// port), renews its Lease, binds pending pods to itself (the scheduler's
+// job, with the scheduler's identity: one node, nothing to choose), runs
+// the pods bound to it as local process groups on their own addresses in
+// podCIDR, probes them, reports their status through pods/status, and
+// serves /containerLogs to kube-apiserver over TLS (client certificates
+// from the cluster CA), so `kubectl logs` goes the real way.
 type kubelet struct {
 	c       *Cluster
+	ctx     context.Context
+	cs      *kubernetes.Clientset // as system:node:sandbox (Node authorizer)
+	sched   *kubernetes.Clientset // as system:kube-scheduler (bindings)
+	pods    cache.Indexer         // pods bound to this node
+	srv     *http.Server
+	port    int
+	log     *log.Logger // DIR/kubelet.log
 	mu      sync.Mutex
 	workers map[types.UID]*podWorker
 	ipNext  uint32
 	ipsUsed map[string]bool
 }
 
-func newKubelet(c *Cluster) *kubelet {
-	// A random start keeps two sandboxes on one machine off each other's addresses.
-	return &kubelet{c: c, workers: map[types.UID]*podWorker{}, ipsUsed: map[string]bool{}, ipNext: uint32(rand.IntN(65024))}
-}
-
 func (k *kubelet) allocIP() string {
 	for i := 0; i < 65000; i++ {
 		n := k.ipNext
 		k.ipNext = (k.ipNext + 1) % 65024
-		ip := fmt.Sprintf("127.10.%d.%d", n/254, n%254+1)
+		ip := fmt.Sprintf("198.18.%d.%d", n/254+1, n%254+1)
 		if !k.ipsUsed[ip] {
 			k.ipsUsed[ip] = true
 			return ip
@@ -61,41 +70,31 @@ func (k *kubelet) allocIP() string {
 	panic("pod IP range exhausted")
 }
 
-// sync starts workers for new pods, begins termination for pods being
-// deleted, and stops workers whose pod vanished.
-func (k *kubelet) sync(pods []runtime.Object) {
+// handle starts a worker for a new pod, begins termination for a pod being
+// deleted, and applies image changes.
+func (k *kubelet) handle(p *corev1.Pod) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	seen := map[types.UID]bool{}
-	for _, o := range pods {
-		p := o.(*corev1.Pod)
-		seen[p.UID] = true
-		w := k.workers[p.UID]
-		if w == nil {
-			if p.DeletionTimestamp != nil {
-				go k.c.store.remove(resPods, p.Namespace, p.Name, "", p.UID, false)
-				continue
-			}
-			if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
-				continue
-			}
-			w = newPodWorker(k, p)
-			k.workers[p.UID] = w
-			go w.run()
-			continue
-		}
+	w := k.workers[p.UID]
+	if w == nil {
 		if p.DeletionTimestamp != nil {
-			w.terminate(p.DeletionTimestamp.Time)
-			continue
+			go k.deletePod(p.Namespace, p.Name, p.UID)
+			return
 		}
-		for _, c := range p.Spec.Containers {
-			w.setImage(c.Name, c.Image)
+		if p.Status.Phase == corev1.PodSucceeded || p.Status.Phase == corev1.PodFailed {
+			return
 		}
+		w = newPodWorker(k, p)
+		k.workers[p.UID] = w
+		go w.run()
+		return
 	}
-	for uid, w := range k.workers {
-		if !seen[uid] {
-			w.terminate(time.Now())
-		}
+	if p.DeletionTimestamp != nil {
+		w.terminate(p.DeletionTimestamp.Time)
+		return
+	}
+	for _, c := range p.Spec.Containers {
+		w.setImage(c.Name, c.Image)
 	}
 }
 
@@ -116,16 +115,35 @@ func (k *kubelet) release(w *podWorker) {
 	delete(k.workers, w.uid)
 }
 
-// find returns the worker of the pod now stored under ns/name (an older
-// pod of the same name may still be terminating).
+// find returns the worker of the pod now named ns/name that is not
+// terminating (an older pod of the same name may still be).
 func (k *kubelet) find(ns, name string) *podWorker {
-	o, err := k.c.store.get(resPods, ns, name)
-	if err != nil {
-		return nil
-	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	return k.workers[metaOf(o).GetUID()]
+	var found *podWorker
+	for _, w := range k.workers {
+		if w.ns == ns && w.name == name {
+			if found == nil || !w.terminating() {
+				found = w
+			}
+		}
+	}
+	return found
+}
+
+// deletePod removes a pod whose containers have stopped, as the kubelet
+// does once termination is complete (grace period 0, this UID only).
+func (k *kubelet) deletePod(ns, name string, uid types.UID) {
+	zero := int64(0)
+	err := k.cs.CoreV1().Pods(ns).Delete(context.Background(), name, metav1.DeleteOptions{GracePeriodSeconds: &zero,
+		Preconditions: &metav1.Preconditions{UID: &uid}})
+	if err != nil && !apierrors.IsNotFound(err) && !apierrors.IsConflict(err) {
+		k.logf("delete pod %s/%s: %v", ns, name, err)
+	}
+}
+
+func (k *kubelet) logf(format string, args ...any) {
+	k.log.Printf(format, args...)
 }
 
 // kill SIGKILLs a pod's processes; they restart as after a crash.
@@ -266,12 +284,11 @@ func (w *podWorker) run() {
 	}
 	wg.Wait()
 	if w.terminating() {
-		w.k.c.store.remove(resPods, w.ns, w.name, "", w.uid, false)
+		w.k.deletePod(w.ns, w.name, w.uid)
 	} else {
 		w.publish() // Succeeded or Failed
 	}
 	w.k.release(w)
-	w.k.c.kick()
 }
 
 func (w *podWorker) setCond(t corev1.PodConditionType, ok bool, reason string) {
@@ -315,8 +332,8 @@ func (w *podWorker) publish() {
 		w.setCond(corev1.ContainersReady, false, "ContainersNotReady")
 		w.setCond(corev1.PodReady, false, "ContainersNotReady")
 	}
-	st := corev1.PodStatus{Phase: corev1.PodPending, HostIP: "127.0.0.1", PodIP: w.ip,
-		HostIPs: []corev1.HostIP{{IP: "127.0.0.1"}}, PodIPs: []corev1.PodIP{{IP: w.ip}},
+	st := corev1.PodStatus{Phase: corev1.PodPending, HostIP: nodeIP, PodIP: w.ip,
+		HostIPs: []corev1.HostIP{{IP: nodeIP}}, PodIPs: []corev1.PodIP{{IP: w.ip}},
 		StartTime: &w.started, QOSClass: corev1.PodQOSBestEffort}
 	for _, t := range []corev1.PodConditionType{corev1.PodReadyToStartContainers, corev1.PodInitialized, corev1.PodReady,
 		corev1.ContainersReady, corev1.PodScheduled} {
@@ -351,20 +368,11 @@ func (w *podWorker) publish() {
 		}
 	}
 	w.mu.Unlock()
-	w.k.c.store.update(resPods, w.ns, w.name, false, func(cur runtime.Object) (runtime.Object, error) {
-		p := cur.(*corev1.Pod)
-		if p.UID != w.uid {
-			return nil, errors.New("pod replaced")
-		}
-		p.Status = st
-		return p, nil
-	})
+	w.k.putStatus(w, st)
 }
 
 func (w *podWorker) event(typ, reason, msg string) {
-	if p, err := w.k.c.store.get(resPods, w.ns, w.name); err == nil {
-		w.k.c.recordEvent(p, typ, reason, msg)
-	}
+	w.k.recordEvent(w, typ, reason, msg)
 }
 
 func (w *podWorker) update(ct *ctrRuntime, f func()) {
@@ -798,7 +806,7 @@ func (w *podWorker) probe(ctx context.Context, ct *ctrRuntime, p *corev1.Probe) 
 		for _, h := range p.HTTPGet.HTTPHeaders {
 			req.Header.Add(h.Name, h.Value)
 		}
-		req.Header.Set("User-Agent", "kube-probe/1.32")
+		req.Header.Set("User-Agent", "kube-probe/1.37")
 		resp, err := probeClient.Do(req)
 		if err != nil {
 			return false
@@ -862,18 +870,26 @@ func (w *podWorker) containerEnv(ct *ctrRuntime) ([]string, error) {
 		}
 	}
 	getCM := func(name string) (*corev1.ConfigMap, error) {
-		o, err := c.store.get(resConfigMaps, w.ns, name)
+		var cm *corev1.ConfigMap
+		err := w.k.nodeGet(func(ctx context.Context) (err error) {
+			cm, err = w.k.cs.CoreV1().ConfigMaps(w.ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("configmap %q not found", name)
 		}
-		return o.(*corev1.ConfigMap), nil
+		return cm, nil
 	}
 	getSecret := func(name string) (*corev1.Secret, error) {
-		o, err := c.store.get(resSecrets, w.ns, name)
+		var s *corev1.Secret
+		err := w.k.nodeGet(func(ctx context.Context) (err error) {
+			s, err = w.k.cs.CoreV1().Secrets(w.ns).Get(ctx, name, metav1.GetOptions{})
+			return err
+		})
 		if err != nil {
 			return nil, fmt.Errorf("secret %q not found", name)
 		}
-		return o.(*corev1.Secret), nil
+		return s, nil
 	}
 	// The sandbox's defaults (database, S3) come first: a container's own
 	// env and envFrom override them, as its manifest says.
@@ -906,11 +922,7 @@ func (w *podWorker) containerEnv(ct *ctrRuntime) ([]string, error) {
 			}
 		}
 	}
-	p, err := c.store.get(resPods, w.ns, w.name)
-	if err != nil {
-		return nil, err
-	}
-	pod := p.(*corev1.Pod)
+	pod := w.k.currentPod(w)
 	for _, e := range ct.spec.Env {
 		if e.ValueFrom == nil {
 			v := envRef.ReplaceAllStringFunc(e.Value, func(ref string) string {
@@ -1001,9 +1013,9 @@ func podField(p *corev1.Pod, ip, path string) (string, error) {
 	case "status.podIPs":
 		return ip, nil
 	case "status.hostIP", "status.hostIPs":
-		return "127.0.0.1", nil
+		return nodeIP, nil
 	case "spec.nodeName":
-		return "sandbox", nil
+		return nodeName, nil
 	case "spec.serviceAccountName":
 		return p.Spec.ServiceAccountName, nil
 	}
@@ -1016,216 +1028,16 @@ func podField(p *corev1.Pod, ip, path string) (string, error) {
 	return "", fmt.Errorf("unsupported fieldPath %q", path)
 }
 
-// ---- logs ----
+func ptr[T any](v T) *T { return &v }
 
-func (c *Cluster) serveLog(req *apiReq) {
-	o, err := c.store.get(resPods, req.ns, req.name)
-	if err != nil {
-		writeError(req.w, err)
-		return
+// splitImage splits an image reference into repository and tag.
+func splitImage(image string) (repo, tag string) {
+	if i := strings.Index(image, "@"); i >= 0 {
+		image = image[:i]
 	}
-	pod := o.(*corev1.Pod)
-	name := req.q.Get("container")
-	if name == "" {
-		if len(pod.Spec.Containers) != 1 {
-			var names []string
-			for _, ct := range pod.Spec.Containers {
-				names = append(names, ct.Name)
-			}
-			writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("a container name must be specified for pod %s, choose one of: [%s]",
-				pod.Name, strings.Join(names, " "))))
-			return
-		}
-		name = pod.Spec.Containers[0].Name
+	slash := strings.LastIndex(image, "/")
+	if colon := strings.LastIndex(image, ":"); colon > slash {
+		return image[:colon], image[colon+1:]
 	}
-	w := c.kubelet.find(req.ns, req.name)
-	var ct *ctrRuntime
-	if w != nil {
-		for _, x := range w.ctrs {
-			if x.spec.Name == name {
-				ct = x
-			}
-		}
-	}
-	found := false
-	for _, x := range pod.Spec.Containers {
-		found = found || x.Name == name
-	}
-	if !found {
-		writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %s is not valid for pod %s", name, pod.Name)))
-		return
-	}
-	logDir := filepath.Join(c.cfg.Dir, "pods", fmt.Sprintf("%s_%s_%s", pod.Namespace, pod.Name, pod.UID), name)
-	var run int
-	var runDone chan struct{}
-	var state, last corev1.ContainerState
-	if ct != nil {
-		w.mu.Lock()
-		run, runDone, state, last = ct.runs, ct.runDone, ct.state, ct.lastState
-		w.mu.Unlock()
-	} else {
-		// The pod's processes are gone (it completed): serve what is on
-		// disk, as the kubelet does for terminated containers.
-		entries, _ := os.ReadDir(logDir)
-		run = len(entries)
-		runDone = make(chan struct{})
-		close(runDone)
-		for _, cs := range pod.Status.ContainerStatuses {
-			if cs.Name == name {
-				state, last = cs.State, cs.LastTerminationState
-			}
-		}
-		if run == 0 {
-			writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is not available", name, pod.Name)))
-			return
-		}
-	}
-	previous := isTrue(req.q.Get("previous"))
-	switch {
-	case previous:
-		if last.Terminated == nil {
-			writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("previous terminated container %q in pod %q not found", name, pod.Name)))
-			return
-		}
-		if state.Running != nil || state.Terminated != nil {
-			run--
-		}
-	case state.Running != nil || state.Terminated != nil || last.Terminated != nil:
-	case state.Waiting != nil:
-		var msg string
-		switch state.Waiting.Reason {
-		case "ErrImagePull":
-			msg = "image can't be pulled"
-		case "ImagePullBackOff":
-			msg = "trying and failing to pull image"
-		default:
-			msg = state.Waiting.Reason
-		}
-		writeError(req.w, apierrors.NewBadRequest(fmt.Sprintf("container %q in pod %q is waiting to start: %s", name, pod.Name, msg)))
-		return
-	}
-	var since time.Time
-	if v := req.q.Get("sinceSeconds"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 {
-			writeError(req.w, apierrors.NewBadRequest("sinceSeconds must be a positive integer"))
-			return
-		}
-		since = time.Now().Add(-time.Duration(n) * time.Second)
-	}
-	if v := req.q.Get("sinceTime"); v != "" {
-		t, err := time.Parse(time.RFC3339, v)
-		if err != nil {
-			writeError(req.w, apierrors.NewBadRequest("invalid sinceTime"))
-			return
-		}
-		since = t
-	}
-	tail := -1
-	if v := req.q.Get("tailLines"); v != "" {
-		tail, _ = strconv.Atoi(v)
-	}
-	limitBytes := -1
-	if v := req.q.Get("limitBytes"); v != "" {
-		limitBytes, _ = strconv.Atoi(v)
-	}
-	timestamps := isTrue(req.q.Get("timestamps"))
-	path := filepath.Join(logDir, strconv.Itoa(run)+".log")
-	data, _ := os.ReadFile(path)
-	var lines []string
-	for _, l := range strings.SplitAfter(string(data), "\n") {
-		if l == "" || !strings.HasSuffix(l, "\n") {
-			continue
-		}
-		lines = append(lines, l)
-	}
-	offset := 0
-	for _, l := range lines {
-		offset += len(l)
-	}
-	format := func(l string) (string, bool) {
-		parts := strings.SplitN(l, " ", 4)
-		if len(parts) < 4 {
-			return "", false
-		}
-		ts, err := time.Parse(time.RFC3339Nano, parts[0])
-		if err == nil && !since.IsZero() && ts.Before(since) {
-			return "", false
-		}
-		text := parts[3]
-		if parts[2] == "P" {
-			text = strings.TrimSuffix(text, "\n")
-		}
-		if timestamps {
-			return parts[0] + " " + text, true
-		}
-		return text, true
-	}
-	var out []string
-	for _, l := range lines {
-		if s, ok := format(l); ok {
-			out = append(out, s)
-		}
-	}
-	if tail >= 0 && len(out) > tail {
-		out = out[len(out)-tail:]
-	}
-	req.w.Header().Set("Content-Type", "text/plain")
-	req.w.WriteHeader(200)
-	written := 0
-	emit := func(s string) bool {
-		if limitBytes >= 0 && written+len(s) > limitBytes {
-			s = s[:limitBytes-written]
-		}
-		n, err := io.WriteString(req.w, s)
-		written += n
-		return err == nil && (limitBytes < 0 || written < limitBytes)
-	}
-	for _, s := range out {
-		if !emit(s) {
-			return
-		}
-	}
-	if !isTrue(req.q.Get("follow")) || previous {
-		return
-	}
-	// Follow: stream what the current run appends until it ends.
-	flusher := req.w.(http.Flusher)
-	flusher.Flush()
-	var partial string
-	for {
-		finished := false
-		select {
-		case <-req.r.Context().Done():
-			return
-		case <-runDone:
-			finished = true
-		case <-time.After(100 * time.Millisecond):
-		}
-		f, err := os.Open(path)
-		if err == nil {
-			f.Seek(int64(offset), io.SeekStart)
-			b, _ := io.ReadAll(f)
-			f.Close()
-			offset += len(b)
-			chunk := partial + string(b)
-			partial = ""
-			for _, l := range strings.SplitAfter(chunk, "\n") {
-				if l == "" {
-					continue
-				}
-				if !strings.HasSuffix(l, "\n") {
-					partial = l
-					continue
-				}
-				if s, ok := format(l); ok && !emit(s) {
-					return
-				}
-			}
-			flusher.Flush()
-		}
-		if finished {
-			return
-		}
-	}
+	return image, ""
 }

@@ -3,6 +3,7 @@ package cluster
 import (
 	"net"
 	"regexp"
+	"sort"
 	"strconv"
 
 	corev1 "k8s.io/api/core/v1"
@@ -22,7 +23,14 @@ var unsafeLabel = regexp.MustCompile(`[^a-zA-Z0-9_]`)
 // the kubelet gives it). Pod label names are made Prometheus-safe
 // (pod-template-hash becomes pod_template_hash), as labelmap does.
 func (c *Cluster) ScrapeTargets() []ScrapeTarget {
-	objs, _ := c.store.list(resPods, "")
+	if c.kubelet == nil {
+		return nil
+	}
+	objs := c.kubelet.pods.List()
+	sort.Slice(objs, func(i, j int) bool {
+		a, b := objs[i].(*corev1.Pod), objs[j].(*corev1.Pod)
+		return a.Namespace+"/"+a.Name < b.Namespace+"/"+b.Name
+	})
 	var out []ScrapeTarget
 	for _, o := range objs {
 		p := o.(*corev1.Pod)

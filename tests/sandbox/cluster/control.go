@@ -1,0 +1,223 @@
+package cluster
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// The addresses Kubernetes hands out. kube-apiserver refuses loopback
+// addresses in EndpointSlices and Endpoints ("may not be in the loopback
+// range"), so pods and Services cannot live in 127.0.0.0/8 as they did
+// in the imitation. They live in 198.18.0.0/15 (RFC 2544's benchmarking
+// range: neither private nor routed anywhere), which the sandbox's
+// network namespace puts on its loopback interface (tests/sandbox/in-netns).
+const (
+	podCIDR     = "198.18.0.0/16" // pods: 198.18.x.y, x ≥ 1
+	serviceCIDR = "198.19.0.0/16" // Services' cluster IPs
+	nodeIP      = "198.18.0.1"    // the Node's InternalIP: the kubelet listens here
+	nodeName    = "sandbox"
+)
+
+// checkAddresses fails with what to do when the pod and Service ranges are
+// not local: the sandbox must run inside its network namespace.
+func checkAddresses() error {
+	ln, err := net.Listen("tcp", net.JoinHostPort(nodeIP, "0"))
+	if err != nil {
+		return fmt.Errorf("the sandbox's pod and Service addresses (%s, %s) are not local here (%v): "+
+			"run it inside its network namespace, e.g. tests/sandbox/in-netns tests/sandbox/sandbox up DIR", podCIDR, serviceCIDR, err)
+	}
+	return ln.Close()
+}
+
+// component is one control-plane process.
+type component struct {
+	name string
+	cmd  *exec.Cmd
+	done chan struct{}
+	log  string
+}
+
+// freePorts returns n free loopback ports (all listeners held until chosen).
+func freePorts(n int) ([]int, error) {
+	var lns []net.Listener
+	defer func() {
+		for _, l := range lns {
+			l.Close()
+		}
+	}()
+	var out []int
+	for i := 0; i < n; i++ {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		lns = append(lns, l)
+		out = append(out, l.Addr().(*net.TCPAddr).Port)
+	}
+	return out, nil
+}
+
+func (c *Cluster) startComponent(name string, args ...string) (*component, error) {
+	logPath := filepath.Join(c.cfg.Dir, name+".log")
+	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	cmd := exec.Command(c.cfg.KubeBinary, append([]string{name}, args...)...)
+	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Dir = c.cfg.Dir
+	// Its own process group: a signal to the sandbox's terminal is not
+	// theirs; Stop ends them in order.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s: %w", name, err)
+	}
+	comp := &component{name: name, cmd: cmd, done: make(chan struct{}), log: logPath}
+	go func() {
+		cmd.Wait()
+		close(comp.done)
+	}()
+	c.components = append(c.components, comp)
+	return comp, nil
+}
+
+// waitHTTP polls url until it answers 200, the component exits, or ctx ends.
+func waitHTTP(ctx context.Context, comp *component, client *http.Client, url string) error {
+	var last string
+	for {
+		req, _ := http.NewRequestWithContext(ctx, "GET", url, nil)
+		resp, err := client.Do(req)
+		if err == nil {
+			b := make([]byte, 2048)
+			n, _ := resp.Body.Read(b)
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return nil
+			}
+			last = fmt.Sprintf("%d %s", resp.StatusCode, strings.TrimSpace(string(b[:n])))
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-comp.done:
+			return fmt.Errorf("%s exited (%v); see %s", comp.name, comp.cmd.ProcessState, comp.log)
+		case <-ctx.Done():
+			return fmt.Errorf("%s not ready: %s; see %s", comp.name, last, comp.log)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// startControlPlane runs etcd, kube-apiserver and kube-controller-manager
+// and returns once the API server is ready.
+func (c *Cluster) startControlPlane(ctx context.Context) error {
+	ports, err := freePorts(3)
+	if err != nil {
+		return err
+	}
+	etcdClient, etcdPeer, apiPort := ports[0], ports[1], ports[2]
+	dir := c.cfg.Dir
+	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", etcdClient)
+	peerURL := fmt.Sprintf("http://127.0.0.1:%d", etcdPeer)
+	etcd, err := c.startComponent("etcd",
+		"--name", "sandbox", "--data-dir", filepath.Join(dir, "etcd"),
+		"--listen-client-urls", etcdURL, "--advertise-client-urls", etcdURL,
+		"--listen-peer-urls", peerURL, "--initial-advertise-peer-urls", peerURL,
+		"--initial-cluster", "sandbox="+peerURL,
+		"--unsafe-no-fsync", // a test store: speed over durability
+		"--log-level", "warn")
+	if err != nil {
+		return err
+	}
+	if err := waitHTTP(ctx, etcd, http.DefaultClient, etcdURL+"/health"); err != nil {
+		return err
+	}
+
+	p := c.pki
+	tokens := fmt.Sprintf("%s,sandbox-admin,sandbox-admin,\"system:masters\"\n", c.token)
+	if err := p.write("tokens.csv", []byte(tokens)); err != nil {
+		return err
+	}
+	c.apiURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
+	api, err := c.startComponent("kube-apiserver",
+		"--etcd-servers", etcdURL,
+		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(apiPort),
+		"--advertise-address", nodeIP,
+		// The kubernetes Service's endpoints would name the advertise
+		// address; clients reach the API through the front proxy instead.
+		"--endpoint-reconciler-type", "none",
+		"--tls-cert-file", p.file("apiserver.crt"), "--tls-private-key-file", p.file("apiserver.key"),
+		"--client-ca-file", p.file("ca.crt"),
+		"--token-auth-file", p.file("tokens.csv"),
+		"--requestheader-client-ca-file", p.file("front-proxy-ca.crt"),
+		"--requestheader-allowed-names", "front-proxy-client",
+		"--requestheader-username-headers", "X-Remote-User",
+		"--requestheader-group-headers", "X-Remote-Group",
+		"--requestheader-extra-headers-prefix", "X-Remote-Extra-",
+		"--proxy-client-cert-file", p.file("front-proxy-client.crt"), "--proxy-client-key-file", p.file("front-proxy-client.key"),
+		"--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
+		"--service-account-key-file", p.file("sa.pub"), "--service-account-signing-key-file", p.file("sa.key"),
+		"--authorization-mode", "Node,RBAC",
+		"--service-cluster-ip-range", serviceCIDR,
+		"--kubelet-client-certificate", p.file("apiserver-kubelet-client.crt"),
+		"--kubelet-client-key", p.file("apiserver-kubelet-client.key"),
+		"--kubelet-certificate-authority", p.file("ca.crt"),
+		"--kubelet-preferred-address-types", "InternalIP",
+		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
+		"--profiling=false",
+		"--v=1")
+	if err != nil {
+		return err
+	}
+	admin, err := p.clientTLS("admin")
+	if err != nil {
+		return err
+	}
+	c.adminTLS = admin
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: p.pool(), Certificates: []tls.Certificate{admin}}},
+		Timeout: 5 * time.Second}
+	if err := waitHTTP(ctx, api, client, c.apiURL+"/readyz"); err != nil {
+		return err
+	}
+	if err := writeKubeconfigFile(p.file("controller-manager.kubeconfig"), c.apiURL, p.caPEM, "", p.file("controller-manager.crt"), p.file("controller-manager.key")); err != nil {
+		return err
+	}
+	_, err = c.startComponent("kube-controller-manager",
+		"--kubeconfig", p.file("controller-manager.kubeconfig"),
+		"--authentication-kubeconfig", p.file("controller-manager.kubeconfig"),
+		"--authorization-kubeconfig", p.file("controller-manager.kubeconfig"),
+		"--bind-address", "127.0.0.1", "--secure-port", "0",
+		"--leader-elect=false",
+		"--use-service-account-credentials",
+		"--service-account-private-key-file", p.file("sa.key"),
+		"--root-ca-file", p.file("ca.crt"),
+		"--cluster-signing-cert-file", p.file("ca.crt"), "--cluster-signing-key-file", p.file("ca.key"),
+		"--cluster-cidr", podCIDR, "--service-cluster-ip-range", serviceCIDR,
+		"--v=1")
+	return err
+}
+
+// stopControlPlane ends the components newest first.
+func (c *Cluster) stopControlPlane() {
+	for i := len(c.components) - 1; i >= 0; i-- {
+		comp := c.components[i]
+		comp.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-comp.done:
+		case <-time.After(5 * time.Second):
+			comp.cmd.Process.Kill()
+			<-comp.done
+		}
+	}
+}
