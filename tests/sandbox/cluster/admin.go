@@ -90,6 +90,7 @@ func (c *Cluster) adminHandler() http.Handler {
 		c.settingsMu.Unlock()
 		writeJSON(w, 200, next)
 	})
+	mux.HandleFunc("POST /audit", c.serveAudit)
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }

@@ -49,6 +49,7 @@ type Cluster struct {
 	stats      stats
 	logMu      sync.Mutex
 	logFile    *os.File
+	authzLog   *os.File // every authorization decision on a user's request (audit.go)
 	settingsMu sync.Mutex
 	settings   settings
 	stopOnce   sync.Once
@@ -91,6 +92,15 @@ func Start(cfg Config) (_ *Cluster, err error) {
 	if err = c.issueCerts(); err != nil {
 		return nil, err
 	}
+	if c.authzLog, err = os.OpenFile(filepath.Join(cfg.Dir, "authz.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644); err != nil {
+		return nil, err
+	}
+	// The admin API first: kube-apiserver's audit webhook is on it.
+	if c.adminLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
+		return nil, err
+	}
+	c.adminSrv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
+	go c.adminSrv.Serve(c.adminLn)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	if err = c.startControlPlane(ctx); err != nil {
@@ -99,11 +109,6 @@ func Start(cfg Config) (_ *Cluster, err error) {
 	if err = c.startFront(); err != nil {
 		return nil, err
 	}
-	if c.adminLn, err = net.Listen("tcp", "127.0.0.1:0"); err != nil {
-		return nil, err
-	}
-	c.adminSrv = &http.Server{Handler: c.adminHandler(), ReadHeaderTimeout: 10 * time.Second}
-	go c.adminSrv.Serve(c.adminLn)
 
 	admin, err := c.clientset("admin")
 	if err != nil {
@@ -230,6 +235,9 @@ func (c *Cluster) Stop() {
 		c.logMu.Lock()
 		if c.logFile != nil {
 			c.logFile.Close()
+		}
+		if c.authzLog != nil {
+			c.authzLog.Close()
 		}
 		c.logMu.Unlock()
 	})

@@ -150,7 +150,11 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		return err
 	}
 	c.apiURL = fmt.Sprintf("https://127.0.0.1:%d", apiPort)
-	api, err := c.startComponent("kube-apiserver",
+	audit, err := c.writeAuditConfig(c.adminLn.Addr().String())
+	if err != nil {
+		return err
+	}
+	api, err := c.startComponent("kube-apiserver", append(audit,
 		"--etcd-servers", etcdURL,
 		"--bind-address", "127.0.0.1", "--secure-port", strconv.Itoa(apiPort),
 		"--advertise-address", nodeIP,
@@ -176,7 +180,7 @@ func (c *Cluster) startControlPlane(ctx context.Context) error {
 		"--kubelet-preferred-address-types", "InternalIP",
 		"--cert-dir", filepath.Join(dir, "apiserver-certs"),
 		"--profiling=false",
-		"--v=1")
+		"--v=1")...)
 	if err != nil {
 		return err
 	}
