@@ -135,7 +135,20 @@ EOF
 
 # ---- discovery, namespaces, auth ----------------------------------------
 
-check "kubectl version reaches /version" sh -c 'kubectl version -o json | grep -q "\"gitVersion\": \"v1.32"'
+check "kubectl version: the client is 1.32, the server kube-apiserver v1.37.2" sh -c '
+	v=$(kubectl version -o json 2>/dev/null) &&
+	[ "$(echo "$v" | jq -r .clientVersion.gitVersion | cut -c1-5)" = v1.32 ] &&
+	[ "$(echo "$v" | jq -r .serverVersion.gitVersion)" = v1.37.2 ] &&
+	[ "$(echo "$v" | jq -r .serverVersion.minor)" = 37 ]'
+check "/livez?verbose lists etcd, and passes" sh -c '
+	out=$(kubectl get --raw "/livez?verbose") && echo "$out" | grep -q "^\[+\]etcd ok" && echo "$out" | grep -q "^livez check passed"'
+check "/openapi/v2 and /openapi/v3 are served" sh -c '
+	kubectl get --raw /openapi/v3 | jq -e ".paths[\"apis/apps/v1\"]" >/dev/null &&
+	[ "$(curl -s -o /dev/null -w %{http_code} --cacert '"'"'$(dirname "$KUBECONFIG")/ca.crt'"'"' -H "Authorization: Bearer $(kubectl config view --raw -o jsonpath={.users[0].user.token})" "$(kubectl config view -o jsonpath={.clusters[0].cluster.server})/openapi/v2")" = 200 ]'
+check "RBAC denies the no-permission ServiceAccount (kubeconfig-noperm)" sh -c '
+	out=$(kubectl --kubeconfig "$SANDBOX_KUBECONFIG_NOPERM" -n physioflow get pods 2>&1); rc=$?
+	[ $rc -eq 1 ] && echo "$out" | grep -q "pods is forbidden: User \"system:serviceaccount:physioflow:bgrun-noperm\" cannot list resource \"pods\" in API group \"\" in the namespace \"physioflow\"" &&
+	[ "$(kubectl --kubeconfig "$SANDBOX_KUBECONFIG_NOPERM" auth can-i get pods -n physioflow 2>/dev/null)" = no ]'
 check "kubectl api-resources lists deployments, leases, endpointslices" sh -c '
 	out=$(kubectl api-resources) &&
 	echo "$out" | grep -q "^deployments .*apps/v1 .*true .*Deployment" &&
@@ -166,9 +179,21 @@ check "no credentials: 401 Status body" sh -c "
 # ---- create, get, list ------------------------------------------------------
 
 { deployment web-blue blue v1; echo ---; service web web blue; } >"$work/web.yaml"
-check "apply --validate=false creates a Deployment and a Service" sh -c "
-	kubectl -n $NS apply --validate=false -f '$work/web.yaml' | tr '\n' ' ' |
+check "apply (validated against the OpenAPI schema) creates a Deployment and a Service" sh -c "
+	kubectl -n $NS apply -f '$work/web.yaml' | tr '\n' ' ' |
 	grep -q 'deployment.apps/web-blue created service/web created'"
+check "field validation: an unknown field is refused (strict)" sh -c "
+	out=\$(printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: strict}\\ndata: {a: b}\\nbogus: 1\\n' | kubectl -n $NS apply -f - 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'unknown field \"bogus\"'"
+check "server-side apply: created, owned by its field manager, a second manager conflicts" sh -c "
+	printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: ssa}\\ndata: {k: one}\\n' >'$work/ssa1.yaml' &&
+	printf 'apiVersion: v1\\nkind: ConfigMap\\nmetadata: {name: ssa}\\ndata: {k: two}\\n' >'$work/ssa2.yaml' &&
+	kubectl -n $NS apply --server-side --field-manager=first -f '$work/ssa1.yaml' | grep -q 'configmap/ssa serverside-applied' &&
+	kubectl -n $NS get cm ssa -o jsonpath='{.metadata.managedFields[*].manager}' | grep -qw first &&
+	out=\$(kubectl -n $NS apply --server-side --field-manager=second -f '$work/ssa2.yaml' 2>&1); rc=\$?
+	[ \$rc -eq 1 ] && echo \"\$out\" | grep -q 'conflict with \"first\"' &&
+	kubectl -n $NS apply --server-side --field-manager=second --force-conflicts -f '$work/ssa2.yaml' >/dev/null &&
+	[ \"\$(kubectl -n $NS get cm ssa -o jsonpath='{.data.k}')\" = two ]"
 check "Deployment defaults are set" sh -c "
 	[ \"\$(kubectl -n $NS get deploy web-blue -o jsonpath='{.spec.strategy.rollingUpdate.maxSurge} {.spec.strategy.rollingUpdate.maxUnavailable} {.spec.progressDeadlineSeconds} {.spec.revisionHistoryLimit} {.metadata.generation}')\" = '25% 25% 600 10 1' ]"
 check "rollout status succeeds" K rollout status deploy/web-blue --timeout=60s

@@ -203,6 +203,20 @@ func (c *Cluster) bootstrap(ctx context.Context, cs *kubernetes.Clientset) error
 	if _, err := cs.CoreV1().ServiceAccounts("physioflow").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create serviceaccount %s: %w", NoPermServiceAccount, err)
 	}
+	// Pods need their namespace's default ServiceAccount (admission refuses
+	// them until kube-controller-manager has made it): ready means ready.
+	for _, ns := range []string{"default", "physioflow"} {
+		for {
+			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+			if err == nil {
+				break
+			}
+			if !apierrors.IsNotFound(err) || ctx.Err() != nil {
+				return fmt.Errorf("serviceaccount %s/default: %w", ns, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
 	return nil
 }
 
