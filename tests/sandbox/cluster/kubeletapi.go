@@ -243,6 +243,8 @@ func (k *kubelet) putStatus(w *podWorker, st corev1.PodStatus) {
 				keep.Conditions = append(keep.Conditions, c)
 			}
 		}
+		// The API server computes the QoS class at creation; it is immutable.
+		keep.QOSClass = cur.Status.QOSClass
 		cur.Status = *keep
 		_, err := k.cs.CoreV1().Pods(w.ns).UpdateStatus(k.ctx, cur, metav1.UpdateOptions{})
 		return err
