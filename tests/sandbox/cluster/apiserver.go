@@ -327,7 +327,7 @@ func (c *Cluster) serveResource(req *apiReq) {
 		}
 		obj, err = c.decodeBody(req)
 		if err == nil {
-			obj, err = c.createObject(res, req.ns, obj, dryRun)
+			obj, err = c.createObject(res, req.ns, trackUpdate(req, nil, obj), dryRun)
 			status = 201
 		}
 	case http.MethodPut:
@@ -342,8 +342,8 @@ func (c *Cluster) serveResource(req *apiReq) {
 		var body runtime.Object
 		body, err = c.decodeBody(req)
 		if err == nil {
-			obj, err = c.updateObject(res, req.ns, req.name, req.sub, dryRun, func(runtime.Object) (runtime.Object, error) {
-				return body.DeepCopyObject(), nil
+			obj, err = c.updateObject(res, req.ns, req.name, req.sub, dryRun, func(cur runtime.Object) (runtime.Object, error) {
+				return trackUpdate(req, cur, body.DeepCopyObject()), nil
 			})
 		}
 	case http.MethodPatch:
@@ -639,15 +639,22 @@ func (c *Cluster) patch(req *apiReq, dryRun bool) (runtime.Object, int, error) {
 		if body, err = yaml.YAMLToJSON(body); err != nil {
 			return nil, 0, apierrors.NewBadRequest(err.Error())
 		}
-		if _, gerr := c.store.get(res, req.ns, req.name); apierrors.IsNotFound(gerr) && req.sub == "" {
-			obj, err := decodeChecked(res, body)
+		if req.sub != "" {
+			ct = "application/strategic-merge-patch+json"
+			break
+		}
+		if _, gerr := c.store.get(res, req.ns, req.name); apierrors.IsNotFound(gerr) {
+			obj, err := serverSideApply(req, nil, body)
 			if err != nil {
 				return nil, 0, err
 			}
 			obj, err = c.createObject(res, req.ns, obj, dryRun)
 			return obj, 201, err
 		}
-		ct = "application/strategic-merge-patch+json"
+		obj, err := c.updateObject(res, req.ns, req.name, req.sub, dryRun, func(cur runtime.Object) (runtime.Object, error) {
+			return serverSideApply(req, cur, body)
+		})
+		return obj, 200, err
 	default:
 		return nil, 0, apierrors.NewGenericServerResponse(415, "", schema.GroupResource{}, "",
 			fmt.Sprintf("the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml, application/strategic-merge-patch+json"),
@@ -707,7 +714,7 @@ func (c *Cluster) patch(req *apiReq, dryRun bool) (runtime.Object, int, error) {
 		if err != nil {
 			return nil, apierrors.NewBadRequest(err.Error())
 		}
-		return obj, nil
+		return trackUpdate(req, cur, obj), nil
 	})
 	return obj, 200, err
 }
