@@ -159,6 +159,16 @@ int k8s_resolve_kind(const char *spec, k8s_resource *r, char *err, size_t errlen
 	return 0;
 }
 
+int k8s_known_kind(const char *api_version, const char *kind, k8s_resource *r, char *err, size_t errlen)
+{
+	if (k8s_resource_for_object(api_version, kind, r, err, errlen) != 0)
+		return -1;
+	for (size_t i = 0; i < NKINDS; i++)
+		if (strcmp(kinds[i].group, r->group) == 0 && strcmp(kinds[i].kind, kind) == 0)
+			return 1;
+	return 0;
+}
+
 int k8s_resource_for_object(const char *api_version, const char *kind, k8s_resource *r,
                             char *err, size_t errlen)
 {

@@ -28,6 +28,10 @@ int k8s_resolve_kind(const char *spec, k8s_resource *r, char *err, size_t errlen
 int k8s_resource_for_object(const char *api_version, const char *kind, k8s_resource *r,
                             char *err, size_t errlen);
 
+/* The same from the table only: 1 known (r filled), 0 unknown to the
+ * table, -1 bad apiVersion/kind (message in err). */
+int k8s_known_kind(const char *api_version, const char *kind, k8s_resource *r, char *err, size_t errlen);
+
 /* "deployments" or "deployments.apps": how the API server names a
  * resource in messages. */
 void k8s_resource_name(const k8s_resource *r, char *out, size_t n);

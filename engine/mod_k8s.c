@@ -1072,19 +1072,26 @@ static int c_patch(lua_State *L)
 	const char *name = luaL_checkstring(L, 3);
 	if (lua_type(L, 4) != LUA_TTABLE && lua_type(L, 4) != LUA_TSTRING)
 		luaL_typeerror(L, 4, "table or JSON string");
-	static const char *const known[] = {"namespace", "type", "subresource", "fieldManager", NULL};
+	static const char *const known[] = {"namespace", "type", "subresource", "fieldManager", "force", NULL};
 	bgrun_check_options(L, 5, known);
-	static const char *const types[] = {"merge", "strategic", "json", NULL};
+	/* "apply" is server-side apply: the patch is the whole intent of one
+	 * field manager (JSON is YAML, so the body stays JSON) */
+	static const char *const types[] = {"merge", "strategic", "json", "apply", NULL};
 	static const char *const ctypes[] = {"application/merge-patch+json", "application/strategic-merge-patch+json",
-	                                     "application/json-patch+json"};
+	                                     "application/json-patch+json", "application/apply-patch+yaml"};
 	int ty = 0;
 	const char *tname = opt_str(L, 5, "type");
 	if (tname) {
 		for (ty = 0; types[ty] && strcmp(types[ty], tname) != 0; ty++)
 			;
 		if (types[ty] == NULL)
-			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\" or \"json\", got \"%s\")", tname);
+			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\", \"json\" or \"apply\", got \"%s\")", tname);
 	}
+	int force = opt_bool(L, 5, "force", 0);
+	if (ty == 3 && opt_str(L, 5, "fieldManager") == NULL)
+		luaL_error(L, "bad argument #4 to 'patch' (type \"apply\" needs fieldManager)");
+	if (force && ty != 3)
+		luaL_error(L, "bad argument #4 to 'patch' (force is for type \"apply\" only)");
 	if (ty == 2 && lua_type(L, 4) == LUA_TTABLE && lua_rawlen(L, 4) == 0) {
 		lua_pushnil(L);
 		if (lua_next(L, 4)) /* a non-empty table that is not a list */
@@ -1100,6 +1107,8 @@ static int c_patch(lua_State *L)
 	k8s_build_path(&rq.path, &r, ns, name, sub);
 	if (fm)
 		k8s_query_add(&rq.path, "fieldManager", fm);
+	if (force)
+		k8s_query_add(&rq.path, "force", "true");
 	return mutate(L, c, op, &rq, op, ns, 0);
 }
 
@@ -2333,9 +2342,40 @@ static int k8s_resolve(lua_State *L)
 	return 1;
 }
 
+/* k8s.resource_for(kind, apiVersion) -> {group=, version=, plural=, kind=, namespaced=} | nil
+ * The kind table's answer for an object's kind and apiVersion; nil when
+ * the table does not know the kind (ask the server's discovery). */
+static int k8s_resource_for(lua_State *L)
+{
+	const char *kind = luaL_checkstring(L, 1);
+	const char *api_version = luaL_checkstring(L, 2);
+	k8s_resource r;
+	char err[256];
+	int known = k8s_known_kind(api_version, kind, &r, err, sizeof err);
+	if (known < 0)
+		return luaL_error(L, "%s", err);
+	if (!known) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, 0, 5);
+	lua_pushstring(L, r.group);
+	lua_setfield(L, -2, "group");
+	lua_pushstring(L, r.version);
+	lua_setfield(L, -2, "version");
+	lua_pushstring(L, r.plural);
+	lua_setfield(L, -2, "plural");
+	lua_pushstring(L, r.kind);
+	lua_setfield(L, -2, "kind");
+	lua_pushboolean(L, r.namespaced);
+	lua_setfield(L, -2, "namespaced");
+	return 1;
+}
+
 static const luaL_Reg k8s_funcs[] = {
 	{"client", k8s_client},
 	{"resolve", k8s_resolve},
+	{"resource_for", k8s_resource_for},
 	{NULL, NULL},
 };
 

@@ -61,9 +61,10 @@ local k8s = {}
 ---@field subresource string? (replace only)
 
 ---@class k8s.PatchOptions: k8s.NamespaceOption
----@field type ("merge"|"strategic"|"json")? default "merge"
+---@field type ("merge"|"strategic"|"json"|"apply")? default "merge"; "apply" is server-side apply (needs fieldManager)
 ---@field subresource string?
 ---@field fieldManager string?
+---@field force boolean? type "apply": take over fields other managers own instead of a 409 Conflict
 
 ---@class k8s.DeleteOptions: k8s.NamespaceOption
 ---@field propagationPolicy ("Foreground"|"Background"|"Orphan")?
@@ -215,5 +216,12 @@ function k8s.client(opts) end
 ---@param kind string
 ---@return k8s.Resource
 function k8s.resolve(kind) end
+
+---The kind table's resource for an object's kind and apiVersion; nil when
+---the table does not know the kind (ask the API server's discovery).
+---@param kind string
+---@param apiVersion string
+---@return k8s.Resource?
+function k8s.resource_for(kind, apiVersion) end
 
 return k8s
