@@ -5,7 +5,6 @@
 #include "bgrun.h"
 
 #include <dlfcn.h>
-#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -414,38 +413,6 @@ static int core_mkdtemp(lua_State *L)
 	return 1;
 }
 
-/* core.mkdir(path [, mode]) -> true | nil, message: like mkdir -p; the
- * directories it creates get mode (0700) */
-static int core_mkdir(lua_State *L)
-{
-	size_t n;
-	const char *path = luaL_checklstring(L, 1, &n);
-	mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-	luaL_argcheck(L, n > 0, 1, "must not be empty");
-	char *p = lua_newuserdatauv(L, n + 1, 0);
-	memcpy(p, path, n + 1);
-	for (char *s = p + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, mode) != 0 && errno != EEXIST)
-				return push_errno(L, "mkdir", p);
-			*s = c;
-			if (c == '\0')
-				break;
-		}
-	}
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return push_errno(L, "stat", path);
-	if (!S_ISDIR(st.st_mode)) {
-		errno = ENOTDIR;
-		return push_errno(L, "mkdir", path);
-	}
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
 /* core.chmod(path, mode) -> true | nil, message */
 static int core_chmod(lua_State *L)
 {
@@ -453,37 +420,6 @@ static int core_chmod(lua_State *L)
 	mode_t mode = (mode_t)luaL_checkinteger(L, 2);
 	if (chmod(path, mode) != 0)
 		return push_errno(L, "chmod", path);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	int rc = (flag == FTW_DP) ? rmdir(path) : unlink(path);
-	return (rc != 0 && errno != ENOENT) ? -1 : 0;
-}
-
-/* core.rmtree(path) -> true | nil, message: like rm -rf, never following
- * symbolic links; a path that is not there is fine */
-static int core_rmtree(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	struct stat st;
-	if (lstat(path, &st) != 0) {
-		if (errno == ENOENT) {
-			lua_pushboolean(L, 1);
-			return 1;
-		}
-		return push_errno(L, "stat", path);
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		if (unlink(path) != 0 && errno != ENOENT)
-			return push_errno(L, "unlink", path);
-	} else if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-		return push_errno(L, "remove", path);
-	}
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -641,9 +577,7 @@ static const luaL_Reg core_funcs[] = {
 	{"embedded", core_embedded},
 	{"lock_lost", core_lock_lost},
 	{"mkdtemp", core_mkdtemp},
-	{"mkdir", core_mkdir},
 	{"chmod", core_chmod},
-	{"rmtree", core_rmtree},
 	{"proc_start", core_proc_start},
 	{"spawn_self", core_spawn_self},
 	{"kill", core_kill},
@@ -846,6 +780,7 @@ static const struct native_module {
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
 	{"yaml", luaopen_yaml},
+	{"fs", luaopen_fs},
 	{"k8s", NULL},
 	{"postgres", NULL},
 	{"digest", NULL},

@@ -2,6 +2,7 @@
 -- the runner that validates parameters, runs a playbook, runs compensations
 -- and decides the exit code. engine/main.c calls M.main(opts).
 local core = require("bgrun.core")
+local fs = require("fs")
 local log = require("log")
 -- the originals: playbooks get guarded versions (see guarded_pcall)
 local pcall, xpcall = pcall, xpcall
@@ -412,9 +413,9 @@ local function install_globals()
     fmt_duration = fmt_duration,
     -- small file primitives (private scratch folders, clean-up)
     mkdtemp = core.mkdtemp,
-    mkdir = core.mkdir,
+    mkdir = fs.mkdir,
     chmod = core.chmod,
-    rmtree = core.rmtree,
+    rmtree = fs.rmtree,
   }
 end
 

@@ -206,10 +206,10 @@ end
 ---(an undo found the world changed, or resume refused the run).
 ---@return {path: string, events: table[]}[]
 function M.unfinished()
-  local r = require("proc").run({ "find", M.dir(), "-maxdepth", "1", "-name", "*.jsonl", "-type", "f" },
-                                { readonly = true })
+  local dir = M.dir()
   local out = {}
-  for path in r.stdout:gmatch("[^\n]+") do
+  for _, file in ipairs(require("fs").list(dir, { type = "file", suffix = ".jsonl" }) or {}) do
+    local path = dir .. "/" .. file
     local events = M.read(path)
     local first, last = events[1], events[#events]
     if first and first.event == "start" then
