@@ -26,7 +26,8 @@ function M.with_tag(image, tag)
   local slash = image:match("^.*()/") or 0
   local colon = image:find(":", slash + 1, true)
   local at = image:find("@", slash + 1, true)
-  local cut = at or colon
+  -- "app:v1@sha256:..." has both; a digest's own colon comes after its "@"
+  local cut = (colon and at) and math.min(colon, at) or at or colon
   return (cut and image:sub(1, cut - 1) or image) .. ":" .. tag
 end
 
