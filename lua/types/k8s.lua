@@ -196,7 +196,8 @@ function Client:request(req) end
 ---@return (k8s.RawResponse|k8s.Error)[]
 function Client:request_all(reqs) end
 
----Waits (on a watch) until kubectl would say "successfully rolled out".
+---Waits (on watches) until kubectl would say "successfully rolled out":
+---require("rollout").status(c, kind, name, opts), rules in stdlib/rollout.lua.
 ---@param kind "deployment"|"deploy"|"statefulset"|"sts"|"daemonset"|"ds"|string
 ---@param name string
 ---@param opts k8s.RolloutOptions?
