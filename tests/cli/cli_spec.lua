@@ -344,6 +344,31 @@ describe("commit point, compensation order and resume refusals", function()
     f:close()
   end)
 
+  it("resume reads a damaged journal: lines without an id are skipped, undo data that is not a table is for a human", function()
+    -- found by tests/fuzz (journal harness): a cancel line without an id
+    -- made resume fail with an internal error instead of undoing anything
+    local d = fresh_dir()
+    local j = d .. "/journal/damaged.jsonl"
+    local f = assert(io.open(j, "w"))
+    f:write('{"event":"start","playbook":"p.lua","args":{},"pid":2147483000,"started_at":1}\n',
+            '{"event":"step","name":"switch","state":"started"}\n',
+            '{"event":"compensation","id":1,"name":"switch","undo":5}\n',
+            '{"event":"cancel"}\n',
+            '{"event":"update","undo":{"module":"x"}}\n',
+            '{"event":"compensated","ok":true}\n',
+            '{"event":"step","name":{"not":"a name"},"state":"started"}\n',
+            '{"event":"step","na')
+    f:close()
+    local r = run({ "--yes", "resume", j }, { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(3, r.code)
+    assert.not_matches("internal error", r.stderr)
+    assert.matches("cannot undo: the run recorded no data for it; a human must look", r.stderr)
+    -- resume recorded its verdict; the damaged lines are left as they were
+    local got = lines(j)
+    assert.equal('{"event":"cancel"}', got[4])
+    assert.matches('"event":"end"', got[#got])
+  end)
+
   it("journals are 0600 in a 0700 folder and keep no URL credentials", function()
     local d = fresh_dir()
     local jd = d .. "/private/journal"

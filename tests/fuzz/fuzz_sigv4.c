@@ -1,7 +1,7 @@
 /* SigV4 canonicalisation (engine/sigv4.c): the URL's path and query as
  * mod_s3 passes them, the headers signed, and the date. Input lines:
  * URL, then optional "name: value" header lines. */
-#define _POSIX_C_SOURCE 200809L
+#define _GNU_SOURCE
 #include <stdlib.h>
 #include <string.h>
 
@@ -47,7 +47,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (sigv4_sign(&p, &r, err, sizeof err) == 0) {
 		if (strlen(r.signature) != 64)
 			fuzz_fail("signature of %zu characters", strlen(r.signature));
-		if (r.authorization.data == NULL || strstr(r.authorization.data, "fuzz-secret-key"))
+		/* the secret never, unless the input's own header names carry it */
+		if (r.authorization.data == NULL ||
+		    (strstr(r.authorization.data, "fuzz-secret-key") && !memmem(data, size, "fuzz-secret-key", 15)))
 			fuzz_fail("bad Authorization header");
 	}
 	sigv4_result_free(&r);
