@@ -84,6 +84,12 @@ describe("bgrun CLI", function()
       { "integer", { "env=local", "tag=v1", "replicas=two" }, "parameter 'replicas': expected an integer, got 'two'" },
       { "integer float", { "env=local", "tag=v1", "replicas=1.5" }, "parameter 'replicas': expected an integer, got '1.5'" },
       { "number", { "env=local", "tag=v1", "ratio=half" }, "parameter 'ratio': expected a number, got 'half'" },
+      -- found by tests/fuzz (params harness): infinity passed, then the
+      -- journal and the report could not encode it (internal error, exit 1)
+      { "number too large", { "env=local", "tag=v1", "ratio=-1e999" }, "parameter 'ratio': expected a number, got '%-1e999'" },
+      -- found by tests/fuzz (params harness): the run went through, then
+      -- the journal and the report could not encode the bytes
+      { "not UTF-8", { "env=local", "tag=v1", "ratio=1\255" }, "argument 3 is not valid UTF%-8 %(byte 8%)" },
       { "boolean", { "env=local", "tag=v1", "skip-tests=maybe" }, "parameter 'skip%-tests': expected true or false, got 'maybe'" },
       { "not name=value", { "env=local", "v1" }, "argument 'v1' is not name=value" },
       { "twice", { "env=local", "env=staging", "tag=v1" }, "parameter 'env' given twice" },

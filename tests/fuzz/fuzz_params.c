@@ -7,6 +7,7 @@
 
 static const char chunk[] =
 	"local prelude = require('prelude')\n"
+	"local json = require('json')\n"
 	"local params = {\n"
 	"  name = { type = 'string', required = true, pattern = '^[a-z][a-z0-9-]*$', max_length = 63 },\n"
 	"  env = { choices = { 'dev', 'staging', 'prod' }, default = 'dev' },\n"
@@ -33,6 +34,8 @@ static const char chunk[] =
 	"  assert(args.tag == nil or (type(args.tag) == 'string' and #args.tag <= 128), 'tag')\n"
 	"  assert(args.level == nil or args.level == 1 or args.level == 2 or args.level == 3, 'level')\n"
 	"  for k in pairs(args) do assert(params[k], 'unknown key ' .. tostring(k)) end\n"
+	"  -- the journal, the report and JSON logs encode the arguments\n"
+	"  json.encode(args)\n"
 	"end\n";
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
