@@ -114,7 +114,8 @@ local function convert(name, spec, raw)
     end
   elseif ty == "number" then
     v = tonumber(raw)
-    if v == nil then
+    -- "1e999" reads as infinity, which no journal or report can hold
+    if v == nil or v ~= v or v == math.huge or v == -math.huge then
       return nil, ("parameter '%s': expected a number, got '%s'"):format(name, raw)
     end
   elseif ty == "integer" then
@@ -155,7 +156,12 @@ end
 ---@param argv string[]
 function M.parse_args(params, argv)
   local given = {}
-  for _, a in ipairs(argv) do
+  for i, a in ipairs(argv) do
+    -- journals, reports and JSON logs hold the arguments: text only
+    local ok, bad = utf8.len(a)
+    if not ok then
+      return nil, ("argument %d is not valid UTF-8 (byte %d)"):format(i, bad)
+    end
     local k, v = a:match("^([^=]+)=(.*)$")
     if not k then
       return nil, ("argument '%s' is not name=value"):format(a)

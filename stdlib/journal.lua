@@ -144,6 +144,7 @@ function M.pending(events)
   for _, ev in ipairs(events) do
     if ev.event == "compensation" then
       comps[#comps + 1] = ev
+    elseif ev.id == nil then -- a damaged line names no compensation: nothing to apply
     elseif ev.event == "update" then
       updates[ev.id] = ev.undo
     elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
@@ -153,9 +154,15 @@ function M.pending(events)
   local out = {}
   for i = #comps, 1, -1 do
     local c = comps[i]
-    if not gone[c.id] then
-      if updates[c.id] then
-        c = setmetatable({ undo = updates[c.id] }, { __index = c })
+    if c.id == nil or not gone[c.id] then
+      local undo = c.id ~= nil and updates[c.id] or c.undo
+      -- undo data that is not a table (a damaged or edited journal) is no
+      -- data: resume leaves that change to a human
+      if type(undo) ~= "table" then undo = false end
+      local name = c.name
+      if name ~= nil and type(name) ~= "string" then name = tostring(name) end
+      if undo ~= c.undo or name ~= c.name then
+        c = setmetatable({ undo = undo, name = name }, { __index = c })
       end
       out[#out + 1] = c
     end
@@ -182,7 +189,7 @@ function M.unfinished_steps(events, after)
   local open, order = {}, {}
   for i = (after or 0) + 1, #events do
     local ev = events[i]
-    if ev.event == "step" then
+    if ev.event == "step" and type(ev.name) == "string" then
       if ev.state == "started" then
         open[#open + 1] = ev.name
       else

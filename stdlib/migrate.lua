@@ -278,6 +278,9 @@ function M.find(dir)
     end
     if v then
       local version = math.tointeger(tonumber(v))
+      if not version then
+        bad_input("BadVersion", "%s/%s: version %s is too large (at most %d)", dir, fname, v, math.maxinteger)
+      end
       if kind == "down" then
         downs[version] = dir .. "/" .. fname
       else

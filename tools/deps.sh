@@ -11,6 +11,9 @@ ca-certificates openssl python3 jq mmdebstrap shellcheck"
 # groff, man) and a pseudo-terminal for the progress and colour specs
 # (script, in bsdutils)
 DEBS="$DEBS zsh bash-completion mandoc groff-base man-db bsdutils"
+# the libFuzzer harnesses (tests/fuzz): clang and compiler-rt, whose
+# libclang-rt-dev ships libclang_rt.fuzzer
+DEBS="$DEBS clang libclang-rt-dev"
 
 missing=""
 for p in $DEBS; do
