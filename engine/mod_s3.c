@@ -1,20 +1,24 @@
 /* s3: objects in an S3-compatible store (AWS, MinIO, SeaweedFS) through
- * libcurl, signed with engine/sigv4.c. Each bucket handle keeps a curl
- * multi handle, so connections are reused across calls and every transfer
- * runs in a loop that looks at the interrupt flag. Callbacks only move
- * bytes into C buffers or files; Lua values and errors are made after
- * libcurl returns. S3's XML answers are read with expat (s3xml.c). */
+ * the engine's transfer layer (httpc.c), signed with engine/sigv4.c in a
+ * pre-send hook. Each bucket handle keeps a pool, so connections are
+ * reused across calls; every transfer runs in httpc's loop, which looks at
+ * the interrupt flag and the transfer's deadline. Lua values and errors
+ * are made after libcurl returns. S3's XML answers are read with expat
+ * (s3xml.c). */
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 #include "buf.h"
 #include "awscreds.h"
 #include "digest.h"
+#include "clock.h"
+#include "httpc.h"
 #include "httputil.h"
 #include "progress.h"
 #include "s3xml.h"
 #include "sigv4.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <stdio.h>
@@ -39,24 +43,24 @@ enum {
 	DEFAULT_PART = 8 * MIB,
 	MAX_PARTS = 10000,
 	DEFAULT_TIMEOUT_MS = 60000,
+	DEFAULT_DEADLINE_MS = 3600000, /* one request, all its attempts: a trickle ends */
 	CONNECT_TIMEOUT_MS = 10000,
 	POLL_MS = 100,
 	ATTEMPTS = 4,            /* for requests a retry cannot make worse */
-	FIRST_BACKOFF_MS = 200,
-	MAX_BACKOFF_MS = 5000,
 	ABORT_TIMEOUT_MS = 10000,
 	MAX_KEYS = 1000,
 };
 
 typedef struct s3_bucket {
-	CURLM *multi; /* NULL when closed */
+	httpc_pool *pool; /* NULL when closed */
 	char *endpoint; /* scheme://host[:port], no trailing slash */
 	char *region, *bucket, *access_key, *secret_key, *session_token;
 	char *cred_source;  /* where the keys came from, for errors; never a secret */
 	time_t expiration;  /* temporary credentials: refreshed before this; 0 never */
 	int path_style;
-	long timeout_ms;
-	int busy; /* an upload has the multi handle */
+	long timeout_ms;  /* no progress for this long fails a request */
+	long deadline_ms; /* one request may take this long in all */
+	int busy; /* an upload has the pool */
 } s3_bucket;
 
 /* What one operation holds while it runs: a userdata, so an error raised
@@ -68,51 +72,38 @@ typedef struct s3_op {
 	bgrun_progress *progress; /* finished as failed if the op is released early */
 } s3_op;
 
-/* One HTTP request and its response. */
+/* One HTTP request and its response: the transfer (body source, sink and
+ * outcome in x) and what signing it needs. */
 typedef struct s3_req {
+	httpc_xfer x;
 	const char *method;
 	buf url;
 	const char *const *extra; /* name, value pairs sent and signed */
 	const char *cred_source;  /* the bucket's, for 400/401/403 messages */
 	size_t n_extra;
-	/* body: memory, or n bytes of fd from offset */
-	const char *body;
-	size_t body_len;
-	int body_fd;
-	long long body_off, body_n, body_pos;
 	const char *payload_hash;
-	/* response: the 2xx body into sink_fd when set, else into body_out */
-	int sink_fd;
-	long long sunk;
-	int sink_err;
-	buf out;
-	buf head;
-	long status;
-	CURLcode rc;
-	char errbuf[CURL_ERROR_SIZE];
-	int oom;
 	int retry;            /* idempotent: transient failures are retried */
 	int ignore_interrupt; /* cleanup after an interrupt (abort) */
 	long timeout_ms;
-	CURL *easy;
 	buf scratch; /* a response header's value */
-	bgrun_progress *progress; /* the op's, or NULL: bytes reported from drive() */
+	bgrun_progress *progress; /* the op's, or NULL: bytes reported from the loop */
 	long long progress_base;  /* bytes of the transfer before this request */
+	s3_bucket *b;             /* for the pre-send hook */
+	lua_State *L;
+	char hook_err[1024];      /* the hook's failure, as set-up failures were */
 } s3_req;
 
 static void req_init(s3_req *r, const char *method)
 {
 	memset(r, 0, sizeof *r);
+	httpc_xfer_init(&r->x);
 	r->method = method;
-	r->body_fd = -1;
-	r->sink_fd = -1;
 }
 
 static void req_free(s3_req *r)
 {
+	httpc_xfer_free(&r->x);
 	buf_free(&r->url);
-	buf_free(&r->out);
-	buf_free(&r->head);
 	buf_free(&r->scratch);
 }
 
@@ -168,10 +159,10 @@ static int bucket_close(lua_State *L)
 	s3_bucket *b = luaL_checkudata(L, 1, BUCKET_MT);
 	if (b->busy)
 		return luaL_error(L, "s3: the bucket handle is busy with an upload: finish or abort it first");
-	if (b->multi) {
-		CURLM *m = b->multi;
-		b->multi = NULL;
-		curl_multi_cleanup(m);
+	if (b->pool) {
+		httpc_pool *p = b->pool;
+		b->pool = NULL;
+		httpc_pool_free(p);
 	}
 	free_str(&b->endpoint);
 	free_str(&b->region);
@@ -186,7 +177,7 @@ static int bucket_close(lua_State *L)
 static s3_bucket *check_bucket(lua_State *L)
 {
 	s3_bucket *b = luaL_checkudata(L, 1, BUCKET_MT);
-	if (b->multi == NULL)
+	if (b->pool == NULL)
 		luaL_error(L, "s3: the bucket handle is closed");
 	if (b->busy)
 		luaL_error(L, "s3: the bucket handle is busy with an upload: finish or abort it first");
@@ -264,97 +255,25 @@ static int add_query(buf *u, const char *const *pairs)
 	return 0;
 }
 
-/* -------------------------------------------------------------- callbacks */
-
-static size_t on_write(char *data, size_t size, size_t n, void *ud)
-{
-	s3_req *r = ud;
-	size_t len = size * n;
-	long status = 0;
-	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
-	if (r->sink_fd >= 0 && status >= 200 && status < 300) {
-		size_t off = 0;
-		while (off < len) {
-			ssize_t w = write(r->sink_fd, data + off, len - off);
-			if (w < 0 && errno == EINTR)
-				continue;
-			if (w <= 0) {
-				r->sink_err = errno ? errno : EIO;
-				return 0;
-			}
-			off += (size_t)w;
-		}
-		r->sunk += (long long)len;
-		return len;
-	}
-	if (buf_append(&r->out, data, len) != 0) {
-		r->oom = 1;
-		return 0;
-	}
-	return len;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *ud)
-{
-	s3_req *r = ud;
-	size_t len = size * n;
-	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
-		buf_reset(&r->head);
-	if (buf_append(&r->head, data, len) != 0) {
-		r->oom = 1;
-		return 0;
-	}
-	return len;
-}
-
-static size_t on_read(char *dst, size_t size, size_t n, void *ud)
-{
-	s3_req *r = ud;
-	size_t want = size * n;
-	long long left = r->body_n - r->body_pos;
-	if (left <= 0)
-		return 0;
-	if ((long long)want > left)
-		want = (size_t)left;
-	if (r->body_fd < 0) {
-		memcpy(dst, r->body + r->body_pos, want);
-		r->body_pos += (long long)want;
-		return want;
-	}
-	ssize_t got;
-	do
-		got = pread(r->body_fd, dst, want, (off_t)(r->body_off + r->body_pos));
-	while (got < 0 && errno == EINTR);
-	if (got <= 0)
-		return CURL_READFUNC_ABORT; /* the file shrank or failed: never send short */
-	r->body_pos += got;
-	return (size_t)got;
-}
-
 /* --------------------------------------------------------------- transfer */
 
-/* The value of response header name (lower case), or NULL; into out. */
+/* The value of response header name (any case), or NULL; into out. */
 static const char *resp_header(const s3_req *r, const char *name, buf *out)
 {
-	const char *p = r->head.data, *end = p ? p + r->head.len : NULL;
-	while (p && p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-		http_field f;
-		if (httputil_parse_field(p, len, &f) && httputil_name_is(f.name, f.name_len, name)) {
-			buf_reset(out);
-			if (buf_append(out, f.value, f.value_len) != 0 || buf_appends(out, "") != 0)
-				return NULL;
-			return out->data;
-		}
-		p += len;
-	}
-	return NULL;
+	const char *v = httpc_header(&r->x, name);
+	if (v == NULL)
+		return NULL;
+	buf_reset(out);
+	if (buf_appends(out, v) != 0)
+		return NULL;
+	return out->data;
 }
 
-/* Sets up r->easy for one attempt; 0, or -1 (out of memory, signing). */
-static int prepare(s3_bucket *b, s3_req *r, struct curl_slist **hl, char *err, size_t errlen)
+/* The pre-send hook: SigV4 headers for this attempt (a fresh date, fresh
+ * credentials) added to the transfer's header list. */
+static int sign_request(s3_req *r, struct curl_slist **hl, char *err, size_t errlen)
 {
+	s3_bucket *b = r->b;
 	char date[SIGV4_DATE_LEN + 1];
 	sigv4_format_date(time(NULL), date);
 	const char *hash = r->payload_hash ? r->payload_hash : EMPTY_SHA256;
@@ -381,160 +300,117 @@ static int prepare(s3_bucket *b, s3_req *r, struct curl_slist **hl, char *err, s
 	sigv4_result s = SIGV4_RESULT_INIT;
 	int rc = sigv4_sign(&p, &s, err, errlen);
 	buf line = BUF_INIT;
-	for (size_t i = 0; rc == 0 && i < n; i++) {
+	for (size_t i = 0; rc == 0 && i <= n; i++) {
 		buf_reset(&line);
 		struct curl_slist *nl = NULL;
-		if (buf_printf(&line, "%s: %s", h[2 * i], h[2 * i + 1]) == 0)
+		int bad = i < n ? buf_printf(&line, "%s: %s", h[2 * i], h[2 * i + 1])
+		                : buf_printf(&line, "Authorization: %s", s.authorization.data);
+		if (!bad)
 			nl = curl_slist_append(*hl, line.data);
 		if (nl == NULL)
 			rc = -1;
 		else
 			*hl = nl;
 	}
-	if (rc == 0) {
-		buf_reset(&line);
-		struct curl_slist *nl = NULL;
-		if (buf_printf(&line, "Authorization: %s", s.authorization.data) == 0)
-			nl = curl_slist_append(*hl, line.data);
-		if (nl && (*hl = nl) && (nl = curl_slist_append(*hl, "Expect:")))
-			*hl = nl;
-		if (nl == NULL)
-			rc = -1;
-	}
 	if (line.data)
 		memset(line.data, 0, line.len);
 	buf_free(&line);
 	sigv4_result_free(&s);
 	free(h);
-	if (rc != 0) {
-		if (!err[0])
-			snprintf(err, errlen, "out of memory");
-		return -1;
-	}
+	if (rc != 0 && !err[0])
+		snprintf(err, errlen, "out of memory");
+	return rc;
+}
 
-	CURL *e = r->easy = curl_easy_init();
-	if (e == NULL) {
-		snprintf(err, errlen, "cannot create a curl handle");
+static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen);
+
+/* httpc's pre-send hook: credentials refreshed when they are about to
+ * expire, then the request signed. */
+static int pre_send(httpc_xfer *x, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
+{
+	(void)x;
+	(void)e;
+	s3_req *r = ud;
+	err[0] = '\0';
+	if (refresh_creds(r->L, r->b, err, errlen) != 0 || sign_request(r, hl, err, errlen) != 0) {
+		snprintf(r->hook_err, sizeof r->hook_err, "%s", err);
 		return -1;
-	}
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)r);
-	curl_easy_setopt(e, CURLOPT_URL, r->url.data);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, r->errbuf);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, *hl);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)r);
-	long t = r->timeout_ms ? r->timeout_ms : b->timeout_ms;
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, t < CONNECT_TIMEOUT_MS ? t : (long)CONNECT_TIMEOUT_MS);
-	if (r->sink_fd >= 0 || r->body_n > 0) {
-		/* a transfer of any size: stalled for the timeout is a failure */
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_LIMIT, 1L);
-		curl_easy_setopt(e, CURLOPT_LOW_SPEED_TIME, (t + 999) / 1000);
-	} else {
-		curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, t);
-	}
-	if (strcmp(r->method, "HEAD") == 0) {
-		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	} else if (strcmp(r->method, "PUT") == 0) {
-		curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(e, CURLOPT_READDATA, (void *)r);
-		curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)r->body_n);
-	} else if (strcmp(r->method, "POST") == 0) {
-		curl_easy_setopt(e, CURLOPT_POST, 1L);
-		curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-		curl_easy_setopt(e, CURLOPT_READDATA, (void *)r);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_n);
-	} else if (strcmp(r->method, "GET") != 0) {
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, r->method);
 	}
 	return 0;
 }
 
 /* Tells the reporter how far the transfer is: the bytes sent of the body,
  * or written of a download (whose size its Content-Length gives). */
-static void report_progress(s3_req *r)
+static void report_progress(httpc_xfer *x, void *ud)
 {
-	if (r->sink_fd >= 0) {
+	s3_req *r = ud;
+	if (r->progress == NULL)
+		return;
+	if (x->sink_fd >= 0) {
 		curl_off_t len = -1;
 		long status = 0;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status >= 200 && status < 300 &&
-		    curl_easy_getinfo(r->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) == CURLE_OK && len >= 0)
+		    curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &len) == CURLE_OK && len >= 0)
 			bgrun_progress_set_total(r->progress, r->progress_base + (long long)len);
-		bgrun_progress_update(r->progress, r->progress_base + r->sunk);
+		bgrun_progress_update(r->progress, r->progress_base + x->sunk);
 	} else {
-		bgrun_progress_update(r->progress, r->progress_base + r->body_pos);
+		bgrun_progress_update(r->progress, r->progress_base + x->body_pos);
 	}
 }
 
-/* Runs r->easy on the multi handle. 1 when interrupted. */
-static int drive(s3_bucket *b, s3_req *r)
+/* Fills r->x for its next run on b: URL, limits, retry policy, hooks. */
+static void req_prepare(lua_State *L, s3_bucket *b, s3_req *r)
 {
-	if (curl_multi_add_handle(b->multi, r->easy) != CURLM_OK) {
-		r->rc = CURLE_FAILED_INIT;
-		snprintf(r->errbuf, sizeof r->errbuf, "cannot start the transfer");
-		return 0;
+	httpc_xfer *x = &r->x;
+	r->b = b;
+	r->L = L;
+	r->cred_source = b->cred_source;
+	r->hook_err[0] = '\0';
+	x->method = r->method;
+	x->url = r->url.data;
+	x->has_body = x->body != NULL || x->body_fd >= 0;
+	x->idempotent = r->retry;
+	x->connect_ms = CONNECT_TIMEOUT_MS;
+	long t = r->timeout_ms ? r->timeout_ms : b->timeout_ms;
+	if (x->sink_fd >= 0 || x->sink || x->body_n > 0) {
+		x->idle_ms = t; /* a transfer of any size: stalled for the timeout is a failure */
+		x->attempt_ms = 0;
+	} else {
+		x->attempt_ms = t;
 	}
-	int done = 0, stopped = 0;
-	long long deadline_ms = r->ignore_interrupt ? ABORT_TIMEOUT_MS : -1;
-	while (!done) {
-		int still = 0;
-		curl_multi_perform(b->multi, &still);
-		CURLMsg *msg;
-		int q;
-		while ((msg = curl_multi_info_read(b->multi, &q))) {
-			if (msg->msg == CURLMSG_DONE && msg->easy_handle == r->easy) {
-				r->rc = msg->data.result;
-				done = 1;
-			}
-		}
-		if (done)
-			break;
-		if (r->progress)
-			report_progress(r);
-		if (!r->ignore_interrupt && bgrun_interrupted()) {
-			stopped = 1;
-			break;
-		}
-		if (deadline_ms >= 0 && (deadline_ms -= POLL_MS) < 0) {
-			r->rc = CURLE_OPERATION_TIMEDOUT;
-			break;
-		}
-		curl_multi_poll(b->multi, NULL, 0, POLL_MS, NULL);
-	}
-	if (r->oom && r->rc == CURLE_OK)
-		r->rc = CURLE_OUT_OF_MEMORY;
-	curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_multi_remove_handle(b->multi, r->easy);
-	return stopped;
+	if (t < x->connect_ms)
+		x->connect_ms = t;
+	x->sink_2xx = 1;
+	x->policy.attempts = r->retry ? ATTEMPTS : 1;
+	x->policy.retry_status = 1;
+	x->policy.deadline = (double)(r->ignore_interrupt ? ABORT_TIMEOUT_MS : b->deadline_ms) / 1000.0;
+	x->ignore_interrupt = r->ignore_interrupt;
+	x->pre_send = pre_send;
+	x->tick = report_progress;
+	x->ud = r;
 }
 
-static int pause_ms(long ms)
+/* Performs r with retries when r->retry. Returns 0 (look at r->x.rc and
+ * r->x.status), 1 interrupted, -1 set-up failure (message in err). */
+static int perform(lua_State *L, s3_bucket *b, s3_req *r, char *err, size_t errlen)
 {
-	while (ms > 0) {
-		if (bgrun_interrupted())
-			return 1;
-		long step = ms > POLL_MS ? POLL_MS : ms;
-		struct timespec ts = {0, step * 1000000L};
-		nanosleep(&ts, NULL);
-		ms -= step;
+	req_prepare(L, b, r);
+	int rc = httpc_perform(b->pool, &r->x);
+	if (rc == HTTPC_INTERRUPTED)
+		return 1;
+	if (r->x.hook_failed) {
+		if (r->x.sink_err)
+			snprintf(err, errlen, "cannot rewind the download: %s", strerror(r->x.sink_err));
+		else
+			snprintf(err, errlen, "%s", r->hook_err[0] ? r->hook_err : r->x.errbuf);
+		return -1;
 	}
-	return bgrun_interrupted();
-}
-
-/* Worth another attempt: a transport failure that may pass, a 5xx
- * (503 SlowDown included), or 429. */
-static int transient(const s3_req *r)
-{
-	if (r->rc != CURLE_OK)
-		return httputil_transient(r->rc) || r->rc == CURLE_SEND_ERROR || r->rc == CURLE_RECV_ERROR ||
-		       r->rc == CURLE_PARTIAL_FILE;
-	return r->status >= 500 || r->status == 429;
+	if (r->x.sink_err && r->x.rc != CURLE_OK) {
+		snprintf(err, errlen, "cannot write the download: %s", strerror(r->x.sink_err));
+		return -1;
+	}
+	return 0;
 }
 
 static char *dup_str(const char *s);
@@ -610,55 +486,6 @@ static int refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
 	return 0;
 }
 
-/* Performs r with retries when r->retry. Returns 0 (look at r->rc and
- * r->status), 1 interrupted, -1 set-up failure (message in err). */
-static int perform(lua_State *L, s3_bucket *b, s3_req *r, char *err, size_t errlen)
-{
-	long backoff = FIRST_BACKOFF_MS;
-	r->cred_source = b->cred_source;
-	for (int attempt = 1;; attempt++) {
-		if (refresh_creds(L, b, err, errlen) != 0)
-			return -1;
-		struct curl_slist *hl = NULL;
-		r->rc = CURLE_OK;
-		r->status = 0;
-		r->oom = 0;
-		r->errbuf[0] = '\0';
-		r->body_pos = 0;
-		r->sunk = 0;
-		r->sink_err = 0;
-		buf_reset(&r->out);
-		buf_reset(&r->head);
-		if (r->sink_fd >= 0 && (ftruncate(r->sink_fd, 0) != 0 || lseek(r->sink_fd, 0, SEEK_SET) != 0)) {
-			snprintf(err, errlen, "cannot rewind the download: %s", strerror(errno));
-			return -1;
-		}
-		err[0] = '\0';
-		if (prepare(b, r, &hl, err, errlen) != 0) {
-			curl_slist_free_all(hl);
-			if (r->easy)
-				curl_easy_cleanup(r->easy);
-			r->easy = NULL;
-			return -1;
-		}
-		int stopped = drive(b, r);
-		curl_easy_cleanup(r->easy);
-		r->easy = NULL;
-		curl_slist_free_all(hl);
-		if (stopped)
-			return 1;
-		if (r->sink_err && r->rc != CURLE_OK) {
-			snprintf(err, errlen, "cannot write the download: %s", strerror(r->sink_err));
-			return -1;
-		}
-		if (!r->retry || attempt >= ATTEMPTS || !transient(r))
-			return 0;
-		if (pause_ms(backoff))
-			return 1;
-		backoff = backoff * 2 > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff * 2;
-	}
-}
-
 /* ------------------------------------------------------------------ errors */
 
 static const char *status_reason(long status)
@@ -683,16 +510,16 @@ static const char *status_reason(long status)
  * (code = curl's), an HTTP error status, or an <Error> inside a 200. */
 static void push_failure(lua_State *L, s3_req *r, const char *op)
 {
-	if (r->rc != CURLE_OK) {
-		const char *msg = r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc);
-		bgrun_error_new(L, "s3", op, httputil_reason(r->rc), "%s %s: %s", r->method, r->url.data, msg);
-		bgrun_error_set_int(L, "code", (lua_Integer)r->rc);
+	if (r->x.rc != CURLE_OK) {
+		const char *msg = r->x.errbuf[0] ? r->x.errbuf : curl_easy_strerror(r->x.rc);
+		bgrun_error_new(L, "s3", op, httputil_reason(r->x.rc), "%s %s: %s", r->method, r->url.data, msg);
+		bgrun_error_set_int(L, "code", (lua_Integer)r->x.rc);
 		return;
 	}
 	s3xml *x = push_xml(L);
 	char xerr[128];
 	const char *code = NULL, *message = NULL, *rid = NULL;
-	if (r->out.len > 0 && s3xml_parse(r->out.data, r->out.len, x, xerr, sizeof xerr) == 0 &&
+	if (r->x.out.len > 0 && s3xml_parse(r->x.out.data, r->x.out.len, x, xerr, sizeof xerr) == 0 &&
 	    s3xml_root(x) && strcmp(s3xml_root(x), "Error") == 0) {
 		code = s3xml_get(x, "Error/Code");
 		message = s3xml_get(x, "Error/Message");
@@ -700,26 +527,26 @@ static void push_failure(lua_State *L, s3_req *r, const char *op)
 	}
 	if (rid == NULL)
 		rid = resp_header(r, "x-amz-request-id", &r->scratch);
-	if (code == NULL && r->status == 404 && strcmp(r->method, "GET") == 0)
+	if (code == NULL && r->x.status == 404 && strcmp(r->method, "GET") == 0)
 		code = "NoSuchKey";
 	/* a refused signature or key: say whose keys they were */
-	const char *src = r->cred_source && (r->status == 400 || r->status == 401 || r->status == 403)
+	const char *src = r->cred_source && (r->x.status == 400 || r->x.status == 401 || r->x.status == 403)
 	                      ? r->cred_source : NULL;
 	if (message && *message)
-		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s%s%s%s", message,
+		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->x.status), "%s%s%s%s", message,
 		                src ? " (credentials from " : "", src ? src : "", src ? ")" : "");
 	else
-		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->status), "%s %s answered HTTP %ld%s%s%s",
-		                r->method, r->url.data, r->status, src ? " (credentials from " : "", src ? src : "",
+		bgrun_error_new(L, "s3", op, code ? code : status_reason(r->x.status), "%s %s answered HTTP %ld%s%s%s",
+		                r->method, r->url.data, r->x.status, src ? " (credentials from " : "", src ? src : "",
 		                src ? ")" : "");
-	bgrun_error_set_int(L, "code", (lua_Integer)(r->status ? r->status : 200));
+	bgrun_error_set_int(L, "code", (lua_Integer)(r->x.status ? r->x.status : 200));
 	bgrun_error_set_str(L, "request_id", rid);
 	s3xml_free(x);
 }
 
 static int ok_status(const s3_req *r)
 {
-	return r->rc == CURLE_OK && r->status >= 200 && r->status < 300;
+	return r->x.rc == CURLE_OK && r->x.status >= 200 && r->x.status < 300;
 }
 
 /* Performs r; on interrupt or set-up failure, releases op (index opi, 0
@@ -792,11 +619,11 @@ static char *dup_str(const char *s)
 }
 
 static const char *const bucket_keys[] = {
-	"endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "path_style", "timeout", NULL,
+	"endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "path_style", "timeout", "deadline", NULL,
 };
 
 /* s3.bucket{endpoint=, region=, bucket=, access_key=, secret_key=,
- *           session_token=, path_style=true, timeout=60} -> bucket */
+ *           session_token=, path_style=true, timeout=60, deadline=3600} -> bucket */
 static int s3_bucket_new(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
@@ -821,6 +648,15 @@ static int s3_bucket_new(lua_State *L)
 		timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
 		if (timeout_ms < 1)
 			timeout_ms = 1;
+	}
+	lua_pop(L, 1);
+	long deadline_ms = DEFAULT_DEADLINE_MS;
+	if (lua_getfield(L, 1, "deadline") != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+			luaL_error(L, "s3.bucket: option 'deadline' must be a positive number of seconds");
+		deadline_ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+		if (deadline_ms < 1)
+			deadline_ms = 1;
 	}
 	lua_pop(L, 1);
 
@@ -919,12 +755,12 @@ static int s3_bucket_new(lua_State *L)
 	b->expiration = expiration;
 	b->path_style = path_style;
 	b->timeout_ms = timeout_ms;
+	b->deadline_ms = deadline_ms;
 	if (!b->endpoint || !b->region || !b->bucket || !b->access_key || !b->secret_key || (tok && !b->session_token) ||
 	    !b->cred_source)
 		return luaL_error(L, "s3: out of memory"); /* __gc frees the rest */
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || (b->multi = curl_multi_init()) == NULL)
+	if ((b->pool = httpc_pool_new(8L)) == NULL)
 		return luaL_error(L, "s3: cannot create curl handles");
-	curl_multi_setopt(b->multi, CURLMOPT_MAXCONNECTS, 8L);
 	return 1;
 }
 
@@ -1016,11 +852,11 @@ static void abort_upload(lua_State *L, s3_bucket *b, const char *key, const char
 		return;
 	}
 	int rc = perform(L, b, r, err, sizeof err);
-	if (rc == 0 && !ok_status(r) && r->status != 404 && r->status != 405 && r->status != 501) {
+	if (rc == 0 && !ok_status(r) && r->x.status != 404 && r->x.status != 405 && r->x.status != 501) {
 		lua_createtable(L, 0, 3);
 		lua_pushstring(L, key);
 		lua_setfield(L, -2, "key");
-		lua_pushinteger(L, r->rc != CURLE_OK ? (lua_Integer)r->rc : (lua_Integer)r->status);
+		lua_pushinteger(L, r->x.rc != CURLE_OK ? (lua_Integer)r->x.rc : (lua_Integer)r->x.status);
 		lua_setfield(L, -2, "code");
 		bgrun_log(L, "warn", "s3: aborting the multipart upload failed; the store may keep its parts", lua_gettop(L));
 		lua_pop(L, 1);
@@ -1062,7 +898,7 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	s3xml *x = push_xml(L);
 	char xerr[128];
 	const char *uid = NULL;
-	if (ok_status(r) && s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) == 0)
+	if (ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
 		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
 	if (!ok_status(r) || uid == NULL || *uid == '\0') {
 		s3xml_free(x);
@@ -1114,8 +950,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		req_init(r, "PUT");
 		r->progress = o->progress;
 		r->progress_base = off;
-		r->body = o->part;
-		r->body_n = len;
+		r->x.body = o->part;
+		r->x.body_n = len;
 		r->payload_hash = hex;
 		r->retry = 1;
 		const char *pq[] = {"partNumber", pn, "uploadId", upload_id, NULL};
@@ -1172,8 +1008,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	const char *xh[] = {"content-type", "application/xml"};
 	r->extra = xh;
 	r->n_extra = 1;
-	r->body = body.data;
-	r->body_n = (long long)body.len;
+	r->x.body = body.data;
+	r->x.body_n = (long long)body.len;
 	r->payload_hash = hex;
 	if (bad || object_url(b, &r->url, key) != 0 || add_query(&r->url, ctq) != 0) {
 		buf_free(&body);
@@ -1187,7 +1023,7 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	int failed = rc != 0 || !ok_status(r);
 	if (!failed) {
 		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
 		    strcmp(s3xml_root(x), "Error") == 0) {
 			failed = 1;
 		} else {
@@ -1316,8 +1152,8 @@ static int b_put_file(lua_State *L)
 		req_init(r, "PUT");
 		r->extra = hdrs;
 		r->n_extra = nh;
-		r->body_fd = o->fd;
-		r->body_n = size;
+		r->x.body_fd = o->fd;
+		r->x.body_n = size;
 		r->payload_hash = hex;
 		r->retry = 1; /* the same bytes again: idempotent */
 		r->progress = o->progress;
@@ -1390,7 +1226,7 @@ static int b_get_file(lua_State *L)
 		o->progress = bgrun_progress_start(L, label, -1);
 	s3_req *r = push_req(L);
 	req_init(r, "GET");
-	r->sink_fd = o->fd;
+	r->x.sink_fd = o->fd;
 	r->retry = 1;
 	r->progress = o->progress;
 	if (object_url(b, &r->url, key) != 0)
@@ -1398,7 +1234,7 @@ static int b_get_file(lua_State *L)
 	run_or_raise(L, b, r, op, opi);
 	if (!ok_status(r))
 		raise_failure(L, r, op, opi);
-	long long size = r->sunk;
+	long long size = r->x.sunk;
 	req_free(r);
 	if (fsync(o->fd) != 0 || close(o->fd) != 0 || (o->fd = -1, rename(o->tmp_path, path) != 0)) {
 		int e = errno;
@@ -1437,9 +1273,7 @@ typedef struct up_slot {
 	int number;   /* 0: free */
 	char *data;
 	size_t len;
-	int attempts;
 	s3_req req;
-	struct curl_slist *hl;
 	char hash[SHA256_HEX_LEN + 1];
 } up_slot;
 
@@ -1502,18 +1336,12 @@ enum { UP_OPEN, UP_FINISHED, UP_ABORTED, UP_FAILED, UP_CLOSED };
 
 static void slot_reset(s3_upload *u, up_slot *s)
 {
-	if (s->req.easy) {
-		curl_easy_cleanup(s->req.easy);
-		s->req.easy = NULL;
-	}
-	curl_slist_free_all(s->hl);
-	s->hl = NULL;
 	req_free(&s->req);
+	req_init(&s->req, "PUT");
 	part_put(u, s->data);
 	s->data = NULL;
 	s->number = 0;
 	s->len = 0;
-	s->attempts = 0;
 }
 
 /* Frees every buffer and transfer; the multi handle goes back to the
@@ -1523,11 +1351,8 @@ static void upload_release(s3_upload *u)
 	bgrun_progress *p = u->progress;
 	u->progress = NULL;
 	bgrun_progress_finish(p, 0);
-	for (int i = 0; u->slots && i < u->parallel; i++) {
-		if (u->slots[i].req.easy && u->b && u->b->multi)
-			curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
+	for (int i = 0; u->slots && i < u->parallel; i++)
 		slot_reset(u, &u->slots[i]);
-	}
 	free(u->slots);
 	u->slots = NULL;
 	for (int i = 0; i < u->nheld; i++)
@@ -1551,51 +1376,59 @@ static void upload_release(s3_upload *u)
 static void part_failed(s3_upload *u, up_slot *s)
 {
 	s3_req *r = &s->req;
-	if (r->rc != CURLE_OK) {
-		u->sink.reason = httputil_reason(r->rc);
-		u->sink.code = (long)r->rc;
+	if (r->x.rc != CURLE_OK) {
+		u->sink.reason = httputil_reason(r->x.rc);
+		u->sink.code = (long)r->x.rc;
 		snprintf(u->failure, sizeof u->failure, "part %d: %s %s: %s", s->number, r->method, r->url.data,
-		         r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+		         r->x.errbuf[0] ? r->x.errbuf : curl_easy_strerror(r->x.rc));
 	} else {
 		s3xml x;
 		memset(&x, 0, sizeof x);
 		char xerr[128];
 		const char *code = NULL, *message = NULL;
-		if (r->out.len > 0 && s3xml_parse(r->out.data, r->out.len, &x, xerr, sizeof xerr) == 0 && s3xml_root(&x) &&
+		if (r->x.out.len > 0 && s3xml_parse(r->x.out.data, r->x.out.len, &x, xerr, sizeof xerr) == 0 && s3xml_root(&x) &&
 		    strcmp(s3xml_root(&x), "Error") == 0) {
 			code = s3xml_get(&x, "Error/Code");
 			message = s3xml_get(&x, "Error/Message");
 		}
-		snprintf(u->reason, sizeof u->reason, "%s", code ? code : status_reason(r->status));
+		snprintf(u->reason, sizeof u->reason, "%s", code ? code : status_reason(r->x.status));
 		u->sink.reason = u->reason;
-		u->sink.code = r->status;
+		u->sink.code = r->x.status;
 		snprintf(u->failure, sizeof u->failure, "part %d: %s %s answered HTTP %ld%s%s%s%s", s->number, r->method,
-		         r->url.data, r->status, code ? " " : "", code ? code : "", message ? ": " : "",
+		         r->url.data, r->x.status, code ? " " : "", code ? code : "", message ? ": " : "",
 		         message ? message : "");
 		s3xml_free(&x);
 	}
 	u->state = UP_FAILED;
 }
 
-/* Signs s's request and puts it on the multi handle. 0 or -1 (failure). */
-static int slot_start(lua_State *L, s3_upload *u, up_slot *s)
+/* Puts s's request on the pool (the pre-send hook signs it): a first
+ * attempt, or another after a transient failure. 0 or -1 (failure). */
+static int slot_start(lua_State *L, s3_upload *u, up_slot *s, int again)
 {
 	s3_bucket *b = u->b;
-	char pn[24];
-	snprintf(pn, sizeof pn, "%d", s->number);
-	const char *pq[] = {"partNumber", pn, "uploadId", u->upload_id, NULL};
-	req_free(&s->req);
-	req_init(&s->req, "PUT");
-	s->req.body = s->data;
-	s->req.body_n = (long long)s->len;
-	s->req.payload_hash = s->hash;
-	s->req.cred_source = b->cred_source;
-	s->attempts++;
-	char err[1024] = "";
-	if (object_url(b, &s->req.url, u->key) != 0 || add_query(&s->req.url, pq) != 0 ||
-	    refresh_creds(L, b, err, sizeof err) != 0 || prepare(b, &s->req, &s->hl, err, sizeof err) != 0 ||
-	    curl_multi_add_handle(b->multi, s->req.easy) != CURLM_OK) {
-		snprintf(u->failure, sizeof u->failure, "part %d: %s", s->number, err[0] ? err : "out of memory");
+	if (!again) {
+		char pn[24];
+		snprintf(pn, sizeof pn, "%d", s->number);
+		const char *pq[] = {"partNumber", pn, "uploadId", u->upload_id, NULL};
+		req_free(&s->req);
+		req_init(&s->req, "PUT");
+		s->req.x.body = s->data;
+		s->req.x.body_n = (long long)s->len;
+		s->req.payload_hash = s->hash;
+		s->req.retry = 1;
+		if (object_url(b, &s->req.url, u->key) != 0 || add_query(&s->req.url, pq) != 0) {
+			snprintf(u->failure, sizeof u->failure, "part %d: out of memory", s->number);
+			u->sink.reason = "ClientError";
+			u->sink.code = 0;
+			u->state = UP_FAILED;
+			return -1;
+		}
+		req_prepare(L, b, &s->req);
+	}
+	if (httpc_start(b->pool, &s->req.x) != 0) {
+		snprintf(u->failure, sizeof u->failure, "part %d: %.990s", s->number,
+		         s->req.hook_err[0] ? s->req.hook_err : httpc_errmsg(&s->req.x));
 		u->sink.reason = "ClientError";
 		u->sink.code = 0;
 		u->state = UP_FAILED;
@@ -1621,32 +1454,17 @@ static int store_etag(s3_upload *u, int number, const char *tag)
 	return (u->etags[number - 1] = dup_str(tag)) ? 0 : -1;
 }
 
-/* Runs the transfers without blocking and handles the finished ones:
- * an ETag is kept and the slot freed; a transient failure is tried again
- * (ATTEMPTS in all); another failure fails the upload. 0, 1 interrupted, -1. */
-static int upload_pump(lua_State *L, s3_upload *u)
+/* Handles the finished transfers: an ETag is kept and the slot freed; a
+ * transient failure is tried again as httpc's policy says; another
+ * failure fails the upload. 0, 1 interrupted, -1. */
+static int upload_settle(lua_State *L, s3_upload *u)
 {
-	int still = 0;
-	curl_multi_perform(u->b->multi, &still);
-	CURLMsg *msg;
-	int q;
-	while ((msg = curl_multi_info_read(u->b->multi, &q))) {
-		if (msg->msg != CURLMSG_DONE)
-			continue;
-		up_slot *s = NULL;
-		for (int i = 0; i < u->parallel; i++)
-			if (u->slots[i].req.easy == msg->easy_handle)
-				s = &u->slots[i];
-		if (s == NULL)
-			continue;
+	for (int i = 0; i < u->parallel; i++) {
+		up_slot *s = &u->slots[i];
 		s3_req *r = &s->req;
-		r->rc = msg->data.result;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-		curl_multi_remove_handle(u->b->multi, r->easy);
-		curl_easy_cleanup(r->easy);
-		r->easy = NULL;
-		curl_slist_free_all(s->hl);
-		s->hl = NULL;
+		if (s->number == 0 || !r->x.done)
+			continue;
+		r->x.done = 0;
 		const char *tag = ok_status(r) ? resp_header(r, "etag", &r->scratch) : NULL;
 		if (tag) {
 			if (store_etag(u, s->number, tag) != 0) {
@@ -1667,13 +1485,10 @@ static int upload_pump(lua_State *L, s3_upload *u)
 			u->state = UP_FAILED;
 			return -1;
 		}
-		if (s->attempts < ATTEMPTS && transient(r)) {
-			long backoff = FIRST_BACKOFF_MS << (s->attempts - 1);
-			if (pause_ms(backoff > MAX_BACKOFF_MS ? MAX_BACKOFF_MS : backoff))
+		if (httpc_retryable(&r->x)) {
+			if (bgrun_nap(httpc_backoff(&r->x.policy, r->x.attempt)))
 				return 1;
-			buf_reset(&r->out);
-			buf_reset(&r->head);
-			if (slot_start(L, u, s) != 0)
+			if (slot_start(L, u, s, 1) != 0)
 				return -1;
 			continue;
 		}
@@ -1681,6 +1496,13 @@ static int upload_pump(lua_State *L, s3_upload *u)
 		return -1;
 	}
 	return bgrun_interrupted() ? 1 : 0;
+}
+
+/* Runs the transfers without blocking, then handles the finished ones. */
+static int upload_pump(lua_State *L, s3_upload *u)
+{
+	httpc_step(u->b->pool, 0, NULL, 0, NULL);
+	return upload_settle(L, u);
 }
 
 static int busy_slots(const s3_upload *u)
@@ -1694,18 +1516,11 @@ static int busy_slots(const s3_upload *u)
 /* Waits up to ms for the transfers (and fds, when given). */
 static int upload_poll(lua_State *L, s3_upload *u, const int *fds, int nfds, int ms, int *ready)
 {
-	struct curl_waitfd w[4];
-	int n = nfds < 4 ? nfds : 4;
-	for (int i = 0; i < n; i++) {
-		w[i].fd = fds[i];
-		w[i].events = CURL_WAIT_POLLIN;
-		w[i].revents = 0;
-	}
-	curl_multi_poll(u->b->multi, n ? w : NULL, (unsigned)n, ms, NULL);
-	for (int i = 0; ready && i < n; i++)
-		if (w[i].revents)
-			*ready = 1;
-	return upload_pump(L, u);
+	int r = 0;
+	httpc_step(u->b->pool, ms, fds, nfds, &r);
+	if (ready && r)
+		*ready = 1;
+	return upload_settle(L, u);
 }
 
 /* Sends a full part (its buffer is taken over): waits for a free slot. */
@@ -1730,7 +1545,6 @@ static int upload_send(lua_State *L, s3_upload *u, int number, char *data, size_
 	s->number = number;
 	s->data = data;
 	s->len = len;
-	s->attempts = 0;
 	if (sha256_hex(data, len, s->hash) != 0) {
 		slot_reset(u, s);
 		snprintf(err, errlen, "libcrypto failed");
@@ -1738,7 +1552,7 @@ static int upload_send(lua_State *L, s3_upload *u, int number, char *data, size_
 		u->state = UP_FAILED;
 		return -1;
 	}
-	if (slot_start(L, u, s) != 0) {
+	if (slot_start(L, u, s, 0) != 0) {
 		snprintf(err, errlen, "%s", u->failure);
 		return -1;
 	}
@@ -1914,12 +1728,9 @@ static s3_upload *check_upload(lua_State *L)
 /* Aborts the multipart upload on the store (what it holds is dropped). */
 static void upload_abort_remote(lua_State *L, s3_upload *u)
 {
-	if (u->upload_id && !u->dry && u->b && u->b->multi) {
-		for (int i = 0; u->slots && i < u->parallel; i++) {
-			if (u->slots[i].req.easy)
-				curl_multi_remove_handle(u->b->multi, u->slots[i].req.easy);
+	if (u->upload_id && !u->dry && u->b && u->b->pool) {
+		for (int i = 0; u->slots && i < u->parallel; i++)
 			slot_reset(u, &u->slots[i]);
-		}
 		abort_upload(L, u->b, u->key, u->upload_id);
 		lua_createtable(L, 0, 2);
 		lua_pushstring(L, u->key);
@@ -2058,8 +1869,8 @@ static int upload_finish(lua_State *L)
 	const char *xh[] = {"content-type", "application/xml"};
 	r->extra = xh;
 	r->n_extra = 1;
-	r->body = body.data;
-	r->body_n = (long long)body.len;
+	r->x.body = body.data;
+	r->x.body_n = (long long)body.len;
 	r->payload_hash = hex;
 	if (bad || object_url(u->b, &r->url, u->key) != 0 || add_query(&r->url, ctq) != 0) {
 		buf_free(&body);
@@ -2077,7 +1888,7 @@ static int upload_finish(lua_State *L)
 	const char *etag = NULL;
 	if (!failed) {
 		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
 		    strcmp(s3xml_root(x), "Error") == 0)
 			failed = 1;
 		else
@@ -2274,7 +2085,7 @@ static int b_upload(lua_State *L)
 	s3xml *x = push_xml(L);
 	char xerr[128];
 	const char *uid = NULL;
-	if (ok_status(r) && s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr) == 0)
+	if (ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
 		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
 	if (uid == NULL || *uid == '\0' || (u->upload_id = dup_str(uid)) == NULL) {
 		s3xml_free(x);
@@ -2326,7 +2137,6 @@ typedef struct s3_reader {
 	s3_bucket *b;     /* anchored in the uservalue */
 	char *key;
 	s3_req req;
-	struct curl_slist *hl;
 	char *data;       /* [pos, len) not read yet */
 	size_t pos, len;
 	int paused, done, active, attempts, closed;
@@ -2338,17 +2148,11 @@ typedef struct s3_reader {
 	char reason[64];
 } s3_reader;
 
-static size_t reader_on_write(char *p, size_t size, size_t n, void *ud)
+/* httpc's sink for the 2xx body: into the bounded buffer, or pause. */
+static size_t reader_sink(httpc_xfer *x, const char *p, size_t len, void *ud)
 {
-	s3_reader *rd = ud;
-	size_t len = size * n;
-	long status = 0;
-	curl_easy_getinfo(rd->req.easy, CURLINFO_RESPONSE_CODE, &status);
-	if (status < 200 || status >= 300) {
-		if (rd->req.out.len < 64 * 1024 && buf_append(&rd->req.out, p, len) != 0)
-			return 0;
-		return len;
-	}
+	(void)x;
+	s3_reader *rd = (s3_reader *)(void *)((char *)ud - offsetof(s3_reader, req));
 	if (rd->pos > 0 && rd->pos == rd->len)
 		rd->pos = rd->len = 0;
 	if (READ_BUF - rd->len < len) {
@@ -2357,10 +2161,8 @@ static size_t reader_on_write(char *p, size_t size, size_t n, void *ud)
 			rd->len -= rd->pos;
 			rd->pos = 0;
 		}
-		if (READ_BUF - rd->len < len) {
-			rd->paused = 1;
+		if (READ_BUF - rd->len < len)
 			return CURL_WRITEFUNC_PAUSE;
-		}
 	}
 	memcpy(rd->data + rd->len, p, len);
 	rd->len += len;
@@ -2370,15 +2172,8 @@ static size_t reader_on_write(char *p, size_t size, size_t n, void *ud)
 
 static void reader_stop(s3_reader *rd)
 {
-	if (rd->req.easy) {
-		if (rd->active && rd->b && rd->b->multi)
-			curl_multi_remove_handle(rd->b->multi, rd->req.easy);
-		curl_easy_cleanup(rd->req.easy);
-		rd->req.easy = NULL;
-	}
+	httpc_stop(&rd->req.x);
 	rd->active = 0;
-	curl_slist_free_all(rd->hl);
-	rd->hl = NULL;
 }
 
 /* Starts (or takes up again, from rd->received) the GET. 0 or -1. */
@@ -2387,9 +2182,8 @@ static int reader_start(lua_State *L, s3_reader *rd)
 	reader_stop(rd);
 	req_free(&rd->req);
 	req_init(&rd->req, "GET");
-	rd->req.cred_source = rd->b->cred_source;
 	rd->req.retry = 1;
-	rd->done = rd->paused = 0;
+	rd->done = 0;
 	rd->attempts++;
 	if (rd->received > 0) {
 		snprintf(rd->range, sizeof rd->range, "bytes=%lld-", rd->received);
@@ -2398,22 +2192,19 @@ static int reader_start(lua_State *L, s3_reader *rd)
 		rd->req.extra = rd->extra;
 		rd->req.n_extra = 1;
 	}
-	char err[1024] = "";
-	if (object_url(rd->b, &rd->req.url, rd->key) != 0 || refresh_creds(L, rd->b, err, sizeof err) != 0 ||
-	    prepare(rd->b, &rd->req, &rd->hl, err, sizeof err) != 0) {
-		snprintf(rd->failure, sizeof rd->failure, "%s", err[0] ? err : "out of memory");
+	if (object_url(rd->b, &rd->req.url, rd->key) != 0) {
+		snprintf(rd->failure, sizeof rd->failure, "out of memory");
 		rd->src.reason = "ClientError";
 		return -1;
 	}
 	/* any length: a stall is the failure (a paused transfer is exempt) */
-	long t = rd->b->timeout_ms;
-	curl_easy_setopt(rd->req.easy, CURLOPT_TIMEOUT_MS, 0L);
-	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_LIMIT, 1L);
-	curl_easy_setopt(rd->req.easy, CURLOPT_LOW_SPEED_TIME, (t + 999) / 1000);
-	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEFUNCTION, reader_on_write);
-	curl_easy_setopt(rd->req.easy, CURLOPT_WRITEDATA, (void *)rd);
-	if (curl_multi_add_handle(rd->b->multi, rd->req.easy) != CURLM_OK) {
-		snprintf(rd->failure, sizeof rd->failure, "cannot start the transfer");
+	rd->req.x.sink = reader_sink;
+	rd->req.x.max_out = 64 * 1024;
+	req_prepare(L, rd->b, &rd->req);
+	rd->req.x.policy.attempts = ATTEMPTS - rd->attempts + 1; /* resumed ones count */
+	if (httpc_start(rd->b->pool, &rd->req.x) != 0) {
+		snprintf(rd->failure, sizeof rd->failure, "%s",
+		         rd->req.hook_err[0] ? rd->req.hook_err : httpc_errmsg(&rd->req.x));
 		rd->src.reason = "ClientError";
 		return -1;
 	}
@@ -2421,60 +2212,51 @@ static int reader_start(lua_State *L, s3_reader *rd)
 	return 0;
 }
 
+static int reader_has_data(void *ud)
+{
+	s3_reader *rd = ud;
+	return rd->pos < rd->len;
+}
+
 /* Drives the transfer once (up to POLL_MS). 0, 1 interrupted, -1 failed. */
 static int reader_step(lua_State *L, s3_reader *rd)
 {
-	if (rd->paused && rd->pos == rd->len) {
-		rd->paused = 0;
-		curl_easy_pause(rd->req.easy, CURLPAUSE_CONT);
-	}
-	int still = 0;
-	curl_multi_perform(rd->b->multi, &still);
-	CURLMsg *msg;
-	int q;
-	while ((msg = curl_multi_info_read(rd->b->multi, &q))) {
-		if (msg->msg != CURLMSG_DONE || msg->easy_handle != rd->req.easy)
-			continue;
-		s3_req *r = &rd->req;
-		r->rc = msg->data.result;
-		curl_easy_getinfo(r->easy, CURLINFO_RESPONSE_CODE, &r->status);
-		curl_multi_remove_handle(rd->b->multi, r->easy);
-		rd->active = 0;
-		if (ok_status(r)) {
-			rd->done = 1;
-			continue;
-		}
-		/* a 2xx body cut short, a 5xx: again from where it stopped */
-		if (rd->attempts < ATTEMPTS && transient(r) && (r->status == 0 || r->status >= 500 || r->status == 429 ||
-		                                                 (r->status >= 200 && r->status < 300))) {
-			if (pause_ms(FIRST_BACKOFF_MS << (rd->attempts - 1)))
-				return 1;
-			if (reader_start(L, rd) != 0)
-				return -1;
-			continue;
-		}
-		rd->done = 1;
-		return -1; /* the caller describes r */
-	}
-	if (bgrun_interrupted())
+	s3_req *r = &rd->req;
+	if (rd->pos == rd->len)
+		httpc_unpause(&r->x);
+	int w = httpc_wait(rd->b->pool, &r->x, bgrun_clock() + POLL_MS / 1000.0, reader_has_data, rd);
+	if (w == HTTPC_INTERRUPTED)
 		return 1;
-	if (!rd->done && (rd->pos == rd->len))
-		curl_multi_poll(rd->b->multi, NULL, 0, POLL_MS, NULL);
-	return 0;
+	if (w != HTTPC_OK)
+		return 0;
+	rd->active = 0;
+	if (ok_status(r)) {
+		rd->done = 1;
+		return 0;
+	}
+	/* a 2xx body cut short, a 5xx: again from where it stopped */
+	if (httpc_retryable(&r->x) && (r->x.status == 0 || r->x.status >= 500 || r->x.status == 429 ||
+	                               (r->x.status >= 200 && r->x.status < 300))) {
+		if (bgrun_nap(httpc_backoff(&r->x.policy, rd->attempts)))
+			return 1;
+		return reader_start(L, rd) != 0 ? -1 : 0;
+	}
+	rd->done = 1;
+	return -1; /* the caller describes r */
 }
 
 /* Describes a failed GET into rd->failure. */
 static void reader_failed(s3_reader *rd)
 {
 	s3_req *r = &rd->req;
-	rd->src.code = r->rc != CURLE_OK ? (long)r->rc : r->status;
-	if (r->rc != CURLE_OK) {
-		snprintf(rd->reason, sizeof rd->reason, "%s", httputil_reason(r->rc));
+	rd->src.code = r->x.rc != CURLE_OK ? (long)r->x.rc : r->x.status;
+	if (r->x.rc != CURLE_OK) {
+		snprintf(rd->reason, sizeof rd->reason, "%s", httputil_reason(r->x.rc));
 		snprintf(rd->failure, sizeof rd->failure, "GET %s after %lld bytes: %s", r->url.data, rd->received,
-		         r->errbuf[0] ? r->errbuf : curl_easy_strerror(r->rc));
+		         r->x.errbuf[0] ? r->x.errbuf : curl_easy_strerror(r->x.rc));
 	} else {
-		snprintf(rd->reason, sizeof rd->reason, "%s", r->status == 404 ? "NoSuchKey" : status_reason(r->status));
-		snprintf(rd->failure, sizeof rd->failure, "GET %s answered HTTP %ld", r->url.data, r->status);
+		snprintf(rd->reason, sizeof rd->reason, "%s", r->x.status == 404 ? "NoSuchKey" : status_reason(r->x.status));
+		snprintf(rd->failure, sizeof rd->failure, "GET %s answered HTTP %ld", r->url.data, r->x.status);
 	}
 	rd->src.reason = rd->reason;
 }
@@ -2606,7 +2388,7 @@ static int b_open(lua_State *L)
 		rc = reader_step(L, rd);
 	if (rc != 0 || (rd->done && !ok_status(&rd->req))) {
 		if (rc == 0 || rd->failure[0] == '\0') {
-			if (rc != 1 && rd->req.rc == CURLE_OK) {
+			if (rc != 1 && rd->req.x.rc == CURLE_OK) {
 				/* an answer with a status: the structured S3 error */
 				push_failure(L, &rd->req, op);
 				int e = lua_gettop(L);
@@ -2669,7 +2451,7 @@ static int b_head(lua_State *L)
 	if (object_url(b, &r->url, key) != 0)
 		oom(L, r, 0);
 	run_or_raise(L, b, r, op, 0);
-	if (r->rc == CURLE_OK && r->status == 404) {
+	if (r->x.rc == CURLE_OK && r->x.status == 404) {
 		req_free(r);
 		lua_pushnil(L);
 		return 1;
@@ -2680,42 +2462,32 @@ static int b_head(lua_State *L)
 	int t = lua_gettop(L);
 	lua_newtable(L);
 	int meta = lua_gettop(L);
-	const char *p = r->head.data, *end = p ? p + r->head.len : NULL;
-	while (p && p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-		http_field f;
-		if (httputil_parse_field(p, len, &f)) {
-			const char *field = NULL;
-			if (httputil_name_is(f.name, f.name_len, "content-length"))
-				field = "size";
-			else if (httputil_name_is(f.name, f.name_len, "etag"))
-				field = "etag";
-			else if (httputil_name_is(f.name, f.name_len, "last-modified"))
-				field = "last_modified";
-			else if (httputil_name_is(f.name, f.name_len, "content-type"))
-				field = "content_type";
-			if (field && strcmp(field, "size") == 0) {
-				char num[32];
-				size_t k = f.value_len < sizeof num - 1 ? f.value_len : sizeof num - 1;
-				memcpy(num, f.value, k);
-				num[k] = '\0';
-				lua_pushinteger(L, (lua_Integer)strtoll(num, NULL, 10));
-				lua_setfield(L, t, field);
-			} else if (field) {
-				lua_pushlstring(L, f.value, f.value_len);
-				lua_setfield(L, t, field);
-			} else if (f.name_len > 11 && strncasecmp(f.name, "x-amz-meta-", 11) == 0) {
-				luaL_Buffer lb;
-				char *d = luaL_buffinitsize(L, &lb, f.name_len - 11);
-				memcpy(d, f.name + 11, f.name_len - 11);
-				httputil_lower(d, f.name_len - 11);
-				luaL_pushresultsize(&lb, f.name_len - 11);
-				lua_pushlstring(L, f.value, f.value_len);
-				lua_rawset(L, meta);
-			}
+	for (struct curl_header *h = httpc_next_header(&r->x, NULL); h; h = httpc_next_header(&r->x, h)) {
+		const char *field = NULL;
+		size_t name_len = strlen(h->name), value_len = strlen(h->value);
+		if (httputil_name_is(h->name, name_len, "content-length"))
+			field = "size";
+		else if (httputil_name_is(h->name, name_len, "etag"))
+			field = "etag";
+		else if (httputil_name_is(h->name, name_len, "last-modified"))
+			field = "last_modified";
+		else if (httputil_name_is(h->name, name_len, "content-type"))
+			field = "content_type";
+		if (field && strcmp(field, "size") == 0) {
+			lua_pushinteger(L, (lua_Integer)strtoll(h->value, NULL, 10));
+			lua_setfield(L, t, field);
+		} else if (field) {
+			lua_pushlstring(L, h->value, value_len);
+			lua_setfield(L, t, field);
+		} else if (name_len > 11 && strncasecmp(h->name, "x-amz-meta-", 11) == 0) {
+			luaL_Buffer lb;
+			char *d = luaL_buffinitsize(L, &lb, name_len - 11);
+			memcpy(d, h->name + 11, name_len - 11);
+			httputil_lower(d, name_len - 11);
+			luaL_pushresultsize(&lb, name_len - 11);
+			lua_pushlstring(L, h->value, value_len);
+			lua_rawset(L, meta);
 		}
-		p += len;
 	}
 	lua_setfield(L, t, "metadata");
 	lua_pushstring(L, key);
@@ -2767,7 +2539,7 @@ static int b_list(lua_State *L)
 			raise_failure(L, r, op, 0);
 		s3xml *x = push_xml(L);
 		char xerr[128];
-		int prc = s3xml_parse(r->out.data ? r->out.data : "", r->out.len, x, xerr, sizeof xerr);
+		int prc = s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr);
 		if (prc != 0 || !s3xml_root(x) || strcmp(s3xml_root(x), "ListBucketResult") != 0) {
 			s3xml_free(x);
 			req_free(r);
@@ -2775,7 +2547,7 @@ static int b_list(lua_State *L)
 				return luaL_error(L, "s3: out of memory");
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "ListObjectsV2 answered with an unexpected document: %s",
 			                prc ? xerr : "no ListBucketResult");
-			bgrun_error_set_int(L, "code", r->status);
+			bgrun_error_set_int(L, "code", r->x.status);
 			bgrun_error_throw(L);
 		}
 		req_free(r);
@@ -2860,7 +2632,7 @@ static int b_delete(lua_State *L)
 	if (object_url(b, &r->url, key) != 0)
 		oom(L, r, 0);
 	run_or_raise(L, b, r, op, 0);
-	if (!ok_status(r) && !(r->rc == CURLE_OK && r->status == 404))
+	if (!ok_status(r) && !(r->x.rc == CURLE_OK && r->x.status == 404))
 		raise_failure(L, r, op, 0);
 	req_free(r);
 	lua_pushboolean(L, 1);
@@ -3079,7 +2851,7 @@ static int s3_sign(lua_State *L)
 static int bucket_tostring(lua_State *L)
 {
 	s3_bucket *b = luaL_checkudata(L, 1, BUCKET_MT);
-	if (b->multi == NULL)
+	if (b->pool == NULL)
 		lua_pushliteral(L, "s3.bucket (closed)");
 	else
 		lua_pushfstring(L, "s3.bucket %s at %s", b->bucket, b->endpoint);
