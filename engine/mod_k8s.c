@@ -3,12 +3,15 @@
  * configuration, every verb a deploy needs, watches that survive dropped
  * connections and expired resource versions, and kubectl's rollout rule.
  *
- * Transfers run on one curl multi handle per client (its connection pool):
- * the Lua side drives it with a short poll so interrupts are seen, and
- * curl callbacks only copy bytes into C buffers. */
+ * Transfers run on the engine's transfer layer (httpc.c), one pool per
+ * client; Kubernetes credentials are its pre-send hook, and watches stream
+ * on the same run loop, which sees interrupts and deadlines. */
 #define _GNU_SOURCE
 #include "bgrun.h"
 #include "buf.h"
+#include "clock.h"
+#include "httpc.h"
+#include "httputil.h"
 #include "k8s_util.h"
 #include "kubeconfig.h"
 
@@ -25,9 +28,7 @@
 
 #define DEFAULT_TIMEOUT 30.0          /* seconds, per request */
 #define DEFAULT_RETRIES 5             /* extra attempts for idempotent calls */
-#define BACKOFF_BASE 0.2
-#define BACKOFF_CAP 5.0
-#define RETRY_AFTER_CAP 30.0
+#define DEFAULT_DEADLINE 300.0       /* seconds for one call, its retries included */
 #define MAX_BODY (256u << 20)
 #define WATCH_HIGH_WATER (4u << 20)   /* pause a watch stream above this */
 #define WATCH_SERVER_TIMEOUT 290      /* timeoutSeconds asked of the server */
@@ -42,12 +43,12 @@
 typedef struct conn {
 	int refs;
 	kube_config cfg;
-	CURLM *multi;
-	CURL *easy;                 /* unary requests reuse this handle */
+	httpc_pool *pool;           /* the connection pool of every transfer */
 	char *base;                 /* scheme://host:port the URLs start with */
 	struct curl_slist *connect_to; /* tls-server-name: connect to the real host */
 	int https;
 	double timeout;
+	double deadline;            /* seconds for one call, its retries included */
 	int retries;
 	char *token;                /* current bearer token */
 	double token_read;          /* monotonic time of the last token file read */
@@ -55,21 +56,11 @@ typedef struct conn {
 	int have_cred;
 } conn;
 
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 static void conn_unref(conn *c)
 {
 	if (c == NULL || --c->refs > 0)
 		return;
-	if (c->easy)
-		curl_easy_cleanup(c->easy);
-	if (c->multi)
-		curl_multi_cleanup(c->multi);
+	httpc_pool_free(c->pool);
 	curl_slist_free_all(c->connect_to);
 	free(c->base);
 	free(c->token);
@@ -78,167 +69,58 @@ static void conn_unref(conn *c)
 	free(c);
 }
 
-/* One transfer on the multi handle: a unary request or a watch stream. */
+/* One transfer on the client's pool: a unary request or a watch stream.
+ * h first: httpc hands the hooks &h. */
 typedef struct xfer {
-	CURL *easy;
-	struct curl_slist *hdrs;
-	buf body;                   /* unary response */
+	httpc_xfer h;
 	k8s_lines lines;            /* watch stream */
-	int watch;
-	int added;                  /* in the multi handle */
-	int done;
-	int paused;
-	int overflow;
-	CURLcode result;
-	char errbuf[CURL_ERROR_SIZE];
-	const char *reqbody;
-	size_t reqlen;
-	size_t reqpos;
-	int idempotent;
-	int sends;                  /* times curl was about to send the request */
+	conn *c;
+	lua_State *L;               /* for the pre-send hook's secrets */
+	buf url;
+	const char *content_type;
+	const char *accept;
+	struct curl_slist *user_hdrs; /* c:request's headers */
+	int auth_failed;
+	char auth_err[512];
 } xfer;
 
-/* libcurl silently sends a request again when its reused connection drops
- * before any answer. The server may already have applied a mutation, so
- * create/patch/delete/replace go out once; a second send aborts. */
-static int before_send(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
-                       int conn_local_port)
+static void xfer_free(xfer *x)
 {
-	(void)conn_primary_ip;
-	(void)conn_local_ip;
-	(void)conn_primary_port;
-	(void)conn_local_port;
-	xfer *x = ud;
-	x->sends++;
-	return !x->idempotent && x->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
+	httpc_xfer_free(&x->h);
+	k8s_lines_free(&x->lines);
+	curl_slist_free_all(x->user_hdrs);
+	x->user_hdrs = NULL;
+	buf_free(&x->url);
 }
 
-static size_t body_read(char *p, size_t sz, size_t n, void *ud)
+static size_t watch_sink(httpc_xfer *h, const char *p, size_t len, void *ud)
 {
+	(void)h;
 	xfer *x = ud;
-	size_t left = x->reqlen - x->reqpos;
-	size_t k = sz * n < left ? sz * n : left;
-	memcpy(p, x->reqbody + x->reqpos, k);
-	x->reqpos += k;
-	return k;
-}
-
-/* curl rewinds the body to resend it on a fresh connection when a reused
- * one drops without an answer; for create/patch/delete/replace that resend
- * must not happen (see before_send). */
-static int body_seek(void *ud, curl_off_t offset, int origin)
-{
-	xfer *x = ud;
-	if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->reqlen)
-		return CURL_SEEKFUNC_CANTSEEK;
-	if (!x->idempotent)
-		return CURL_SEEKFUNC_FAIL;
-	x->reqpos = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static size_t body_write(char *p, size_t sz, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t len = sz * n;
-	if (x->body.len + len > MAX_BODY || buf_append(&x->body, p, len) != 0) {
-		x->overflow = 1;
-		return 0;
-	}
-	return len;
-}
-
-static size_t watch_write(char *p, size_t sz, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t len = sz * n;
 	/* Flat memory: stop reading while the consumer is behind; curl keeps
-	 * this chunk and hands it over again after curl_easy_pause(CONT). */
-	if (k8s_lines_pending(&x->lines) > WATCH_HIGH_WATER && k8s_lines_ready(&x->lines)) {
-		x->paused = 1;
+	 * this chunk and hands it over again after httpc_unpause. */
+	if (k8s_lines_pending(&x->lines) > WATCH_HIGH_WATER && k8s_lines_ready(&x->lines))
 		return CURL_WRITEFUNC_PAUSE;
-	}
 	if (k8s_lines_feed(&x->lines, p, len) != 0) {
-		x->overflow = 1;
+		x->h.overflow = 1;
 		return 0;
 	}
 	return len;
-}
-
-static void xfer_detach(conn *c, xfer *x)
-{
-	if (x->added) {
-		curl_multi_remove_handle(c->multi, x->easy);
-		x->added = 0;
-	}
-	curl_slist_free_all(x->hdrs);
-	x->hdrs = NULL;
 }
 
 enum { DRIVE_OK, DRIVE_INTERRUPTED, DRIVE_DEADLINE };
 
-/* Runs the multi handle until x is finished (or, for a watch, has a full
- * line buffered), the deadline passes, or an interrupt arrives. Transfers
- * of other owners progress too; their completion is recorded in theirs. */
-static int drive(conn *c, xfer *x, double deadline, int want_lines)
+static int lines_ready(void *ud)
 {
-	for (;;) {
-		int running;
-		curl_multi_perform(c->multi, &running);
-		CURLMsg *m;
-		int q;
-		while ((m = curl_multi_info_read(c->multi, &q)) != NULL) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			xfer *t = NULL;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-			if (t) {
-				t->done = 1;
-				t->result = m->data.result;
-			}
-		}
-		if (x->done || (want_lines && k8s_lines_ready(&x->lines)))
-			return DRIVE_OK;
-		if (bgrun_interrupted())
-			return DRIVE_INTERRUPTED;
-		int ms = 100;
-		if (deadline > 0) {
-			double left = deadline - mono();
-			if (left <= 0)
-				return DRIVE_DEADLINE;
-			if (left * 1000 < ms)
-				ms = (int)(left * 1000) + 1;
-		}
-		curl_multi_poll(c->multi, NULL, 0, ms, NULL);
-	}
+	return k8s_lines_ready(&((xfer *)ud)->lines);
 }
 
-/* Interruptible sleep. 0 slept, 1 interrupted. */
-static int nap(double s)
+/* Runs the pool until x is finished (or, for a watch, has a full line
+ * buffered), the deadline passes, or an interrupt arrives. */
+static int drive(xfer *x, double deadline, int want_lines)
 {
-	double end = mono() + s;
-	for (;;) {
-		if (bgrun_interrupted())
-			return 1;
-		double left = end - mono();
-		if (left <= 0)
-			return 0;
-		if (left > 0.05)
-			left = 0.05;
-		struct timespec ts = {0, (long)(left * 1e9)};
-		nanosleep(&ts, NULL);
-	}
-}
-
-static double backoff(int attempt)
-{
-	double d = BACKOFF_BASE;
-	for (int i = 0; i < attempt && d < BACKOFF_CAP; i++)
-		d *= 2;
-	if (d > BACKOFF_CAP)
-		d = BACKOFF_CAP;
-	/* jitter: 75%..100% */
-	return d * (0.75 + 0.25 * ((double)rand() / RAND_MAX));
+	int rc = httpc_wait(x->c->pool, &x->h, deadline, want_lines ? lines_ready : NULL, x);
+	return rc == HTTPC_INTERRUPTED ? DRIVE_INTERRUPTED : rc == HTTPC_DEADLINE ? DRIVE_DEADLINE : DRIVE_OK;
 }
 
 /* --------------------------------------------------------- credentials */
@@ -279,10 +161,10 @@ static int auth_refresh(lua_State *L, conn *c, int force, char *err, size_t errl
 			set_token(L, c, cred.token);
 		return AUTH_OK;
 	}
-	if (c->cfg.token_file && (force || mono() - c->token_read > TOKEN_REREAD)) {
+	if (c->cfg.token_file && (force || bgrun_clock() - c->token_read > TOKEN_REREAD)) {
 		char inner[256];
 		char *t = kube_read_file(c->cfg.token_file, NULL, 1, inner, sizeof inner);
-		c->token_read = mono();
+		c->token_read = bgrun_clock();
 		if (t) {
 			set_token(L, c, t);
 			free(t);
@@ -290,6 +172,101 @@ static int auth_refresh(lua_State *L, conn *c, int force, char *err, size_t errl
 		/* an unreadable file keeps the last token; the server decides */
 	}
 	return AUTH_OK;
+}
+
+/* TLS trust and the client certificate (kubeconfig's or the exec
+ * plugin's), or basic auth. */
+static void set_tls(conn *c, CURL *e)
+{
+	if (c->cfg.insecure) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
+	} else if (c->cfg.ca_data) {
+		struct curl_blob ca = {c->cfg.ca_data, c->cfg.ca_len, CURL_BLOB_COPY};
+		curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
+	}
+	const char *cert = c->have_cred && c->cred.cert_data ? c->cred.cert_data : c->cfg.cert_data;
+	size_t cert_len = c->have_cred && c->cred.cert_data ? c->cred.cert_len : c->cfg.cert_len;
+	const char *key = c->have_cred && c->cred.key_data ? c->cred.key_data : c->cfg.key_data;
+	size_t key_len = c->have_cred && c->cred.key_data ? c->cred.key_len : c->cfg.key_len;
+	if (cert && key) {
+		struct curl_blob cb = {(void *)cert, cert_len, CURL_BLOB_COPY};
+		struct curl_blob kb = {(void *)key, key_len, CURL_BLOB_COPY};
+		curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
+		curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
+		curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
+		curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
+	}
+	if (c->cfg.username && c->cfg.password && !c->token) {
+		curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
+		curl_easy_setopt(e, CURLOPT_USERNAME, c->cfg.username);
+		curl_easy_setopt(e, CURLOPT_PASSWORD, c->cfg.password);
+	}
+}
+
+static int add_header(struct curl_slist **hl, buf *line)
+{
+	struct curl_slist *nl = line->data ? curl_slist_append(*hl, line->data) : NULL;
+	buf_reset(line);
+	if (nl == NULL)
+		return -1;
+	*hl = nl;
+	return 0;
+}
+
+/* httpc's pre-send hook, before every attempt: fresh credentials (bearer
+ * token, exec plugin, client certificate), TLS, proxy, and the headers. */
+static int pre_send(httpc_xfer *h, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
+{
+	(void)h;
+	xfer *x = ud;
+	conn *c = x->c;
+	if (x->L && auth_refresh(x->L, c, 0, x->auth_err, sizeof x->auth_err) != AUTH_OK) {
+		x->auth_failed = 1;
+		snprintf(err, errlen, "%s", x->auth_err);
+		return -1;
+	}
+	if (c->connect_to)
+		curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
+	if (c->cfg.proxy_url)
+		curl_easy_setopt(e, CURLOPT_PROXY, c->cfg.proxy_url);
+	if (c->https)
+		set_tls(c, e);
+	buf line = BUF_INIT;
+	int bad = buf_printf(&line, "Accept: %s", x->accept ? x->accept : "application/json") != 0 ||
+	          add_header(hl, &line) != 0;
+	if (!bad && x->content_type)
+		bad = buf_printf(&line, "Content-Type: %s", x->content_type) != 0 || add_header(hl, &line) != 0;
+	if (!bad && c->https && c->token)
+		bad = buf_printf(&line, "Authorization: Bearer %s", c->token) != 0 || add_header(hl, &line) != 0;
+	if (line.data)
+		memset(line.data, 0, line.len);
+	buf_free(&line);
+	if (bad)
+		snprintf(err, errlen, "out of memory");
+	return bad ? -1 : 0;
+}
+
+/* Fills x for path on c: URL, method, body, limits, hooks. 0 or -1. */
+static int xfer_prepare(lua_State *L, conn *c, xfer *x, const char *path, const char *method,
+                        const char *content_type, const char *accept, double timeout)
+{
+	x->c = c;
+	x->L = L;
+	x->content_type = content_type;
+	x->accept = accept;
+	buf_reset(&x->url);
+	if (buf_printf(&x->url, "%s%s", c->base, path) != 0)
+		return -1;
+	x->h.url = x->url.data;
+	x->h.method = method;
+	long ms = (long)(timeout * 1000);
+	x->h.attempt_ms = ms < 1 ? 1 : ms; /* 0 would mean no limit */
+	x->h.connect_ms = x->h.attempt_ms < 10000 ? x->h.attempt_ms : 10000;
+	x->h.max_out = MAX_BODY;
+	x->h.pre_send = pre_send;
+	x->h.ud = x;
+	return 0;
 }
 
 /* ------------------------------------------------------------- requests */
@@ -328,220 +305,84 @@ static void resp_free(resp *r)
 	buf_free(&r->body);
 }
 
-/* Sets the options every transfer shares: URL, TLS, credentials, headers. */
-static int setup_easy(conn *c, xfer *x, const char *path, const char *method, const char *content_type,
-                      const char *accept, double timeout)
-{
-	CURL *e = x->easy;
-	buf url = BUF_INIT;
-	if (buf_printf(&url, "%s%s", c->base, path) != 0)
-		return -1;
-	curl_easy_setopt(e, CURLOPT_URL, url.data);
-	buf_free(&url);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	long ms = (long)(timeout * 1000);
-	if (ms < 1)
-		ms = 1; /* 0 would mean no limit */
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms < 10000 ? ms : 10000L);
-	if (c->connect_to)
-		curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
-	if (c->cfg.proxy_url)
-		curl_easy_setopt(e, CURLOPT_PROXY, c->cfg.proxy_url);
-	if (c->https) {
-		if (c->cfg.insecure) {
-			curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-			curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-		} else if (c->cfg.ca_data) {
-			struct curl_blob ca = {c->cfg.ca_data, c->cfg.ca_len, CURL_BLOB_COPY};
-			curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
-		}
-		const char *cert = c->have_cred && c->cred.cert_data ? c->cred.cert_data : c->cfg.cert_data;
-		size_t cert_len = c->have_cred && c->cred.cert_data ? c->cred.cert_len : c->cfg.cert_len;
-		const char *key = c->have_cred && c->cred.key_data ? c->cred.key_data : c->cfg.key_data;
-		size_t key_len = c->have_cred && c->cred.key_data ? c->cred.key_len : c->cfg.key_len;
-		if (cert && key) {
-			struct curl_blob cb = {(void *)cert, cert_len, CURL_BLOB_COPY};
-			struct curl_blob kb = {(void *)key, key_len, CURL_BLOB_COPY};
-			curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
-			curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-			curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
-			curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
-		}
-		if (c->cfg.username && c->cfg.password && !c->token) {
-			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-			curl_easy_setopt(e, CURLOPT_USERNAME, c->cfg.username);
-			curl_easy_setopt(e, CURLOPT_PASSWORD, c->cfg.password);
-		}
-	}
-	struct curl_slist *h = NULL;
-	buf line = BUF_INIT;
-	buf_printf(&line, "Accept: %s", accept ? accept : "application/json");
-	h = curl_slist_append(h, line.data);
-	buf_reset(&line);
-	if (content_type) {
-		buf_printf(&line, "Content-Type: %s", content_type);
-		h = curl_slist_append(h, line.data);
-		buf_reset(&line);
-	}
-	if (c->https && c->token) {
-		buf_printf(&line, "Authorization: Bearer %s", c->token);
-		h = curl_slist_append(h, line.data);
-		buf_reset(&line);
-	}
-	h = curl_slist_append(h, "Expect:");
-	buf_free(&line);
-	x->hdrs = h;
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-	if (strcmp(method, "GET") == 0) {
-		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-	} else {
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-		if (x->reqbody) {
-			curl_easy_setopt(e, CURLOPT_POST, 1L);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->reqlen);
-			curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
-			curl_easy_setopt(e, CURLOPT_READDATA, x);
-			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
-			curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-		} else if (strcmp(method, "DELETE") != 0) {
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-		}
-	}
-	return 0;
-}
-
 static int tls_error(CURLcode cc)
 {
-	switch (cc) {
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_ISSUER_ERROR:
-	case CURLE_SSL_CRL_BADFILE:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_ENGINE_INITFAILED:
-	case CURLE_SSL_ENGINE_NOTFOUND:
-	case CURLE_SSL_ENGINE_SETFAILED:
-	case CURLE_USE_SSL_FAILED:
-		return 1;
-	default:
-		return 0;
-	}
+	return strcmp(httputil_reason(cc), "TLS") == 0;
 }
 
-/* The request never left: safe to retry whatever the verb. */
+/* The request never left (for the message). */
 static int not_sent(CURLcode cc)
 {
 	return cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
 	       cc == CURLE_COULDNT_RESOLVE_PROXY;
 }
 
-static double retry_after(CURL *e)
+/* One run of r under httpc's retry policy (idempotent verbs: connection
+ * errors, 429 and 5xx with backoff and Retry-After; others only when
+ * nothing was sent). 1 when a 401 asks for fresh credentials. */
+static int exec_once(lua_State *L, conn *c, const req *r, resp *out, int may_reauth)
 {
-	struct curl_header *h = NULL;
-	if (curl_easy_header(e, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK || h == NULL)
-		return -1;
-	double v = strtod(h->value, NULL);
-	return v < 0 ? -1 : (v > RETRY_AFTER_CAP ? RETRY_AFTER_CAP : v);
+	xfer x;
+	memset(&x, 0, sizeof x);
+	httpc_xfer_init(&x.h);
+	if (xfer_prepare(L, c, &x, r->path.data, r->method, r->content_type, r->accept, c->timeout) != 0) {
+		xfer_free(&x);
+		out->kind = RQ_TRANSPORT;
+		out->cc = CURLE_OUT_OF_MEMORY;
+		snprintf(out->err, sizeof out->err, "out of memory");
+		return 0;
+	}
+	x.h.body = r->body;
+	x.h.body_n = (long long)r->body_len;
+	x.h.has_body = r->body != NULL;
+	x.h.idempotent = r->idempotent;
+	x.h.policy.attempts = c->retries + 1;
+	x.h.policy.retry_status = 1;
+	x.h.policy.deadline = c->deadline;
+	int rc = httpc_perform(c->pool, &x.h);
+	int again = 0;
+	if (rc == HTTPC_INTERRUPTED) {
+		out->kind = RQ_INTERRUPTED;
+	} else if (x.auth_failed) {
+		out->kind = RQ_AUTH;
+		snprintf(out->err, sizeof out->err, "%s", x.auth_err);
+	} else if (x.h.rc != CURLE_OK || x.h.overflow) {
+		out->kind = RQ_TRANSPORT;
+		out->cc = x.h.overflow ? CURLE_WRITE_ERROR : x.h.rc;
+		if (x.h.rc == CURLE_SEND_FAIL_REWIND || (x.h.rc == CURLE_ABORTED_BY_CALLBACK && x.h.sends > 1))
+			snprintf(out->err, sizeof out->err, "the connection dropped after the request was sent; "
+			         "not retried, since the server may have applied it");
+		else if (x.h.overflow)
+			snprintf(out->err, sizeof out->err, "the response is larger than %u bytes", MAX_BODY);
+		else
+			snprintf(out->err, sizeof out->err, "%s", httpc_errmsg(&x.h));
+	} else if (x.h.status == 401 && may_reauth && (c->cfg.exec || c->cfg.token_file)) {
+		again = 1;
+	} else {
+		out->kind = RQ_HTTP;
+		out->status = x.h.status;
+		out->body = x.h.out; /* taken over */
+		memset(&x.h.out, 0, sizeof x.h.out);
+	}
+	xfer_free(&x);
+	return again;
 }
 
-/* Performs r with retries (idempotent verbs: connection errors, 429 and 5xx
- * with capped exponential backoff; others only when nothing was sent) and
- * one credential refresh after a 401. Never raises (but for running out of
- * memory registering a secret). */
+/* Performs r with retries and one credential refresh after a 401. Never
+ * raises (but for running out of memory registering a secret). */
 static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
 {
 	memset(out, 0, sizeof *out);
 	snprintf(out->rq_method, sizeof out->rq_method, "%s", r->method);
 	snprintf(out->rq_path, sizeof out->rq_path, "%s", r->path.data ? r->path.data : "");
-	int attempt = 0, reauth = 0;
-	for (;;) {
-		if (auth_refresh(L, c, 0, out->err, sizeof out->err) != AUTH_OK) {
-			out->kind = RQ_AUTH;
-			return;
-		}
-		xfer x;
-		memset(&x, 0, sizeof x);
-		x.easy = c->easy;
-		x.reqbody = r->body;
-		x.reqlen = r->body_len;
-		x.idempotent = r->idempotent;
-		curl_easy_reset(c->easy);
-		if (setup_easy(c, &x, r->path.data, r->method, r->content_type, r->accept, c->timeout) != 0) {
-			out->kind = RQ_TRANSPORT;
-			out->cc = CURLE_OUT_OF_MEMORY;
-			snprintf(out->err, sizeof out->err, "out of memory");
-			return;
-		}
-		curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, body_write);
-		curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, &x);
-		curl_easy_setopt(c->easy, CURLOPT_PREREQFUNCTION, before_send);
-		curl_easy_setopt(c->easy, CURLOPT_PREREQDATA, &x);
-		curl_multi_add_handle(c->multi, c->easy);
-		x.added = 1;
-		int d = drive(c, &x, 0, 0);
-		xfer_detach(c, &x);
-		if (d == DRIVE_INTERRUPTED) {
-			buf_free(&x.body);
-			out->kind = RQ_INTERRUPTED;
-			return;
-		}
-		double wait = -1;
-		if (x.result != CURLE_OK) {
-			buf_free(&x.body);
-			out->kind = RQ_TRANSPORT;
-			out->cc = x.result;
-			if (x.result == CURLE_SEND_FAIL_REWIND || (x.result == CURLE_ABORTED_BY_CALLBACK && x.sends > 1))
-				snprintf(out->err, sizeof out->err, "the connection dropped after the request was sent; "
-				         "not retried, since the server may have applied it");
-			else
-				snprintf(out->err, sizeof out->err, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(x.result));
-			if (tls_error(x.result) || !(r->idempotent || not_sent(x.result)))
-				return;
-		} else {
-			long status = 0;
-			curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-			if (status == 401 && !reauth && (c->cfg.exec || c->cfg.token_file)) {
-				/* expired credentials: refresh once and try again */
-				reauth = 1;
-				buf_free(&x.body);
-				if (auth_refresh(L, c, 1, out->err, sizeof out->err) != AUTH_OK) {
-					out->kind = RQ_AUTH;
-					return;
-				}
-				continue;
-			}
-			int transient = status == 429 || (status >= 500 && status != 501);
-			if (!(transient && r->idempotent) || attempt >= c->retries) {
-				out->kind = RQ_HTTP;
-				out->status = status;
-				out->body = x.body;
-				return;
-			}
-			wait = retry_after(c->easy);
-			buf_free(&x.body);
-			out->kind = RQ_HTTP;
-			out->status = status;
-		}
-		if (attempt >= c->retries)
-			return;
-		if (nap(wait >= 0 ? wait : backoff(attempt))) {
-			out->kind = RQ_INTERRUPTED;
-			return;
-		}
-		attempt++;
+	if (!exec_once(L, c, r, out, 1))
+		return;
+	/* expired credentials: refresh once and try again */
+	if (auth_refresh(L, c, 1, out->err, sizeof out->err) != AUTH_OK) {
+		out->kind = RQ_AUTH;
+		return;
 	}
+	exec_once(L, c, r, out, 0);
 }
 
 /* ---------------------------------------------------------------- errors */
@@ -1223,14 +1064,8 @@ typedef struct batch {
 
 static void batch_release(batch *b)
 {
-	for (int i = 0; b->x && i < b->n; i++) {
-		if (b->x[i].easy) {
-			xfer_detach(b->c, &b->x[i]);
-			curl_easy_cleanup(b->x[i].easy);
-		}
-		curl_slist_free_all(b->x[i].hdrs);
-		buf_free(&b->x[i].body);
-	}
+	for (int i = 0; b->x && i < b->n; i++)
+		xfer_free(&b->x[i]);
 	free(b->x);
 	b->x = NULL;
 	if (b->c)
@@ -1283,16 +1118,14 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 		accept = lua_tostring(L, -1); /* anchored in the headers table */
 	if (htype == LUA_TTABLE)
 		lua_pop(L, 1);
-	x->easy = curl_easy_init();
-	if (x->easy == NULL)
+	httpc_xfer_init(&x->h);
+	x->h.body = body;
+	x->h.body_n = (long long)blen;
+	x->h.has_body = body != NULL;
+	x->h.idempotent = 1;
+	/* the credentials were refreshed before the batch: the hook only sets them */
+	if (xfer_prepare(NULL, c, x, path, method ? method : "GET", NULL, accept, timeout) != 0)
 		luaL_error(L, "out of memory");
-	x->reqbody = body;
-	x->reqlen = blen;
-	x->idempotent = 1;
-	if (setup_easy(c, x, path, method ? method : "GET", NULL, accept, timeout) != 0)
-		luaL_error(L, "out of memory");
-	if (method && strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(x->easy, CURLOPT_NOBODY, 1L);
 	if (htype == LUA_TTABLE) {
 		buf line = BUF_INIT;
 		lua_pushnil(L);
@@ -1313,21 +1146,19 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 			if (strcasecmp(k, "Accept") != 0) {
 				buf_reset(&line);
 				buf_printf(&line, "%s: %s", k, v);
-				struct curl_slist *h = line.data ? curl_slist_append(x->hdrs, line.data) : NULL;
+				struct curl_slist *h = line.data ? curl_slist_append(x->user_hdrs, line.data) : NULL;
 				if (h == NULL) {
 					buf_free(&line);
 					luaL_error(L, "out of memory");
 				}
-				x->hdrs = h;
+				x->user_hdrs = h;
 			}
 			lua_pop(L, 1);
 		}
 		buf_free(&line);
-		curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+		x->h.headers = x->user_hdrs;
 	}
 	lua_pop(L, 1);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, body_write);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
 }
 
 /* Pushes the response of transfer i, or the structured error it failed with. */
@@ -1337,18 +1168,18 @@ static void raw_push(lua_State *L, batch *b, int i, const char *method, const ch
 	xfer *x = &b->x[i];
 	char op[300];
 	snprintf(op, sizeof op, "request %s %s", method, path);
-	if (x->overflow) {
+	if (x->h.overflow) {
 		bgrun_error_new(L, "k8s", op, "BadResponse", "the response from %s is larger than %u bytes", c->cfg.server,
 		                MAX_BODY);
 		bgrun_error_set_str(L, "code", "bad_response");
 		return;
 	}
-	if (x->result != CURLE_OK) {
-		const char *err = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
-		if (x->result == CURLE_OPERATION_TIMEDOUT) {
+	if (x->h.rc != CURLE_OK) {
+		const char *err = httpc_errmsg(&x->h);
+		if (x->h.rc == CURLE_OPERATION_TIMEDOUT) {
 			bgrun_error_new(L, "k8s", op, "Timeout", "no answer through %s in time: %s", c->cfg.server, err);
 			bgrun_error_set_str(L, "code", "timeout");
-		} else if (tls_error(x->result)) {
+		} else if (tls_error(x->h.rc)) {
 			bgrun_error_new(L, "k8s", op, "TLSError", "TLS failure talking to %s (context \"%s\"): %s", c->cfg.server,
 			                c->cfg.context, err);
 			bgrun_error_set_str(L, "code", "tls");
@@ -1359,20 +1190,19 @@ static void raw_push(lua_State *L, batch *b, int i, const char *method, const ch
 		bgrun_error_set_str(L, "server", c->cfg.server);
 		return;
 	}
-	long status = 0;
-	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+	long status = x->h.status;
 	curl_off_t us = 0;
-	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &us);
+	curl_easy_getinfo(x->h.easy, CURLINFO_TOTAL_TIME_T, &us);
 	lua_createtable(L, 0, 4);
 	lua_pushinteger(L, status);
 	lua_setfield(L, -2, "status");
-	lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+	lua_pushlstring(L, x->h.out.data ? x->h.out.data : "", x->h.out.len);
 	lua_setfield(L, -2, "body");
 	lua_pushnumber(L, (double)us / 1000.0);
 	lua_setfield(L, -2, "time_ms");
 	lua_newtable(L);
 	struct curl_header *h = NULL, *prev = NULL;
-	while ((h = curl_easy_nextheader(x->easy, CURLH_HEADER, -1, prev)) != NULL) {
+	while ((h = httpc_next_header(&x->h, prev)) != NULL) {
 		luaL_Buffer lb;
 		luaL_buffinit(L, &lb);
 		for (const char *p = h->name; *p; p++)
@@ -1423,15 +1253,16 @@ static batch *raw_run(lua_State *L, conn *c, int idx, int many)
 		raw_setup(L, b, i, lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	for (int i = 0; i < n; i++) {
-		curl_multi_add_handle(c->multi, b->x[i].easy);
-		b->x[i].added = 1;
-	}
-	for (int i = 0; i < n; i++) {
-		if (drive(c, &b->x[i], 0, 0) == DRIVE_INTERRUPTED) {
-			batch_release(b);
-			bgrun_throw_interrupted(L, "k8s", "request");
-		}
+	httpc_xfer **xs = malloc((size_t)(n > 0 ? n : 1) * sizeof *xs);
+	if (xs == NULL)
+		luaL_error(L, "out of memory");
+	for (int i = 0; i < n; i++)
+		xs[i] = &b->x[i].h;
+	int rc = httpc_run(c->pool, xs, (size_t)n, (size_t)(n > 0 ? n : 1));
+	free(xs);
+	if (rc == HTTPC_INTERRUPTED) {
+		batch_release(b);
+		bgrun_throw_interrupted(L, "k8s", "request");
 	}
 	return b;
 }
@@ -1452,7 +1283,7 @@ static int c_request(lua_State *L)
 	luaL_checktype(L, 2, LUA_TTABLE);
 	batch *b = raw_run(L, c, 2, 0);
 	raw_push(L, b, 0, raw_field(L, 2, "method", "GET"), raw_field(L, 2, "path", "?"));
-	int failed = b->x[0].result != CURLE_OK || b->x[0].overflow;
+	int failed = b->x[0].h.rc != CURLE_OK || b->x[0].h.overflow;
 	batch_release(b);
 	if (failed)
 		return bgrun_error_throw(L);
@@ -1497,20 +1328,16 @@ typedef struct watch {
 	json_t *cur;                /* the event being handed out */
 	int failures;
 	int finished;
+	int streaming;              /* a stream is open (or just ended) */
 	char op[160];
 } watch;
 
 static void watch_stop_stream(watch *w)
 {
-	if (w->x.easy) {
-		xfer_detach(w->c, &w->x);
-		curl_easy_cleanup(w->x.easy);
-		w->x.easy = NULL;
-	}
-	k8s_lines_free(&w->x.lines);
-	w->x.done = 0;
-	w->x.paused = 0;
-	w->x.overflow = 0;
+	xfer_free(&w->x);
+	memset(&w->x, 0, sizeof w->x);
+	httpc_xfer_init(&w->x.h);
+	w->streaming = 0;
 }
 
 /* w:close() (also __close, __gc) */
@@ -1646,11 +1473,6 @@ static int watch_open_stream(watch *w)
 {
 	conn *c = w->c;
 	watch_stop_stream(w);
-	memset(&w->x, 0, sizeof w->x);
-	w->x.watch = 1;
-	w->x.easy = curl_easy_init();
-	if (w->x.easy == NULL)
-		return -1;
 	buf path = BUF_INIT;
 	k8s_build_path(&path, &w->r, w->ns, NULL, NULL);
 	k8s_query_add(&path, "watch", "true");
@@ -1663,21 +1485,24 @@ static int watch_open_stream(watch *w)
 		k8s_query_add(&path, "fieldSelector", w->fsel);
 	int server_timeout = w->server_timeout > 0 ? w->server_timeout : WATCH_SERVER_TIMEOUT;
 	if (w->deadline > 0) {
-		double left = w->deadline - mono();
+		double left = w->deadline - bgrun_clock();
 		if (left + 1 < server_timeout)
 			server_timeout = left < 1 ? 1 : (int)left + 1;
 	}
 	char num[32];
 	snprintf(num, sizeof num, "%d", server_timeout);
 	k8s_query_add(&path, "timeoutSeconds", num);
-	int rc = path.data ? setup_easy(c, &w->x, path.data, "GET", NULL, NULL, server_timeout + 30.0) : -1;
+	/* the credentials were refreshed before: the hook only sets them */
+	int rc = path.data ? xfer_prepare(NULL, c, &w->x, path.data, "GET", NULL, NULL, server_timeout + 30.0) : -1;
 	buf_free(&path);
 	if (rc != 0)
 		return -1;
-	curl_easy_setopt(w->x.easy, CURLOPT_WRITEFUNCTION, watch_write);
-	curl_easy_setopt(w->x.easy, CURLOPT_WRITEDATA, &w->x);
-	curl_multi_add_handle(c->multi, w->x.easy);
-	w->x.added = 1;
+	w->x.h.sink = watch_sink;
+	w->x.h.max_out = 0;
+	w->x.h.idempotent = 1;
+	w->streaming = 1;
+	if (httpc_start(c->pool, &w->x.h) != 0)
+		return w->x.h.rc == CURLE_OUT_OF_MEMORY ? -1 : 0; /* else a failed stream: handled as one */
 	return 0;
 }
 
@@ -1688,7 +1513,7 @@ static void watch_failed(lua_State *L, watch *w, resp *rs)
 	if (w->failures > WATCH_MAX_FAILURES)
 		raise_resp(L, w->c, w->op, rs);
 	resp_free(rs);
-	if (nap(backoff(w->failures - 1)))
+	if (bgrun_nap(httpc_backoff(&w->x.h.policy, w->failures)))
 		bgrun_throw_interrupted(L, "k8s", w->op);
 }
 
@@ -1698,9 +1523,8 @@ enum { EV_NONE, EV_EVENT };
  * relisting (410) and raising. */
 static void watch_stream_ended(lua_State *L, watch *w)
 {
-	long status = 0;
-	curl_easy_getinfo(w->x.easy, CURLINFO_RESPONSE_CODE, &status);
-	CURLcode cc = w->x.result;
+	long status = w->x.h.status;
+	CURLcode cc = w->x.h.rc;
 	resp rs;
 	memset(&rs, 0, sizeof rs);
 	snprintf(rs.rq_method, sizeof rs.rq_method, "GET");
@@ -1720,7 +1544,7 @@ static void watch_stream_ended(lua_State *L, watch *w)
 	} else if (cc != CURLE_OK) {
 		rs.kind = RQ_TRANSPORT;
 		rs.cc = cc;
-		snprintf(rs.err, sizeof rs.err, "%s", w->x.errbuf[0] ? w->x.errbuf : curl_easy_strerror(cc));
+		snprintf(rs.err, sizeof rs.err, "%s", httpc_errmsg(&w->x.h));
 	}
 	watch_stop_stream(w);
 	if (status == 200 && cc == CURLE_OK) {
@@ -1768,9 +1592,9 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 		}
 		if (bgrun_interrupted())
 			bgrun_throw_interrupted(L, "k8s", w->op);
-		if (until > 0 && mono() >= until)
+		if (until > 0 && bgrun_clock() >= until)
 			return EV_NONE;
-		if (w->x.easy == NULL) {
+		if (!w->streaming) {
 			resp rs;
 			memset(&rs, 0, sizeof rs);
 			if (auth_refresh(L, w->c, 0, rs.err, sizeof rs.err) != AUTH_OK) {
@@ -1783,15 +1607,13 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 		const char *line;
 		size_t len;
 		long status = 0;
-		curl_easy_getinfo(w->x.easy, CURLINFO_RESPONSE_CODE, &status);
+		curl_easy_getinfo(w->x.h.easy, CURLINFO_RESPONSE_CODE, &status);
 		if (status == 200 && k8s_lines_next(&w->x.lines, &line, &len)) {
 			json_error_t je;
 			json_t *ev = json_loadb(line, len, 0, &je);
 			/* only now: unpausing may feed (and move) the buffer line is in */
-			if (w->x.paused && k8s_lines_pending(&w->x.lines) < WATCH_HIGH_WATER / 2) {
-				w->x.paused = 0;
-				curl_easy_pause(w->x.easy, CURLPAUSE_CONT);
-			}
+			if (w->x.h.paused && k8s_lines_pending(&w->x.lines) < WATCH_HIGH_WATER / 2)
+				httpc_unpause(&w->x.h);
 			const char *type = json_string_value(json_object_get(ev, "type"));
 			json_t *obj = json_object_get(ev, "object");
 			if (ev == NULL || type == NULL || !json_is_object(obj)) {
@@ -1831,27 +1653,24 @@ static int watch_next_event(lua_State *L, watch *w, double until)
 			w->cur = ev;
 			return EV_EVENT;
 		}
-		if (w->x.done) {
+		if (w->x.h.done) {
 			watch_stream_ended(L, w);
 			continue;
 		}
 		if (status != 0 && status != 200) {
 			/* an error answer: wait for its body, then decide */
-			int d = drive(w->c, &w->x, until, 0);
+			int d = drive(&w->x, until, 0);
 			if (d == DRIVE_INTERRUPTED)
 				bgrun_throw_interrupted(L, "k8s", w->op);
 			if (d == DRIVE_DEADLINE)
 				return EV_NONE;
-			if (!w->x.done)
+			if (!w->x.h.done)
 				continue;
 			watch_stream_ended(L, w);
 			continue;
 		}
-		if (w->x.paused) {
-			w->x.paused = 0;
-			curl_easy_pause(w->x.easy, CURLPAUSE_CONT);
-		}
-		int d = drive(w->c, &w->x, until, 1);
+		httpc_unpause(&w->x.h);
+		int d = drive(&w->x, until, 1);
 		if (d == DRIVE_INTERRUPTED)
 			bgrun_throw_interrupted(L, "k8s", w->op);
 		if (d == DRIVE_DEADLINE)
@@ -1873,11 +1692,12 @@ static watch *watch_new(lua_State *L, conn *c, const k8s_resource *r, const char
 	w->lsel = lsel && *lsel ? strdup(lsel) : NULL;
 	w->fsel = fsel && *fsel ? strdup(fsel) : NULL;
 	w->rv = rv && *rv ? strdup(rv) : NULL;
+	httpc_xfer_init(&w->x.h);
 	w->pending = json_array();
 	w->known = json_object();
 	make_op(w->op, sizeof w->op, "watch", r, NULL);
 	if (timeout > 0)
-		w->deadline = mono() + timeout;
+		w->deadline = bgrun_clock() + timeout;
 	if (w->rv == NULL)
 		watch_relist(L, w, send_initial);
 	return w;
@@ -1918,8 +1738,8 @@ static int watch_next(lua_State *L)
 	luaL_argcheck(L, t >= 0, 2, "timeout must not be negative");
 	if (w->c == NULL || w->finished)
 		return 0;
-	if (watch_next_event(L, w, t > 0 ? mono() + t : 0) == EV_NONE) {
-		if (w->deadline > 0 && mono() >= w->deadline) {
+	if (watch_next_event(L, w, t > 0 ? bgrun_clock() + t : 0) == EV_NONE) {
+		if (w->deadline > 0 && bgrun_clock() >= w->deadline) {
 			w->finished = 1;
 			watch_stop_stream(w);
 		}
@@ -2042,7 +1862,7 @@ static int c_rollout_status(lua_State *L)
 		luaL_argerror(L, 2, "rollout_status works on deployments, statefulsets and daemonsets");
 	char op[256];
 	make_op(op, sizeof op, "rollout_status", &r, name);
-	double deadline = mono() + timeout;
+	double deadline = bgrun_clock() + timeout;
 	/* as kubectl: the object must exist */
 	{
 		req rq = {.method = "GET", .idempotent = 1};
@@ -2066,15 +1886,15 @@ static int c_rollout_status(lua_State *L)
 	json_t **last = new_holder(L);
 	char msg[512] = "Waiting for the object to appear...";
 	int is_deploy = strcmp(r.plural, "deployments") == 0;
-	double next_check = mono() + POD_CHECK_INTERVAL;
+	double next_check = bgrun_clock() + POD_CHECK_INTERVAL;
 	for (;;) {
-		if (mono() >= deadline)
+		if (bgrun_clock() >= deadline)
 			break;
 		int got = watch_next_event(L, w, fail_fast && is_deploy && *last ? next_check : 0);
 		if (got == EV_NONE) {
-			if (fail_fast && is_deploy && *last && mono() >= next_check) {
+			if (fail_fast && is_deploy && *last && bgrun_clock() >= next_check) {
 				check_pods(L, c, *last, op);
-				next_check = mono() + POD_CHECK_INTERVAL;
+				next_check = bgrun_clock() + POD_CHECK_INTERVAL;
 			}
 			continue;
 		}
@@ -2104,9 +1924,9 @@ static int c_rollout_status(lua_State *L)
 		}
 		json_decref(*last);
 		*last = json_incref(obj);
-		if (fail_fast && is_deploy && mono() >= next_check) {
+		if (fail_fast && is_deploy && bgrun_clock() >= next_check) {
 			check_pods(L, c, obj, op);
-			next_check = mono() + POD_CHECK_INTERVAL;
+			next_check = bgrun_clock() + POD_CHECK_INTERVAL;
 		}
 	}
 	(void)widx;
@@ -2204,11 +2024,11 @@ static int conn_prepare(conn *c, char *err, size_t errlen)
 	return rc;
 }
 
-/* k8s.client{kubeconfig=, context=, namespace=, timeout=, retries=,
+/* k8s.client{kubeconfig=, context=, namespace=, timeout=, retries=, deadline=,
  *            in_cluster=, serviceaccount_dir=} -> client */
 static int k8s_client(lua_State *L)
 {
-	static const char *const known[] = {"kubeconfig", "context", "namespace", "timeout", "retries",
+	static const char *const known[] = {"kubeconfig", "context", "namespace", "timeout", "retries", "deadline",
 	                                    "in_cluster", "serviceaccount_dir", NULL};
 	if (lua_isnoneornil(L, 1)) {
 		lua_settop(L, 0);
@@ -2224,6 +2044,8 @@ static int k8s_client(lua_State *L)
 	luaL_argcheck(L, timeout > 0, 1, "timeout must be positive");
 	double retries = opt_num(L, 1, "retries", DEFAULT_RETRIES);
 	luaL_argcheck(L, retries >= 0, 1, "retries must not be negative");
+	double deadline = opt_num(L, 1, "deadline", DEFAULT_DEADLINE);
+	luaL_argcheck(L, deadline > 0, 1, "deadline must be positive");
 	int in_cluster = opt_bool(L, 1, "in_cluster", 0);
 	const char *sa_dir = opt_str(L, 1, "serviceaccount_dir");
 
@@ -2237,6 +2059,7 @@ static int k8s_client(lua_State *L)
 	c->refs = 1;
 	c->timeout = timeout;
 	c->retries = (int)retries;
+	c->deadline = deadline;
 	char err[1024];
 	int rc = -2;
 	if (!in_cluster)
@@ -2259,13 +2082,10 @@ static int k8s_client(lua_State *L)
 	if (rc == 0 && conn_prepare(c, err, sizeof err) != 0)
 		rc = -1;
 	if (rc == 0) {
-		c->multi = curl_multi_init();
-		c->easy = curl_easy_init();
-		if (c->multi == NULL || c->easy == NULL) {
+		c->pool = httpc_pool_new(64L);
+		if (c->pool == NULL) {
 			snprintf(err, sizeof err, "cannot initialise libcurl");
 			rc = -1;
-		} else {
-			curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 		}
 	}
 	if (rc != 0) {
@@ -2283,7 +2103,7 @@ static int k8s_client(lua_State *L)
 	if (c->cfg.key_data)
 		bgrun_secret(L, c->cfg.key_data, c->cfg.key_len);
 	c->token = c->cfg.token ? strdup(c->cfg.token) : NULL;
-	c->token_read = mono();
+	c->token_read = bgrun_clock();
 	return 1;
 }
 
@@ -2341,7 +2161,8 @@ static const luaL_Reg k8s_funcs[] = {
 
 int luaopen_k8s(lua_State *L)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (httpc_global_init() != 0)
+		return luaL_error(L, "k8s: cannot initialise libcurl");
 	if (luaL_newmetatable(L, CLIENT_MT)) {
 		luaL_newlib(L, client_methods);
 		lua_setfield(L, -2, "__index");
