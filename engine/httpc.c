@@ -525,8 +525,18 @@ static int schedule_retry(httpc_xfer *x)
 	if (wait < 0)
 		wait = httpc_backoff(&x->policy, x->attempt);
 	double now = bgrun_clock();
-	if (x->deadline_at > 0 && now + wait >= x->deadline_at)
-		return 0; /* no time left for another attempt: this outcome stands */
+	if (x->deadline_at > 0 && now + wait >= x->deadline_at) {
+		/* no time left for another attempt: this outcome stands, and a
+		 * transport failure says that the deadline ended the retries */
+		if (x->rc != CURLE_OK) {
+			char last[CURL_ERROR_SIZE];
+			snprintf(last, sizeof last, "%s", httpc_errmsg(x));
+			x->deadline_hit = 1;
+			snprintf(x->errbuf, sizeof x->errbuf, "no complete answer within the deadline of %g s (last attempt: %.150s)",
+			         x->policy.deadline, last);
+		}
+		return 0;
+	}
 	x->not_before = now + wait;
 	return 1;
 }
