@@ -281,6 +281,47 @@ static void register_url_secret(lua_State *L, const char *url)
 
 /* ----------------------------------------------------------- set-up */
 
+/* The request headers of table t into x->headers (Authorization values
+ * become secrets), and a JSON Content-Type unless one was given. Raises
+ * only for out of memory, when the batch owns x. */
+static void add_headers(lua_State *L, xfer *x, int t, int is_json)
+{
+	int has_ctype = 0;
+	buf line = BUF_INIT;
+	if (lua_getfield(L, t, "headers") == LUA_TTABLE) {
+		int h = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, h)) {
+			size_t klen, vlen;
+			const char *k = lua_tolstring(L, -2, &klen);
+			lua_pushvalue(L, -1);
+			const char *v = lua_tolstring(L, -1, &vlen);
+			if (httputil_name_is(k, klen, "authorization") || httputil_name_is(k, klen, "proxy-authorization"))
+				bgrun_secret(L, v, vlen);
+			has_ctype |= httputil_name_is(k, klen, "content-type");
+			buf_reset(&line);
+			/* "Name;" is curl's way to send a header with an empty value */
+			int bad = vlen == 0 ? buf_printf(&line, "%s;", k) : buf_printf(&line, "%s: %s", k, v);
+			struct curl_slist *nl = bad ? NULL : curl_slist_append(x->headers, line.data);
+			lua_pop(L, 2);
+			if (nl == NULL) {
+				buf_free(&line);
+				luaL_error(L, "http: out of memory");
+			}
+			x->headers = nl;
+		}
+	}
+	lua_pop(L, 1);
+	buf_free(&line);
+	if (is_json && !has_ctype) {
+		struct curl_slist *nl = curl_slist_append(x->headers, "Content-Type: application/json");
+		if (nl == NULL)
+			luaL_error(L, "http: out of memory");
+		x->headers = nl;
+	}
+
+}
+
 /* Prepares x for request table t; returns NULL or a message for a
  * playbook mistake found late (json= that cannot be encoded). Raises only
  * for out of memory, when the batch userdata owns everything. */
@@ -322,40 +363,7 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	}
 	lua_pop(L, 1);
 
-	/* Request headers; Authorization values become secrets. */
-	int has_ctype = 0;
-	buf line = BUF_INIT;
-	if (lua_getfield(L, t, "headers") == LUA_TTABLE) {
-		int h = lua_gettop(L);
-		lua_pushnil(L);
-		while (lua_next(L, h)) {
-			size_t klen, vlen;
-			const char *k = lua_tolstring(L, -2, &klen);
-			lua_pushvalue(L, -1);
-			const char *v = lua_tolstring(L, -1, &vlen);
-			if (httputil_name_is(k, klen, "authorization") || httputil_name_is(k, klen, "proxy-authorization"))
-				bgrun_secret(L, v, vlen);
-			has_ctype |= httputil_name_is(k, klen, "content-type");
-			buf_reset(&line);
-			/* "Name;" is curl's way to send a header with an empty value */
-			int bad = vlen == 0 ? buf_printf(&line, "%s;", k) : buf_printf(&line, "%s: %s", k, v);
-			struct curl_slist *nl = bad ? NULL : curl_slist_append(x->headers, line.data);
-			lua_pop(L, 2);
-			if (nl == NULL) {
-				buf_free(&line);
-				luaL_error(L, "http: out of memory");
-			}
-			x->headers = nl;
-		}
-	}
-	lua_pop(L, 1);
-	buf_free(&line);
-	if (is_json && !has_ctype) {
-		struct curl_slist *nl = curl_slist_append(x->headers, "Content-Type: application/json");
-		if (nl == NULL)
-			luaL_error(L, "http: out of memory");
-		x->headers = nl;
-	}
+	add_headers(L, x, t, is_json);
 
 	httpc_xfer *h = &x->h;
 	h->method = method;

@@ -525,6 +525,55 @@ char *s3_dup_str(const char *s)
 	return p;
 }
 
+/* The endpoint without trailing slashes into ep, AWS's own for the region
+ * when none is given; the URL style follows unless path_style= was set. */
+static void endpoint_url(lua_State *L, const char *endpoint, const char *region, buf *ep, int path_style_set,
+                         int *path_style)
+{
+	if (endpoint == NULL) {
+		/* AWS itself: virtual-host style unless asked otherwise */
+		if (buf_printf(ep, "https://s3.%s.amazonaws.com", region) != 0)
+			luaL_error(L, "s3: out of memory");
+		if (!path_style_set)
+			*path_style = 0;
+		return;
+	}
+	if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
+		luaL_error(L, "s3.bucket: endpoint '%s' must start with http:// or https://", endpoint);
+	if (!path_style_set)
+		*path_style = 1;
+	size_t n = strlen(endpoint);
+	while (n > 0 && endpoint[n - 1] == '/')
+		n--;
+	if (buf_append(ep, endpoint, n) != 0 || buf_appends(ep, "") != 0)
+		luaL_error(L, "s3: out of memory");
+}
+
+/* opts[field] (seconds, positive) in milliseconds, or def. */
+static long ms_opt(lua_State *L, int t, const char *field, long def)
+{
+	long ms = def;
+	if (lua_getfield(L, t, field) != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+			luaL_error(L, "s3.bucket: option '%s' must be a positive number of seconds", field);
+		ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
+		if (ms < 1)
+			ms = 1;
+	}
+	lua_pop(L, 1);
+	return ms;
+}
+
+static void check_bucket_name(lua_State *L, const char *name)
+{
+	if (name == NULL || *name == '\0')
+		luaL_error(L, "s3.bucket: option 'bucket' (a string) is required");
+	for (const char *c = name; *c; c++)
+		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_' ||
+		      (*c >= 'A' && *c <= 'Z')))
+			luaL_error(L, "s3.bucket: bucket name '%s' has characters S3 does not allow", name);
+}
+
 static const char *const bucket_keys[] = {
 	"endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "path_style", "timeout", "deadline", NULL,
 };
@@ -548,31 +597,10 @@ int s3_bucket_new(lua_State *L)
 	int path_style_set = ty == LUA_TBOOLEAN;
 	int path_style = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	long timeout_ms = DEFAULT_TIMEOUT_MS;
-	if (lua_getfield(L, 1, "timeout") != LUA_TNIL) {
-		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-			luaL_error(L, "s3.bucket: option 'timeout' must be a positive number of seconds");
-		timeout_ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
-		if (timeout_ms < 1)
-			timeout_ms = 1;
-	}
-	lua_pop(L, 1);
-	long deadline_ms = DEFAULT_DEADLINE_MS;
-	if (lua_getfield(L, 1, "deadline") != LUA_TNIL) {
-		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-			luaL_error(L, "s3.bucket: option 'deadline' must be a positive number of seconds");
-		deadline_ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
-		if (deadline_ms < 1)
-			deadline_ms = 1;
-	}
-	lua_pop(L, 1);
+	long timeout_ms = ms_opt(L, 1, "timeout", DEFAULT_TIMEOUT_MS);
+	long deadline_ms = ms_opt(L, 1, "deadline", DEFAULT_DEADLINE_MS);
 
-	if (name == NULL || *name == '\0')
-		luaL_error(L, "s3.bucket: option 'bucket' (a string) is required");
-	for (const char *c = name; *c; c++)
-		if (!((*c >= 'a' && *c <= 'z') || (*c >= '0' && *c <= '9') || *c == '-' || *c == '.' || *c == '_' ||
-		      (*c >= 'A' && *c <= 'Z')))
-			luaL_error(L, "s3.bucket: bucket name '%s' has characters S3 does not allow", name);
+	check_bucket_name(L, name);
 	if (!endpoint)
 		endpoint = s3_env_first("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL");
 	if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
@@ -628,23 +656,7 @@ int s3_bucket_new(lua_State *L)
 		found_region = NULL;
 	}
 	buf ep = BUF_INIT;
-	if (endpoint == NULL) {
-		/* AWS itself: virtual-host style unless asked otherwise */
-		if (buf_printf(&ep, "https://s3.%s.amazonaws.com", region) != 0)
-			return luaL_error(L, "s3: out of memory");
-		if (!path_style_set)
-			path_style = 0;
-	} else {
-		if (strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
-			luaL_error(L, "s3.bucket: endpoint '%s' must start with http:// or https://", endpoint);
-		if (!path_style_set)
-			path_style = 1;
-		size_t n = strlen(endpoint);
-		while (n > 0 && endpoint[n - 1] == '/')
-			n--;
-		if (buf_append(&ep, endpoint, n) != 0 || buf_appends(&ep, "") != 0)
-			return luaL_error(L, "s3: out of memory");
-	}
+	endpoint_url(L, endpoint, region, &ep, path_style_set, &path_style);
 	bgrun_secret(L, sk, strlen(sk));
 	if (tok)
 		bgrun_secret(L, tok, strlen(tok));

@@ -119,14 +119,12 @@ static int read_full(int fd, char *dst, size_t n, long long off)
 	return 0;
 }
 
-/* Multipart upload of the file in op (index opi) of size bytes. Pushes
- * the ETag of the object. Raises after aborting on any failure. */
-static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
-                          long long part_size, const char *const *hdrs, size_t nh, const char *op)
+/* Step 1 of a multipart upload: CreateMultipartUpload. Leaves the parsed
+ * document's userdata (for reuse) and the upload id (a Lua string, so a
+ * raise never leaks it) on the stack; raises after releasing op. */
+static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *key, const char *const *hdrs,
+                            size_t nh, const char *op, int opi)
 {
-	s3_req *r = s3_push_req(L);
-	char hex[SHA256_HEX_LEN + 1];
-	/* 1. create */
 	s3_req_init(r, "POST");
 	r->extra = hdrs;
 	r->n_extra = nh;
@@ -150,12 +148,49 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		}
 		s3_raise_failure(L, r, op, opi);
 	}
-	/* the upload id and ETags live in Lua strings from here, so a raise
-	 * never leaks them */
 	lua_pushstring(L, uid);
-	int uid_idx = lua_gettop(L);
 	s3xml_free(x);
 	s3_req_free(r);
+	return x;
+}
+
+/* A part that did not store: aborts the upload, then raises what went
+ * wrong (an interrupt only after the abort). */
+static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, long long number,
+                       const char *key, const char *upload_id, const char *op, int opi)
+{
+	s3_abort_upload(L, b, key, upload_id);
+	if (rc == 1) {
+		s3_req_free(r);
+		s3_release_op(L, opi);
+		bgrun_throw_interrupted(L, "s3", op);
+	}
+	if (rc == -1) {
+		s3_req_free(r);
+		s3_release_op(L, opi);
+		bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
+		bgrun_error_throw(L);
+	}
+	if (s3_ok_status(r)) {
+		s3_req_free(r);
+		s3_release_op(L, opi);
+		bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", number);
+		bgrun_error_set_int(L, "code", 200);
+		bgrun_error_throw(L);
+	}
+	s3_raise_failure(L, r, op, opi);
+}
+
+/* Multipart upload of the file in op (index opi) of size bytes. Pushes
+ * the ETag of the object. Raises after aborting on any failure. */
+static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
+                          long long part_size, const char *const *hdrs, size_t nh, const char *op)
+{
+	s3_req *r = s3_push_req(L);
+	char hex[SHA256_HEX_LEN + 1];
+	char xerr[128];
+	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, opi);
+	int uid_idx = lua_gettop(L);
 	const char *upload_id = lua_tostring(L, uid_idx);
 	lua_newtable(L);
 	int etags = lua_gettop(L);
@@ -201,29 +236,8 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		char err[1024];
 		int rc = s3_perform(L, b, r, err, sizeof err);
 		const char *tag = rc == 0 && s3_ok_status(r) ? s3_resp_header(r, "etag", &r->scratch) : NULL;
-		if (tag == NULL) {
-			/* an interrupt is acknowledged only after the abort */
-			s3_abort_upload(L, b, key, upload_id);
-			if (rc == 1) {
-				s3_req_free(r);
-				s3_release_op(L, opi);
-				bgrun_throw_interrupted(L, "s3", op);
-			}
-			if (rc == -1) {
-				s3_req_free(r);
-				s3_release_op(L, opi);
-				bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
-				bgrun_error_throw(L);
-			}
-			if (s3_ok_status(r)) {
-				s3_req_free(r);
-				s3_release_op(L, opi);
-				bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", i + 1);
-				bgrun_error_set_int(L, "code", 200);
-				bgrun_error_throw(L);
-			}
-			s3_raise_failure(L, r, op, opi);
-		}
+		if (tag == NULL)
+			part_raise(L, b, r, rc, err, i + 1, key, upload_id, op, opi);
 		lua_pushstring(L, tag);
 		lua_rawseti(L, etags, i + 1);
 		s3_req_free(r);
