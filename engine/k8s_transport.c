@@ -305,24 +305,7 @@ void k8sc_exec_req(lua_State *L, conn *c, const req *r, resp *out)
 
 const char *k8sc_http_reason(long status)
 {
-	switch (status) {
-	case 400: return "BadRequest";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "NotFound";
-	case 405: return "MethodNotAllowed";
-	case 406: return "NotAcceptable";
-	case 409: return "Conflict";
-	case 410: return "Expired";
-	case 413: return "RequestEntityTooLarge";
-	case 415: return "UnsupportedMediaType";
-	case 422: return "Invalid";
-	case 429: return "TooManyRequests";
-	case 500: return "InternalError";
-	case 503: return "ServiceUnavailable";
-	case 504: return "Timeout";
-	default: return status >= 500 ? "InternalError" : "Unknown";
-	}
+	return httputil_status_reason(status, HTTPUTIL_K8S);
 }
 
 /* A 403 names what was refused — verb, resource, namespace — as the API

@@ -397,20 +397,7 @@ int s3_refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen)
 
 const char *s3_status_reason(long status)
 {
-	switch (status) {
-	case 400: return "BadRequest";
-	case 403: return "AccessDenied";
-	case 404: return "NotFound";
-	case 405: return "MethodNotAllowed";
-	case 409: return "Conflict";
-	case 411: return "MissingContentLength";
-	case 412: return "PreconditionFailed";
-	case 416: return "InvalidRange";
-	case 500: return "InternalError";
-	case 501: return "NotImplemented";
-	case 503: return "ServiceUnavailable";
-	default: return status >= 500 ? "ServerError" : "HTTPError";
-	}
+	return httputil_status_reason(status, HTTPUTIL_S3);
 }
 
 /* Pushes the structured error for a failed request: transport failure
