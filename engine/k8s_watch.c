@@ -246,6 +246,32 @@ static void watch_stream_ended(lua_State *L, watch *w)
 	watch_failed(L, w, &rs);
 }
 
+/* A queued synthetic event into w->cur: 1, or 0 when none is queued. */
+static int pop_pending(watch *w)
+{
+	if (!w->pending || w->pending_i >= json_array_size(w->pending))
+		return 0;
+	w->cur = json_incref(json_array_get(w->pending, w->pending_i++));
+	if (w->pending_i == json_array_size(w->pending)) {
+		json_array_clear(w->pending);
+		w->pending_i = 0;
+	}
+	return 1;
+}
+
+/* Fresh credentials, then a new stream; raises when there are none. */
+static void open_stream_or_raise(lua_State *L, watch *w)
+{
+	resp rs;
+	memset(&rs, 0, sizeof rs);
+	if (k8sc_auth_refresh(L, w->c, 0, rs.err, sizeof rs.err) != AUTH_OK) {
+		rs.kind = RQ_AUTH;
+		k8sc_raise_resp(L, w->c, w->op, &rs);
+	}
+	if (watch_open_stream(w) != 0)
+		luaL_error(L, "%s: out of memory", w->op);
+}
+
 /* Next event into w->cur (a {type, object}); EV_NONE at until (0: the
  * watch's own deadline) or at the watch's deadline. */
 int k8sc_watch_next_event(lua_State *L, watch *w, double until)
@@ -255,28 +281,14 @@ int k8sc_watch_next_event(lua_State *L, watch *w, double until)
 	json_decref(w->cur);
 	w->cur = NULL;
 	for (;;) {
-		if (w->pending && w->pending_i < json_array_size(w->pending)) {
-			w->cur = json_incref(json_array_get(w->pending, w->pending_i++));
-			if (w->pending_i == json_array_size(w->pending)) {
-				json_array_clear(w->pending);
-				w->pending_i = 0;
-			}
+		if (pop_pending(w))
 			return EV_EVENT;
-		}
 		if (bgrun_interrupted())
 			bgrun_throw_interrupted(L, "k8s", w->op);
 		if (until > 0 && bgrun_clock() >= until)
 			return EV_NONE;
-		if (!w->streaming) {
-			resp rs;
-			memset(&rs, 0, sizeof rs);
-			if (k8sc_auth_refresh(L, w->c, 0, rs.err, sizeof rs.err) != AUTH_OK) {
-				rs.kind = RQ_AUTH;
-				k8sc_raise_resp(L, w->c, w->op, &rs);
-			}
-			if (watch_open_stream(w) != 0)
-				luaL_error(L, "%s: out of memory", w->op);
-		}
+		if (!w->streaming)
+			open_stream_or_raise(L, w);
 		const char *line;
 		size_t len;
 		long status = 0;

@@ -154,10 +154,10 @@ static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *k
 	return x;
 }
 
-/* A part that did not store: aborts the upload, then raises what went
- * wrong (an interrupt only after the abort). */
-static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, long long number,
-                       const char *key, const char *upload_id, const char *op, int opi)
+/* A request of the upload that failed: aborts the upload, then raises
+ * what went wrong (an interrupt only after the abort). */
+static void abort_and_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, const char *key,
+                            const char *upload_id, const char *op, int opi)
 {
 	s3_abort_upload(L, b, key, upload_id);
 	if (rc == 1) {
@@ -171,14 +171,36 @@ static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char
 		bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
 		bgrun_error_throw(L);
 	}
-	if (s3_ok_status(r)) {
+	s3_raise_failure(L, r, op, opi);
+}
+
+/* A part stored without an ETag is a failure too. */
+static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, long long number,
+                       const char *key, const char *upload_id, const char *op, int opi)
+{
+	if (rc == 0 && s3_ok_status(r)) {
+		s3_abort_upload(L, b, key, upload_id);
 		s3_req_free(r);
 		s3_release_op(L, opi);
 		bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", number);
 		bgrun_error_set_int(L, "code", 200);
 		bgrun_error_throw(L);
 	}
-	s3_raise_failure(L, r, op, opi);
+	abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+}
+
+/* CompleteMultipartUpload's document: the parts ascending with the ETags
+ * in the table at etags. 0 or -1 (out of memory). */
+static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
+{
+	int bad = buf_appends(body, "<CompleteMultipartUpload>") != 0;
+	for (long long i = 0; i < nparts && !bad; i++) {
+		lua_rawgeti(L, etags, i + 1);
+		bad = buf_printf(body, "<Part><PartNumber>%lld</PartNumber><ETag>", i + 1) != 0 ||
+		      s3xml_escape(body, lua_tostring(L, -1)) != 0 || buf_appends(body, "</ETag></Part>") != 0;
+		lua_pop(L, 1);
+	}
+	return bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 ? -1 : 0;
 }
 
 /* Multipart upload of the file in op (index opi) of size bytes. Pushes
@@ -248,14 +270,7 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	/* 3. complete, parts ascending; not retried: a second Complete of a
 	 * finished upload fails with NoSuchUpload and would hide the outcome */
 	buf body = BUF_INIT;
-	int bad = buf_appends(&body, "<CompleteMultipartUpload>") != 0;
-	for (long long i = 0; i < nparts && !bad; i++) {
-		lua_rawgeti(L, etags, i + 1);
-		bad = buf_printf(&body, "<Part><PartNumber>%lld</PartNumber><ETag>", i + 1) != 0 ||
-		      s3xml_escape(&body, lua_tostring(L, -1)) != 0 || buf_appends(&body, "</ETag></Part>") != 0;
-		lua_pop(L, 1);
-	}
-	bad = bad || buf_appends(&body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body.data, body.len, hex) != 0;
+	int bad = complete_body(L, etags, nparts, &body) != 0 || sha256_hex(body.data, body.len, hex) != 0;
 	s3_req_init(r, "POST");
 	const char *ctq[] = {"uploadId", upload_id, NULL};
 	const char *xh[] = {"content-type", "application/xml"};
@@ -286,25 +301,45 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	}
 	if (failed) {
 		s3xml_free(x);
-		s3_abort_upload(L, b, key, upload_id);
-		if (rc == 1) {
-			s3_req_free(r);
-			s3_release_op(L, opi);
-			bgrun_throw_interrupted(L, "s3", op);
-		}
-		if (rc == -1) {
-			s3_req_free(r);
-			s3_release_op(L, opi);
-			bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
-			bgrun_error_throw(L);
-		}
-		s3_raise_failure(L, r, op, opi);
+		abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
 	}
 	s3xml_free(x);
 	s3_req_free(r);
 	/* leave only the ETag above the caller's stack */
 	lua_replace(L, uid_idx);
 	lua_settop(L, uid_idx);
+}
+
+/* put_file's part_size option (5 MiB to 5 GiB), or the default. */
+static long long part_size_opt(lua_State *L, int opts)
+{
+	long long part_size = DEFAULT_PART;
+	if (opts && lua_getfield(L, opts, "part_size") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < MIN_PART || lua_tointeger(L, -1) > 5LL * 1024 * MIB)
+			luaL_error(L, "s3.put_file: option 'part_size' must be an integer from 5 MiB to 5 GiB");
+		part_size = (long long)lua_tointeger(L, -1);
+	}
+	if (opts)
+		lua_pop(L, 1);
+	return part_size;
+}
+
+/* What --dry-run says put_file would have uploaded; returns 1 (a table). */
+static int put_dry_run(lua_State *L, s3_bucket *b, const char *key, const char *path, long long size)
+{
+	lua_createtable(L, 0, 3);
+	lua_pushstring(L, key);
+	lua_setfield(L, -2, "key");
+	lua_pushstring(L, path);
+	lua_setfield(L, -2, "path");
+	lua_pushinteger(L, size);
+	lua_setfield(L, -2, "size");
+	lua_pushstring(L, b->bucket);
+	lua_setfield(L, -2, "bucket");
+	bgrun_log(L, "info", "dry-run: would upload", lua_gettop(L));
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "dry_run");
+	return 1;
 }
 
 /* b:put_file(key, path [, {content_type=, metadata=, part_size=}])
@@ -322,14 +357,7 @@ int s3_b_put_file(lua_State *L)
 		bgrun_check_options(L, 4, put_keys);
 	}
 	lua_settop(L, 4);
-	long long part_size = DEFAULT_PART;
-	if (opts && lua_getfield(L, opts, "part_size") != LUA_TNIL) {
-		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < MIN_PART || lua_tointeger(L, -1) > 5LL * 1024 * MIB)
-			luaL_error(L, "s3.put_file: option 'part_size' must be an integer from 5 MiB to 5 GiB");
-		part_size = (long long)lua_tointeger(L, -1);
-	}
-	if (opts)
-		lua_pop(L, 1);
+	long long part_size = part_size_opt(L, opts);
 	char label[1100];
 	s3_progress_label(L, opts, "upload", key, label, sizeof label);
 	s3_upload_headers(L, opts); /* index 5 */
@@ -359,19 +387,7 @@ int s3_b_put_file(lua_State *L)
 
 	if (bgrun_dry_run(L)) {
 		s3_release_op(L, opi);
-		lua_createtable(L, 0, 3);
-		lua_pushstring(L, key);
-		lua_setfield(L, -2, "key");
-		lua_pushstring(L, path);
-		lua_setfield(L, -2, "path");
-		lua_pushinteger(L, size);
-		lua_setfield(L, -2, "size");
-		lua_pushstring(L, b->bucket);
-		lua_setfield(L, -2, "bucket");
-		bgrun_log(L, "info", "dry-run: would upload", lua_gettop(L));
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, "dry_run");
-		return 1;
+		return put_dry_run(L, b, key, path, size);
 	}
 
 	/* the header strings stay anchored by the table at 5; the array of
@@ -569,11 +585,9 @@ int s3_b_head(lua_State *L)
 
 /* ------------------------------------------------------------------ list */
 
-/* b:list([prefix [, {max_keys=}]]) -> {{key=, size=, etag=, last_modified=}, ...} */
-int s3_b_list(lua_State *L)
+/* b:list's opts (argument 3): max_keys, 1 to 1000. */
+static lua_Integer list_max_keys(lua_State *L)
 {
-	s3_bucket *b = s3_check_bucket(L);
-	const char *prefix = luaL_optstring(L, 2, "");
 	lua_Integer max_keys = MAX_KEYS;
 	if (!lua_isnoneornil(L, 3)) {
 		luaL_checktype(L, 3, LUA_TTABLE);
@@ -586,6 +600,15 @@ int s3_b_list(lua_State *L)
 		}
 		lua_pop(L, 1);
 	}
+	return max_keys;
+}
+
+/* b:list([prefix [, {max_keys=}]]) -> {{key=, size=, etag=, last_modified=}, ...} */
+int s3_b_list(lua_State *L)
+{
+	s3_bucket *b = s3_check_bucket(L);
+	const char *prefix = luaL_optstring(L, 2, "");
+	lua_Integer max_keys = list_max_keys(L);
 	lua_settop(L, 2);
 	char op[1024];
 	snprintf(op, sizeof op, "list %s", prefix);
