@@ -3,6 +3,7 @@
  * and the hidden "bgrun.core" module the prelude builds on. */
 #define _GNU_SOURCE /* memfd_create */
 #include "bgrun.h"
+#include "clock.h"
 
 #include <dlfcn.h>
 #include <sys/mman.h>
@@ -309,9 +310,7 @@ static int core_isatty(lua_State *L)
 /* core.now() -> seconds on a monotonic clock, as a float */
 static int core_now(lua_State *L)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	lua_pushnumber(L, (lua_Number)bgrun_clock());
 	return 1;
 }
 
@@ -330,24 +329,8 @@ static int core_sleep(lua_State *L)
 {
 	lua_Number s = luaL_checknumber(L, 1);
 	luaL_argcheck(L, s >= 0, 1, "must not be negative");
-	struct timespec end, now;
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += (time_t)s;
-	end.tv_nsec += (long)((s - (lua_Number)(time_t)s) * 1e9);
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
-	for (;;) {
-		if (bgrun_interrupted())
-			bgrun_throw_interrupted(L, "bgrun", "sleep");
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long left_ms = (long)(end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000L;
-		if (left_ms <= 0)
-			break;
-		struct timespec step = {0, (left_ms > 50 ? 50 : left_ms) * 1000000L};
-		nanosleep(&step, NULL);
-	}
+	if (bgrun_nap((double)s))
+		bgrun_throw_interrupted(L, "bgrun", "sleep");
 	return 0;
 }
 
@@ -540,8 +523,7 @@ static int core_wait(lua_State *L)
 {
 	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
 	lua_Number timeout = luaL_optnumber(L, 2, 0);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	double t0 = bgrun_clock();
 	for (;;) {
 		int status;
 		pid_t r = waitpid(pid, &status, WNOHANG);
@@ -551,12 +533,9 @@ static int core_wait(lua_State *L)
 		}
 		if (r < 0)
 			return 0;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		double took = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-		if (took >= timeout)
+		if (bgrun_clock() - t0 >= timeout)
 			return 0;
-		struct timespec step = {0, 20 * 1000000L};
-		nanosleep(&step, NULL);
+		bgrun_nap_uninterruptible(0.02);
 	}
 }
 

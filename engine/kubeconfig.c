@@ -3,6 +3,7 @@
  * packages (see kubeconfig.h). */
 #define _GNU_SOURCE
 #include "kubeconfig.h"
+#include "clock.h"
 #include "buf.h"
 
 #include <errno.h>
@@ -866,9 +867,7 @@ char *kube_exec_info(const kube_config *cfg)
 
 static double mono(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 /* environ with the plugin's env applied and KUBERNETES_EXEC_INFO added */

@@ -9,6 +9,7 @@ local k8s = {}
 ---@field context string? the context to use instead of current-context
 ---@field namespace string? default namespace (else the context's, else "default")
 ---@field timeout number? seconds per request (default 30)
+---@field deadline number? seconds for one call in all, retries included (default 300)
 ---@field retries integer? extra attempts for idempotent calls (default 5)
 ---@field in_cluster boolean? use the service account even when a kubeconfig exists
 ---@field serviceaccount_dir string? default $BGRUN_SERVICEACCOUNT_DIR, else /var/run/secrets/kubernetes.io/serviceaccount

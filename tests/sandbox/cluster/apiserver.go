@@ -136,7 +136,7 @@ func (c *Cluster) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 	if !proceed {
 		return
 	}
-	c.route(w, r.WithContext(context.WithValue(ctx, userKey{}, u)))
+	c.route(trickled(w, ctx), r.WithContext(context.WithValue(ctx, userKey{}, u)))
 }
 
 // authenticate names the request's user: the admin token and the client
