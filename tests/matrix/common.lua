@@ -116,6 +116,16 @@ if [ -n "$AFTER_LINES" ]; then
   sleep "$AFTER_DELAY"
   kill -KILL $pid 2>/dev/null
 fi
+if [ -n "$AFTER_GREP" ]; then
+  # a fault on cue: once the journal shows AFTER_GREP, run AFTER_CMD
+  while :; do
+    grep -q "$AFTER_GREP" "$BGRUN_JOURNAL_DIR"/*.jsonl 2>/dev/null && break
+    kill -0 $pid 2>/dev/null || break
+    sleep 0.01
+  done
+  sleep "${AFTER_DELAY:-0}"
+  sh -c "$AFTER_CMD" >"$out.cmd" 2>&1
+fi
 wait $pid
 echo "rc=$?"
 ]]
@@ -126,6 +136,9 @@ function M.run_killed(args, journals, point, extra, timeout)
   local e = env_for(journals, extra)
   e.BGRUN = M.BGRUN
   if point.kill_at then e.BGRUN_TEST_KILL_AT = tostring(point.kill_at) end
+  if point.on then
+    e.AFTER_GREP, e.AFTER_CMD, e.AFTER_DELAY = point.on.grep, point.on.cmd, ("%.3f"):format(point.on.delay or 0)
+  end
   if point.after then
     e.AFTER_LINES = tostring(point.after.lines)
     e.AFTER_DELAY = ("%.3f"):format(point.after.delay)

@@ -27,7 +27,7 @@ local ROWS = {
   { name = "deploy-with-migration", prepare = M.schema_to_010,
     args = function() return { M.PB .. "/deploy-with-migration.lua", "env=local", "tag=" .. tag() } end },
   -- migrate.lua is the database alone: it does not write the ConfigMap
-  { name = "migrate", prepare = M.schema_to_010, check = { configmap = false },
+  { name = "migrate", prepare = M.schema_to_010, finish = M.schema_to_010, check = { configmap = false },
     args = function() return { M.PB .. "/migrate.lua", "env=local" } end },
   { name = "backup", args = function() return { M.PB .. "/backup.lua", "env=local", "label=mx-" .. tag() } end },
   { name = "rollback", args = function() return { M.PB .. "/rollback.lua", "env=local", "backup=" .. base_backup } end },
@@ -98,6 +98,7 @@ describe("kill matrix", function()
         end
         ::continue::
       end
+      if row.finish then row.finish() end
       M.print_matrix(row.name, cells)
       assert.equal(0, failed, ("%d of %d cells of %s are not consistent"):format(failed, #cells, row.name))
     end)
