@@ -156,6 +156,8 @@ function M.pending(events)
       updates[ev.id] = ev.undo
     elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
       gone[ev.id] = true
+    elseif ev.event == "commit" and type(ev.cancels) == "table" then
+      for _, id in ipairs(ev.cancels) do gone[id] = true end -- the commit cancels its list at once
     end
   end
   local out = {}

@@ -17,7 +17,15 @@ end
 
 local base_backup -- taken in setup, at 010, with the sentinel rows
 
+local function preview_open()
+  return require("bluegreen").preview_of(M.c:get("service", M.APP)) ~= nil
+end
+
+-- a release waiting in preview for promote.lua: the one a killed and
+-- resumed promote left (resume does not undo the preview, another run's
+-- work), else a new one
 local function deploy_preview()
+  if preview_open() then return end
   local r = M.bgrun({ "--yes", M.PB .. "/deploy.lua", "env=local", "tag=" .. tag(), "preview=true" })
   assert(r.code == 0, r.stderr)
 end
@@ -31,7 +39,12 @@ local ROWS = {
     args = function() return { M.PB .. "/migrate.lua", "env=local" } end },
   { name = "backup", args = function() return { M.PB .. "/backup.lua", "env=local", "label=mx-" .. tag() } end },
   { name = "rollback", args = function() return { M.PB .. "/rollback.lua", "env=local", "backup=" .. base_backup } end },
-  { name = "promote", prepare = deploy_preview, args = function() return { M.PB .. "/promote.lua", "env=local" } end },
+  { name = "promote", prepare = deploy_preview, finish = function()
+      if preview_open() then
+        local r = M.bgrun({ "--yes", M.PB .. "/abort.lua", "env=local" })
+        assert(r.code == 0, r.stderr)
+      end
+    end, args = function() return { M.PB .. "/promote.lua", "env=local" } end },
   { name = "switch-back", args = function() return { M.PB .. "/switch-back.lua", "env=local" } end },
 }
 
