@@ -45,7 +45,15 @@ local ROWS = {
         assert(r.code == 0, r.stderr)
       end
     end, args = function() return { M.PB .. "/promote.lua", "env=local" } end },
-  { name = "switch-back", args = function() return { M.PB .. "/switch-back.lua", "env=local" } end },
+  -- switch-back needs a release to go back from: after a resumed one that
+  -- had switched, the Service records "switched back" and switch-back
+  -- refuses (exit 1, nothing changed); a new release then
+  { name = "switch-back", prepare = function()
+      if M.bgrun({ "--yes", "--dry-run", M.PB .. "/switch-back.lua", "env=local" }).code ~= 0 then
+        local r = M.bgrun({ "--yes", M.PB .. "/deploy.lua", "env=local", "tag=" .. tag() })
+        assert(r.code == 0, r.stderr)
+      end
+    end, args = function() return { M.PB .. "/switch-back.lua", "env=local" } end },
 }
 
 local all_cells = {}
