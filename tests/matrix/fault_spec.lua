@@ -37,11 +37,6 @@ local function generalise(path)
   return "^" .. re .. "$", "^" .. re:gsub("%$$", "") -- whole path; path then query
 end
 
-local function one_colour_tag()
-  local svc = M.c:get("service", M.APP)
-  return svc.spec.selector.version
-end
-
 describe("fault matrix", function()
   local cells = {}
   setup(function() M.setup() end)
