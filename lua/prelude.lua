@@ -310,14 +310,18 @@ end
 function M.commit(name, opts)
   if type(name) ~= "string" then error("commit(name): name must be a string", 2) end
   opts = opts or {}
+  -- one journal event cancels them all with the commit: a run killed while
+  -- they were written one by one left some cancelled and some not, and
+  -- `bgrun resume` undid half a release
+  local cancels = {}
   for _, c in ipairs(compensations) do
     if not c.cancelled and not c.keep then
       c.cancelled = true
-      note { event = "cancel", id = c.id, by = "commit" }
+      cancels[#cancels + 1] = c.id
     end
   end
   committed = { name = name, hint = opts.hint }
-  note { event = "commit", name = name, hint = opts.hint }
+  note { event = "commit", name = name, hint = opts.hint, cancels = require("json").array(cancels) }
   log.info("commit point passed: the release stands", { commit = name })
 end
 

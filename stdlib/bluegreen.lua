@@ -703,7 +703,16 @@ local function retire(s)
       log.info("keeping the old colour up a little longer", { seconds = opts.retire_delay })
       bgrun.sleep(opts.retire_delay)
     end
-    s.c:scale("deployment", app .. "-" .. live, 0, { namespace = s.namespace })
+    -- scaling to 0 is idempotent: a transient API error or a conflict is
+    -- tried again (past the commit point a failure here is for a human)
+    for attempt = 1, 4 do
+      local ok, err = pcall(s.c.scale, s.c, "deployment", app .. "-" .. live, 0, { namespace = s.namespace })
+      if ok then break end
+      local again = require("lock").transient(err) or (type(err) == "table" and err.code == 409)
+      if not again or attempt == 4 then error(err, 0) end
+      log.warn("cannot scale the old colour down; retrying", { error = tostring(err), attempt = attempt })
+      bgrun.sleep(0.5 * attempt)
+    end
   end)
 end
 

@@ -88,12 +88,20 @@ function M.open(playbook, args)
   end
   bgrun.chmod(path, tonumber("600", 8))
   local j = { path = path }
+  -- Test hook, for the kill matrix (tests/matrix/) only: with
+  -- BGRUN_TEST_KILL_AT=N the run SIGKILLs itself right after its N-th
+  -- journal event is on disk, so a test stops it exactly at a step
+  -- boundary. Unset (always, outside the tests) it does nothing.
+  local kill_at = math.tointeger(tonumber(os.getenv("BGRUN_TEST_KILL_AT") or ""))
+  local written = 0
   function j.write(ev)
     if ev.undo then ev.undo = scrub_deep(ev.undo, 0) end
     ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
     -- secrets never reach the journal either
     f:write(log.redact(json.encode(ev)), "\n")
     f:flush()
+    written = written + 1
+    if kill_at and written == kill_at then require("bgrun.core").kill(bgrun.pid(), "KILL") end
   end
   function j.close() f:close() end
   if playbook:sub(1, 1) ~= "/" and os.getenv("PWD") then playbook = os.getenv("PWD") .. "/" .. playbook end
@@ -149,6 +157,8 @@ function M.pending(events)
       updates[ev.id] = ev.undo
     elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
       gone[ev.id] = true
+    elseif ev.event == "commit" and type(ev.cancels) == "table" then
+      for _, id in ipairs(ev.cancels) do gone[id] = true end -- the commit cancels its list at once
     end
   end
   local out = {}

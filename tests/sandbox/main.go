@@ -102,6 +102,8 @@ type state struct {
 	S3ReplicaBucket   string `json:"s3_replica_bucket"`
 	S3ReplicaRegion   string `json:"s3_replica_region"`
 
+	S3FaultEndpoint string `json:"s3_fault_endpoint"`
+
 	AWSFakeURL     string `json:"aws_fake_url"`
 	WebTokenFile   string `json:"web_identity_token_file"`
 	ContainerToken string `json:"container_token"`
@@ -181,6 +183,8 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_S3_REPLICA_ENDPOINT", st.S3ReplicaEndpoint},
 		{"SANDBOX_S3_REPLICA_BUCKET", st.S3ReplicaBucket},
 		{"SANDBOX_S3_REPLICA_REGION", st.S3ReplicaRegion},
+		// the store behind a proxy with faults on cue (infra/s3faults.go)
+		{"SANDBOX_S3_FAULT_ENDPOINT", st.S3FaultEndpoint},
 		// Fake AWS credential endpoints; not AWS_* so the plain keys above stay the default.
 		{"SANDBOX_STS_URL", st.AWSFakeURL + "/sts/"},
 		{"SANDBOX_WEB_IDENTITY_TOKEN_FILE", st.WebTokenFile},
@@ -731,6 +735,13 @@ func serve(dir string) int {
 		return 1
 	}
 	defer replica.Stop()
+	s3faults, err := infra.NewS3FaultProxy("127.0.0.1:0", s3.Endpoint())
+	if err != nil {
+		logf("s3 fault proxy failed to start: %v", err)
+		stopAll()
+		return 1
+	}
+	defer s3faults.Stop()
 	awsFake := infra.NewAWSFake(dir, s3.Creds)
 	if err := awsFake.Start(); err != nil {
 		logf("aws credential endpoints failed to start: %v", err)
@@ -750,7 +761,7 @@ func serve(dir string) int {
 		PrometheusURL: prom.URL(), PrometheusAuthURL: prom.AuthURL(), PrometheusUser: prom.User,
 		PrometheusPassword: prom.Password, PrometheusToken: prom.Token,
 		S3ReplicaEndpoint: "http://" + replica.Addr(), S3ReplicaBucket: replicaBucket, S3ReplicaRegion: replicaRegion,
-		AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
+		S3FaultEndpoint: s3faults.Endpoint(), AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
 		StartSeconds: time.Since(start).Seconds(),
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
