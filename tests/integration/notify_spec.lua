@@ -13,6 +13,10 @@ local ROOT = os.getenv("BGRUN_ROOT") or "."
 local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
 local FIX = ROOT .. "/tests/integration/fixtures"
 local STATE = ROOT .. "/tests/.state/notify"
+-- the secrets the spec makes up, for the secrets sweep after the suite
+local sweep = dofile(ROOT .. "/tests/sweep/sweep.lua")
+sweep.register("notify spec webhook token", "hook-token-42")
+sweep.register("notify spec webhook token", "t0ken")
 local JOURNALS = STATE .. "/journal"
 local RELEASE = FIX .. "/notify/release.lua"
 
@@ -78,6 +82,7 @@ local n = 0
 local function hook(kind)
   n = n + 1
   local secret = ("XOXB%dsecret%d"):format(n, math.random(100000, 999999))
+  sweep.register("notify spec hook URL secret", secret)
   return ("%s/%s/%s/%d/%s"):format(receiver.base, kind, "hooks", n, secret), secret
 end
 

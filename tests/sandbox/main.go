@@ -65,7 +65,7 @@ const (
 // ownedEntries is everything the sandbox may create in DIR; down removes
 // exactly these.
 var ownedEntries = []string{stateFile, envFile, pidFile, logFile, behaviorsFile, lockFile,
-	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log", secretsName}
+	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log", secretsName, storesName}
 
 // clusterHandle is what the sandbox needs from the fake API server.
 type clusterHandle interface {
@@ -197,6 +197,7 @@ func (st *state) exports(dir string) []export {
 		{"PROMETHEUS_TOKEN", st.PrometheusToken},
 		// every credential value above and those minted since (secrets.go)
 		{"SANDBOX_SECRETS_FILE", st.SecretsFile},
+		{"SANDBOX_SECRET_STORES", filepath.Join(dir, storesName)},
 	}
 }
 
@@ -763,6 +764,9 @@ func serve(dir string) int {
 		SecretsFile: secrets.path, StartSeconds: time.Since(start).Seconds(),
 	}
 	secrets.addStarted(st, filepath.Join(dir, clusterDir))
+	if err := writeStores(dir, st, filepath.Join(dir, clusterDir)); err != nil {
+		logf("%v", err)
+	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, envFile), []byte(exportLines(st, dir)), 0o600); err != nil {
 		logf("%v", err)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/url"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -17,6 +18,12 @@ import (
 // the ones they make up themselves (SANDBOX_SECRETS_FILE). A new
 // credential source belongs here.
 const secretsName = "secrets"
+
+// storesName is DIR/secret-stores: the paths (one a line) that hold the
+// credentials by design (the secrets file, state, env, kubeconfigs) or
+// are a server's own data (PostgreSQL's and SeaweedFS's directories),
+// which the sweep skips.
+const storesName = "secret-stores"
 
 type secretsFile struct {
 	mu   sync.Mutex
@@ -82,6 +89,14 @@ func (s *secretsFile) addStarted(st *state, clusterDir string) {
 	s.add("PROMETHEUS_TOKEN", st.PrometheusToken)
 	s.addKubeconfig("kubeconfig", st.Kubeconfig)
 	s.addKubeconfig("kubeconfig-cert", clusterDir+"/kubeconfig-cert")
+}
+
+// writeStores lists the paths the sweep skips.
+func writeStores(dir string, st *state, clusterDir string) error {
+	paths := []string{filepath.Join(dir, secretsName), filepath.Join(dir, storesName), filepath.Join(dir, stateFile),
+		filepath.Join(dir, envFile), filepath.Join(dir, "s3.json"), st.WebTokenFile, st.Kubeconfig,
+		filepath.Join(clusterDir, "kubeconfig-cert"), filepath.Join(dir, "pg"), filepath.Join(dir, "s3")}
+	return writeFileAtomic(filepath.Join(dir, storesName), []byte(strings.Join(paths, "\n")+"\n"), 0o600)
 }
 
 func readTrim(path string) string {
