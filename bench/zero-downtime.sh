@@ -1,0 +1,151 @@
+#!/usr/bin/env bash
+# Benchmark: requests through the Service while bgrun changes what serves
+# them (issue 16, "Load"). A bounded request loop (bench/loadclient: one
+# new connection per request, WORKERS at a time, to the Service's address
+# on loopback) runs across each scenario, on PhysioFlow in a namespace of
+# its own:
+#   deploy         a successful blue-green deploy (v2.0.0);
+#   smoke-fails    a deploy whose smoke tests fail (exit 1, never switched);
+#   crash          a deploy whose pods crash CRASH_S s after they start,
+#                  after the switch: the monitor switches traffic back;
+#   switch-back    playbooks/switch-back.lua to the previous release;
+#   canary         playbooks/canary.lua, steps 25,50,100 over 4 replicas.
+# Each loop keeps going until its scenario has ended and it has sent at
+# least MIN requests (default 5,000). Per scenario it prints the requests,
+# the failed ones (and why), p50/p99 latency, and checks the target: 0
+# failed requests wherever the colour serving before stays healthy (all
+# but crash, where the serving pods themselves die until the monitor
+# switches back). Exit 1 when bgrun ends otherwise than expected or a
+# target is missed.
+#
+#   bench/zero-downtime.sh
+#
+# Uses the sandbox the variables name (eval "$(tests/sandbox/sandbox up DIR)"),
+# or brings up the shared sandbox in ${SANDBOX_DIR:-/tmp/bgrun-dev}.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+BGRUN=${BGRUN:-$ROOT/bgrun}
+MIN=${MIN:-5000}
+WORKERS=${WORKERS:-2}
+CRASH_S=${CRASH_S:-9}
+REPLICAS=4
+TMP=$(mktemp -d -t bgrun-bench-zd.XXXXXX)
+NS=bench-zd-$$
+DB=bench_zd_$$
+APP=physioflow-api
+LOAD=
+
+[ -x "$BGRUN" ] || { echo "bench: $BGRUN is missing (make bgrun)" >&2; exit 1; }
+command -v kubectl >/dev/null || { echo "bench: kubectl is missing" >&2; exit 1; }
+command -v jq >/dev/null || { echo "bench: jq is missing" >&2; exit 1; }
+command -v psql >/dev/null || { echo "bench: psql is missing" >&2; exit 1; }
+command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "bench: go is missing" >&2; exit 1; }
+
+if [ -z "${KUBECONFIG:-}" ] || [ -z "${SANDBOX_ADMIN_URL:-}" ]; then
+	eval "$("$ROOT/tests/sandbox/sandbox" up "${SANDBOX_DIR:-/tmp/bgrun-dev}")"
+fi
+
+cleanup() {
+	[ -n "$LOAD" ] && kill "$LOAD" 2>/dev/null || true
+	[ -n "${SANDBOX_BEHAVIORS:-}" ] && echo '{}' >"$SANDBOX_BEHAVIORS"
+	kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
+	psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
+	rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+# the load client, built into build/ (Go's cache makes a rebuild instant)
+CLIENT=$ROOT/build/loadclient
+(cd "$ROOT/bench/loadclient" && PATH=$PATH:/usr/local/go/bin go build -o "$CLIENT" .)
+
+# the playbooks next to an environment of the bench's own namespace
+cp "$ROOT/playbooks/deploy.lua" "$ROOT/playbooks/switch-back.lua" "$ROOT/playbooks/canary.lua" "$TMP/"
+cat >"$TMP/environments.lua" <<EOF
+return { ["local"] = { namespace = "$NS", app = "$APP", replicas = $REPLICAS, database = {},
+                       rollout_timeout = 120, monitor = { window = 20, interval = 1 },
+                       migrations = "$ROOT/examples/physioflow/migrations" } }
+EOF
+export BGRUN_PATH="$TMP:$ROOT/playbooks" PGDATABASE=$DB BGRUN_JOURNAL_DIR="$TMP/journal"
+
+echo '{}' >"$SANDBOX_BEHAVIORS"
+psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
+kubectl create namespace "$NS" >/dev/null
+(cd "$ROOT" && "$BGRUN" -q examples/physioflow/setup.lua env=local tag=v1.0.0 to=010 >/dev/null)
+kubectl -n "$NS" scale "deployment/$APP-blue" --replicas=$REPLICAS >/dev/null
+kubectl -n "$NS" rollout status "deployment/$APP-blue" --timeout=120s >/dev/null
+svc=$(kubectl -n "$NS" get service "$APP" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')
+URL=http://$svc/api/v1/info
+case $svc in 127.*) ;; *) echo "bench: the Service's address $svc is not on loopback" >&2; exit 1 ;; esac
+
+echo "zero-downtime: $NS, PhysioFlow v1.0.0 on blue ($REPLICAS replicas); load: GET $URL, $WORKERS clients," \
+	"a new connection per request, at least $MIN requests a scenario"
+printf '%-12s %-58s %5s %9s %7s %9s %9s  %s\n' scenario "what bgrun did" exit requests failed "p50 ms" "p99 ms" target
+status=0
+
+# scenario NAME EXPECTED_EXIT TARGET(zero|none) DESCRIPTION -- bgrun args...
+scenario() {
+	local name=$1 want=$2 target=$3 what=$4
+	shift 5
+	rm -f "$TMP/stop"
+	"$CLIENT" -url "$URL" -min "$MIN" -workers "$WORKERS" -stop "$TMP/stop" >"$TMP/$name.load.json" &
+	LOAD=$!
+	sleep 0.5 # the loop runs before bgrun starts
+	local rc=0
+	(cd "$ROOT" && "$BGRUN" --log-format json "$@" >"$TMP/$name.out" 2>"$TMP/$name.err") || rc=$?
+	sleep 0.5 # and a little after it ended
+	touch "$TMP/stop"
+	wait "$LOAD"
+	LOAD=
+	local j=$TMP/$name.load.json
+	local req failed p50 p99 verdict
+	req=$(jq .requests "$j"); failed=$(jq .failed "$j"); p50=$(jq .p50_ms "$j"); p99=$(jq .p99_ms "$j")
+	if [ "$target" = zero ]; then
+		if [ "$failed" -eq 0 ]; then verdict="0 failed: met"; else verdict="0 failed: MISSED"; status=1; fi
+	else
+		verdict="none (the serving pods crash)"
+	fi
+	if [ "$rc" -ne "$want" ]; then
+		what="$what: ENDED $rc, expected $want"
+		status=1
+	fi
+	printf '%-12s %-58s %5s %9s %7s %9.2f %9.2f  %s\n' "$name" "$what" "$rc" "$req" "$failed" "$p50" "$p99" "$verdict"
+	if [ "$failed" -gt 0 ]; then
+		echo "             failures: $(jq -c .reasons "$j"); first: $(jq -c .first_failures "$j")"
+	fi
+	if [ "$rc" -ne "$want" ]; then
+		grep -v '"level":"debug"' "$TMP/$name.err" | tail -n 5 | sed 's/^/             /' >&2
+	fi
+	jq -c --arg s "$name" --argjson rc "$rc" '. + {scenario: $s, exit: $rc}' "$j" >>"$TMP/results"
+}
+
+# has the run's log a message? (switched back, ...)
+logged() { grep -q "\"message\":\"$2\"" "$TMP/$1.err"; }
+
+scenario deploy 0 zero "deploy v2.0.0 to green, monitored 20 s" -- \
+	"$TMP/deploy.lua" env=local tag=v2.0.0
+
+echo '{"v3.0.0": {"fail_paths": ["/api/v1/protocols"]}}' >"$SANDBOX_BEHAVIORS"
+scenario smoke-fails 1 zero "deploy v3.0.0 to blue: smoke tests fail, not switched" -- \
+	"$TMP/deploy.lua" env=local tag=v3.0.0
+
+echo "{\"v4.0.0\": {\"crash_after_s\": $CRASH_S}}" >"$SANDBOX_BEHAVIORS"
+scenario crash 1 none "deploy v4.0.0 to blue: its pods crash, switched back" -- \
+	"$TMP/deploy.lua" env=local tag=v4.0.0
+if ! logged crash "traffic switched back"; then
+	echo "zero-downtime: the crash scenario never switched back (did the pods crash before the switch? raise CRASH_S)" >&2
+	status=1
+fi
+echo '{}' >"$SANDBOX_BEHAVIORS"
+
+scenario switch-back 0 zero "switch-back to blue (v1.0.0, scaled down: up first)" -- \
+	"$TMP/switch-back.lua" env=local
+
+scenario canary 0 zero "canary v5.0.0 on green: 25,50,100 %, 3 s each" -- \
+	"$TMP/canary.lua" env=local tag=v5.0.0 steps=25,50,100 pause=3
+
+total=$(jq -s 'map(.requests) | add' "$TMP/results")
+bad=$(jq -s 'map(.failed) | add' "$TMP/results")
+echo "zero-downtime: $total requests in all, $bad failed"
+[ "$status" -eq 0 ] && echo "zero-downtime: every target met" || echo "zero-downtime: a target was missed or a run ended unexpectedly"
+exit "$status"
