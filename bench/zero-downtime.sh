@@ -18,7 +18,7 @@
 # switches back). Exit 1 when bgrun ends otherwise than expected or a
 # target is missed.
 #
-#   bench/zero-downtime.sh
+#   bench/zero-downtime.sh     (KEEP=1 keeps the runs' logs in a temporary directory)
 #
 # Uses the sandbox the variables name (eval "$(tests/sandbox/sandbox up DIR)"),
 # or brings up the shared sandbox in ${SANDBOX_DIR:-/tmp/bgrun-dev}.
@@ -40,6 +40,7 @@ LOAD=
 command -v kubectl >/dev/null || { echo "bench: kubectl is missing" >&2; exit 1; }
 command -v jq >/dev/null || { echo "bench: jq is missing" >&2; exit 1; }
 command -v psql >/dev/null || { echo "bench: psql is missing" >&2; exit 1; }
+command -v python3 >/dev/null || { echo "bench: python3 is missing" >&2; exit 1; }
 command -v go >/dev/null || [ -x /usr/local/go/bin/go ] || { echo "bench: go is missing" >&2; exit 1; }
 
 if [ -z "${KUBECONFIG:-}" ] || [ -z "${SANDBOX_ADMIN_URL:-}" ]; then
@@ -51,7 +52,7 @@ cleanup() {
 	[ -n "${SANDBOX_BEHAVIORS:-}" ] && echo '{}' >"$SANDBOX_BEHAVIORS"
 	kubectl delete namespace "$NS" --wait=false >/dev/null 2>&1 || true
 	psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-	rm -rf "$TMP"
+	if [ -n "${KEEP:-}" ]; then echo "zero-downtime: kept $TMP" >&2; else rm -rf "$TMP"; fi
 }
 trap cleanup EXIT INT TERM
 
@@ -135,6 +136,43 @@ scenario crash 1 none "deploy v4.0.0 to blue: its pods crash, switched back" -- 
 if ! logged crash "traffic switched back"; then
 	echo "zero-downtime: the crash scenario never switched back (did the pods crash before the switch? raise CRASH_S)" >&2
 	status=1
+else
+	# the failures against the crash and bgrun's reaction, on the load's clock
+	python3 - "$TMP/crash.err" "$TMP/crash.load.json" "$SANDBOX_DIR/cluster/pods" <<'PY'
+import glob, json, os, sys
+from datetime import datetime
+err, load, pods = sys.argv[1:4]
+def ts(s):  # RFC 3339 with up to ns: to epoch seconds
+    s = s.rstrip("Z")
+    base, _, frac = s.partition(".")
+    return datetime.fromisoformat(base + "+00:00").timestamp() + float("0." + (frac or "0"))
+l = json.load(open(load))
+t0 = l["started_unix"]
+ev = {}
+for line in open(err):
+    try:
+        j = json.loads(line)
+    except ValueError:
+        continue
+    m = j.get("message")
+    if m == "traffic switched" and "switch" not in ev:
+        ev["switch"] = ts(j["time"])
+    elif m == "monitor: failure seen" and "seen" not in ev:
+        ev["seen"], ev["signal"], ev["pod"] = ts(j["time"]), j["fields"].get("signal"), j["fields"].get("pod")
+    elif m == "traffic switched back":
+        ev["back"], ev["reaction_ms"] = ts(j["time"]), j["fields"].get("reaction_ms")
+crash = None
+for f in glob.glob(os.path.join(pods, "*_%s_*" % ev.get("pod"), "*", "*.log")):
+    for line in open(f):
+        if "injected crash" in line:
+            t = ts(line.split(" ", 1)[0])
+            crash = t if crash is None else min(crash, t)
+rel = lambda t: "%.3f s" % (t - t0) if t else "?"
+first = l["first_failures"][0].split(" ")[0] if l.get("first_failures") else "-"
+print("             on the load's clock: switch %s, first pod crash %s, monitor saw it %s (%s), traffic back %s "
+      "(reaction %s ms); failures from %s to %.3f s" % (rel(ev.get("switch")), rel(crash), rel(ev.get("seen")),
+      ev.get("signal"), rel(ev.get("back")), ev.get("reaction_ms"), first, l.get("last_failure_s", 0)))
+PY
 fi
 echo '{}' >"$SANDBOX_BEHAVIORS"
 

@@ -37,8 +37,12 @@ type result struct {
 	P50Ms    float64          `json:"p50_ms"`
 	P99Ms    float64          `json:"p99_ms"`
 	MaxMs    float64          `json:"max_ms"`
-	// FirstFailures: when the first few failures happened (seconds from start)
+	// FirstFailures: when the first few failures happened (seconds from
+	// start) and why; the start as Unix time and the last failure, to
+	// line them up with a run's log.
 	FirstFailures []string `json:"first_failures,omitempty"`
+	StartedUnix   float64  `json:"started_unix"`
+	LastFailureS  float64  `json:"last_failure_s,omitempty"`
 }
 
 func main() {
@@ -86,9 +90,11 @@ func main() {
 		mu.Lock()
 		res.Failed++
 		res.Reasons[reason]++
-		if len(res.FirstFailures) < 10 {
-			res.FirstFailures = append(res.FirstFailures, fmt.Sprintf("%.3fs %s", time.Since(started).Seconds(), reason))
+		at := time.Since(started).Seconds()
+		if len(res.FirstFailures) < 5 {
+			res.FirstFailures = append(res.FirstFailures, fmt.Sprintf("%.3fs %s", at, reason))
 		}
+		res.LastFailureS = at
 		mu.Unlock()
 	}
 	for i := 0; i < *workers; i++ {
@@ -120,6 +126,7 @@ func main() {
 	}
 	wg.Wait()
 	res.Requests = int64(len(lat))
+	res.StartedUnix = float64(started.UnixNano()) / 1e9
 	res.Seconds = time.Since(started).Seconds()
 	sort.Float64s(lat)
 	if n := len(lat); n > 0 {

@@ -45,6 +45,7 @@ local receiver = {}
 local function start_receiver()
   sh(('rm -rf "%s"; mkdir -p "%s"'):format(STATE, JOURNALS))
   receiver.log = STATE .. "/requests.jsonl"
+  sweep.register_store(receiver.log) -- the receiver's record of what it was sent, secrets included
   local state = STATE .. "/receiver.port"
   receiver.pid = tonumber(sh(("python3 %q/webhook_receiver.py %q %q >%q 2>&1 & echo $!")
     :format(FIX, state, receiver.log, STATE .. "/receiver.out")))

@@ -127,6 +127,21 @@ return playbook {
     assert.are.same({ name = "notify spec token", value = "tok-123-abc" }, all[4])
   end)
 
+  it("register_store adds a path the sweep skips", function()
+    local stores = dir .. "/stores"
+    write(stores, "")
+    assert.is_true(sweep.register_store(dir .. "/run/token", stores))
+    assert.is_false(sweep.register_store(dir .. "/run/token", ""))
+    write(dir .. "/run/token", KUBE .. "\n")
+    write(dir .. "/run/logs/a.log", "token " .. KUBE .. "\n")
+    local f = assert(io.open(stores, "rb"))
+    local skip = {}
+    for p in f:lines() do skip[#skip + 1] = p end
+    f:close()
+    assert.are.same({ dir .. "/run/token" }, skip)
+    assert.are.same({ dir .. "/run/logs/a.log:1: kubeconfig token" }, by_where(sweep.sweep({ dir .. "/run" }, secrets, skip)))
+  end)
+
   it("fails the suite's sweep naming file, line and secret, never the value", function()
     write(dir .. "/run/logs/suite.log", "fine\nAuthorization: Bearer " .. KUBE .. "\n")
     write(dir .. "/stores", dir .. "/secrets\n")
