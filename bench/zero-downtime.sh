@@ -9,7 +9,9 @@
 #   crash          a deploy whose pods crash CRASH_S s after they start,
 #                  after the switch: the monitor switches traffic back;
 #   switch-back    playbooks/switch-back.lua to the previous release;
-#   canary         playbooks/canary.lua, steps 25,50,100 over 4 replicas.
+#   canary         playbooks/canary.lua, steps 25,50,100 over 4 replicas;
+#   canary-abort   a canary whose new pods log errors: the analysis fails
+#                  at 25 %, the old colour is restored alone.
 # Each loop keeps going until its scenario has ended and it has sent at
 # least MIN requests (default 5,000). Per scenario it prints the requests,
 # the failed ones (and why), p50/p99 latency, and checks the target: 0
@@ -181,6 +183,11 @@ scenario switch-back 0 zero "switch-back to blue (v1.0.0, scaled down: up first)
 
 scenario canary 0 zero "canary v5.0.0 on green: 25,50,100 %, 3 s each" -- \
 	"$TMP/canary.lua" env=local tag=v5.0.0 steps=25,50,100 pause=3
+
+echo '{"v6.0.0": {"error_logs_per_s": 20}}' >"$SANDBOX_BEHAVIORS"
+scenario canary-abort 1 zero "canary v6.0.0 on blue: its analysis fails at 25 %, aborted" -- \
+	"$TMP/canary.lua" env=local tag=v6.0.0 steps=25,50,100 pause=3
+echo '{}' >"$SANDBOX_BEHAVIORS"
 
 total=$(jq -s 'map(.requests) | add' "$TMP/results")
 bad=$(jq -s 'map(.failed) | add' "$TMP/results")
