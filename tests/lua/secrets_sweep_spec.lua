@@ -50,9 +50,13 @@ describe("secrets sweep", function()
     sh(("rm -rf %q"):format(dir))
   end)
 
-  it("reads NAME<TAB>VALUE lines, and names a malformed line", function()
-    assert.are.same({ { name = "PGPASSWORD", value = PG }, { name = "AWS_SECRET_ACCESS_KEY", value = S3 },
-      { name = "kubeconfig token", value = KUBE } }, secrets)
+  it("reads NAME<TAB>VALUE lines, each with its base64 form, and names a malformed line", function()
+    local b64 = function(v) return (require("digest").base64(v):gsub("=+$", "")) end
+    assert.are.same({ { name = "PGPASSWORD", value = PG }, { name = "PGPASSWORD (base64)", value = b64(PG), encoded = true },
+      { name = "AWS_SECRET_ACCESS_KEY", value = S3 },
+      { name = "AWS_SECRET_ACCESS_KEY (base64)", value = b64(S3), encoded = true },
+      { name = "kubeconfig token", value = KUBE }, { name = "kubeconfig token (base64)", value = b64(KUBE), encoded = true } },
+      secrets)
     write(dir .. "/bad", "PGPASSWORD\tx\nno tab here\n")
     local ok, e = pcall(sweep.load, dir .. "/bad")
     assert.is_false(ok)
@@ -112,6 +116,14 @@ return playbook {
     assert.equal(2, stats.members)
   end)
 
+  it("finds the base64 form of a secret, as a Kubernetes Secret's data carries it", function()
+    local b64 = require("digest").base64(PG)
+    write(dir .. "/run/logs/objects.yaml", "kind: Secret\ndata:\n  host: MTI3LjAuMC4x\n  password: " .. b64 .. "\n")
+    local hits = sweep.sweep({ dir .. "/run" }, secrets)
+    assert.are.same({ dir .. "/run/logs/objects.yaml:4: PGPASSWORD (base64)" }, by_where(hits))
+    assert.is_nil(sweep.format(hits):find(b64, 1, true))
+  end)
+
   it("reports every occurrence, and skips the paths it is told to", function()
     write(dir .. "/run/logs/a.log", PG .. " " .. PG .. "\n" .. S3 .. "\n")
     write(dir .. "/run/backups/kubeconfig", "token: " .. KUBE .. "\n")
@@ -124,7 +136,7 @@ return playbook {
     assert.is_true(sweep.register("notify spec token", "tok-123-abc", secrets_file))
     assert.is_false(sweep.register("unset", "x", ""))
     local all = sweep.load(secrets_file)
-    assert.are.same({ name = "notify spec token", value = "tok-123-abc" }, all[4])
+    assert.are.same({ name = "notify spec token", value = "tok-123-abc" }, all[7])
   end)
 
   it("register_store adds a path the sweep skips", function()

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/base64"
 	"fmt"
 	"net/url"
 	"os"
@@ -71,6 +72,14 @@ func (s *secretsFile) addKubeconfig(name, path string) {
 	}
 	for _, m := range kubeconfigSecretRE.FindAllStringSubmatch(string(data), -1) {
 		s.add(name+" "+m[1], m[2])
+		if m[1] == "client-key-data" {
+			// the key as a PEM file shows it: its first line of base64
+			if pem, err := base64.StdEncoding.DecodeString(m[2]); err == nil {
+				if lines := strings.Split(string(pem), "\n"); len(lines) > 2 && len(lines[1]) >= 32 {
+					s.add(name+" client key (PEM)", lines[1])
+				}
+			}
+		}
 	}
 }
 
@@ -95,7 +104,8 @@ func (s *secretsFile) addStarted(st *state, clusterDir string) {
 func writeStores(dir string, st *state, clusterDir string) error {
 	paths := []string{filepath.Join(dir, secretsName), filepath.Join(dir, storesName), filepath.Join(dir, stateFile),
 		filepath.Join(dir, envFile), filepath.Join(dir, "s3.json"), st.WebTokenFile, st.Kubeconfig,
-		filepath.Join(clusterDir, "kubeconfig-cert"), filepath.Join(dir, "pg"), filepath.Join(dir, "s3")}
+		filepath.Join(clusterDir, "kubeconfig-cert"), filepath.Join(clusterDir, "client.key"), filepath.Join(dir, "pg"),
+		filepath.Join(dir, "s3")}
 	return writeFileAtomic(filepath.Join(dir, storesName), []byte(strings.Join(paths, "\n")+"\n"), 0o600)
 }
 
