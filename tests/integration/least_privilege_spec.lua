@@ -156,6 +156,8 @@ return {
     local tok = kubectl({ "create", "token", "bgrun", "--duration=2h" })
     assert(tok.code == 0, tok.stderr)
     write(SA_DIR .. "/token", tok.stdout)
+    -- the projected token file a pod would have: the secrets sweep skips it
+    dofile(ROOT .. "/tests/sweep/sweep.lua").register_store(SA_DIR .. "/token")
     write(SA_DIR .. "/ca.crt", read(os.getenv("SANDBOX_DIR") .. "/cluster/ca.crt"))
     write(SA_DIR .. "/namespace", NS)
     host, port = admin:info().server:match("^https://([^:/]+):(%d+)")

@@ -20,7 +20,7 @@ func (c sandboxCluster) ScrapeGroups() []infra.TargetGroup {
 }
 
 // startCluster is the only place that knows the cluster package.
-func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []string) (clusterHandle, error) {
+func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []string, tokenIssued func(name, token string)) (clusterHandle, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -29,6 +29,7 @@ func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []str
 		BehaviorsFile: behaviors,
 		PodEnv:        podEnv,
 		DemoAppArgv:   demoApp,
+		TokenIssued:   tokenIssued,
 	})
 	if err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ const (
 // ownedEntries is everything the sandbox may create in DIR; down removes
 // exactly these.
 var ownedEntries = []string{stateFile, envFile, pidFile, logFile, behaviorsFile, lockFile,
-	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log"}
+	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log", secretsName, storesName}
 
 // clusterHandle is what the sandbox needs from the fake API server.
 type clusterHandle interface {
@@ -107,6 +107,7 @@ type state struct {
 	AWSFakeURL     string `json:"aws_fake_url"`
 	WebTokenFile   string `json:"web_identity_token_file"`
 	ContainerToken string `json:"container_token"`
+	SecretsFile    string `json:"secrets_file"`
 
 	PrometheusURL      string `json:"prometheus_url"`
 	PrometheusAuthURL  string `json:"prometheus_auth_url"`
@@ -198,6 +199,9 @@ func (st *state) exports(dir string) []export {
 		{"PROMETHEUS_USER", st.PrometheusUser},
 		{"PROMETHEUS_PASSWORD", st.PrometheusPassword},
 		{"PROMETHEUS_TOKEN", st.PrometheusToken},
+		// every credential value above and those minted since (secrets.go)
+		{"SANDBOX_SECRETS_FILE", st.SecretsFile},
+		{"SANDBOX_SECRET_STORES", filepath.Join(dir, storesName)},
 	}
 }
 
@@ -616,6 +620,11 @@ func serve(dir string) int {
 	prom := infra.NewPrometheus(dir, ports[1])
 	s3 := infra.NewSeaweedFS(dir, ports[2:], bucket)
 	behaviors := filepath.Join(dir, behaviorsFile)
+	secrets, err := newSecretsFile(filepath.Join(dir, secretsName))
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
 	podEnv := map[string]string{
 		"PGHOST": "127.0.0.1", "PGPORT": strconv.Itoa(pg.Port),
 		"PGUSER": pg.User, "PGPASSWORD": pg.Password, "PGDATABASE": pg.Database,
@@ -671,7 +680,7 @@ func serve(dir string) int {
 		return err
 	})
 	run("cluster", func() error {
-		c, err := startCluster(filepath.Join(dir, clusterDir), behaviors, podEnv, []string{self, "demoapp"})
+		c, err := startCluster(filepath.Join(dir, clusterDir), behaviors, podEnv, []string{self, "demoapp"}, secrets.add)
 		if err == nil {
 			mu.Lock()
 			cl = c
@@ -743,6 +752,7 @@ func serve(dir string) int {
 	}
 	defer s3faults.Stop()
 	awsFake := infra.NewAWSFake(dir, s3.Creds)
+	awsFake.Issued = secrets.add
 	if err := awsFake.Start(); err != nil {
 		logf("aws credential endpoints failed to start: %v", err)
 		stopAll()
@@ -762,7 +772,11 @@ func serve(dir string) int {
 		PrometheusPassword: prom.Password, PrometheusToken: prom.Token,
 		S3ReplicaEndpoint: "http://" + replica.Addr(), S3ReplicaBucket: replicaBucket, S3ReplicaRegion: replicaRegion,
 		S3FaultEndpoint: s3faults.Endpoint(), AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
-		StartSeconds: time.Since(start).Seconds(),
+		SecretsFile: secrets.path, StartSeconds: time.Since(start).Seconds(),
+	}
+	secrets.addStarted(st, filepath.Join(dir, clusterDir))
+	if err := writeStores(dir, st, filepath.Join(dir, clusterDir)); err != nil {
+		logf("%v", err)
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, envFile), []byte(exportLines(st, dir)), 0o600); err != nil {

@@ -30,6 +30,9 @@ type Config struct {
 	BehaviorsFile string            // exported to demo-app pods as SANDBOX_BEHAVIORS
 	PodEnv        map[string]string // extra env every pod process gets (PGHOST, ...)
 	DemoAppArgv   []string          // command that runs the demo app
+	// TokenIssued, when set, is told every service-account token the
+	// TokenRequest API mints (for the tests' secrets sweep).
+	TokenIssued func(name, token string)
 }
 
 // Cluster is a running sandbox cluster: API server, controllers, pod

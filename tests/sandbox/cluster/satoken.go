@@ -163,6 +163,9 @@ func (c *Cluster) serveTokenRequest(req *apiReq) {
 		writeError(req.w, apierrors.NewInternalError(err))
 		return
 	}
+	if c.cfg.TokenIssued != nil {
+		c.cfg.TokenIssued("serviceaccount token "+req.ns+"/"+sa.Name, tok)
+	}
 	out := &authnv1.TokenRequest{TypeMeta: metav1.TypeMeta{Kind: "TokenRequest", APIVersion: "authentication.k8s.io/v1"},
 		ObjectMeta: metav1.ObjectMeta{Name: sa.Name, Namespace: req.ns, CreationTimestamp: metav1.NewTime(now)},
 		Spec:       tr.Spec,
