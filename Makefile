@@ -14,9 +14,11 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # binary and loaded on the first require: a playbook that needs none of them
 # starts as fast as the bare interpreter. A new module with heavy libraries
 # belongs here too; everything else in engine/ is linked directly.
-LAZY_SRCS := engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/kubeconfig.c \
+LAZY_SRCS := engine/httpc.c engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/k8s_transport.c engine/k8s_raw.c \
+             engine/k8s_watch.c engine/kubeconfig.c \
              engine/k8s_util.c engine/mod_postgres.c engine/pgquote.c engine/mod_digest.c engine/digest.c \
-             engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/mod_s3.c engine/mod_archive.c engine/archive_path.c
+             engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/mod_s3.c engine/s3_client.c engine/s3_objects.c \
+             engine/s3_upload.c engine/s3_reader.c engine/s3_sign.c engine/mod_archive.c engine/archive_path.c
 CORE_SRCS := $(filter-out engine/main.c $(LAZY_SRCS),$(wildcard engine/*.c))
 CORE_LIBS := $(shell pkg-config --libs lua5.4 jansson yaml-0.1) -ldl -lm
 LAZY_LIBS := $(shell pkg-config --libs libcurl libpq libcrypto yaml-0.1 jansson libarchive expat zlib)
@@ -28,7 +30,7 @@ ASAN_CORE := $(CORE_SRCS:engine/%.c=build/asan/%.o) build/asan/embedded.o
 ASAN_LAZY := $(LAZY_SRCS:engine/%.c=build/asan/%.o)
 UNIT    := $(patsubst tests/unit/%.c,build/asan/unit/%,$(wildcard tests/unit/*.c))
 
-.PHONY: all asan test unit deps sandbox demo bench install types clean
+.PHONY: all asan test unit deps sandbox demo bench install types clean fuzz fuzz-build
 
 all: bgrun
 
@@ -78,6 +80,42 @@ build/asan/unit/%: tests/unit/%.c $(ASAN_CORE) $(ASAN_LAZY) build/asan/lazy.o | 
 build:
 	mkdir -p build/asan/unit
 
+# libFuzzer harnesses (tests/fuzz/fuzz_*.c): clang with the fuzzer,
+# ASan and UBSan, in their own build directory; every engine file but
+# main.c is linked in directly (the lazy modules too, so no embedded .so).
+FUZZ_CC    ?= clang
+FUZZ_SAN   := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+FUZZ_CFLAGS = -O1 -g -std=c11 $(WARN) -Wno-unknown-warning-option $(shell pkg-config --cflags lua5.4 jansson libcurl libpq yaml-0.1 libcrypto libarchive expat zlib) -Iengine
+FUZZ_OBJS  := $(patsubst engine/%.c,build/fuzz/obj/%.o,$(filter-out engine/main.c,$(wildcard engine/*.c))) \
+              build/fuzz/obj/embedded.o build/fuzz/obj/fuzz_common.o
+FUZZERS    := $(patsubst tests/fuzz/fuzz_%.c,build/fuzz/fuzz_%,$(filter-out tests/fuzz/fuzz_common.c,$(wildcard tests/fuzz/fuzz_*.c)))
+FUZZ_SECONDS ?= 60
+
+fuzz-build: $(FUZZERS)
+
+# Each harness for FUZZ_SECONDS from its corpus (new inputs go to
+# build/fuzz/corpus/NAME, crashes to build/fuzz/crashes); `make test`
+# replays the committed corpora only (tests/fuzz/run regress).
+fuzz: fuzz-build
+	FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/run long
+
+build/fuzz/fuzz_%: tests/fuzz/fuzz_%.c tests/fuzz/fuzz.h $(FUZZ_OBJS)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer -Itests/fuzz -o $@ $< $(FUZZ_OBJS) \
+	  $(CORE_LIBS) $(LAZY_LIBS)
+
+build/fuzz/obj/%.o: engine/%.c engine/*.h Makefile
+	@mkdir -p build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+build/fuzz/obj/fuzz_common.o: tests/fuzz/fuzz_common.c tests/fuzz/fuzz.h engine/bgrun.h Makefile
+	@mkdir -p build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -fsanitize=fuzzer-no-link -Itests/fuzz -c -o $@ $<
+
+build/fuzz/obj/embedded.o: build/embedded.c engine/bgrun.h
+	@mkdir -p build/fuzz/obj
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $(FUZZ_SAN) -Wno-missing-prototypes -c -o $@ $<
+
+
 deps:
 	tools/deps.sh
 
@@ -89,7 +127,7 @@ sandbox:
 # the network (Debian packages, Go modules, the image's root filesystems)
 # is fetched and cached before.
 test: deps
-	$(MAKE) -s all asan sandbox
+	$(MAKE) -s all asan sandbox fuzz-build
 	deploy/image/build-rootfs.sh --cache-only
 	deploy/image/build-rootfs.sh --build --cache-only
 	tests/sandbox/in-netns tests/run-all

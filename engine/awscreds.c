@@ -1,6 +1,7 @@
 /* AWS credential sources in SDK order; see awscreds.h. */
 #define _GNU_SOURCE /* timegm */
 #include "awscreds.h"
+#include "httpc.h"
 
 #include <ctype.h>
 #include <curl/curl.h>
@@ -228,57 +229,57 @@ typedef struct http_resp {
 	int too_big;
 } http_resp;
 
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
+/* httpc's pre-send hook: credential endpoints are never reached through a
+ * proxy (IMDS and the container endpoint are link-local or loopback). */
+static int no_proxy(httpc_xfer *x, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
 {
-	http_resp *r = ud;
-	size_t len = size * n;
-	if (r->body.len + len > MAX_RESPONSE) {
-		r->too_big = 1;
-		return 0;
-	}
-	return buf_append(&r->body, data, len) == 0 ? len : 0;
+	(void)x;
+	(void)hl;
+	(void)ud;
+	(void)err;
+	(void)errlen;
+	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+	return 0;
 }
 
-/* One request; 0 with r filled (any status), -1 transport failure (err). */
+/* One request on the engine's transfer layer (interruptible, one
+ * attempt); 0 with r filled (any status), -1 transport failure (err). */
 static int http_do(const char *method, const char *url, struct curl_slist *hl, const char *body,
                    long connect_ms, long timeout_ms, http_resp *r, char *err, size_t errlen)
 {
-	CURL *e = curl_easy_init();
-	if (e == NULL) {
+	httpc_pool *p = httpc_pool_new(1L);
+	if (p == NULL) {
 		snprintf(err, errlen, "cannot create a curl handle");
 		return -1;
 	}
-	char eb[CURL_ERROR_SIZE] = "";
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, eb);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, timeout_ms);
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)r);
-	curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-	if (hl)
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, hl);
-	if (strcmp(method, "POST") == 0) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-	} else if (strcmp(method, "PUT") == 0) {
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, "PUT");
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-	}
-	CURLcode rc = curl_easy_perform(e);
-	curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &r->status);
-	curl_easy_cleanup(e);
-	if (rc != CURLE_OK) {
-		snprintf(err, errlen, "%s", r->too_big ? "response too large" : eb[0] ? eb : curl_easy_strerror(rc));
-		return -1;
-	}
-	if (buf_appends(&r->body, "") != 0) {
+	httpc_xfer x;
+	httpc_xfer_init(&x);
+	x.method = method;
+	x.url = url;
+	x.headers = hl;
+	x.body = body ? body : "";
+	x.body_n = body ? (long long)strlen(body) : 0;
+	x.has_body = strcmp(method, "POST") == 0 || strcmp(method, "PUT") == 0;
+	x.connect_ms = connect_ms;
+	x.attempt_ms = timeout_ms;
+	x.max_out = MAX_RESPONSE;
+	x.pre_send = no_proxy;
+	int rc = httpc_perform(p, &x);
+	r->status = x.status;
+	r->too_big = x.overflow;
+	int failed = rc == HTTPC_INTERRUPTED || x.rc != CURLE_OK;
+	if (failed)
+		snprintf(err, errlen, "%s", rc == HTTPC_INTERRUPTED ? "interrupted" : r->too_big ? "response too large"
+		                                                                                 : httpc_errmsg(&x));
+	else if (buf_append(&r->body, x.out.data ? x.out.data : "", x.out.len) != 0 || buf_appends(&r->body, "") != 0) {
 		snprintf(err, errlen, "out of memory");
-		return -1;
+		failed = 1;
 	}
-	return 0;
+	if (x.out.data)
+		memset(x.out.data, 0, x.out.len); /* credentials do not linger */
+	httpc_xfer_free(&x);
+	httpc_pool_free(p);
+	return failed ? -1 : 0;
 }
 
 static void resp_free(http_resp *r)

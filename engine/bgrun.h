@@ -123,6 +123,7 @@ int luaopen_postgres(lua_State *L);
 int luaopen_digest(lua_State *L);
 int luaopen_http(lua_State *L);
 int luaopen_yaml(lua_State *L);
+int luaopen_fs(lua_State *L);
 
 /* Installs every native module in package.preload and the searchers for
  * overrides (playbook dir, BGRUN_PATH) and embedded sources. */

@@ -3,9 +3,9 @@
  * and the hidden "bgrun.core" module the prelude builds on. */
 #define _GNU_SOURCE /* memfd_create */
 #include "bgrun.h"
+#include "clock.h"
 
 #include <dlfcn.h>
-#include <ftw.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
@@ -310,9 +310,7 @@ static int core_isatty(lua_State *L)
 /* core.now() -> seconds on a monotonic clock, as a float */
 static int core_now(lua_State *L)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	lua_pushnumber(L, (lua_Number)ts.tv_sec + (lua_Number)ts.tv_nsec / 1e9);
+	lua_pushnumber(L, (lua_Number)bgrun_clock());
 	return 1;
 }
 
@@ -331,24 +329,8 @@ static int core_sleep(lua_State *L)
 {
 	lua_Number s = luaL_checknumber(L, 1);
 	luaL_argcheck(L, s >= 0, 1, "must not be negative");
-	struct timespec end, now;
-	clock_gettime(CLOCK_MONOTONIC, &end);
-	end.tv_sec += (time_t)s;
-	end.tv_nsec += (long)((s - (lua_Number)(time_t)s) * 1e9);
-	if (end.tv_nsec >= 1000000000L) {
-		end.tv_sec++;
-		end.tv_nsec -= 1000000000L;
-	}
-	for (;;) {
-		if (bgrun_interrupted())
-			bgrun_throw_interrupted(L, "bgrun", "sleep");
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		long left_ms = (long)(end.tv_sec - now.tv_sec) * 1000 + (end.tv_nsec - now.tv_nsec) / 1000000L;
-		if (left_ms <= 0)
-			break;
-		struct timespec step = {0, (left_ms > 50 ? 50 : left_ms) * 1000000L};
-		nanosleep(&step, NULL);
-	}
+	if (bgrun_nap((double)s))
+		bgrun_throw_interrupted(L, "bgrun", "sleep");
 	return 0;
 }
 
@@ -414,38 +396,6 @@ static int core_mkdtemp(lua_State *L)
 	return 1;
 }
 
-/* core.mkdir(path [, mode]) -> true | nil, message: like mkdir -p; the
- * directories it creates get mode (0700) */
-static int core_mkdir(lua_State *L)
-{
-	size_t n;
-	const char *path = luaL_checklstring(L, 1, &n);
-	mode_t mode = (mode_t)luaL_optinteger(L, 2, 0700);
-	luaL_argcheck(L, n > 0, 1, "must not be empty");
-	char *p = lua_newuserdatauv(L, n + 1, 0);
-	memcpy(p, path, n + 1);
-	for (char *s = p + 1;; s++) {
-		if (*s == '/' || *s == '\0') {
-			char c = *s;
-			*s = '\0';
-			if (mkdir(p, mode) != 0 && errno != EEXIST)
-				return push_errno(L, "mkdir", p);
-			*s = c;
-			if (c == '\0')
-				break;
-		}
-	}
-	struct stat st;
-	if (stat(path, &st) != 0)
-		return push_errno(L, "stat", path);
-	if (!S_ISDIR(st.st_mode)) {
-		errno = ENOTDIR;
-		return push_errno(L, "mkdir", path);
-	}
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
 /* core.chmod(path, mode) -> true | nil, message */
 static int core_chmod(lua_State *L)
 {
@@ -453,37 +403,6 @@ static int core_chmod(lua_State *L)
 	mode_t mode = (mode_t)luaL_checkinteger(L, 2);
 	if (chmod(path, mode) != 0)
 		return push_errno(L, "chmod", path);
-	lua_pushboolean(L, 1);
-	return 1;
-}
-
-static int rm_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-	(void)sb;
-	(void)ftw;
-	int rc = (flag == FTW_DP) ? rmdir(path) : unlink(path);
-	return (rc != 0 && errno != ENOENT) ? -1 : 0;
-}
-
-/* core.rmtree(path) -> true | nil, message: like rm -rf, never following
- * symbolic links; a path that is not there is fine */
-static int core_rmtree(lua_State *L)
-{
-	const char *path = luaL_checkstring(L, 1);
-	struct stat st;
-	if (lstat(path, &st) != 0) {
-		if (errno == ENOENT) {
-			lua_pushboolean(L, 1);
-			return 1;
-		}
-		return push_errno(L, "stat", path);
-	}
-	if (!S_ISDIR(st.st_mode)) {
-		if (unlink(path) != 0 && errno != ENOENT)
-			return push_errno(L, "unlink", path);
-	} else if (nftw(path, rm_entry, 16, FTW_DEPTH | FTW_PHYS) != 0) {
-		return push_errno(L, "remove", path);
-	}
 	lua_pushboolean(L, 1);
 	return 1;
 }
@@ -604,8 +523,7 @@ static int core_wait(lua_State *L)
 {
 	pid_t pid = (pid_t)luaL_checkinteger(L, 1);
 	lua_Number timeout = luaL_optnumber(L, 2, 0);
-	struct timespec t0, now;
-	clock_gettime(CLOCK_MONOTONIC, &t0);
+	double t0 = bgrun_clock();
 	for (;;) {
 		int status;
 		pid_t r = waitpid(pid, &status, WNOHANG);
@@ -615,12 +533,9 @@ static int core_wait(lua_State *L)
 		}
 		if (r < 0)
 			return 0;
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		double took = (double)(now.tv_sec - t0.tv_sec) + (double)(now.tv_nsec - t0.tv_nsec) / 1e9;
-		if (took >= timeout)
+		if (bgrun_clock() - t0 >= timeout)
 			return 0;
-		struct timespec step = {0, 20 * 1000000L};
-		nanosleep(&step, NULL);
+		bgrun_nap_uninterruptible(0.02);
 	}
 }
 
@@ -641,9 +556,7 @@ static const luaL_Reg core_funcs[] = {
 	{"embedded", core_embedded},
 	{"lock_lost", core_lock_lost},
 	{"mkdtemp", core_mkdtemp},
-	{"mkdir", core_mkdir},
 	{"chmod", core_chmod},
-	{"rmtree", core_rmtree},
 	{"proc_start", core_proc_start},
 	{"spawn_self", core_spawn_self},
 	{"kill", core_kill},
@@ -846,6 +759,7 @@ static const struct native_module {
 	{"json", luaopen_json},
 	{"proc", luaopen_proc},
 	{"yaml", luaopen_yaml},
+	{"fs", luaopen_fs},
 	{"k8s", NULL},
 	{"postgres", NULL},
 	{"digest", NULL},

@@ -163,3 +163,44 @@ int httputil_transient(CURLcode code)
 		return 0;
 	}
 }
+
+/* NULL: the dialect's default (below) */
+static const struct {
+	long status;
+	const char *k8s, *s3;
+} status_reasons[] = {
+	{400, "BadRequest", "BadRequest"},
+	{401, "Unauthorized", NULL},
+	{403, "Forbidden", "AccessDenied"},
+	{404, "NotFound", "NotFound"},
+	{405, "MethodNotAllowed", "MethodNotAllowed"},
+	{406, "NotAcceptable", NULL},
+	{409, "Conflict", "Conflict"},
+	{410, "Expired", NULL},
+	{411, NULL, "MissingContentLength"},
+	{412, NULL, "PreconditionFailed"},
+	{413, "RequestEntityTooLarge", NULL},
+	{415, "UnsupportedMediaType", NULL},
+	{416, NULL, "InvalidRange"},
+	{422, "Invalid", NULL},
+	{429, "TooManyRequests", NULL},
+	{500, "InternalError", "InternalError"},
+	{501, NULL, "NotImplemented"},
+	{503, "ServiceUnavailable", "ServiceUnavailable"},
+	{504, "Timeout", NULL},
+};
+
+const char *httputil_status_reason(long status, int dialect)
+{
+	for (size_t i = 0; i < sizeof status_reasons / sizeof status_reasons[0]; i++) {
+		if (status_reasons[i].status != status)
+			continue;
+		const char *r = dialect == HTTPUTIL_S3 ? status_reasons[i].s3 : status_reasons[i].k8s;
+		if (r)
+			return r;
+		break;
+	}
+	if (dialect == HTTPUTIL_S3)
+		return status >= 500 ? "ServerError" : "HTTPError";
+	return status >= 500 ? "InternalError" : "Unknown";
+}

@@ -48,4 +48,10 @@ int httputil_method_is_idempotent(const char *method);
  * timeout. Not DNS, TLS or bad URLs: retrying will not fix them. */
 int httputil_transient(CURLcode code);
 
+/* The reason a structured error names for an HTTP status with no reason
+ * of its own, in the dialect of the module raising it. One table for the
+ * engine: Kubernetes' Status reasons, and S3's error codes. */
+enum { HTTPUTIL_K8S, HTTPUTIL_S3 };
+const char *httputil_status_reason(long status, int dialect);
+
 #endif

@@ -1,5 +1,4 @@
-/* Kind table, REST paths, the watch line splitter and the rollout rule
- * (see k8s_util.h). */
+/* Kind table, REST paths and the watch line splitter (see k8s_util.h). */
 #define _POSIX_C_SOURCE 200809L
 #include "k8s_util.h"
 
@@ -156,6 +155,16 @@ int k8s_resolve_kind(const char *spec, k8s_resource *r, char *err, size_t errlen
 			break;
 		}
 	}
+	return 0;
+}
+
+int k8s_known_kind(const char *api_version, const char *kind, k8s_resource *r, char *err, size_t errlen)
+{
+	if (k8s_resource_for_object(api_version, kind, r, err, errlen) != 0)
+		return -1;
+	for (size_t i = 0; i < NKINDS; i++)
+		if (strcmp(kinds[i].group, r->group) == 0 && strcmp(kinds[i].kind, kind) == 0)
+			return 1;
 	return 0;
 }
 
@@ -342,204 +351,6 @@ void k8s_lines_free(k8s_lines *l)
 	buf_free(&l->b);
 	l->off = 0;
 	l->scan = 0;
-}
-
-/* ------------------------------------------------------------- rollouts */
-
-static long jint(const json_t *o, const char *path)
-{
-	/* dotted path; a missing field means 0, as in the API's omitempty ints */
-	char key[64];
-	const json_t *cur = o;
-	const char *p = path;
-	while (cur && *p) {
-		const char *dot = strchr(p, '.');
-		size_t n = dot ? (size_t)(dot - p) : strlen(p);
-		if (n >= sizeof key)
-			return 0;
-		memcpy(key, p, n);
-		key[n] = '\0';
-		cur = json_object_get(cur, key);
-		p = dot ? dot + 1 : p + n;
-	}
-	return cur && json_is_integer(cur) ? (long)json_integer_value(cur) : 0;
-}
-
-static const json_t *jpath(const json_t *o, const char *a, const char *b)
-{
-	const json_t *x = json_object_get(o, a);
-	return b ? json_object_get(x, b) : x;
-}
-
-static const char *obj_name(const json_t *obj)
-{
-	const char *n = json_string_value(jpath(obj, "metadata", "name"));
-	return n ? n : "";
-}
-
-static int deployment_status(const json_t *d, long revision, char *msg, size_t n)
-{
-	const char *name = obj_name(d);
-	if (revision > 0) {
-		const char *rev = json_string_value(json_object_get(jpath(d, "metadata", "annotations"),
-		                                                    "deployment.kubernetes.io/revision"));
-		long have = rev ? strtol(rev, NULL, 10) : 0;
-		if (have != revision) {
-			snprintf(msg, n, "desired revision (%ld) is different from the running revision (%ld)", revision, have);
-			return K8S_ROLLOUT_FAILED;
-		}
-	}
-	if (jint(d, "metadata.generation") <= jint(d, "status.observedGeneration")) {
-		size_t i;
-		json_t *c;
-		json_array_foreach(jpath(d, "status", "conditions"), i, c) {
-			const char *type = json_string_value(json_object_get(c, "type"));
-			const char *reason = json_string_value(json_object_get(c, "reason"));
-			if (type && strcmp(type, "Progressing") == 0 && reason &&
-			    strcmp(reason, "ProgressDeadlineExceeded") == 0) {
-				snprintf(msg, n, "deployment \"%s\" exceeded its progress deadline", name);
-				return K8S_ROLLOUT_FAILED;
-			}
-		}
-		const json_t *spec_replicas = jpath(d, "spec", "replicas");
-		long updated = jint(d, "status.updatedReplicas");
-		long replicas = jint(d, "status.replicas");
-		long available = jint(d, "status.availableReplicas");
-		if (json_is_integer(spec_replicas) && updated < (long)json_integer_value(spec_replicas)) {
-			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld out of %ld new replicas have been updated...",
-			         name, updated, (long)json_integer_value(spec_replicas));
-			return K8S_ROLLOUT_WAIT;
-		}
-		if (replicas > updated) {
-			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld old replicas are pending termination...",
-			         name, replicas - updated);
-			return K8S_ROLLOUT_WAIT;
-		}
-		if (available < updated) {
-			snprintf(msg, n, "Waiting for deployment \"%s\" rollout to finish: %ld of %ld updated replicas are available...",
-			         name, available, updated);
-			return K8S_ROLLOUT_WAIT;
-		}
-		snprintf(msg, n, "deployment \"%s\" successfully rolled out", name);
-		return K8S_ROLLOUT_DONE;
-	}
-	snprintf(msg, n, "Waiting for deployment spec update to be observed...");
-	return K8S_ROLLOUT_WAIT;
-}
-
-static int daemonset_status(const json_t *d, char *msg, size_t n)
-{
-	const char *name = obj_name(d);
-	const char *strategy = json_string_value(json_object_get(jpath(d, "spec", "updateStrategy"), "type"));
-	if (strategy && strcmp(strategy, "RollingUpdate") != 0) {
-		snprintf(msg, n, "rollout status is only available for RollingUpdate strategy type");
-		return K8S_ROLLOUT_FAILED;
-	}
-	if (jint(d, "metadata.generation") <= jint(d, "status.observedGeneration")) {
-		long desired = jint(d, "status.desiredNumberScheduled");
-		long updated = jint(d, "status.updatedNumberScheduled");
-		long avail = jint(d, "status.numberAvailable");
-		if (updated < desired) {
-			snprintf(msg, n, "Waiting for daemon set \"%s\" rollout to finish: %ld out of %ld new pods have been updated...",
-			         name, updated, desired);
-			return K8S_ROLLOUT_WAIT;
-		}
-		if (avail < desired) {
-			snprintf(msg, n, "Waiting for daemon set \"%s\" rollout to finish: %ld of %ld updated pods are available...",
-			         name, avail, desired);
-			return K8S_ROLLOUT_WAIT;
-		}
-		snprintf(msg, n, "daemon set \"%s\" successfully rolled out", name);
-		return K8S_ROLLOUT_DONE;
-	}
-	snprintf(msg, n, "Waiting for daemon set spec update to be observed...");
-	return K8S_ROLLOUT_WAIT;
-}
-
-static int statefulset_status(const json_t *s, char *msg, size_t n)
-{
-	const char *strategy = json_string_value(json_object_get(jpath(s, "spec", "updateStrategy"), "type"));
-	if (strategy && strcmp(strategy, "RollingUpdate") != 0) {
-		snprintf(msg, n, "rollout status is only available for RollingUpdate strategy type");
-		return K8S_ROLLOUT_FAILED;
-	}
-	if (jint(s, "status.observedGeneration") == 0 || jint(s, "metadata.generation") > jint(s, "status.observedGeneration")) {
-		snprintf(msg, n, "Waiting for statefulset spec update to be observed...");
-		return K8S_ROLLOUT_WAIT;
-	}
-	const json_t *spec_replicas = jpath(s, "spec", "replicas");
-	long want = json_is_integer(spec_replicas) ? (long)json_integer_value(spec_replicas) : 1;
-	long ready = jint(s, "status.readyReplicas");
-	if (ready < want) {
-		snprintf(msg, n, "Waiting for %ld pods to be ready...", want - ready);
-		return K8S_ROLLOUT_WAIT;
-	}
-	const json_t *ru = json_object_get(jpath(s, "spec", "updateStrategy"), "rollingUpdate");
-	const json_t *part = json_object_get(ru, "partition");
-	if (strategy && json_is_integer(part)) {
-		long partition = (long)json_integer_value(part);
-		if (json_is_integer(spec_replicas) && partition > 0) {
-			long upd = jint(s, "status.updatedReplicas");
-			if (upd < want - partition) {
-				snprintf(msg, n, "Waiting for partitioned roll out to finish: %ld out of %ld new pods have been updated...",
-				         upd, want - partition);
-				return K8S_ROLLOUT_WAIT;
-			}
-			snprintf(msg, n, "partitioned roll out complete: %ld new pods have been updated...", upd);
-			return K8S_ROLLOUT_DONE;
-		}
-	}
-	const char *upd_rev = json_string_value(jpath(s, "status", "updateRevision"));
-	const char *cur_rev = json_string_value(jpath(s, "status", "currentRevision"));
-	if (upd_rev && cur_rev && strcmp(upd_rev, cur_rev) != 0) {
-		snprintf(msg, n, "waiting for statefulset rolling update to complete %ld pods at revision %s...",
-		         jint(s, "status.updatedReplicas"), upd_rev);
-		return K8S_ROLLOUT_WAIT;
-	}
-	snprintf(msg, n, "statefulset rolling update complete %ld pods at revision %s...",
-	         jint(s, "status.currentReplicas"), cur_rev ? cur_rev : "");
-	return K8S_ROLLOUT_DONE;
-}
-
-int k8s_rollout_eval(const json_t *obj, long revision, char *msg, size_t n)
-{
-	const char *kind = json_string_value(json_object_get(obj, "kind"));
-	if (kind == NULL || strcmp(kind, "Deployment") == 0)
-		return deployment_status(obj, revision, msg, n);
-	if (strcmp(kind, "DaemonSet") == 0)
-		return daemonset_status(obj, msg, n);
-	if (strcmp(kind, "StatefulSet") == 0)
-		return statefulset_status(obj, msg, n);
-	snprintf(msg, n, "no status viewer has been implemented for %s", kind);
-	return K8S_ROLLOUT_FAILED;
-}
-
-const char *k8s_pod_failure(const json_t *pod, char *msg, size_t n)
-{
-	static const char *const bad[] = {"CrashLoopBackOff", "ImagePullBackOff", "ErrImagePull",
-	                                  "CreateContainerConfigError", "InvalidImageName", NULL};
-	static const char *const lists[] = {"initContainerStatuses", "containerStatuses"};
-	const json_t *st = json_object_get(pod, "status");
-	for (int l = 0; l < 2; l++) {
-		size_t i;
-		json_t *cs;
-		json_array_foreach(json_object_get(st, lists[l]), i, cs) {
-			const json_t *w = json_object_get(json_object_get(cs, "state"), "waiting");
-			const char *reason = json_string_value(json_object_get(w, "reason"));
-			if (reason == NULL)
-				continue;
-			for (int b = 0; bad[b]; b++) {
-				if (strcmp(reason, bad[b]) == 0) {
-					const char *m = json_string_value(json_object_get(w, "message"));
-					const char *cname = json_string_value(json_object_get(cs, "name"));
-					snprintf(msg, n, "pod \"%s\" container \"%s\" is in %s%s%s", obj_name(pod),
-					         cname ? cname : "", reason, m ? ": " : "", m ? m : "");
-					return bad[b];
-				}
-			}
-		}
-	}
-	return NULL;
 }
 
 int k8s_is_status(const json_t *j)

@@ -1,6 +1,6 @@
 /* The parts of the k8s module that need no Lua state and no network: the
- * kind table, REST paths and query strings, the watch line splitter and
- * kubectl's rollout-status rule. Unit tests call them directly. */
+ * kind table, REST paths and query strings, the watch line splitter. Unit
+ * tests call them directly. */
 #ifndef BGRUN_K8S_UTIL_H
 #define BGRUN_K8S_UTIL_H
 
@@ -27,6 +27,10 @@ int k8s_resolve_kind(const char *spec, k8s_resource *r, char *err, size_t errlen
  * first, then client-go's guess (lowercase, y->ies, s/x/ch/sh->es, else s). */
 int k8s_resource_for_object(const char *api_version, const char *kind, k8s_resource *r,
                             char *err, size_t errlen);
+
+/* The same from the table only: 1 known (r filled), 0 unknown to the
+ * table, -1 bad apiVersion/kind (message in err). */
+int k8s_known_kind(const char *api_version, const char *kind, k8s_resource *r, char *err, size_t errlen);
 
 /* "deployments" or "deployments.apps": how the API server names a
  * resource in messages. */
@@ -62,20 +66,6 @@ int k8s_lines_ready(k8s_lines *l);
 size_t k8s_lines_pending(const k8s_lines *l);
 void k8s_lines_reset(k8s_lines *l);   /* drop everything buffered */
 void k8s_lines_free(k8s_lines *l);
-
-/* ---- rollout status (kubectl's status viewers) ---- */
-enum { K8S_ROLLOUT_WAIT = 0, K8S_ROLLOUT_DONE = 1, K8S_ROLLOUT_FAILED = 2 };
-
-/* Evaluates kubectl's rule for a Deployment, StatefulSet or DaemonSet
- * (by the object's kind) and writes kubectl's message. revision > 0 checks
- * the deployment.kubernetes.io/revision annotation. */
-int k8s_rollout_eval(const json_t *obj, long revision, char *msg, size_t n);
-
-/* A pod that cannot come up: the first container (init containers
- * included) waiting in CrashLoopBackOff, ImagePullBackOff, ErrImagePull,
- * CreateContainerConfigError or InvalidImageName. Returns the reason (a
- * static string) and writes a message, or NULL. */
-const char *k8s_pod_failure(const json_t *pod, char *msg, size_t n);
 
 /* Status object (kind "Status") or NULL. */
 int k8s_is_status(const json_t *j);

@@ -3,6 +3,7 @@
  * packages (see kubeconfig.h). */
 #define _GNU_SOURCE
 #include "kubeconfig.h"
+#include "clock.h"
 #include "buf.h"
 
 #include <errno.h>
@@ -77,10 +78,40 @@ static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth)
 	}
 }
 
+/* 1 when text nests deeper than MAX_DEPTH. libyaml's loader takes time
+ * quadratic in the nesting (60,000 '[' took minutes), all spent before
+ * node_to_json could refuse the depth: so events first, stopping at the
+ * first level too deep. Syntax errors are left to the loader's message. */
+static int nests_too_deep(const char *text, size_t len)
+{
+	yaml_parser_t p;
+	if (!yaml_parser_initialize(&p))
+		return 0;
+	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
+	int depth = 0, deep = 0, done = 0;
+	while (!done && !deep) {
+		yaml_event_t e;
+		if (!yaml_parser_parse(&p, &e))
+			break;
+		if (e.type == YAML_SEQUENCE_START_EVENT || e.type == YAML_MAPPING_START_EVENT)
+			deep = ++depth > MAX_DEPTH;
+		else if (e.type == YAML_SEQUENCE_END_EVENT || e.type == YAML_MAPPING_END_EVENT)
+			depth--;
+		done = e.type == YAML_STREAM_END_EVENT;
+		yaml_event_delete(&e);
+	}
+	yaml_parser_delete(&p);
+	return deep;
+}
+
 json_t *kube_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
 {
 	yaml_parser_t p;
 	yaml_document_t doc;
+	if (nests_too_deep(text, len)) {
+		snprintf(err, errlen, "unsupported YAML: nesting deeper than %d levels", MAX_DEPTH);
+		return NULL;
+	}
 	if (!yaml_parser_initialize(&p)) {
 		snprintf(err, errlen, "out of memory");
 		return NULL;
@@ -836,9 +867,7 @@ char *kube_exec_info(const kube_config *cfg)
 
 static double mono(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 /* environ with the plugin's env applied and KUBERNETES_EXEC_INFO added */

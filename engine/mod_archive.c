@@ -5,6 +5,7 @@
  * inside the directory with libarchive's own guards on as well. */
 #define _GNU_SOURCE /* pipe2, execvpe, F_SETPIPE_SZ */
 #include "bgrun.h"
+#include "clock.h"
 #include "archive_path.h"
 #include "buf.h"
 #include "progress.h"
@@ -751,8 +752,7 @@ static void kill_child(ar_writer *w)
 	for (int waited = 0; waited < KILL_GRACE_MS; waited += 20) {
 		if (waitpid(pid, &status, WNOHANG) == pid)
 			return;
-		struct timespec ts = {0, 20 * 1000000L};
-		nanosleep(&ts, NULL);
+		bgrun_nap_uninterruptible(0.02);
 	}
 	kill(-pid, SIGKILL);
 	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
@@ -1217,9 +1217,7 @@ static int spawn_command(ar_writer *w, char **argv, char **env)
 
 static double mono_s(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 /* Waits for the command's output: through a sink that moves its own bytes

@@ -1,12 +1,12 @@
-/* http: HTTP/1.1 and HTTP/2 requests through libcurl. Every transfer, one
- * or many, runs on the module's kept multi handle, so connections (and TLS
- * sessions, through a share handle) are reused across calls. A 4xx or 5xx
- * is a response; only transport failures become structured errors. The
- * curl callbacks only fill C buffers: Lua values are built after libcurl
- * returns. */
+/* http: HTTP/1.1 and HTTP/2 requests on the engine's transfer layer
+ * (httpc.c). Every transfer, one or many, runs on the module's pool, so
+ * connections (and TLS sessions) are reused across calls. A 4xx or 5xx is
+ * a response; only transport failures become structured errors. Lua values
+ * are built after libcurl returns. */
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 #include "buf.h"
+#include "httpc.h"
 #include "httputil.h"
 
 #include <stdio.h>
@@ -25,47 +25,31 @@ enum {
 	DEFAULT_CONNECT_TIMEOUT_MS = 10000,
 	DEFAULT_MAX_REDIRECTS = 10,
 	DEFAULT_CONCURRENCY = 8,
-	POLL_MS = 100, /* how often an idle transfer loop looks at the interrupt flag */
 	DEFAULT_RETRY_DELAY_MS = 200,
 	MAX_RETRY_DELAY_MS = 5000,
 };
 
 /* The module state: an upvalue of every module function. */
 typedef struct http_state {
-	CURLM *multi;     /* its connection cache outlives each call */
-	CURLSH *share;    /* TLS sessions and DNS answers */
-	CURLSH *share_h2; /* the same plus connections, for HTTP/2 requests:
-	                   * libcurl would hand an HTTP/2 request a cached
-	                   * HTTP/1.1 connection, so they get a pool of their own */
+	httpc_pool *pool; /* its connections outlive each call */
 } http_state;
 
-/* One transfer. Lua strings it points at (URL, body) stay anchored by the
- * request tables on the caller's stack for the whole call. */
+/* One transfer. Lua strings it points at (URL, body, TLS files) stay
+ * anchored by the request tables on the caller's stack for the whole call. */
 typedef struct xfer {
-	CURL *easy;
+	httpc_xfer h;      /* body into h.out */
 	struct curl_slist *headers;
 	char *json_body;   /* json= encoded, owned */
 	buf op;            /* "GET http://..." */
-	buf body;          /* response body */
-	buf head;          /* raw header lines of the last response */
-	char errbuf[CURL_ERROR_SIZE];
-	CURLcode result;
-	int added;         /* in the multi handle */
-	int done;
 	int dry_run;
-	int oom;
-	int retries;       /* transport-failure retries left (idempotent only) */
-	long retry_ms;     /* the next backoff */
-	long status;
-	long connects;
-	long version;
-	curl_off_t time_us;
+	long max_redirects; /* -1: redirects are not followed */
+	const char *ca_file, *client_cert, *client_key;
+	int insecure;
 } xfer;
 
 /* The transfers of one call: a userdata, so a Lua error raised while
  * results are built (out of memory) still frees them through __gc. */
 typedef struct batch {
-	CURLM *multi;
 	xfer *x;
 	size_t n;
 } batch;
@@ -75,48 +59,30 @@ typedef struct batch {
 static int state_gc(lua_State *L)
 {
 	http_state *st = luaL_checkudata(L, 1, STATE_MT);
-	if (st->multi) {
-		CURLM *m = st->multi;
-		st->multi = NULL;
-		curl_multi_cleanup(m);
-	}
-	CURLSH **shares[] = {&st->share, &st->share_h2};
-	for (size_t i = 0; i < 2; i++) {
-		if (*shares[i]) {
-			CURLSH *s = *shares[i];
-			*shares[i] = NULL;
-			curl_share_cleanup(s);
-		}
-	}
+	httpc_pool *p = st->pool;
+	st->pool = NULL;
+	httpc_pool_free(p);
 	return 0;
 }
 
 static http_state *get_state(lua_State *L)
 {
 	http_state *st = luaL_checkudata(L, lua_upvalueindex(1), STATE_MT);
-	if (st->multi == NULL)
+	if (st->pool == NULL)
 		luaL_error(L, "http: module state is closed");
 	return st;
 }
 
 /* ---------------------------------------------------------------- batch */
 
-static void xfer_release(CURLM *multi, xfer *x)
+static void xfer_release(xfer *x)
 {
-	if (x->easy) {
-		if (x->added)
-			curl_multi_remove_handle(multi, x->easy);
-		curl_easy_cleanup(x->easy);
-		x->easy = NULL;
-		x->added = 0;
-	}
+	httpc_xfer_free(&x->h);
 	curl_slist_free_all(x->headers);
 	x->headers = NULL;
 	free(x->json_body);
 	x->json_body = NULL;
 	buf_free(&x->op);
-	buf_free(&x->body);
-	buf_free(&x->head);
 }
 
 static int batch_close(lua_State *L)
@@ -126,43 +92,43 @@ static int batch_close(lua_State *L)
 		xfer *x = b->x;
 		b->x = NULL;
 		for (size_t i = 0; i < b->n; i++)
-			xfer_release(b->multi, &x[i]);
+			xfer_release(&x[i]);
 		free(x);
 	}
 	return 0;
 }
 
-/* ------------------------------------------------------- curl callbacks */
-
-static size_t on_body(char *data, size_t size, size_t n, void *ud)
+/* httpc's pre-send hook: what this request asks of TLS and redirects. */
+static int pre_send(httpc_xfer *h, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
 {
+	(void)h;
+	(void)hl;
+	(void)err;
+	(void)errlen;
 	xfer *x = ud;
-	if (buf_append(&x->body, data, size * n) != 0) {
-		x->oom = 1;
-		return 0;
+	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
+	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
+	if (x->max_redirects >= 0) {
+		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
+		curl_easy_setopt(e, CURLOPT_MAXREDIRS, x->max_redirects);
 	}
-	return size * n;
-}
-
-static size_t on_header(char *data, size_t size, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t len = size * n;
-	/* A new status line starts a new response (redirect, 100 Continue):
-	 * only the last one's headers are reported. */
-	if (len >= 5 && memcmp(data, "HTTP/", 5) == 0)
-		buf_reset(&x->head);
-	if (buf_append(&x->head, data, len) != 0) {
-		x->oom = 1;
-		return 0;
+	if (x->ca_file)
+		curl_easy_setopt(e, CURLOPT_CAINFO, x->ca_file);
+	if (x->client_cert)
+		curl_easy_setopt(e, CURLOPT_SSLCERT, x->client_cert);
+	if (x->client_key)
+		curl_easy_setopt(e, CURLOPT_SSLKEY, x->client_key);
+	if (x->insecure) {
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
+		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
 	}
-	return len;
+	return 0;
 }
 
 /* -------------------------------------------------------- argument checks */
 
 static const char *const request_keys[] = {
-	"method", "url", "headers", "body", "json", "timeout", "connect_timeout",
+	"method", "url", "headers", "body", "json", "timeout", "connect_timeout", "deadline",
 	"follow_redirects", "max_redirects", "ca_file", "client_cert", "client_key",
 	"insecure", "http_version", "readonly", "retries", "retry_delay", NULL,
 };
@@ -190,22 +156,13 @@ static void need_positive(lua_State *L, const char *fname, int t, const char *fi
 	lua_pop(L, 1);
 }
 
-/* Raises a plain error for a mistake in request table t. */
+/* Raises a plain error for a mistake in request table t (its unknown
+ * options were refused on entry, by bgrun_check_options). */
 static void check_request(lua_State *L, int t, const char *fname)
 {
 	t = lua_absindex(L, t);
 	if (lua_type(L, t) != LUA_TTABLE)
 		luaL_error(L, "http.%s: a request must be a table, got %s", fname, luaL_typename(L, t));
-	lua_pushnil(L);
-	while (lua_next(L, t)) {
-		lua_pop(L, 1);
-		int ok = 0;
-		if (lua_type(L, -1) == LUA_TSTRING)
-			for (int i = 0; request_keys[i] && !ok; i++)
-				ok = strcmp(lua_tostring(L, -1), request_keys[i]) == 0;
-		if (!ok)
-			luaL_error(L, "http.%s: unknown option '%s'", fname, luaL_tolstring(L, -1, NULL));
-	}
 	if (opt_type(L, t, "url") != LUA_TSTRING)
 		luaL_error(L, "http.%s: option 'url' (a string) is required", fname);
 	need(L, fname, t, "method", LUA_TSTRING, "a string");
@@ -219,6 +176,7 @@ static void check_request(lua_State *L, int t, const char *fname)
 	need(L, fname, t, "client_key", LUA_TSTRING, "a string");
 	need_positive(L, fname, t, "timeout");
 	need_positive(L, fname, t, "connect_timeout");
+	need_positive(L, fname, t, "deadline");
 	need_positive(L, fname, t, "retry_delay");
 	if (lua_getfield(L, t, "retries") != LUA_TNIL) {
 		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 10)
@@ -323,49 +281,11 @@ static void register_url_secret(lua_State *L, const char *url)
 
 /* ----------------------------------------------------------- set-up */
 
-/* Prepares x for request table t; returns NULL or a message for a
- * playbook mistake found late (json= that cannot be encoded). Raises only
- * for out of memory, when the batch userdata owns everything. */
-static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err, size_t errlen)
+/* The request headers of table t into x->headers (Authorization values
+ * become secrets), and a JSON Content-Type unless one was given. Raises
+ * only for out of memory, when the batch owns x. */
+static void add_headers(lua_State *L, xfer *x, int t, int is_json)
 {
-	const char *method = request_method(L, t);
-	const char *url = str_opt(L, t, "url");
-	if (buf_printf(&x->op, "%s %s", method, url) != 0)
-		luaL_error(L, "http: out of memory");
-	register_url_secret(L, url);
-
-	if (bgrun_dry_run(L) && !httputil_method_is_safe(method) && !bool_opt(L, t, "readonly")) {
-		x->dry_run = 1;
-		x->done = 1;
-		return NULL;
-	}
-
-	const char *body = NULL;
-	size_t body_len = 0;
-	int has_body = 0;
-	if (lua_getfield(L, t, "body") == LUA_TSTRING) {
-		body = lua_tolstring(L, -1, &body_len); /* anchored by t */
-		has_body = 1;
-	}
-	lua_pop(L, 1);
-	int is_json = 0;
-	if (lua_getfield(L, t, "json") != LUA_TNIL) {
-		json_t *j = bgrun_json_from_lua(L, -1, err, errlen);
-		if (j == NULL) {
-			lua_pop(L, 1);
-			return err;
-		}
-		x->json_body = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-		json_decref(j);
-		if (x->json_body == NULL)
-			luaL_error(L, "http: out of memory");
-		body = x->json_body;
-		body_len = strlen(body);
-		has_body = is_json = 1;
-	}
-	lua_pop(L, 1);
-
-	/* Request headers; Authorization values become secrets. */
 	int has_ctype = 0;
 	buf line = BUF_INIT;
 	if (lua_getfield(L, t, "headers") == LUA_TTABLE) {
@@ -400,172 +320,91 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 		x->headers = nl;
 	}
 
-	CURL *e = x->easy = curl_easy_init();
-	if (e == NULL)
-		luaL_error(L, "http: cannot create a curl handle");
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (void *)x);
-	curl_easy_setopt(e, CURLOPT_URL, url);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_ACCEPT_ENCODING, "");
-	curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
-	curl_easy_setopt(e, CURLOPT_WRITEDATA, (void *)x);
-	curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
-	curl_easy_setopt(e, CURLOPT_HEADERDATA, (void *)x);
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms_opt(L, t, "timeout", DEFAULT_TIMEOUT_MS));
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms_opt(L, t, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS));
-	if (x->headers)
-		curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->headers);
+}
 
-	if (strcmp(method, "HEAD") == 0) {
-		curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
-	} else if (has_body || strcmp(method, "POST") == 0) {
-		curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)body_len);
-		curl_easy_setopt(e, CURLOPT_POSTFIELDS, body ? body : "");
-		if (strcmp(method, "POST") != 0)
-			curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-	} else if (strcmp(method, "GET") != 0) {
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
+/* Prepares x for request table t; returns NULL or a message for a
+ * playbook mistake found late (json= that cannot be encoded). Raises only
+ * for out of memory, when the batch userdata owns everything. */
+static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err, size_t errlen)
+{
+	const char *method = request_method(L, t);
+	const char *url = str_opt(L, t, "url");
+	if (buf_printf(&x->op, "%s %s", method, url) != 0)
+		luaL_error(L, "http: out of memory");
+	register_url_secret(L, url);
+
+	if (bgrun_dry_run(L) && !httputil_method_is_safe(method) && !bool_opt(L, t, "readonly")) {
+		x->dry_run = 1;
+		return NULL;
 	}
 
-	if (lua_getfield(L, t, "retries") == LUA_TNUMBER && httputil_method_is_idempotent(method))
-		x->retries = (int)lua_tointeger(L, -1);
+	const char *body = NULL;
+	size_t body_len = 0;
+	int has_body = 0;
+	if (lua_getfield(L, t, "body") == LUA_TSTRING) {
+		body = lua_tolstring(L, -1, &body_len); /* anchored by t */
+		has_body = 1;
+	}
 	lua_pop(L, 1);
-	x->retry_ms = ms_opt(L, t, "retry_delay", DEFAULT_RETRY_DELAY_MS);
+	int is_json = 0;
+	if (lua_getfield(L, t, "json") != LUA_TNIL) {
+		json_t *j = bgrun_json_from_lua(L, -1, err, errlen);
+		if (j == NULL) {
+			lua_pop(L, 1);
+			return err;
+		}
+		x->json_body = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
+		json_decref(j);
+		if (x->json_body == NULL)
+			luaL_error(L, "http: out of memory");
+		body = x->json_body;
+		body_len = strlen(body);
+		has_body = is_json = 1;
+	}
+	lua_pop(L, 1);
 
+	add_headers(L, x, t, is_json);
+
+	httpc_xfer *h = &x->h;
+	h->method = method;
+	h->url = url;
+	h->headers = x->headers;
+	h->body = body ? body : "";
+	h->body_n = (long long)body_len;
+	h->has_body = has_body;
+	h->attempt_ms = ms_opt(L, t, "timeout", DEFAULT_TIMEOUT_MS);
+	h->connect_ms = ms_opt(L, t, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS);
+	h->idempotent = httputil_method_is_idempotent(method);
+	/* retries are for idempotent requests, and only transport failures:
+	 * a 4xx or 5xx is a response */
+	h->policy.attempts = 1;
+	if (lua_getfield(L, t, "retries") == LUA_TNUMBER && h->idempotent)
+		h->policy.attempts = 1 + (int)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	h->policy.backoff = (double)ms_opt(L, t, "retry_delay", DEFAULT_RETRY_DELAY_MS) / 1000.0;
+	h->policy.backoff_cap = MAX_RETRY_DELAY_MS / 1000.0;
+	if (h->policy.backoff > h->policy.backoff_cap)
+		h->policy.backoff_cap = h->policy.backoff;
+	h->policy.retry_status = 0;
+	if (opt_type(L, t, "deadline") != LUA_TNIL)
+		h->policy.deadline = (double)ms_opt(L, t, "deadline", 0) / 1000.0;
+	h->pre_send = pre_send;
+	h->ud = x;
+
+	x->max_redirects = -1;
 	if (bool_opt(L, t, "follow_redirects")) {
-		long max = DEFAULT_MAX_REDIRECTS;
+		x->max_redirects = DEFAULT_MAX_REDIRECTS;
 		if (lua_getfield(L, t, "max_redirects") == LUA_TNUMBER)
-			max = (long)lua_tointeger(L, -1);
+			x->max_redirects = (long)lua_tointeger(L, -1);
 		lua_pop(L, 1);
-		curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 1L);
-		curl_easy_setopt(e, CURLOPT_MAXREDIRS, max);
 	}
-
 	const char *v = str_opt(L, t, "http_version");
-	int h2 = v && strcmp(v, "2") == 0;
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, h2 ? (long)CURL_HTTP_VERSION_2TLS : (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_SHARE, h2 ? st->share_h2 : st->share);
-	if ((v = str_opt(L, t, "ca_file")))
-		curl_easy_setopt(e, CURLOPT_CAINFO, v);
-	if ((v = str_opt(L, t, "client_cert")))
-		curl_easy_setopt(e, CURLOPT_SSLCERT, v);
-	if ((v = str_opt(L, t, "client_key")))
-		curl_easy_setopt(e, CURLOPT_SSLKEY, v);
-	if (bool_opt(L, t, "insecure")) {
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-		curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-	}
+	h->h2 = v && strcmp(v, "2") == 0;
+	x->ca_file = str_opt(L, t, "ca_file");
+	x->client_cert = str_opt(L, t, "client_cert");
+	x->client_key = str_opt(L, t, "client_key");
+	x->insecure = bool_opt(L, t, "insecure");
 	return NULL;
-}
-
-/* ------------------------------------------------------------- transfer */
-
-static void finish(CURLM *multi, xfer *x, CURLcode rc)
-{
-	x->result = x->oom ? CURLE_OUT_OF_MEMORY : rc;
-	x->done = 1;
-	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &x->status);
-	curl_easy_getinfo(x->easy, CURLINFO_NUM_CONNECTS, &x->connects);
-	curl_easy_getinfo(x->easy, CURLINFO_HTTP_VERSION, &x->version);
-	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &x->time_us);
-	curl_multi_remove_handle(multi, x->easy);
-	x->added = 0;
-}
-
-static int start(CURLM *multi, xfer *x)
-{
-	CURLMcode mc = curl_multi_add_handle(multi, x->easy);
-	if (mc != CURLM_OK) {
-		x->result = CURLE_FAILED_INIT;
-		x->done = 1;
-		snprintf(x->errbuf, sizeof x->errbuf, "cannot start the transfer: %s", curl_multi_strerror(mc));
-		return 0;
-	}
-	x->added = 1;
-	return 1;
-}
-
-/* Runs every prepared transfer, at most cap at a time. Never raises.
- * Returns 1 when an interrupt stopped it (the transfers still running are
- * left for batch_close to remove). */
-static int run(CURLM *multi, xfer *xs, size_t n, size_t cap)
-{
-	size_t next = 0, running = 0;
-	for (;;) {
-		while (running < cap && next < n) {
-			xfer *x = &xs[next++];
-			if (!x->done && start(multi, x))
-				running++;
-		}
-		if (running == 0)
-			return 0;
-		int still = 0;
-		curl_multi_perform(multi, &still);
-		CURLMsg *msg;
-		int q;
-		while ((msg = curl_multi_info_read(multi, &q))) {
-			if (msg->msg != CURLMSG_DONE)
-				continue;
-			xfer *x = NULL;
-			curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-			CURLcode rc = msg->data.result;
-			if (x && x->added) {
-				finish(multi, x, rc); /* msg is invalid from here */
-				running--;
-			}
-		}
-		if (bgrun_interrupted())
-			return 1;
-		if (running > 0 && (running == cap || next == n))
-			curl_multi_poll(multi, NULL, 0, POLL_MS, NULL);
-	}
-}
-
-/* Sleeps ms milliseconds; 1 when an interrupt cut it short. */
-static int pause_ms(long ms)
-{
-	while (ms > 0) {
-		if (bgrun_interrupted())
-			return 1;
-		long step = ms > POLL_MS ? POLL_MS : ms;
-		struct timespec ts = {0, step * 1000000L};
-		nanosleep(&ts, NULL);
-		ms -= step;
-	}
-	return bgrun_interrupted();
-}
-
-/* run(), then again for the idempotent transfers that met a transient
- * transport failure and have retries left, after a doubling backoff. */
-static int run_with_retries(CURLM *multi, xfer *xs, size_t n, size_t cap)
-{
-	for (;;) {
-		if (run(multi, xs, n, cap))
-			return 1;
-		long wait = 0;
-		for (size_t i = 0; i < n; i++) {
-			xfer *x = &xs[i];
-			if (x->dry_run || x->retries <= 0 || !httputil_transient(x->result))
-				continue;
-			x->retries--;
-			x->done = 0;
-			x->oom = 0;
-			x->errbuf[0] = '\0';
-			buf_reset(&x->body);
-			buf_reset(&x->head);
-			if (x->retry_ms > wait)
-				wait = x->retry_ms;
-			x->retry_ms = x->retry_ms * 2 > MAX_RETRY_DELAY_MS ? MAX_RETRY_DELAY_MS : x->retry_ms * 2;
-		}
-		if (wait == 0)
-			return 0;
-		if (pause_ms(wait))
-			return 1;
-	}
 }
 
 /* ------------------------------------------------------------- results */
@@ -590,30 +429,25 @@ static void push_headers(lua_State *L, const xfer *x)
 {
 	lua_newtable(L);
 	int t = lua_gettop(L);
-	const char *p = x->head.data, *end = p ? p + x->head.len : NULL;
-	while (p && p < end) {
-		const char *nl = memchr(p, '\n', (size_t)(end - p));
-		size_t len = nl ? (size_t)(nl - p + 1) : (size_t)(end - p);
-		http_field f;
-		if (httputil_parse_field(p, len, &f)) {
-			luaL_Buffer b;
-			char *name = luaL_buffinitsize(L, &b, f.name_len);
-			memcpy(name, f.name, f.name_len);
-			httputil_lower(name, f.name_len);
-			luaL_pushresultsize(&b, f.name_len);
-			lua_pushvalue(L, -1);
-			if (lua_rawget(L, t) == LUA_TSTRING) {
-				/* a repeated field: joined as RFC 9110 allows */
-				lua_pushliteral(L, ", ");
-				lua_pushlstring(L, f.value, f.value_len);
-				lua_concat(L, 3);
-			} else {
-				lua_pop(L, 1);
-				lua_pushlstring(L, f.value, f.value_len);
-			}
-			lua_rawset(L, t);
+	/* the last response's fields (after redirects and 100 Continue) */
+	for (struct curl_header *h = httpc_next_header(&x->h, NULL); h; h = httpc_next_header(&x->h, h)) {
+		size_t name_len = strlen(h->name);
+		luaL_Buffer b;
+		char *name = luaL_buffinitsize(L, &b, name_len);
+		memcpy(name, h->name, name_len);
+		httputil_lower(name, name_len);
+		luaL_pushresultsize(&b, name_len);
+		lua_pushvalue(L, -1);
+		if (lua_rawget(L, t) == LUA_TSTRING) {
+			/* a repeated field: joined as RFC 9110 allows */
+			lua_pushliteral(L, ", ");
+			lua_pushstring(L, h->value);
+			lua_concat(L, 3);
+		} else {
+			lua_pop(L, 1);
+			lua_pushstring(L, h->value);
 		}
-		p += len;
+		lua_rawset(L, t);
 	}
 	luaL_setmetatable(L, HEADERS_MT);
 }
@@ -659,9 +493,9 @@ static void push_dry_run(lua_State *L, const xfer *x, int t)
 
 static void push_error(lua_State *L, const xfer *x, int t)
 {
-	const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
-	bgrun_error_new(L, "http", x->op.data, httputil_reason(x->result), "%s", msg);
-	bgrun_error_set_int(L, "code", (lua_Integer)x->result);
+	const char *msg = httpc_errmsg(&x->h);
+	bgrun_error_new(L, "http", x->op.data, httputil_reason(x->h.rc), "%s", msg);
+	bgrun_error_set_int(L, "code", (lua_Integer)x->h.rc);
 	lua_getfield(L, t, "url");
 	const char *url = lua_tostring(L, -1); /* anchored by t */
 	lua_pop(L, 1);
@@ -681,12 +515,12 @@ static void push_result(lua_State *L, const xfer *x, int t)
 		push_dry_run(L, x, t);
 		return;
 	}
-	if (x->result != CURLE_OK) {
+	if (x->h.rc != CURLE_OK) {
 		push_error(L, x, t);
 		return;
 	}
 	lua_createtable(L, 0, 8);
-	lua_pushinteger(L, x->status);
+	lua_pushinteger(L, x->h.status);
 	lua_setfield(L, -2, "status");
 	push_headers(L, x);
 	lua_getfield(L, -1, "content-type");
@@ -695,12 +529,13 @@ static void push_result(lua_State *L, const xfer *x, int t)
 	int is_json = ctype && httputil_is_json_type(ctype, clen);
 	lua_pop(L, 1);
 	lua_setfield(L, -2, "headers");
-	lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
+	const buf *body = &x->h.out;
+	lua_pushlstring(L, body->data ? body->data : "", body->len);
 	lua_setfield(L, -2, "body");
-	if (is_json && x->body.len > 0) {
+	if (is_json && body->len > 0) {
 		/* a body that does not parse leaves json nil: the status and the
 		 * body still tell the playbook what happened */
-		json_t *j = json_loadb(x->body.data, x->body.len, JSON_DECODE_ANY, NULL);
+		json_t *j = json_loadb(body->data, body->len, JSON_DECODE_ANY, NULL);
 		if (j) {
 			/* protected, so j is released even if Lua runs out of memory */
 			lua_pushcfunction(L, push_json);
@@ -712,20 +547,25 @@ static void push_result(lua_State *L, const xfer *x, int t)
 			lua_setfield(L, -2, "json");
 		}
 	}
-	lua_pushnumber(L, (lua_Number)x->time_us / 1000.0);
+	curl_off_t time_us = 0;
+	long version = 0, connects = 0;
+	curl_easy_getinfo(x->h.easy, CURLINFO_TOTAL_TIME_T, &time_us);
+	curl_easy_getinfo(x->h.easy, CURLINFO_HTTP_VERSION, &version);
+	curl_easy_getinfo(x->h.easy, CURLINFO_NUM_CONNECTS, &connects);
+	lua_pushnumber(L, (lua_Number)time_us / 1000.0);
 	lua_setfield(L, -2, "time_ms");
 	char *eff = NULL;
-	curl_easy_getinfo(x->easy, CURLINFO_EFFECTIVE_URL, &eff);
+	curl_easy_getinfo(x->h.easy, CURLINFO_EFFECTIVE_URL, &eff);
 	if (eff) {
 		lua_pushstring(L, eff);
 		lua_setfield(L, -2, "url");
 	}
-	const char *v = version_name(x->version);
+	const char *v = version_name(version);
 	if (v) {
 		lua_pushstring(L, v);
 		lua_setfield(L, -2, "http_version");
 	}
-	lua_pushinteger(L, x->connects);
+	lua_pushinteger(L, connects);
 	lua_setfield(L, -2, "connects");
 }
 
@@ -743,7 +583,6 @@ static void perform(lua_State *L, int reqs, size_t cap, const char *fname)
 	}
 
 	batch *b = lua_newuserdatauv(L, sizeof *b, 0);
-	b->multi = st->multi;
 	b->x = NULL;
 	b->n = 0;
 	luaL_setmetatable(L, BATCH_MT);
@@ -753,6 +592,8 @@ static void perform(lua_State *L, int reqs, size_t cap, const char *fname)
 	b->n = n;
 
 	char err[256];
+	for (size_t i = 0; i < n; i++)
+		httpc_xfer_init(&b->x[i].h);
 	for (size_t i = 0; i < n; i++) {
 		lua_rawgeti(L, reqs, (lua_Integer)i + 1);
 		const char *msg = setup(L, st, &b->x[i], lua_gettop(L), err, sizeof err);
@@ -765,7 +606,14 @@ static void perform(lua_State *L, int reqs, size_t cap, const char *fname)
 		}
 	}
 
-	if (run_with_retries(st->multi, b->x, n, cap)) {
+	httpc_xfer **xs = calloc(n ? n : 1, sizeof *xs);
+	if (xs == NULL)
+		luaL_error(L, "http: out of memory");
+	for (size_t i = 0; i < n; i++)
+		xs[i] = b->x[i].dry_run ? NULL : &b->x[i].h;
+	int rc = httpc_run(st->pool, xs, n, cap);
+	free(xs);
+	if (rc == HTTPC_INTERRUPTED) {
 		char op[512];
 		snprintf(op, sizeof op, "%s", n == 1 ? b->x[0].op.data : "all");
 		lua_pushcfunction(L, batch_close);
@@ -819,6 +667,7 @@ static int http_request(lua_State *L)
 {
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
+	bgrun_check_options(L, 1, request_keys);
 	return request_one(L, 1, "request");
 }
 
@@ -829,6 +678,7 @@ static int with_method(lua_State *L, const char *method, const char *fname)
 	if (!lua_isnoneornil(L, 2))
 		luaL_checktype(L, 2, LUA_TTABLE);
 	lua_settop(L, 2);
+	bgrun_check_options(L, 2, request_keys);
 	lua_newtable(L);
 	if (lua_istable(L, 2)) {
 		lua_pushnil(L);
@@ -888,6 +738,16 @@ static int http_all(lua_State *L)
 		}
 		lua_rawseti(L, 2, i);
 	}
+	/* each request's options, named as argument #1 (the list): the list
+	 * at 2 holds every request from here, so slot 1 can show each */
+	for (lua_Integer i = 1; i <= n; i++) {
+		if (lua_rawgeti(L, 2, i) == LUA_TTABLE) {
+			lua_replace(L, 1);
+			bgrun_check_options(L, 1, request_keys);
+		} else {
+			lua_pop(L, 1);
+		}
+	}
 	perform(L, 2, (size_t)cap, "all");
 	release(L);
 	return 1;
@@ -907,7 +767,7 @@ static const luaL_Reg http_funcs[] = {
 
 int luaopen_http(lua_State *L)
 {
-	if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK)
+	if (httpc_global_init() != 0)
 		return luaL_error(L, "http: cannot initialise libcurl");
 	if (luaL_newmetatable(L, BATCH_MT)) {
 		lua_pushcfunction(L, batch_close);
@@ -922,10 +782,9 @@ int luaopen_http(lua_State *L)
 	}
 	lua_pop(L, 1);
 
-	/* created closed, filled once both handles exist */
+	/* created closed, filled once the pool exists */
 	http_state *st = lua_newuserdatauv(L, sizeof *st, 0);
-	st->multi = NULL;
-	st->share = st->share_h2 = NULL;
+	st->pool = NULL;
 	if (luaL_newmetatable(L, STATE_MT)) {
 		lua_pushcfunction(L, state_gc);
 		lua_setfield(L, -2, "__gc");
@@ -933,21 +792,8 @@ int luaopen_http(lua_State *L)
 		lua_setfield(L, -2, "__close");
 	}
 	lua_setmetatable(L, -2);
-	st->share = curl_share_init();
-	st->share_h2 = curl_share_init();
-	st->multi = curl_multi_init();
-	if (st->share == NULL || st->share_h2 == NULL || st->multi == NULL) {
-		lua_pushcfunction(L, state_gc);
-		lua_pushvalue(L, -2);
-		lua_call(L, 1, 0);
+	if ((st->pool = httpc_pool_new(64L)) == NULL)
 		return luaL_error(L, "http: cannot create curl handles");
-	}
-	curl_share_setopt(st->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	curl_share_setopt(st->share, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION);
-	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_DNS);
-	curl_share_setopt(st->share_h2, CURLSHOPT_SHARE, CURL_LOCK_DATA_CONNECT);
-	curl_multi_setopt(st->multi, CURLMOPT_MAXCONNECTS, 64L);
 
 	luaL_newlibtable(L, http_funcs);
 	lua_pushvalue(L, -2);

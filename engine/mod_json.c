@@ -9,7 +9,8 @@
 
 #define ARRAY_MT "bgrun.json.array"
 #define OBJECT_MT "bgrun.json.object"
-#define MAX_DEPTH 200
+/* jansson's own parser limit: whatever json.decode reads, encode writes back */
+#define MAX_DEPTH 2048
 
 /* json.null: a light userdata no other value can equal */
 static const char null_sentinel = 0;

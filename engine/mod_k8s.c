@@ -3,726 +3,16 @@
  * configuration, every verb a deploy needs, watches that survive dropped
  * connections and expired resource versions, and kubectl's rollout rule.
  *
- * Transfers run on one curl multi handle per client (its connection pool):
- * the Lua side drives it with a short poll so interrupts are seen, and
- * curl callbacks only copy bytes into C buffers. */
+ * Transfers run on the engine's transfer layer (httpc.c), one pool per
+ * client; Kubernetes credentials are its pre-send hook, and watches stream
+ * on the same run loop, which sees interrupts and deadlines. */
 #define _GNU_SOURCE
-#include "bgrun.h"
-#include "buf.h"
-#include "k8s_util.h"
-#include "kubeconfig.h"
-
-#include <stdio.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-
-#include <curl/curl.h>
-
-#define CLIENT_MT "bgrun.k8s.client"
-#define WATCH_MT "bgrun.k8s.watch"
-#define HOLDER_MT "bgrun.k8s.holder"
-
-#define DEFAULT_TIMEOUT 30.0          /* seconds, per request */
-#define DEFAULT_RETRIES 5             /* extra attempts for idempotent calls */
-#define BACKOFF_BASE 0.2
-#define BACKOFF_CAP 5.0
-#define RETRY_AFTER_CAP 30.0
-#define MAX_BODY (256u << 20)
-#define WATCH_HIGH_WATER (4u << 20)   /* pause a watch stream above this */
-#define WATCH_SERVER_TIMEOUT 290      /* timeoutSeconds asked of the server */
-#define WATCH_MAX_FAILURES 10         /* consecutive failed reconnects */
-#define TOKEN_REREAD 60.0             /* client-go re-reads token files every minute */
-#define ROLLOUT_DEFAULT_TIMEOUT 600.0
-#define POD_CHECK_INTERVAL 2.0
-
-/* ------------------------------------------------------------ connection */
-
-/* What a client and its watches share; freed with the last reference. */
-typedef struct conn {
-	int refs;
-	kube_config cfg;
-	CURLM *multi;
-	CURL *easy;                 /* unary requests reuse this handle */
-	char *base;                 /* scheme://host:port the URLs start with */
-	struct curl_slist *connect_to; /* tls-server-name: connect to the real host */
-	int https;
-	double timeout;
-	int retries;
-	char *token;                /* current bearer token */
-	double token_read;          /* monotonic time of the last token file read */
-	kube_cred cred;             /* exec plugin output */
-	int have_cred;
-} conn;
-
-static double mono(void)
-{
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static void conn_unref(conn *c)
-{
-	if (c == NULL || --c->refs > 0)
-		return;
-	if (c->easy)
-		curl_easy_cleanup(c->easy);
-	if (c->multi)
-		curl_multi_cleanup(c->multi);
-	curl_slist_free_all(c->connect_to);
-	free(c->base);
-	free(c->token);
-	kube_cred_free(&c->cred);
-	kube_config_free(&c->cfg);
-	free(c);
-}
-
-/* One transfer on the multi handle: a unary request or a watch stream. */
-typedef struct xfer {
-	CURL *easy;
-	struct curl_slist *hdrs;
-	buf body;                   /* unary response */
-	k8s_lines lines;            /* watch stream */
-	int watch;
-	int added;                  /* in the multi handle */
-	int done;
-	int paused;
-	int overflow;
-	CURLcode result;
-	char errbuf[CURL_ERROR_SIZE];
-	const char *reqbody;
-	size_t reqlen;
-	size_t reqpos;
-	int idempotent;
-	int sends;                  /* times curl was about to send the request */
-} xfer;
-
-/* libcurl silently sends a request again when its reused connection drops
- * before any answer. The server may already have applied a mutation, so
- * create/patch/delete/replace go out once; a second send aborts. */
-static int before_send(void *ud, char *conn_primary_ip, char *conn_local_ip, int conn_primary_port,
-                       int conn_local_port)
-{
-	(void)conn_primary_ip;
-	(void)conn_local_ip;
-	(void)conn_primary_port;
-	(void)conn_local_port;
-	xfer *x = ud;
-	x->sends++;
-	return !x->idempotent && x->sends > 1 ? CURL_PREREQFUNC_ABORT : CURL_PREREQFUNC_OK;
-}
-
-static size_t body_read(char *p, size_t sz, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t left = x->reqlen - x->reqpos;
-	size_t k = sz * n < left ? sz * n : left;
-	memcpy(p, x->reqbody + x->reqpos, k);
-	x->reqpos += k;
-	return k;
-}
-
-/* curl rewinds the body to resend it on a fresh connection when a reused
- * one drops without an answer; for create/patch/delete/replace that resend
- * must not happen (see before_send). */
-static int body_seek(void *ud, curl_off_t offset, int origin)
-{
-	xfer *x = ud;
-	if (origin != SEEK_SET || offset < 0 || (size_t)offset > x->reqlen)
-		return CURL_SEEKFUNC_CANTSEEK;
-	if (!x->idempotent)
-		return CURL_SEEKFUNC_FAIL;
-	x->reqpos = (size_t)offset;
-	return CURL_SEEKFUNC_OK;
-}
-
-static size_t body_write(char *p, size_t sz, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t len = sz * n;
-	if (x->body.len + len > MAX_BODY || buf_append(&x->body, p, len) != 0) {
-		x->overflow = 1;
-		return 0;
-	}
-	return len;
-}
-
-static size_t watch_write(char *p, size_t sz, size_t n, void *ud)
-{
-	xfer *x = ud;
-	size_t len = sz * n;
-	/* Flat memory: stop reading while the consumer is behind; curl keeps
-	 * this chunk and hands it over again after curl_easy_pause(CONT). */
-	if (k8s_lines_pending(&x->lines) > WATCH_HIGH_WATER && k8s_lines_ready(&x->lines)) {
-		x->paused = 1;
-		return CURL_WRITEFUNC_PAUSE;
-	}
-	if (k8s_lines_feed(&x->lines, p, len) != 0) {
-		x->overflow = 1;
-		return 0;
-	}
-	return len;
-}
-
-static void xfer_detach(conn *c, xfer *x)
-{
-	if (x->added) {
-		curl_multi_remove_handle(c->multi, x->easy);
-		x->added = 0;
-	}
-	curl_slist_free_all(x->hdrs);
-	x->hdrs = NULL;
-}
-
-enum { DRIVE_OK, DRIVE_INTERRUPTED, DRIVE_DEADLINE };
-
-/* Runs the multi handle until x is finished (or, for a watch, has a full
- * line buffered), the deadline passes, or an interrupt arrives. Transfers
- * of other owners progress too; their completion is recorded in theirs. */
-static int drive(conn *c, xfer *x, double deadline, int want_lines)
-{
-	for (;;) {
-		int running;
-		curl_multi_perform(c->multi, &running);
-		CURLMsg *m;
-		int q;
-		while ((m = curl_multi_info_read(c->multi, &q)) != NULL) {
-			if (m->msg != CURLMSG_DONE)
-				continue;
-			xfer *t = NULL;
-			curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&t);
-			if (t) {
-				t->done = 1;
-				t->result = m->data.result;
-			}
-		}
-		if (x->done || (want_lines && k8s_lines_ready(&x->lines)))
-			return DRIVE_OK;
-		if (bgrun_interrupted())
-			return DRIVE_INTERRUPTED;
-		int ms = 100;
-		if (deadline > 0) {
-			double left = deadline - mono();
-			if (left <= 0)
-				return DRIVE_DEADLINE;
-			if (left * 1000 < ms)
-				ms = (int)(left * 1000) + 1;
-		}
-		curl_multi_poll(c->multi, NULL, 0, ms, NULL);
-	}
-}
-
-/* Interruptible sleep. 0 slept, 1 interrupted. */
-static int nap(double s)
-{
-	double end = mono() + s;
-	for (;;) {
-		if (bgrun_interrupted())
-			return 1;
-		double left = end - mono();
-		if (left <= 0)
-			return 0;
-		if (left > 0.05)
-			left = 0.05;
-		struct timespec ts = {0, (long)(left * 1e9)};
-		nanosleep(&ts, NULL);
-	}
-}
-
-static double backoff(int attempt)
-{
-	double d = BACKOFF_BASE;
-	for (int i = 0; i < attempt && d < BACKOFF_CAP; i++)
-		d *= 2;
-	if (d > BACKOFF_CAP)
-		d = BACKOFF_CAP;
-	/* jitter: 75%..100% */
-	return d * (0.75 + 0.25 * ((double)rand() / RAND_MAX));
-}
-
-/* --------------------------------------------------------- credentials */
-
-enum { AUTH_OK = 0, AUTH_ERROR = -1 };
-
-static void set_token(lua_State *L, conn *c, const char *tok)
-{
-	if (tok == NULL || (c->token && strcmp(c->token, tok) == 0))
-		return;
-	char *t = strdup(tok);
-	if (t == NULL)
-		return;
-	free(c->token);
-	c->token = t;
-	bgrun_secret(L, t, strlen(t));
-}
-
-/* Makes sure the credentials are fresh: the exec plugin's until it
- * expires (or force, after a 401), the token file's within a minute. */
-static int auth_refresh(lua_State *L, conn *c, int force, char *err, size_t errlen)
-{
-	if (!c->https)
-		return AUTH_OK; /* client-go sends no credentials over plain HTTP */
-	if (c->cfg.exec) {
-		time_t now = time(NULL);
-		if (c->have_cred && !force && (c->cred.expires == 0 || now < c->cred.expires - 5))
-			return AUTH_OK;
-		kube_cred cred;
-		if (kube_exec_run(&c->cfg, c->timeout > 60 ? c->timeout : 60, &cred, err, errlen) != 0)
-			return AUTH_ERROR;
-		kube_cred_free(&c->cred);
-		c->cred = cred;
-		c->have_cred = 1;
-		if (cred.key_data)
-			bgrun_secret(L, cred.key_data, cred.key_len);
-		if (cred.token)
-			set_token(L, c, cred.token);
-		return AUTH_OK;
-	}
-	if (c->cfg.token_file && (force || mono() - c->token_read > TOKEN_REREAD)) {
-		char inner[256];
-		char *t = kube_read_file(c->cfg.token_file, NULL, 1, inner, sizeof inner);
-		c->token_read = mono();
-		if (t) {
-			set_token(L, c, t);
-			free(t);
-		}
-		/* an unreadable file keeps the last token; the server decides */
-	}
-	return AUTH_OK;
-}
-
-/* ------------------------------------------------------------- requests */
-
-typedef struct req {
-	const char *method;         /* GET POST PUT PATCH DELETE */
-	buf path;                   /* path and query, owned */
-	char *body;                 /* owned */
-	size_t body_len;
-	const char *content_type;
-	const char *accept;
-	int idempotent;
-} req;
-
-static void req_free(req *r)
-{
-	buf_free(&r->path);
-	free(r->body);
-	r->body = NULL;
-}
-
-enum { RQ_HTTP, RQ_TRANSPORT, RQ_INTERRUPTED, RQ_AUTH };
-
-typedef struct resp {
-	int kind;
-	long status;
-	CURLcode cc;
-	buf body;
-	char err[CURL_ERROR_SIZE + 256];
-	char rq_method[8];          /* the request, to name what a 403 refused */
-	char rq_path[512];
-} resp;
-
-static void resp_free(resp *r)
-{
-	buf_free(&r->body);
-}
-
-/* Sets the options every transfer shares: URL, TLS, credentials, headers. */
-static int setup_easy(conn *c, xfer *x, const char *path, const char *method, const char *content_type,
-                      const char *accept, double timeout)
-{
-	CURL *e = x->easy;
-	buf url = BUF_INIT;
-	if (buf_printf(&url, "%s%s", c->base, path) != 0)
-		return -1;
-	curl_easy_setopt(e, CURLOPT_URL, url.data);
-	buf_free(&url);
-	curl_easy_setopt(e, CURLOPT_PRIVATE, (char *)x);
-	curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-	curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-	curl_easy_setopt(e, CURLOPT_USERAGENT, "bgrun/" BGRUN_VERSION);
-	curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-	curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-	curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-	long ms = (long)(timeout * 1000);
-	if (ms < 1)
-		ms = 1; /* 0 would mean no limit */
-	curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, ms);
-	curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, ms < 10000 ? ms : 10000L);
-	if (c->connect_to)
-		curl_easy_setopt(e, CURLOPT_CONNECT_TO, c->connect_to);
-	if (c->cfg.proxy_url)
-		curl_easy_setopt(e, CURLOPT_PROXY, c->cfg.proxy_url);
-	if (c->https) {
-		if (c->cfg.insecure) {
-			curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 0L);
-			curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 0L);
-		} else if (c->cfg.ca_data) {
-			struct curl_blob ca = {c->cfg.ca_data, c->cfg.ca_len, CURL_BLOB_COPY};
-			curl_easy_setopt(e, CURLOPT_CAINFO_BLOB, &ca);
-		}
-		const char *cert = c->have_cred && c->cred.cert_data ? c->cred.cert_data : c->cfg.cert_data;
-		size_t cert_len = c->have_cred && c->cred.cert_data ? c->cred.cert_len : c->cfg.cert_len;
-		const char *key = c->have_cred && c->cred.key_data ? c->cred.key_data : c->cfg.key_data;
-		size_t key_len = c->have_cred && c->cred.key_data ? c->cred.key_len : c->cfg.key_len;
-		if (cert && key) {
-			struct curl_blob cb = {(void *)cert, cert_len, CURL_BLOB_COPY};
-			struct curl_blob kb = {(void *)key, key_len, CURL_BLOB_COPY};
-			curl_easy_setopt(e, CURLOPT_SSLCERT_BLOB, &cb);
-			curl_easy_setopt(e, CURLOPT_SSLCERTTYPE, "PEM");
-			curl_easy_setopt(e, CURLOPT_SSLKEY_BLOB, &kb);
-			curl_easy_setopt(e, CURLOPT_SSLKEYTYPE, "PEM");
-		}
-		if (c->cfg.username && c->cfg.password && !c->token) {
-			curl_easy_setopt(e, CURLOPT_HTTPAUTH, (long)CURLAUTH_BASIC);
-			curl_easy_setopt(e, CURLOPT_USERNAME, c->cfg.username);
-			curl_easy_setopt(e, CURLOPT_PASSWORD, c->cfg.password);
-		}
-	}
-	struct curl_slist *h = NULL;
-	buf line = BUF_INIT;
-	buf_printf(&line, "Accept: %s", accept ? accept : "application/json");
-	h = curl_slist_append(h, line.data);
-	buf_reset(&line);
-	if (content_type) {
-		buf_printf(&line, "Content-Type: %s", content_type);
-		h = curl_slist_append(h, line.data);
-		buf_reset(&line);
-	}
-	if (c->https && c->token) {
-		buf_printf(&line, "Authorization: Bearer %s", c->token);
-		h = curl_slist_append(h, line.data);
-		buf_reset(&line);
-	}
-	h = curl_slist_append(h, "Expect:");
-	buf_free(&line);
-	x->hdrs = h;
-	curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
-	if (strcmp(method, "GET") == 0) {
-		curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
-	} else {
-		curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, method);
-		if (x->reqbody) {
-			curl_easy_setopt(e, CURLOPT_POST, 1L);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)x->reqlen);
-			curl_easy_setopt(e, CURLOPT_READFUNCTION, body_read);
-			curl_easy_setopt(e, CURLOPT_READDATA, x);
-			curl_easy_setopt(e, CURLOPT_SEEKFUNCTION, body_seek);
-			curl_easy_setopt(e, CURLOPT_SEEKDATA, x);
-		} else if (strcmp(method, "DELETE") != 0) {
-			curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)0);
-			curl_easy_setopt(e, CURLOPT_POSTFIELDS, "");
-		}
-	}
-	return 0;
-}
-
-static int tls_error(CURLcode cc)
-{
-	switch (cc) {
-	case CURLE_PEER_FAILED_VERIFICATION:
-	case CURLE_SSL_CONNECT_ERROR:
-	case CURLE_SSL_CERTPROBLEM:
-	case CURLE_SSL_CIPHER:
-	case CURLE_SSL_CACERT_BADFILE:
-	case CURLE_SSL_ISSUER_ERROR:
-	case CURLE_SSL_CRL_BADFILE:
-	case CURLE_SSL_INVALIDCERTSTATUS:
-	case CURLE_SSL_PINNEDPUBKEYNOTMATCH:
-	case CURLE_SSL_ENGINE_INITFAILED:
-	case CURLE_SSL_ENGINE_NOTFOUND:
-	case CURLE_SSL_ENGINE_SETFAILED:
-	case CURLE_USE_SSL_FAILED:
-		return 1;
-	default:
-		return 0;
-	}
-}
-
-/* The request never left: safe to retry whatever the verb. */
-static int not_sent(CURLcode cc)
-{
-	return cc == CURLE_COULDNT_CONNECT || cc == CURLE_COULDNT_RESOLVE_HOST ||
-	       cc == CURLE_COULDNT_RESOLVE_PROXY;
-}
-
-static double retry_after(CURL *e)
-{
-	struct curl_header *h = NULL;
-	if (curl_easy_header(e, "Retry-After", 0, CURLH_HEADER, -1, &h) != CURLHE_OK || h == NULL)
-		return -1;
-	double v = strtod(h->value, NULL);
-	return v < 0 ? -1 : (v > RETRY_AFTER_CAP ? RETRY_AFTER_CAP : v);
-}
-
-/* Performs r with retries (idempotent verbs: connection errors, 429 and 5xx
- * with capped exponential backoff; others only when nothing was sent) and
- * one credential refresh after a 401. Never raises (but for running out of
- * memory registering a secret). */
-static void exec_req(lua_State *L, conn *c, const req *r, resp *out)
-{
-	memset(out, 0, sizeof *out);
-	snprintf(out->rq_method, sizeof out->rq_method, "%s", r->method);
-	snprintf(out->rq_path, sizeof out->rq_path, "%s", r->path.data ? r->path.data : "");
-	int attempt = 0, reauth = 0;
-	for (;;) {
-		if (auth_refresh(L, c, 0, out->err, sizeof out->err) != AUTH_OK) {
-			out->kind = RQ_AUTH;
-			return;
-		}
-		xfer x;
-		memset(&x, 0, sizeof x);
-		x.easy = c->easy;
-		x.reqbody = r->body;
-		x.reqlen = r->body_len;
-		x.idempotent = r->idempotent;
-		curl_easy_reset(c->easy);
-		if (setup_easy(c, &x, r->path.data, r->method, r->content_type, r->accept, c->timeout) != 0) {
-			out->kind = RQ_TRANSPORT;
-			out->cc = CURLE_OUT_OF_MEMORY;
-			snprintf(out->err, sizeof out->err, "out of memory");
-			return;
-		}
-		curl_easy_setopt(c->easy, CURLOPT_WRITEFUNCTION, body_write);
-		curl_easy_setopt(c->easy, CURLOPT_WRITEDATA, &x);
-		curl_easy_setopt(c->easy, CURLOPT_PREREQFUNCTION, before_send);
-		curl_easy_setopt(c->easy, CURLOPT_PREREQDATA, &x);
-		curl_multi_add_handle(c->multi, c->easy);
-		x.added = 1;
-		int d = drive(c, &x, 0, 0);
-		xfer_detach(c, &x);
-		if (d == DRIVE_INTERRUPTED) {
-			buf_free(&x.body);
-			out->kind = RQ_INTERRUPTED;
-			return;
-		}
-		double wait = -1;
-		if (x.result != CURLE_OK) {
-			buf_free(&x.body);
-			out->kind = RQ_TRANSPORT;
-			out->cc = x.result;
-			if (x.result == CURLE_SEND_FAIL_REWIND || (x.result == CURLE_ABORTED_BY_CALLBACK && x.sends > 1))
-				snprintf(out->err, sizeof out->err, "the connection dropped after the request was sent; "
-				         "not retried, since the server may have applied it");
-			else
-				snprintf(out->err, sizeof out->err, "%s", x.errbuf[0] ? x.errbuf : curl_easy_strerror(x.result));
-			if (tls_error(x.result) || !(r->idempotent || not_sent(x.result)))
-				return;
-		} else {
-			long status = 0;
-			curl_easy_getinfo(c->easy, CURLINFO_RESPONSE_CODE, &status);
-			if (status == 401 && !reauth && (c->cfg.exec || c->cfg.token_file)) {
-				/* expired credentials: refresh once and try again */
-				reauth = 1;
-				buf_free(&x.body);
-				if (auth_refresh(L, c, 1, out->err, sizeof out->err) != AUTH_OK) {
-					out->kind = RQ_AUTH;
-					return;
-				}
-				continue;
-			}
-			int transient = status == 429 || (status >= 500 && status != 501);
-			if (!(transient && r->idempotent) || attempt >= c->retries) {
-				out->kind = RQ_HTTP;
-				out->status = status;
-				out->body = x.body;
-				return;
-			}
-			wait = retry_after(c->easy);
-			buf_free(&x.body);
-			out->kind = RQ_HTTP;
-			out->status = status;
-		}
-		if (attempt >= c->retries)
-			return;
-		if (nap(wait >= 0 ? wait : backoff(attempt))) {
-			out->kind = RQ_INTERRUPTED;
-			return;
-		}
-		attempt++;
-	}
-}
-
-/* ---------------------------------------------------------------- errors */
-
-static const char *http_reason(long status)
-{
-	switch (status) {
-	case 400: return "BadRequest";
-	case 401: return "Unauthorized";
-	case 403: return "Forbidden";
-	case 404: return "NotFound";
-	case 405: return "MethodNotAllowed";
-	case 406: return "NotAcceptable";
-	case 409: return "Conflict";
-	case 410: return "Expired";
-	case 413: return "RequestEntityTooLarge";
-	case 415: return "UnsupportedMediaType";
-	case 422: return "Invalid";
-	case 429: return "TooManyRequests";
-	case 500: return "InternalError";
-	case 503: return "ServiceUnavailable";
-	case 504: return "Timeout";
-	default: return status >= 500 ? "InternalError" : "Unknown";
-	}
-}
-
-/* A 403 names what was refused — verb, resource, namespace — as the API
- * server's RBAC message does; when the message is someone else's (a proxy,
- * a webhook authorizer) bgrun says it first. Sets verb, group, resource
- * and namespace on the error at the top of the stack. */
-static void forbidden_fields(lua_State *L, const k8s_reqinfo *ri)
-{
-	char res[160];
-	snprintf(res, sizeof res, "%s%s%s", ri->resource, ri->subresource[0] ? "/" : "", ri->subresource);
-	bgrun_error_set_str(L, "verb", ri->verb);
-	bgrun_error_set_str(L, "group", ri->group);
-	bgrun_error_set_str(L, "resource", res);
-	bgrun_error_set_str(L, "namespace", ri->ns);
-}
-
-static void forbidden_prefix(const char *message, const k8s_reqinfo *ri, char *out, size_t n)
-{
-	char res[160], needle[224], group[120] = "";
-	snprintf(res, sizeof res, "%s%s%s", ri->resource, ri->subresource[0] ? "/" : "", ri->subresource);
-	snprintf(needle, sizeof needle, "cannot %s resource \"%s\"", ri->verb, res);
-	out[0] = '\0';
-	if (strstr(message, needle) && (!ri->ns[0] || strstr(message, ri->ns)))
-		return;
-	if (ri->group[0])
-		snprintf(group, sizeof group, " (API group %s)", ri->group);
-	if (ri->ns[0])
-		snprintf(out, n, "cannot %s %s%s in namespace %s: ", ri->verb, res, group, ri->ns);
-	else
-		snprintf(out, n, "cannot %s %s%s at the cluster scope: ", ri->verb, res, group);
-}
-
-/* Pushes the structured error for an HTTP failure; j is the decoded body
- * (a Status, usually) or NULL; ri what the request was (NULL: unknown). */
-static void push_status_error(lua_State *L, conn *c, const char *op, long status, const json_t *j,
-                              const char *raw, size_t rawlen, const k8s_reqinfo *ri)
-{
-	const char *reason = NULL, *message = NULL;
-	long code = status;
-	if (j && k8s_is_status(j)) {
-		reason = json_string_value(json_object_get(j, "reason"));
-		message = json_string_value(json_object_get(j, "message"));
-		json_t *cj = json_object_get(j, "code");
-		if (json_is_integer(cj) && json_integer_value(cj) > 0)
-			code = (long)json_integer_value(cj);
-	}
-	if (reason == NULL || *reason == '\0')
-		reason = http_reason(code);
-	char snippet[301];
-	if (message == NULL) {
-		size_t n = rawlen < 300 ? rawlen : 300;
-		memcpy(snippet, raw ? raw : "", n);
-		snippet[n] = '\0';
-		while (n > 0 && (snippet[n - 1] == '\n' || snippet[n - 1] == '\r'))
-			snippet[--n] = '\0';
-		message = n ? snippet : "(no message from the server)";
-	}
-	if (code == 403 && ri) {
-		char prefix[400];
-		forbidden_prefix(message, ri, prefix, sizeof prefix);
-		bgrun_error_new(L, "k8s", op, reason, "%s%s (server %s, context \"%s\", user \"%s\")", prefix, message,
-		                c->cfg.server, c->cfg.context, c->cfg.user_name);
-		forbidden_fields(L, ri);
-	} else if (code == 401 || code == 403)
-		bgrun_error_new(L, "k8s", op, reason, "%s (server %s, context \"%s\", user \"%s\")", message,
-		                c->cfg.server, c->cfg.context, c->cfg.user_name);
-	else
-		bgrun_error_new(L, "k8s", op, reason, "%s", message);
-	bgrun_error_set_int(L, "code", code);
-	bgrun_error_set_str(L, "server", c->cfg.server);
-	if (j && k8s_is_status(j) && json_is_object(json_object_get(j, "details"))) {
-		bgrun_json_push(L, json_object_get(j, "details"));
-		lua_setfield(L, -2, "details");
-	}
-}
-
-/* Frees rs and raises the error it describes. */
-static int raise_resp(lua_State *L, conn *c, const char *op, resp *rs)
-{
-	if (rs->kind == RQ_INTERRUPTED) {
-		resp_free(rs);
-		bgrun_throw_interrupted(L, "k8s", op);
-	}
-	if (rs->kind == RQ_AUTH) {
-		bgrun_error_new(L, "k8s", op, "Unauthorized", "cannot get credentials for context \"%s\", user \"%s\": %s",
-		                c->cfg.context, c->cfg.user_name, rs->err);
-		bgrun_error_set_str(L, "code", "auth");
-		bgrun_error_set_str(L, "server", c->cfg.server);
-		resp_free(rs);
-		bgrun_error_throw(L);
-	}
-	if (rs->kind == RQ_TRANSPORT) {
-		const char *code = rs->cc == CURLE_OPERATION_TIMEDOUT ? "timeout" : tls_error(rs->cc) ? "tls" : "connection";
-		const char *reason = rs->cc == CURLE_OPERATION_TIMEDOUT ? "Timeout" : tls_error(rs->cc) ? "TLSError" : "ConnectionError";
-		if (tls_error(rs->cc))
-			bgrun_error_new(L, "k8s", op, reason, "TLS failure talking to %s (context \"%s\"): %s", c->cfg.server,
-			                c->cfg.context, rs->err);
-		else if (not_sent(rs->cc) || rs->cc == CURLE_OPERATION_TIMEDOUT)
-			bgrun_error_new(L, "k8s", op, reason, "cannot reach %s: %s", c->cfg.server, rs->err);
-		else
-			bgrun_error_new(L, "k8s", op, reason, "connection to %s failed: %s", c->cfg.server, rs->err);
-		bgrun_error_set_str(L, "code", code);
-		bgrun_error_set_str(L, "server", c->cfg.server);
-		resp_free(rs);
-		bgrun_error_throw(L);
-	}
-	json_t *j = rs->body.len ? json_loadb(rs->body.data, rs->body.len, 0, NULL) : NULL;
-	k8s_reqinfo ri;
-	int known = rs->rq_method[0] && k8s_request_info(rs->rq_method, rs->rq_path, &ri) == 0;
-	push_status_error(L, c, op, rs->status, j, rs->body.data, rs->body.len, known ? &ri : NULL);
-	json_decref(j);
-	resp_free(rs);
-	return bgrun_error_throw(L);
-}
-
-/* Decodes a 2xx body; raises (after freeing rs) when it is not JSON. */
-static json_t *decode_ok(lua_State *L, conn *c, const char *op, resp *rs)
-{
-	json_error_t je;
-	json_t *j = json_loadb(rs->body.data ? rs->body.data : "", rs->body.len, 0, &je);
-	if (j == NULL) {
-		bgrun_error_new(L, "k8s", op, "BadResponse", "%s answered with something that is not JSON: %s",
-		                c->cfg.server, je.text);
-		bgrun_error_set_str(L, "code", "bad_response");
-		resp_free(rs);
-		bgrun_error_throw(L);
-	}
-	resp_free(rs);
-	return j;
-}
-
-/* -------------------------------------------------------- holder (GC'd) */
-
-/* A json_t owned by a userdata, so that raising mid-way leaks nothing. */
-static int holder_gc(lua_State *L)
-{
-	json_t **h = luaL_checkudata(L, 1, HOLDER_MT);
-	json_decref(*h);
-	*h = NULL;
-	return 0;
-}
-
-static json_t **new_holder(lua_State *L)
-{
-	json_t **h = lua_newuserdatauv(L, sizeof *h, 0);
-	*h = NULL;
-	luaL_setmetatable(L, HOLDER_MT);
-	return h;
-}
+#include "k8s_int.h"
 
 /* ---------------------------------------------------------------- client */
 
-typedef struct client {
-	conn *c;
-} client;
 
-static conn *check_conn(lua_State *L)
+conn *k8sc_check_conn(lua_State *L)
 {
 	client *cl = luaL_checkudata(L, 1, CLIENT_MT);
 	if (cl->c == NULL)
@@ -732,7 +22,7 @@ static conn *check_conn(lua_State *L)
 
 
 /* opts[field] as a string (numbers accepted), or NULL. Raises on other types. */
-static const char *opt_str(lua_State *L, int idx, const char *field)
+const char *k8sc_opt_str(lua_State *L, int idx, const char *field)
 {
 	if (lua_isnoneornil(L, idx))
 		return NULL;
@@ -746,7 +36,7 @@ static const char *opt_str(lua_State *L, int idx, const char *field)
 	return s;
 }
 
-static double opt_num(lua_State *L, int idx, const char *field, double dflt)
+double k8sc_opt_num(lua_State *L, int idx, const char *field, double dflt)
 {
 	if (lua_isnoneornil(L, idx))
 		return dflt;
@@ -760,7 +50,7 @@ static double opt_num(lua_State *L, int idx, const char *field, double dflt)
 	return v;
 }
 
-static int opt_bool(lua_State *L, int idx, const char *field, int dflt)
+int k8sc_opt_bool(lua_State *L, int idx, const char *field, int dflt)
 {
 	if (lua_isnoneornil(L, idx))
 		return dflt;
@@ -776,7 +66,7 @@ static int opt_bool(lua_State *L, int idx, const char *field, int dflt)
 
 /* The namespace for r: opts.namespace (false: none, i.e. all namespaces or
  * a cluster-scoped custom resource), else the client's. */
-static const char *resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource *r)
+const char *k8sc_resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource *r)
 {
 	if (!r->namespaced)
 		return NULL;
@@ -798,7 +88,7 @@ static const char *resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource
 	return c->cfg.namespace;
 }
 
-static void check_kind(lua_State *L, int arg, k8s_resource *r)
+void k8sc_check_kind(lua_State *L, int arg, k8s_resource *r)
 {
 	char err[256];
 	const char *spec = luaL_checkstring(L, arg);
@@ -807,7 +97,7 @@ static void check_kind(lua_State *L, int arg, k8s_resource *r)
 }
 
 /* "patch services/physioflow-api" */
-static void make_op(char *op, size_t n, const char *verb, const k8s_resource *r, const char *name)
+void k8sc_make_op(char *op, size_t n, const char *verb, const k8s_resource *r, const char *name)
 {
 	if (name)
 		snprintf(op, n, "%s %s/%s", verb, r->plural, name);
@@ -815,7 +105,7 @@ static void make_op(char *op, size_t n, const char *verb, const k8s_resource *r,
 		snprintf(op, n, "%s %s", verb, r->plural);
 }
 
-static void dry_run_log(lua_State *L, const char *what, const char *ns, const char *body)
+void k8sc_dry_run_log(lua_State *L, const char *what, const char *ns, const char *body)
 {
 	/* a Secret's body is its data: say what would happen, not what is in it */
 	if (strstr(what, " secrets"))
@@ -836,9 +126,9 @@ static void dry_run_log(lua_State *L, const char *what, const char *ns, const ch
 }
 
 /* Pushes j (consumed) as a Lua value. */
-static int push_json(lua_State *L, json_t *j)
+int k8sc_push_json(lua_State *L, json_t *j)
 {
-	json_t **h = new_holder(L);
+	json_t **h = k8sc_new_holder(L);
 	*h = j;
 	bgrun_json_push(L, j);
 	json_decref(j);
@@ -847,7 +137,7 @@ static int push_json(lua_State *L, json_t *j)
 	return 1;
 }
 
-static char *encode_arg(lua_State *L, int idx, const char *what, size_t *len)
+char *k8sc_encode_arg(lua_State *L, int idx, const char *what, size_t *len)
 {
 	if (lua_type(L, idx) == LUA_TSTRING) {
 		size_t n;
@@ -876,33 +166,33 @@ static char *encode_arg(lua_State *L, int idx, const char *what, size_t *len)
 /* c:get(kind, name [, opts]) -> object | nil */
 static int c_get(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	k8s_resource r;
-	check_kind(L, 2, &r);
+	k8sc_check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	static const char *const known[] = {"namespace", "subresource", NULL};
 	bgrun_check_options(L, 4, known);
-	const char *ns = resolve_ns(L, 4, c, &r);
-	const char *sub = opt_str(L, 4, "subresource");
+	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
+	const char *sub = k8sc_opt_str(L, 4, "subresource");
 	char op[256];
-	make_op(op, sizeof op, "get", &r, name);
+	k8sc_make_op(op, sizeof op, "get", &r, name);
 	req rq = {.method = "GET", .idempotent = 1};
 	k8s_build_path(&rq.path, &r, ns, name, sub);
 	resp rs;
-	exec_req(L, c, &rq, &rs);
-	req_free(&rq);
+	k8sc_exec_req(L, c, &rq, &rs);
+	k8sc_req_free(&rq);
 	if (rs.kind == RQ_HTTP && rs.status == 404) {
-		resp_free(&rs);
+		k8sc_resp_free(&rs);
 		lua_pushnil(L);
 		return 1;
 	}
 	if (rs.kind != RQ_HTTP || rs.status >= 300)
-		raise_resp(L, c, op, &rs);
-	return push_json(L, decode_ok(L, c, op, &rs));
+		k8sc_raise_resp(L, c, op, &rs);
+	return k8sc_push_json(L, k8sc_decode_ok(L, c, op, &rs));
 }
 
 /* Lists every page into *h (a holder), merging items. */
-static void list_into(lua_State *L, conn *c, const char *op, const k8s_resource *r, const char *ns,
+void k8sc_list_into(lua_State *L, conn *c, const char *op, const k8s_resource *r, const char *ns,
                       const char *lsel, const char *fsel, long limit, const char *rv, json_t **h)
 {
 	char *cont = NULL;
@@ -923,11 +213,11 @@ static void list_into(lua_State *L, conn *c, const char *op, const k8s_resource 
 		free(cont);
 		cont = NULL;
 		resp rs;
-		exec_req(L, c, &rq, &rs);
-		req_free(&rq);
+		k8sc_exec_req(L, c, &rq, &rs);
+		k8sc_req_free(&rq);
 		if (rs.kind != RQ_HTTP || rs.status >= 300)
-			raise_resp(L, c, op, &rs);
-		json_t *page = decode_ok(L, c, op, &rs);
+			k8sc_raise_resp(L, c, op, &rs);
+		json_t *page = k8sc_decode_ok(L, c, op, &rs);
 		const char *next = json_string_value(json_object_get(json_object_get(page, "metadata"), "continue"));
 		if (next && *next)
 			cont = strdup(next);
@@ -950,20 +240,20 @@ static void list_into(lua_State *L, conn *c, const char *op, const k8s_resource 
 /* c:list(kind [, opts]) -> list object (items from every page) */
 static int c_list(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	k8s_resource r;
-	check_kind(L, 2, &r);
+	k8sc_check_kind(L, 2, &r);
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "limit", "resourceVersion", NULL};
 	bgrun_check_options(L, 3, known);
-	const char *ns = resolve_ns(L, 3, c, &r);
-	const char *lsel = opt_str(L, 3, "labelSelector");
-	const char *fsel = opt_str(L, 3, "fieldSelector");
-	const char *rv = opt_str(L, 3, "resourceVersion");
-	long limit = (long)opt_num(L, 3, "limit", 500);
+	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
+	const char *lsel = k8sc_opt_str(L, 3, "labelSelector");
+	const char *fsel = k8sc_opt_str(L, 3, "fieldSelector");
+	const char *rv = k8sc_opt_str(L, 3, "resourceVersion");
+	long limit = (long)k8sc_opt_num(L, 3, "limit", 500);
 	char op[256];
-	make_op(op, sizeof op, "list", &r, NULL);
-	json_t **h = new_holder(L);
-	list_into(L, c, op, &r, ns, lsel, fsel, limit, rv, h);
+	k8sc_make_op(op, sizeof op, "list", &r, NULL);
+	json_t **h = k8sc_new_holder(L);
+	k8sc_list_into(L, c, op, &r, ns, lsel, fsel, limit, rv, h);
 	bgrun_json_push(L, *h);
 	json_decref(*h);
 	*h = NULL;
@@ -975,19 +265,19 @@ static int mutate(lua_State *L, conn *c, const char *op, req *rq, const char *wh
 {
 	if (bgrun_dry_run(L)) {
 		k8s_query_add(&rq->path, "dryRun", "All");
-		dry_run_log(L, what, ns, rq->body);
+		k8sc_dry_run_log(L, what, ns, rq->body);
 	}
 	resp rs;
-	exec_req(L, c, rq, &rs);
-	req_free(rq);
+	k8sc_exec_req(L, c, rq, &rs);
+	k8sc_req_free(rq);
 	if (nil_on_404 && rs.kind == RQ_HTTP && rs.status == 404) {
-		resp_free(&rs);
+		k8sc_resp_free(&rs);
 		lua_pushnil(L);
 		return 1;
 	}
 	if (rs.kind != RQ_HTTP || rs.status >= 300)
-		raise_resp(L, c, op, &rs);
-	return push_json(L, decode_ok(L, c, op, &rs));
+		k8sc_raise_resp(L, c, op, &rs);
+	return k8sc_push_json(L, k8sc_decode_ok(L, c, op, &rs));
 }
 
 /* Resource, namespace and name of an object argument. */
@@ -1014,7 +304,7 @@ static void object_target(lua_State *L, int idx, int opts, conn *c, k8s_resource
 	lua_pop(L, 1); /* strings stay anchored in the object */
 	if (need_name && *name == NULL)
 		luaL_argerror(L, idx, "the object needs metadata.name");
-	*ns = resolve_ns(L, opts, c, r);
+	*ns = k8sc_resolve_ns(L, opts, c, r);
 	int given = !lua_isnoneornil(L, opts) && lua_getfield(L, opts, "namespace") != LUA_TNIL;
 	if (!lua_isnoneornil(L, opts))
 		lua_pop(L, 1);
@@ -1025,17 +315,17 @@ static void object_target(lua_State *L, int idx, int opts, conn *c, k8s_resource
 /* c:create(obj [, opts]) -> created object */
 static int c_create(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	static const char *const known[] = {"namespace", "fieldManager", NULL};
 	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 0);
-	const char *fm = opt_str(L, 3, "fieldManager");
+	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
 	char op[256];
-	make_op(op, sizeof op, "create", &r, name);
+	k8sc_make_op(op, sizeof op, "create", &r, name);
 	req rq = {.method = "POST", .content_type = "application/json"};
-	rq.body = encode_arg(L, 2, "the object", &rq.body_len);
+	rq.body = k8sc_encode_arg(L, 2, "the object", &rq.body_len);
 	k8s_build_path(&rq.path, &r, ns, NULL, NULL);
 	if (fm)
 		k8s_query_add(&rq.path, "fieldManager", fm);
@@ -1045,18 +335,18 @@ static int c_create(lua_State *L)
 /* c:replace(obj [, opts]) -> replaced object */
 static int c_replace(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	static const char *const known[] = {"namespace", "subresource", "fieldManager", NULL};
 	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 1);
-	const char *sub = opt_str(L, 3, "subresource");
-	const char *fm = opt_str(L, 3, "fieldManager");
+	const char *sub = k8sc_opt_str(L, 3, "subresource");
+	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
 	char op[256];
-	make_op(op, sizeof op, "replace", &r, name);
+	k8sc_make_op(op, sizeof op, "replace", &r, name);
 	req rq = {.method = "PUT", .content_type = "application/json"};
-	rq.body = encode_arg(L, 2, "the object", &rq.body_len);
+	rq.body = k8sc_encode_arg(L, 2, "the object", &rq.body_len);
 	k8s_build_path(&rq.path, &r, ns, name, sub);
 	if (fm)
 		k8s_query_add(&rq.path, "fieldManager", fm);
@@ -1064,62 +354,73 @@ static int c_replace(lua_State *L)
 }
 
 /* c:patch(kind, name, patch [, opts]) -> patched object */
+static int c_rollout(lua_State *L);
+
 static int c_patch(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	k8s_resource r;
-	check_kind(L, 2, &r);
+	k8sc_check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	if (lua_type(L, 4) != LUA_TTABLE && lua_type(L, 4) != LUA_TSTRING)
 		luaL_typeerror(L, 4, "table or JSON string");
-	static const char *const known[] = {"namespace", "type", "subresource", "fieldManager", NULL};
+	static const char *const known[] = {"namespace", "type", "subresource", "fieldManager", "force", NULL};
 	bgrun_check_options(L, 5, known);
-	static const char *const types[] = {"merge", "strategic", "json", NULL};
+	/* "apply" is server-side apply: the patch is the whole intent of one
+	 * field manager (JSON is YAML, so the body stays JSON) */
+	static const char *const types[] = {"merge", "strategic", "json", "apply", NULL};
 	static const char *const ctypes[] = {"application/merge-patch+json", "application/strategic-merge-patch+json",
-	                                     "application/json-patch+json"};
+	                                     "application/json-patch+json", "application/apply-patch+yaml"};
 	int ty = 0;
-	const char *tname = opt_str(L, 5, "type");
+	const char *tname = k8sc_opt_str(L, 5, "type");
 	if (tname) {
 		for (ty = 0; types[ty] && strcmp(types[ty], tname) != 0; ty++)
 			;
 		if (types[ty] == NULL)
-			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\" or \"json\", got \"%s\")", tname);
+			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\", \"json\" or \"apply\", got \"%s\")", tname);
 	}
+	int force = k8sc_opt_bool(L, 5, "force", 0);
+	if (ty == 3 && k8sc_opt_str(L, 5, "fieldManager") == NULL)
+		luaL_error(L, "bad argument #4 to 'patch' (type \"apply\" needs fieldManager)");
+	if (force && ty != 3)
+		luaL_error(L, "bad argument #4 to 'patch' (force is for type \"apply\" only)");
 	if (ty == 2 && lua_type(L, 4) == LUA_TTABLE && lua_rawlen(L, 4) == 0) {
 		lua_pushnil(L);
 		if (lua_next(L, 4)) /* a non-empty table that is not a list */
 			luaL_argerror(L, 4, "a JSON patch is a list of operations");
 	}
-	const char *ns = resolve_ns(L, 5, c, &r);
-	const char *sub = opt_str(L, 5, "subresource");
-	const char *fm = opt_str(L, 5, "fieldManager");
+	const char *ns = k8sc_resolve_ns(L, 5, c, &r);
+	const char *sub = k8sc_opt_str(L, 5, "subresource");
+	const char *fm = k8sc_opt_str(L, 5, "fieldManager");
 	char op[256];
-	make_op(op, sizeof op, "patch", &r, name);
+	k8sc_make_op(op, sizeof op, "patch", &r, name);
 	req rq = {.method = "PATCH", .content_type = ctypes[ty]};
-	rq.body = encode_arg(L, 4, "the patch", &rq.body_len);
+	rq.body = k8sc_encode_arg(L, 4, "the patch", &rq.body_len);
 	k8s_build_path(&rq.path, &r, ns, name, sub);
 	if (fm)
 		k8s_query_add(&rq.path, "fieldManager", fm);
+	if (force)
+		k8s_query_add(&rq.path, "force", "true");
 	return mutate(L, c, op, &rq, op, ns, 0);
 }
 
 /* c:delete(kind, name [, opts]) -> the server's answer | nil (absent, with ignore_not_found) */
 static int c_delete(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	k8s_resource r;
-	check_kind(L, 2, &r);
+	k8sc_check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	static const char *const known[] = {"namespace", "propagationPolicy", "gracePeriodSeconds", "ignore_not_found", NULL};
 	bgrun_check_options(L, 4, known);
-	const char *ns = resolve_ns(L, 4, c, &r);
-	const char *pp = opt_str(L, 4, "propagationPolicy");
+	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
+	const char *pp = k8sc_opt_str(L, 4, "propagationPolicy");
 	if (pp && strcmp(pp, "Foreground") != 0 && strcmp(pp, "Background") != 0 && strcmp(pp, "Orphan") != 0)
 		luaL_error(L, "bad argument #3 to 'delete' (propagationPolicy must be Foreground, Background or Orphan)");
-	double grace = opt_num(L, 4, "gracePeriodSeconds", -1);
-	int ignore = opt_bool(L, 4, "ignore_not_found", 0);
+	double grace = k8sc_opt_num(L, 4, "gracePeriodSeconds", -1);
+	int ignore = k8sc_opt_bool(L, 4, "ignore_not_found", 0);
 	char op[256];
-	make_op(op, sizeof op, "delete", &r, name);
+	k8sc_make_op(op, sizeof op, "delete", &r, name);
 	req rq = {.method = "DELETE", .content_type = "application/json"};
 	json_t *o = json_pack("{s:s,s:s}", "kind", "DeleteOptions", "apiVersion", "v1");
 	if (pp)
@@ -1141,17 +442,17 @@ static int c_delete(lua_State *L)
 /* c:scale(kind, name, replicas [, opts]) -> Scale */
 static int c_scale(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	k8s_resource r;
-	check_kind(L, 2, &r);
+	k8sc_check_kind(L, 2, &r);
 	const char *name = luaL_checkstring(L, 3);
 	lua_Integer n = luaL_checkinteger(L, 4);
 	luaL_argcheck(L, n >= 0, 4, "replicas must not be negative");
 	static const char *const known[] = {"namespace", NULL};
 	bgrun_check_options(L, 5, known);
-	const char *ns = resolve_ns(L, 5, c, &r);
+	const char *ns = k8sc_resolve_ns(L, 5, c, &r);
 	char op[256];
-	make_op(op, sizeof op, "scale", &r, name);
+	k8sc_make_op(op, sizeof op, "scale", &r, name);
 	req rq = {.method = "PATCH", .content_type = "application/merge-patch+json"};
 	buf b = BUF_INIT;
 	buf_printf(&b, "{\"spec\":{\"replicas\":%lld}}", (long long)n);
@@ -1166,22 +467,22 @@ static int c_scale(lua_State *L)
 /* c:logs(pod [, opts]) -> text */
 static int c_logs(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	const char *pod = luaL_checkstring(L, 2);
 	static const char *const known[] = {"namespace", "container", "tail", "since", "previous", "timestamps", "limit_bytes", NULL};
 	bgrun_check_options(L, 3, known);
 	k8s_resource r;
 	char err[128];
 	k8s_resolve_kind("pods", &r, err, sizeof err);
-	const char *ns = resolve_ns(L, 3, c, &r);
-	const char *container = opt_str(L, 3, "container");
-	double tail = opt_num(L, 3, "tail", -1);
-	double since = opt_num(L, 3, "since", -1);
-	double limit = opt_num(L, 3, "limit_bytes", -1);
-	int previous = opt_bool(L, 3, "previous", 0);
-	int ts = opt_bool(L, 3, "timestamps", 0);
+	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
+	const char *container = k8sc_opt_str(L, 3, "container");
+	double tail = k8sc_opt_num(L, 3, "tail", -1);
+	double since = k8sc_opt_num(L, 3, "since", -1);
+	double limit = k8sc_opt_num(L, 3, "limit_bytes", -1);
+	int previous = k8sc_opt_bool(L, 3, "previous", 0);
+	int ts = k8sc_opt_bool(L, 3, "timestamps", 0);
 	char op[256];
-	make_op(op, sizeof op, "logs", &r, pod);
+	k8sc_make_op(op, sizeof op, "logs", &r, pod);
 	req rq = {.method = "GET", .idempotent = 1, .accept = "*/*"};
 	k8s_build_path(&rq.path, &r, ns, pod, "log");
 	char num[32];
@@ -1204,920 +505,13 @@ static int c_logs(lua_State *L)
 	if (ts)
 		k8s_query_add(&rq.path, "timestamps", "true");
 	resp rs;
-	exec_req(L, c, &rq, &rs);
-	req_free(&rq);
+	k8sc_exec_req(L, c, &rq, &rs);
+	k8sc_req_free(&rq);
 	if (rs.kind != RQ_HTTP || rs.status >= 300)
-		raise_resp(L, c, op, &rs);
+		k8sc_raise_resp(L, c, op, &rs);
 	lua_pushlstring(L, rs.body.data ? rs.body.data : "", rs.body.len);
-	resp_free(&rs);
+	k8sc_resp_free(&rs);
 	return 1;
-}
-
-/* --------------------------------------------------------- raw requests */
-
-#define BATCH_MT "bgrun.k8s.batch"
-#define RAW_MAX 256
-
-/* The transfers of one c:request / c:request_all call, owned by a userdata
- * so that an error raised mid-way frees them. */
-typedef struct batch {
-	conn *c;
-	int n;
-	xfer *x;
-} batch;
-
-static void batch_release(batch *b)
-{
-	for (int i = 0; b->x && i < b->n; i++) {
-		if (b->x[i].easy) {
-			xfer_detach(b->c, &b->x[i]);
-			curl_easy_cleanup(b->x[i].easy);
-		}
-		curl_slist_free_all(b->x[i].hdrs);
-		buf_free(&b->x[i].body);
-	}
-	free(b->x);
-	b->x = NULL;
-	if (b->c)
-		conn_unref(b->c);
-	b->c = NULL;
-}
-
-static int batch_gc(lua_State *L)
-{
-	batch_release(luaL_checkudata(L, 1, BATCH_MT));
-	return 0;
-}
-
-/* Sets up transfer i from the request table at idx. */
-static void raw_setup(lua_State *L, batch *b, int i, int idx)
-{
-	static const char *const known[] = {"method", "path", "headers", "body", "timeout", NULL};
-	conn *c = b->c;
-	xfer *x = &b->x[i];
-	if (!lua_istable(L, idx))
-		luaL_error(L, "request %d must be a table, got %s", i + 1, luaL_typename(L, idx));
-	lua_pushnil(L);
-	while (lua_next(L, idx)) {
-		int ok = 0;
-		lua_pop(L, 1);
-		for (int k = 0; known[k] && !ok; k++)
-			ok = lua_type(L, -1) == LUA_TSTRING && strcmp(lua_tostring(L, -1), known[k]) == 0;
-		if (!ok)
-			luaL_error(L, "request %d: unknown field '%s'", i + 1, luaL_tolstring(L, -1, NULL));
-	}
-	const char *method = opt_str(L, idx, "method");
-	const char *path = opt_str(L, idx, "path");
-	if (path == NULL || path[0] != '/')
-		luaL_error(L, "request %d: path must be a string starting with '/'", i + 1);
-	double timeout = opt_num(L, idx, "timeout", c->timeout);
-	if (!(timeout > 0))
-		luaL_error(L, "request %d: timeout must be positive", i + 1);
-	size_t blen = 0;
-	const char *body = NULL;
-	if (lua_getfield(L, idx, "body") == LUA_TSTRING)
-		body = lua_tolstring(L, -1, &blen);
-	else if (!lua_isnil(L, -1))
-		luaL_error(L, "request %d: body must be a string", i + 1);
-	lua_pop(L, 1); /* anchored in the request table */
-	const char *accept = "*/*";
-	int htype = lua_getfield(L, idx, "headers");
-	if (htype != LUA_TNIL && htype != LUA_TTABLE)
-		luaL_error(L, "request %d: headers must be a table", i + 1);
-	if (htype == LUA_TTABLE && lua_getfield(L, -1, "Accept") == LUA_TSTRING)
-		accept = lua_tostring(L, -1); /* anchored in the headers table */
-	if (htype == LUA_TTABLE)
-		lua_pop(L, 1);
-	x->easy = curl_easy_init();
-	if (x->easy == NULL)
-		luaL_error(L, "out of memory");
-	x->reqbody = body;
-	x->reqlen = blen;
-	x->idempotent = 1;
-	if (setup_easy(c, x, path, method ? method : "GET", NULL, accept, timeout) != 0)
-		luaL_error(L, "out of memory");
-	if (method && strcmp(method, "HEAD") == 0)
-		curl_easy_setopt(x->easy, CURLOPT_NOBODY, 1L);
-	if (htype == LUA_TTABLE) {
-		buf line = BUF_INIT;
-		lua_pushnil(L);
-		while (lua_next(L, -2)) {
-			if (lua_type(L, -2) != LUA_TSTRING || !(lua_type(L, -1) == LUA_TSTRING || lua_type(L, -1) == LUA_TNUMBER)) {
-				buf_free(&line);
-				luaL_error(L, "request %d: headers must map names to strings", i + 1);
-			}
-			const char *k = lua_tostring(L, -2);
-			size_t vlen;
-			const char *v = lua_tolstring(L, -1, &vlen);
-			if (strpbrk(k, "\r\n:") || strpbrk(v, "\r\n") || strlen(v) != vlen) {
-				buf_free(&line);
-				luaL_error(L, "request %d: header '%s': a line break or NUL in the value, or a colon in the name", i + 1, k);
-			}
-			if (strcasecmp(k, "Authorization") == 0 || strcasecmp(k, "Proxy-Authorization") == 0)
-				bgrun_secret(L, v, vlen);
-			if (strcasecmp(k, "Accept") != 0) {
-				buf_reset(&line);
-				buf_printf(&line, "%s: %s", k, v);
-				struct curl_slist *h = line.data ? curl_slist_append(x->hdrs, line.data) : NULL;
-				if (h == NULL) {
-					buf_free(&line);
-					luaL_error(L, "out of memory");
-				}
-				x->hdrs = h;
-			}
-			lua_pop(L, 1);
-		}
-		buf_free(&line);
-		curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
-	}
-	lua_pop(L, 1);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, body_write);
-	curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
-}
-
-/* Pushes the response of transfer i, or the structured error it failed with. */
-static void raw_push(lua_State *L, batch *b, int i, const char *method, const char *path)
-{
-	conn *c = b->c;
-	xfer *x = &b->x[i];
-	char op[300];
-	snprintf(op, sizeof op, "request %s %s", method, path);
-	if (x->overflow) {
-		bgrun_error_new(L, "k8s", op, "BadResponse", "the response from %s is larger than %u bytes", c->cfg.server,
-		                MAX_BODY);
-		bgrun_error_set_str(L, "code", "bad_response");
-		return;
-	}
-	if (x->result != CURLE_OK) {
-		const char *err = x->errbuf[0] ? x->errbuf : curl_easy_strerror(x->result);
-		if (x->result == CURLE_OPERATION_TIMEDOUT) {
-			bgrun_error_new(L, "k8s", op, "Timeout", "no answer through %s in time: %s", c->cfg.server, err);
-			bgrun_error_set_str(L, "code", "timeout");
-		} else if (tls_error(x->result)) {
-			bgrun_error_new(L, "k8s", op, "TLSError", "TLS failure talking to %s (context \"%s\"): %s", c->cfg.server,
-			                c->cfg.context, err);
-			bgrun_error_set_str(L, "code", "tls");
-		} else {
-			bgrun_error_new(L, "k8s", op, "ConnectionError", "cannot reach %s: %s", c->cfg.server, err);
-			bgrun_error_set_str(L, "code", "connection");
-		}
-		bgrun_error_set_str(L, "server", c->cfg.server);
-		return;
-	}
-	long status = 0;
-	curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
-	curl_off_t us = 0;
-	curl_easy_getinfo(x->easy, CURLINFO_TOTAL_TIME_T, &us);
-	lua_createtable(L, 0, 4);
-	lua_pushinteger(L, status);
-	lua_setfield(L, -2, "status");
-	lua_pushlstring(L, x->body.data ? x->body.data : "", x->body.len);
-	lua_setfield(L, -2, "body");
-	lua_pushnumber(L, (double)us / 1000.0);
-	lua_setfield(L, -2, "time_ms");
-	lua_newtable(L);
-	struct curl_header *h = NULL, *prev = NULL;
-	while ((h = curl_easy_nextheader(x->easy, CURLH_HEADER, -1, prev)) != NULL) {
-		luaL_Buffer lb;
-		luaL_buffinit(L, &lb);
-		for (const char *p = h->name; *p; p++)
-			luaL_addchar(&lb, (char)(*p >= 'A' && *p <= 'Z' ? *p + 32 : *p));
-		luaL_pushresult(&lb);
-		lua_pushvalue(L, -1);
-		if (lua_rawget(L, -3) == LUA_TSTRING) {
-			lua_pushstring(L, ", ");
-			lua_pushstring(L, h->value);
-			lua_concat(L, 3);
-		} else {
-			lua_pop(L, 1);
-			lua_pushstring(L, h->value);
-		}
-		lua_rawset(L, -3);
-		prev = h;
-	}
-	lua_setfield(L, -2, "headers");
-}
-
-/* Sends the requests in the table at idx (a list when many) concurrently on
- * the client's connection pool; leaves the batch userdata on the stack. */
-static batch *raw_run(lua_State *L, conn *c, int idx, int many)
-{
-	int n = many ? (int)luaL_len(L, idx) : 1;
-	luaL_argcheck(L, n <= RAW_MAX, idx, "too many requests");
-	batch *b = lua_newuserdatauv(L, sizeof *b, 0);
-	memset(b, 0, sizeof *b);
-	luaL_setmetatable(L, BATCH_MT);
-	c->refs++;
-	b->c = c;
-	b->x = calloc(n > 0 ? (size_t)n : 1, sizeof *b->x);
-	if (b->x == NULL)
-		luaL_error(L, "out of memory");
-	b->n = n;
-	char err[256];
-	if (auth_refresh(L, c, 0, err, sizeof err) != AUTH_OK) {
-		bgrun_error_new(L, "k8s", "request", "Unauthorized", "cannot get credentials for context \"%s\", user \"%s\": %s",
-		                c->cfg.context, c->cfg.user_name, err);
-		bgrun_error_set_str(L, "code", "auth");
-		bgrun_error_throw(L);
-	}
-	for (int i = 0; i < n; i++) {
-		if (many)
-			lua_geti(L, idx, i + 1);
-		else
-			lua_pushvalue(L, idx);
-		raw_setup(L, b, i, lua_gettop(L));
-		lua_pop(L, 1);
-	}
-	for (int i = 0; i < n; i++) {
-		curl_multi_add_handle(c->multi, b->x[i].easy);
-		b->x[i].added = 1;
-	}
-	for (int i = 0; i < n; i++) {
-		if (drive(c, &b->x[i], 0, 0) == DRIVE_INTERRUPTED) {
-			batch_release(b);
-			bgrun_throw_interrupted(L, "k8s", "request");
-		}
-	}
-	return b;
-}
-
-static const char *raw_field(lua_State *L, int idx, const char *field, const char *dflt)
-{
-	lua_getfield(L, idx, field);
-	const char *s = lua_isstring(L, -1) ? lua_tostring(L, -1) : dflt;
-	lua_pop(L, 1); /* anchored in the request table */
-	return s;
-}
-
-/* c:request{method=, path=, headers=, body=, timeout=} -> {status=, headers=, body=, time_ms=}
- * Any HTTP status is an answer; a transport failure raises. */
-static int c_request(lua_State *L)
-{
-	conn *c = check_conn(L);
-	luaL_checktype(L, 2, LUA_TTABLE);
-	batch *b = raw_run(L, c, 2, 0);
-	raw_push(L, b, 0, raw_field(L, 2, "method", "GET"), raw_field(L, 2, "path", "?"));
-	int failed = b->x[0].result != CURLE_OK || b->x[0].overflow;
-	batch_release(b);
-	if (failed)
-		return bgrun_error_throw(L);
-	return 1;
-}
-
-/* c:request_all({req, ...}) -> {resp | error, ...}
- * The requests go out together; each slot holds its answer or its error. */
-static int c_request_all(lua_State *L)
-{
-	conn *c = check_conn(L);
-	luaL_checktype(L, 2, LUA_TTABLE);
-	batch *b = raw_run(L, c, 2, 1);
-	lua_createtable(L, b->n, 0);
-	for (int i = 0; i < b->n; i++) {
-		lua_geti(L, 2, i + 1);
-		int r = lua_gettop(L);
-		raw_push(L, b, i, raw_field(L, r, "method", "GET"), raw_field(L, r, "path", "?"));
-		lua_remove(L, r);
-		lua_seti(L, -2, i + 1);
-	}
-	batch_release(b);
-	return 1;
-}
-
-/* ----------------------------------------------------------------- watch */
-
-/* A watch: one stream at a time, reconnected from the last resourceVersion;
- * synthetic events (initial list, relist after 410) queue in pending.
- * known maps uid -> a minimal object, so a relist can tell what changed. */
-typedef struct watch {
-	conn *c;
-	xfer x;
-	k8s_resource r;
-	char *ns, *lsel, *fsel;
-	char *rv;
-	double deadline;            /* opts.timeout; 0: none */
-	int server_timeout;         /* timeoutSeconds per connection */
-	json_t *pending;            /* array of {type, object} */
-	size_t pending_i;
-	json_t *known;
-	json_t *cur;                /* the event being handed out */
-	int failures;
-	int finished;
-	char op[160];
-} watch;
-
-static void watch_stop_stream(watch *w)
-{
-	if (w->x.easy) {
-		xfer_detach(w->c, &w->x);
-		curl_easy_cleanup(w->x.easy);
-		w->x.easy = NULL;
-	}
-	k8s_lines_free(&w->x.lines);
-	w->x.done = 0;
-	w->x.paused = 0;
-	w->x.overflow = 0;
-}
-
-/* w:close() (also __close, __gc) */
-static int watch_close(lua_State *L)
-{
-	watch *w = luaL_checkudata(L, 1, WATCH_MT);
-	if (w->c) {
-		watch_stop_stream(w);
-		conn_unref(w->c);
-		w->c = NULL;
-	}
-	free(w->ns);
-	free(w->lsel);
-	free(w->fsel);
-	free(w->rv);
-	json_decref(w->pending);
-	json_decref(w->known);
-	json_decref(w->cur);
-	w->ns = w->lsel = w->fsel = w->rv = NULL;
-	w->pending = w->known = w->cur = NULL;
-	w->finished = 1;
-	return 0;
-}
-
-static void set_rv(watch *w, const json_t *obj)
-{
-	const char *rv = json_string_value(json_object_get(json_object_get(obj, "metadata"), "resourceVersion"));
-	if (rv && *rv) {
-		char *d = strdup(rv);
-		if (d) {
-			free(w->rv);
-			w->rv = d;
-		}
-	}
-}
-
-static const char *uid_of(const json_t *obj)
-{
-	const json_t *md = json_object_get(obj, "metadata");
-	const char *u = json_string_value(json_object_get(md, "uid"));
-	if (u == NULL || *u == '\0')
-		u = json_string_value(json_object_get(md, "name"));
-	return u;
-}
-
-/* Remembers what a DELETED event after a relist needs. */
-static json_t *minimal(const json_t *obj, const char *api, const char *kind)
-{
-	const json_t *md = json_object_get(obj, "metadata");
-	json_t *m = json_object();
-	static const char *const keys[] = {"name", "namespace", "uid", "resourceVersion", "labels"};
-	for (int i = 0; i < 5; i++) {
-		json_t *v = json_object_get(md, keys[i]);
-		if (v)
-			json_object_set(m, keys[i], v);
-	}
-	const char *a = json_string_value(json_object_get(obj, "apiVersion"));
-	const char *k = json_string_value(json_object_get(obj, "kind"));
-	return json_pack("{s:s,s:s,s:o}", "apiVersion", a ? a : api, "kind", k ? k : kind, "metadata", m);
-}
-
-static void track(watch *w, const char *type, const json_t *obj)
-{
-	const char *uid = uid_of(obj);
-	if (uid == NULL)
-		return;
-	if (strcmp(type, "DELETED") == 0)
-		json_object_del(w->known, uid);
-	else
-		json_object_set_new(w->known, uid, minimal(obj, "", ""));
-}
-
-static void queue_event(watch *w, const char *type, json_t *obj)
-{
-	json_array_append_new(w->pending, json_pack("{s:s,s:o}", "type", type, "object", obj));
-}
-
-/* Lists, queues ADDED/MODIFIED/DELETED for the difference with what was
- * known (everything is ADDED the first time when emit is set), and moves
- * the resume point to the list's resourceVersion. */
-static void watch_relist(lua_State *L, watch *w, int emit)
-{
-	json_t **h = new_holder(L);
-	list_into(L, w->c, w->op, &w->r, w->ns, w->lsel, w->fsel, 500, NULL, h);
-	json_t *list = *h;
-	json_t *now = json_object();
-	char api[128];
-	if (w->r.group[0])
-		snprintf(api, sizeof api, "%s/%s", w->r.group, w->r.version);
-	else
-		snprintf(api, sizeof api, "%s", w->r.version);
-	const char *kind = w->r.kind[0] ? w->r.kind : "";
-	size_t i;
-	json_t *item;
-	json_array_foreach(json_object_get(list, "items"), i, item) {
-		const char *uid = uid_of(item);
-		if (uid == NULL)
-			continue;
-		json_t *old = json_object_get(w->known, uid);
-		if (!json_object_get(item, "kind") && *kind)
-			json_object_set_new(item, "kind", json_string(kind));
-		if (!json_object_get(item, "apiVersion"))
-			json_object_set_new(item, "apiVersion", json_string(api));
-		json_object_set_new(now, uid, minimal(item, api, kind));
-		if (!emit)
-			continue;
-		if (old == NULL) {
-			queue_event(w, "ADDED", json_incref(item));
-		} else {
-			const char *a = json_string_value(json_object_get(json_object_get(old, "metadata"), "resourceVersion"));
-			const char *b = json_string_value(json_object_get(json_object_get(item, "metadata"), "resourceVersion"));
-			if (!a || !b || strcmp(a, b) != 0)
-				queue_event(w, "MODIFIED", json_incref(item));
-		}
-	}
-	if (emit) {
-		const char *uid;
-		json_t *old;
-		json_object_foreach(w->known, uid, old) {
-			if (json_object_get(now, uid) == NULL)
-				queue_event(w, "DELETED", json_incref(old));
-		}
-	}
-	json_decref(w->known);
-	w->known = now;
-	set_rv(w, list);
-	json_decref(*h);
-	*h = NULL;
-	lua_pop(L, 1);
-}
-
-static int watch_open_stream(watch *w)
-{
-	conn *c = w->c;
-	watch_stop_stream(w);
-	memset(&w->x, 0, sizeof w->x);
-	w->x.watch = 1;
-	w->x.easy = curl_easy_init();
-	if (w->x.easy == NULL)
-		return -1;
-	buf path = BUF_INIT;
-	k8s_build_path(&path, &w->r, w->ns, NULL, NULL);
-	k8s_query_add(&path, "watch", "true");
-	k8s_query_add(&path, "allowWatchBookmarks", "true");
-	if (w->rv)
-		k8s_query_add(&path, "resourceVersion", w->rv);
-	if (w->lsel)
-		k8s_query_add(&path, "labelSelector", w->lsel);
-	if (w->fsel)
-		k8s_query_add(&path, "fieldSelector", w->fsel);
-	int server_timeout = w->server_timeout > 0 ? w->server_timeout : WATCH_SERVER_TIMEOUT;
-	if (w->deadline > 0) {
-		double left = w->deadline - mono();
-		if (left + 1 < server_timeout)
-			server_timeout = left < 1 ? 1 : (int)left + 1;
-	}
-	char num[32];
-	snprintf(num, sizeof num, "%d", server_timeout);
-	k8s_query_add(&path, "timeoutSeconds", num);
-	int rc = path.data ? setup_easy(c, &w->x, path.data, "GET", NULL, NULL, server_timeout + 30.0) : -1;
-	buf_free(&path);
-	if (rc != 0)
-		return -1;
-	curl_easy_setopt(w->x.easy, CURLOPT_WRITEFUNCTION, watch_write);
-	curl_easy_setopt(w->x.easy, CURLOPT_WRITEDATA, &w->x);
-	curl_multi_add_handle(c->multi, w->x.easy);
-	w->x.added = 1;
-	return 0;
-}
-
-/* A failed stream: try again later, or give up after too many in a row. */
-static void watch_failed(lua_State *L, watch *w, resp *rs)
-{
-	w->failures++;
-	if (w->failures > WATCH_MAX_FAILURES)
-		raise_resp(L, w->c, w->op, rs);
-	resp_free(rs);
-	if (nap(backoff(w->failures - 1)))
-		bgrun_throw_interrupted(L, "k8s", w->op);
-}
-
-enum { EV_NONE, EV_EVENT };
-
-/* Handles a finished or non-200 stream: decides between reconnecting,
- * relisting (410) and raising. */
-static void watch_stream_ended(lua_State *L, watch *w)
-{
-	long status = 0;
-	curl_easy_getinfo(w->x.easy, CURLINFO_RESPONSE_CODE, &status);
-	CURLcode cc = w->x.result;
-	resp rs;
-	memset(&rs, 0, sizeof rs);
-	snprintf(rs.rq_method, sizeof rs.rq_method, "GET");
-	{
-		buf path = BUF_INIT;
-		k8s_build_path(&path, &w->r, w->ns, NULL, NULL);
-		k8s_query_add(&path, "watch", "true");
-		snprintf(rs.rq_path, sizeof rs.rq_path, "%s", path.data ? path.data : "");
-		buf_free(&path);
-	}
-	if (status != 200 && status != 0 && cc == CURLE_OK) {
-		rs.kind = RQ_HTTP;
-		rs.status = status;
-		size_t n = k8s_lines_pending(&w->x.lines);
-		if (n > 0)
-			buf_append(&rs.body, w->x.lines.b.data + w->x.lines.off, n);
-	} else if (cc != CURLE_OK) {
-		rs.kind = RQ_TRANSPORT;
-		rs.cc = cc;
-		snprintf(rs.err, sizeof rs.err, "%s", w->x.errbuf[0] ? w->x.errbuf : curl_easy_strerror(cc));
-	}
-	watch_stop_stream(w);
-	if (status == 200 && cc == CURLE_OK) {
-		/* the server's timeoutSeconds: resume where we were */
-		w->failures = 0;
-		return;
-	}
-	if (rs.kind == RQ_HTTP && rs.status == 410) {
-		resp_free(&rs);
-		watch_relist(L, w, 1);
-		return;
-	}
-	if (rs.kind == RQ_HTTP && rs.status == 401 && (w->c->cfg.exec || w->c->cfg.token_file) && w->failures == 0) {
-		w->failures++;
-		resp_free(&rs);
-		if (auth_refresh(L, w->c, 1, rs.err, sizeof rs.err) != AUTH_OK) {
-			rs.kind = RQ_AUTH;
-			raise_resp(L, w->c, w->op, &rs);
-		}
-		return;
-	}
-	int transient = rs.kind == RQ_TRANSPORT ? !tls_error(rs.cc)
-	                                        : (rs.status == 429 || rs.status >= 500 || rs.status == 0);
-	if (!transient)
-		raise_resp(L, w->c, w->op, &rs);
-	watch_failed(L, w, &rs);
-}
-
-/* Next event into w->cur (a {type, object}); EV_NONE at until (0: the
- * watch's own deadline) or at the watch's deadline. */
-static int watch_next_event(lua_State *L, watch *w, double until)
-{
-	if (until <= 0 || (w->deadline > 0 && w->deadline < until))
-		until = w->deadline;
-	json_decref(w->cur);
-	w->cur = NULL;
-	for (;;) {
-		if (w->pending && w->pending_i < json_array_size(w->pending)) {
-			w->cur = json_incref(json_array_get(w->pending, w->pending_i++));
-			if (w->pending_i == json_array_size(w->pending)) {
-				json_array_clear(w->pending);
-				w->pending_i = 0;
-			}
-			return EV_EVENT;
-		}
-		if (bgrun_interrupted())
-			bgrun_throw_interrupted(L, "k8s", w->op);
-		if (until > 0 && mono() >= until)
-			return EV_NONE;
-		if (w->x.easy == NULL) {
-			resp rs;
-			memset(&rs, 0, sizeof rs);
-			if (auth_refresh(L, w->c, 0, rs.err, sizeof rs.err) != AUTH_OK) {
-				rs.kind = RQ_AUTH;
-				raise_resp(L, w->c, w->op, &rs);
-			}
-			if (watch_open_stream(w) != 0)
-				luaL_error(L, "%s: out of memory", w->op);
-		}
-		const char *line;
-		size_t len;
-		long status = 0;
-		curl_easy_getinfo(w->x.easy, CURLINFO_RESPONSE_CODE, &status);
-		if (status == 200 && k8s_lines_next(&w->x.lines, &line, &len)) {
-			json_error_t je;
-			json_t *ev = json_loadb(line, len, 0, &je);
-			/* only now: unpausing may feed (and move) the buffer line is in */
-			if (w->x.paused && k8s_lines_pending(&w->x.lines) < WATCH_HIGH_WATER / 2) {
-				w->x.paused = 0;
-				curl_easy_pause(w->x.easy, CURLPAUSE_CONT);
-			}
-			const char *type = json_string_value(json_object_get(ev, "type"));
-			json_t *obj = json_object_get(ev, "object");
-			if (ev == NULL || type == NULL || !json_is_object(obj)) {
-				json_decref(ev);
-				/* a torn stream is a dropped connection: resume from the
-				 * last event we handed out */
-				watch_stop_stream(w);
-				if (++w->failures > WATCH_MAX_FAILURES) {
-					bgrun_error_new(L, "k8s", w->op, "BadResponse", "%s keeps sending malformed watch events",
-					                w->c->cfg.server);
-					bgrun_error_set_str(L, "code", "bad_response");
-					bgrun_error_throw(L);
-				}
-				continue;
-			}
-			w->failures = 0;
-			if (strcmp(type, "BOOKMARK") == 0) {
-				set_rv(w, obj);
-				json_decref(ev);
-				continue;
-			}
-			if (strcmp(type, "ERROR") == 0) {
-				json_t *code = json_object_get(obj, "code");
-				if (json_integer_value(code) == 410) {
-					json_decref(ev);
-					watch_stop_stream(w);
-					watch_relist(L, w, 1);
-					continue;
-				}
-				json_t **h = new_holder(L);
-				*h = ev;
-				push_status_error(L, w->c, w->op, (long)json_integer_value(code), obj, NULL, 0, NULL);
-				bgrun_error_throw(L);
-			}
-			set_rv(w, obj);
-			track(w, type, obj);
-			w->cur = ev;
-			return EV_EVENT;
-		}
-		if (w->x.done) {
-			watch_stream_ended(L, w);
-			continue;
-		}
-		if (status != 0 && status != 200) {
-			/* an error answer: wait for its body, then decide */
-			int d = drive(w->c, &w->x, until, 0);
-			if (d == DRIVE_INTERRUPTED)
-				bgrun_throw_interrupted(L, "k8s", w->op);
-			if (d == DRIVE_DEADLINE)
-				return EV_NONE;
-			if (!w->x.done)
-				continue;
-			watch_stream_ended(L, w);
-			continue;
-		}
-		if (w->x.paused) {
-			w->x.paused = 0;
-			curl_easy_pause(w->x.easy, CURLPAUSE_CONT);
-		}
-		int d = drive(w->c, &w->x, until, 1);
-		if (d == DRIVE_INTERRUPTED)
-			bgrun_throw_interrupted(L, "k8s", w->op);
-		if (d == DRIVE_DEADLINE)
-			return EV_NONE;
-	}
-}
-
-/* Creates a watch userdata (on the stack) and does the initial list. */
-static watch *watch_new(lua_State *L, conn *c, const k8s_resource *r, const char *ns, const char *lsel,
-                        const char *fsel, const char *rv, double timeout, int send_initial)
-{
-	watch *w = lua_newuserdatauv(L, sizeof *w, 0);
-	memset(w, 0, sizeof *w);
-	luaL_setmetatable(L, WATCH_MT);
-	w->c = c;
-	c->refs++;
-	w->r = *r;
-	w->ns = ns ? strdup(ns) : NULL;
-	w->lsel = lsel && *lsel ? strdup(lsel) : NULL;
-	w->fsel = fsel && *fsel ? strdup(fsel) : NULL;
-	w->rv = rv && *rv ? strdup(rv) : NULL;
-	w->pending = json_array();
-	w->known = json_object();
-	make_op(w->op, sizeof w->op, "watch", r, NULL);
-	if (timeout > 0)
-		w->deadline = mono() + timeout;
-	if (w->rv == NULL)
-		watch_relist(L, w, send_initial);
-	return w;
-}
-
-/* Pushes the buffered event as type, object and lets go of it. */
-static int push_event(lua_State *L, watch *w)
-{
-	json_t *ev = w->cur;
-	lua_pushstring(L, json_string_value(json_object_get(ev, "type")));
-	bgrun_json_push(L, json_object_get(ev, "object"));
-	json_decref(w->cur);
-	w->cur = NULL;
-	return 2;
-}
-
-/* iterator: (w) -> event_type, object | nil */
-static int watch_iter(lua_State *L)
-{
-	watch *w = luaL_checkudata(L, 1, WATCH_MT);
-	if (w->c == NULL || w->finished)
-		return 0;
-	if (watch_next_event(L, w, 0) == EV_NONE) {
-		w->finished = 1;
-		watch_stop_stream(w);
-		return 0;
-	}
-	return push_event(L, w);
-}
-
-/* w:next_event([timeout]) -> event_type, object | nil
- * nil when nothing arrives within timeout seconds (the watch goes on) or
- * when the watch has ended (its own timeout, or closed). */
-static int watch_next(lua_State *L)
-{
-	watch *w = luaL_checkudata(L, 1, WATCH_MT);
-	double t = luaL_optnumber(L, 2, 0);
-	luaL_argcheck(L, t >= 0, 2, "timeout must not be negative");
-	if (w->c == NULL || w->finished)
-		return 0;
-	if (watch_next_event(L, w, t > 0 ? mono() + t : 0) == EV_NONE) {
-		if (w->deadline > 0 && mono() >= w->deadline) {
-			w->finished = 1;
-			watch_stop_stream(w);
-		}
-		return 0;
-	}
-	return push_event(L, w);
-}
-
-/* w:resource_version() -> string | nil: where the watch would resume */
-static int watch_rv(lua_State *L)
-{
-	watch *w = luaL_checkudata(L, 1, WATCH_MT);
-	if (w->rv)
-		lua_pushstring(L, w->rv);
-	else
-		lua_pushnil(L);
-	return 1;
-}
-
-/* c:watch(kind [, opts]) -> w, nil, nil, w
- * w is callable, so `for type, obj in c:watch(...)` iterates and closes it. */
-static int c_watch(lua_State *L)
-{
-	conn *c = check_conn(L);
-	k8s_resource r;
-	check_kind(L, 2, &r);
-	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "resourceVersion",
-	                                    "timeout", "send_initial", "server_timeout", NULL};
-	bgrun_check_options(L, 3, known);
-	const char *ns = resolve_ns(L, 3, c, &r);
-	const char *lsel = opt_str(L, 3, "labelSelector");
-	const char *fsel = opt_str(L, 3, "fieldSelector");
-	const char *rv = opt_str(L, 3, "resourceVersion");
-	double timeout = opt_num(L, 3, "timeout", 0);
-	luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
-	int initial = opt_bool(L, 3, "send_initial", 1);
-	double st = opt_num(L, 3, "server_timeout", WATCH_SERVER_TIMEOUT);
-	luaL_argcheck(L, st >= 1, 3, "server_timeout must be at least 1 second");
-	watch *w = watch_new(L, c, &r, ns, lsel, fsel, rv, timeout, initial);
-	w->server_timeout = (int)st;
-	lua_pushnil(L);
-	lua_pushnil(L);
-	lua_pushvalue(L, -3);
-	return 4;
-}
-
-/* -------------------------------------------------------- rollout status */
-
-/* The failing pod of the deployment's newest ReplicaSet, if any: raises. */
-static void check_pods(lua_State *L, conn *c, const json_t *d, const char *op)
-{
-	const json_t *ml = json_object_get(json_object_get(json_object_get(d, "spec"), "selector"), "matchLabels");
-	const char *rev = json_string_value(json_object_get(json_object_get(json_object_get(d, "metadata"), "annotations"),
-	                                                    "deployment.kubernetes.io/revision"));
-	const char *ns = json_string_value(json_object_get(json_object_get(d, "metadata"), "namespace"));
-	if (!json_is_object(ml) || rev == NULL || ns == NULL)
-		return;
-	buf sel = BUF_INIT;
-	const char *k;
-	json_t *v;
-	json_object_foreach((json_t *)ml, k, v) {
-		buf_printf(&sel, "%s%s=%s", sel.len ? "," : "", k, json_string_value(v) ? json_string_value(v) : "");
-	}
-	k8s_resource rs_res, pod_res;
-	char err[64];
-	k8s_resolve_kind("replicasets", &rs_res, err, sizeof err);
-	k8s_resolve_kind("pods", &pod_res, err, sizeof err);
-	json_t **h = new_holder(L);
-	lua_pushlstring(L, sel.data ? sel.data : "", sel.len);
-	buf_free(&sel);
-	const char *selector = lua_tostring(L, -1);
-	list_into(L, c, op, &rs_res, ns, selector, NULL, 500, NULL, h);
-	const char *hash = NULL;
-	size_t i;
-	json_t *rs;
-	json_array_foreach(json_object_get(*h, "items"), i, rs) {
-		const json_t *md = json_object_get(rs, "metadata");
-		const char *r = json_string_value(json_object_get(json_object_get(md, "annotations"), "deployment.kubernetes.io/revision"));
-		if (r && strcmp(r, rev) == 0)
-			hash = json_string_value(json_object_get(json_object_get(md, "labels"), "pod-template-hash"));
-	}
-	if (hash == NULL) {
-		lua_pop(L, 2);
-		return;
-	}
-	lua_pushfstring(L, "%s,pod-template-hash=%s", selector, hash);
-	json_t **hp = new_holder(L);
-	list_into(L, c, op, &pod_res, ns, lua_tostring(L, -2), NULL, 500, NULL, hp);
-	json_t *pod;
-	json_array_foreach(json_object_get(*hp, "items"), i, pod) {
-		char msg[512];
-		const char *why = k8s_pod_failure(pod, msg, sizeof msg);
-		if (why) {
-			bgrun_error_new(L, "k8s", op, why, "%s", msg);
-			bgrun_error_set_str(L, "code", "pod_failing");
-			const char *pn = json_string_value(json_object_get(json_object_get(pod, "metadata"), "name"));
-			bgrun_error_set_str(L, "pod", pn);
-			bgrun_error_throw(L);
-		}
-	}
-	lua_pop(L, 4);
-}
-
-/* c:rollout_status(kind, name [, opts]) -> object (once rolled out) */
-static int c_rollout_status(lua_State *L)
-{
-	conn *c = check_conn(L);
-	k8s_resource r;
-	check_kind(L, 2, &r);
-	const char *name = luaL_checkstring(L, 3);
-	static const char *const known[] = {"namespace", "timeout", "revision", "fail_fast", NULL};
-	bgrun_check_options(L, 4, known);
-	const char *ns = resolve_ns(L, 4, c, &r);
-	double timeout = opt_num(L, 4, "timeout", ROLLOUT_DEFAULT_TIMEOUT);
-	luaL_argcheck(L, timeout > 0, 4, "timeout must be positive");
-	long revision = (long)opt_num(L, 4, "revision", 0);
-	int fail_fast = opt_bool(L, 4, "fail_fast", 1);
-	if (strcmp(r.plural, "deployments") != 0 && strcmp(r.plural, "statefulsets") != 0 &&
-	    strcmp(r.plural, "daemonsets") != 0)
-		luaL_argerror(L, 2, "rollout_status works on deployments, statefulsets and daemonsets");
-	char op[256];
-	make_op(op, sizeof op, "rollout_status", &r, name);
-	double deadline = mono() + timeout;
-	/* as kubectl: the object must exist */
-	{
-		req rq = {.method = "GET", .idempotent = 1};
-		k8s_build_path(&rq.path, &r, ns, name, NULL);
-		resp rs;
-		exec_req(L, c, &rq, &rs);
-		req_free(&rq);
-		if (rs.kind != RQ_HTTP || rs.status >= 300)
-			raise_resp(L, c, op, &rs);
-		resp_free(&rs);
-	}
-	buf fsel = BUF_INIT;
-	buf_appends(&fsel, "metadata.name=");
-	buf_appends(&fsel, name);
-	lua_pushstring(L, fsel.data);
-	buf_free(&fsel);
-	watch *w = watch_new(L, c, &r, ns, NULL, lua_tostring(L, -1), NULL, timeout, 1);
-	memcpy(w->op, op, strlen(op) + 1 < sizeof w->op ? strlen(op) + 1 : sizeof w->op - 1);
-	w->op[sizeof w->op - 1] = '\0';
-	int widx = lua_gettop(L);
-	json_t **last = new_holder(L);
-	char msg[512] = "Waiting for the object to appear...";
-	int is_deploy = strcmp(r.plural, "deployments") == 0;
-	double next_check = mono() + POD_CHECK_INTERVAL;
-	for (;;) {
-		if (mono() >= deadline)
-			break;
-		int got = watch_next_event(L, w, fail_fast && is_deploy && *last ? next_check : 0);
-		if (got == EV_NONE) {
-			if (fail_fast && is_deploy && *last && mono() >= next_check) {
-				check_pods(L, c, *last, op);
-				next_check = mono() + POD_CHECK_INTERVAL;
-			}
-			continue;
-		}
-		const char *type = json_string_value(json_object_get(w->cur, "type"));
-		json_t *obj = json_object_get(w->cur, "object");
-		if (strcmp(type, "DELETED") == 0) {
-			bgrun_error_new(L, "k8s", op, "Deleted", "%s \"%s\" was deleted while waiting for its rollout", r.plural, name);
-			bgrun_error_set_str(L, "code", "deleted");
-			bgrun_error_throw(L);
-		}
-		char prev[sizeof msg];
-		memcpy(prev, msg, sizeof msg);
-		int state = k8s_rollout_eval(obj, revision, msg, sizeof msg);
-		if (state == K8S_ROLLOUT_WAIT && strcmp(prev, msg) != 0)
-			bgrun_log(L, "debug", msg, 0);
-		if (state == K8S_ROLLOUT_DONE) {
-			json_t *done = json_incref(obj);
-			bgrun_log(L, "debug", msg, 0);
-			watch_stop_stream(w);
-			return push_json(L, done);
-		}
-		if (state == K8S_ROLLOUT_FAILED) {
-			int pde = strstr(msg, "progress deadline") != NULL;
-			bgrun_error_new(L, "k8s", op, pde ? "ProgressDeadlineExceeded" : "RolloutFailed", "%s", msg);
-			bgrun_error_set_str(L, "code", pde ? "progress_deadline" : "rollout_failed");
-			bgrun_error_throw(L);
-		}
-		json_decref(*last);
-		*last = json_incref(obj);
-		if (fail_fast && is_deploy && mono() >= next_check) {
-			check_pods(L, c, obj, op);
-			next_check = mono() + POD_CHECK_INTERVAL;
-		}
-	}
-	(void)widx;
-	bgrun_error_new(L, "k8s", op, "Timeout", "timed out after %gs waiting for the rollout: %s", timeout, msg);
-	bgrun_error_set_str(L, "code", "timeout");
-	return bgrun_error_throw(L);
 }
 
 /* --------------------------------------------------------- client object */
@@ -2128,14 +522,14 @@ static int client_close(lua_State *L)
 	client *cl = luaL_checkudata(L, 1, CLIENT_MT);
 	conn *c = cl->c;
 	cl->c = NULL;
-	conn_unref(c);
+	k8sc_conn_unref(c);
 	return 0;
 }
 
 /* c:info() -> {context=, cluster=, user=, namespace=, server=, in_cluster=} */
 static int c_info(lua_State *L)
 {
-	conn *c = check_conn(L);
+	conn *c = k8sc_check_conn(L);
 	lua_createtable(L, 0, 6);
 	lua_pushstring(L, c->cfg.context);
 	lua_setfield(L, -2, "context");
@@ -2209,11 +603,11 @@ static int conn_prepare(conn *c, char *err, size_t errlen)
 	return rc;
 }
 
-/* k8s.client{kubeconfig=, context=, namespace=, timeout=, retries=,
+/* k8s.client{kubeconfig=, context=, namespace=, timeout=, retries=, deadline=,
  *            in_cluster=, serviceaccount_dir=} -> client */
 static int k8s_client(lua_State *L)
 {
-	static const char *const known[] = {"kubeconfig", "context", "namespace", "timeout", "retries",
+	static const char *const known[] = {"kubeconfig", "context", "namespace", "timeout", "retries", "deadline",
 	                                    "in_cluster", "serviceaccount_dir", NULL};
 	if (lua_isnoneornil(L, 1)) {
 		lua_settop(L, 0);
@@ -2222,15 +616,17 @@ static int k8s_client(lua_State *L)
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, known);
 	kube_load_opts o = {0};
-	o.kubeconfig = opt_str(L, 1, "kubeconfig");
-	o.context = opt_str(L, 1, "context");
-	o.namespace = opt_str(L, 1, "namespace");
-	double timeout = opt_num(L, 1, "timeout", DEFAULT_TIMEOUT);
+	o.kubeconfig = k8sc_opt_str(L, 1, "kubeconfig");
+	o.context = k8sc_opt_str(L, 1, "context");
+	o.namespace = k8sc_opt_str(L, 1, "namespace");
+	double timeout = k8sc_opt_num(L, 1, "timeout", DEFAULT_TIMEOUT);
 	luaL_argcheck(L, timeout > 0, 1, "timeout must be positive");
-	double retries = opt_num(L, 1, "retries", DEFAULT_RETRIES);
+	double retries = k8sc_opt_num(L, 1, "retries", DEFAULT_RETRIES);
 	luaL_argcheck(L, retries >= 0, 1, "retries must not be negative");
-	int in_cluster = opt_bool(L, 1, "in_cluster", 0);
-	const char *sa_dir = opt_str(L, 1, "serviceaccount_dir");
+	double deadline = k8sc_opt_num(L, 1, "deadline", DEFAULT_DEADLINE);
+	luaL_argcheck(L, deadline > 0, 1, "deadline must be positive");
+	int in_cluster = k8sc_opt_bool(L, 1, "in_cluster", 0);
+	const char *sa_dir = k8sc_opt_str(L, 1, "serviceaccount_dir");
 
 	client *cl = lua_newuserdatauv(L, sizeof *cl, 0);
 	cl->c = NULL;
@@ -2242,6 +638,7 @@ static int k8s_client(lua_State *L)
 	c->refs = 1;
 	c->timeout = timeout;
 	c->retries = (int)retries;
+	c->deadline = deadline;
 	char err[1024];
 	int rc = -2;
 	if (!in_cluster)
@@ -2264,17 +661,14 @@ static int k8s_client(lua_State *L)
 	if (rc == 0 && conn_prepare(c, err, sizeof err) != 0)
 		rc = -1;
 	if (rc == 0) {
-		c->multi = curl_multi_init();
-		c->easy = curl_easy_init();
-		if (c->multi == NULL || c->easy == NULL) {
+		c->pool = httpc_pool_new(64L);
+		if (c->pool == NULL) {
 			snprintf(err, sizeof err, "cannot initialise libcurl");
 			rc = -1;
-		} else {
-			curl_multi_setopt(c->multi, CURLMOPT_MAX_HOST_CONNECTIONS, 0L);
 		}
 	}
 	if (rc != 0) {
-		conn_unref(c);
+		k8sc_conn_unref(c);
 		bgrun_error_new(L, "k8s", "client", "ConfigError", "%s", err);
 		bgrun_error_set_str(L, "code", "config");
 		return bgrun_error_throw(L);
@@ -2288,7 +682,7 @@ static int k8s_client(lua_State *L)
 	if (c->cfg.key_data)
 		bgrun_secret(L, c->cfg.key_data, c->cfg.key_len);
 	c->token = c->cfg.token ? strdup(c->cfg.token) : NULL;
-	c->token_read = mono();
+	c->token_read = bgrun_clock();
 	return 1;
 }
 
@@ -2300,20 +694,20 @@ static const luaL_Reg client_methods[] = {
 	{"patch", c_patch},
 	{"delete", c_delete},
 	{"scale", c_scale},
-	{"watch", c_watch},
+	{"watch", k8sc_c_watch},
 	{"logs", c_logs},
-	{"request", c_request},
-	{"request_all", c_request_all},
-	{"rollout_status", c_rollout_status},
+	{"request", k8sc_c_request},
+	{"request_all", k8sc_c_request_all},
+	{"rollout_status", c_rollout},
 	{"info", c_info},
 	{"close", client_close},
 	{NULL, NULL},
 };
 
 static const luaL_Reg watch_methods[] = {
-	{"close", watch_close},
-	{"resource_version", watch_rv},
-	{"next_event", watch_next},
+	{"close", k8sc_watch_close},
+	{"resource_version", k8sc_watch_rv},
+	{"next_event", k8sc_watch_next},
 	{NULL, NULL},
 };
 
@@ -2321,7 +715,7 @@ static const luaL_Reg watch_methods[] = {
 static int k8s_resolve(lua_State *L)
 {
 	k8s_resource r;
-	check_kind(L, 1, &r);
+	k8sc_check_kind(L, 1, &r);
 	lua_createtable(L, 0, 5);
 	lua_pushstring(L, r.group);
 	lua_setfield(L, -2, "group");
@@ -2338,15 +732,64 @@ static int k8s_resolve(lua_State *L)
 	return 1;
 }
 
+/* k8s.resource_for(kind, apiVersion) -> {group=, version=, plural=, kind=, namespaced=} | nil
+ * The kind table's answer for an object's kind and apiVersion; nil when
+ * the table does not know the kind (ask the server's discovery). */
+static int k8s_resource_for(lua_State *L)
+{
+	const char *kind = luaL_checkstring(L, 1);
+	const char *api_version = luaL_checkstring(L, 2);
+	k8s_resource r;
+	char err[256];
+	int known = k8s_known_kind(api_version, kind, &r, err, sizeof err);
+	if (known < 0)
+		return luaL_error(L, "%s", err);
+	if (!known) {
+		lua_pushnil(L);
+		return 1;
+	}
+	lua_createtable(L, 0, 5);
+	lua_pushstring(L, r.group);
+	lua_setfield(L, -2, "group");
+	lua_pushstring(L, r.version);
+	lua_setfield(L, -2, "version");
+	lua_pushstring(L, r.plural);
+	lua_setfield(L, -2, "plural");
+	lua_pushstring(L, r.kind);
+	lua_setfield(L, -2, "kind");
+	lua_pushboolean(L, r.namespaced);
+	lua_setfield(L, -2, "namespaced");
+	return 1;
+}
+
+/* c:rollout_status(kind, name [, opts]) -> object (once rolled out)
+ * The rules are policy, in stdlib/rollout.lua (teams override that file):
+ * this is rollout.status(c, kind, name, opts). */
+static int c_rollout(lua_State *L)
+{
+	k8sc_check_conn(L);
+	lua_settop(L, 4);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "rollout");
+	lua_call(L, 1, 1);
+	lua_getfield(L, -1, "status");
+	lua_replace(L, -2);
+	lua_insert(L, 1);
+	lua_call(L, 4, 1);
+	return 1;
+}
+
 static const luaL_Reg k8s_funcs[] = {
 	{"client", k8s_client},
 	{"resolve", k8s_resolve},
+	{"resource_for", k8s_resource_for},
 	{NULL, NULL},
 };
 
 int luaopen_k8s(lua_State *L)
 {
-	curl_global_init(CURL_GLOBAL_DEFAULT);
+	if (httpc_global_init() != 0)
+		return luaL_error(L, "k8s: cannot initialise libcurl");
 	if (luaL_newmetatable(L, CLIENT_MT)) {
 		luaL_newlib(L, client_methods);
 		lua_setfield(L, -2, "__index");
@@ -2361,21 +804,21 @@ int luaopen_k8s(lua_State *L)
 	if (luaL_newmetatable(L, WATCH_MT)) {
 		luaL_newlib(L, watch_methods);
 		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, watch_close);
+		lua_pushcfunction(L, k8sc_watch_close);
 		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, watch_close);
+		lua_pushcfunction(L, k8sc_watch_close);
 		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, watch_iter);
+		lua_pushcfunction(L, k8sc_watch_iter);
 		lua_setfield(L, -2, "__call");
 	}
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, BATCH_MT)) {
-		lua_pushcfunction(L, batch_gc);
+		lua_pushcfunction(L, k8sc_batch_gc);
 		lua_setfield(L, -2, "__gc");
 	}
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, HOLDER_MT)) {
-		lua_pushcfunction(L, holder_gc);
+		lua_pushcfunction(L, k8sc_holder_gc);
 		lua_setfield(L, -2, "__gc");
 	}
 	lua_pop(L, 1);

@@ -7,6 +7,7 @@
  * lives in Lua on top. */
 #define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
+#include "clock.h"
 #include "buf.h"
 #include "pgquote.h"
 
@@ -54,9 +55,7 @@ typedef struct pgresult {
 
 static double now_s(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 /* ------------------------------------------------------------ result box */

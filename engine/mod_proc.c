@@ -3,6 +3,7 @@
  * program before raising, so compensations never race a child. */
 #define _GNU_SOURCE
 #include "bgrun.h"
+#include "clock.h"
 #include "buf.h"
 #include "progress.h"
 
@@ -59,9 +60,7 @@ static void spec_free(spec *s)
 
 static double now_s(void)
 {
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 /* Parses an output option (stdout/stderr): "capture", "inherit", "null",
@@ -237,8 +236,7 @@ static void stop_group(pid_t pid, int *status)
 			kill(-pid, SIGKILL); /* stragglers in the group */
 			return;
 		}
-		struct timespec ts = {0, 20 * 1000000L};
-		nanosleep(&ts, NULL);
+		bgrun_nap_uninterruptible(0.02);
 	}
 	kill(-pid, SIGKILL);
 	waitpid(pid, status, 0);
@@ -410,8 +408,7 @@ static int execute(spec *s, outcome *o)
 		if (n > 0)
 			poll(pfd, (nfds_t)n, 50);
 		else {
-			struct timespec ts = {0, 20 * 1000000L};
-			nanosleep(&ts, NULL);
+			bgrun_nap_uninterruptible(0.02);
 		}
 		if (idx_in >= 0 && (pfd[idx_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
 			ssize_t w = write(in_pipe[1], s->stdin_data + in_off, s->stdin_len - in_off);

@@ -4,6 +4,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include "progress.h"
 #include "bgrun.h"
+#include "clock.h"
 #include "buf.h"
 
 #include <pthread.h>
@@ -51,9 +52,7 @@ static double now_s(void)
 {
 	if (test_clock)
 		return test_clock();
-	struct timespec ts;
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+	return bgrun_clock();
 }
 
 static int term_width(void)

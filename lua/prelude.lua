@@ -2,6 +2,7 @@
 -- the runner that validates parameters, runs a playbook, runs compensations
 -- and decides the exit code. engine/main.c calls M.main(opts).
 local core = require("bgrun.core")
+local fs = require("fs")
 local log = require("log")
 -- the originals: playbooks get guarded versions (see guarded_pcall)
 local pcall, xpcall = pcall, xpcall
@@ -113,7 +114,8 @@ local function convert(name, spec, raw)
     end
   elseif ty == "number" then
     v = tonumber(raw)
-    if v == nil then
+    -- "1e999" reads as infinity, which no journal or report can hold
+    if v == nil or v ~= v or v == math.huge or v == -math.huge then
       return nil, ("parameter '%s': expected a number, got '%s'"):format(name, raw)
     end
   elseif ty == "integer" then
@@ -154,7 +156,12 @@ end
 ---@param argv string[]
 function M.parse_args(params, argv)
   local given = {}
-  for _, a in ipairs(argv) do
+  for i, a in ipairs(argv) do
+    -- journals, reports and JSON logs hold the arguments: text only
+    local ok, bad = utf8.len(a)
+    if not ok then
+      return nil, ("argument %d is not valid UTF-8 (byte %d)"):format(i, bad)
+    end
     local k, v = a:match("^([^=]+)=(.*)$")
     if not k then
       return nil, ("argument '%s' is not name=value"):format(a)
@@ -303,14 +310,18 @@ end
 function M.commit(name, opts)
   if type(name) ~= "string" then error("commit(name): name must be a string", 2) end
   opts = opts or {}
+  -- one journal event cancels them all with the commit: a run killed while
+  -- they were written one by one left some cancelled and some not, and
+  -- `bgrun resume` undid half a release
+  local cancels = {}
   for _, c in ipairs(compensations) do
     if not c.cancelled and not c.keep then
       c.cancelled = true
-      note { event = "cancel", id = c.id, by = "commit" }
+      cancels[#cancels + 1] = c.id
     end
   end
   committed = { name = name, hint = opts.hint }
-  note { event = "commit", name = name, hint = opts.hint }
+  note { event = "commit", name = name, hint = opts.hint, cancels = require("json").array(cancels) }
   log.info("commit point passed: the release stands", { commit = name })
 end
 
@@ -412,9 +423,9 @@ local function install_globals()
     fmt_duration = fmt_duration,
     -- small file primitives (private scratch folders, clean-up)
     mkdtemp = core.mkdtemp,
-    mkdir = core.mkdir,
+    mkdir = fs.mkdir,
     chmod = core.chmod,
-    rmtree = core.rmtree,
+    rmtree = fs.rmtree,
   }
 end
 

@@ -57,6 +57,18 @@ return playbook {
     print("backup: " .. taken.path .. (taken.key and (" (s3://" .. taken.bucket .. "/" .. taken.key .. ")") or ""))
 
     if target ~= current then
+      -- The ConfigMap follows the schema from here on, so that no kill
+      -- point leaves them apart: recorded before the migration, with an
+      -- undo registered first that puts the old version back after the
+      -- migration's own undo (compensations run newest first). The commit
+      -- point cancels it with the others.
+      step("record the migration version " .. migrate.format_version(target), function()
+        on_failure("put the migration version back to " .. migrate.format_version(current), function()
+          release.record_version_retrying(c, ns, current)
+        end, { module = "release", action = "record_version", context = env.context, namespace = ns,
+               version = current })
+        release.record_version_retrying(c, ns, target)
+      end)
       step("migrate to " .. migrate.format_version(target), function()
         -- the undo restores only the database this run migrated, and only
         -- while its schema is where this run left it

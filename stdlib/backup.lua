@@ -117,12 +117,11 @@ end
 ---@param dir string
 ---@return table[]
 function M.list(dir)
-  local r = proc.run({ "find", dir, "-maxdepth", "1", "-name", "*.tar.gz", "-type", "f" }, { readonly = true })
   local out = {}
-  if r.code ~= 0 then return out end
-  for path in r.stdout:gmatch("[^\n]+") do
-    local name = path:match("([^/]+)%.tar%.gz$")
-    out[#out + 1] = { name = name, path = path, pinned = name:find("%.pinned$") ~= nil }
+  local files = require("fs").list(dir, { type = "file", suffix = ".tar.gz" })
+  for _, file in ipairs(files or {}) do
+    local name = file:sub(1, -#".tar.gz" - 1)
+    out[#out + 1] = { name = name, path = dir .. "/" .. file, pinned = name:find("%.pinned$") ~= nil }
   end
   table.sort(out, function(a, b) return a.name < b.name end)
   return out

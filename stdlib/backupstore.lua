@@ -41,7 +41,7 @@ local function raise(t)
   error(bgrun.error(t), 2)
 end
 
-local REPLICA_KEYS = { bucket = true, endpoint = true, region = true, path_style = true, timeout = true,
+local REPLICA_KEYS = { bucket = true, endpoint = true, region = true, path_style = true, timeout = true, deadline = true,
                        access_key_env = true, secret_key_env = true, session_token_env = true, keep = true }
 
 ---Where an environment's backups are: which = "primary" (env.bucket) or
@@ -80,7 +80,7 @@ function M.config(env_name, env, which)
     end
   end
   local opts = { bucket = r.bucket, endpoint = r.endpoint, region = r.region, path_style = r.path_style,
-                 timeout = r.timeout }
+                 timeout = r.timeout, deadline = r.deadline }
   -- its own credentials, from the variables it names (never written in the file)
   for field, var in pairs({ access_key = r.access_key_env, secret_key = r.secret_key_env,
                             session_token = r.session_token_env }) do

@@ -26,7 +26,8 @@ function M.with_tag(image, tag)
   local slash = image:match("^.*()/") or 0
   local colon = image:find(":", slash + 1, true)
   local at = image:find("@", slash + 1, true)
-  local cut = at or colon
+  -- "app:v1@sha256:..." has both; a digest's own colon comes after its "@"
+  local cut = (colon and at) and math.min(colon, at) or at or colon
   return (cut and image:sub(1, cut - 1) or image) .. ":" .. tag
 end
 
@@ -185,19 +186,54 @@ local function check_smoke_access(opts)
   return access
 end
 
--- The pod names the endpoints of a service currently send traffic to.
-local function endpoint_pods(ep)
-  local names = {}
-  for _, subset in ipairs((ep or {}).subsets or {}) do
-    for _, addr in ipairs(subset.addresses or {}) do
-      if addr.targetRef and addr.targetRef.name then names[#names + 1] = addr.targetRef.name end
+---The pod names a Service's EndpointSlices send traffic to: the endpoints
+---not marked unready (conditions.ready nil means ready) of every slice, by
+---targetRef, each name once (a dual-stack Service has a slice per family).
+---@param slices table<any, table> EndpointSlice objects
+---@return string[]
+function M.serving_pods(slices)
+  local names, seen = {}, {}
+  for _, slice in pairs(slices or {}) do
+    for _, e in ipairs(slice.endpoints or {}) do
+      local ref = e.targetRef
+      if (e.conditions or {}).ready ~= false and ref and ref.name and not seen[ref.name] then
+        seen[ref.name] = true
+        names[#names + 1] = ref.name
+      end
     end
   end
+  table.sort(names)
   return names
 end
 
----Waits until the service's endpoints list only pods of colour; returns the
----seconds it took.
+---Follows the discovery.k8s.io/v1 EndpointSlices of Service o.app (label
+---kubernetes.io/service-name) until settled(pod_names) is true: a list,
+---then a watch from its resourceVersion. false when o.timeout (default 30)
+---seconds pass first.
+---@param c any
+---@param o table app, namespace, timeout
+---@param settled fun(names: string[]): boolean
+---@return boolean
+function M.watch_serving(c, o, settled)
+  local sel = "kubernetes.io/service-name=" .. o.app
+  local slices = {}
+  local list = c:list("endpointslices", { namespace = o.namespace, labelSelector = sel })
+  for _, s in ipairs(list.items or {}) do slices[s.metadata.name] = s end
+  if settled(M.serving_pods(slices)) then return true end
+  for ev, s in c:watch("endpointslices", { namespace = o.namespace, labelSelector = sel, timeout = o.timeout or 30,
+                                            resourceVersion = (list.metadata or {}).resourceVersion }) do
+    if ev == "ADDED" or ev == "MODIFIED" then
+      slices[s.metadata.name] = s
+    elseif ev == "DELETED" then
+      slices[s.metadata.name] = nil
+    end
+    if ev ~= "BOOKMARK" and settled(M.serving_pods(slices)) then return true end
+  end
+  return false
+end
+
+---Waits until the service's EndpointSlices list only pods of colour;
+---returns the seconds it took.
 ---@param c any
 ---@param o table app, namespace, colour, timeout
 ---@return number
@@ -208,22 +244,15 @@ function M.confirm_switch(c, o)
       labelSelector = ("app=%s,version=%s"):format(o.app, o.colour) }).items or {}) do
     want[pod.metadata.name] = true
   end
-  local function settled(ep)
-    local names = endpoint_pods(ep)
+  local function settled(names)
     if #names == 0 then return false end
     for _, n in ipairs(names) do
       if not want[n] then return false end
     end
     return true
   end
-  if settled(c:get("endpoints", o.app, { namespace = o.namespace })) then
+  if M.watch_serving(c, o, settled) then
     return bgrun.now() - t0
-  end
-  for ev, ep in c:watch("endpoints", { namespace = o.namespace, fieldSelector = "metadata.name=" .. o.app,
-                                       timeout = o.timeout or 30 }) do
-    if (ev == "ADDED" or ev == "MODIFIED") and settled(ep) then
-      return bgrun.now() - t0
-    end
   end
   raise { op = "confirm switch " .. o.app, code = "timeout", reason = "Timeout",
           message = ("endpoints of %s still list pods outside %s after %ds")
@@ -674,7 +703,16 @@ local function retire(s)
       log.info("keeping the old colour up a little longer", { seconds = opts.retire_delay })
       bgrun.sleep(opts.retire_delay)
     end
-    s.c:scale("deployment", app .. "-" .. live, 0, { namespace = s.namespace })
+    -- scaling to 0 is idempotent: a transient API error or a conflict is
+    -- tried again (past the commit point a failure here is for a human)
+    for attempt = 1, 4 do
+      local ok, err = pcall(s.c.scale, s.c, "deployment", app .. "-" .. live, 0, { namespace = s.namespace })
+      if ok then break end
+      local again = require("lock").transient(err) or (type(err) == "table" and err.code == 409)
+      if not again or attempt == 4 then error(err, 0) end
+      log.warn("cannot scale the old colour down; retrying", { error = tostring(err), attempt = attempt })
+      bgrun.sleep(0.5 * attempt)
+    end
   end)
 end
 

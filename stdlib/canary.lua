@@ -219,15 +219,9 @@ M.undo = {
   end,
 }
 
--- The ready endpoints of the Service, counted by colour (the pods'
--- `version` label).
-local function split_of(c, o, ep)
-  local names = {}
-  for _, subset in ipairs((ep or {}).subsets or {}) do
-    for _, addr in ipairs(subset.addresses or {}) do
-      if addr.targetRef and addr.targetRef.name then names[#names + 1] = addr.targetRef.name end
-    end
-  end
+-- The ready endpoints of the Service (the pod names its EndpointSlices
+-- serve), counted by colour (the pods' `version` label).
+local function split_of(c, o, names)
   local counts = { [o.new] = 0, [o.old] = 0 }
   if #names == 0 then return counts end
   local colour = {}
@@ -242,19 +236,15 @@ local function split_of(c, o, ep)
 end
 
 -- Waits until the Service's ready endpoints are o.want_new pods of the new
--- colour and o.want_old of the old one (a watch on the Endpoints).
+-- colour and o.want_old of the old one (a watch on its EndpointSlices).
 local function await_split(c, o)
   local timeout = o.timeout or 60
-  local function settled(ep)
-    local n = split_of(c, o, ep)
+  local function settled(names)
+    local n = split_of(c, o, names)
     o.seen = n
     return n[o.new] == o.want_new and n[o.old] == o.want_old and (n.other or 0) == 0
   end
-  if settled(c:get("endpoints", o.app, { namespace = o.namespace })) then return end
-  for ev, ep in c:watch("endpoints", { namespace = o.namespace, fieldSelector = "metadata.name=" .. o.app,
-                                       timeout = timeout }) do
-    if (ev == "ADDED" or ev == "MODIFIED") and settled(ep) then return end
-  end
+  if bluegreen.watch_serving(c, { app = o.app, namespace = o.namespace, timeout = timeout }, settled) then return end
   local seen = o.seen or {}
   bgrun.raise { module = "canary", op = "confirm the split of " .. o.app, code = "timeout", reason = "Timeout",
                 message = ("endpoints of %s list %d %s and %d %s pod(s) after %ds, expected %d and %d")

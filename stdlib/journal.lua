@@ -88,12 +88,20 @@ function M.open(playbook, args)
   end
   bgrun.chmod(path, tonumber("600", 8))
   local j = { path = path }
+  -- Test hook, for the kill matrix (tests/matrix/) only: with
+  -- BGRUN_TEST_KILL_AT=N the run SIGKILLs itself right after its N-th
+  -- journal event is on disk, so a test stops it exactly at a step
+  -- boundary. Unset (always, outside the tests) it does nothing.
+  local kill_at = math.tointeger(tonumber(os.getenv("BGRUN_TEST_KILL_AT") or ""))
+  local written = 0
   function j.write(ev)
     if ev.undo then ev.undo = scrub_deep(ev.undo, 0) end
     ev.time = os.date("!%Y-%m-%dT%H:%M:%SZ")
     -- secrets never reach the journal either
     f:write(log.redact(json.encode(ev)), "\n")
     f:flush()
+    written = written + 1
+    if kill_at and written == kill_at then require("bgrun.core").kill(bgrun.pid(), "KILL") end
   end
   function j.close() f:close() end
   if playbook:sub(1, 1) ~= "/" and os.getenv("PWD") then playbook = os.getenv("PWD") .. "/" .. playbook end
@@ -144,18 +152,27 @@ function M.pending(events)
   for _, ev in ipairs(events) do
     if ev.event == "compensation" then
       comps[#comps + 1] = ev
+    elseif ev.id == nil then -- a damaged line names no compensation: nothing to apply
     elseif ev.event == "update" then
       updates[ev.id] = ev.undo
     elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
       gone[ev.id] = true
+    elseif ev.event == "commit" and type(ev.cancels) == "table" then
+      for _, id in ipairs(ev.cancels) do gone[id] = true end -- the commit cancels its list at once
     end
   end
   local out = {}
   for i = #comps, 1, -1 do
     local c = comps[i]
-    if not gone[c.id] then
-      if updates[c.id] then
-        c = setmetatable({ undo = updates[c.id] }, { __index = c })
+    if c.id == nil or not gone[c.id] then
+      local undo = c.id ~= nil and updates[c.id] or c.undo
+      -- undo data that is not a table (a damaged or edited journal) is no
+      -- data: resume leaves that change to a human
+      if type(undo) ~= "table" then undo = false end
+      local name = c.name
+      if name ~= nil and type(name) ~= "string" then name = tostring(name) end
+      if undo ~= c.undo or name ~= c.name then
+        c = setmetatable({ undo = undo, name = name }, { __index = c })
       end
       out[#out + 1] = c
     end
@@ -182,7 +199,7 @@ function M.unfinished_steps(events, after)
   local open, order = {}, {}
   for i = (after or 0) + 1, #events do
     local ev = events[i]
-    if ev.event == "step" then
+    if ev.event == "step" and type(ev.name) == "string" then
       if ev.state == "started" then
         open[#open + 1] = ev.name
       else
@@ -206,10 +223,10 @@ end
 ---(an undo found the world changed, or resume refused the run).
 ---@return {path: string, events: table[]}[]
 function M.unfinished()
-  local r = require("proc").run({ "find", M.dir(), "-maxdepth", "1", "-name", "*.jsonl", "-type", "f" },
-                                { readonly = true })
+  local dir = M.dir()
   local out = {}
-  for path in r.stdout:gmatch("[^\n]+") do
+  for _, file in ipairs(require("fs").list(dir, { type = "file", suffix = ".jsonl" }) or {}) do
+    local path = dir .. "/" .. file
     local events = M.read(path)
     local first, last = events[1], events[#events]
     if first and first.event == "start" then

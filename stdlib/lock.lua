@@ -378,11 +378,26 @@ end
 ---@param break_lock boolean? take it even when held
 ---@return table handle
 function M.take(c, env, operation, break_lock)
-  local l = step("take the deploy lock", function()
-    return M.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
-                          break_lock = break_lock, wait = env.lock_wait or 0, duration = env.lock_duration })
+  -- The release is journalled before the Lease is written (then updated
+  -- with the lease's acquire time): a run killed between the two would
+  -- otherwise leave a lock held by a dead process that `bgrun resume` knows
+  -- nothing about. Releasing only ever clears our own holder identity.
+  local l
+  local undo = { module = "lock", action = "release", context = env.context, namespace = env.namespace,
+                 name = M.DEFAULT_NAME, holder = M.identity() }
+  local comp = on_failure("release the deploy lock", function()
+    if l then l.release() else M.undo.release(undo) end
+  end, undo, { keep = true })
+  local ok, err = pcall(step, "take the deploy lock", function()
+    l = M.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
+                       break_lock = break_lock, wait = env.lock_wait or 0, duration = env.lock_duration })
+    comp.update(l.undo)
   end)
-  on_failure("release the deploy lock", l.release, l.undo, { keep = true })
+  if not ok then
+    -- refused (held by another run): nothing of ours to release
+    if l == nil and type(err) == "table" and err.code == "held" then comp.cancel() end
+    error(err, 0)
+  end
   return l
 end
 

@@ -16,7 +16,6 @@
 local core = require("bgrun.core")
 local digest = require("digest")
 local log = require("log")
-local proc = require("proc")
 
 local M = {}
 
@@ -230,11 +229,7 @@ local function read_file(path)
 end
 
 local function list_dir(dir)
-  local r = proc.run({ "ls", "-1A", "--", dir }, { readonly = true })
-  if r.code ~= 0 then return nil end
-  local names = {}
-  for name in r.stdout:gmatch("[^\n]+") do names[#names + 1] = name end
-  return names
+  return (require("fs").list(dir))
 end
 
 local function bad_input(reason, fmt, ...)
@@ -283,6 +278,9 @@ function M.find(dir)
     end
     if v then
       local version = math.tointeger(tonumber(v))
+      if not version then
+        bad_input("BadVersion", "%s/%s: version %s is too large (at most %d)", dir, fname, v, math.maxinteger)
+      end
       if kind == "down" then
         downs[version] = dir .. "/" .. fname
       else

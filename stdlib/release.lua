@@ -75,7 +75,9 @@ function M.client(env_name, env)
                       :format(env_name, context, table.concat(kubeconfig_files(env), ", "), env_name) }
     end
   end
-  local ok, c = pcall(k8s.client, { context = context, namespace = env.namespace, kubeconfig = env.kubeconfig })
+  -- k8s_timeout: seconds per API request (default the client's 30)
+  local ok, c = pcall(k8s.client, { context = context, namespace = env.namespace, kubeconfig = env.kubeconfig,
+                                    timeout = env.k8s_timeout })
   if ok then return c end
   local err = c
   if context and type(err) == "table" and err.code == "config" then

@@ -50,6 +50,25 @@ local function admin_connect(dbinfo, maintenance_db)
   return postgres.connect(info)
 end
 
+-- admin_connect for cleanups: a server restarting refuses connections for
+-- a moment ("the database system is shutting down", "... is starting up",
+-- connection refused). A cleanup waits for it, up to `seconds` (30), instead
+-- of failing and leaving its half-restored database for a human. A refused
+-- login or another error is not waited for.
+local function admin_connect_patient(dbinfo, maintenance_db, seconds)
+  local deadline = bgrun.now() + (seconds or 30)
+  local pause = 0.2
+  while true do
+    local ok, db = pcall(admin_connect, dbinfo, maintenance_db)
+    if ok then return db end
+    local transient = type(db) == "table" and (db.reason == "ConnectionFailed" or db.code == "57P03")
+    if not transient or bgrun.now() + pause > deadline then error(db, 0) end
+    log.warn("the database server does not accept connections; waiting for it", { error = tostring(db) })
+    bgrun.sleep(pause)
+    pause = math.min(pause * 2, 2)
+  end
+end
+
 -- The OID of database name, or nil when there is none.
 local function oid_of(admin, name)
   local rows = admin:query("SELECT oid::bigint AS oid FROM pg_database WHERE datname = $1", { name },
@@ -111,7 +130,7 @@ local function cleanup(d)
     world_changed("cleanup", ("%s is not a restore database bgrun recorded for %s; not dropping it")
       :format(tostring(fresh), tostring(target)))
   end
-  local admin <close> = admin_connect(d.database or {}, d.maintenance_db)
+  local admin <close> = admin_connect_patient(d.database or {}, d.maintenance_db)
   if old and not oid_of(admin, target) and oid_of(admin, old) then
     admin:exec(("ALTER DATABASE %s RENAME TO %s"):format(qi(old), qi(target)))
     admin:exec(("ALTER DATABASE %s WITH ALLOW_CONNECTIONS true"):format(qi(target)))
@@ -288,7 +307,7 @@ end
 ---@return string aside
 function M.swap_back(d)
   local target, old = d.target, d.old
-  local admin <close> = admin_connect(d.database or {}, d.maintenance_db)
+  local admin <close> = admin_connect_patient(d.database or {}, d.maintenance_db)
   local live, kept = oid_of(admin, target), oid_of(admin, old)
   if live == nil or live ~= d.oid then
     world_changed("swap back " .. target, ("database %s is %s, not the restored one (OID %s) this run swapped in; "

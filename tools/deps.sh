@@ -13,6 +13,11 @@ ca-certificates openssl python3 jq mmdebstrap shellcheck"
 DEBS="$DEBS zsh bash-completion mandoc groff-base man-db bsdutils"
 # the sandbox's network namespace (tests/sandbox/in-netns: unshare, ip)
 DEBS="$DEBS util-linux iproute2"
+# the libFuzzer harnesses (tests/fuzz): clang and compiler-rt, whose
+# libclang-rt-dev ships libclang_rt.fuzzer
+DEBS="$DEBS clang libclang-rt-dev"
+# the secrets sweep reads the members of the archives the tests wrote (bsdtar)
+DEBS="$DEBS libarchive-tools"
 
 missing=""
 for p in $DEBS; do

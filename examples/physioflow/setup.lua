@@ -28,9 +28,7 @@ local function overlay_objects(name, env_name, env)
   local dir = HERE .. "/k8s/overlays/" .. name
   local f = io.open(dir .. "/kustomization.yaml")
   if not f then
-    local known = {}
-    local ls = require("proc").run({ "ls", "-1", HERE .. "/k8s/overlays" }, { readonly = true })
-    for n in ls.stdout:gmatch("[^\n]+") do known[#known + 1] = n end
+    local known = require("fs").list(HERE .. "/k8s/overlays", { type = "dir" }) or {}
     usage("overlay " .. name, ("no overlay '%s' in %s/k8s/overlays (known: %s)"):format(name, HERE,
       #known > 0 and table.concat(known, ", ") or "none"))
   end

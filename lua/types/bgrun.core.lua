@@ -74,24 +74,11 @@ function core.embedded(name) end
 ---@return string? message
 function core.mkdtemp(prefix) end
 
----mkdir -p; the directories it creates get mode (default 0700).
----@param path string
----@param mode integer?
----@return true? ok
----@return string? message
-function core.mkdir(path, mode) end
-
 ---@param path string
 ---@param mode integer
 ---@return true? ok
 ---@return string? message
 function core.chmod(path, mode) end
-
----rm -rf, never following symbolic links; a missing path is fine.
----@param path string
----@return true? ok
----@return string? message
-function core.rmtree(path) end
 
 ---The boot id and start time of process pid: with the pid they name one
 ---process, even after its pid is reused. nil when it is not running.

@@ -122,10 +122,12 @@ function bgrun.mkdir(path, mode) end
 ---@param mode integer
 ---@return true? ok, string? err
 function bgrun.chmod(path, mode) end
----rm -rf without following symbolic links; a missing path is fine.
+---rm -rf without following symbolic links; a missing path is fine (fs.rmtree).
+---Raises for "/" and, with opts.within, for a path outside that folder.
 ---@param path string
+---@param opts {within: string?}?
 ---@return true? ok, string? err
-function bgrun.rmtree(path) end
+function bgrun.rmtree(path, opts) end
 ---The same as the global report(fields).
 ---@param fields table<string, any>
 function bgrun.report(fields) end

@@ -11,6 +11,7 @@ local http = {}
 ---@field json any? encoded as the body, with Content-Type: application/json unless headers set one
 ---@field timeout number? seconds for the whole transfer (default 30)
 ---@field connect_timeout number? seconds to connect (default 10)
+---@field deadline number? seconds for the whole request, retries and their waits included
 ---@field follow_redirects boolean? follow 3xx Location (default false: a redirect is the response)
 ---@field max_redirects integer? with follow_redirects (default 10)
 ---@field ca_file string? PEM bundle to verify the server against (default: the system CAs)

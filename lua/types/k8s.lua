@@ -9,6 +9,7 @@ local k8s = {}
 ---@field context string? the context to use instead of current-context
 ---@field namespace string? default namespace (else the context's, else "default")
 ---@field timeout number? seconds per request (default 30)
+---@field deadline number? seconds for one call in all, retries included (default 300)
 ---@field retries integer? extra attempts for idempotent calls (default 5)
 ---@field in_cluster boolean? use the service account even when a kubeconfig exists
 ---@field serviceaccount_dir string? default $BGRUN_SERVICEACCOUNT_DIR, else /var/run/secrets/kubernetes.io/serviceaccount
@@ -61,9 +62,10 @@ local k8s = {}
 ---@field subresource string? (replace only)
 
 ---@class k8s.PatchOptions: k8s.NamespaceOption
----@field type ("merge"|"strategic"|"json")? default "merge"
+---@field type ("merge"|"strategic"|"json"|"apply")? default "merge"; "apply" is server-side apply (needs fieldManager)
 ---@field subresource string?
 ---@field fieldManager string?
+---@field force boolean? type "apply": take over fields other managers own instead of a 409 Conflict
 
 ---@class k8s.DeleteOptions: k8s.NamespaceOption
 ---@field propagationPolicy ("Foreground"|"Background"|"Orphan")?
@@ -195,7 +197,8 @@ function Client:request(req) end
 ---@return (k8s.RawResponse|k8s.Error)[]
 function Client:request_all(reqs) end
 
----Waits (on a watch) until kubectl would say "successfully rolled out".
+---Waits (on watches) until kubectl would say "successfully rolled out":
+---require("rollout").status(c, kind, name, opts), rules in stdlib/rollout.lua.
 ---@param kind "deployment"|"deploy"|"statefulset"|"sts"|"daemonset"|"ds"|string
 ---@param name string
 ---@param opts k8s.RolloutOptions?
@@ -215,5 +218,12 @@ function k8s.client(opts) end
 ---@param kind string
 ---@return k8s.Resource
 function k8s.resolve(kind) end
+
+---The kind table's resource for an object's kind and apiVersion; nil when
+---the table does not know the kind (ask the API server's discovery).
+---@param kind string
+---@param apiVersion string
+---@return k8s.Resource?
+function k8s.resource_for(kind, apiVersion) end
 
 return k8s

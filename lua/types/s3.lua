@@ -11,6 +11,7 @@ local s3 = {}
 ---@field session_token string? default: from the same source as the keys (registered as a secret)
 ---@field path_style boolean? default true with an endpoint, false for AWS itself
 ---@field timeout number? seconds per request (a transfer: without progress); default 60
+---@field deadline number? seconds one request may take in all, retries included (default 3600)
 
 ---@class s3.PutOptions
 ---@field content_type string?

@@ -84,6 +84,12 @@ describe("bgrun CLI", function()
       { "integer", { "env=local", "tag=v1", "replicas=two" }, "parameter 'replicas': expected an integer, got 'two'" },
       { "integer float", { "env=local", "tag=v1", "replicas=1.5" }, "parameter 'replicas': expected an integer, got '1.5'" },
       { "number", { "env=local", "tag=v1", "ratio=half" }, "parameter 'ratio': expected a number, got 'half'" },
+      -- found by tests/fuzz (params harness): infinity passed, then the
+      -- journal and the report could not encode it (internal error, exit 1)
+      { "number too large", { "env=local", "tag=v1", "ratio=-1e999" }, "parameter 'ratio': expected a number, got '%-1e999'" },
+      -- found by tests/fuzz (params harness): the run went through, then
+      -- the journal and the report could not encode the bytes
+      { "not UTF-8", { "env=local", "tag=v1", "ratio=1\255" }, "argument 3 is not valid UTF%-8 %(byte 8%)" },
       { "boolean", { "env=local", "tag=v1", "skip-tests=maybe" }, "parameter 'skip%-tests': expected true or false, got 'maybe'" },
       { "not name=value", { "env=local", "v1" }, "argument 'v1' is not name=value" },
       { "twice", { "env=local", "env=staging", "tag=v1" }, "parameter 'env' given twice" },
@@ -308,7 +314,8 @@ describe("commit point, compensation order and resume refusals", function()
     -- the journal says so, and resume has nothing of the release to undo
     local j = proc.run({ "sh", "-c", "cat " .. d .. "/journal/*.jsonl" }).stdout
     assert.matches('"event":"commit"', j)
-    assert.matches('"by":"commit"', j)
+    assert.matches('"cancels":%[%d', j) -- the commit cancels the release's compensations in the same event
+    assert.not_matches('"event":"cancel"', j)
   end)
 
   it("once a compensation fails, older ones are skipped; kept ones still run", function()
@@ -342,6 +349,31 @@ describe("commit point, compensation order and resume refusals", function()
     f = assert(io.open(d .. "/again"))
     assert.matches("nothing to resume: the run ended with exit 130", f:read("a"))
     f:close()
+  end)
+
+  it("resume reads a damaged journal: lines without an id are skipped, undo data that is not a table is for a human", function()
+    -- found by tests/fuzz (journal harness): a cancel line without an id
+    -- made resume fail with an internal error instead of undoing anything
+    local d = fresh_dir()
+    local j = d .. "/journal/damaged.jsonl"
+    local f = assert(io.open(j, "w"))
+    f:write('{"event":"start","playbook":"p.lua","args":{},"pid":2147483000,"started_at":1}\n',
+            '{"event":"step","name":"switch","state":"started"}\n',
+            '{"event":"compensation","id":1,"name":"switch","undo":5}\n',
+            '{"event":"cancel"}\n',
+            '{"event":"update","undo":{"module":"x"}}\n',
+            '{"event":"compensated","ok":true}\n',
+            '{"event":"step","name":{"not":"a name"},"state":"started"}\n',
+            '{"event":"step","na')
+    f:close()
+    local r = run({ "--yes", "resume", j }, { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(3, r.code)
+    assert.not_matches("internal error", r.stderr)
+    assert.matches("cannot undo: the run recorded no data for it; a human must look", r.stderr)
+    -- resume recorded its verdict; the damaged lines are left as they were
+    local got = lines(j)
+    assert.equal('{"event":"cancel"}', got[4])
+    assert.matches('"event":"end"', got[#got])
   end)
 
   it("journals are 0600 in a 0700 folder and keep no URL credentials", function()

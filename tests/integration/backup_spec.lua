@@ -29,7 +29,7 @@ local function sh(cmd)
   return r.stdout
 end
 
-local TMP = (sh("mktemp -d /tmp/bgrun-backup-spec-XXXXXX"):gsub("%s+$", ""))
+local TMP = (sh("mktemp -d -t bgrun-backup-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 
 local function bgrun_run(args, opts)

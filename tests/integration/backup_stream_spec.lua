@@ -25,7 +25,7 @@ local function sh(cmd, timeout)
   return r.stdout
 end
 
-local TMP = (sh("mktemp -d /tmp/bgrun-stream-spec-XXXXXX"):gsub("%s+$", ""))
+local TMP = (sh("mktemp -d -t bgrun-stream-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 local SMALL = TMP .. "/small" -- the tmpfs
 
@@ -312,6 +312,7 @@ srv.serve_forever()
       bgrun.sleep(0.05)
     end
     local dir = TMP .. "/fake"
+    dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/sweep/sweep.lua").register("backup stream spec fake secret key", "fake-secret")
     local ok, e = pcall(backup.create, { env = "local", database = { dbname = DB }, dir = dir, label = "spec-stream-fake",
       version = 10, bucket = "fake-bucket", s3 = { endpoint = "http://127.0.0.1:" .. port, region = "us-east-1",
                                                     access_key = "AKFAKE", secret_key = "fake-secret" } })

@@ -32,7 +32,7 @@ local function sh(cmd)
   return r.stdout
 end
 
-local TMP = (sh("mktemp -d /tmp/bgrun-backupstore-spec-XXXXXX"):gsub("%s+$", ""))
+local TMP = (sh("mktemp -d -t bgrun-backupstore-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 local SCRATCH = TMP .. "/tmp"
 
@@ -377,6 +377,7 @@ describe("backups in the bucket", function()
     end)
 
     it("fails when the replica refuses the copy: exit 1, the primary's copy stands, no secret shown", function()
+      dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/sweep/sweep.lua").register("backupstore spec wrong replica secret", "wrong-replica-secret-value")
       local r = backup({ "label=spec-r5", "replicate=true" }, { SPEC_REPLICA_SECRET = "wrong-replica-secret-value" })
       assert.equal(1, r.code, r.stderr)
       assert.truthy(r.stderr:find("[replicate the backup] step failed", 1, true), r.stderr)

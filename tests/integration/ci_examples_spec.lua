@@ -41,6 +41,7 @@ local APP = "physioflow-api"
 local DB = "bgrun_ci_examples_spec"
 local ROLE = "arn:aws:iam::000000000000:role/physioflow-deploy"
 local REQUEST_TOKEN = "github-request-token-for-the-spec"
+dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/sweep/sweep.lua").register("ci spec OIDC request token", REQUEST_TOKEN)
 
 local function sh(cmd)
   local r = proc.run({ "sh", "-c", cmd }, { timeout = 60 })
@@ -83,7 +84,7 @@ end
 local function mode(path) return sh(("stat -c %%a %q"):format(path)) end
 local function exists(path) return proc.run({ "test", "-e", path }).code == 0 end
 
-local TMP = sh("mktemp -d /tmp/bgrun-ci-examples-XXXXXX")
+local TMP = sh("mktemp -d -t bgrun-ci-examples-XXXXXX")
 local CHECKOUT = TMP .. "/checkout"
 local BIN = TMP .. "/bin"                 -- bgrun on the runner's PATH
 local PID = sh("echo $PPID")

@@ -261,7 +261,7 @@ describe("release flows against the sandbox", function()
 
     r = bgrun_run({ "--yes", "resume" })
     assert.equal(0, r.code, r.stderr)
-    assert.matches("undid 4 change%(s%) of .*playbooks/deploy%-with%-migration%.lua", r.stdout)
+    assert.matches("undid 5 change%(s%) of .*playbooks/deploy%-with%-migration%.lua", r.stdout)
     assert.matches("migrate: rolled back .*rollback/011_down%.sql", r.stderr)
     assert.not_matches("database restored", r.stderr)
     assert.equal(10, schema_version())

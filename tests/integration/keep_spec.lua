@@ -27,7 +27,7 @@ local function sh(cmd)
   return r.stdout
 end
 
-local TMP = (sh("mktemp -d /tmp/bgrun-keep-spec-XXXXXX"):gsub("%s+$", ""))
+local TMP = (sh("mktemp -d -t bgrun-keep-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 
 local function bgrun_run(args, extra)

@@ -156,6 +156,8 @@ return {
     local tok = kubectl({ "create", "token", "bgrun", "--duration=2h" })
     assert(tok.code == 0, tok.stderr)
     write(SA_DIR .. "/token", tok.stdout)
+    -- the projected token file a pod would have: the secrets sweep skips it
+    dofile(ROOT .. "/tests/sweep/sweep.lua").register_store(SA_DIR .. "/token")
     write(SA_DIR .. "/ca.crt", read(os.getenv("SANDBOX_DIR") .. "/cluster/ca.crt"))
     write(SA_DIR .. "/namespace", NS)
     host, port = admin:info().server:match("^https://([^:/]+):(%d+)")
@@ -388,16 +390,18 @@ current-context: physioflow-prod
   end)
 
   it("uses every rule it grants: each verb of the Role was requested by the runs above", function()
-    -- a switch's confirmation watches the Endpoints (a list, then a watch,
-    -- by name) only when its first read does not show the new colour's pods
-    -- yet, which depends on the endpoints controller's timing: do what it does
+    -- a switch's confirmation watches the EndpointSlices (a list, then a
+    -- watch, by label) only when its list does not show the new colour's
+    -- pods yet, which depends on the endpointslice controller's timing: do
+    -- what it does
     write(STATE .. "/confirm.lua", ([[
 return playbook { description = "confirm the live colour's endpoints", run = function()
   local c = require("k8s").client { in_cluster = true }
   local live = c:get("service", "physioflow-api", { namespace = %q }).spec.selector.version
   require("bluegreen").confirm_switch(c, { app = "physioflow-api", namespace = %q, colour = live, timeout = 5 })
   -- the whole of it: the list, then the watch until the timeout ends the iteration
-  for _ in c:watch("endpoints", { namespace = %q, fieldSelector = "metadata.name=physioflow-api", timeout = 1 }) do
+  for _ in c:watch("endpointslices", { namespace = %q, labelSelector = "kubernetes.io/service-name=physioflow-api",
+                                       timeout = 1 }) do
   end
 end }
 ]]):format(NS, NS, NS))

@@ -102,6 +102,8 @@ local function write_playbooks()
   assert(sh(('rm -rf "%s"; mkdir -p "%s" && cp playbooks/deploy.lua playbooks/deploy-with-migration.lua "%s/"')
     :format(PB, PB, PB)).code == 0)
   write(STATE .. "/token", TOKEN .. "\n")
+  -- bearer_token_file: a credential file by design, which the secrets sweep skips
+  dofile(ROOT .. "/tests/sweep/sweep.lua").register_store(STATE .. "/token")
   write(PB .. "/environments.lua", ([=[
 local function env(metrics)
   return { context = %q, namespace = "physioflow", app = "physioflow-api", replicas = 2, database = {},

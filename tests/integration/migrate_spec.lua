@@ -151,6 +151,16 @@ SELECT 2;]])
       assert.equal("NotFound", e.reason)
     end)
 
+    it("refuses a version too large for an integer as bad input, naming the file", function()
+      -- found by tests/fuzz (migrate harness): it raised "table index is nil"
+      local dir = newdir { ["99999999999999999999_big.sql"] = "SELECT 1;", ["001_a.sql"] = "SELECT 1;" }
+      local ok, e = pcall(migrate.find, dir)
+      assert.is_false(ok)
+      assert.equal("usage", e.code)
+      assert.equal("BadVersion", e.reason)
+      assert.matches("99999999999999999999_big.sql: version 99999999999999999999 is too large", e.message, 1, true)
+    end)
+
     it("refuses transaction control inside a transactional file", function()
       local dir = newdir { ["001_a.sql"] = "CREATE TABLE a (id int);\nCOMMIT;\nCREATE TABLE b (id int);" }
       local ok, e = pcall(migrate.find, dir)

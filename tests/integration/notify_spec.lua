@@ -13,6 +13,10 @@ local ROOT = os.getenv("BGRUN_ROOT") or "."
 local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
 local FIX = ROOT .. "/tests/integration/fixtures"
 local STATE = ROOT .. "/tests/.state/notify"
+-- the secrets the spec makes up, for the secrets sweep after the suite
+local sweep = dofile(ROOT .. "/tests/sweep/sweep.lua")
+sweep.register("notify spec webhook token", "hook-token-42")
+sweep.register("notify spec webhook token", "t0ken")
 local JOURNALS = STATE .. "/journal"
 local RELEASE = FIX .. "/notify/release.lua"
 
@@ -41,6 +45,7 @@ local receiver = {}
 local function start_receiver()
   sh(('rm -rf "%s"; mkdir -p "%s"'):format(STATE, JOURNALS))
   receiver.log = STATE .. "/requests.jsonl"
+  sweep.register_store(receiver.log) -- the receiver's record of what it was sent, secrets included
   local state = STATE .. "/receiver.port"
   receiver.pid = tonumber(sh(("python3 %q/webhook_receiver.py %q %q >%q 2>&1 & echo $!")
     :format(FIX, state, receiver.log, STATE .. "/receiver.out")))
@@ -78,6 +83,7 @@ local n = 0
 local function hook(kind)
   n = n + 1
   local secret = ("XOXB%dsecret%d"):format(n, math.random(100000, 999999))
+  sweep.register("notify spec hook URL secret", secret)
   return ("%s/%s/%s/%d/%s"):format(receiver.base, kind, "hooks", n, secret), secret
 end
 

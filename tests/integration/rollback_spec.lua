@@ -32,7 +32,7 @@ local function sh(cmd)
   return r.stdout
 end
 
-local TMP = (sh("mktemp -d /tmp/bgrun-rollback-spec-XXXXXX"):gsub("%s+$", ""))
+local TMP = (sh("mktemp -d -t bgrun-rollback-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 local JOURNALS = TMP .. "/journal"
 local SCRATCH = TMP .. "/tmp" -- TMPDIR of the runs: their restore scratch folders go here

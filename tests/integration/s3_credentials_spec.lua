@@ -94,7 +94,7 @@ end
 
 describe("s3 credentials", function()
   setup(function()
-    dir = (proc.run({ "mktemp", "-d", "/tmp/bgrun-s3creds-XXXXXX" }).stdout:gsub("%s+$", ""))
+    dir = (proc.run({ "mktemp", "-d", "-t", "bgrun-s3creds-XXXXXX" }).stdout:gsub("%s+$", ""))
     proc.run({ "mkdir", "-p", dir .. "/home" })
   end)
 
@@ -113,6 +113,7 @@ describe("s3 credentials", function()
     end)
 
     it("names the environment when S3 refuses the keys", function()
+      dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/sweep/sweep.lua").register("s3 credentials spec wrong secret", "wrong-secret-0123456789")
       local r = roundtrip({ AWS_ACCESS_KEY_ID = AK, AWS_SECRET_ACCESS_KEY = "wrong-secret-0123456789" })
       assert.is_not.equal(0, r.code)
       assert.matches("403 SignatureDoesNotMatch", r.out)

@@ -54,7 +54,7 @@ describe("s3", function()
 
   setup(function()
     b = s3.bucket { bucket = BUCKET }
-    dir = (sh("mktemp -d /tmp/bgrun-s3-spec-XXXXXX"):gsub("%s+$", ""))
+    dir = (sh("mktemp -d -t bgrun-s3-spec-XXXXXX"):gsub("%s+$", ""))
   end)
 
   teardown(function()

@@ -130,7 +130,7 @@ describe("smoke access modes against the sandbox", function()
                        { env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS },
                          cwd = ROOT, timeout = 240 })
     assert(r.code == 0, r.stderr)
-    tmp = sh("mktemp -d /tmp/bgrun-smoke-access.XXXXXX"):gsub("%s+$", "")
+    tmp = sh("mktemp -d -t bgrun-smoke-access.XXXXXX"):gsub("%s+$", "")
     -- the team's preview URL: one Service per colour behind a server that
     -- logs what it forwards
     local map = {}

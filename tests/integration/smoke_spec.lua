@@ -76,7 +76,7 @@ describe("smoke", function()
   local good, good2, failing, slow, unready, dead
 
   setup(function()
-    dir = demo.sh("mktemp -d /tmp/bgrun-smoke.XXXXXX"):gsub("%s+$", "")
+    dir = demo.sh("mktemp -d -t bgrun-smoke.XXXXXX"):gsub("%s+$", "")
     db, stop_db = demo.database(dir)
     local behaviors = demo.behaviors(dir, {
       ["v2-broken"] = { fail_paths = { "/api/v1/service-codes" } },

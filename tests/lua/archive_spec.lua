@@ -12,7 +12,7 @@ local function sh(cmd)
 end
 
 local function tmpdir()
-  return (sh("mktemp -d /tmp/bgrun-archive-spec-XXXXXX"):gsub("%s+$", ""))
+  return (sh("mktemp -d -t bgrun-archive-spec-XXXXXX"):gsub("%s+$", ""))
 end
 
 local function write(path, data)

@@ -51,6 +51,15 @@ describe("json", function()
     assert.matches("cycle", err)
   end)
 
+  it("encodes back what it decodes, however deep the parser lets it nest", function()
+    -- found by tests/fuzz (json harness): decode read 2000 levels, encode
+    -- refused past 200
+    local text = ("["):rep(2000) .. ("]"):rep(2000)
+    assert.equal(text, json.encode(json.decode(text)))
+    local obj = ('{"a":'):rep(1000) .. "1" .. ("}"):rep(1000)
+    assert.equal(obj, json.encode(json.decode(obj)))
+  end)
+
   it("raises a structured error with line and column for invalid input", function()
     local ok, err = pcall(json.decode, '{\n  "a": 1,\n  "b": }')
     assert.is_false(ok)

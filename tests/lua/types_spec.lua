@@ -43,9 +43,9 @@ local function missing_in(file, alias, names, method)
   return missing
 end
 
-local NATIVE = { "log", "json", "proc", "yaml", "postgres", "http", "k8s", "s3", "archive", "digest", "bgrun.core" }
+local NATIVE = { "log", "json", "proc", "yaml", "postgres", "http", "k8s", "s3", "archive", "digest", "bgrun.core", "fs" }
 local STDLIB = { "backup", "backupstore", "bluegreen", "canary", "journal", "kept", "lock", "manifests", "metrics",
-                 "migrate", "monitor", "notify", "release", "restore", "smoke" }
+                 "migrate", "monitor", "notify", "release", "restore", "smoke", "rollout" }
 -- handle metatables (registry name) -> the type file and class table
 local HANDLES = {
   ["bgrun.k8s.client"] = { "k8s", "Client" },

@@ -22,7 +22,7 @@ func (c sandboxCluster) ScrapeGroups() []infra.TargetGroup {
 }
 
 // startCluster is the only place that knows the cluster package.
-func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []string) (clusterHandle, error) {
+func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []string, tokenIssued func(name, token string)) (clusterHandle, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
@@ -36,6 +36,7 @@ func startCluster(dir, behaviors string, podEnv map[string]string, demoApp []str
 		BehaviorsFile: behaviors,
 		PodEnv:        podEnv,
 		DemoAppArgv:   demoApp,
+		TokenIssued:   tokenIssued,
 	})
 	if err != nil {
 		return nil, err

@@ -65,7 +65,7 @@ const (
 // ownedEntries is everything the sandbox may create in DIR; down removes
 // exactly these.
 var ownedEntries = []string{stateFile, envFile, pidFile, logFile, behaviorsFile, lockFile,
-	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log"}
+	clusterDir, "s3", "s3.json", "weed.log", "pg.log", "web-identity-token", "prometheus", "prometheus.log", secretsName, storesName}
 
 // clusterHandle is what the sandbox needs from the fake API server.
 type clusterHandle interface {
@@ -102,9 +102,12 @@ type state struct {
 	S3ReplicaBucket   string `json:"s3_replica_bucket"`
 	S3ReplicaRegion   string `json:"s3_replica_region"`
 
+	S3FaultEndpoint string `json:"s3_fault_endpoint"`
+
 	AWSFakeURL     string `json:"aws_fake_url"`
 	WebTokenFile   string `json:"web_identity_token_file"`
 	ContainerToken string `json:"container_token"`
+	SecretsFile    string `json:"secrets_file"`
 
 	PrometheusURL      string `json:"prometheus_url"`
 	PrometheusAuthURL  string `json:"prometheus_auth_url"`
@@ -183,6 +186,8 @@ func (st *state) exports(dir string) []export {
 		{"SANDBOX_S3_REPLICA_ENDPOINT", st.S3ReplicaEndpoint},
 		{"SANDBOX_S3_REPLICA_BUCKET", st.S3ReplicaBucket},
 		{"SANDBOX_S3_REPLICA_REGION", st.S3ReplicaRegion},
+		// the store behind a proxy with faults on cue (infra/s3faults.go)
+		{"SANDBOX_S3_FAULT_ENDPOINT", st.S3FaultEndpoint},
 		// Fake AWS credential endpoints; not AWS_* so the plain keys above stay the default.
 		{"SANDBOX_STS_URL", st.AWSFakeURL + "/sts/"},
 		{"SANDBOX_WEB_IDENTITY_TOKEN_FILE", st.WebTokenFile},
@@ -196,6 +201,9 @@ func (st *state) exports(dir string) []export {
 		{"PROMETHEUS_USER", st.PrometheusUser},
 		{"PROMETHEUS_PASSWORD", st.PrometheusPassword},
 		{"PROMETHEUS_TOKEN", st.PrometheusToken},
+		// every credential value above and those minted since (secrets.go)
+		{"SANDBOX_SECRETS_FILE", st.SecretsFile},
+		{"SANDBOX_SECRET_STORES", filepath.Join(dir, storesName)},
 	}
 }
 
@@ -614,6 +622,11 @@ func serve(dir string) int {
 	prom := infra.NewPrometheus(dir, ports[1])
 	s3 := infra.NewSeaweedFS(dir, ports[2:], bucket)
 	behaviors := filepath.Join(dir, behaviorsFile)
+	secrets, err := newSecretsFile(filepath.Join(dir, secretsName))
+	if err != nil {
+		logf("%v", err)
+		return 1
+	}
 	podEnv := map[string]string{
 		"PGHOST": "127.0.0.1", "PGPORT": strconv.Itoa(pg.Port),
 		"PGUSER": pg.User, "PGPASSWORD": pg.Password, "PGDATABASE": pg.Database,
@@ -669,7 +682,7 @@ func serve(dir string) int {
 		return err
 	})
 	run("cluster", func() error {
-		c, err := startCluster(filepath.Join(dir, clusterDir), behaviors, podEnv, []string{self, "demoapp"})
+		c, err := startCluster(filepath.Join(dir, clusterDir), behaviors, podEnv, []string{self, "demoapp"}, secrets.add)
 		if err == nil {
 			mu.Lock()
 			cl = c
@@ -733,7 +746,15 @@ func serve(dir string) int {
 		return 1
 	}
 	defer replica.Stop()
+	s3faults, err := infra.NewS3FaultProxy("127.0.0.1:0", s3.Endpoint())
+	if err != nil {
+		logf("s3 fault proxy failed to start: %v", err)
+		stopAll()
+		return 1
+	}
+	defer s3faults.Stop()
 	awsFake := infra.NewAWSFake(dir, s3.Creds)
+	awsFake.Issued = secrets.add
 	if err := awsFake.Start(); err != nil {
 		logf("aws credential endpoints failed to start: %v", err)
 		stopAll()
@@ -752,8 +773,12 @@ func serve(dir string) int {
 		PrometheusURL: prom.URL(), PrometheusAuthURL: prom.AuthURL(), PrometheusUser: prom.User,
 		PrometheusPassword: prom.Password, PrometheusToken: prom.Token,
 		S3ReplicaEndpoint: "http://" + replica.Addr(), S3ReplicaBucket: replicaBucket, S3ReplicaRegion: replicaRegion,
-		AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
-		StartSeconds: time.Since(start).Seconds(),
+		S3FaultEndpoint: s3faults.Endpoint(), AWSFakeURL: awsFake.URL(), WebTokenFile: awsFake.WebTokenFile, ContainerToken: awsFake.ContainerToken,
+		SecretsFile: secrets.path, StartSeconds: time.Since(start).Seconds(),
+	}
+	secrets.addStarted(st, filepath.Join(dir, clusterDir))
+	if err := writeStores(dir, st, filepath.Join(dir, clusterDir)); err != nil {
+		logf("%v", err)
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	if err := writeFileAtomic(filepath.Join(dir, envFile), []byte(exportLines(st, dir)), 0o600); err != nil {

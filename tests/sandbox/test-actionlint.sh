@@ -8,7 +8,7 @@ set -u
 
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
-work=$(mktemp -d /tmp/bgrun-actionlint-XXXXXX)
+work=$(mktemp -d -t bgrun-actionlint-XXXXXX)
 passed=0
 failed=0
 

@@ -145,6 +145,23 @@ static void retries_only_what_a_retry_can_fix(void **state)
 	assert_false(httputil_transient(CURLE_URL_MALFORMAT));
 }
 
+static void names_statuses_in_each_dialect(void **state)
+{
+	(void)state;
+	assert_string_equal("Forbidden", httputil_status_reason(403, HTTPUTIL_K8S));
+	assert_string_equal("AccessDenied", httputil_status_reason(403, HTTPUTIL_S3));
+	assert_string_equal("Expired", httputil_status_reason(410, HTTPUTIL_K8S));
+	assert_string_equal("HTTPError", httputil_status_reason(410, HTTPUTIL_S3));
+	assert_string_equal("InvalidRange", httputil_status_reason(416, HTTPUTIL_S3));
+	assert_string_equal("Unknown", httputil_status_reason(416, HTTPUTIL_K8S));
+	assert_string_equal("InternalError", httputil_status_reason(501, HTTPUTIL_K8S));
+	assert_string_equal("NotImplemented", httputil_status_reason(501, HTTPUTIL_S3));
+	assert_string_equal("InternalError", httputil_status_reason(599, HTTPUTIL_K8S));
+	assert_string_equal("ServerError", httputil_status_reason(599, HTTPUTIL_S3));
+	assert_string_equal("Timeout", httputil_status_reason(504, HTTPUTIL_K8S));
+	assert_string_equal("ServerError", httputil_status_reason(504, HTTPUTIL_S3));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -158,6 +175,7 @@ int main(void)
 		cmocka_unit_test(names_transport_failures),
 		cmocka_unit_test(knows_safe_methods),
 		cmocka_unit_test(retries_only_what_a_retry_can_fix),
+		cmocka_unit_test(names_statuses_in_each_dialect),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

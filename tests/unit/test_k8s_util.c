@@ -1,5 +1,6 @@
 /* Unit tests for engine/k8s_util.c: the kind table, REST paths and query
- * strings, the watch line splitter and kubectl's rollout-status rule. */
+ * strings and the watch line splitter (kubectl's rollout rule is
+ * stdlib/rollout.lua, tested in tests/stdlib/rollout_spec.lua). */
 #define _POSIX_C_SOURCE 200809L
 #include <setjmp.h>
 #include <stdarg.h>
@@ -191,102 +192,6 @@ static void lines_memory_flat(void **state)
 	k8s_lines_free(&l);
 }
 
-static json_t *deploy(const char *js)
-{
-	json_error_t je;
-	json_t *j = json_loads(js, 0, &je);
-	assert_non_null(j);
-	return j;
-}
-
-static void rollout(void **state)
-{
-	(void)state;
-	char msg[512];
-	json_t *d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
-	                   "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":1}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
-	assert_string_equal(msg, "Waiting for deployment spec update to be observed...");
-	json_decref(d);
-
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
-	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":1,\"replicas\":3}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
-	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 1 out of 3 new replicas have been updated...");
-	json_decref(d);
-
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
-	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":4}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
-	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 1 old replicas are pending termination...");
-	json_decref(d);
-
-	/* readyReplicas is not consulted: availableReplicas is */
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
-	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":3,"
-	           "\"readyReplicas\":3,\"availableReplicas\":2}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
-	assert_string_equal(msg, "Waiting for deployment \"web\" rollout to finish: 2 of 3 updated replicas are available...");
-	json_decref(d);
-
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2,"
-	           "\"annotations\":{\"deployment.kubernetes.io/revision\":\"4\"}},"
-	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":3,\"replicas\":3,"
-	           "\"availableReplicas\":3}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
-	assert_string_equal(msg, "deployment \"web\" successfully rolled out");
-	assert_int_equal(k8s_rollout_eval(d, 4, msg, sizeof msg), K8S_ROLLOUT_DONE);
-	assert_int_equal(k8s_rollout_eval(d, 5, msg, sizeof msg), K8S_ROLLOUT_FAILED);
-	assert_string_equal(msg, "desired revision (5) is different from the running revision (4)");
-	json_decref(d);
-
-	/* scaled to zero: missing status integers mean 0, and that is done */
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":5},"
-	           "\"spec\":{\"replicas\":0},\"status\":{\"observedGeneration\":5}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
-	json_decref(d);
-
-	d = deploy("{\"kind\":\"Deployment\",\"metadata\":{\"name\":\"web\",\"generation\":2},"
-	           "\"spec\":{\"replicas\":3},\"status\":{\"observedGeneration\":2,\"updatedReplicas\":1,"
-	           "\"conditions\":[{\"type\":\"Available\",\"status\":\"False\"},"
-	           "{\"type\":\"Progressing\",\"status\":\"False\",\"reason\":\"ProgressDeadlineExceeded\"}]}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_FAILED);
-	assert_string_equal(msg, "deployment \"web\" exceeded its progress deadline");
-	json_decref(d);
-
-	d = deploy("{\"kind\":\"DaemonSet\",\"metadata\":{\"name\":\"agent\",\"generation\":1},"
-	           "\"status\":{\"observedGeneration\":1,\"desiredNumberScheduled\":3,\"updatedNumberScheduled\":3,"
-	           "\"numberAvailable\":2}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_WAIT);
-	json_decref(d);
-	d = deploy("{\"kind\":\"StatefulSet\",\"metadata\":{\"name\":\"db\",\"generation\":1},\"spec\":{\"replicas\":2,"
-	           "\"updateStrategy\":{\"type\":\"RollingUpdate\"}},\"status\":{\"observedGeneration\":1,\"readyReplicas\":2,"
-	           "\"currentRevision\":\"db-1\",\"updateRevision\":\"db-1\",\"currentReplicas\":2}}");
-	assert_int_equal(k8s_rollout_eval(d, 0, msg, sizeof msg), K8S_ROLLOUT_DONE);
-	json_decref(d);
-}
-
-static void pod_failures(void **state)
-{
-	(void)state;
-	char msg[512];
-	json_t *p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"containerStatuses\":[{\"name\":\"api\","
-	                   "\"state\":{\"waiting\":{\"reason\":\"ImagePullBackOff\",\"message\":\"no such image\"}}}]}}");
-	const char *why = k8s_pod_failure(p, msg, sizeof msg);
-	assert_non_null(why);
-	assert_string_equal(why, "ImagePullBackOff");
-	assert_string_equal(msg, "pod \"web-1\" container \"api\" is in ImagePullBackOff: no such image");
-	json_decref(p);
-	p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"containerStatuses\":[{\"name\":\"api\","
-	           "\"state\":{\"waiting\":{\"reason\":\"ContainerCreating\"}}}]}}");
-	assert_null(k8s_pod_failure(p, msg, sizeof msg));
-	json_decref(p);
-	p = deploy("{\"metadata\":{\"name\":\"web-1\"},\"status\":{\"initContainerStatuses\":[{\"name\":\"init\","
-	           "\"state\":{\"waiting\":{\"reason\":\"CrashLoopBackOff\"}}}]}}");
-	assert_string_equal(k8s_pod_failure(p, msg, sizeof msg), "CrashLoopBackOff");
-	json_decref(p);
-}
-
 static void request_info(void **state)
 {
 	(void)state;
@@ -330,8 +235,6 @@ int main(void)
 		cmocka_unit_test(paths),
 		cmocka_unit_test(lines_split),
 		cmocka_unit_test(lines_memory_flat),
-		cmocka_unit_test(rollout),
-		cmocka_unit_test(pod_failures),
 		cmocka_unit_test(request_info),
 	};
 	return cmocka_run_group_tests_name("k8s_util", tests, NULL, NULL);

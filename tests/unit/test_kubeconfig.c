@@ -88,6 +88,31 @@ static void yaml_to_json(void **state)
 	assert_null(kube_yaml_parse("- a\n- b\n", 8, err, sizeof err));
 }
 
+/* Found by tests/fuzz (kubeconfig harness): deep nesting took libyaml's
+ * loader minutes before the depth was refused; now refused up front. 64
+ * levels still load. */
+static void yaml_nesting_limit(void **state)
+{
+	(void)state;
+	char err[256];
+	size_t n = 100000;
+	char *deep = malloc(2 * n + 4);
+	memcpy(deep, "a: ", 3);
+	memset(deep + 3, '[', n);
+	memset(deep + 3 + n, ']', n);
+	deep[3 + 2 * n] = '\0';
+	assert_null(kube_yaml_parse(deep, strlen(deep), err, sizeof err));
+	assert_string_equal(err, "unsupported YAML: nesting deeper than 64 levels");
+	/* the mapping is level 1: 63 sequences inside it make 64 */
+	deep[3 + 63] = '\0';
+	memset(deep + 3 + 63, ']', 63);
+	deep[3 + 126] = '\0';
+	json_t *j = kube_yaml_parse(deep, strlen(deep), err, sizeof err);
+	assert_non_null(j);
+	json_decref(j);
+	free(deep);
+}
+
 static const char *cfg_a =
 	"apiVersion: v1\n"
 	"kind: Config\n"
@@ -435,6 +460,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test(yaml_to_json),
+		cmocka_unit_test(yaml_nesting_limit),
 		cmocka_unit_test(merge_first_wins),
 		cmocka_unit_test(kubeconfig_env_and_errors),
 		cmocka_unit_test(exec_validation),

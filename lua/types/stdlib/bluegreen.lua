@@ -45,8 +45,25 @@ M.SMOKE_ACCESS = { pod = true, proxy = true, url = true }
 ---@return "service"|"proxy"
 function M.health_access(opts) end
 
----Waits until the service's endpoints list only pods of colour; returns the
----seconds it took.
+---The pod names a Service's EndpointSlices send traffic to: the endpoints
+---not marked unready (conditions.ready nil means ready) of every slice, by
+---targetRef, each name once (a dual-stack Service has a slice per family).
+---@param slices table<any, table> EndpointSlice objects
+---@return string[]
+function M.serving_pods(slices) end
+
+---Follows the discovery.k8s.io/v1 EndpointSlices of Service o.app (label
+---kubernetes.io/service-name) until settled(pod_names) is true: a list,
+---then a watch from its resourceVersion. false when o.timeout (default 30)
+---seconds pass first.
+---@param c any
+---@param o table app, namespace, timeout
+---@param settled fun(names: string[]): boolean
+---@return boolean
+function M.watch_serving(c, o, settled) end
+
+---Waits until the service's EndpointSlices list only pods of colour;
+---returns the seconds it took.
 ---@param c any
 ---@param o table app, namespace, colour, timeout
 ---@return number

@@ -20,8 +20,12 @@ func (c *Cluster) adminHandler() http.Handler {
 			http.Error(w, "bad path regexp: "+err.Error(), 400)
 			return
 		}
-		if f.Status == 0 && !f.Reset && f.DelayMS == 0 {
-			http.Error(w, "a fault needs status, reset or delay_ms", 400)
+		if f.Trickle < 0 {
+			http.Error(w, "trickle is bytes a second, more than 0", 400)
+			return
+		}
+		if f.Status == 0 && !f.Reset && f.DelayMS == 0 && f.Trickle == 0 {
+			http.Error(w, "a fault needs status, reset, delay_ms or trickle", 400)
 			return
 		}
 		f.re = re

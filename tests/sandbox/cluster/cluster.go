@@ -29,6 +29,9 @@ type Config struct {
 	BehaviorsFile string            // exported to demo-app pods as SANDBOX_BEHAVIORS
 	PodEnv        map[string]string // extra env every pod process gets (PGHOST, ...)
 	DemoAppArgv   []string          // command that runs the demo app
+	// TokenIssued, when set, is told every service-account token the
+	// TokenRequest API mints (for the tests' secrets sweep).
+	TokenIssued func(name, token string)
 }
 
 // Cluster is a running sandbox cluster: the real control plane, the front
@@ -312,6 +315,9 @@ func (c *Cluster) writeKubeconfigs(ctx context.Context, cs *kubernetes.Clientset
 		&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &ttl}}, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("token for serviceaccount %s: %w", NoPermServiceAccount, err)
+	}
+	if c.cfg.TokenIssued != nil {
+		c.cfg.TokenIssued("serviceaccount token physioflow/"+NoPermServiceAccount, tr.Status.Token)
 	}
 	return writeKubeconfigFile(filepath.Join(c.cfg.Dir, "kubeconfig-noperm"), c.ServerURL(), p.caPEM, tr.Status.Token, "", "")
 }

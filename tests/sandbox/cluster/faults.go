@@ -28,6 +28,7 @@ type fault struct {
 	InStream   bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
 	Message    string `json:"message"`
 	RetryAfter *int   `json:"retry_after"` // seconds (Retry-After), for 429/503/504; default 1 for 429, 0 = none
+	Trickle    int    `json:"trickle"`     // send the answer at this many bytes a second (trickle.go)
 	re         *regexp.Regexp
 }
 
@@ -182,6 +183,10 @@ func (c *Cluster) applyFaults(w http.ResponseWriter, r *http.Request) (context.C
 	f := c.faults.take(r)
 	if f == nil {
 		return ctx, true
+	}
+	if f.Trickle > 0 {
+		ctx = withTrickle(ctx, f.Trickle)
+		w = trickled(w, ctx)
 	}
 	delay := time.Duration(f.DelayMS) * time.Millisecond
 	if f.Reset && delay > 0 && isWatchRequest(r) && f.Status == 0 {

@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
+	"regexp"
 	"strconv"
 	"sync"
 	"time"
@@ -222,13 +223,14 @@ func (f *front) ServeHTTP(rw http.ResponseWriter, r *http.Request) {
 		},
 		ModifyResponse: f.expiredAsHTTP,
 	}
-	proxy.ServeHTTP(w, r.WithContext(ctx))
+	proxy.ServeHTTP(trickled(w, ctx), r.WithContext(ctx))
 }
 
 // expiredAsHTTP answers a watch whose first event is a 410 ERROR with an
 // HTTP 410 instead, when the expired_as_http setting asks for it (older
 // API servers did so; clients must handle both).
 func (f *front) expiredAsHTTP(resp *http.Response) error {
+	f.tokenIssued(resp)
 	if resp.StatusCode != 200 || !isWatchRequest(resp.Request) || !f.c.expiredAsHTTP() {
 		return nil
 	}
@@ -255,6 +257,33 @@ func (f *front) expiredAsHTTP(resp *http.Response) error {
 	}{io.MultiReader(bytes.NewReader(line), br), resp.Body}
 	return nil
 }
+
+// tokenIssued tells Config.TokenIssued (the tests' secrets sweep) about
+// every ServiceAccount token kube-apiserver mints for a caller
+// (POST .../serviceaccounts/NAME/token).
+func (f *front) tokenIssued(resp *http.Response) {
+	r := resp.Request
+	if f.c.cfg.TokenIssued == nil || r.Method != "POST" || resp.StatusCode/100 != 2 || !tokenPath.MatchString(r.URL.Path) {
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	resp.Body.Close()
+	resp.Body = io.NopCloser(bytes.NewReader(body))
+	if err != nil {
+		return
+	}
+	var tr struct {
+		Status struct {
+			Token string `json:"token"`
+		} `json:"status"`
+	}
+	if json.Unmarshal(body, &tr) == nil && tr.Status.Token != "" {
+		m := tokenPath.FindStringSubmatch(r.URL.Path)
+		f.c.cfg.TokenIssued("serviceaccount token "+m[1]+"/"+m[2], tr.Status.Token)
+	}
+}
+
+var tokenPath = regexp.MustCompile(`^/api/v1/namespaces/([^/]+)/serviceaccounts/([^/]+)/token$`)
 
 func (c *Cluster) logRequest(r *http.Request, status int, d time.Duration) {
 	c.logMu.Lock()

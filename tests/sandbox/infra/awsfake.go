@@ -29,6 +29,9 @@ type AWSFake struct {
 	WebTokenFile   string      // written at start
 	ContainerToken string      // the Authorization the container endpoint wants
 	Lifetime       time.Duration
+	// Issued, when set, is told every credential minted after start
+	// (session tokens, the IMDS token, /imds-bad/'s wrong secret).
+	Issued func(name, value string)
 
 	srv    *http.Server
 	ln     net.Listener
@@ -63,6 +66,7 @@ func (f *AWSFake) Start() error {
 		return err
 	}
 	f.ln = ln
+	f.issued("IMDS session token", f.imdsTk)
 	mux := http.NewServeMux()
 	mux.HandleFunc("/sts/", f.sts)
 	mux.HandleFunc("/container/", f.container)
@@ -82,6 +86,12 @@ func (f *AWSFake) Start() error {
 func (f *AWSFake) Stop() {
 	if f.srv != nil {
 		f.srv.Close()
+	}
+}
+
+func (f *AWSFake) issued(name, value string) {
+	if f.Issued != nil {
+		f.Issued(name, value)
 	}
 }
 
@@ -108,8 +118,11 @@ func (f *AWSFake) temp(r *http.Request, bad bool) tempCreds {
 	if bad {
 		sk = "wrong" + RandomSecret(18)
 	}
-	return tempCreds{f.Creds.AccessKey, sk, "sandbox-session-" + RandomSecret(24),
+	c := tempCreds{f.Creds.AccessKey, sk, "sandbox-session-" + RandomSecret(24),
 		time.Now().UTC().Add(life).Format(time.RFC3339)}
+	f.issued("AWS session token", c.SessionToken)
+	f.issued("AWS session secret key", c.SecretAccessKey)
+	return c
 }
 
 func stsError(w http.ResponseWriter, status int, code, msg string) {

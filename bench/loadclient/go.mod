@@ -1,0 +1,3 @@
+module bgrun/bench/loadclient
+
+go 1.22
