@@ -62,13 +62,8 @@ int bgrun_log_mode(lua_State *L, int *color);
 /* Colour on fd: a terminal, NO_COLOR unset or empty, TERM not "dumb". */
 int bgrun_color_wanted(int fd);
 
-/* ---- JSON <-> Lua (mod_json.c) ---- */
-/* Pushes the Lua value of j: objects and arrays become tables marked with
- * the json.object / json.array metatables, null becomes json.null. */
-void bgrun_json_push(lua_State *L, const json_t *j);
-/* Converts the value at idx; NULL with a message in err on failure
- * (cycle, non-string key, function value, NaN). Does not raise. */
-json_t *bgrun_json_from_lua(lua_State *L, int idx, char *err, size_t errlen);
+/* ---- JSON <-> Lua: jsonconv.h (bgrun_json_push, bgrun_json_from_lua) ---- */
+#include "jsonconv.h"
 
 /* ---- embedded Lua sources (generated build/embedded.c) ---- */
 struct bgrun_embedded {
