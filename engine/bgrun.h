@@ -49,18 +49,10 @@ int bgrun_throw_interrupted(lua_State *L, const char *module, const char *op)
 /* ---- dry run (core.c) ---- */
 int bgrun_dry_run(lua_State *L);
 
-/* ---- secrets and log output (mod_log.c) ---- */
-void bgrun_secret(lua_State *L, const char *value, size_t len);
-/* Pushes s with every registered secret masked. */
-void bgrun_push_redacted(lua_State *L, const char *s, size_t len);
-/* Logs through the log module (level "debug"|"info"|"warn"|"error").
- * fields_idx is a table index or 0. Never raises for output errors. */
-void bgrun_log(lua_State *L, const char *level, const char *message, int fields_idx);
-/* How log lines are printed now: 0 info is not printed (-q), 1 text,
- * 2 JSON; *color: text is coloured. Never raises but for memory. */
-int bgrun_log_mode(lua_State *L, int *color);
-/* Colour on fd: a terminal, NO_COLOR unset or empty, TERM not "dumb". */
-int bgrun_color_wanted(int fd);
+/* ---- secrets (secrets.h: bgrun_secret, bgrun_push_redacted) and log
+ * output (logcore.h: bgrun_log, bgrun_log_mode, bgrun_color_wanted) ---- */
+#include "logcore.h"
+#include "secrets.h"
 
 /* ---- JSON <-> Lua: jsonconv.h (bgrun_json_push, bgrun_json_from_lua) ---- */
 #include "jsonconv.h"
