@@ -1580,18 +1580,11 @@ static const luaL_Reg writer_methods[] = {
 	{NULL, NULL},
 };
 
-static void writer_metatable(lua_State *L)
-{
-	if (luaL_newmetatable(L, WRITER_MT)) {
-		luaL_newlib(L, writer_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, writer_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, writer_close);
-		lua_setfield(L, -2, "__close");
-	}
-	lua_pop(L, 1);
-}
+static const luaL_Reg writer_meta[] = {
+	{"__gc", writer_close},
+	{"__close", writer_close},
+	{NULL, NULL},
+};
 
 /* -------------------------------------------------------------- scan */
 
@@ -2071,21 +2064,11 @@ static const luaL_Reg archive_funcs[] = {
 
 int luaopen_archive(lua_State *L)
 {
-	if (luaL_newmetatable(L, HANDLE_MT)) {
-		lua_pushcfunction(L, handle_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, handle_close);
-		lua_setfield(L, -2, "__close");
-	}
-	lua_pop(L, 1);
-	writer_metatable(L);
-	if (luaL_newmetatable(L, SCAN_MT)) {
-		lua_pushcfunction(L, scan_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, scan_close);
-		lua_setfield(L, -2, "__close");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg handle_meta[] = {{"__gc", handle_close}, {"__close", handle_close}, {NULL, NULL}};
+	static const luaL_Reg scan_meta[] = {{"__gc", scan_close}, {"__close", scan_close}, {NULL, NULL}};
+	bgrun_newclass(L, HANDLE_MT, NULL, handle_meta);
+	bgrun_newclass(L, WRITER_MT, writer_methods, writer_meta);
+	bgrun_newclass(L, SCAN_MT, NULL, scan_meta);
 	luaL_newlib(L, archive_funcs);
 	return 1;
 }

@@ -210,15 +210,8 @@ static const luaL_Reg log_funcs[] = {
 
 int luaopen_log(lua_State *L)
 {
-	if (luaL_newmetatable(L, PROGRESS_MT)) {
-		luaL_newlib(L, progress_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, progress_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, progress_close);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg progress_meta[] = {{"__close", progress_close}, {"__gc", progress_close}, {NULL, NULL}};
+	bgrun_newclass(L, PROGRESS_MT, progress_methods, progress_meta);
 	luaL_newlib(L, log_funcs);
 	return 1;
 }

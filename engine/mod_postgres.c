@@ -1302,22 +1302,12 @@ static const luaL_Reg pg_funcs[] = {
 
 int luaopen_postgres(lua_State *L)
 {
-	if (luaL_newmetatable(L, CONN_MT)) {
-		luaL_newlib(L, conn_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, conn_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, conn_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, conn_tostring);
-		lua_setfield(L, -2, "__tostring");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, RESULT_MT)) {
-		lua_pushcfunction(L, result_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg conn_meta[] = {
+		{"__gc", conn_close}, {"__close", conn_close}, {"__tostring", conn_tostring}, {NULL, NULL},
+	};
+	static const luaL_Reg result_meta[] = {{"__gc", result_gc}, {NULL, NULL}};
+	bgrun_newclass(L, CONN_MT, conn_methods, conn_meta);
+	bgrun_newclass(L, RESULT_MT, NULL, result_meta);
 	luaL_newlib(L, pg_funcs);
 	return 1;
 }
