@@ -6,6 +6,7 @@
 #include "buf.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -17,100 +18,32 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <yaml.h>
+#include <openssl/evp.h>
+
+#include "yamlconv.h"
 
 extern char **environ;
 
-#define MAX_DEPTH 64
 
 /* ------------------------------------------------------------------ YAML */
 
-static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth)
-{
-	if (node == NULL || depth > MAX_DEPTH)
-		return NULL;
-	switch (node->type) {
-	case YAML_SCALAR_NODE: {
-		const char *v = (const char *)node->data.scalar.value;
-		size_t n = node->data.scalar.length;
-		if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-			if (n == 0 || strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0)
-				return json_null();
-			if (strcmp(v, "true") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0)
-				return json_true();
-			if (strcmp(v, "false") == 0 || strcmp(v, "False") == 0 || strcmp(v, "FALSE") == 0)
-				return json_false();
-		}
-		return json_stringn(v, n);
-	}
-	case YAML_SEQUENCE_NODE: {
-		json_t *a = json_array();
-		for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
-			json_t *v = node_to_json(doc, yaml_document_get_node(doc, *it), depth + 1);
-			if (v == NULL) {
-				json_decref(a);
-				return NULL;
-			}
-			json_array_append_new(a, v);
-		}
-		return a;
-	}
-	case YAML_MAPPING_NODE: {
-		json_t *o = json_object();
-		for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
-			yaml_node_t *k = yaml_document_get_node(doc, p->key);
-			if (k == NULL || k->type != YAML_SCALAR_NODE) {
-				json_decref(o);
-				return NULL;
-			}
-			json_t *v = node_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
-			if (v == NULL) {
-				json_decref(o);
-				return NULL;
-			}
-			json_object_setn_new(o, (const char *)k->data.scalar.value, k->data.scalar.length, v);
-		}
-		return o;
-	}
-	default:
-		return NULL;
-	}
-}
-
+/* The first document of text (yamlconv.c), with plain numbers kept as
+ * strings: kubeconfig's values are strings but for booleans. */
 json_t *kube_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
 {
-	yaml_parser_t p;
-	yaml_document_t doc;
-	if (!yaml_parser_initialize(&p)) {
-		snprintf(err, errlen, "out of memory");
+	char inner[256];
+	json_t *docs = yaml_to_json_flags(text, len, YAMLCONV_NUMBERS_AS_TEXT, inner, sizeof inner);
+	if (docs == NULL) {
+		snprintf(err, errlen, "YAML error at %s", inner);
 		return NULL;
 	}
-	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-	if (!yaml_parser_load(&p, &doc)) {
-		snprintf(err, errlen, "YAML error at line %zu: %s", p.problem_mark.line + 1,
-		         p.problem ? p.problem : "unknown");
-		yaml_parser_delete(&p);
+	json_t *j = json_array_size(docs) > 0 ? json_incref(json_array_get(docs, 0)) : json_object();
+	json_decref(docs); /* an empty file is an empty config */
+	if (!json_is_object(j)) {
+		json_decref(j);
+		snprintf(err, errlen, "not a kubeconfig: the top level is not a mapping");
 		return NULL;
 	}
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	json_t *j;
-	if (root == NULL) {
-		j = json_object(); /* an empty file is an empty config */
-	} else {
-		j = node_to_json(&doc, root, 0);
-		if (j == NULL)
-			snprintf(err, errlen, "unsupported YAML (non-scalar key or nesting too deep)");
-		else if (json_is_null(j)) {
-			json_decref(j);
-			j = json_object();
-		} else if (!json_is_object(j)) {
-			json_decref(j);
-			j = NULL;
-			snprintf(err, errlen, "not a kubeconfig: the top level is not a mapping");
-		}
-	}
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&p);
 	return j;
 }
 
@@ -265,74 +198,39 @@ json_t *kube_merge(json_t *const *files, size_t n)
 
 /* --------------------------------------------------------------- base64 */
 
-static int b64val(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
-
+/* Standard base64 (whitespace and newlines allowed); the URL-safe
+ * alphabet's - and _ are accepted too, as before. OpenSSL decodes. */
 char *kube_b64decode(const char *in, size_t len, size_t *outlen)
 {
-	char *out = malloc(len / 4 * 3 + 4);
-	if (out == NULL)
-		return NULL;
-	size_t o = 0;
-	unsigned acc = 0;
-	int bits = 0, pad = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)in[i];
-		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-			continue;
-		if (c == '=') {
-			pad = 1;
-			continue;
-		}
-		int v = b64val(c);
-		if (v < 0 || pad) {
-			free(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
+	unsigned char *std = malloc(len + 1);
+	unsigned char *out = malloc(len / 4 * 3 + 4);
+	EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+	int ok = std && out && ctx && len <= INT_MAX;
+	if (ok) {
+		for (size_t i = 0; i < len; i++)
+			std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : (unsigned char)in[i];
+		int n = 0, m = 0;
+		EVP_DecodeInit(ctx);
+		ok = EVP_DecodeUpdate(ctx, out, &n, std, (int)len) >= 0 && EVP_DecodeFinal(ctx, out + n, &m) == 1;
+		if (ok) {
+			out[n + m] = '\0';
+			*outlen = (size_t)(n + m);
 		}
 	}
-	out[o] = '\0';
-	*outlen = o;
-	return out;
+	EVP_ENCODE_CTX_free(ctx);
+	free(std);
+	if (!ok) {
+		free(out);
+		return NULL;
+	}
+	return (char *)out;
 }
 
 char *kube_b64encode(const char *in, size_t len)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = malloc((len + 2) / 3 * 4 + 1);
-	if (out == NULL)
-		return NULL;
-	size_t o = 0;
-	const unsigned char *p = (const unsigned char *)in;
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16;
-		if (i + 1 < len)
-			v |= (unsigned)p[i + 1] << 8;
-		if (i + 2 < len)
-			v |= p[i + 2];
-		out[o++] = tab[(v >> 18) & 63];
-		out[o++] = tab[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? tab[v & 63] : '=';
-	}
-	out[o] = '\0';
+	char *out = len <= INT_MAX / 2 ? malloc((len + 2) / 3 * 4 + 1) : NULL;
+	if (out != NULL)
+		EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)len);
 	return out;
 }
 
