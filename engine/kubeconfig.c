@@ -4,6 +4,7 @@
 #define _GNU_SOURCE
 #include "kubeconfig.h"
 #include "buf.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -769,6 +770,33 @@ static char **plugin_env(const kube_exec *x, const char *info)
 	return v;
 }
 
+/* Reads the plugin's stdout until it closes (1 MiB at most); 1 when the
+ * timeout passed first. */
+static int read_plugin(int fd, double timeout_s, buf *out)
+{
+	double deadline = timeout_s > 0 ? mono() + timeout_s : 0;
+	for (;;) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int wait_ms = 200;
+		if (deadline > 0) {
+			double left = deadline - mono();
+			if (left <= 0)
+				return 1;
+			if (left * 1000 < wait_ms)
+				wait_ms = (int)(left * 1000) + 1;
+		}
+		int pr = poll(&pfd, 1, wait_ms);
+		if (pr <= 0)
+			continue; /* EINTR or nothing yet */
+		char chunk[4096];
+		ssize_t r = read(fd, chunk, sizeof chunk);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r <= 0 || buf_append(out, chunk, (size_t)r) != 0 || out->len > (1u << 20))
+			return 0;
+	}
+}
+
 int kube_exec_run(const kube_config *cfg, double timeout_s, kube_cred *cred, char *err, size_t errlen)
 {
 	const kube_exec *x = cfg->exec;
@@ -803,60 +831,27 @@ int kube_exec_run(const kube_config *cfg, double timeout_s, kube_cred *cred, cha
 	argv[0] = x->command;
 	for (size_t i = 0; i < nargs; i++)
 		argv[i + 1] = x->args[i];
-	int fds[2];
 	int rc = -1;
-	pid_t pid = -1;
 	buf out = BUF_INIT;
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(err, errlen, "exec plugin %s: pipe: %s", x->command, strerror(errno));
+	bgrun_spawn sp;
+	memset(&sp, 0, sizeof sp);
+	sp.argv = argv;
+	sp.envp = envp;
+	sp.fd[0] = BGRUN_FD_NULL;
+	sp.fd[1] = BGRUN_FD_PIPE;
+	sp.fd[2] = BGRUN_FD_INHERIT;
+	if (bgrun_spawn_start(&sp) != 0) {
+		snprintf(err, errlen, "exec plugin %s: %s", x->command, strerror(errno));
 		goto done;
 	}
-	pid = fork();
-	if (pid < 0) {
-		snprintf(err, errlen, "exec plugin %s: fork: %s", x->command, strerror(errno));
-		close(fds[0]);
-		close(fds[1]);
+	if (sp.child_errno) {
+		snprintf(err, errlen, "exec plugin %s could not be run%s%s", x->command,
+		         x->install_hint ? ": " : "", x->install_hint ? x->install_hint : "");
 		goto done;
 	}
-	if (pid == 0) {
-		setpgid(0, 0);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(fds[1], 1);
-		execvpe(argv[0], argv, envp);
-		_exit(127);
-	}
-	close(fds[1]);
-	double deadline = timeout_s > 0 ? mono() + timeout_s : 0;
-	int timed_out = 0;
-	for (;;) {
-		struct pollfd pfd = {fds[0], POLLIN, 0};
-		int wait_ms = 200;
-		if (deadline > 0) {
-			double left = deadline - mono();
-			if (left <= 0) {
-				timed_out = 1;
-				break;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		int pr = poll(&pfd, 1, wait_ms);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			continue;
-		char chunk[4096];
-		ssize_t r = read(fds[0], chunk, sizeof chunk);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		if (buf_append(&out, chunk, (size_t)r) != 0 || out.len > (1u << 20))
-			break;
-	}
-	close(fds[0]);
+	pid_t pid = sp.pid;
+	int timed_out = read_plugin(sp.pipe[1], timeout_s, &out);
+	bgrun_spawn_close(&sp);
 	if (timed_out) {
 		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL); /* in case it had not yet made its own group */
