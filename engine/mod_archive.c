@@ -8,6 +8,7 @@
 #include "archive_path.h"
 #include "buf.h"
 #include "progress.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -746,17 +747,8 @@ static void kill_child(ar_writer *w)
 		return;
 	pid_t pid = w->child;
 	w->child = 0;
-	kill(-pid, SIGTERM);
 	int status;
-	for (int waited = 0; waited < KILL_GRACE_MS; waited += 20) {
-		if (waitpid(pid, &status, WNOHANG) == pid)
-			return;
-		struct timespec ts = {0, 20 * 1000000L};
-		nanosleep(&ts, NULL);
-	}
-	kill(-pid, SIGKILL);
-	while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-		;
+	bgrun_spawn_stop(pid, &status, KILL_GRACE_MS);
 }
 
 static void close_child_fds(ar_writer *w)
@@ -1159,52 +1151,21 @@ static const char *const cmd_keys[] = {"level", "mode", "env", "timeout", "progr
  * pipe, *errfd the stderr pipe. 0 or errno. */
 static int spawn_piped(char **argv, char **env, int feed, pid_t *child, int *fd, int *errfd)
 {
-	int data[2] = {-1, -1}, err[2] = {-1, -1};
-	if (pipe2(data, O_CLOEXEC) != 0 || pipe2(err, O_CLOEXEC) != 0) {
-		int e = errno;
-		if (data[0] >= 0) {
-			close(data[0]);
-			close(data[1]);
-		}
-		return e;
-	}
-	pid_t pid = fork();
-	if (pid < 0) {
-		int e = errno;
-		close(data[0]);
-		close(data[1]);
-		close(err[0]);
-		close(err[1]);
-		return e;
-	}
-	if (pid == 0) {
-		setpgid(0, 0);
-		signal(SIGPIPE, SIG_DFL);
-		signal(SIGINT, SIG_DFL);
-		signal(SIGTERM, SIG_DFL);
-		int null = open("/dev/null", feed ? O_WRONLY : O_RDONLY);
-		if (null >= 0)
-			dup2(null, feed ? 1 : 0);
-		dup2(feed ? data[0] : data[1], feed ? 0 : 1);
-		dup2(err[1], 2);
-		execvpe(argv[0], argv, env);
-		char msg[512];
-		int n = snprintf(msg, sizeof msg, "cannot execute %s: %s\n", argv[0], strerror(errno));
-		ssize_t r = write(2, msg, n > 0 ? (size_t)n : 0);
-		(void)r;
-		_exit(127);
-	}
-	setpgid(pid, pid);
-	int ours = feed ? data[1] : data[0];
-	close(feed ? data[0] : data[1]);
-	close(err[1]);
-	*child = pid;
-	*fd = ours;
-	*errfd = err[0];
-	fcntl(ours, F_SETFL, O_NONBLOCK);
-	fcntl(err[0], F_SETFL, O_NONBLOCK);
+	bgrun_spawn sp;
+	memset(&sp, 0, sizeof sp);
+	sp.argv = argv;
+	sp.envp = env;
+	sp.fd[0] = feed ? BGRUN_FD_PIPE : BGRUN_FD_NULL;
+	sp.fd[1] = feed ? BGRUN_FD_NULL : BGRUN_FD_PIPE;
+	sp.fd[2] = BGRUN_FD_PIPE;
+	sp.exec_error_to_stderr = 1; /* read with the rest of its stderr */
+	if (bgrun_spawn_start(&sp) != 0)
+		return errno;
+	*child = sp.pid;
+	*fd = feed ? sp.pipe[0] : sp.pipe[1];
+	*errfd = sp.pipe[2];
 #ifdef F_SETPIPE_SZ
-	fcntl(ours, F_SETPIPE_SZ, PIPE_SIZE); /* fewer wake-ups; best effort */
+	fcntl(*fd, F_SETPIPE_SZ, PIPE_SIZE); /* fewer wake-ups; best effort */
 #endif
 	return 0;
 }
