@@ -410,6 +410,90 @@ static void push_output(lua_State *L, outcome *o, int w, const char *field)
 	lua_setfield(L, -2, field);
 }
 
+/* The answer of a dry run for a program that changes things. */
+static int dry_run_result(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushvalue(L, 1);
+	lua_setfield(L, -2, "argv");
+	bgrun_log(L, "info", "dry-run: would run a program", lua_gettop(L));
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "code");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "stdout");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "stderr");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "dry_run");
+	return 1;
+}
+
+/* Reads the checked options (table at 2) into s and the progress settings;
+ * returns the stack index of opts.env (left pushed) or 0. Strings stay
+ * anchored by the options table. */
+static int read_spec(lua_State *L, spec *s, const char **plabel, const char **preads, long long *ptotal, int *clear)
+{
+	parse_out(L, 2, "stdout", s, 0);
+	parse_out(L, 2, "stderr", s, 1);
+	if (lua_getfield(L, 2, "cwd") == LUA_TSTRING)
+		s->cwd = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	int t = lua_getfield(L, 2, "stdin");
+	if (t == LUA_TSTRING)
+		s->stdin_data = lua_tolstring(L, -1, &s->stdin_len);
+	else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "file");
+		s->stdin_file = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
+		s->timeout = (double)lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	t = lua_getfield(L, 2, "progress"); /* anchored by the opts table */
+	if (t == LUA_TSTRING) {
+		*plabel = lua_tostring(L, -1);
+	} else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "label");
+		*plabel = lua_tostring(L, -1);
+		lua_getfield(L, -2, "file");
+		s->watch = lua_tostring(L, -1);
+		lua_getfield(L, -3, "total");
+		*ptotal = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
+		lua_getfield(L, -4, "reads");
+		*preads = lua_tostring(L, -1);
+		lua_pop(L, 4);
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, 2, "clear_env");
+	*clear = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
+	if (!envt)
+		lua_pop(L, 1);
+	return envt;
+}
+
+/* {code=, signal=, stdout=, stderr=}; frees the captured output. */
+static void push_result(lua_State *L, outcome *o)
+{
+	lua_createtable(L, 0, 4);
+	if (WIFEXITED(o->status)) {
+		lua_pushinteger(L, WEXITSTATUS(o->status));
+	} else {
+		lua_pushinteger(L, WTERMSIG(o->status));
+		lua_setfield(L, -2, "signal");
+		lua_pushinteger(L, 128 + WTERMSIG(o->status));
+	}
+	lua_setfield(L, -2, "code");
+	push_output(L, o, 0, "stdout");
+	push_output(L, o, 1, "stderr");
+	buf_free(&o->out[0]);
+	buf_free(&o->out[1]);
+}
+
 /* proc.run(argv [, {env=, clear_env=, cwd=, stdin=, stdout=, stderr=,
  *   timeout=, readonly=}]) -> {code=, signal=, stdout=, stderr=} */
 static int proc_run(lua_State *L)
@@ -429,66 +513,15 @@ static int proc_run(lua_State *L)
 	lua_getfield(L, 2, "readonly");
 	int readonly = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	if (bgrun_dry_run(L) && !readonly) {
-		lua_newtable(L);
-		lua_pushvalue(L, 1);
-		lua_setfield(L, -2, "argv");
-		bgrun_log(L, "info", "dry-run: would run a program", lua_gettop(L));
-		lua_pop(L, 1);
-		lua_createtable(L, 0, 4);
-		lua_pushinteger(L, 0);
-		lua_setfield(L, -2, "code");
-		lua_pushliteral(L, "");
-		lua_setfield(L, -2, "stdout");
-		lua_pushliteral(L, "");
-		lua_setfield(L, -2, "stderr");
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, "dry_run");
-		return 1;
-	}
+	if (bgrun_dry_run(L) && !readonly)
+		return dry_run_result(L);
 
 	spec s;
 	memset(&s, 0, sizeof s);
-	parse_out(L, 2, "stdout", &s, 0);
-	parse_out(L, 2, "stderr", &s, 1);
-	if (lua_getfield(L, 2, "cwd") == LUA_TSTRING)
-		s.cwd = lua_tostring(L, -1);
-	lua_pop(L, 1);
-	int t = lua_getfield(L, 2, "stdin");
-	if (t == LUA_TSTRING)
-		s.stdin_data = lua_tolstring(L, -1, &s.stdin_len);
-	else if (t == LUA_TTABLE) {
-		lua_getfield(L, -1, "file");
-		s.stdin_file = lua_tostring(L, -1);
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 1);
-	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
-		s.timeout = (double)lua_tonumber(L, -1);
-	lua_pop(L, 1);
 	long long ptotal = -1;
 	const char *plabel = NULL, *preads = NULL;
-	t = lua_getfield(L, 2, "progress"); /* anchored by the opts table */
-	if (t == LUA_TSTRING) {
-		plabel = lua_tostring(L, -1);
-	} else if (t == LUA_TTABLE) {
-		lua_getfield(L, -1, "label");
-		plabel = lua_tostring(L, -1);
-		lua_getfield(L, -2, "file");
-		s.watch = lua_tostring(L, -1);
-		lua_getfield(L, -3, "total");
-		ptotal = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
-		lua_getfield(L, -4, "reads");
-		preads = lua_tostring(L, -1);
-		lua_pop(L, 4);
-	}
-	lua_pop(L, 1);
-	lua_getfield(L, 2, "clear_env");
-	int clear = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
-	if (!envt)
-		lua_pop(L, 1);
+	int clear = 0;
+	int envt = read_spec(L, &s, &plabel, &preads, &ptotal, &clear);
 
 	/* Started before memory is owned (starting may raise); from here on
 	 * it is finished, which never raises, before any error. */
@@ -560,19 +593,7 @@ static int proc_run(lua_State *L)
 		buf_free(&o.out[1]);
 		bgrun_error_throw(L);
 	}
-	lua_createtable(L, 0, 4);
-	if (WIFEXITED(o.status)) {
-		lua_pushinteger(L, WEXITSTATUS(o.status));
-	} else {
-		lua_pushinteger(L, WTERMSIG(o.status));
-		lua_setfield(L, -2, "signal");
-		lua_pushinteger(L, 128 + WTERMSIG(o.status));
-	}
-	lua_setfield(L, -2, "code");
-	push_output(L, &o, 0, "stdout");
-	push_output(L, &o, 1, "stderr");
-	buf_free(&o.out[0]);
-	buf_free(&o.out[1]);
+	push_result(L, &o);
 	return 1;
 }
 
