@@ -15,7 +15,7 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # starts as fast as the bare interpreter. A new module with heavy libraries
 # belongs here too; everything else in engine/ is linked directly.
 LAZY_SRCS := $(wildcard engine/mod_archive*.c) engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/kubeconfig.c \
-             engine/k8s_util.c engine/mod_postgres.c engine/pgquote.c engine/mod_digest.c engine/digest.c \
+             engine/k8s_util.c $(wildcard engine/mod_postgres*.c) engine/pgquote.c engine/mod_digest.c engine/digest.c \
              engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/mod_s3.c engine/archive_path.c
 CORE_SRCS := $(filter-out engine/main.c $(LAZY_SRCS),$(wildcard engine/*.c))
 CORE_LIBS := $(shell pkg-config --libs lua5.4 jansson yaml-0.1) -ldl -lm
