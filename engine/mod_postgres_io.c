@@ -16,6 +16,7 @@
 #include <time.h>
 
 #include <libpq-fe.h>
+
 double pg_now(void)
 {
 	struct timespec ts;
