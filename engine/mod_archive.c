@@ -161,6 +161,54 @@ static int make_dirs(const char *dir)
 }
 
 
+/* Pass 2's loop: writes every entry of h->r through h->w (from inside the
+ * directory); raises (releasing hi) on the first failure. */
+static lua_Integer extract_entries(lua_State *L, int hi, ar_handle *h, const char *op, const char *path)
+{
+	struct archive_entry *e;
+	int rc;
+	lua_Integer count = 0;
+	while ((rc = archive_read_next_header(h->r, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
+		if (bgrun_interrupted())
+			ar_interrupted(L, hi, op);
+		/* never the archive's owners or set-id bits */
+		archive_entry_set_perm(e, archive_entry_perm(e) & 0777);
+		int wr = archive_write_header(h->w, e);
+		if (wr < ARCHIVE_WARN)
+			goto write_failed;
+		const void *data;
+		size_t len;
+		la_int64_t off;
+		int dr;
+		while ((dr = archive_read_data_block(h->r, &data, &len, &off)) == ARCHIVE_OK) {
+			if (bgrun_interrupted())
+				ar_interrupted(L, hi, op);
+			if (archive_write_data_block(h->w, data, len, off) < ARCHIVE_WARN)
+				goto write_failed;
+			bgrun_progress_update(h->progress, (long long)archive_filter_bytes(h->r, -1));
+		}
+		if (dr != ARCHIVE_EOF) {
+			ar_push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, ar_libarchive_msg(h->r));
+			bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
+			ar_fail(L, hi);
+		}
+		if (archive_write_finish_entry(h->w) < ARCHIVE_WARN)
+			goto write_failed;
+		count++;
+		continue;
+	write_failed:
+		ar_push_err(L, op, "ExtractFailed", "extract_failed", "entry '%s': %s", archive_entry_pathname(e),
+		         ar_libarchive_msg(h->w));
+		bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
+		ar_fail(L, hi);
+	}
+	if (rc != ARCHIVE_EOF) {
+		ar_push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, ar_libarchive_msg(h->r));
+		ar_fail(L, hi);
+	}
+	return count;
+}
+
 /* archive.extract(path, dir [, {readonly=, progress=}]) -> number of
  * entries written (readonly: the caller's scratch space, so it runs under
  * --dry-run too) */
@@ -235,47 +283,7 @@ int ar_extract(lua_State *L)
 	                                         ARCHIVE_EXTRACT_SECURE_SYMLINKS |
 	                                         ARCHIVE_EXTRACT_SECURE_NOABSOLUTEPATHS);
 	archive_write_disk_set_standard_lookup(h->w);
-	struct archive_entry *e;
-	int rc;
-	lua_Integer count = 0;
-	while ((rc = archive_read_next_header(h->r, &e)) == ARCHIVE_OK || rc == ARCHIVE_WARN) {
-		if (bgrun_interrupted())
-			ar_interrupted(L, hi, op);
-		/* never the archive's owners or set-id bits */
-		archive_entry_set_perm(e, archive_entry_perm(e) & 0777);
-		int wr = archive_write_header(h->w, e);
-		if (wr < ARCHIVE_WARN)
-			goto write_failed;
-		const void *data;
-		size_t len;
-		la_int64_t off;
-		int dr;
-		while ((dr = archive_read_data_block(h->r, &data, &len, &off)) == ARCHIVE_OK) {
-			if (bgrun_interrupted())
-				ar_interrupted(L, hi, op);
-			if (archive_write_data_block(h->w, data, len, off) < ARCHIVE_WARN)
-				goto write_failed;
-			bgrun_progress_update(h->progress, (long long)archive_filter_bytes(h->r, -1));
-		}
-		if (dr != ARCHIVE_EOF) {
-			ar_push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, ar_libarchive_msg(h->r));
-			bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
-			ar_fail(L, hi);
-		}
-		if (archive_write_finish_entry(h->w) < ARCHIVE_WARN)
-			goto write_failed;
-		count++;
-		continue;
-	write_failed:
-		ar_push_err(L, op, "ExtractFailed", "extract_failed", "entry '%s': %s", archive_entry_pathname(e),
-		         ar_libarchive_msg(h->w));
-		bgrun_error_set_str(L, "entry", archive_entry_pathname(e));
-		ar_fail(L, hi);
-	}
-	if (rc != ARCHIVE_EOF) {
-		ar_push_err(L, op, "InvalidArchive", "invalid_archive", "%s: %s", path, ar_libarchive_msg(h->r));
-		ar_fail(L, hi);
-	}
+	lua_Integer count = extract_entries(L, hi, h, op, path);
 	if (archive_write_close(h->w) != ARCHIVE_OK) {
 		ar_push_err(L, op, "ExtractFailed", "extract_failed", "%s: %s", path, ar_libarchive_msg(h->w));
 		ar_fail(L, hi);
@@ -330,6 +338,97 @@ static void check_create_args(lua_State *L, int entries)
 			luaL_error(L, "archive.create: entry %d: 'mode' must be an integer from 0 to 0777", (int)i);
 		lua_pop(L, 2);
 	}
+}
+
+/* The bytes create reads: every file's size and every data entry's. */
+static long long create_total(lua_State *L, lua_Integer n)
+{
+	long long total = 0;
+	for (lua_Integer i = 1; i <= n; i++) {
+		lua_rawgeti(L, 2, i);
+		size_t dlen = 0, ignored;
+		const char *src = entry_field(L, lua_gettop(L), "path", &ignored);
+		struct stat st;
+		if (src && stat(src, &st) == 0)
+			total += (long long)st.st_size;
+		else if (entry_field(L, lua_gettop(L), "data", &dlen))
+			total += (long long)dlen;
+		lua_pop(L, 1);
+	}
+	return total;
+}
+
+/* Writes entries[i] (a file or data) into h->w; raises (releasing hi) on
+ * a failure. *done counts the bytes read so far. */
+static void add_entry(lua_State *L, int hi, ar_handle *h, const char *op, lua_Integer i, time_t now, long long *done)
+{
+	struct archive_entry *e = h->entry;
+	lua_rawgeti(L, 2, i);
+	int t = lua_gettop(L);
+	size_t dlen = 0, ignored;
+	const char *name = entry_field(L, t, "name", &ignored);
+	const char *src = entry_field(L, t, "path", &ignored);
+	const char *data = entry_field(L, t, "data", &dlen);
+	int mode = -1;
+	if (lua_getfield(L, t, "mode") == LUA_TNUMBER)
+		mode = (int)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	archive_entry_clear(e);
+	archive_entry_set_pathname(e, name);
+	archive_entry_set_filetype(e, AE_IFREG);
+	int src_fd = -1;
+	if (src) {
+		struct stat st;
+		src_fd = h->src = open(src, O_RDONLY | O_CLOEXEC);
+		if (src_fd < 0 || fstat(src_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+			int er = src_fd < 0 ? errno : EINVAL;
+			ar_push_err(L, op, er == ENOENT ? "NotFound" : "IOError", er == ENOENT ? "not_found" : "io_error",
+			         "cannot add %s: %s", src, er == EINVAL ? "not a regular file" : strerror(er));
+			bgrun_error_set_str(L, "entry", name);
+			ar_fail(L, hi);
+		}
+		archive_entry_set_size(e, st.st_size);
+		archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : (st.st_mode & 0777));
+		archive_entry_set_mtime(e, st.st_mtime, 0);
+	} else {
+		archive_entry_set_size(e, (la_int64_t)dlen);
+		archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : 0644);
+		archive_entry_set_mtime(e, now, 0);
+	}
+	const char *werr = NULL;
+	if (archive_write_header(h->w, e) != ARCHIVE_OK)
+		werr = ar_libarchive_msg(h->w);
+	if (!werr && data && dlen > 0 && archive_write_data(h->w, data, dlen) != (la_ssize_t)dlen)
+		werr = ar_libarchive_msg(h->w);
+	if (!werr && data)
+		bgrun_progress_update(h->progress, *done += (long long)dlen);
+	while (!werr && src_fd >= 0) {
+		ssize_t k = read(src_fd, h->block, BLOCK);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			werr = strerror(errno);
+			break;
+		}
+		if (k == 0)
+			break;
+		if (bgrun_interrupted()) {
+			ar_interrupted(L, hi, op);
+		}
+		if (archive_write_data(h->w, h->block, (size_t)k) != k)
+			werr = ar_libarchive_msg(h->w);
+		bgrun_progress_update(h->progress, *done += (long long)k);
+	}
+	if (src_fd >= 0) {
+		close(src_fd);
+		h->src = -1;
+	}
+	if (werr) {
+		ar_push_err(L, op, "ArchiveError", "archive_error", "entry '%s': %s", name, werr);
+		bgrun_error_set_str(L, "entry", name);
+		ar_fail(L, hi);
+	}
+	lua_pop(L, 1);
 }
 
 /* archive.create(path, entries [, {format="tar.gz", progress=}]) -> path
@@ -403,92 +502,14 @@ int ar_create(lua_State *L)
 	lua_Integer n = luaL_len(L, 2);
 	time_t now = time(NULL);
 	if (label[0]) {
-		/* the bytes to read: every file's size and every data entry */
-		long long total = 0;
-		for (lua_Integer i = 1; i <= n; i++) {
-			lua_rawgeti(L, 2, i);
-			size_t dlen = 0, ignored;
-			const char *src = entry_field(L, lua_gettop(L), "path", &ignored);
-			struct stat st;
-			if (src && stat(src, &st) == 0)
-				total += (long long)st.st_size;
-			else if (entry_field(L, lua_gettop(L), "data", &dlen))
-				total += (long long)dlen;
-			lua_pop(L, 1);
-		}
-		h->progress = bgrun_progress_start(L, label, total);
+		h->progress = bgrun_progress_start(L, label, create_total(L, n));
 	}
 	long long done = 0;
 	for (lua_Integer i = 1; i <= n; i++) {
 		if (bgrun_interrupted()) {
 			ar_interrupted(L, hi, op);
 		}
-		lua_rawgeti(L, 2, i);
-		int t = lua_gettop(L);
-		size_t dlen = 0, ignored;
-		const char *name = entry_field(L, t, "name", &ignored);
-		const char *src = entry_field(L, t, "path", &ignored);
-		const char *data = entry_field(L, t, "data", &dlen);
-		int mode = -1;
-		if (lua_getfield(L, t, "mode") == LUA_TNUMBER)
-			mode = (int)lua_tointeger(L, -1);
-		lua_pop(L, 1);
-		archive_entry_clear(e);
-		archive_entry_set_pathname(e, name);
-		archive_entry_set_filetype(e, AE_IFREG);
-		int src_fd = -1;
-		if (src) {
-			struct stat st;
-			src_fd = h->src = open(src, O_RDONLY | O_CLOEXEC);
-			if (src_fd < 0 || fstat(src_fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-				int er = src_fd < 0 ? errno : EINVAL;
-				ar_push_err(L, op, er == ENOENT ? "NotFound" : "IOError", er == ENOENT ? "not_found" : "io_error",
-				         "cannot add %s: %s", src, er == EINVAL ? "not a regular file" : strerror(er));
-				bgrun_error_set_str(L, "entry", name);
-				ar_fail(L, hi);
-			}
-			archive_entry_set_size(e, st.st_size);
-			archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : (st.st_mode & 0777));
-			archive_entry_set_mtime(e, st.st_mtime, 0);
-		} else {
-			archive_entry_set_size(e, (la_int64_t)dlen);
-			archive_entry_set_perm(e, mode >= 0 ? (mode_t)mode : 0644);
-			archive_entry_set_mtime(e, now, 0);
-		}
-		const char *werr = NULL;
-		if (archive_write_header(h->w, e) != ARCHIVE_OK)
-			werr = ar_libarchive_msg(h->w);
-		if (!werr && data && dlen > 0 && archive_write_data(h->w, data, dlen) != (la_ssize_t)dlen)
-			werr = ar_libarchive_msg(h->w);
-		if (!werr && data)
-			bgrun_progress_update(h->progress, done += (long long)dlen);
-		while (!werr && src_fd >= 0) {
-			ssize_t k = read(src_fd, h->block, BLOCK);
-			if (k < 0 && errno == EINTR)
-				continue;
-			if (k < 0) {
-				werr = strerror(errno);
-				break;
-			}
-			if (k == 0)
-				break;
-			if (bgrun_interrupted()) {
-				ar_interrupted(L, hi, op);
-			}
-			if (archive_write_data(h->w, h->block, (size_t)k) != k)
-				werr = ar_libarchive_msg(h->w);
-			bgrun_progress_update(h->progress, done += (long long)k);
-		}
-		if (src_fd >= 0) {
-			close(src_fd);
-			h->src = -1;
-		}
-		if (werr) {
-			ar_push_err(L, op, "ArchiveError", "archive_error", "entry '%s': %s", name, werr);
-			bgrun_error_set_str(L, "entry", name);
-			ar_fail(L, hi);
-		}
-		lua_pop(L, 1);
+		add_entry(L, hi, h, op, i, now, &done);
 	}
 	if (archive_write_close(h->w) != ARCHIVE_OK || fsync(fd) != 0) {
 		ar_push_err(L, op, "ArchiveError", "archive_error", "%s: %s", path, ar_libarchive_msg(h->w));

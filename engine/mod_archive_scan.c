@@ -169,6 +169,282 @@ static int scan_spawn(ar_scan *s, char **argv, char **env)
 	return ar_spawn_piped(argv, env, 1, &s->child, &s->out_fd, &s->child_err);
 }
 
+/* Sets up the route of the entry name (its value of type rt at the top of
+ * the stack): returns its kind, 0 hash only, 1 capture, 2 a file or a
+ * command (started, *cmd0 its program); raises on a bad route. */
+static int route_entry(lua_State *L, ar_scan *s, int si, int rt, const char *name, const char **cmd0)
+{
+	int ri = lua_gettop(L);
+	int kind = 0;
+	if (rt == LUA_TSTRING && strcmp(lua_tostring(L, ri), "capture") == 0) {
+		kind = 1;
+	} else if (rt == LUA_TTABLE) {
+		kind = 2;
+		if (lua_getfield(L, ri, "path") == LUA_TSTRING) {
+			const char *fp = lua_tostring(L, -1);
+			s->out_fd = open(fp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+			if (s->out_fd < 0) {
+				int er = errno;
+				bgrun_error_new(L, "archive", "scan", "IOError", "cannot create %s: %s", fp, strerror(er));
+				bgrun_error_set_str(L, "code", "io_error");
+				return scan_fail(L, si);
+			}
+			lua_pop(L, 1);
+		} else {
+			lua_pop(L, 1);
+			if (lua_getfield(L, ri, "argv") != LUA_TTABLE)
+				luaL_error(L, "archive.scan: routes['%s'] needs path= or argv=", name);
+			int av = lua_gettop(L);
+			lua_Integer argc = luaL_len(L, av);
+			luaL_argcheck(L, argc > 0, 2, "argv must not be empty");
+			char **argv = lua_newuserdatauv(L, ((size_t)argc + 1) * sizeof *argv, 0);
+			for (lua_Integer i = 1; i <= argc; i++) {
+				lua_rawgeti(L, av, i);
+				argv[i - 1] = (char *)luaL_checkstring(L, -1);
+				lua_pop(L, 1);
+			}
+			argv[argc] = NULL;
+			*cmd0 = argv[0];
+			int envt = 0;
+			if (lua_getfield(L, ri, "env") == LUA_TTABLE)
+				envt = lua_gettop(L);
+			char **env = ar_command_env(L, envt);
+			buf_reset(&s->errtail);
+			int er = scan_spawn(s, argv, env);
+			if (er != 0) {
+				bgrun_error_new(L, "archive", "scan", "IOError", "cannot start %s: %s", *cmd0, strerror(er));
+				bgrun_error_set_str(L, "code", "io_error");
+				return scan_fail(L, si);
+			}
+		}
+	} else if (rt != LUA_TNIL) {
+		luaL_error(L, "archive.scan: routes['%s'] must be \"capture\", {path=} or {argv=}", name);
+	}
+	return kind;
+}
+
+/* Reads the current entry's data, hashing it and sending it where its
+ * route says (kind 1 capture, 3 when it outgrew max_capture, 2 the file or
+ * command on s->out_fd). 0, 1 interrupted, -1 (*rerr a read error, or
+ * *werrno a write error). */
+static int scan_data(lua_State *L, ar_scan *s, int *kind, lua_Integer max_capture, buf *cap, long long *size,
+                     int *werrno, const char **rerr)
+{
+	int rc = 0;
+	for (;;) {
+		if (bgrun_interrupted()) {
+			rc = 1;
+			break;
+		}
+		la_ssize_t k = archive_read_data(s->r, s->block, IO_CHUNK);
+		if (k < 0) {
+			*rerr = ar_libarchive_msg(s->r);
+			rc = s->src_rc == 1 ? 1 : -1;
+			break;
+		}
+		if (k == 0)
+			break;
+		*size += k;
+		if (!s->src)
+			bgrun_progress_update(s->progress, scan_bytes(s));
+		EVP_DigestUpdate(s->md, s->block, (size_t)k);
+		if (*kind == 1 && *size > max_capture) {
+			/* too large to keep: counted and hashed only, not captured */
+			buf_free(cap);
+			*kind = 3;
+		} else if (*kind == 1) {
+			if (buf_append(cap, s->block, (size_t)k) != 0) {
+				buf_free(cap);
+				return luaL_error(L, "archive: out of memory");
+			}
+		} else if (*kind == 2 && s->out_fd >= 0) {
+			int pr = s->child > 0 ? scan_put(s, s->block, (size_t)k) : ar_write_all(s->out_fd, s->block, (size_t)k);
+			if (pr == 1) {
+				rc = 1;
+				break;
+			}
+			if (pr != 0) {
+				*werrno = errno;
+				/* a command that stopped reading: its exit status says why */
+				close(s->out_fd);
+				s->out_fd = -1;
+				if (s->child <= 0) {
+					rc = -1;
+					break;
+				}
+			}
+		}
+	}
+	return rc;
+}
+
+/* The entry's command has its input: drains its stderr, reaps it and
+ * records {code=, stderr=} under commands[name] (table 6); raises when it
+ * failed or stopped reading (werrno). */
+static void command_done(lua_State *L, ar_scan *s, int si, int ni, const char *cmd0, int werrno, const char *name)
+{
+	while (s->child_err >= 0) {
+		scan_keep_stderr(s);
+		if (s->child_err >= 0) {
+			struct pollfd pf = {s->child_err, POLLIN, 0};
+			poll(&pf, 1, 100);
+		}
+		if (bgrun_interrupted()) {
+			lua_pushcfunction(L, ar_scan_close);
+			lua_pushvalue(L, si);
+			lua_call(L, 1, 0);
+			bgrun_throw_interrupted(L, "archive", "scan");
+		}
+	}
+	int status = 0;
+	while (waitpid(s->child, &status, 0) < 0 && errno == EINTR)
+		;
+	s->child = 0;
+	int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+	size_t el = s->errtail.len;
+	while (el > 0 && (s->errtail.data[el - 1] == '\n' || s->errtail.data[el - 1] == ' '))
+		el--;
+	lua_pushlstring(L, s->errtail.data ? s->errtail.data : "", el);
+	int ei = lua_gettop(L);
+	if (code != 0 || werrno) {
+		bgrun_error_new(L, "archive", "scan", "CommandFailed", "%s exited with %d: %s", cmd0, code,
+		                code ? lua_tostring(L, ei) : "it stopped reading its input");
+		bgrun_error_set_str(L, "code", "command_failed");
+		bgrun_error_set_int(L, "exit_code", code);
+		bgrun_error_set_str(L, "entry", name);
+		scan_fail(L, si);
+	}
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, code);
+	lua_setfield(L, -2, "code");
+	lua_pushvalue(L, ei);
+	lua_setfield(L, -2, "stderr");
+	lua_pushvalue(L, ni);
+	lua_insert(L, -2);
+	lua_rawset(L, 6); /* commands */
+}
+
+/* Records the entry just read: entries[name] = {size=, sha256=} (table 4)
+ * and, when captured, captured[name] = its data (table 5). */
+static void record_entry(lua_State *L, ar_scan *s, int ni, int kind, long long size, const buf *cap)
+{
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	EVP_DigestFinal_ex(s->md, md, &mdlen);
+	char hex[65];
+	for (unsigned i = 0; i < 32 && i < mdlen; i++)
+		snprintf(hex + 2 * i, 3, "%02x", md[i]);
+	lua_pushvalue(L, ni);
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, (lua_Integer)size);
+	lua_setfield(L, -2, "size");
+	lua_pushstring(L, hex);
+	lua_setfield(L, -2, "sha256");
+	lua_rawset(L, 4);
+	if (kind == 1) {
+		lua_pushvalue(L, ni);
+		lua_pushlstring(L, cap->data ? cap->data : "", cap->len);
+		lua_rawset(L, 5);
+	}
+}
+
+/* Pushes a scan handle (closed by __gc/__close) with its buffers, hash and
+ * reader; SIGPIPE is ignored while it is open (restored by close). */
+static ar_scan *scan_new(lua_State *L, bgrun_source *src, const char *path, const char *plabel)
+{
+	ar_scan *s = lua_newuserdatauv(L, sizeof *s, 0);
+	memset(s, 0, sizeof *s);
+	s->out_fd = s->child_err = -1;
+	luaL_setmetatable(L, SCAN_MT);
+	s->src = src;
+	s->L = L;
+	s->in = malloc(IO_CHUNK);
+	s->block = malloc(IO_CHUNK);
+	s->md = EVP_MD_CTX_new();
+	s->r = archive_read_new();
+	if (!s->in || !s->block || !s->md || !s->r)
+		luaL_error(L, "archive: out of memory");
+	struct sigaction ign;
+	memset(&ign, 0, sizeof ign);
+	ign.sa_handler = SIG_IGN;
+	sigemptyset(&ign.sa_mask);
+	if (sigaction(SIGPIPE, &ign, &s->old_pipe) == 0)
+		s->pipe_saved = 1; /* a command that exits early gives EPIPE, not a signal */
+	archive_read_support_filter_gzip(s->r);
+	archive_read_support_filter_none(s->r);
+	archive_read_support_format_tar(s->r);
+	if (plabel[0]) {
+		struct stat pst;
+		s->progress = bgrun_progress_start(L, plabel, path && stat(path, &pst) == 0 ? (long long)pst.st_size : -1);
+	}
+	return s;
+}
+
+/* Raises the failure of reading (rerr) or routing (werrno) an entry. */
+static void entry_failed(lua_State *L, ar_scan *s, int si, const char *op, const char *name, const char *rerr,
+                         int werrno)
+{
+	if (rerr) {
+		const char *reason = s->src && s->src_rc != 0 && s->src->reason ? s->src->reason : "Invalid";
+		bgrun_error_new(L, "archive", "scan", reason, "%s: entry '%s': %s", op, name, rerr);
+		if (s->src && s->src_rc != 0 && s->src->code)
+			bgrun_error_set_int(L, "code", (lua_Integer)s->src->code);
+		else
+			bgrun_error_set_str(L, "code", "invalid");
+	} else {
+		bgrun_error_new(L, "archive", "scan", "IOError", "%s: entry '%s': cannot write: %s", op, name,
+		                strerror(werrno));
+		bgrun_error_set_str(L, "code", "io_error");
+	}
+	bgrun_error_set_str(L, "entry", name);
+	scan_fail(L, si);
+}
+
+/* Raises the failure of reading the stream itself (between entries):
+ * the source's own error, or an interrupt it saw. */
+static void stream_failed(lua_State *L, ar_scan *s, int si, const char *op)
+{
+	const char *reason = s->src && s->src_rc != 0 && s->src->reason ? s->src->reason : "Invalid";
+	if (s->src && s->src_rc == 1) {
+		lua_pushcfunction(L, ar_scan_close);
+		lua_pushvalue(L, si);
+		lua_call(L, 1, 0);
+		bgrun_throw_interrupted(L, "archive", "scan");
+	}
+	bgrun_error_new(L, "archive", "scan", reason, "%s: %s", op, ar_libarchive_msg(s->r));
+	if (s->src && s->src_rc != 0 && s->src->code)
+		bgrun_error_set_int(L, "code", (lua_Integer)s->src->code);
+	else
+		bgrun_error_set_str(L, "code", "invalid");
+	scan_fail(L, si);
+}
+
+/* The scan went through: progress finished, handle closed, the answer
+ * {entries=, captured=, commands=, names=} from tables 4..7. */
+static int scan_finish(lua_State *L, ar_scan *s, int si)
+{
+	if (s->progress) {
+		long long done = scan_bytes(s);
+		bgrun_progress_set_total(s->progress, done);
+		bgrun_progress_update(s->progress, done);
+		bgrun_progress_finish(s->progress, 1);
+		s->progress = NULL;
+	}
+	lua_pushcfunction(L, ar_scan_close);
+	lua_pushvalue(L, si);
+	lua_call(L, 1, 0);
+	lua_createtable(L, 0, 4);
+	lua_pushvalue(L, 4);
+	lua_setfield(L, -2, "entries");
+	lua_pushvalue(L, 5);
+	lua_setfield(L, -2, "captured");
+	lua_pushvalue(L, 6);
+	lua_setfield(L, -2, "commands");
+	lua_pushvalue(L, 7);
+	lua_setfield(L, -2, "names");
+	return 1;
+}
+
 static const char *const scan_keys[] = {"max_capture", "progress", NULL};
 
 /* archive.scan(path | source, routes [, {max_capture=1 MiB, progress=}])
@@ -206,32 +482,8 @@ int ar_scan_fn(lua_State *L)
 		plabel[0] = '\0';
 	lua_settop(L, 2);
 	const char *op = path ? path : "the stream";
-	ar_scan *s = lua_newuserdatauv(L, sizeof *s, 0); /* 3 */
-	memset(s, 0, sizeof *s);
-	s->out_fd = s->child_err = -1;
-	luaL_setmetatable(L, SCAN_MT);
+	ar_scan *s = scan_new(L, src, path, plabel); /* 3 */
 	int si = 3;
-	s->src = src;
-	s->L = L;
-	s->in = malloc(IO_CHUNK);
-	s->block = malloc(IO_CHUNK);
-	s->md = EVP_MD_CTX_new();
-	s->r = archive_read_new();
-	if (!s->in || !s->block || !s->md || !s->r)
-		return luaL_error(L, "archive: out of memory");
-	struct sigaction ign;
-	memset(&ign, 0, sizeof ign);
-	ign.sa_handler = SIG_IGN;
-	sigemptyset(&ign.sa_mask);
-	if (sigaction(SIGPIPE, &ign, &s->old_pipe) == 0)
-		s->pipe_saved = 1; /* a command that exits early gives EPIPE, not a signal */
-	archive_read_support_filter_gzip(s->r);
-	archive_read_support_filter_none(s->r);
-	archive_read_support_format_tar(s->r);
-	if (plabel[0]) {
-		struct stat pst;
-		s->progress = bgrun_progress_start(L, plabel, path && stat(path, &pst) == 0 ? (long long)pst.st_size : -1);
-	}
 	int orc = path ? archive_read_open_filename(s->r, path, IO_CHUNK)
 	               : archive_read_open(s->r, s, NULL, scan_read_cb, NULL);
 	lua_newtable(L); /* 4: entries */
@@ -257,105 +509,17 @@ int ar_scan_fn(lua_State *L)
 		lua_pushvalue(L, ni);
 		lua_rawseti(L, 7, ++nnames);
 		/* the route */
-		int kind = 0; /* 0 hash only, 1 capture, 2 fd */
 		lua_pushvalue(L, ni);
 		int rt = lua_rawget(L, 2);
-		int ri = lua_gettop(L);
-		buf cap = BUF_INIT;
 		const char *cmd0 = NULL;
-		if (rt == LUA_TSTRING && strcmp(lua_tostring(L, ri), "capture") == 0) {
-			kind = 1;
-		} else if (rt == LUA_TTABLE) {
-			kind = 2;
-			if (lua_getfield(L, ri, "path") == LUA_TSTRING) {
-				const char *fp = lua_tostring(L, -1);
-				s->out_fd = open(fp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-				if (s->out_fd < 0) {
-					int er = errno;
-					bgrun_error_new(L, "archive", "scan", "IOError", "cannot create %s: %s", fp, strerror(er));
-					bgrun_error_set_str(L, "code", "io_error");
-					return scan_fail(L, si);
-				}
-				lua_pop(L, 1);
-			} else {
-				lua_pop(L, 1);
-				if (lua_getfield(L, ri, "argv") != LUA_TTABLE)
-					luaL_error(L, "archive.scan: routes['%s'] needs path= or argv=", name);
-				int av = lua_gettop(L);
-				lua_Integer argc = luaL_len(L, av);
-				luaL_argcheck(L, argc > 0, 2, "argv must not be empty");
-				char **argv = lua_newuserdatauv(L, ((size_t)argc + 1) * sizeof *argv, 0);
-				for (lua_Integer i = 1; i <= argc; i++) {
-					lua_rawgeti(L, av, i);
-					argv[i - 1] = (char *)luaL_checkstring(L, -1);
-					lua_pop(L, 1);
-				}
-				argv[argc] = NULL;
-				cmd0 = argv[0];
-				int envt = 0;
-				if (lua_getfield(L, ri, "env") == LUA_TTABLE)
-					envt = lua_gettop(L);
-				char **env = ar_command_env(L, envt);
-				buf_reset(&s->errtail);
-				int er = scan_spawn(s, argv, env);
-				if (er != 0) {
-					bgrun_error_new(L, "archive", "scan", "IOError", "cannot start %s: %s", cmd0, strerror(er));
-					bgrun_error_set_str(L, "code", "io_error");
-					return scan_fail(L, si);
-				}
-			}
-		} else if (rt != LUA_TNIL) {
-			luaL_error(L, "archive.scan: routes['%s'] must be \"capture\", {path=} or {argv=}", name);
-		}
+		int kind = route_entry(L, s, si, rt, name, &cmd0); /* 0 hash only, 1 capture, 2 fd */
+		buf cap = BUF_INIT;
 		if (EVP_DigestInit_ex(s->md, EVP_sha256(), NULL) != 1)
 			return luaL_error(L, "archive: libcrypto failed");
 		long long size = 0;
-		int rc = 0, werrno = 0;
+		int werrno = 0;
 		const char *rerr = NULL;
-		for (;;) {
-			if (bgrun_interrupted()) {
-				rc = 1;
-				break;
-			}
-			la_ssize_t k = archive_read_data(s->r, s->block, IO_CHUNK);
-			if (k < 0) {
-				rerr = ar_libarchive_msg(s->r);
-				rc = s->src_rc == 1 ? 1 : -1;
-				break;
-			}
-			if (k == 0)
-				break;
-			size += k;
-			if (!s->src)
-				bgrun_progress_update(s->progress, scan_bytes(s));
-			EVP_DigestUpdate(s->md, s->block, (size_t)k);
-			if (kind == 1 && size > max_capture) {
-				/* too large to keep: counted and hashed only, not captured */
-				buf_free(&cap);
-				kind = 3;
-			} else if (kind == 1) {
-				if (buf_append(&cap, s->block, (size_t)k) != 0) {
-					buf_free(&cap);
-					return luaL_error(L, "archive: out of memory");
-				}
-			} else if (kind == 2 && s->out_fd >= 0) {
-				int pr = s->child > 0 ? scan_put(s, s->block, (size_t)k) : ar_write_all(s->out_fd, s->block, (size_t)k);
-				if (pr == 1) {
-					rc = 1;
-					break;
-				}
-				if (pr != 0) {
-					werrno = errno;
-					/* a command that stopped reading: its exit status says why */
-					close(s->out_fd);
-					s->out_fd = -1;
-					if (s->child <= 0) {
-						rc = -1;
-						break;
-					}
-				}
-			}
-		}
+		int rc = scan_data(L, s, &kind, max_capture, &cap, &size, &werrno, &rerr);
 		if (rc == 1) {
 			buf_free(&cap);
 			lua_pushcfunction(L, ar_scan_close);
@@ -365,20 +529,7 @@ int ar_scan_fn(lua_State *L)
 		}
 		if (rc != 0 && (s->child <= 0 || rerr)) {
 			buf_free(&cap);
-			if (rerr) {
-				const char *reason = s->src && s->src_rc != 0 && s->src->reason ? s->src->reason : "Invalid";
-				bgrun_error_new(L, "archive", "scan", reason, "%s: entry '%s': %s", op, name, rerr);
-				if (s->src && s->src_rc != 0 && s->src->code)
-					bgrun_error_set_int(L, "code", (lua_Integer)s->src->code);
-				else
-					bgrun_error_set_str(L, "code", "invalid");
-			} else {
-				bgrun_error_new(L, "archive", "scan", "IOError", "%s: entry '%s': cannot write: %s", op, name,
-				                strerror(werrno));
-				bgrun_error_set_str(L, "code", "io_error");
-			}
-			bgrun_error_set_str(L, "entry", name);
-			return scan_fail(L, si);
+			entry_failed(L, s, si, op, name, rerr, werrno);
 		}
 		if (s->out_fd >= 0) {
 			int cr = close(s->out_fd);
@@ -391,101 +542,13 @@ int ar_scan_fn(lua_State *L)
 				return scan_fail(L, si);
 			}
 		}
-		if (s->child > 0) {
-			while (s->child_err >= 0) {
-				scan_keep_stderr(s);
-				if (s->child_err >= 0) {
-					struct pollfd pf = {s->child_err, POLLIN, 0};
-					poll(&pf, 1, 100);
-				}
-				if (bgrun_interrupted()) {
-					lua_pushcfunction(L, ar_scan_close);
-					lua_pushvalue(L, si);
-					lua_call(L, 1, 0);
-					return bgrun_throw_interrupted(L, "archive", "scan");
-				}
-			}
-			int status = 0;
-			while (waitpid(s->child, &status, 0) < 0 && errno == EINTR)
-				;
-			s->child = 0;
-			int code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-			size_t el = s->errtail.len;
-			while (el > 0 && (s->errtail.data[el - 1] == '\n' || s->errtail.data[el - 1] == ' '))
-				el--;
-			lua_pushlstring(L, s->errtail.data ? s->errtail.data : "", el);
-			int ei = lua_gettop(L);
-			if (code != 0 || werrno) {
-				bgrun_error_new(L, "archive", "scan", "CommandFailed", "%s exited with %d: %s", cmd0, code,
-				                code ? lua_tostring(L, ei) : "it stopped reading its input");
-				bgrun_error_set_str(L, "code", "command_failed");
-				bgrun_error_set_int(L, "exit_code", code);
-				bgrun_error_set_str(L, "entry", name);
-				return scan_fail(L, si);
-			}
-			lua_createtable(L, 0, 2);
-			lua_pushinteger(L, code);
-			lua_setfield(L, -2, "code");
-			lua_pushvalue(L, ei);
-			lua_setfield(L, -2, "stderr");
-			lua_pushvalue(L, ni);
-			lua_insert(L, -2);
-			lua_rawset(L, 6);
-		}
-		unsigned char md[EVP_MAX_MD_SIZE];
-		unsigned int mdlen = 0;
-		EVP_DigestFinal_ex(s->md, md, &mdlen);
-		char hex[65];
-		for (unsigned i = 0; i < 32 && i < mdlen; i++)
-			snprintf(hex + 2 * i, 3, "%02x", md[i]);
-		lua_pushvalue(L, ni);
-		lua_createtable(L, 0, 2);
-		lua_pushinteger(L, (lua_Integer)size);
-		lua_setfield(L, -2, "size");
-		lua_pushstring(L, hex);
-		lua_setfield(L, -2, "sha256");
-		lua_rawset(L, 4);
-		if (kind == 1) {
-			lua_pushvalue(L, ni);
-			lua_pushlstring(L, cap.data ? cap.data : "", cap.len);
-			lua_rawset(L, 5);
-		}
+		if (s->child > 0)
+			command_done(L, s, si, ni, cmd0, werrno, name);
+		record_entry(L, s, ni, kind, size, &cap);
 		buf_free(&cap);
 		lua_settop(L, 7);
 	}
-	if (hr != ARCHIVE_EOF) {
-		const char *reason = s->src && s->src_rc != 0 && s->src->reason ? s->src->reason : "Invalid";
-		if (s->src && s->src_rc == 1) {
-			lua_pushcfunction(L, ar_scan_close);
-			lua_pushvalue(L, si);
-			lua_call(L, 1, 0);
-			return bgrun_throw_interrupted(L, "archive", "scan");
-		}
-		bgrun_error_new(L, "archive", "scan", reason, "%s: %s", op, ar_libarchive_msg(s->r));
-		if (s->src && s->src_rc != 0 && s->src->code)
-			bgrun_error_set_int(L, "code", (lua_Integer)s->src->code);
-		else
-			bgrun_error_set_str(L, "code", "invalid");
-		return scan_fail(L, si);
-	}
-	if (s->progress) {
-		long long done = scan_bytes(s);
-		bgrun_progress_set_total(s->progress, done);
-		bgrun_progress_update(s->progress, done);
-		bgrun_progress_finish(s->progress, 1);
-		s->progress = NULL;
-	}
-	lua_pushcfunction(L, ar_scan_close);
-	lua_pushvalue(L, si);
-	lua_call(L, 1, 0);
-	lua_createtable(L, 0, 4);
-	lua_pushvalue(L, 4);
-	lua_setfield(L, -2, "entries");
-	lua_pushvalue(L, 5);
-	lua_setfield(L, -2, "captured");
-	lua_pushvalue(L, 6);
-	lua_setfield(L, -2, "commands");
-	lua_pushvalue(L, 7);
-	lua_setfield(L, -2, "names");
-	return 1;
+	if (hr != ARCHIVE_EOF)
+		stream_failed(L, s, si, op);
+	return scan_finish(L, s, si);
 }

@@ -523,6 +523,136 @@ static int wait_child(ar_writer *w, lua_State *L, werr *e)
 	return 0;
 }
 
+/* Streams the running command's output into the entry until it closes,
+ * keeping its stderr tail; 0, 1 interrupted, -1 with e set (a timeout,
+ * a read error, a sink's failure). */
+static int pump_command(ar_writer *w, lua_State *L, const char *prog, double timeout, long long *size, werr *e)
+{
+	double deadline = mono_s() + timeout;
+	int rc = 0;
+	while (rc == 0 && w->child_out >= 0) {
+		if (bgrun_interrupted()) {
+			rc = 1;
+			break;
+		}
+		ssize_t k = read(w->child_out, w->in, IO_CHUNK);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k > 0) {
+			*size += k;
+			bgrun_progress_update(w->cmd_progress, *size);
+			rc = entry_feed(w, L, w->in, (size_t)k, e);
+			continue;
+		}
+		if (k == 0) {
+			close(w->child_out);
+			w->child_out = -1;
+			break;
+		}
+		if (errno != EAGAIN) {
+			snprintf(e->msg, sizeof e->msg, "cannot read the output of %s: %s", prog, strerror(errno));
+			e->reason = "IOError";
+			rc = -1;
+			break;
+		}
+		bgrun_progress_update(w->cmd_progress, *size); /* a stall shows its rate fall */
+		if (w->child_err >= 0)
+			ar_keep_stderr(w);
+		if (mono_s() > deadline) {
+			snprintf(e->msg, sizeof e->msg, "%s did not finish within %.0f s", prog, timeout);
+			e->reason = "Timeout";
+			rc = -1;
+			break;
+		}
+		rc = wait_child(w, L, e);
+	}
+	return rc;
+}
+
+/* Ends the command's entry and fills in its header, now that the size is
+ * known: in the file (pwrite) and in every sink holding those bytes. */
+static int end_command_entry(ar_writer *w, lua_State *L, const char *name, long long size, int mode, long long hoff,
+                             werr *e)
+{
+	unsigned char hdr[TAR_BLOCK], mem[2 * TAR_BLOCK];
+	size_t mlen = 0;
+	memset(hdr, 0, sizeof hdr);
+	int rc = end_entry(w, L, size, e);
+	if (rc == 0)
+		rc = tar_header(name, size, mode, time(NULL), hdr, e);
+	if (rc == 0 && (header_member(w, hdr, mem, sizeof mem, &mlen) != 0 || mlen != w->hsize)) {
+		snprintf(e->msg, sizeof e->msg, "zlib failed");
+		rc = -1;
+	}
+	if (rc == 0 && w->fd >= 0 && pwrite(w->fd, mem, mlen, (off_t)hoff) != (ssize_t)mlen) {
+		snprintf(e->msg, sizeof e->msg, "cannot write %s: %s", w->path, strerror(errno));
+		e->reason = "IOError";
+		rc = -1;
+	}
+	for (int i = 0; rc == 0 && i < w->nsinks; i++)
+		if (w->sinks[i]->patch) {
+			rc = w->sinks[i]->patch(w->sinks[i], L, hoff, (const char *)mem, mlen, e->msg, sizeof e->msg);
+			if (rc != 0) {
+				e->reason = w->sinks[i]->reason;
+				e->code = w->sinks[i]->code;
+			}
+		}
+	return rc;
+}
+
+/* The argv table at idx as a NULL-terminated array in a userdata (pushed;
+ * a raise frees it); the strings stay anchored by the table. */
+static char **command_argv(lua_State *L, int idx)
+{
+	lua_Integer argc = luaL_len(L, idx);
+	luaL_argcheck(L, argc > 0, idx, "argv must not be empty");
+	char **argv = lua_newuserdatauv(L, ((size_t)argc + 1) * sizeof *argv, 0);
+	for (lua_Integer i = 1; i <= argc; i++) {
+		lua_rawgeti(L, idx, i);
+		if (lua_type(L, -1) != LUA_TSTRING)
+			luaL_error(L, "archive.writer: argv[%d] must be a string", (int)i);
+		argv[i - 1] = (char *)lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	argv[argc] = NULL;
+	return argv;
+}
+
+/* What a dry run answers for w:add_command. */
+static int dry_run_command(lua_State *L, const char *name, const char *prog)
+{
+	lua_createtable(L, 0, 2);
+	lua_pushstring(L, name);
+	lua_setfield(L, -2, "entry");
+	lua_pushstring(L, prog);
+	lua_setfield(L, -2, "command");
+	bgrun_log(L, "info", "dry-run: would stream a command's output into the archive", lua_gettop(L));
+	lua_createtable(L, 0, 2);
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "size");
+	return 1;
+}
+
+/* The command's end: its stderr drained, then its exit status. 0, or 1
+ * when interrupted (the command still runs). */
+static int reap_command(ar_writer *w, int *status)
+{
+	while (w->child_err >= 0) {
+		ar_keep_stderr(w);
+		if (w->child_err >= 0) {
+			struct pollfd p = {w->child_err, POLLIN, 0};
+			poll(&p, 1, 100);
+			if (bgrun_interrupted())
+				return 1;
+		}
+	}
+	pid_t pid = w->child;
+	while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+		;
+	w->child = 0;
+	return 0;
+}
+
 /* w:add_command(name, argv [, {env=, timeout=3600, level=1, mode=0644,
  *   progress=}]) -> {size=, sha256=, stderr=}
  * Streams the command's standard output into the entry; a command that
@@ -554,32 +684,12 @@ static int writer_add_command(lua_State *L)
 		else
 			lua_pop(L, 1);
 	}
-	lua_Integer argc = luaL_len(L, 3);
-	luaL_argcheck(L, argc > 0, 3, "argv must not be empty");
-	char **argv = lua_newuserdatauv(L, ((size_t)argc + 1) * sizeof *argv, 0);
-	for (lua_Integer i = 1; i <= argc; i++) {
-		lua_rawgeti(L, 3, i);
-		if (lua_type(L, -1) != LUA_TSTRING)
-			luaL_error(L, "archive.writer: argv[%d] must be a string", (int)i);
-		argv[i - 1] = (char *)lua_tostring(L, -1); /* anchored by the argv table */
-		lua_pop(L, 1);
-	}
-	argv[argc] = NULL;
+	char **argv = command_argv(L, 3);
 	char **env = ar_command_env(L, envt);
 	char op[300];
 	snprintf(op, sizeof op, "add %.200s", name);
-	if (w->dry) {
-		lua_createtable(L, 0, 2);
-		lua_pushstring(L, name);
-		lua_setfield(L, -2, "entry");
-		lua_pushstring(L, argv[0]);
-		lua_setfield(L, -2, "command");
-		bgrun_log(L, "info", "dry-run: would stream a command's output into the archive", lua_gettop(L));
-		lua_createtable(L, 0, 2);
-		lua_pushinteger(L, 0);
-		lua_setfield(L, -2, "size");
-		return 1;
-	}
+	if (w->dry)
+		return dry_run_command(L, name, argv[0]);
 	werr e = {{0}, NULL, 0};
 	int rc = spawn_command(w, argv, env);
 	if (rc != 0) {
@@ -607,64 +717,11 @@ static int writer_add_command(lua_State *L)
 	if (rc == 0)
 		rc = begin_member(w, level, &e);
 	long long size = 0;
-	double deadline = mono_s() + timeout;
-	while (rc == 0 && w->child_out >= 0) {
-		if (bgrun_interrupted()) {
-			rc = 1;
-			break;
-		}
-		ssize_t k = read(w->child_out, w->in, IO_CHUNK);
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k > 0) {
-			size += k;
-			bgrun_progress_update(w->cmd_progress, size);
-			rc = entry_feed(w, L, w->in, (size_t)k, &e);
-			continue;
-		}
-		if (k == 0) {
-			close(w->child_out);
-			w->child_out = -1;
-			break;
-		}
-		if (errno != EAGAIN) {
-			snprintf(e.msg, sizeof e.msg, "cannot read the output of %s: %s", argv[0], strerror(errno));
-			e.reason = "IOError";
-			rc = -1;
-			break;
-		}
-		bgrun_progress_update(w->cmd_progress, size); /* a stall shows its rate fall */
-		if (w->child_err >= 0)
-			ar_keep_stderr(w);
-		if (mono_s() > deadline) {
-			snprintf(e.msg, sizeof e.msg, "%s did not finish within %.0f s", argv[0], timeout);
-			e.reason = "Timeout";
-			rc = -1;
-			break;
-		}
-		rc = wait_child(w, L, &e);
-	}
-	/* the command's end: stderr drained, exit status */
+	if (rc == 0)
+		rc = pump_command(w, L, argv[0], timeout, &size, &e);
 	int status = 0;
-	if (rc == 0) {
-		while (w->child_err >= 0) {
-			ar_keep_stderr(w);
-			if (w->child_err >= 0) {
-				struct pollfd p = {w->child_err, POLLIN, 0};
-				poll(&p, 1, 100);
-				if (bgrun_interrupted()) {
-					rc = 1;
-					break;
-				}
-			}
-		}
-	}
-	if (rc == 0) {
-		pid_t pid = w->child;
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
-			;
-		w->child = 0;
-	}
+	if (rc == 0)
+		rc = reap_command(w, &status);
 	if (rc != 0) {
 		ar_kill_child(w);
 		return raise_werr(L, rc, &e, op, name); /* closes the writer: its progress fails */
@@ -684,26 +741,7 @@ static int writer_add_command(lua_State *L)
 		bgrun_error_set_str(L, "entry", name);
 		return writer_fail(L);
 	}
-	rc = end_entry(w, L, size, &e);
-	if (rc == 0)
-		rc = tar_header(name, size, mode, time(NULL), hdr, &e);
-	if (rc == 0 && (header_member(w, hdr, mem, sizeof mem, &mlen) != 0 || mlen != w->hsize)) {
-		snprintf(e.msg, sizeof e.msg, "zlib failed");
-		rc = -1;
-	}
-	if (rc == 0 && w->fd >= 0 && pwrite(w->fd, mem, mlen, (off_t)hoff) != (ssize_t)mlen) {
-		snprintf(e.msg, sizeof e.msg, "cannot write %s: %s", w->path, strerror(errno));
-		e.reason = "IOError";
-		rc = -1;
-	}
-	for (int i = 0; rc == 0 && i < w->nsinks; i++)
-		if (w->sinks[i]->patch) {
-			rc = w->sinks[i]->patch(w->sinks[i], L, hoff, (const char *)mem, mlen, e.msg, sizeof e.msg);
-			if (rc != 0) {
-				e.reason = w->sinks[i]->reason;
-				e.code = w->sinks[i]->code;
-			}
-		}
+	rc = end_command_entry(w, L, name, size, mode, hoff, &e);
 	if (rc != 0)
 		return raise_werr(L, rc, &e, op, name);
 	bgrun_progress_update(w->cmd_progress, size);
