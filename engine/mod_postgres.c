@@ -750,9 +750,7 @@ int luaopen_postgres(lua_State *L)
 	static const luaL_Reg conn_meta[] = {
 		{"__gc", pg_conn_close}, {"__close", pg_conn_close}, {"__tostring", pg_conn_tostring}, {NULL, NULL},
 	};
-	static const luaL_Reg result_meta[] = {{"__gc", pg_result_gc}, {NULL, NULL}};
 	bgrun_newclass(L, CONN_MT, conn_methods, conn_meta);
-	bgrun_newclass(L, RESULT_MT, NULL, result_meta);
 	luaL_newlib(L, pg_funcs);
 	return 1;
 }

@@ -27,13 +27,16 @@ double pg_now(void)
 /* ------------------------------------------------------------ result box */
 
 /* Every PGresult lives in one of these from the moment libpq hands it over,
- * so a Lua error while converting it (out of memory) cannot leak it. */
+ * so a Lua error while converting it (out of memory) cannot leak it: a
+ * bgrun_box, cleared when the call returns or raises. */
+static void result_release(void *p)
+{
+	pg_box_set(p, NULL);
+}
+
 pgresult *pg_push_result_box(lua_State *L)
 {
-	pgresult *r = lua_newuserdatauv(L, sizeof *r, 0);
-	r->res = NULL;
-	luaL_setmetatable(L, RESULT_MT);
-	return r;
+	return bgrun_box(L, sizeof(pgresult), result_release);
 }
 
 void pg_box_set(pgresult *r, PGresult *res)
@@ -42,13 +45,6 @@ void pg_box_set(pgresult *r, PGresult *res)
 	r->res = res;
 	if (old)
 		PQclear(old);
-}
-
-int pg_result_gc(lua_State *L)
-{
-	pgresult *r = luaL_checkudata(L, 1, RESULT_MT);
-	pg_box_set(r, NULL);
-	return 0;
 }
 
 /* ------------------------------------------------------------- notices */
@@ -483,6 +479,7 @@ void pg_collect(PGconn *conn, pgresult *ok, pgresult *fail, outcome *o, row_sink
  * COMMIT of bookkeeping, SET). Returns 0, or -1 with the error pushed. */
 int pg_run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, pgresult *ok, int interruptible)
 {
+	lua_pushnil(L); /* the error's place: the box above it is to-be-closed */
 	pgresult *fail = pg_push_result_box(L);
 	outcome o;
 	memset(&o, 0, sizeof o);
@@ -494,25 +491,18 @@ int pg_run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, pgres
 		pg_collect(c->conn, ok, fail, &o, NULL);
 	}
 	if (o.broken || o.gave_up) {
-		pg_box_set(fail, NULL);
-		lua_pop(L, 1);
 		bgrun_error_new(L, MODULE, op, "connection_failure", "%s", o.message);
 		bgrun_error_set_str(L, "code", "08006");
-		return -1;
-	}
-	if (o.cancelled && bgrun_interrupted()) {
-		pg_box_set(fail, NULL);
-		lua_pop(L, 1);
+	} else if (o.cancelled && bgrun_interrupted()) {
 		bgrun_error_new(L, MODULE, op, "interrupted", "interrupted by signal");
 		bgrun_error_set_str(L, "code", "interrupted");
-		return -1;
-	}
-	if (fail->res) {
+	} else if (fail->res) {
 		pg_push_result_error(L, op, fail->res);
-		pg_box_set(fail, NULL);
-		lua_remove(L, -2);
-		return -1;
+	} else {
+		lua_pop(L, 2); /* closes the box */
+		return 0;
 	}
-	lua_pop(L, 1);
-	return 0;
+	lua_replace(L, -3);
+	lua_pop(L, 1); /* closes the box: the error stays */
+	return -1;
 }

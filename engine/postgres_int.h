@@ -14,7 +14,6 @@ int luaopen_postgres(lua_State *L);
 
 #define CONN_MT "bgrun.postgres.conn"
 
-#define RESULT_MT "bgrun.postgres.result"
 
 #define MODULE "postgres"
 
@@ -75,7 +74,6 @@ typedef struct row_sink {
 double pg_now(void);
 pgresult *pg_push_result_box(lua_State *L);
 void pg_box_set(pgresult *r, PGresult *res);
-int pg_result_gc(lua_State *L);
 void pg_notice_receiver(void *arg, const PGresult *res);
 void pg_flush_notices(lua_State *L, pgconn *c);
 void pg_conn_message(PGconn *conn, char *out, size_t outlen);
