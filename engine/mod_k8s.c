@@ -427,6 +427,11 @@ static int c_delete(lua_State *L)
 		json_object_set_new(o, "propagationPolicy", json_string(pp));
 	if (grace >= 0)
 		json_object_set_new(o, "gracePeriodSeconds", json_integer((json_int_t)grace));
+	/* kube-apiserver reads a DELETE's options from its body when there is
+	 * one and ignores the query then: a dry run must say so in the body,
+	 * or the object is really deleted. */
+	if (bgrun_dry_run(L))
+		json_object_set_new(o, "dryRun", json_pack("[s]", "All"));
 	rq.body = json_dumps(o, JSON_COMPACT);
 	json_decref(o);
 	rq.body_len = rq.body ? strlen(rq.body) : 0;
