@@ -39,6 +39,39 @@ void bgrun_error_set_str(lua_State *L, const char *field, const char *v);
  * 'x')". Nothing to check when the argument is absent; not a table raises. */
 void bgrun_check_options(lua_State *L, int idx, const char *const known[]);
 
+/* ---- helpers (luahelp.c) ---- */
+
+/* A temporary for one C call: pushes a zeroed block of size bytes as a
+ * userdata marked to-be-closed (lua_toclose), so release(p) runs exactly
+ * once when the calling C function returns, raises, or closes the slot
+ * (bgrun_box_close, or lua_settop below it). Never lua_remove/lua_replace
+ * the slot. The box is for C resources a call holds (a PGresult, a
+ * json_t *, buffers); handles that outlive the call are classes. */
+typedef void (*bgrun_release_fn)(void *p);
+void *bgrun_box(lua_State *L, size_t size, bgrun_release_fn release);
+void bgrun_box_close(lua_State *L, int idx);
+
+/* Registers metatable name (as Lua's liolib.c createmeta): metamethods
+ * (__gc, __close, __tostring...) set on it, methods in its __index.
+ * Either array may be NULL. Leaves the stack as it was. */
+void bgrun_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods);
+
+/* Option readers: opts is the table at idx (absent or nil: every option
+ * takes its default); field absent or nil: dflt. A value of another type
+ * raises the one message form
+ *   bad argument #N to 'f' (option 'field' must be a string, got number)
+ * Strings are anchored by the options table. bgrun_opt_table pushes the
+ * table and returns 1, or pushes nothing and returns 0. Unknown keys:
+ * bgrun_check_options. */
+const char *bgrun_opt_string(lua_State *L, int idx, const char *field, const char *dflt);
+lua_Number bgrun_opt_number(lua_State *L, int idx, const char *field, lua_Number dflt);
+lua_Integer bgrun_opt_integer(lua_State *L, int idx, const char *field, lua_Integer dflt);
+int bgrun_opt_boolean(lua_State *L, int idx, const char *field, int dflt);
+int bgrun_opt_table(lua_State *L, int idx, const char *field);
+/* Raises the message above for the value at the top of the stack
+ * (expected: "a string", "a positive number", ...). */
+int bgrun_opt_error(lua_State *L, int idx, const char *field, const char *expected) __attribute__((noreturn));
+
 /* ---- interrupts (core.c) ----
  * SIGINT/SIGTERM set a flag. Blocking C calls poll bgrun_interrupted() and
  * raise bgrun_throw_interrupted() after releasing what they hold. */
@@ -49,26 +82,13 @@ int bgrun_throw_interrupted(lua_State *L, const char *module, const char *op)
 /* ---- dry run (core.c) ---- */
 int bgrun_dry_run(lua_State *L);
 
-/* ---- secrets and log output (mod_log.c) ---- */
-void bgrun_secret(lua_State *L, const char *value, size_t len);
-/* Pushes s with every registered secret masked. */
-void bgrun_push_redacted(lua_State *L, const char *s, size_t len);
-/* Logs through the log module (level "debug"|"info"|"warn"|"error").
- * fields_idx is a table index or 0. Never raises for output errors. */
-void bgrun_log(lua_State *L, const char *level, const char *message, int fields_idx);
-/* How log lines are printed now: 0 info is not printed (-q), 1 text,
- * 2 JSON; *color: text is coloured. Never raises but for memory. */
-int bgrun_log_mode(lua_State *L, int *color);
-/* Colour on fd: a terminal, NO_COLOR unset or empty, TERM not "dumb". */
-int bgrun_color_wanted(int fd);
+/* ---- secrets (secrets.h: bgrun_secret, bgrun_push_redacted) and log
+ * output (logcore.h: bgrun_log, bgrun_log_mode, bgrun_color_wanted) ---- */
+#include "logcore.h"
+#include "secrets.h"
 
-/* ---- JSON <-> Lua (mod_json.c) ---- */
-/* Pushes the Lua value of j: objects and arrays become tables marked with
- * the json.object / json.array metatables, null becomes json.null. */
-void bgrun_json_push(lua_State *L, const json_t *j);
-/* Converts the value at idx; NULL with a message in err on failure
- * (cycle, non-string key, function value, NaN). Does not raise. */
-json_t *bgrun_json_from_lua(lua_State *L, int idx, char *err, size_t errlen);
+/* ---- JSON <-> Lua: jsonconv.h (bgrun_json_push, bgrun_json_from_lua) ---- */
+#include "jsonconv.h"
 
 /* ---- embedded Lua sources (generated build/embedded.c) ---- */
 struct bgrun_embedded {

@@ -78,3 +78,23 @@ void buf_free(buf *b)
 	b->data = NULL;
 	b->len = b->cap = 0;
 }
+
+int buf_urlencode(buf *b, const char *s, size_t len, int keep_slash)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	if (buf_reserve(b, len * 3) != 0)
+		return -1;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+		    c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
+			b->data[b->len++] = (char)c;
+		} else {
+			b->data[b->len++] = '%';
+			b->data[b->len++] = hex[c >> 4];
+			b->data[b->len++] = hex[c & 15];
+		}
+	}
+	b->data[b->len] = '\0';
+	return 0;
+}

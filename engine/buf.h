@@ -19,5 +19,10 @@ int buf_printf(buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)
 void buf_consume(buf *b, size_t n);                  /* drop the first n bytes */
 void buf_reset(buf *b);                              /* keep capacity */
 void buf_free(buf *b);
+/* Appends len bytes of s percent-encoded (RFC 3986): every byte but
+ * A-Z a-z 0-9 - _ . ~ (and '/' when keep_slash) as %XX, upper-case hex.
+ * The one encoder of the engine: URL paths and queries (k8s_util.c), SigV4
+ * canonical requests (sigv4.c). 0 or -1 (out of memory). */
+int buf_urlencode(buf *b, const char *s, size_t len, int keep_slash);
 
 #endif

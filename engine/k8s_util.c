@@ -230,20 +230,7 @@ void k8s_resource_name(const k8s_resource *r, char *out, size_t n)
 
 int k8s_escape(buf *out, const char *s)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
-		if (isalnum(*p) || *p == '-' || *p == '.' || *p == '_' || *p == '~') {
-			if (buf_append(out, p, 1))
-				return -1;
-		} else {
-			char e[3] = {'%', hex[*p >> 4], hex[*p & 15]};
-			if (buf_append(out, e, 3))
-				return -1;
-		}
-	}
-	if (out->data == NULL)
-		return buf_reserve(out, 1);
-	return 0;
+	return buf_urlencode(out, s, strlen(s), 0);
 }
 
 int k8s_build_path(buf *out, const k8s_resource *r, const char *ns, const char *name, const char *sub)

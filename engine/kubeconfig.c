@@ -5,8 +5,10 @@
 #include "kubeconfig.h"
 #include "clock.h"
 #include "buf.h"
+#include "spawn.h"
 
 #include <errno.h>
+#include <limits.h>
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
@@ -18,130 +20,32 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <yaml.h>
+#include <openssl/evp.h>
+
+#include "yamlconv.h"
 
 extern char **environ;
 
-#define MAX_DEPTH 64
 
 /* ------------------------------------------------------------------ YAML */
 
-static json_t *node_to_json(yaml_document_t *doc, yaml_node_t *node, int depth)
-{
-	if (node == NULL || depth > MAX_DEPTH)
-		return NULL;
-	switch (node->type) {
-	case YAML_SCALAR_NODE: {
-		const char *v = (const char *)node->data.scalar.value;
-		size_t n = node->data.scalar.length;
-		if (node->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-			if (n == 0 || strcmp(v, "null") == 0 || strcmp(v, "~") == 0 || strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0)
-				return json_null();
-			if (strcmp(v, "true") == 0 || strcmp(v, "True") == 0 || strcmp(v, "TRUE") == 0)
-				return json_true();
-			if (strcmp(v, "false") == 0 || strcmp(v, "False") == 0 || strcmp(v, "FALSE") == 0)
-				return json_false();
-		}
-		return json_stringn(v, n);
-	}
-	case YAML_SEQUENCE_NODE: {
-		json_t *a = json_array();
-		for (yaml_node_item_t *it = node->data.sequence.items.start; it < node->data.sequence.items.top; it++) {
-			json_t *v = node_to_json(doc, yaml_document_get_node(doc, *it), depth + 1);
-			if (v == NULL) {
-				json_decref(a);
-				return NULL;
-			}
-			json_array_append_new(a, v);
-		}
-		return a;
-	}
-	case YAML_MAPPING_NODE: {
-		json_t *o = json_object();
-		for (yaml_node_pair_t *p = node->data.mapping.pairs.start; p < node->data.mapping.pairs.top; p++) {
-			yaml_node_t *k = yaml_document_get_node(doc, p->key);
-			if (k == NULL || k->type != YAML_SCALAR_NODE) {
-				json_decref(o);
-				return NULL;
-			}
-			json_t *v = node_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
-			if (v == NULL) {
-				json_decref(o);
-				return NULL;
-			}
-			json_object_setn_new(o, (const char *)k->data.scalar.value, k->data.scalar.length, v);
-		}
-		return o;
-	}
-	default:
-		return NULL;
-	}
-}
-
-/* 1 when text nests deeper than MAX_DEPTH. libyaml's loader takes time
- * quadratic in the nesting (60,000 '[' took minutes), all spent before
- * node_to_json could refuse the depth: so events first, stopping at the
- * first level too deep. Syntax errors are left to the loader's message. */
-static int nests_too_deep(const char *text, size_t len)
-{
-	yaml_parser_t p;
-	if (!yaml_parser_initialize(&p))
-		return 0;
-	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-	int depth = 0, deep = 0, done = 0;
-	while (!done && !deep) {
-		yaml_event_t e;
-		if (!yaml_parser_parse(&p, &e))
-			break;
-		if (e.type == YAML_SEQUENCE_START_EVENT || e.type == YAML_MAPPING_START_EVENT)
-			deep = ++depth > MAX_DEPTH;
-		else if (e.type == YAML_SEQUENCE_END_EVENT || e.type == YAML_MAPPING_END_EVENT)
-			depth--;
-		done = e.type == YAML_STREAM_END_EVENT;
-		yaml_event_delete(&e);
-	}
-	yaml_parser_delete(&p);
-	return deep;
-}
-
+/* The first document of text (yamlconv.c), with plain numbers kept as
+ * strings: kubeconfig's values are strings but for booleans. */
 json_t *kube_yaml_parse(const char *text, size_t len, char *err, size_t errlen)
 {
-	yaml_parser_t p;
-	yaml_document_t doc;
-	if (nests_too_deep(text, len)) {
-		snprintf(err, errlen, "unsupported YAML: nesting deeper than %d levels", MAX_DEPTH);
+	char inner[256];
+	json_t *docs = yaml_to_json_flags(text, len, YAMLCONV_NUMBERS_AS_TEXT, inner, sizeof inner);
+	if (docs == NULL) {
+		snprintf(err, errlen, "YAML error at %s", inner);
 		return NULL;
 	}
-	if (!yaml_parser_initialize(&p)) {
-		snprintf(err, errlen, "out of memory");
+	json_t *j = json_array_size(docs) > 0 ? json_incref(json_array_get(docs, 0)) : json_object();
+	json_decref(docs); /* an empty file is an empty config */
+	if (!json_is_object(j)) {
+		json_decref(j);
+		snprintf(err, errlen, "not a kubeconfig: the top level is not a mapping");
 		return NULL;
 	}
-	yaml_parser_set_input_string(&p, (const unsigned char *)text, len);
-	if (!yaml_parser_load(&p, &doc)) {
-		snprintf(err, errlen, "YAML error at line %zu: %s", p.problem_mark.line + 1,
-		         p.problem ? p.problem : "unknown");
-		yaml_parser_delete(&p);
-		return NULL;
-	}
-	yaml_node_t *root = yaml_document_get_root_node(&doc);
-	json_t *j;
-	if (root == NULL) {
-		j = json_object(); /* an empty file is an empty config */
-	} else {
-		j = node_to_json(&doc, root, 0);
-		if (j == NULL)
-			snprintf(err, errlen, "unsupported YAML (non-scalar key or nesting too deep)");
-		else if (json_is_null(j)) {
-			json_decref(j);
-			j = json_object();
-		} else if (!json_is_object(j)) {
-			json_decref(j);
-			j = NULL;
-			snprintf(err, errlen, "not a kubeconfig: the top level is not a mapping");
-		}
-	}
-	yaml_document_delete(&doc);
-	yaml_parser_delete(&p);
 	return j;
 }
 
@@ -296,74 +200,39 @@ json_t *kube_merge(json_t *const *files, size_t n)
 
 /* --------------------------------------------------------------- base64 */
 
-static int b64val(int c)
-{
-	if (c >= 'A' && c <= 'Z')
-		return c - 'A';
-	if (c >= 'a' && c <= 'z')
-		return c - 'a' + 26;
-	if (c >= '0' && c <= '9')
-		return c - '0' + 52;
-	if (c == '+' || c == '-')
-		return 62;
-	if (c == '/' || c == '_')
-		return 63;
-	return -1;
-}
-
+/* Standard base64 (whitespace and newlines allowed); the URL-safe
+ * alphabet's - and _ are accepted too, as before. OpenSSL decodes. */
 char *kube_b64decode(const char *in, size_t len, size_t *outlen)
 {
-	char *out = malloc(len / 4 * 3 + 4);
-	if (out == NULL)
-		return NULL;
-	size_t o = 0;
-	unsigned acc = 0;
-	int bits = 0, pad = 0;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)in[i];
-		if (c == ' ' || c == '\n' || c == '\r' || c == '\t')
-			continue;
-		if (c == '=') {
-			pad = 1;
-			continue;
-		}
-		int v = b64val(c);
-		if (v < 0 || pad) {
-			free(out);
-			return NULL;
-		}
-		acc = (acc << 6) | (unsigned)v;
-		bits += 6;
-		if (bits >= 8) {
-			bits -= 8;
-			out[o++] = (char)((acc >> bits) & 0xff);
+	unsigned char *std = malloc(len + 1);
+	unsigned char *out = malloc(len / 4 * 3 + 4);
+	EVP_ENCODE_CTX *ctx = EVP_ENCODE_CTX_new();
+	int ok = std && out && ctx && len <= INT_MAX;
+	if (ok) {
+		for (size_t i = 0; i < len; i++)
+			std[i] = in[i] == '-' ? '+' : in[i] == '_' ? '/' : (unsigned char)in[i];
+		int n = 0, m = 0;
+		EVP_DecodeInit(ctx);
+		ok = EVP_DecodeUpdate(ctx, out, &n, std, (int)len) >= 0 && EVP_DecodeFinal(ctx, out + n, &m) == 1;
+		if (ok) {
+			out[n + m] = '\0';
+			*outlen = (size_t)(n + m);
 		}
 	}
-	out[o] = '\0';
-	*outlen = o;
-	return out;
+	EVP_ENCODE_CTX_free(ctx);
+	free(std);
+	if (!ok) {
+		free(out);
+		return NULL;
+	}
+	return (char *)out;
 }
 
 char *kube_b64encode(const char *in, size_t len)
 {
-	static const char tab[] = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-	char *out = malloc((len + 2) / 3 * 4 + 1);
-	if (out == NULL)
-		return NULL;
-	size_t o = 0;
-	const unsigned char *p = (const unsigned char *)in;
-	for (size_t i = 0; i < len; i += 3) {
-		unsigned v = (unsigned)p[i] << 16;
-		if (i + 1 < len)
-			v |= (unsigned)p[i + 1] << 8;
-		if (i + 2 < len)
-			v |= p[i + 2];
-		out[o++] = tab[(v >> 18) & 63];
-		out[o++] = tab[(v >> 12) & 63];
-		out[o++] = i + 1 < len ? tab[(v >> 6) & 63] : '=';
-		out[o++] = i + 2 < len ? tab[v & 63] : '=';
-	}
-	out[o] = '\0';
+	char *out = len <= INT_MAX / 2 ? malloc((len + 2) / 3 * 4 + 1) : NULL;
+	if (out != NULL)
+		EVP_EncodeBlock((unsigned char *)out, (const unsigned char *)in, (int)len);
 	return out;
 }
 
@@ -900,6 +769,33 @@ static char **plugin_env(const kube_exec *x, const char *info)
 	return v;
 }
 
+/* Reads the plugin's stdout until it closes (1 MiB at most); 1 when the
+ * timeout passed first. */
+static int read_plugin(int fd, double timeout_s, buf *out)
+{
+	double deadline = timeout_s > 0 ? mono() + timeout_s : 0;
+	for (;;) {
+		struct pollfd pfd = {fd, POLLIN, 0};
+		int wait_ms = 200;
+		if (deadline > 0) {
+			double left = deadline - mono();
+			if (left <= 0)
+				return 1;
+			if (left * 1000 < wait_ms)
+				wait_ms = (int)(left * 1000) + 1;
+		}
+		int pr = poll(&pfd, 1, wait_ms);
+		if (pr <= 0)
+			continue; /* EINTR or nothing yet */
+		char chunk[4096];
+		ssize_t r = read(fd, chunk, sizeof chunk);
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (r <= 0 || buf_append(out, chunk, (size_t)r) != 0 || out->len > (1u << 20))
+			return 0;
+	}
+}
+
 int kube_exec_run(const kube_config *cfg, double timeout_s, kube_cred *cred, char *err, size_t errlen)
 {
 	const kube_exec *x = cfg->exec;
@@ -934,60 +830,27 @@ int kube_exec_run(const kube_config *cfg, double timeout_s, kube_cred *cred, cha
 	argv[0] = x->command;
 	for (size_t i = 0; i < nargs; i++)
 		argv[i + 1] = x->args[i];
-	int fds[2];
 	int rc = -1;
-	pid_t pid = -1;
 	buf out = BUF_INIT;
-	if (pipe2(fds, O_CLOEXEC) != 0) {
-		snprintf(err, errlen, "exec plugin %s: pipe: %s", x->command, strerror(errno));
+	bgrun_spawn sp;
+	memset(&sp, 0, sizeof sp);
+	sp.argv = argv;
+	sp.envp = envp;
+	sp.fd[0] = BGRUN_FD_NULL;
+	sp.fd[1] = BGRUN_FD_PIPE;
+	sp.fd[2] = BGRUN_FD_INHERIT;
+	if (bgrun_spawn_start(&sp) != 0) {
+		snprintf(err, errlen, "exec plugin %s: %s", x->command, strerror(errno));
 		goto done;
 	}
-	pid = fork();
-	if (pid < 0) {
-		snprintf(err, errlen, "exec plugin %s: fork: %s", x->command, strerror(errno));
-		close(fds[0]);
-		close(fds[1]);
+	if (sp.child_errno) {
+		snprintf(err, errlen, "exec plugin %s could not be run%s%s", x->command,
+		         x->install_hint ? ": " : "", x->install_hint ? x->install_hint : "");
 		goto done;
 	}
-	if (pid == 0) {
-		setpgid(0, 0);
-		int devnull = open("/dev/null", O_RDONLY);
-		if (devnull >= 0)
-			dup2(devnull, 0);
-		dup2(fds[1], 1);
-		execvpe(argv[0], argv, envp);
-		_exit(127);
-	}
-	close(fds[1]);
-	double deadline = timeout_s > 0 ? mono() + timeout_s : 0;
-	int timed_out = 0;
-	for (;;) {
-		struct pollfd pfd = {fds[0], POLLIN, 0};
-		int wait_ms = 200;
-		if (deadline > 0) {
-			double left = deadline - mono();
-			if (left <= 0) {
-				timed_out = 1;
-				break;
-			}
-			if (left * 1000 < wait_ms)
-				wait_ms = (int)(left * 1000) + 1;
-		}
-		int pr = poll(&pfd, 1, wait_ms);
-		if (pr < 0 && errno == EINTR)
-			continue;
-		if (pr <= 0)
-			continue;
-		char chunk[4096];
-		ssize_t r = read(fds[0], chunk, sizeof chunk);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		if (buf_append(&out, chunk, (size_t)r) != 0 || out.len > (1u << 20))
-			break;
-	}
-	close(fds[0]);
+	pid_t pid = sp.pid;
+	int timed_out = read_plugin(sp.pipe[1], timeout_s, &out);
+	bgrun_spawn_close(&sp);
 	if (timed_out) {
 		kill(-pid, SIGKILL);
 		kill(pid, SIGKILL); /* in case it had not yet made its own group */

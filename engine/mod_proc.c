@@ -6,6 +6,7 @@
 #include "clock.h"
 #include "buf.h"
 #include "progress.h"
+#include "spawn.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -19,7 +20,7 @@
 #include <time.h>
 #include <unistd.h>
 
-extern char **environ;
+extern char **environ; /* build_env starts from it */
 
 enum { OUT_CAPTURE, OUT_INHERIT, OUT_FILE, OUT_NULL };
 
@@ -56,11 +57,6 @@ static void spec_free(spec *s)
 	s->argv = s->envp = NULL;
 	free(s->reads);
 	s->reads = NULL;
-}
-
-static double now_s(void)
-{
-	return bgrun_clock();
 }
 
 /* Parses an output option (stdout/stderr): "capture", "inherit", "null",
@@ -198,15 +194,8 @@ static void check_args(lua_State *L)
 	lua_pop(L, 1);
 }
 
-static void set_nonblock(int fd)
-{
-	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
-}
-
 static int open_out(const spec *s, int which)
 {
-	if (s->out_mode[which] == OUT_NULL)
-		return open("/dev/null", O_WRONLY | O_CLOEXEC);
 	return open(s->out_file[which], O_WRONLY | O_CREAT | O_CLOEXEC | (s->append[which] ? O_APPEND : O_TRUNC), 0644);
 }
 
@@ -229,17 +218,7 @@ static void close_fd(int *fd)
 /* Stops the process group: TERM, then KILL after a grace period. */
 static void stop_group(pid_t pid, int *status)
 {
-	kill(-pid, SIGTERM);
-	double end = now_s() + 2.0;
-	while (now_s() < end) {
-		if (waitpid(pid, status, WNOHANG) == pid) {
-			kill(-pid, SIGKILL); /* stragglers in the group */
-			return;
-		}
-		bgrun_nap_uninterruptible(0.02);
-	}
-	kill(-pid, SIGKILL);
-	waitpid(pid, status, 0);
+	bgrun_spawn_stop(pid, status, 2000);
 }
 
 /* The offset of the descriptor on which process pid has the file at
@@ -295,113 +274,35 @@ static void report_progress(const spec *s, const outcome *o)
 		bgrun_progress_update(s->progress, (long long)o->out[0].len);
 }
 
-/* Runs the program; never raises. Returns 0, or -1 with errno for a setup
- * failure in the parent. */
-static int execute(spec *s, outcome *o)
+/* Writes what stdin still has to give; closes the pipe at the end or when
+ * the program stopped reading (EPIPE). */
+static void feed_stdin(const spec *s, int *fd, size_t *off)
 {
-	int in_pipe[2] = {-1, -1}, out_pipe[2][2] = {{-1, -1}, {-1, -1}}, err_pipe[2] = {-1, -1};
-	int in_fd = -1, file_fd[2] = {-1, -1};
-	int saved = 0;
+	ssize_t w = write(*fd, s->stdin_data + *off, s->stdin_len - *off);
+	if (w > 0)
+		*off += (size_t)w;
+	if ((w < 0 && errno != EAGAIN && errno != EINTR) || *off >= s->stdin_len)
+		close_fd(fd);
+}
 
-	if (s->stdin_file) {
-		if ((in_fd = open(s->stdin_file, O_RDONLY | O_CLOEXEC)) < 0) {
-			o->spawn_what = "open stdin file";
-			return -1;
-		}
-	} else if (s->stdin_data) {
-		if (pipe2(in_pipe, O_CLOEXEC) != 0)
-			goto fail;
-	}
-	for (int w = 0; w < 2; w++) {
-		if (s->out_mode[w] == OUT_CAPTURE) {
-			if (pipe2(out_pipe[w], O_CLOEXEC) != 0)
-				goto fail;
-		} else if (s->out_mode[w] == OUT_FILE || s->out_mode[w] == OUT_NULL) {
-			if ((file_fd[w] = open_out(s, w)) < 0) {
-				o->spawn_what = w == 0 ? "open stdout file" : "open stderr file";
-				goto fail;
-			}
-		}
-	}
-	if (pipe2(err_pipe, O_CLOEXEC) != 0)
-		goto fail;
-
-	pid_t pid = fork();
-	if (pid < 0)
-		goto fail;
-	if (pid == 0) {
-		setpgid(0, 0);
-		signal(SIGPIPE, SIG_DFL);
-		int in = s->stdin_file ? in_fd : s->stdin_data ? in_pipe[0] : open("/dev/null", O_RDONLY);
-		if (in >= 0)
-			dup2(in, 0);
-		for (int w = 0; w < 2; w++) {
-			int fd = s->out_mode[w] == OUT_CAPTURE ? out_pipe[w][1] : file_fd[w];
-			if (fd >= 0)
-				dup2(fd, w + 1);
-		}
-		if (s->cwd && chdir(s->cwd) != 0) {
-			int e[2] = {errno, 1};
-			ssize_t r = write(err_pipe[1], e, sizeof e);
-			(void)r;
-			_exit(127);
-		}
-		if (s->envp)
-			execvpe(s->argv[0], s->argv, s->envp);
-		else
-			execvp(s->argv[0], s->argv);
-		int e[2] = {errno, 0};
-		ssize_t r = write(err_pipe[1], e, sizeof e);
-		(void)r;
-		_exit(127);
-	}
-	setpgid(pid, pid); /* both sides set it: no race with an early kill */
-	s->pid = pid;
-
-	close_fd(&err_pipe[1]);
-	close_fd(&in_pipe[0]);
-	close_fd(&in_fd);
-	for (int w = 0; w < 2; w++) {
-		close_fd(&out_pipe[w][1]);
-		close_fd(&file_fd[w]);
-	}
-	int e[2];
-	ssize_t got = read(err_pipe[0], e, sizeof e);
-	close_fd(&err_pipe[0]);
-	if (got == (ssize_t)sizeof e) {
-		waitpid(pid, &o->status, 0);
-		o->spawn_errno = e[0];
-		o->spawn_what = e[1] ? "change directory" : "execute";
-		close_fd(&in_pipe[1]);
-		close_fd(&out_pipe[0][0]);
-		close_fd(&out_pipe[1][0]);
-		return 0;
-	}
-
+/* Moves bytes between the running program and us until it exits (and its
+ * pipes drain), times out, or an interrupt arrives. 0, or -1 with errno
+ * when capturing ran out of memory (the program is stopped). */
+static int pump(spec *s, bgrun_spawn *sp, outcome *o)
+{
 	size_t in_off = 0;
-	if (in_pipe[1] >= 0) {
-		set_nonblock(in_pipe[1]);
-		if (s->stdin_len == 0)
-			close_fd(&in_pipe[1]);
-	}
-	for (int w = 0; w < 2; w++)
-		if (out_pipe[w][0] >= 0)
-			set_nonblock(out_pipe[w][0]);
-
-	double deadline = s->timeout > 0 ? now_s() + s->timeout : 0;
+	if (sp->pipe[0] >= 0 && s->stdin_len == 0)
+		close_fd(&sp->pipe[0]);
+	double deadline = s->timeout > 0 ? bgrun_clock() + s->timeout : 0;
 	int exited = 0;
 	double drain_until = 0;
 	for (;;) {
 		struct pollfd pfd[3];
-		int n = 0, idx_in = -1, idx_out[2] = {-1, -1};
-		if (in_pipe[1] >= 0) {
-			pfd[n] = (struct pollfd){in_pipe[1], POLLOUT, 0};
-			idx_in = n++;
-		}
-		for (int w = 0; w < 2; w++)
-			if (out_pipe[w][0] >= 0) {
-				pfd[n] = (struct pollfd){out_pipe[w][0], POLLIN, 0};
-				idx_out[w] = n++;
+		int n = 0, at[3] = {-1, -1, -1};
+		for (int i = 0; i < 3; i++)
+			if (sp->pipe[i] >= 0) {
+				pfd[n] = (struct pollfd){sp->pipe[i], i == 0 ? POLLOUT : POLLIN, 0};
+				at[i] = n++;
 			}
 		if (n == 0 && exited)
 			break;
@@ -410,77 +311,180 @@ static int execute(spec *s, outcome *o)
 		else {
 			bgrun_nap_uninterruptible(0.02);
 		}
-		if (idx_in >= 0 && (pfd[idx_in].revents & (POLLOUT | POLLERR | POLLHUP))) {
-			ssize_t w = write(in_pipe[1], s->stdin_data + in_off, s->stdin_len - in_off);
-			if (w > 0)
-				in_off += (size_t)w;
-			if (w < 0 && errno != EAGAIN && errno != EINTR)
-				close_fd(&in_pipe[1]); /* EPIPE: the program stopped reading */
-			else if (in_off >= s->stdin_len)
-				close_fd(&in_pipe[1]);
-		}
+		if (at[0] >= 0 && (pfd[at[0]].revents & (POLLOUT | POLLERR | POLLHUP)))
+			feed_stdin(s, &sp->pipe[0], &in_off);
 		for (int w = 0; w < 2; w++) {
-			if (idx_out[w] < 0 || !(pfd[idx_out[w]].revents & (POLLIN | POLLHUP | POLLERR)))
+			if (at[w + 1] < 0 || !(pfd[at[w + 1]].revents & (POLLIN | POLLHUP | POLLERR)))
 				continue;
 			char chunk[65536];
-			ssize_t r = read(out_pipe[w][0], chunk, sizeof chunk);
-			if (r > 0) {
-				if (buf_append(&o->out[w], chunk, (size_t)r) != 0) {
-					errno = ENOMEM;
-					o->spawn_what = "capture output";
-					stop_group(pid, &o->status);
-					goto fail;
-				}
-			} else if (r == 0 || (errno != EAGAIN && errno != EINTR)) {
-				close_fd(&out_pipe[w][0]);
+			ssize_t r = read(sp->pipe[w + 1], chunk, sizeof chunk);
+			if (r > 0 && buf_append(&o->out[w], chunk, (size_t)r) != 0) {
+				o->spawn_what = "capture output";
+				stop_group(sp->pid, &o->status);
+				errno = ENOMEM;
+				return -1;
 			}
+			if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR))
+				close_fd(&sp->pipe[w + 1]);
 		}
-		if (!exited && waitpid(pid, &o->status, WNOHANG) == pid) {
+		if (!exited && waitpid(sp->pid, &o->status, WNOHANG) == sp->pid) {
 			exited = 1;
 			/* A daemonised grandchild may hold the pipes; don't wait forever. */
-			drain_until = now_s() + 1.0;
-			close_fd(&in_pipe[1]);
+			drain_until = bgrun_clock() + 1.0;
+			close_fd(&sp->pipe[0]);
 		}
 		if (s->progress)
 			report_progress(s, o);
-		if (exited && now_s() > drain_until)
+		if (exited && bgrun_clock() > drain_until)
 			break;
 		if (!exited && bgrun_interrupted()) {
 			o->interrupted = 1;
-			stop_group(pid, &o->status);
+			stop_group(sp->pid, &o->status);
 			break;
 		}
-		if (!exited && deadline > 0 && now_s() > deadline) {
+		if (!exited && deadline > 0 && bgrun_clock() > deadline) {
 			o->timed_out = 1;
-			stop_group(pid, &o->status);
+			stop_group(sp->pid, &o->status);
 			break;
 		}
 	}
-	close_fd(&in_pipe[1]);
-	close_fd(&out_pipe[0][0]);
-	close_fd(&out_pipe[1][0]);
 	return 0;
+}
 
-fail:
-	saved = errno;
-	close_fd(&in_pipe[0]);
-	close_fd(&in_pipe[1]);
-	close_fd(&in_fd);
-	close_fd(&err_pipe[0]);
-	close_fd(&err_pipe[1]);
-	for (int w = 0; w < 2; w++) {
-		close_fd(&out_pipe[w][0]);
-		close_fd(&out_pipe[w][1]);
-		close_fd(&file_fd[w]);
+/* Runs the program; never raises. Returns 0, or -1 with errno for a setup
+ * failure in the parent. */
+static int execute(spec *s, outcome *o)
+{
+	int own[3] = {-1, -1, -1}; /* files we open for the child */
+	bgrun_spawn sp;
+	memset(&sp, 0, sizeof sp);
+	sp.argv = s->argv;
+	sp.envp = s->envp;
+	sp.cwd = s->cwd;
+	sp.fd[0] = s->stdin_data ? BGRUN_FD_PIPE : BGRUN_FD_NULL;
+	if (s->stdin_file) {
+		if ((own[0] = open(s->stdin_file, O_RDONLY | O_CLOEXEC)) < 0) {
+			o->spawn_what = "open stdin file";
+			return -1;
+		}
+		sp.fd[0] = own[0];
 	}
+	for (int w = 0; w < 2; w++) {
+		int mode = s->out_mode[w];
+		sp.fd[w + 1] = mode == OUT_CAPTURE ? BGRUN_FD_PIPE : mode == OUT_NULL ? BGRUN_FD_NULL : BGRUN_FD_INHERIT;
+		if (mode == OUT_FILE && (sp.fd[w + 1] = own[w + 1] = open_out(s, w)) < 0) {
+			o->spawn_what = w == 0 ? "open stdout file" : "open stderr file";
+			break;
+		}
+	}
+	int rc = (sp.fd[1] == -1 || sp.fd[2] == -1) ? -1 : bgrun_spawn_start(&sp);
+	int saved = errno;
+	for (int i = 0; i < 3; i++)
+		close_fd(&own[i]);
 	errno = saved;
-	return -1;
+	if (rc != 0)
+		return -1;
+	if (sp.child_errno) {
+		o->spawn_errno = sp.child_errno;
+		o->spawn_what = sp.child_what;
+		return 0;
+	}
+	s->pid = sp.pid;
+	rc = pump(s, &sp, o);
+	saved = errno;
+	bgrun_spawn_close(&sp);
+	errno = saved;
+	return rc;
 }
 
 static void push_output(lua_State *L, outcome *o, int w, const char *field)
 {
 	lua_pushlstring(L, o->out[w].data ? o->out[w].data : "", o->out[w].len);
 	lua_setfield(L, -2, field);
+}
+
+/* The answer of a dry run for a program that changes things. */
+static int dry_run_result(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushvalue(L, 1);
+	lua_setfield(L, -2, "argv");
+	bgrun_log(L, "info", "dry-run: would run a program", lua_gettop(L));
+	lua_pop(L, 1);
+	lua_createtable(L, 0, 4);
+	lua_pushinteger(L, 0);
+	lua_setfield(L, -2, "code");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "stdout");
+	lua_pushliteral(L, "");
+	lua_setfield(L, -2, "stderr");
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "dry_run");
+	return 1;
+}
+
+/* Reads the checked options (table at 2) into s and the progress settings;
+ * returns the stack index of opts.env (left pushed) or 0. Strings stay
+ * anchored by the options table. */
+static int read_spec(lua_State *L, spec *s, const char **plabel, const char **preads, long long *ptotal, int *clear)
+{
+	parse_out(L, 2, "stdout", s, 0);
+	parse_out(L, 2, "stderr", s, 1);
+	if (lua_getfield(L, 2, "cwd") == LUA_TSTRING)
+		s->cwd = lua_tostring(L, -1);
+	lua_pop(L, 1);
+	int t = lua_getfield(L, 2, "stdin");
+	if (t == LUA_TSTRING)
+		s->stdin_data = lua_tolstring(L, -1, &s->stdin_len);
+	else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "file");
+		s->stdin_file = lua_tostring(L, -1);
+		lua_pop(L, 1);
+	}
+	lua_pop(L, 1);
+	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
+		s->timeout = (double)lua_tonumber(L, -1);
+	lua_pop(L, 1);
+	t = lua_getfield(L, 2, "progress"); /* anchored by the opts table */
+	if (t == LUA_TSTRING) {
+		*plabel = lua_tostring(L, -1);
+	} else if (t == LUA_TTABLE) {
+		lua_getfield(L, -1, "label");
+		*plabel = lua_tostring(L, -1);
+		lua_getfield(L, -2, "file");
+		s->watch = lua_tostring(L, -1);
+		lua_getfield(L, -3, "total");
+		*ptotal = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
+		lua_getfield(L, -4, "reads");
+		*preads = lua_tostring(L, -1);
+		lua_pop(L, 4);
+	}
+	lua_pop(L, 1);
+	lua_getfield(L, 2, "clear_env");
+	*clear = lua_toboolean(L, -1);
+	lua_pop(L, 1);
+	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
+	if (!envt)
+		lua_pop(L, 1);
+	return envt;
+}
+
+/* {code=, signal=, stdout=, stderr=}; frees the captured output. */
+static void push_result(lua_State *L, outcome *o)
+{
+	lua_createtable(L, 0, 4);
+	if (WIFEXITED(o->status)) {
+		lua_pushinteger(L, WEXITSTATUS(o->status));
+	} else {
+		lua_pushinteger(L, WTERMSIG(o->status));
+		lua_setfield(L, -2, "signal");
+		lua_pushinteger(L, 128 + WTERMSIG(o->status));
+	}
+	lua_setfield(L, -2, "code");
+	push_output(L, o, 0, "stdout");
+	push_output(L, o, 1, "stderr");
+	buf_free(&o->out[0]);
+	buf_free(&o->out[1]);
 }
 
 /* proc.run(argv [, {env=, clear_env=, cwd=, stdin=, stdout=, stderr=,
@@ -502,66 +506,15 @@ static int proc_run(lua_State *L)
 	lua_getfield(L, 2, "readonly");
 	int readonly = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	if (bgrun_dry_run(L) && !readonly) {
-		lua_newtable(L);
-		lua_pushvalue(L, 1);
-		lua_setfield(L, -2, "argv");
-		bgrun_log(L, "info", "dry-run: would run a program", lua_gettop(L));
-		lua_pop(L, 1);
-		lua_createtable(L, 0, 4);
-		lua_pushinteger(L, 0);
-		lua_setfield(L, -2, "code");
-		lua_pushliteral(L, "");
-		lua_setfield(L, -2, "stdout");
-		lua_pushliteral(L, "");
-		lua_setfield(L, -2, "stderr");
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, "dry_run");
-		return 1;
-	}
+	if (bgrun_dry_run(L) && !readonly)
+		return dry_run_result(L);
 
 	spec s;
 	memset(&s, 0, sizeof s);
-	parse_out(L, 2, "stdout", &s, 0);
-	parse_out(L, 2, "stderr", &s, 1);
-	if (lua_getfield(L, 2, "cwd") == LUA_TSTRING)
-		s.cwd = lua_tostring(L, -1);
-	lua_pop(L, 1);
-	int t = lua_getfield(L, 2, "stdin");
-	if (t == LUA_TSTRING)
-		s.stdin_data = lua_tolstring(L, -1, &s.stdin_len);
-	else if (t == LUA_TTABLE) {
-		lua_getfield(L, -1, "file");
-		s.stdin_file = lua_tostring(L, -1);
-		lua_pop(L, 1);
-	}
-	lua_pop(L, 1);
-	if (lua_getfield(L, 2, "timeout") == LUA_TNUMBER)
-		s.timeout = (double)lua_tonumber(L, -1);
-	lua_pop(L, 1);
 	long long ptotal = -1;
 	const char *plabel = NULL, *preads = NULL;
-	t = lua_getfield(L, 2, "progress"); /* anchored by the opts table */
-	if (t == LUA_TSTRING) {
-		plabel = lua_tostring(L, -1);
-	} else if (t == LUA_TTABLE) {
-		lua_getfield(L, -1, "label");
-		plabel = lua_tostring(L, -1);
-		lua_getfield(L, -2, "file");
-		s.watch = lua_tostring(L, -1);
-		lua_getfield(L, -3, "total");
-		ptotal = lua_isinteger(L, -1) ? (long long)lua_tointeger(L, -1) : -1;
-		lua_getfield(L, -4, "reads");
-		preads = lua_tostring(L, -1);
-		lua_pop(L, 4);
-	}
-	lua_pop(L, 1);
-	lua_getfield(L, 2, "clear_env");
-	int clear = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	int envt = lua_getfield(L, 2, "env") == LUA_TTABLE ? lua_gettop(L) : 0;
-	if (!envt)
-		lua_pop(L, 1);
+	int clear = 0;
+	int envt = read_spec(L, &s, &plabel, &preads, &ptotal, &clear);
 
 	/* Started before memory is owned (starting may raise); from here on
 	 * it is finished, which never raises, before any error. */
@@ -633,19 +586,7 @@ static int proc_run(lua_State *L)
 		buf_free(&o.out[1]);
 		bgrun_error_throw(L);
 	}
-	lua_createtable(L, 0, 4);
-	if (WIFEXITED(o.status)) {
-		lua_pushinteger(L, WEXITSTATUS(o.status));
-	} else {
-		lua_pushinteger(L, WTERMSIG(o.status));
-		lua_setfield(L, -2, "signal");
-		lua_pushinteger(L, 128 + WTERMSIG(o.status));
-	}
-	lua_setfield(L, -2, "code");
-	push_output(L, &o, 0, "stdout");
-	push_output(L, &o, 1, "stderr");
-	buf_free(&o.out[0]);
-	buf_free(&o.out[1]);
+	push_result(L, &o);
 	return 1;
 }
 

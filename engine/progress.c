@@ -337,6 +337,8 @@ bgrun_progress *bgrun_progress_start_mode(int mode, const char *label, const cha
 {
 	if (mode == BGRUN_PROGRESS_OFF)
 		return NULL;
+	if (mode == BGRUN_PROGRESS_TTY)
+		bgrun_log_before_line(bgrun_progress_clear_line); /* log lines erase ours first */
 	bgrun_progress *p = calloc(1, sizeof *p);
 	if (p == NULL)
 		return NULL;
@@ -379,10 +381,9 @@ bgrun_progress *bgrun_progress_start(lua_State *L, const char *label, long long 
 	if (mode == BGRUN_PROGRESS_OFF)
 		return NULL;
 	bgrun_push_redacted(L, label, strlen(label));
-	lua_getfield(L, LUA_REGISTRYINDEX, "bgrun.log.step");
-	bgrun_progress *p = bgrun_progress_start_mode(mode, lua_tostring(L, -2), lua_tostring(L, -1), total, color,
+	bgrun_progress *p = bgrun_progress_start_mode(mode, lua_tostring(L, -1), bgrun_log_step(L), total, color,
 	                                              env_interval(mode == BGRUN_PROGRESS_JSON ? JSON_PERIOD : LINES_PERIOD));
-	lua_pop(L, 2);
+	lua_pop(L, 1);
 	return p;
 }
 

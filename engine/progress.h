@@ -23,7 +23,7 @@
  * What is printed, on stderr:
  * - text on a terminal: one line rewritten in place ("\r") every 0.2 s with
  *   every running transfer: label, bytes, total and percentage, rate, ETA;
- *   log lines clear it first (mod_log.c calls bgrun_progress_clear_line).
+ *   log lines clear it first (a logcore.c hook calls bgrun_progress_clear_line).
  *   A transfer that was shown ends with a summary log line.
  * - text, not a terminal (CI): a plain log line every 10 s while a transfer
  *   runs, and its summary once it ends if it ran that long; nothing for

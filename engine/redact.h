@@ -1,6 +1,6 @@
 /* The set of secret values that must never be printed, and the function that
- * blanks them out of any text before it leaves the process. Pure C so unit
- * tests drive it directly. */
+ * blanks them out of any text before it leaves the process. Pure C so
+ * unit tests drive it directly; secrets.h is the registry of a Lua state. */
 #ifndef BGRUN_REDACT_H
 #define BGRUN_REDACT_H
 

@@ -101,22 +101,7 @@ static char *pct_decode(const char *s, size_t n)
 
 int sigv4_uri_encode(buf *b, const char *s, size_t len, int keep_slash)
 {
-	static const char hex[] = "0123456789ABCDEF";
-	if (buf_reserve(b, len * 3) != 0)
-		return -1;
-	for (size_t i = 0; i < len; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if ((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
-		    c == '-' || c == '_' || c == '.' || c == '~' || (keep_slash && c == '/')) {
-			b->data[b->len++] = (char)c;
-		} else {
-			b->data[b->len++] = '%';
-			b->data[b->len++] = hex[c >> 4];
-			b->data[b->len++] = hex[c & 15];
-		}
-	}
-	b->data[b->len] = '\0';
-	return 0;
+	return buf_urlencode(b, s, len, keep_slash);
 }
 
 /* Decodes then encodes: a path or query part as sent becomes canonical

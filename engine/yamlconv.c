@@ -23,6 +23,7 @@ typedef struct conv {
 	size_t nanchors;
 	char *err;
 	size_t errlen;
+	int flags;
 } conv;
 
 static int matches(const char *s, size_t len, const char *const *words)
@@ -114,6 +115,32 @@ static int remember(conv *c, const yaml_char_t *name, json_t *v)
 	return 0;
 }
 
+/* A scalar event's value: typed when plain or tagged, else a string. */
+static json_t *scalar(conv *c, yaml_event_t *ev)
+{
+	const char *v = (const char *)ev->data.scalar.value;
+	size_t len = ev->data.scalar.length;
+	const char *tag = (const char *)ev->data.scalar.tag;
+	json_t *j;
+	if (tag && strcmp(tag, YAML_STR_TAG) == 0)
+		j = json_stringn(v, len);
+	else if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE || (tag && strcmp(tag, "!") != 0))
+		j = yaml_plain_scalar(v, len);
+	else
+		j = json_stringn(v, len);
+	if (j && json_is_number(j) && (c->flags & YAMLCONV_NUMBERS_AS_TEXT)) {
+		json_decref(j);
+		j = json_stringn(v, len);
+	}
+	if (j == NULL)
+		fail(c, "scalar is not valid UTF-8", ev->start_mark.line, ev->start_mark.column);
+	else if (remember(c, ev->data.scalar.anchor, j) != 0) {
+		json_decref(j);
+		return NULL;
+	}
+	return j;
+}
+
 /* Converts the node that starts with event ev (already parsed). */
 static json_t *node(conv *c, yaml_event_t *ev, int depth)
 {
@@ -128,25 +155,8 @@ static json_t *node(conv *c, yaml_event_t *ev, int depth)
 				return json_deep_copy(c->anchors[i - 1].value);
 		fail(c, "unknown alias", ev->start_mark.line, ev->start_mark.column);
 		return NULL;
-	case YAML_SCALAR_EVENT: {
-		const char *v = (const char *)ev->data.scalar.value;
-		size_t len = ev->data.scalar.length;
-		const char *tag = (const char *)ev->data.scalar.tag;
-		json_t *j;
-		if (tag && strcmp(tag, YAML_STR_TAG) == 0)
-			j = json_stringn(v, len);
-		else if (ev->data.scalar.style == YAML_PLAIN_SCALAR_STYLE || (tag && strcmp(tag, "!") != 0))
-			j = yaml_plain_scalar(v, len);
-		else
-			j = json_stringn(v, len);
-		if (j == NULL)
-			fail(c, "scalar is not valid UTF-8", ev->start_mark.line, ev->start_mark.column);
-		else if (remember(c, ev->data.scalar.anchor, j) != 0) {
-			json_decref(j);
-			return NULL;
-		}
-		return j;
-	}
+	case YAML_SCALAR_EVENT:
+		return scalar(c, ev);
 	case YAML_SEQUENCE_START_EVENT: {
 		json_t *a = json_array();
 		if (remember(c, ev->data.sequence_start.anchor, a) != 0) {
@@ -230,8 +240,14 @@ static json_t *node(conv *c, yaml_event_t *ev, int depth)
 
 json_t *yaml_to_json_all(const char *text, size_t len, char *err, size_t errlen)
 {
+	return yaml_to_json_flags(text, len, 0, err, errlen);
+}
+
+json_t *yaml_to_json_flags(const char *text, size_t len, int flags, char *err, size_t errlen)
+{
 	conv c;
 	memset(&c, 0, sizeof c);
+	c.flags = flags;
 	c.err = err;
 	c.errlen = errlen;
 	if (!yaml_parser_initialize(&c.parser)) {

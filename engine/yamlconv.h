@@ -13,6 +13,11 @@
  * problem" in err on failure. Anchors and aliases are resolved. */
 json_t *yaml_to_json_all(const char *text, size_t len, char *err, size_t errlen);
 
+/* The same with flags: YAMLCONV_NUMBERS_AS_TEXT keeps plain numbers as
+ * strings (kubeconfig's fields are all strings but for booleans). */
+enum { YAMLCONV_NUMBERS_AS_TEXT = 1 };
+json_t *yaml_to_json_flags(const char *text, size_t len, int flags, char *err, size_t errlen);
+
 /* The typed value of a plain scalar (core schema). */
 json_t *yaml_plain_scalar(const char *s, size_t len);
 

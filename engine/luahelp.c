@@ -1,0 +1,144 @@
+/* Small helpers every native module shares (bgrun.h): temporaries closed by
+ * lua_toclose, metatables from method arrays, and option readers with one
+ * message form. They depend on Lua alone. */
+#include "bgrun.h"
+
+#include <stdalign.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BOX_MT "bgrun.box"
+
+/* ------------------------------------------------------------------ box */
+
+typedef struct box {
+	bgrun_release_fn release;
+	int done;
+	alignas(max_align_t) unsigned char data[];
+} box;
+
+/* __close and __gc: release once, whichever comes first */
+static int box_close(lua_State *L)
+{
+	box *b = luaL_checkudata(L, 1, BOX_MT);
+	if (!b->done) {
+		b->done = 1;
+		if (b->release)
+			b->release(b->data);
+	}
+	return 0;
+}
+
+void *bgrun_box(lua_State *L, size_t size, bgrun_release_fn release)
+{
+	box *b = lua_newuserdatauv(L, sizeof *b + size, 0);
+	b->release = release;
+	b->done = 0;
+	memset(b->data, 0, size);
+	if (luaL_newmetatable(L, BOX_MT)) {
+		static const luaL_Reg meta[] = {{"__close", box_close}, {"__gc", box_close}, {NULL, NULL}};
+		luaL_setfuncs(L, meta, 0);
+	}
+	lua_setmetatable(L, -2);
+	lua_toclose(L, -1);
+	return b->data;
+}
+
+void bgrun_box_close(lua_State *L, int idx)
+{
+	lua_closeslot(L, idx);
+}
+
+/* ------------------------------------------------------------- classes */
+
+void bgrun_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods)
+{
+	luaL_newmetatable(L, name);
+	if (metamethods)
+		luaL_setfuncs(L, metamethods, 0);
+	if (methods) {
+		lua_newtable(L);
+		luaL_setfuncs(L, methods, 0);
+		lua_setfield(L, -2, "__index");
+	}
+	lua_pop(L, 1);
+}
+
+/* -------------------------------------------------------------- options */
+
+/* Pushes opts[field] and returns its type; LUA_TNIL (nothing pushed but a
+ * nil) when the options argument is absent. A non-table raises. */
+static int get_opt(lua_State *L, int idx, const char *field)
+{
+	if (lua_isnoneornil(L, idx)) {
+		lua_pushnil(L);
+		return LUA_TNIL;
+	}
+	luaL_checktype(L, idx, LUA_TTABLE);
+	return lua_getfield(L, idx, field);
+}
+
+int bgrun_opt_error(lua_State *L, int idx, const char *field, const char *expected)
+{
+	luaL_argerror(L, idx, lua_pushfstring(L, "option '%s' must be %s, got %s", field, expected, luaL_typename(L, -1)));
+	abort(); /* luaL_argerror does not return */
+}
+
+const char *bgrun_opt_string(lua_State *L, int idx, const char *field, const char *dflt)
+{
+	int t = get_opt(L, idx, field);
+	const char *s = dflt;
+	if (t == LUA_TSTRING)
+		s = lua_tostring(L, -1); /* anchored by the options table */
+	else if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, "a string");
+	lua_pop(L, 1);
+	return s;
+}
+
+lua_Number bgrun_opt_number(lua_State *L, int idx, const char *field, lua_Number dflt)
+{
+	int t = get_opt(L, idx, field);
+	lua_Number n = dflt;
+	if (t == LUA_TNUMBER)
+		n = lua_tonumber(L, -1);
+	else if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, "a number");
+	lua_pop(L, 1);
+	return n;
+}
+
+lua_Integer bgrun_opt_integer(lua_State *L, int idx, const char *field, lua_Integer dflt)
+{
+	int t = get_opt(L, idx, field);
+	lua_Integer n = dflt;
+	if (t == LUA_TNUMBER && lua_isinteger(L, -1))
+		n = lua_tointeger(L, -1);
+	else if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, "an integer");
+	lua_pop(L, 1);
+	return n;
+}
+
+int bgrun_opt_boolean(lua_State *L, int idx, const char *field, int dflt)
+{
+	int t = get_opt(L, idx, field);
+	int b = dflt;
+	if (t == LUA_TBOOLEAN)
+		b = lua_toboolean(L, -1);
+	else if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, "a boolean");
+	lua_pop(L, 1);
+	return b;
+}
+
+int bgrun_opt_table(lua_State *L, int idx, const char *field)
+{
+	int t = get_opt(L, idx, field);
+	if (t == LUA_TTABLE)
+		return 1;
+	if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, "a table");
+	lua_pop(L, 1);
+	return 0;
+}
