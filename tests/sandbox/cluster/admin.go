@@ -95,6 +95,14 @@ func (c *Cluster) adminHandler() http.Handler {
 		writeJSON(w, 200, next)
 	})
 	mux.HandleFunc("POST /audit", c.serveAudit)
+	mux.HandleFunc("POST /compact", func(w http.ResponseWriter, r *http.Request) {
+		rev, err := c.compact()
+		if err != nil {
+			http.Error(w, err.Error(), 500)
+			return
+		}
+		writeJSON(w, 200, map[string]int64{"compacted": rev})
+	})
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) { fmt.Fprintln(w, "ok") })
 	return mux
 }

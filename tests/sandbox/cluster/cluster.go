@@ -41,6 +41,7 @@ type Cluster struct {
 	pki        *pki
 	token      string // the admin's bearer token (token file, system:masters)
 	apiURL     string // kube-apiserver itself (the front proxy forwards here)
+	etcdURL    string
 	adminTLS   tls.Certificate
 	components []*component
 	front      *front
