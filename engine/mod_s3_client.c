@@ -2,7 +2,7 @@
  * with SigV4 in the pre-send hook (fresh credentials first); its failures
  * become structured errors here. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 void s3_req_init(s3_req *r, const char *method)
 {

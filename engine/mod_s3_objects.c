@@ -1,7 +1,7 @@
 /* s3: whole objects: b:put_file (single or multipart), b:get_file,
  * b:head, b:list, b:delete. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* ------------------------------------------------------------- put_file */
 

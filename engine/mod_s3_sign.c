@@ -1,6 +1,6 @@
 /* s3: b:presign and s3.sign (SigV4 from Lua). */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* --------------------------------------------------------------- presign */
 

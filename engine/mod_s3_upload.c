@@ -1,6 +1,6 @@
 /* s3: b:upload, a multipart upload written as its bytes are produced. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* ---------------------------------------------------------------- upload */
 
