@@ -2,7 +2,7 @@
  * with SigV4 in the pre-send hook (fresh credentials first); its failures
  * become structured errors here. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 void s3_req_init(s3_req *r, const char *method)
 {
@@ -565,6 +565,22 @@ static const char *const bucket_keys[] = {
 	"endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "path_style", "timeout", "deadline", NULL,
 };
 
+/* The region when region= is not given: the AWS configuration's, else
+ * us-east-1 for an S3-compatible store at a given endpoint (raises without
+ * either). Returns the string found (malloc'd, the caller frees it), or
+ * NULL when the default was used. */
+static char *default_region(lua_State *L, const char *endpoint, const char *name, const char **region)
+{
+	char where[1024] = "";
+	char *found = awscreds_region(s3_real_getenv, where, sizeof where);
+	*region = found;
+	if (!found && !endpoint)
+		luaL_error(L, "s3.bucket %s: no region: give region= or set one (looked at %s)", name, where);
+	if (!found)
+		*region = "us-east-1"; /* an S3-compatible store at a given endpoint */
+	return found;
+}
+
 /* s3.bucket{endpoint=, region=, bucket=, access_key=, secret_key=,
  *           session_token=, path_style=true, timeout=60, deadline=3600} -> bucket */
 int s3_bucket_new(lua_State *L)
@@ -593,14 +609,8 @@ int s3_bucket_new(lua_State *L)
 	if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
 		luaL_error(L, "s3.bucket: endpoint '%s' must start with http:// or https://", endpoint);
 	char *found_region = NULL;
-	if (!region) {
-		char where[1024] = "";
-		region = found_region = awscreds_region(s3_real_getenv, where, sizeof where);
-		if (!region && !endpoint)
-			luaL_error(L, "s3.bucket %s: no region: give region= or set one (looked at %s)", name, where);
-		if (!region)
-			region = "us-east-1"; /* an S3-compatible store at a given endpoint */
-	}
+	if (!region)
+		found_region = default_region(L, endpoint, name, &region);
 	awscreds c;
 	memset(&c, 0, sizeof c);
 	time_t expiration = 0;

@@ -1,7 +1,7 @@
 /* k8s: watches. One stream at a time on the client's pool, resumed from
  * the last resourceVersion, relisted after a 410. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* ----------------------------------------------------------------- watch */
 

@@ -1,10 +1,12 @@
 /* The k8s module's inner interface, shared by its files (not an API):
- * k8s_transport.c  connection, credentials (httpc's pre-send hook),
- *                  requests with retries, errors
- * mod_k8s.c        the client, its verbs (get, list, create, ...) and
- *                  luaopen_k8s
- * k8s_raw.c        c:request and c:request_all
- * k8s_watch.c      watches that survive dropped connections and 410s
+ * mod_k8s_transport.c  connection, credentials (httpc's pre-send hook),
+ *                      requests with retries, errors
+ * mod_k8s.c            the client, its verbs (get, list, create, ...) and
+ *                      luaopen_k8s
+ * mod_k8s_common.c     what the verbs, raw requests and watches share: the
+ *                      client check, option readers, namespace, kind, lists
+ * mod_k8s_raw.c        c:request and c:request_all
+ * mod_k8s_watch.c      watches that survive dropped connections and 410s
  * (c:rollout_status is stdlib/rollout.lua's rollout.status: policy in Lua) */
 #ifndef BGRUN_K8S_INT_H
 #define BGRUN_K8S_INT_H

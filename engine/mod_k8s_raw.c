@@ -1,6 +1,6 @@
 /* k8s: c:request and c:request_all, raw requests on the client's pool. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* --------------------------------------------------------- raw requests */
 
