@@ -21,7 +21,7 @@ static int c_get(lua_State *L)
 	static const char *const known[] = {"namespace", "subresource", NULL};
 	bgrun_check_options(L, 4, known);
 	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
-	const char *sub = k8sc_opt_str(L, 4, "subresource");
+	const char *sub = bgrun_opt_string(L, 4, "subresource", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "get", &r, name);
 	req rq = {.method = "GET", .idempotent = 1};
@@ -48,10 +48,10 @@ static int c_list(lua_State *L)
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "limit", "resourceVersion", NULL};
 	bgrun_check_options(L, 3, known);
 	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
-	const char *lsel = k8sc_opt_str(L, 3, "labelSelector");
-	const char *fsel = k8sc_opt_str(L, 3, "fieldSelector");
-	const char *rv = k8sc_opt_str(L, 3, "resourceVersion");
-	long limit = (long)k8sc_opt_num(L, 3, "limit", 500);
+	const char *lsel = bgrun_opt_string(L, 3, "labelSelector", NULL);
+	const char *fsel = bgrun_opt_string(L, 3, "fieldSelector", NULL);
+	const char *rv = bgrun_opt_string(L, 3, "resourceVersion", NULL);
+	long limit = (long)bgrun_opt_number(L, 3, "limit", 500);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "list", &r, NULL);
 	json_t **h = k8sc_new_holder(L);
@@ -123,7 +123,7 @@ static int c_create(lua_State *L)
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 0);
-	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
+	const char *fm = bgrun_opt_string(L, 3, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "create", &r, name);
 	req rq = {.method = "POST", .content_type = "application/json"};
@@ -143,8 +143,8 @@ static int c_replace(lua_State *L)
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 1);
-	const char *sub = k8sc_opt_str(L, 3, "subresource");
-	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
+	const char *sub = bgrun_opt_string(L, 3, "subresource", NULL);
+	const char *fm = bgrun_opt_string(L, 3, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "replace", &r, name);
 	req rq = {.method = "PUT", .content_type = "application/json"};
@@ -174,15 +174,15 @@ static int c_patch(lua_State *L)
 	static const char *const ctypes[] = {"application/merge-patch+json", "application/strategic-merge-patch+json",
 	                                     "application/json-patch+json", "application/apply-patch+yaml"};
 	int ty = 0;
-	const char *tname = k8sc_opt_str(L, 5, "type");
+	const char *tname = bgrun_opt_string(L, 5, "type", NULL);
 	if (tname) {
 		for (ty = 0; types[ty] && strcmp(types[ty], tname) != 0; ty++)
 			;
 		if (types[ty] == NULL)
 			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\", \"json\" or \"apply\", got \"%s\")", tname);
 	}
-	int force = k8sc_opt_bool(L, 5, "force", 0);
-	if (ty == 3 && k8sc_opt_str(L, 5, "fieldManager") == NULL)
+	int force = bgrun_opt_boolean(L, 5, "force", 0);
+	if (ty == 3 && bgrun_opt_string(L, 5, "fieldManager", NULL) == NULL)
 		luaL_error(L, "bad argument #4 to 'patch' (type \"apply\" needs fieldManager)");
 	if (force && ty != 3)
 		luaL_error(L, "bad argument #4 to 'patch' (force is for type \"apply\" only)");
@@ -192,8 +192,8 @@ static int c_patch(lua_State *L)
 			luaL_argerror(L, 4, "a JSON patch is a list of operations");
 	}
 	const char *ns = k8sc_resolve_ns(L, 5, c, &r);
-	const char *sub = k8sc_opt_str(L, 5, "subresource");
-	const char *fm = k8sc_opt_str(L, 5, "fieldManager");
+	const char *sub = bgrun_opt_string(L, 5, "subresource", NULL);
+	const char *fm = bgrun_opt_string(L, 5, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "patch", &r, name);
 	req rq = {.method = "PATCH", .content_type = ctypes[ty]};
@@ -216,11 +216,11 @@ static int c_delete(lua_State *L)
 	static const char *const known[] = {"namespace", "propagationPolicy", "gracePeriodSeconds", "ignore_not_found", NULL};
 	bgrun_check_options(L, 4, known);
 	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
-	const char *pp = k8sc_opt_str(L, 4, "propagationPolicy");
+	const char *pp = bgrun_opt_string(L, 4, "propagationPolicy", NULL);
 	if (pp && strcmp(pp, "Foreground") != 0 && strcmp(pp, "Background") != 0 && strcmp(pp, "Orphan") != 0)
 		luaL_error(L, "bad argument #3 to 'delete' (propagationPolicy must be Foreground, Background or Orphan)");
-	double grace = k8sc_opt_num(L, 4, "gracePeriodSeconds", -1);
-	int ignore = k8sc_opt_bool(L, 4, "ignore_not_found", 0);
+	double grace = bgrun_opt_number(L, 4, "gracePeriodSeconds", -1);
+	int ignore = bgrun_opt_boolean(L, 4, "ignore_not_found", 0);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "delete", &r, name);
 	req rq = {.method = "DELETE", .content_type = "application/json"};
@@ -277,12 +277,12 @@ static int c_logs(lua_State *L)
 	char err[128];
 	k8s_resolve_kind("pods", &r, err, sizeof err);
 	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
-	const char *container = k8sc_opt_str(L, 3, "container");
-	double tail = k8sc_opt_num(L, 3, "tail", -1);
-	double since = k8sc_opt_num(L, 3, "since", -1);
-	double limit = k8sc_opt_num(L, 3, "limit_bytes", -1);
-	int previous = k8sc_opt_bool(L, 3, "previous", 0);
-	int ts = k8sc_opt_bool(L, 3, "timestamps", 0);
+	const char *container = bgrun_opt_string(L, 3, "container", NULL);
+	double tail = bgrun_opt_number(L, 3, "tail", -1);
+	double since = bgrun_opt_number(L, 3, "since", -1);
+	double limit = bgrun_opt_number(L, 3, "limit_bytes", -1);
+	int previous = bgrun_opt_boolean(L, 3, "previous", 0);
+	int ts = bgrun_opt_boolean(L, 3, "timestamps", 0);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "logs", &r, pod);
 	req rq = {.method = "GET", .idempotent = 1, .accept = "*/*"};
@@ -418,17 +418,17 @@ static int k8s_client(lua_State *L)
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, known);
 	kube_load_opts o = {0};
-	o.kubeconfig = k8sc_opt_str(L, 1, "kubeconfig");
-	o.context = k8sc_opt_str(L, 1, "context");
-	o.namespace = k8sc_opt_str(L, 1, "namespace");
-	double timeout = k8sc_opt_num(L, 1, "timeout", DEFAULT_TIMEOUT);
+	o.kubeconfig = bgrun_opt_string(L, 1, "kubeconfig", NULL);
+	o.context = bgrun_opt_string(L, 1, "context", NULL);
+	o.namespace = bgrun_opt_string(L, 1, "namespace", NULL);
+	double timeout = bgrun_opt_number(L, 1, "timeout", DEFAULT_TIMEOUT);
 	luaL_argcheck(L, timeout > 0, 1, "timeout must be positive");
-	double retries = k8sc_opt_num(L, 1, "retries", DEFAULT_RETRIES);
+	double retries = bgrun_opt_number(L, 1, "retries", DEFAULT_RETRIES);
 	luaL_argcheck(L, retries >= 0, 1, "retries must not be negative");
-	double deadline = k8sc_opt_num(L, 1, "deadline", DEFAULT_DEADLINE);
+	double deadline = bgrun_opt_number(L, 1, "deadline", DEFAULT_DEADLINE);
 	luaL_argcheck(L, deadline > 0, 1, "deadline must be positive");
-	int in_cluster = k8sc_opt_bool(L, 1, "in_cluster", 0);
-	const char *sa_dir = k8sc_opt_str(L, 1, "serviceaccount_dir");
+	int in_cluster = bgrun_opt_boolean(L, 1, "in_cluster", 0);
+	const char *sa_dir = bgrun_opt_string(L, 1, "serviceaccount_dir", NULL);
 
 	client *cl = lua_newuserdatauv(L, sizeof *cl, 0);
 	cl->c = NULL;

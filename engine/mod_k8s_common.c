@@ -1,4 +1,4 @@
-/* The k8s module's shared pieces: the client check, option readers, the
+/* The k8s module's shared pieces: the client check, the
  * namespace and kind of a call, logging a dry run, and the paged list that
  * c:list and watches start from. Used by mod_k8s.c (the verbs),
  * mod_k8s_raw.c and mod_k8s_watch.c, so those use each other only through
@@ -12,50 +12,6 @@ conn *k8sc_check_conn(lua_State *L)
 	if (cl->c == NULL)
 		luaL_error(L, "attempt to use a closed k8s client");
 	return cl->c;
-}
-
-
-/* opts[field] as a string (numbers accepted), or NULL. Raises on other types. */
-const char *k8sc_opt_str(lua_State *L, int idx, const char *field)
-{
-	if (lua_isnoneornil(L, idx))
-		return NULL;
-	int t = lua_getfield(L, idx, field);
-	const char *s = NULL;
-	if (t == LUA_TSTRING || t == LUA_TNUMBER)
-		s = lua_tostring(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a string, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1); /* the string stays anchored in the opts table */
-	return s;
-}
-
-double k8sc_opt_num(lua_State *L, int idx, const char *field, double dflt)
-{
-	if (lua_isnoneornil(L, idx))
-		return dflt;
-	int t = lua_getfield(L, idx, field);
-	double v = dflt;
-	if (t == LUA_TNUMBER)
-		v = lua_tonumber(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a number, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1);
-	return v;
-}
-
-int k8sc_opt_bool(lua_State *L, int idx, const char *field, int dflt)
-{
-	if (lua_isnoneornil(L, idx))
-		return dflt;
-	int t = lua_getfield(L, idx, field);
-	int v = dflt;
-	if (t == LUA_TBOOLEAN)
-		v = lua_toboolean(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a boolean, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1);
-	return v;
 }
 
 /* The namespace for r: opts.namespace (false: none, i.e. all namespaces or

@@ -18,7 +18,6 @@ void s3_req_free(s3_req *r)
 	buf_free(&r->scratch);
 }
 
-
 int s3_req_gc(lua_State *L)
 {
 	s3_req_free(luaL_checkudata(L, 1, REQ_MT));
@@ -231,7 +230,6 @@ static int sign_request(s3_req *r, struct curl_slist **hl, char *err, size_t err
 	return rc;
 }
 
-
 /* httpc's pre-send hook: credentials refreshed when they are about to
  * expire, then the request signed. */
 static int pre_send(httpc_xfer *x, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
@@ -320,7 +318,6 @@ int s3_perform(lua_State *L, s3_bucket *b, s3_req *r, char *err, size_t errlen)
 	}
 	return 0;
 }
-
 
 void s3_wipe_str(char *s)
 {
@@ -480,19 +477,6 @@ int s3_oom(lua_State *L, s3_req *r, int opi)
 
 /* --------------------------------------------------------------- options */
 
-/* opts[field] as a string, or NULL; raises for another type. */
-const char *s3_opt_str(lua_State *L, int t, const char *field, const char *fname)
-{
-	int ty = lua_getfield(L, t, field);
-	const char *s = NULL;
-	if (ty == LUA_TSTRING)
-		s = lua_tostring(L, -1); /* anchored by t */
-	else if (ty != LUA_TNIL)
-		luaL_error(L, "s3.%s: option '%s' must be a string, got %s", fname, field, lua_typename(L, ty));
-	lua_pop(L, 1);
-	return s;
-}
-
 const char *s3_env_first(const char *a, const char *b)
 {
 	const char *v = getenv(a);
@@ -588,12 +572,12 @@ int s3_bucket_new(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, bucket_keys);
-	const char *endpoint = s3_opt_str(L, 1, "endpoint", "bucket");
-	const char *region = s3_opt_str(L, 1, "region", "bucket");
-	const char *name = s3_opt_str(L, 1, "bucket", "bucket");
-	const char *ak = s3_opt_str(L, 1, "access_key", "bucket");
-	const char *sk = s3_opt_str(L, 1, "secret_key", "bucket");
-	const char *tok = s3_opt_str(L, 1, "session_token", "bucket");
+	const char *endpoint = bgrun_opt_string(L, 1, "endpoint", NULL);
+	const char *region = bgrun_opt_string(L, 1, "region", NULL);
+	const char *name = bgrun_opt_string(L, 1, "bucket", NULL);
+	const char *ak = bgrun_opt_string(L, 1, "access_key", NULL);
+	const char *sk = bgrun_opt_string(L, 1, "secret_key", NULL);
+	const char *tok = bgrun_opt_string(L, 1, "session_token", NULL);
 	int ty = lua_getfield(L, 1, "path_style");
 	if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
 		luaL_error(L, "s3.bucket: option 'path_style' must be a boolean");

@@ -128,7 +128,6 @@ int s3_ok_status(const s3_req *r);
 void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi);
 int s3_raise_failure(lua_State *L, s3_req *r, const char *op, int opi);
 int s3_oom(lua_State *L, s3_req *r, int opi);
-const char *s3_opt_str(lua_State *L, int t, const char *field, const char *fname);
 const char *s3_env_first(const char *a, const char *b);
 char *s3_dup_str(const char *s);
 void s3_progress_label(lua_State *L, int opts, const char *verb, const char *key, char *label, size_t n);

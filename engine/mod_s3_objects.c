@@ -34,7 +34,7 @@ void s3_upload_headers(lua_State *L, int opts)
 	int n = 0;
 	if (!opts)
 		return;
-	const char *ct = s3_opt_str(L, opts, "content_type", "put_file");
+	const char *ct = bgrun_opt_string(L, opts, "content_type", NULL);
 	if (ct) {
 		if (!httputil_header_safe(ct, strlen(ct)))
 			luaL_error(L, "s3.put_file: content_type has a line break");

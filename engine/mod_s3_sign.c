@@ -143,14 +143,14 @@ int s3_sign(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, sign_keys);
-	const char *method = s3_opt_str(L, 1, "method", "sign");
-	const char *url = s3_opt_str(L, 1, "url", "sign");
-	const char *hash = s3_opt_str(L, 1, "payload_hash", "sign");
-	const char *region = s3_opt_str(L, 1, "region", "sign");
-	const char *ak = s3_opt_str(L, 1, "access_key", "sign");
-	const char *sk = s3_opt_str(L, 1, "secret_key", "sign");
-	const char *service = s3_opt_str(L, 1, "service", "sign");
-	const char *tok = s3_opt_str(L, 1, "session_token", "sign");
+	const char *method = bgrun_opt_string(L, 1, "method", NULL);
+	const char *url = bgrun_opt_string(L, 1, "url", NULL);
+	const char *hash = bgrun_opt_string(L, 1, "payload_hash", NULL);
+	const char *region = bgrun_opt_string(L, 1, "region", NULL);
+	const char *ak = bgrun_opt_string(L, 1, "access_key", NULL);
+	const char *sk = bgrun_opt_string(L, 1, "secret_key", NULL);
+	const char *service = bgrun_opt_string(L, 1, "service", NULL);
+	const char *tok = bgrun_opt_string(L, 1, "session_token", NULL);
 	if (!url)
 		luaL_error(L, "s3.sign: option 'url' (a string) is required");
 	if (!ak)
