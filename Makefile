@@ -14,11 +14,11 @@ SAN     := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-re
 # binary and loaded on the first require: a playbook that needs none of them
 # starts as fast as the bare interpreter. A new module with heavy libraries
 # belongs here too; everything else in engine/ is linked directly.
-LAZY_SRCS := engine/httpc.c engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/k8s_transport.c engine/k8s_raw.c \
-             engine/k8s_watch.c engine/kubeconfig.c \
+LAZY_SRCS := engine/httpc.c engine/mod_http.c engine/httputil.c engine/mod_k8s.c engine/mod_k8s_transport.c engine/mod_k8s_common.c engine/mod_k8s_raw.c \
+             engine/mod_k8s_watch.c engine/kubeconfig.c \
              engine/k8s_util.c $(wildcard engine/mod_postgres*.c) engine/pgquote.c engine/mod_digest.c engine/digest.c \
-             engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/mod_s3.c engine/s3_client.c engine/s3_objects.c \
-             engine/s3_upload.c engine/s3_reader.c engine/s3_sign.c $(wildcard engine/mod_archive*.c) engine/archive_path.c
+             engine/sigv4.c engine/s3xml.c engine/awscreds.c engine/awscreds_files.c engine/mod_s3.c engine/mod_s3_client.c engine/mod_s3_objects.c \
+             engine/mod_s3_upload.c engine/mod_s3_reader.c engine/mod_s3_sign.c $(wildcard engine/mod_archive*.c) engine/archive_path.c
 CORE_SRCS := $(filter-out engine/main.c $(LAZY_SRCS),$(wildcard engine/*.c))
 CORE_LIBS := $(shell pkg-config --libs lua5.4 jansson yaml-0.1) -ldl -lm
 LAZY_LIBS := $(shell pkg-config --libs libcurl libpq libcrypto yaml-0.1 jansson libarchive expat zlib)

@@ -1,6 +1,8 @@
-/* AWS credential sources in SDK order; see awscreds.h. */
+/* AWS credential sources in SDK order; see awscreds.h. The shared
+ * credentials/config files are awscreds_files.c's. */
 #define _GNU_SOURCE /* timegm */
 #include "awscreds.h"
+#include "awscreds_int.h"
 #include "httpc.h"
 
 #include <ctype.h>
@@ -28,7 +30,6 @@ enum {
 	IMDS_CONNECT_MS = 1000,
 	IMDS_TIMEOUT_MS = 2000,
 	MAX_RESPONSE = 1 << 20,
-	MAX_FILE = 1 << 20,
 	MAX_PROFILE_DEPTH = 4,
 };
 
@@ -62,163 +63,6 @@ void awscreds_free(awscreds *c)
 int awscreds_stale(const awscreds *c, time_t now)
 {
 	return c->expiration != 0 && now + AWSCREDS_REFRESH_MARGIN >= c->expiration;
-}
-
-static const char *env_get(awscreds_getenv_fn env, const char *name)
-{
-	const char *v = env(name);
-	return v && *v ? v : NULL;
-}
-
-/* ------------------------------------------------------------ INI files */
-
-static const char *trim(const char *s, const char *e, size_t *n)
-{
-	while (s < e && isspace((unsigned char)*s))
-		s++;
-	while (e > s && isspace((unsigned char)e[-1]))
-		e--;
-	*n = (size_t)(e - s);
-	return s;
-}
-
-char *awscreds_ini_get(const char *text, const char *section, const char *key)
-{
-	if (text == NULL)
-		return NULL;
-	int in = 0;
-	size_t sl = strlen(section), kl = strlen(key);
-	for (const char *p = text; *p;) {
-		const char *e = strchr(p, '\n');
-		if (e == NULL)
-			e = p + strlen(p);
-		size_t n;
-		const char *l = trim(p, e, &n);
-		p = *e ? e + 1 : e;
-		if (n == 0 || l[0] == '#' || l[0] == ';')
-			continue;
-		if (l[0] == '[') {
-			const char *close = memchr(l, ']', n);
-			size_t nn;
-			const char *name = close ? trim(l + 1, close, &nn) : NULL;
-			in = name && nn == sl && memcmp(name, section, sl) == 0;
-			continue;
-		}
-		if (!in)
-			continue;
-		const char *eq = memchr(l, '=', n);
-		if (eq == NULL)
-			continue;
-		size_t kn, vn;
-		const char *k = trim(l, eq, &kn);
-		const char *v = trim(eq + 1, l + n, &vn);
-		if (kn == kl && strncasecmp(k, key, kl) == 0)
-			return strndup(v, vn);
-	}
-	return NULL;
-}
-
-/* The whole file, NUL-terminated; NULL when absent or unreadable. */
-static char *read_file(const char *path)
-{
-	FILE *f = fopen(path, "rb");
-	if (f == NULL)
-		return NULL;
-	buf b = BUF_INIT;
-	char chunk[4096];
-	size_t n;
-	int bad = 0;
-	while ((n = fread(chunk, 1, sizeof chunk, f)) > 0)
-		if (b.len + n > MAX_FILE || buf_append(&b, chunk, n) != 0) {
-			bad = 1;
-			break;
-		}
-	fclose(f);
-	if (!bad && b.data == NULL && buf_appends(&b, "") != 0)
-		bad = 1;
-	if (bad) {
-		buf_free(&b);
-		return NULL;
-	}
-	return b.data;
-}
-
-/* A shared file's path: the variable, else ~/.aws/<name>. */
-static void shared_path(awscreds_getenv_fn env, const char *var, const char *name, char *out, size_t n)
-{
-	const char *v = env_get(env, var);
-	const char *home = env_get(env, "HOME");
-	if (v)
-		snprintf(out, n, "%s", v);
-	else
-		snprintf(out, n, "%s/.aws/%s", home ? home : "", name);
-}
-
-typedef struct shared_files {
-	char cred_path[1024], config_path[1024];
-	char *cred, *config;
-} shared_files;
-
-static void shared_load(awscreds_getenv_fn env, shared_files *s)
-{
-	shared_path(env, "AWS_SHARED_CREDENTIALS_FILE", "credentials", s->cred_path, sizeof s->cred_path);
-	shared_path(env, "AWS_CONFIG_FILE", "config", s->config_path, sizeof s->config_path);
-	s->cred = read_file(s->cred_path);
-	s->config = read_file(s->config_path);
-}
-
-static void shared_free(shared_files *s)
-{
-	if (s->cred)
-		memset(s->cred, 0, strlen(s->cred));
-	free(s->cred);
-	free(s->config);
-	s->cred = s->config = NULL;
-}
-
-/* key of profile: the credentials file's [name] first, then the config
- * file's [profile name] ([default] for default). */
-static char *profile_get(const shared_files *s, const char *profile, const char *key)
-{
-	char *v = awscreds_ini_get(s->cred, profile, key);
-	if (v)
-		return v;
-	char sect[300];
-	if (strcmp(profile, "default") == 0)
-		snprintf(sect, sizeof sect, "default");
-	else
-		snprintf(sect, sizeof sect, "profile %s", profile);
-	v = awscreds_ini_get(s->config, sect, key);
-	if (v == NULL && strcmp(profile, "default") == 0)
-		v = awscreds_ini_get(s->config, "profile default", key);
-	return v;
-}
-
-static int profile_exists(const shared_files *s, const char *profile)
-{
-	char sect[300];
-	snprintf(sect, sizeof sect, "[%s]", profile);
-	char sect2[300];
-	snprintf(sect2, sizeof sect2, "[profile %s]", profile);
-	return (s->cred && strstr(s->cred, sect)) || (s->config && (strstr(s->config, sect2) || strstr(s->config, sect)));
-}
-
-char *awscreds_region(awscreds_getenv_fn env, char *where, size_t wlen)
-{
-	const char *r = env_get(env, "AWS_REGION");
-	if (r == NULL)
-		r = env_get(env, "AWS_DEFAULT_REGION");
-	if (r)
-		return dup_str(r);
-	shared_files s = {0};
-	shared_load(env, &s);
-	const char *profile = env_get(env, "AWS_PROFILE");
-	char *v = profile_get(&s, profile ? profile : "default", "region");
-	if (v == NULL)
-		snprintf(where, wlen, "AWS_REGION, AWS_DEFAULT_REGION and the region of profile %s in %s and %s",
-		         profile ? profile : "default", s.config_path, s.cred_path);
-	shared_free(&s);
-	return v;
 }
 
 /* ---------------------------------------------------------------- HTTP */
@@ -377,9 +221,9 @@ static int creds_from_json(awscreds *c, const buf *body, char *err, size_t errle
 
 static int sts_endpoint(awscreds_getenv_fn env, const char *region, buf *u, char *err, size_t errlen)
 {
-	const char *ep = env_get(env, "AWS_ENDPOINT_URL_STS");
+	const char *ep = awscreds_env_get(env, "AWS_ENDPOINT_URL_STS");
 	if (ep == NULL)
-		ep = env_get(env, "AWS_ENDPOINT_URL");
+		ep = awscreds_env_get(env, "AWS_ENDPOINT_URL");
 	int rc;
 	if (ep) {
 		size_t n = strlen(ep);
@@ -496,16 +340,16 @@ static int session_name(awscreds_getenv_fn env, const char *given, char *out, si
 /* ------------------------------------------------------------- sources */
 
 /* Static keys of a profile, or role_arn + source_profile through STS. */
-static int from_profile(awscreds_getenv_fn env, const shared_files *s, const char *profile, const char *region,
+static int from_profile(awscreds_getenv_fn env, const awscreds_files *s, const char *profile, const char *region,
                         int depth, awscreds *c, char *err, size_t errlen)
 {
-	char *ak = profile_get(s, profile, "aws_access_key_id");
-	char *sk = profile_get(s, profile, "aws_secret_access_key");
-	char *tok = profile_get(s, profile, "aws_session_token");
-	char *role = profile_get(s, profile, "role_arn");
-	char *src = profile_get(s, profile, "source_profile");
-	char *sess = profile_get(s, profile, "role_session_name");
-	char *preg = profile_get(s, profile, "region");
+	char *ak = awscreds_profile_get(s, profile, "aws_access_key_id");
+	char *sk = awscreds_profile_get(s, profile, "aws_secret_access_key");
+	char *tok = awscreds_profile_get(s, profile, "aws_session_token");
+	char *role = awscreds_profile_get(s, profile, "role_arn");
+	char *src = awscreds_profile_get(s, profile, "source_profile");
+	char *sess = awscreds_profile_get(s, profile, "role_session_name");
+	char *preg = awscreds_profile_get(s, profile, "region");
 	int rc = -1;
 	if (role && src) {
 		awscreds base = {0};
@@ -513,7 +357,7 @@ static int from_profile(awscreds_getenv_fn env, const shared_files *s, const cha
 			snprintf(err, errlen, "profile %s: source_profile chain too long", profile);
 		} else if (strcmp(src, profile) == 0 && ak && sk) {
 			rc = set_creds(&base, ak, sk, tok, NULL, err, errlen);
-		} else if (!profile_exists(s, src)) {
+		} else if (!awscreds_profile_exists(s, src)) {
 			snprintf(err, errlen, "profile %s: source_profile %s not found", profile, src);
 		} else {
 			rc = from_profile(env, s, src, region, depth + 1, &base, err, errlen);
@@ -553,13 +397,13 @@ static int from_profile(awscreds_getenv_fn env, const shared_files *s, const cha
 
 static int from_web_identity(awscreds_getenv_fn env, const char *region, awscreds *c, char *err, size_t errlen)
 {
-	const char *file = env_get(env, "AWS_WEB_IDENTITY_TOKEN_FILE");
-	const char *role = env_get(env, "AWS_ROLE_ARN");
+	const char *file = awscreds_env_get(env, "AWS_WEB_IDENTITY_TOKEN_FILE");
+	const char *role = awscreds_env_get(env, "AWS_ROLE_ARN");
 	if (role == NULL) {
 		snprintf(err, errlen, "AWS_WEB_IDENTITY_TOKEN_FILE is set but AWS_ROLE_ARN is not");
 		return -1;
 	}
-	char *tok = read_file(file);
+	char *tok = awscreds_read_file(file);
 	if (tok == NULL) {
 		snprintf(err, errlen, "cannot read the token file: %s", strerror(errno ? errno : ENOENT));
 		return -1;
@@ -568,7 +412,7 @@ static int from_web_identity(awscreds_getenv_fn env, const char *region, awscred
 	while (n > 0 && isspace((unsigned char)tok[n - 1]))
 		tok[--n] = '\0';
 	char sn[128];
-	session_name(env, env_get(env, "AWS_ROLE_SESSION_NAME"), sn, sizeof sn);
+	session_name(env, awscreds_env_get(env, "AWS_ROLE_SESSION_NAME"), sn, sizeof sn);
 	buf form = BUF_INIT;
 	int rc;
 	if (form_add(&form, "Action", "AssumeRoleWithWebIdentity") || form_add(&form, "Version", "2011-06-15") ||
@@ -615,8 +459,8 @@ static int container_host_allowed(const char *url)
 
 static int from_container(awscreds_getenv_fn env, awscreds *c, char *err, size_t errlen)
 {
-	const char *full = env_get(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
-	const char *rel = env_get(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *full = awscreds_env_get(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	const char *rel = awscreds_env_get(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
 	buf url = BUF_INIT, line = BUF_INIT;
 	http_resp r = {0, BUF_INIT, 0};
 	struct curl_slist *hl = NULL;
@@ -631,10 +475,10 @@ static int from_container(awscreds_getenv_fn env, awscreds *c, char *err, size_t
 		                      "link-local hosts are allowed", full);
 		goto out;
 	}
-	const char *tfile = env_get(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
-	const char *tenv = env_get(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
+	const char *tfile = awscreds_env_get(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE");
+	const char *tenv = awscreds_env_get(env, "AWS_CONTAINER_AUTHORIZATION_TOKEN");
 	if (tfile) {
-		tok = read_file(tfile);
+		tok = awscreds_read_file(tfile);
 		if (tok == NULL) {
 			snprintf(err, errlen, "cannot read AWS_CONTAINER_AUTHORIZATION_TOKEN_FILE=%s", tfile);
 			goto out;
@@ -686,7 +530,7 @@ out:
  * 1 when nothing answers (not on EC2), -1 when it answers wrongly. */
 static int from_imds(awscreds_getenv_fn env, awscreds *c, char *err, size_t errlen)
 {
-	const char *ep = env_get(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
+	const char *ep = awscreds_env_get(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
 	if (ep == NULL)
 		ep = IMDS_DEFAULT;
 	size_t epn = strlen(ep);
@@ -790,54 +634,54 @@ static int resolve_chain(awscreds_getenv_fn env, const char *region, awscreds *c
 	memset(c, 0, sizeof *c);
 	char e2[1024] = "";
 	/* 1. the environment */
-	const char *ak = env_get(env, "AWS_ACCESS_KEY_ID");
-	const char *sk = env_get(env, "AWS_SECRET_ACCESS_KEY");
+	const char *ak = awscreds_env_get(env, "AWS_ACCESS_KEY_ID");
+	const char *sk = awscreds_env_get(env, "AWS_SECRET_ACCESS_KEY");
 	if (ak || sk) {
 		snprintf(c->source, sizeof c->source, "the environment (AWS_ACCESS_KEY_ID)");
 		if (!ak || !sk)
 			return fail(c, err, errlen, "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY must both be set");
-		if (set_creds(c, ak, sk, env_get(env, "AWS_SESSION_TOKEN"), NULL, e2, sizeof e2) != 0)
+		if (set_creds(c, ak, sk, awscreds_env_get(env, "AWS_SESSION_TOKEN"), NULL, e2, sizeof e2) != 0)
 			return fail(c, err, errlen, e2);
 		return 0;
 	}
 	/* 2. a profile of the shared files: AWS_PROFILE, else default if present */
-	const char *profile = env_get(env, "AWS_PROFILE");
-	shared_files s = {0};
-	shared_load(env, &s);
-	if (profile || profile_exists(&s, "default")) {
+	const char *profile = awscreds_env_get(env, "AWS_PROFILE");
+	awscreds_files s = {0};
+	awscreds_shared_load(env, &s);
+	if (profile || awscreds_profile_exists(&s, "default")) {
 		const char *p = profile ? profile : "default";
 		snprintf(c->source, sizeof c->source, "profile %s (%s, %s)", p, s.cred_path, s.config_path);
 		int rc;
-		if (!profile_exists(&s, p)) {
+		if (!awscreds_profile_exists(&s, p)) {
 			snprintf(e2, sizeof e2, "no such profile");
 			rc = -1;
 		} else {
-			char *preg = region ? NULL : profile_get(&s, p, "region");
+			char *preg = region ? NULL : awscreds_profile_get(&s, p, "region");
 			rc = from_profile(env, &s, p, region ? region : preg, 0, c, e2, sizeof e2);
 			free(preg);
 		}
-		shared_free(&s);
+		awscreds_shared_free(&s);
 		return rc == 0 ? 0 : fail(c, err, errlen, e2);
 	}
-	shared_free(&s);
+	awscreds_shared_free(&s);
 	/* 3. web identity */
-	const char *wif = env_get(env, "AWS_WEB_IDENTITY_TOKEN_FILE");
+	const char *wif = awscreds_env_get(env, "AWS_WEB_IDENTITY_TOKEN_FILE");
 	if (wif) {
 		snprintf(c->source, sizeof c->source, "web identity (AWS_WEB_IDENTITY_TOKEN_FILE=%s)", wif);
 		return from_web_identity(env, region, c, e2, sizeof e2) == 0 ? 0 : fail(c, err, errlen, e2);
 	}
 	/* 4. container credentials */
-	const char *full = env_get(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
-	const char *rel = env_get(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
+	const char *full = awscreds_env_get(env, "AWS_CONTAINER_CREDENTIALS_FULL_URI");
+	const char *rel = awscreds_env_get(env, "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI");
 	if (full || rel) {
 		snprintf(c->source, sizeof c->source, "container credentials (%s)",
 		         rel ? "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI" : "AWS_CONTAINER_CREDENTIALS_FULL_URI");
 		return from_container(env, c, e2, sizeof e2) == 0 ? 0 : fail(c, err, errlen, e2);
 	}
 	/* 5. IMDSv2 */
-	const char *off = env_get(env, "AWS_EC2_METADATA_DISABLED");
+	const char *off = awscreds_env_get(env, "AWS_EC2_METADATA_DISABLED");
 	if (!(off && strcasecmp(off, "true") == 0)) {
-		const char *ep = env_get(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
+		const char *ep = awscreds_env_get(env, "AWS_EC2_METADATA_SERVICE_ENDPOINT");
 		snprintf(c->source, sizeof c->source, "EC2 instance metadata (%s)", ep ? ep : IMDS_DEFAULT);
 		int rc = from_imds(env, c, e2, sizeof e2);
 		if (rc == 0)

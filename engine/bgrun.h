@@ -72,7 +72,7 @@ int bgrun_opt_table(lua_State *L, int idx, const char *field);
  * (expected: "a string", "a positive number", ...). */
 int bgrun_opt_error(lua_State *L, int idx, const char *field, const char *expected) __attribute__((noreturn));
 
-/* ---- interrupts (core.c) ----
+/* ---- interrupts (the flag is interrupt.c's, the signals core.c's) ----
  * SIGINT/SIGTERM set a flag. Blocking C calls poll bgrun_interrupted() and
  * raise bgrun_throw_interrupted() after releasing what they hold. */
 int bgrun_interrupted(void);

@@ -3,6 +3,7 @@
 #include "clock.h"
 
 #include "bgrun.h"
+#include "interrupt.h"
 
 #include <time.h>
 

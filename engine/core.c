@@ -1,9 +1,11 @@
-/* The engine's own services: structured errors, the interrupt flag, the
- * dry-run flag, and the hidden "bgrun.core" module the prelude builds on.
- * Module lookup is modules.c's. */
+/* The engine's own services: structured errors, signals and raising
+ * interrupts (the flag itself is interrupt.c's), the dry-run flag, and the
+ * hidden "bgrun.core" module the prelude builds on. Module lookup is
+ * modules.c's. */
 #define _GNU_SOURCE /* mkdtemp */
 #include "bgrun.h"
 #include "clock.h"
+#include "interrupt.h"
 
 
 #include <sys/prctl.h>
@@ -25,11 +27,7 @@
 #define ERROR_MT "bgrun.error"
 #define DRY_RUN_KEY "bgrun.dry_run"
 
-/* Signal state is process-wide by nature: a handler can reach nothing else. */
-static volatile sig_atomic_t interrupted_flag;
-static volatile sig_atomic_t compensating_flag;
-/* SIGUSR1 from the lock keeper: the deploy lock went to another holder */
-static volatile sig_atomic_t lock_lost_flag;
+/* The state the signal handler arms its hook in (the flag is interrupt.c's). */
 static lua_State *signal_state;
 
 /* ---------------------------------------------------------------- errors */
@@ -170,14 +168,9 @@ static int core_is_error(lua_State *L)
 
 /* ------------------------------------------------------------ interrupts */
 
-int bgrun_interrupted(void)
-{
-	return interrupted_flag && !compensating_flag;
-}
-
 static void push_interrupted(lua_State *L, const char *module, const char *op)
 {
-	if (lock_lost_flag) {
+	if (bgrun_interrupt_lock_lost()) {
 		bgrun_error_new(L, module, op, "LockLost",
 		                "the deploy lock was taken by another run: stopping this one");
 		bgrun_error_set_str(L, "code", "lock_lost");
@@ -215,15 +208,12 @@ static void interrupt_hook(lua_State *L, lua_Debug *ar)
 
 static void on_signal(int sig)
 {
-	if (compensating_flag) {
+	if (!bgrun_interrupt_raise(sig == SIGUSR1)) {
 		static const char msg[] = "bgrun: interrupt ignored while compensations run\n";
 		ssize_t w = write(STDERR_FILENO, msg, sizeof msg - 1);
 		(void)w;
 		return;
 	}
-	if (sig == SIGUSR1)
-		lock_lost_flag = 1;
-	interrupted_flag = 1;
 	if (signal_state)
 		lua_sethook(signal_state, interrupt_hook, LUA_MASKCALL | LUA_MASKRET | LUA_MASKCOUNT, 1);
 }
@@ -243,7 +233,7 @@ void bgrun_install_signals(lua_State *L)
 /* core.lock_lost() -> boolean: the pending interrupt is a lost lock */
 static int core_lock_lost(lua_State *L)
 {
-	lua_pushboolean(L, lock_lost_flag && interrupted_flag);
+	lua_pushboolean(L, bgrun_interrupt_lock_lost() && bgrun_interrupt_pending());
 	return 1;
 }
 
@@ -258,7 +248,7 @@ static int core_interrupted(lua_State *L)
 /* core.begin_compensation(): stop raising interrupts; ignore new ones */
 static int core_begin_compensation(lua_State *L)
 {
-	compensating_flag = 1;
+	bgrun_set_compensating(1);
 	lua_sethook(L, NULL, 0, 0);
 	return 0;
 }
@@ -267,7 +257,7 @@ static int core_begin_compensation(lua_State *L)
 static int core_end_compensation(lua_State *L)
 {
 	(void)L;
-	compensating_flag = 0;
+	bgrun_set_compensating(0);
 	return 0;
 }
 

@@ -136,6 +136,52 @@ static int take_option(lua_State *L, struct cli *o, int argc, char **argv, int *
 	return OPT_TAKEN;
 }
 
+/* Pushes the table prelude.main takes: the options, the program name and
+ * the arguments left for the playbook (or the test runner). */
+static void push_cli(lua_State *L, const struct cli *o, const char *program,
+                     const char **rest, int nrest)
+{
+	lua_createtable(L, 0, 12);
+	if (o->playbook) {
+		lua_pushstring(L, o->playbook);
+		lua_setfield(L, -2, "playbook");
+	}
+	lua_pushboolean(L, o->dry_run);
+	lua_setfield(L, -2, "dry_run");
+	lua_pushboolean(L, o->yes);
+	lua_setfield(L, -2, "yes");
+	lua_pushboolean(L, o->verbose);
+	lua_setfield(L, -2, "verbose");
+	lua_pushboolean(L, o->quiet);
+	lua_setfield(L, -2, "quiet");
+	lua_pushboolean(L, o->describe);
+	lua_setfield(L, -2, "describe");
+	lua_pushboolean(L, o->json);
+	lua_setfield(L, -2, "json");
+	lua_pushboolean(L, o->test);
+	lua_setfield(L, -2, "test");
+	lua_pushboolean(L, o->resume);
+	lua_setfield(L, -2, "resume");
+	lua_pushboolean(L, o->force);
+	lua_setfield(L, -2, "force");
+	lua_pushboolean(L, o->keep_lock);
+	lua_setfield(L, -2, "keep_lock");
+	lua_pushstring(L, o->log_format);
+	lua_setfield(L, -2, "log_format");
+	if (o->report) {
+		lua_pushstring(L, o->report);
+		lua_setfield(L, -2, "report");
+	}
+	lua_pushstring(L, program);
+	lua_setfield(L, -2, "program");
+	lua_createtable(L, nrest, 0);
+	for (int k = 0; k < nrest; k++) {
+		lua_pushstring(L, rest[k]);
+		lua_rawseti(L, -2, k + 1);
+	}
+	lua_setfield(L, -2, "args");
+}
+
 /* Runs with argc/argv as upvalue-free arguments; returns the exit code.
  * Options may stand anywhere (GNU-style permutation) up to "--"; after
  * `test` and `keep-lock` everything is theirs. */
@@ -221,45 +267,7 @@ static int pmain(lua_State *L)
 	lua_call(L, 1, 1);
 	lua_getfield(L, -1, "main");
 
-	lua_createtable(L, 0, 12);
-	if (playbook) {
-		lua_pushstring(L, playbook);
-		lua_setfield(L, -2, "playbook");
-	}
-	lua_pushboolean(L, o.dry_run);
-	lua_setfield(L, -2, "dry_run");
-	lua_pushboolean(L, o.yes);
-	lua_setfield(L, -2, "yes");
-	lua_pushboolean(L, o.verbose);
-	lua_setfield(L, -2, "verbose");
-	lua_pushboolean(L, o.quiet);
-	lua_setfield(L, -2, "quiet");
-	lua_pushboolean(L, o.describe);
-	lua_setfield(L, -2, "describe");
-	lua_pushboolean(L, o.json);
-	lua_setfield(L, -2, "json");
-	lua_pushboolean(L, o.test);
-	lua_setfield(L, -2, "test");
-	lua_pushboolean(L, o.resume);
-	lua_setfield(L, -2, "resume");
-	lua_pushboolean(L, o.force);
-	lua_setfield(L, -2, "force");
-	lua_pushboolean(L, o.keep_lock);
-	lua_setfield(L, -2, "keep_lock");
-	lua_pushstring(L, o.log_format);
-	lua_setfield(L, -2, "log_format");
-	if (o.report) {
-		lua_pushstring(L, o.report);
-		lua_setfield(L, -2, "report");
-	}
-	lua_pushstring(L, argv[0]);
-	lua_setfield(L, -2, "program");
-	lua_createtable(L, nrest, 0);
-	for (int k = 0; k < nrest; k++) {
-		lua_pushstring(L, rest[k]);
-		lua_rawseti(L, -2, k + 1);
-	}
-	lua_setfield(L, -2, "args");
+	push_cli(L, &o, argv[0], rest, nrest);
 	lua_call(L, 1, 1);
 	return 1;
 }

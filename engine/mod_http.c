@@ -247,23 +247,6 @@ static long ms_opt(lua_State *L, int t, const char *field, long def)
 	return v < 1 ? 1 : v;
 }
 
-static const char *str_opt(lua_State *L, int t, const char *field)
-{
-	const char *s = NULL;
-	if (lua_getfield(L, t, field) == LUA_TSTRING)
-		s = lua_tostring(L, -1);
-	lua_pop(L, 1);
-	return s;
-}
-
-static int bool_opt(lua_State *L, int t, const char *field)
-{
-	lua_getfield(L, t, field);
-	int v = lua_toboolean(L, -1);
-	lua_pop(L, 1);
-	return v;
-}
-
 /* Registers the password of a URL's user info as a secret. */
 static void register_url_secret(lua_State *L, const char *url)
 {
@@ -328,12 +311,12 @@ static void add_headers(lua_State *L, xfer *x, int t, int is_json)
 static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err, size_t errlen)
 {
 	const char *method = request_method(L, t);
-	const char *url = str_opt(L, t, "url");
+	const char *url = bgrun_opt_string(L, t, "url", NULL);
 	if (buf_printf(&x->op, "%s %s", method, url) != 0)
 		luaL_error(L, "http: out of memory");
 	register_url_secret(L, url);
 
-	if (bgrun_dry_run(L) && !httputil_method_is_safe(method) && !bool_opt(L, t, "readonly")) {
+	if (bgrun_dry_run(L) && !httputil_method_is_safe(method) && !bgrun_opt_boolean(L, t, "readonly", 0)) {
 		x->dry_run = 1;
 		return NULL;
 	}
@@ -392,18 +375,18 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	h->ud = x;
 
 	x->max_redirects = -1;
-	if (bool_opt(L, t, "follow_redirects")) {
+	if (bgrun_opt_boolean(L, t, "follow_redirects", 0)) {
 		x->max_redirects = DEFAULT_MAX_REDIRECTS;
 		if (lua_getfield(L, t, "max_redirects") == LUA_TNUMBER)
 			x->max_redirects = (long)lua_tointeger(L, -1);
 		lua_pop(L, 1);
 	}
-	const char *v = str_opt(L, t, "http_version");
+	const char *v = bgrun_opt_string(L, t, "http_version", NULL);
 	h->h2 = v && strcmp(v, "2") == 0;
-	x->ca_file = str_opt(L, t, "ca_file");
-	x->client_cert = str_opt(L, t, "client_cert");
-	x->client_key = str_opt(L, t, "client_key");
-	x->insecure = bool_opt(L, t, "insecure");
+	x->ca_file = bgrun_opt_string(L, t, "ca_file", NULL);
+	x->client_cert = bgrun_opt_string(L, t, "client_cert", NULL);
+	x->client_key = bgrun_opt_string(L, t, "client_key", NULL);
+	x->insecure = bgrun_opt_boolean(L, t, "insecure", 0);
 	return NULL;
 }
 

@@ -7,161 +7,9 @@
  * client; Kubernetes credentials are its pre-send hook, and watches stream
  * on the same run loop, which sees interrupts and deadlines. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* ---------------------------------------------------------------- client */
-
-
-conn *k8sc_check_conn(lua_State *L)
-{
-	client *cl = luaL_checkudata(L, 1, CLIENT_MT);
-	if (cl->c == NULL)
-		luaL_error(L, "attempt to use a closed k8s client");
-	return cl->c;
-}
-
-
-/* opts[field] as a string (numbers accepted), or NULL. Raises on other types. */
-const char *k8sc_opt_str(lua_State *L, int idx, const char *field)
-{
-	if (lua_isnoneornil(L, idx))
-		return NULL;
-	int t = lua_getfield(L, idx, field);
-	const char *s = NULL;
-	if (t == LUA_TSTRING || t == LUA_TNUMBER)
-		s = lua_tostring(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a string, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1); /* the string stays anchored in the opts table */
-	return s;
-}
-
-double k8sc_opt_num(lua_State *L, int idx, const char *field, double dflt)
-{
-	if (lua_isnoneornil(L, idx))
-		return dflt;
-	int t = lua_getfield(L, idx, field);
-	double v = dflt;
-	if (t == LUA_TNUMBER)
-		v = lua_tonumber(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a number, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1);
-	return v;
-}
-
-int k8sc_opt_bool(lua_State *L, int idx, const char *field, int dflt)
-{
-	if (lua_isnoneornil(L, idx))
-		return dflt;
-	int t = lua_getfield(L, idx, field);
-	int v = dflt;
-	if (t == LUA_TBOOLEAN)
-		v = lua_toboolean(L, -1);
-	else if (t != LUA_TNIL)
-		luaL_error(L, "option '%s' must be a boolean, got %s", field, luaL_typename(L, -1));
-	lua_pop(L, 1);
-	return v;
-}
-
-/* The namespace for r: opts.namespace (false: none, i.e. all namespaces or
- * a cluster-scoped custom resource), else the client's. */
-const char *k8sc_resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource *r)
-{
-	if (!r->namespaced)
-		return NULL;
-	if (!lua_isnoneornil(L, idx)) {
-		int t = lua_getfield(L, idx, "namespace");
-		if (t == LUA_TBOOLEAN && !lua_toboolean(L, -1)) {
-			lua_pop(L, 1);
-			return NULL;
-		}
-		if (t == LUA_TSTRING) {
-			const char *s = lua_tostring(L, -1);
-			lua_pop(L, 1);
-			return s;
-		}
-		if (t != LUA_TNIL)
-			luaL_error(L, "option 'namespace' must be a string or false");
-		lua_pop(L, 1);
-	}
-	return c->cfg.namespace;
-}
-
-void k8sc_check_kind(lua_State *L, int arg, k8s_resource *r)
-{
-	char err[256];
-	const char *spec = luaL_checkstring(L, arg);
-	if (k8s_resolve_kind(spec, r, err, sizeof err) != 0)
-		luaL_argerror(L, arg, err);
-}
-
-/* "patch services/physioflow-api" */
-void k8sc_make_op(char *op, size_t n, const char *verb, const k8s_resource *r, const char *name)
-{
-	if (name)
-		snprintf(op, n, "%s %s/%s", verb, r->plural, name);
-	else
-		snprintf(op, n, "%s %s", verb, r->plural);
-}
-
-void k8sc_dry_run_log(lua_State *L, const char *what, const char *ns, const char *body)
-{
-	/* a Secret's body is its data: say what would happen, not what is in it */
-	if (strstr(what, " secrets"))
-		body = body ? "(Secret data not shown)" : NULL;
-	lua_createtable(L, 0, 2);
-	if (ns) {
-		lua_pushstring(L, ns);
-		lua_setfield(L, -2, "namespace");
-	}
-	if (body) {
-		lua_pushstring(L, body);
-		lua_setfield(L, -2, "body");
-	}
-	char msg[512];
-	snprintf(msg, sizeof msg, "dry-run: would %s", what);
-	bgrun_log(L, "info", msg, lua_absindex(L, -1));
-	lua_pop(L, 1);
-}
-
-/* Pushes j (consumed) as a Lua value. */
-int k8sc_push_json(lua_State *L, json_t *j)
-{
-	json_t **h = k8sc_new_holder(L);
-	*h = j;
-	bgrun_json_push(L, j);
-	json_decref(j);
-	*h = NULL;
-	lua_remove(L, -2);
-	return 1;
-}
-
-char *k8sc_encode_arg(lua_State *L, int idx, const char *what, size_t *len)
-{
-	if (lua_type(L, idx) == LUA_TSTRING) {
-		size_t n;
-		const char *s = lua_tolstring(L, idx, &n);
-		char *d = malloc(n + 1);
-		if (d == NULL)
-			luaL_error(L, "out of memory");
-		memcpy(d, s, n + 1);
-		*len = n;
-		return d;
-	}
-	if (lua_type(L, idx) != LUA_TTABLE)
-		luaL_error(L, "%s must be a table or a JSON string, got %s", what, luaL_typename(L, idx));
-	char err[256];
-	json_t *j = bgrun_json_from_lua(L, idx, err, sizeof err);
-	if (j == NULL)
-		luaL_error(L, "%s cannot be encoded as JSON: %s", what, err);
-	char *s = json_dumps(j, JSON_COMPACT | JSON_ENCODE_ANY);
-	json_decref(j);
-	if (s == NULL)
-		luaL_error(L, "out of memory");
-	*len = strlen(s);
-	return s;
-}
 
 /* c:get(kind, name [, opts]) -> object | nil */
 static int c_get(lua_State *L)
@@ -173,7 +21,7 @@ static int c_get(lua_State *L)
 	static const char *const known[] = {"namespace", "subresource", NULL};
 	bgrun_check_options(L, 4, known);
 	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
-	const char *sub = k8sc_opt_str(L, 4, "subresource");
+	const char *sub = bgrun_opt_string(L, 4, "subresource", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "get", &r, name);
 	req rq = {.method = "GET", .idempotent = 1};
@@ -191,52 +39,6 @@ static int c_get(lua_State *L)
 	return k8sc_push_json(L, k8sc_decode_ok(L, c, op, &rs));
 }
 
-/* Lists every page into *h (a holder), merging items. */
-void k8sc_list_into(lua_State *L, conn *c, const char *op, const k8s_resource *r, const char *ns,
-                      const char *lsel, const char *fsel, long limit, const char *rv, json_t **h)
-{
-	char *cont = NULL;
-	for (;;) {
-		req rq = {.method = "GET", .idempotent = 1};
-		k8s_build_path(&rq.path, r, ns, NULL, NULL);
-		if (lsel && *lsel)
-			k8s_query_add(&rq.path, "labelSelector", lsel);
-		if (fsel && *fsel)
-			k8s_query_add(&rq.path, "fieldSelector", fsel);
-		char lim[32];
-		snprintf(lim, sizeof lim, "%ld", limit > 0 ? limit : 500);
-		k8s_query_add(&rq.path, "limit", lim);
-		if (cont)
-			k8s_query_add(&rq.path, "continue", cont);
-		else if (rv)
-			k8s_query_add(&rq.path, "resourceVersion", rv);
-		free(cont);
-		cont = NULL;
-		resp rs;
-		k8sc_exec_req(L, c, &rq, &rs);
-		k8sc_req_free(&rq);
-		if (rs.kind != RQ_HTTP || rs.status >= 300)
-			k8sc_raise_resp(L, c, op, &rs);
-		json_t *page = k8sc_decode_ok(L, c, op, &rs);
-		const char *next = json_string_value(json_object_get(json_object_get(page, "metadata"), "continue"));
-		if (next && *next)
-			cont = strdup(next);
-		if (*h == NULL) {
-			*h = page;
-		} else {
-			json_array_extend(json_object_get(*h, "items"), json_object_get(page, "items"));
-			json_object_set(*h, "metadata", json_object_get(page, "metadata"));
-			json_decref(page);
-		}
-		if (!json_is_array(json_object_get(*h, "items")))
-			json_object_set_new(*h, "items", json_array());
-		if (cont == NULL)
-			break;
-	}
-	json_object_del(json_object_get(*h, "metadata"), "continue");
-	json_object_del(json_object_get(*h, "metadata"), "remainingItemCount");
-}
-
 /* c:list(kind [, opts]) -> list object (items from every page) */
 static int c_list(lua_State *L)
 {
@@ -246,10 +48,10 @@ static int c_list(lua_State *L)
 	static const char *const known[] = {"namespace", "labelSelector", "fieldSelector", "limit", "resourceVersion", NULL};
 	bgrun_check_options(L, 3, known);
 	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
-	const char *lsel = k8sc_opt_str(L, 3, "labelSelector");
-	const char *fsel = k8sc_opt_str(L, 3, "fieldSelector");
-	const char *rv = k8sc_opt_str(L, 3, "resourceVersion");
-	long limit = (long)k8sc_opt_num(L, 3, "limit", 500);
+	const char *lsel = bgrun_opt_string(L, 3, "labelSelector", NULL);
+	const char *fsel = bgrun_opt_string(L, 3, "fieldSelector", NULL);
+	const char *rv = bgrun_opt_string(L, 3, "resourceVersion", NULL);
+	long limit = (long)bgrun_opt_number(L, 3, "limit", 500);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "list", &r, NULL);
 	json_t **h = k8sc_new_holder(L);
@@ -321,7 +123,7 @@ static int c_create(lua_State *L)
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 0);
-	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
+	const char *fm = bgrun_opt_string(L, 3, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "create", &r, name);
 	req rq = {.method = "POST", .content_type = "application/json"};
@@ -341,8 +143,8 @@ static int c_replace(lua_State *L)
 	k8s_resource r;
 	const char *ns, *name;
 	object_target(L, 2, 3, c, &r, &ns, &name, 1);
-	const char *sub = k8sc_opt_str(L, 3, "subresource");
-	const char *fm = k8sc_opt_str(L, 3, "fieldManager");
+	const char *sub = bgrun_opt_string(L, 3, "subresource", NULL);
+	const char *fm = bgrun_opt_string(L, 3, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "replace", &r, name);
 	req rq = {.method = "PUT", .content_type = "application/json"};
@@ -372,15 +174,15 @@ static int c_patch(lua_State *L)
 	static const char *const ctypes[] = {"application/merge-patch+json", "application/strategic-merge-patch+json",
 	                                     "application/json-patch+json", "application/apply-patch+yaml"};
 	int ty = 0;
-	const char *tname = k8sc_opt_str(L, 5, "type");
+	const char *tname = bgrun_opt_string(L, 5, "type", NULL);
 	if (tname) {
 		for (ty = 0; types[ty] && strcmp(types[ty], tname) != 0; ty++)
 			;
 		if (types[ty] == NULL)
 			luaL_error(L, "bad argument #4 to 'patch' (type must be \"merge\", \"strategic\", \"json\" or \"apply\", got \"%s\")", tname);
 	}
-	int force = k8sc_opt_bool(L, 5, "force", 0);
-	if (ty == 3 && k8sc_opt_str(L, 5, "fieldManager") == NULL)
+	int force = bgrun_opt_boolean(L, 5, "force", 0);
+	if (ty == 3 && bgrun_opt_string(L, 5, "fieldManager", NULL) == NULL)
 		luaL_error(L, "bad argument #4 to 'patch' (type \"apply\" needs fieldManager)");
 	if (force && ty != 3)
 		luaL_error(L, "bad argument #4 to 'patch' (force is for type \"apply\" only)");
@@ -390,8 +192,8 @@ static int c_patch(lua_State *L)
 			luaL_argerror(L, 4, "a JSON patch is a list of operations");
 	}
 	const char *ns = k8sc_resolve_ns(L, 5, c, &r);
-	const char *sub = k8sc_opt_str(L, 5, "subresource");
-	const char *fm = k8sc_opt_str(L, 5, "fieldManager");
+	const char *sub = bgrun_opt_string(L, 5, "subresource", NULL);
+	const char *fm = bgrun_opt_string(L, 5, "fieldManager", NULL);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "patch", &r, name);
 	req rq = {.method = "PATCH", .content_type = ctypes[ty]};
@@ -414,11 +216,11 @@ static int c_delete(lua_State *L)
 	static const char *const known[] = {"namespace", "propagationPolicy", "gracePeriodSeconds", "ignore_not_found", NULL};
 	bgrun_check_options(L, 4, known);
 	const char *ns = k8sc_resolve_ns(L, 4, c, &r);
-	const char *pp = k8sc_opt_str(L, 4, "propagationPolicy");
+	const char *pp = bgrun_opt_string(L, 4, "propagationPolicy", NULL);
 	if (pp && strcmp(pp, "Foreground") != 0 && strcmp(pp, "Background") != 0 && strcmp(pp, "Orphan") != 0)
 		luaL_error(L, "bad argument #3 to 'delete' (propagationPolicy must be Foreground, Background or Orphan)");
-	double grace = k8sc_opt_num(L, 4, "gracePeriodSeconds", -1);
-	int ignore = k8sc_opt_bool(L, 4, "ignore_not_found", 0);
+	double grace = bgrun_opt_number(L, 4, "gracePeriodSeconds", -1);
+	int ignore = bgrun_opt_boolean(L, 4, "ignore_not_found", 0);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "delete", &r, name);
 	req rq = {.method = "DELETE", .content_type = "application/json"};
@@ -475,12 +277,12 @@ static int c_logs(lua_State *L)
 	char err[128];
 	k8s_resolve_kind("pods", &r, err, sizeof err);
 	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
-	const char *container = k8sc_opt_str(L, 3, "container");
-	double tail = k8sc_opt_num(L, 3, "tail", -1);
-	double since = k8sc_opt_num(L, 3, "since", -1);
-	double limit = k8sc_opt_num(L, 3, "limit_bytes", -1);
-	int previous = k8sc_opt_bool(L, 3, "previous", 0);
-	int ts = k8sc_opt_bool(L, 3, "timestamps", 0);
+	const char *container = bgrun_opt_string(L, 3, "container", NULL);
+	double tail = bgrun_opt_number(L, 3, "tail", -1);
+	double since = bgrun_opt_number(L, 3, "since", -1);
+	double limit = bgrun_opt_number(L, 3, "limit_bytes", -1);
+	int previous = bgrun_opt_boolean(L, 3, "previous", 0);
+	int ts = bgrun_opt_boolean(L, 3, "timestamps", 0);
 	char op[256];
 	k8sc_make_op(op, sizeof op, "logs", &r, pod);
 	req rq = {.method = "GET", .idempotent = 1, .accept = "*/*"};
@@ -616,17 +418,17 @@ static int k8s_client(lua_State *L)
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, known);
 	kube_load_opts o = {0};
-	o.kubeconfig = k8sc_opt_str(L, 1, "kubeconfig");
-	o.context = k8sc_opt_str(L, 1, "context");
-	o.namespace = k8sc_opt_str(L, 1, "namespace");
-	double timeout = k8sc_opt_num(L, 1, "timeout", DEFAULT_TIMEOUT);
+	o.kubeconfig = bgrun_opt_string(L, 1, "kubeconfig", NULL);
+	o.context = bgrun_opt_string(L, 1, "context", NULL);
+	o.namespace = bgrun_opt_string(L, 1, "namespace", NULL);
+	double timeout = bgrun_opt_number(L, 1, "timeout", DEFAULT_TIMEOUT);
 	luaL_argcheck(L, timeout > 0, 1, "timeout must be positive");
-	double retries = k8sc_opt_num(L, 1, "retries", DEFAULT_RETRIES);
+	double retries = bgrun_opt_number(L, 1, "retries", DEFAULT_RETRIES);
 	luaL_argcheck(L, retries >= 0, 1, "retries must not be negative");
-	double deadline = k8sc_opt_num(L, 1, "deadline", DEFAULT_DEADLINE);
+	double deadline = bgrun_opt_number(L, 1, "deadline", DEFAULT_DEADLINE);
 	luaL_argcheck(L, deadline > 0, 1, "deadline must be positive");
-	int in_cluster = k8sc_opt_bool(L, 1, "in_cluster", 0);
-	const char *sa_dir = k8sc_opt_str(L, 1, "serviceaccount_dir");
+	int in_cluster = bgrun_opt_boolean(L, 1, "in_cluster", 0);
+	const char *sa_dir = bgrun_opt_string(L, 1, "serviceaccount_dir", NULL);
 
 	client *cl = lua_newuserdatauv(L, sizeof *cl, 0);
 	cl->c = NULL;

@@ -6,7 +6,7 @@
  * are made after libcurl returns. S3's XML answers are read with expat
  * (s3xml.c). */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* b:__tostring() */
 static int bucket_tostring(lua_State *L)

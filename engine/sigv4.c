@@ -315,11 +315,94 @@ static void set_err(char *err, size_t errlen, const char *msg)
 
 /* The common part of signing and presigning. extra: query pairs added to
  * the URL's own (presign); host_only: sign host alone (presign). */
+/* The headers to sign, sorted: host unless given, then the caller's (none
+ * but host when host_only). Notes the host in out->host. -1: out of memory. */
+static int collect_headers(const sigv4_params *p, int host_only, const url_parts *u, kvlist *hdrs,
+                           sigv4_result *out)
+{
+	int have_host = 0;
+	for (size_t i = 0; !host_only && i < p->n_headers; i++) {
+		const char *n = p->headers[2 * i];
+		if (strlen(n) == 4 && strncasecmp(n, "host", 4) == 0)
+			have_host = 1;
+	}
+	if (!have_host) {
+		if (host_header(&out->host, u) != 0 || add_header(hdrs, "host", out->host.data) != 0)
+			return -1;
+	}
+	for (size_t i = 0; !host_only && i < p->n_headers; i++) {
+		if (add_header(hdrs, p->headers[2 * i], p->headers[2 * i + 1]) != 0)
+			return -1;
+		if (strcmp(hdrs->v[hdrs->n - 1].name, "host") == 0) {
+			buf_reset(&out->host);
+			if (buf_appends(&out->host, hdrs->v[hdrs->n - 1].value) != 0)
+				return -1;
+		}
+	}
+	if (hdrs->n > 1)
+		qsort(hdrs->v, hdrs->n, sizeof *hdrs->v, hdr_cmp);
+	return 0;
+}
+
+/* The canonical request and the signed-header list. -1: out of memory. */
+static int canonical_request(const sigv4_params *p, const char *path, const char *canon_q, const kvlist *hdrs,
+                             sigv4_result *out)
+{
+	buf *cr = &out->canonical_request;
+	buf_reset(cr);
+	buf_reset(&out->signed_headers);
+	if (buf_printf(cr, "%s\n%s\n%s\n", p->method, path, canon_q) != 0)
+		return -1;
+	for (size_t i = 0; i < hdrs->n; i++) {
+		/* repeated names: one line, values joined by commas */
+		if (i > 0 && strcmp(hdrs->v[i].name, hdrs->v[i - 1].name) == 0) {
+			cr->len--; /* the newline */
+			if (buf_printf(cr, ",%s\n", hdrs->v[i].value) != 0)
+				return -1;
+			continue;
+		}
+		if (buf_printf(cr, "%s:%s\n", hdrs->v[i].name, hdrs->v[i].value) != 0 ||
+		    buf_printf(&out->signed_headers, "%s%s", out->signed_headers.len ? ";" : "", hdrs->v[i].name) != 0)
+			return -1;
+	}
+	if (buf_printf(cr, "\n%s\n%s", out->signed_headers.data, p->payload_hash) != 0)
+		return -1;
+	return 0;
+}
+
+/* The signature: the signing key derived from the secret, the date, region
+ * and service, over the string to sign. -1: out of memory, -2: libcrypto
+ * failed. */
+static int compute_signature(const sigv4_params *p, const char *day, sigv4_result *out)
+{
+	buf tmp = BUF_INIT;
+	unsigned char k[32], k2[32];
+	int rc = -1;
+	if (buf_printf(&tmp, "AWS4%s", p->secret_key) != 0)
+		goto done;
+	rc = -2;
+	if (hmac(tmp.data, tmp.len, day, 8, k) != 0 || hmac(k, 32, p->region, strlen(p->region), k2) != 0 ||
+	    hmac(k2, 32, p->service, strlen(p->service), k) != 0 || hmac(k, 32, "aws4_request", 12, k2) != 0 ||
+	    hmac(k2, 32, out->string_to_sign.data, out->string_to_sign.len, k) != 0)
+		goto done;
+	static const char hex[] = "0123456789abcdef";
+	for (int i = 0; i < 32; i++) {
+		out->signature[2 * i] = hex[k[i] >> 4];
+		out->signature[2 * i + 1] = hex[k[i] & 15];
+	}
+	out->signature[64] = '\0';
+	rc = 0;
+done:
+	OPENSSL_cleanse(tmp.data, tmp.len);
+	buf_free(&tmp);
+	return rc;
+}
+
 static int build(const sigv4_params *p, kvlist *query, int host_only, sigv4_result *out, char *err, size_t errlen)
 {
 	url_parts u;
 	kvlist hdrs = {NULL, 0, 0};
-	buf path = BUF_INIT, canon_q = BUF_INIT, tmp = BUF_INIT;
+	buf path = BUF_INIT, canon_q = BUF_INIT;
 	int rc = -1;
 	const char *oom = "out of memory";
 	if (!p->method || !p->url || !p->payload_hash || !p->amz_date || !p->region || !p->service ||
@@ -343,51 +426,14 @@ static int build(const sigv4_params *p, kvlist *query, int host_only, sigv4_resu
 	if (join_query(&canon_q, query) != 0 || buf_appends(&canon_q, "") != 0)
 		goto oom;
 
-	/* headers: host unless given, then the caller's */
-	int have_host = 0;
-	for (size_t i = 0; !host_only && i < p->n_headers; i++) {
-		const char *n = p->headers[2 * i];
-		if (strlen(n) == 4 && strncasecmp(n, "host", 4) == 0)
-			have_host = 1;
-	}
-	if (!have_host) {
-		if (host_header(&out->host, &u) != 0 || add_header(&hdrs, "host", out->host.data) != 0)
-			goto oom;
-	}
-	for (size_t i = 0; !host_only && i < p->n_headers; i++) {
-		if (add_header(&hdrs, p->headers[2 * i], p->headers[2 * i + 1]) != 0)
-			goto oom;
-		if (strcmp(hdrs.v[hdrs.n - 1].name, "host") == 0) {
-			buf_reset(&out->host);
-			if (buf_appends(&out->host, hdrs.v[hdrs.n - 1].value) != 0)
-				goto oom;
-		}
-	}
-	if (hdrs.n > 1)
-		qsort(hdrs.v, hdrs.n, sizeof *hdrs.v, hdr_cmp);
-
-	buf *cr = &out->canonical_request;
-	buf_reset(cr);
-	buf_reset(&out->signed_headers);
-	if (buf_printf(cr, "%s\n%s\n%s\n", p->method, path.data, canon_q.data) != 0)
+	if (collect_headers(p, host_only, &u, &hdrs, out) != 0)
 		goto oom;
-	for (size_t i = 0; i < hdrs.n; i++) {
-		/* repeated names: one line, values joined by commas */
-		if (i > 0 && strcmp(hdrs.v[i].name, hdrs.v[i - 1].name) == 0) {
-			cr->len--; /* the newline */
-			if (buf_printf(cr, ",%s\n", hdrs.v[i].value) != 0)
-				goto oom;
-			continue;
-		}
-		if (buf_printf(cr, "%s:%s\n", hdrs.v[i].name, hdrs.v[i].value) != 0 ||
-		    buf_printf(&out->signed_headers, "%s%s", out->signed_headers.len ? ";" : "", hdrs.v[i].name) != 0)
-			goto oom;
-	}
-	if (buf_printf(cr, "\n%s\n%s", out->signed_headers.data, p->payload_hash) != 0)
+
+	if (canonical_request(p, path.data, canon_q.data, &hdrs, out) != 0)
 		goto oom;
 
 	char cr_hash[SHA256_HEX_LEN + 1];
-	if (sha256_hex(cr->data, cr->len, cr_hash) != 0) {
+	if (sha256_hex(out->canonical_request.data, out->canonical_request.len, cr_hash) != 0) {
 		oom = "libcrypto failed";
 		goto oom;
 	}
@@ -399,21 +445,12 @@ static int build(const sigv4_params *p, kvlist *query, int host_only, sigv4_resu
 	               p->region, p->service, cr_hash) != 0)
 		goto oom;
 
-	unsigned char k[32], k2[32];
-	if (buf_printf(&tmp, "AWS4%s", p->secret_key) != 0)
-		goto oom;
-	if (hmac(tmp.data, tmp.len, day, 8, k) != 0 || hmac(k, 32, p->region, strlen(p->region), k2) != 0 ||
-	    hmac(k2, 32, p->service, strlen(p->service), k) != 0 || hmac(k, 32, "aws4_request", 12, k2) != 0 ||
-	    hmac(k2, 32, out->string_to_sign.data, out->string_to_sign.len, k) != 0) {
-		oom = "libcrypto failed";
+	int sig = compute_signature(p, day, out);
+	if (sig != 0) {
+		if (sig == -2)
+			oom = "libcrypto failed";
 		goto oom;
 	}
-	static const char hex[] = "0123456789abcdef";
-	for (int i = 0; i < 32; i++) {
-		out->signature[2 * i] = hex[k[i] >> 4];
-		out->signature[2 * i + 1] = hex[k[i] & 15];
-	}
-	out->signature[64] = '\0';
 	buf_reset(&out->authorization);
 	if (buf_printf(&out->authorization, "AWS4-HMAC-SHA256 Credential=%s/%s/%s/%s/aws4_request, SignedHeaders=%s, Signature=%s",
 	               p->access_key, day, p->region, p->service, out->signed_headers.data, out->signature) != 0)
@@ -429,8 +466,6 @@ static int build(const sigv4_params *p, kvlist *query, int host_only, sigv4_resu
 oom:
 	set_err(err, errlen, oom);
 done:
-	OPENSSL_cleanse(tmp.data, tmp.len);
-	buf_free(&tmp);
 	buf_free(&path);
 	buf_free(&canon_q);
 	kvlist_free(&hdrs);

@@ -152,13 +152,17 @@ function M.pending(events)
   for _, ev in ipairs(events) do
     if ev.event == "compensation" then
       comps[#comps + 1] = ev
+    elseif ev.event == "commit" then
+      -- the commit point names no compensation of its own: it cancels its
+      -- list at once
+      if type(ev.cancels) == "table" then
+        for _, id in ipairs(ev.cancels) do gone[id] = true end
+      end
     elseif ev.id == nil then -- a damaged line names no compensation: nothing to apply
     elseif ev.event == "update" then
       updates[ev.id] = ev.undo
     elseif ev.event == "cancel" or (ev.event == "compensated" and ev.ok) then
       gone[ev.id] = true
-    elseif ev.event == "commit" and type(ev.cancels) == "table" then
-      for _, id in ipairs(ev.cancels) do gone[id] = true end -- the commit cancels its list at once
     end
   end
   local out = {}

@@ -88,13 +88,14 @@ end
 
 ---Takes the lock. opts: name, namespace, duration (lease seconds, 120),
 ---wait (seconds to wait for a busy lock, 0), operation (what we do, shown
----to whoever finds the lock busy), break_lock (take it even when held).
+---to whoever finds the lock busy), break_lock (take it even when held),
+---on_write (called before each create or replace of the Lease is sent).
 ---Returns a handle with renew() and release(). A busy lock raises
 ---{code="held", reason="LockHeld", holder=, age_s=}.
 ---@param c any k8s client
 ---The handle's undo is the data `on_failure(name, handle.release, handle.undo)`
 ---records so that `bgrun resume` can release the lock of a killed run.
----@param opts {name: string?, namespace: string?, context: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?}?
+---@param opts {name: string?, namespace: string?, context: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?, on_write: fun()?}?
 ---@return {name: string, holder: string, renew: fun(), release: fun(), lease: table, undo: table}
 function M.acquire(c, opts)
   opts = opts or {}
@@ -142,6 +143,7 @@ function M.acquire(c, opts)
                      annotations = { ["bgrun.io/operation"] = opts.operation or "deploy" } },
         spec = spec_for(nil, true),
       }
+      if opts.on_write then opts.on_write() end
       local ok, err = pcall(c.create, c, obj, kopts)
       if ok then held = err break end
       if not (type(err) == "table" and err.code == 409) then retry_or_raise(err) end
@@ -159,6 +161,7 @@ function M.acquire(c, opts)
         lease.spec = spec_for(lease, info.holder ~= me)
         lease.metadata.annotations = lease.metadata.annotations or {}
         lease.metadata.annotations["bgrun.io/operation"] = opts.operation or "deploy"
+        if opts.on_write then opts.on_write() end
         local ok, res = pcall(c.replace, c, lease, kopts)
         if ok then held = res break end
         if not (type(res) == "table" and res.code == 409) then retry_or_raise(res) end
@@ -388,14 +391,17 @@ function M.take(c, env, operation, break_lock)
   local comp = on_failure("release the deploy lock", function()
     if l then l.release() else M.undo.release(undo) end
   end, undo, { keep = true })
+  local wrote = false -- a create or replace of the Lease was sent
   local ok, err = pcall(step, "take the deploy lock", function()
     l = M.acquire(c, { namespace = env.namespace, context = env.context, operation = operation,
-                       break_lock = break_lock, wait = env.lock_wait or 0, duration = env.lock_duration })
+                       break_lock = break_lock, wait = env.lock_wait or 0, duration = env.lock_duration,
+                       on_write = function() wrote = true end })
     comp.update(l.undo)
   end)
   if not ok then
-    -- refused (held by another run): nothing of ours to release
-    if l == nil and type(err) == "table" and err.code == "held" then comp.cancel() end
+    -- refused before anything was written (held by another run, or the
+    -- Lease could not even be read): nothing of ours to release
+    if l == nil and not wrote then comp.cancel() end
     error(err, 0)
   end
   return l

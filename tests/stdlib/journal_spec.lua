@@ -24,6 +24,19 @@ describe("journal", function()
     assert.equal(1, #journal.pending(events))
   end)
 
+  it("pending: the commit point (an event with no id of its own) cancels its whole list at once", function()
+    local events = {
+      { event = "compensation", id = 1, name = "switch back" },
+      { event = "compensation", id = 2, name = "undo the migration" },
+      { event = "compensation", id = 3, name = "release lock" },
+      { event = "commit", name = "traffic switched", cancels = { 1, 2 } },
+      { event = "cancel" }, -- a damaged line with no id changes nothing
+    }
+    local p = journal.pending(events)
+    assert.equal(1, #p)
+    assert.equal("release lock", p[1].name)
+  end)
+
   it("committed: the last commit point; unfinished_steps: open and failed ones in order", function()
     local events = {
       { event = "step", name = "detect", state = "started" }, { event = "step", name = "detect", state = "done" },

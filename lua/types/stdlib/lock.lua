@@ -29,13 +29,14 @@ function M.transient(err) end
 
 ---Takes the lock. opts: name, namespace, duration (lease seconds, 120),
 ---wait (seconds to wait for a busy lock, 0), operation (what we do, shown
----to whoever finds the lock busy), break_lock (take it even when held).
+---to whoever finds the lock busy), break_lock (take it even when held),
+---on_write (called before each create or replace of the Lease is sent).
 ---Returns a handle with renew() and release(). A busy lock raises
 ---{code="held", reason="LockHeld", holder=, age_s=}.
 ---@param c any k8s client
 ---The handle's undo is the data `on_failure(name, handle.release, handle.undo)`
 ---records so that `bgrun resume` can release the lock of a killed run.
----@param opts {name: string?, namespace: string?, context: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?}?
+---@param opts {name: string?, namespace: string?, context: string?, duration: integer?, wait: number?, operation: string?, break_lock: boolean?, identity: string?, on_write: fun()?}?
 ---@return {name: string, holder: string, renew: fun(), release: fun(), lease: table, undo: table}
 function M.acquire(c, opts) end
 

@@ -1,11 +1,11 @@
 /* The s3 module's inner interface, shared by its files (not an API):
- * s3_client.c   bucket handles, requests on httpc (SigV4 as the pre-send
- *               hook), credentials refresh, errors, options
- * s3_objects.c  put_file (multipart too), get_file, head, list, delete
- * s3_upload.c   b:upload, a multipart upload written as it is produced
- * s3_reader.c   b:open, an object read as a stream
- * s3_sign.c     b:presign and s3.sign
- * mod_s3.c      the module table and metatables (luaopen_s3) */
+ * mod_s3_client.c   bucket handles, requests on httpc (SigV4 as the pre-send
+ *                   hook), credentials refresh, errors, options
+ * mod_s3_objects.c  put_file (multipart too), get_file, head, list, delete
+ * mod_s3_upload.c   b:upload, a multipart upload written as it is produced
+ * mod_s3_reader.c   b:open, an object read as a stream
+ * mod_s3_sign.c     b:presign and s3.sign
+ * mod_s3.c          the module table and metatables (luaopen_s3) */
 #ifndef BGRUN_S3_INT_H
 #define BGRUN_S3_INT_H
 
@@ -128,7 +128,6 @@ int s3_ok_status(const s3_req *r);
 void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi);
 int s3_raise_failure(lua_State *L, s3_req *r, const char *op, int opi);
 int s3_oom(lua_State *L, s3_req *r, int opi);
-const char *s3_opt_str(lua_State *L, int t, const char *field, const char *fname);
 const char *s3_env_first(const char *a, const char *b);
 char *s3_dup_str(const char *s);
 void s3_progress_label(lua_State *L, int opts, const char *verb, const char *key, char *label, size_t n);

@@ -1,7 +1,7 @@
 /* s3: whole objects: b:put_file (single or multipart), b:get_file,
  * b:head, b:list, b:delete. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* ------------------------------------------------------------- put_file */
 
@@ -34,7 +34,7 @@ void s3_upload_headers(lua_State *L, int opts)
 	int n = 0;
 	if (!opts)
 		return;
-	const char *ct = s3_opt_str(L, opts, "content_type", "put_file");
+	const char *ct = bgrun_opt_string(L, opts, "content_type", NULL);
 	if (ct) {
 		if (!httputil_header_safe(ct, strlen(ct)))
 			luaL_error(L, "s3.put_file: content_type has a line break");
@@ -203,6 +203,53 @@ static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
 	return bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 ? -1 : 0;
 }
 
+/* Completes the multipart upload upload_id, parts ascending (their ETags
+ * in the table at etags), and pushes the object's ETag; frees x and r's
+ * transfer. Not retried: a second Complete of a finished upload fails with
+ * NoSuchUpload and would hide the outcome. Raises after aborting. */
+static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int etags, long long nparts,
+                            const char *key, const char *upload_id, const char *op, int opi)
+{
+	char hex[SHA256_HEX_LEN + 1];
+	char xerr[128];
+	buf body = BUF_INIT;
+	int bad = complete_body(L, etags, nparts, &body) != 0 || sha256_hex(body.data, body.len, hex) != 0;
+	s3_req_init(r, "POST");
+	const char *ctq[] = {"uploadId", upload_id, NULL};
+	const char *xh[] = {"content-type", "application/xml"};
+	r->extra = xh;
+	r->n_extra = 1;
+	r->x.body = body.data;
+	r->x.body_n = (long long)body.len;
+	r->payload_hash = hex;
+	if (bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0) {
+		buf_free(&body);
+		s3_abort_upload(L, b, key, upload_id);
+		s3_oom(L, r, opi);
+	}
+	char err[1024];
+	int rc = s3_perform(L, b, r, err, sizeof err);
+	buf_free(&body);
+	const char *final_etag = NULL;
+	int failed = rc != 0 || !s3_ok_status(r);
+	if (!failed) {
+		/* a 200 may carry an <Error> */
+		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+		    strcmp(s3xml_root(x), "Error") == 0) {
+			failed = 1;
+		} else {
+			final_etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
+			lua_pushstring(L, final_etag ? final_etag : "");
+		}
+	}
+	if (failed) {
+		s3xml_free(x);
+		abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+	}
+	s3xml_free(x);
+	s3_req_free(r);
+}
+
 /* Multipart upload of the file in op (index opi) of size bytes. Pushes
  * the ETag of the object. Raises after aborting on any failure. */
 static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
@@ -210,7 +257,6 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 {
 	s3_req *r = s3_push_req(L);
 	char hex[SHA256_HEX_LEN + 1];
-	char xerr[128];
 	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, opi);
 	int uid_idx = lua_gettop(L);
 	const char *upload_id = lua_tostring(L, uid_idx);
@@ -267,47 +313,47 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	free(o->part);
 	o->part = NULL;
 
-	/* 3. complete, parts ascending; not retried: a second Complete of a
-	 * finished upload fails with NoSuchUpload and would hide the outcome */
-	buf body = BUF_INIT;
-	int bad = complete_body(L, etags, nparts, &body) != 0 || sha256_hex(body.data, body.len, hex) != 0;
-	s3_req_init(r, "POST");
-	const char *ctq[] = {"uploadId", upload_id, NULL};
-	const char *xh[] = {"content-type", "application/xml"};
-	r->extra = xh;
-	r->n_extra = 1;
-	r->x.body = body.data;
-	r->x.body_n = (long long)body.len;
-	r->payload_hash = hex;
-	if (bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0) {
-		buf_free(&body);
-		s3_abort_upload(L, b, key, upload_id);
-		s3_oom(L, r, opi);
-	}
-	char err[1024];
-	int rc = s3_perform(L, b, r, err, sizeof err);
-	buf_free(&body);
-	const char *final_etag = NULL;
-	int failed = rc != 0 || !s3_ok_status(r);
-	if (!failed) {
-		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
-		    strcmp(s3xml_root(x), "Error") == 0) {
-			failed = 1;
-		} else {
-			final_etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
-			lua_pushstring(L, final_etag ? final_etag : "");
-		}
-	}
-	if (failed) {
-		s3xml_free(x);
-		abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
-	}
-	s3xml_free(x);
-	s3_req_free(r);
+	/* 3. complete */
+	complete_upload(L, b, r, x, etags, nparts, key, upload_id, op, opi);
 	/* leave only the ETag above the caller's stack */
 	lua_replace(L, uid_idx);
 	lua_settop(L, uid_idx);
+}
+
+/* A single PUT of the file in op (index opi), of size bytes; pushes the
+ * object's ETag. Raises on failure. */
+static void put_single(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, const char *path,
+                       long long size, const char *const *hdrs, size_t nh, const char *op)
+{
+	char hex[SHA256_HEX_LEN + 1];
+	int hrc = sha256_file_hex(path, hex, NULL, bgrun_interrupted);
+	if (hrc == -3) {
+		s3_release_op(L, opi);
+		bgrun_throw_interrupted(L, "s3", op);
+	}
+	if (hrc != 0) {
+		int e = errno;
+		s3_release_op(L, opi);
+		bgrun_error_new(L, "s3", op, "IOError", "cannot hash %s: %s", path, hrc == -1 ? strerror(e) : "libcrypto failed");
+		bgrun_error_throw(L);
+	}
+	s3_req *r = s3_push_req(L);
+	s3_req_init(r, "PUT");
+	r->extra = hdrs;
+	r->n_extra = nh;
+	r->x.body_fd = o->fd;
+	r->x.body_n = size;
+	r->payload_hash = hex;
+	r->retry = 1; /* the same bytes again: idempotent */
+	r->progress = o->progress;
+	if (s3_object_url(b, &r->url, key) != 0)
+		s3_oom(L, r, opi);
+	s3_run_or_raise(L, b, r, op, opi);
+	if (!s3_ok_status(r))
+		s3_raise_failure(L, r, op, opi);
+	const char *tag = s3_resp_header(r, "etag", &r->scratch);
+	lua_pushstring(L, tag ? tag : "");
+	s3_req_free(r);
 }
 
 /* put_file's part_size option (5 MiB to 5 GiB), or the default. */
@@ -405,35 +451,7 @@ int s3_b_put_file(lua_State *L)
 
 	int parts = 1;
 	if (size <= part_size) {
-		char hex[SHA256_HEX_LEN + 1];
-		int hrc = sha256_file_hex(path, hex, NULL, bgrun_interrupted);
-		if (hrc == -3) {
-			s3_release_op(L, opi);
-			bgrun_throw_interrupted(L, "s3", op);
-		}
-		if (hrc != 0) {
-			int e = errno;
-			s3_release_op(L, opi);
-			bgrun_error_new(L, "s3", op, "IOError", "cannot hash %s: %s", path, hrc == -1 ? strerror(e) : "libcrypto failed");
-			bgrun_error_throw(L);
-		}
-		s3_req *r = s3_push_req(L);
-		s3_req_init(r, "PUT");
-		r->extra = hdrs;
-		r->n_extra = nh;
-		r->x.body_fd = o->fd;
-		r->x.body_n = size;
-		r->payload_hash = hex;
-		r->retry = 1; /* the same bytes again: idempotent */
-		r->progress = o->progress;
-		if (s3_object_url(b, &r->url, key) != 0)
-			s3_oom(L, r, opi);
-		s3_run_or_raise(L, b, r, op, opi);
-		if (!s3_ok_status(r))
-			s3_raise_failure(L, r, op, opi);
-		const char *tag = s3_resp_header(r, "etag", &r->scratch);
-		lua_pushstring(L, tag ? tag : "");
-		s3_req_free(r);
+		put_single(L, b, o, opi, key, path, size, hdrs, nh, op);
 	} else {
 		put_multipart(L, b, o, opi, key, size, part_size, hdrs, nh, op);
 		parts = (int)((size + part_size - 1) / part_size);

@@ -1,6 +1,6 @@
 /* k8s: c:request and c:request_all, raw requests on the client's pool. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* --------------------------------------------------------- raw requests */
 
@@ -47,11 +47,11 @@ static void raw_setup(lua_State *L, batch *b, int i, int idx)
 		if (!ok)
 			luaL_error(L, "request %d: unknown field '%s'", i + 1, luaL_tolstring(L, -1, NULL));
 	}
-	const char *method = k8sc_opt_str(L, idx, "method");
-	const char *path = k8sc_opt_str(L, idx, "path");
+	const char *method = bgrun_opt_string(L, idx, "method", NULL);
+	const char *path = bgrun_opt_string(L, idx, "path", NULL);
 	if (path == NULL || path[0] != '/')
 		luaL_error(L, "request %d: path must be a string starting with '/'", i + 1);
-	double timeout = k8sc_opt_num(L, idx, "timeout", c->timeout);
+	double timeout = bgrun_opt_number(L, idx, "timeout", c->timeout);
 	if (!(timeout > 0))
 		luaL_error(L, "request %d: timeout must be positive", i + 1);
 	size_t blen = 0;

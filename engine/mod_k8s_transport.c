@@ -2,7 +2,7 @@
  * (bearer token, token file, exec plugin, client certificate) as the
  * pre-send hook, requests with retries, and the errors they raise. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* ------------------------------------------------------------ connection */
 

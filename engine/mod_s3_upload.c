@@ -1,6 +1,6 @@
 /* s3: b:upload, a multipart upload written as its bytes are produced. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* ---------------------------------------------------------------- upload */
 
@@ -550,6 +550,50 @@ static int upload_write_lua(lua_State *L)
 	return 1;
 }
 
+/* u:finish() under --dry-run: what would have been uploaded. */
+static int finish_dry_run(lua_State *L, s3_upload *u)
+{
+	u->state = UP_FINISHED;
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, u->key);
+	lua_setfield(L, -2, "key");
+	lua_pushinteger(L, (lua_Integer)u->total);
+	lua_setfield(L, -2, "size");
+	lua_pushstring(L, u->b->bucket);
+	lua_setfield(L, -2, "bucket");
+	bgrun_log(L, "info", "dry-run: would upload", lua_gettop(L));
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, "dry_run");
+	upload_release(u);
+	return 1;
+}
+
+/* Sends the last part (the only one, empty, when nothing was written) and
+ * waits for every part in flight. 0, 1 when interrupted, or -1 with err
+ * set. */
+static int upload_flush(lua_State *L, s3_upload *u, char *err, size_t errlen)
+{
+	int rc = 0;
+	if (u->cur_len > 0 || u->cur_number == 1) {
+		char *data = u->cur ? u->cur : part_get(u);
+		u->cur = NULL;
+		if (data == NULL) {
+			u->sink.reason = "ClientError";
+			return upload_raise(L, u, -1, "out of memory");
+		}
+		rc = upload_send(L, u, u->cur_number, data, u->cur_len, err, errlen);
+		u->cur_len = 0;
+		if (rc == 0)
+			u->cur_number++;
+	}
+	while (rc == 0 && busy_slots(u) > 0) {
+		rc = upload_poll(L, u, NULL, 0, POLL_MS, NULL);
+		if (rc != 0)
+			snprintf(err, errlen, "%s", rc == 1 ? "interrupted" : u->failure);
+	}
+	return rc;
+}
+
 /* u:finish() -> {key=, etag=, size=, parts=} : the last part, then
  * CompleteMultipartUpload; a failure aborts the upload and raises */
 static int upload_finish(lua_State *L)
@@ -562,39 +606,9 @@ static int upload_finish(lua_State *L)
 		u->sink.reason = "ClientError";
 		return upload_raise(L, u, -1, "finished while bytes are still held for a patch");
 	}
-	if (u->dry) {
-		u->state = UP_FINISHED;
-		lua_createtable(L, 0, 4);
-		lua_pushstring(L, u->key);
-		lua_setfield(L, -2, "key");
-		lua_pushinteger(L, (lua_Integer)u->total);
-		lua_setfield(L, -2, "size");
-		lua_pushstring(L, u->b->bucket);
-		lua_setfield(L, -2, "bucket");
-		bgrun_log(L, "info", "dry-run: would upload", lua_gettop(L));
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, "dry_run");
-		upload_release(u);
-		return 1;
-	}
-	int rc = 0;
-	if (u->cur_len > 0 || u->cur_number == 1) {
-		char *data = u->cur ? u->cur : part_get(u);
-		u->cur = NULL;
-		if (data == NULL) {
-			u->sink.reason = "ClientError";
-			return upload_raise(L, u, -1, "out of memory");
-		}
-		rc = upload_send(L, u, u->cur_number, data, u->cur_len, err, sizeof err);
-		u->cur_len = 0;
-		if (rc == 0)
-			u->cur_number++;
-	}
-	while (rc == 0 && busy_slots(u) > 0) {
-		rc = upload_poll(L, u, NULL, 0, POLL_MS, NULL);
-		if (rc != 0)
-			snprintf(err, sizeof err, "%s", rc == 1 ? "interrupted" : u->failure);
-	}
+	if (u->dry)
+		return finish_dry_run(L, u);
+	int rc = upload_flush(L, u, err, sizeof err);
 	if (rc != 0)
 		return upload_raise(L, u, rc, err);
 	int nparts = u->cur_number - 1;
@@ -719,6 +733,79 @@ static int upload_size(lua_State *L)
 	return 1;
 }
 
+/* b:upload's part_size=, parallel= and size_hint= (which raises the part
+ * size so the object fits in 10,000 parts). */
+static void upload_opts(lua_State *L, int opts, long long *part_size, int *parallel)
+{
+	if (lua_getfield(L, opts, "part_size") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < MIN_PART || lua_tointeger(L, -1) > 5LL * 1024 * MIB)
+			luaL_error(L, "s3.upload: option 'part_size' must be an integer from 5 MiB to 5 GiB");
+		*part_size = (long long)lua_tointeger(L, -1);
+	}
+	if (lua_getfield(L, opts, "parallel") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > MAX_PARALLEL)
+			luaL_error(L, "s3.upload: option 'parallel' must be an integer from 1 to %d", MAX_PARALLEL);
+		*parallel = (int)lua_tointeger(L, -1);
+	}
+	if (lua_getfield(L, opts, "size_hint") != LUA_TNIL) {
+		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
+			luaL_error(L, "s3.upload: option 'size_hint' must be a non-negative integer");
+		/* a quarter more than expected still fits */
+		long long want = (long long)lua_tointeger(L, -1) / 8000 + 1;
+		want = (want + MIB - 1) / MIB * MIB;
+		if (want > *part_size)
+			*part_size = want;
+	}
+	lua_pop(L, 3);
+}
+
+/* CreateMultipartUpload: notes its UploadId in u. Raises, the upload
+ * released, on failure. */
+static void create_multipart(lua_State *L, s3_upload *u, const char **hdrs, size_t nh)
+{
+	s3_req *r = s3_push_req(L);
+	s3_req_init(r, "POST");
+	r->extra = hdrs;
+	r->n_extra = nh;
+	const char *cq[] = {"uploads", "", NULL};
+	char err[1024];
+	int rc = -1;
+	if (s3_object_url(u->b, &r->url, u->key) == 0 && s3_add_query(&r->url, cq) == 0)
+		rc = s3_perform(L, u->b, r, err, sizeof err);
+	else
+		snprintf(err, sizeof err, "out of memory");
+	if (rc != 0) {
+		s3_req_free(r);
+		u->state = UP_ABORTED;
+		upload_release(u);
+		if (rc == 1)
+			bgrun_throw_interrupted(L, "s3", u->op);
+		bgrun_error_new(L, "s3", u->op, "ClientError", "%s", err);
+		bgrun_error_throw(L);
+	}
+	s3xml *x = s3_push_xml(L);
+	char xerr[128];
+	const char *uid = NULL;
+	if (s3_ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
+		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	if (uid == NULL || *uid == '\0' || (u->upload_id = s3_dup_str(uid)) == NULL) {
+		s3xml_free(x);
+		u->state = UP_ABORTED;
+		upload_release(u);
+		if (s3_ok_status(r)) {
+			s3_req_free(r);
+			bgrun_error_new(L, "s3", u->op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
+			bgrun_error_set_int(L, "code", 200);
+			bgrun_error_throw(L);
+		}
+		s3_push_failure(L, r, u->op);
+		s3_req_free(r);
+		bgrun_error_throw(L);
+	}
+	s3xml_free(x);
+	s3_req_free(r);
+}
+
 static const char *const upload_keys[] = {"content_type", "metadata", "part_size", "parallel", "size_hint",
                                           "progress",     NULL};
 
@@ -743,28 +830,8 @@ int s3_b_upload(lua_State *L)
 	lua_settop(L, 3);
 	long long part_size = DEFAULT_PART;
 	int parallel = DEFAULT_PARALLEL;
-	if (opts) {
-		if (lua_getfield(L, opts, "part_size") != LUA_TNIL) {
-			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < MIN_PART || lua_tointeger(L, -1) > 5LL * 1024 * MIB)
-				luaL_error(L, "s3.upload: option 'part_size' must be an integer from 5 MiB to 5 GiB");
-			part_size = (long long)lua_tointeger(L, -1);
-		}
-		if (lua_getfield(L, opts, "parallel") != LUA_TNIL) {
-			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 1 || lua_tointeger(L, -1) > MAX_PARALLEL)
-				luaL_error(L, "s3.upload: option 'parallel' must be an integer from 1 to %d", MAX_PARALLEL);
-			parallel = (int)lua_tointeger(L, -1);
-		}
-		if (lua_getfield(L, opts, "size_hint") != LUA_TNIL) {
-			if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0)
-				luaL_error(L, "s3.upload: option 'size_hint' must be a non-negative integer");
-			/* a quarter more than expected still fits */
-			long long want = (long long)lua_tointeger(L, -1) / 8000 + 1;
-			want = (want + MIB - 1) / MIB * MIB;
-			if (want > part_size)
-				part_size = want;
-		}
-		lua_pop(L, 3);
-	}
+	if (opts)
+		upload_opts(L, opts, &part_size, &parallel);
 	char plabel[300];
 	s3_progress_label(L, opts, "upload", key, plabel, sizeof plabel);
 	s3_upload_headers(L, opts); /* index 4 */
@@ -809,48 +876,7 @@ int s3_b_upload(lua_State *L)
 		u->dry = 1;
 		return 1;
 	}
-	/* CreateMultipartUpload */
-	s3_req *r = s3_push_req(L);
-	s3_req_init(r, "POST");
-	r->extra = hdrs;
-	r->n_extra = nh;
-	const char *cq[] = {"uploads", "", NULL};
-	char err[1024];
-	int rc = -1;
-	if (s3_object_url(b, &r->url, key) == 0 && s3_add_query(&r->url, cq) == 0)
-		rc = s3_perform(L, b, r, err, sizeof err);
-	else
-		snprintf(err, sizeof err, "out of memory");
-	if (rc != 0) {
-		s3_req_free(r);
-		u->state = UP_ABORTED;
-		upload_release(u);
-		if (rc == 1)
-			bgrun_throw_interrupted(L, "s3", u->op);
-		bgrun_error_new(L, "s3", u->op, "ClientError", "%s", err);
-		return bgrun_error_throw(L);
-	}
-	s3xml *x = s3_push_xml(L);
-	char xerr[128];
-	const char *uid = NULL;
-	if (s3_ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
-		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
-	if (uid == NULL || *uid == '\0' || (u->upload_id = s3_dup_str(uid)) == NULL) {
-		s3xml_free(x);
-		u->state = UP_ABORTED;
-		upload_release(u);
-		if (s3_ok_status(r)) {
-			s3_req_free(r);
-			bgrun_error_new(L, "s3", u->op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
-			bgrun_error_set_int(L, "code", 200);
-			return bgrun_error_throw(L);
-		}
-		s3_push_failure(L, r, u->op);
-		s3_req_free(r);
-		return bgrun_error_throw(L);
-	}
-	s3xml_free(x);
-	s3_req_free(r);
+	create_multipart(L, u, hdrs, nh);
 	b->busy = 1;
 	if (plabel[0])
 		u->progress = bgrun_progress_start(L, plabel, -1);

@@ -1,10 +1,12 @@
 /* The k8s module's inner interface, shared by its files (not an API):
- * k8s_transport.c  connection, credentials (httpc's pre-send hook),
- *                  requests with retries, errors
- * mod_k8s.c        the client, its verbs (get, list, create, ...) and
- *                  luaopen_k8s
- * k8s_raw.c        c:request and c:request_all
- * k8s_watch.c      watches that survive dropped connections and 410s
+ * mod_k8s_transport.c  connection, credentials (httpc's pre-send hook),
+ *                      requests with retries, errors
+ * mod_k8s.c            the client, its verbs (get, list, create, ...) and
+ *                      luaopen_k8s
+ * mod_k8s_common.c     what the verbs, raw requests and watches share: the
+ *                      client check, option readers, namespace, kind, lists
+ * mod_k8s_raw.c        c:request and c:request_all
+ * mod_k8s_watch.c      watches that survive dropped connections and 410s
  * (c:rollout_status is stdlib/rollout.lua's rollout.status: policy in Lua) */
 #ifndef BGRUN_K8S_INT_H
 #define BGRUN_K8S_INT_H
@@ -123,9 +125,6 @@ json_t *k8sc_decode_ok(lua_State *L, conn *c, const char *op, resp *rs);
 int k8sc_holder_gc(lua_State *L);
 json_t **k8sc_new_holder(lua_State *L);
 conn *k8sc_check_conn(lua_State *L);
-const char *k8sc_opt_str(lua_State *L, int idx, const char *field);
-double k8sc_opt_num(lua_State *L, int idx, const char *field, double dflt);
-int k8sc_opt_bool(lua_State *L, int idx, const char *field, int dflt);
 const char *k8sc_resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource *r);
 void k8sc_check_kind(lua_State *L, int arg, k8s_resource *r);
 void k8sc_make_op(char *op, size_t n, const char *verb, const k8s_resource *r, const char *name);

@@ -1,6 +1,6 @@
 /* s3: b:open, an object read as a stream. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* ---------------------------------------------------------------- reader */
 

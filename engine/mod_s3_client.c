@@ -2,7 +2,7 @@
  * with SigV4 in the pre-send hook (fresh credentials first); its failures
  * become structured errors here. */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 void s3_req_init(s3_req *r, const char *method)
 {
@@ -17,7 +17,6 @@ void s3_req_free(s3_req *r)
 	buf_free(&r->url);
 	buf_free(&r->scratch);
 }
-
 
 int s3_req_gc(lua_State *L)
 {
@@ -231,7 +230,6 @@ static int sign_request(s3_req *r, struct curl_slist **hl, char *err, size_t err
 	return rc;
 }
 
-
 /* httpc's pre-send hook: credentials refreshed when they are about to
  * expire, then the request signed. */
 static int pre_send(httpc_xfer *x, CURL *e, struct curl_slist **hl, void *ud, char *err, size_t errlen)
@@ -320,7 +318,6 @@ int s3_perform(lua_State *L, s3_bucket *b, s3_req *r, char *err, size_t errlen)
 	}
 	return 0;
 }
-
 
 void s3_wipe_str(char *s)
 {
@@ -480,19 +477,6 @@ int s3_oom(lua_State *L, s3_req *r, int opi)
 
 /* --------------------------------------------------------------- options */
 
-/* opts[field] as a string, or NULL; raises for another type. */
-const char *s3_opt_str(lua_State *L, int t, const char *field, const char *fname)
-{
-	int ty = lua_getfield(L, t, field);
-	const char *s = NULL;
-	if (ty == LUA_TSTRING)
-		s = lua_tostring(L, -1); /* anchored by t */
-	else if (ty != LUA_TNIL)
-		luaL_error(L, "s3.%s: option '%s' must be a string, got %s", fname, field, lua_typename(L, ty));
-	lua_pop(L, 1);
-	return s;
-}
-
 const char *s3_env_first(const char *a, const char *b)
 {
 	const char *v = getenv(a);
@@ -565,6 +549,22 @@ static const char *const bucket_keys[] = {
 	"endpoint", "region", "bucket", "access_key", "secret_key", "session_token", "path_style", "timeout", "deadline", NULL,
 };
 
+/* The region when region= is not given: the AWS configuration's, else
+ * us-east-1 for an S3-compatible store at a given endpoint (raises without
+ * either). Returns the string found (malloc'd, the caller frees it), or
+ * NULL when the default was used. */
+static char *default_region(lua_State *L, const char *endpoint, const char *name, const char **region)
+{
+	char where[1024] = "";
+	char *found = awscreds_region(s3_real_getenv, where, sizeof where);
+	*region = found;
+	if (!found && !endpoint)
+		luaL_error(L, "s3.bucket %s: no region: give region= or set one (looked at %s)", name, where);
+	if (!found)
+		*region = "us-east-1"; /* an S3-compatible store at a given endpoint */
+	return found;
+}
+
 /* s3.bucket{endpoint=, region=, bucket=, access_key=, secret_key=,
  *           session_token=, path_style=true, timeout=60, deadline=3600} -> bucket */
 int s3_bucket_new(lua_State *L)
@@ -572,12 +572,12 @@ int s3_bucket_new(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, bucket_keys);
-	const char *endpoint = s3_opt_str(L, 1, "endpoint", "bucket");
-	const char *region = s3_opt_str(L, 1, "region", "bucket");
-	const char *name = s3_opt_str(L, 1, "bucket", "bucket");
-	const char *ak = s3_opt_str(L, 1, "access_key", "bucket");
-	const char *sk = s3_opt_str(L, 1, "secret_key", "bucket");
-	const char *tok = s3_opt_str(L, 1, "session_token", "bucket");
+	const char *endpoint = bgrun_opt_string(L, 1, "endpoint", NULL);
+	const char *region = bgrun_opt_string(L, 1, "region", NULL);
+	const char *name = bgrun_opt_string(L, 1, "bucket", NULL);
+	const char *ak = bgrun_opt_string(L, 1, "access_key", NULL);
+	const char *sk = bgrun_opt_string(L, 1, "secret_key", NULL);
+	const char *tok = bgrun_opt_string(L, 1, "session_token", NULL);
 	int ty = lua_getfield(L, 1, "path_style");
 	if (ty != LUA_TNIL && ty != LUA_TBOOLEAN)
 		luaL_error(L, "s3.bucket: option 'path_style' must be a boolean");
@@ -593,14 +593,8 @@ int s3_bucket_new(lua_State *L)
 	if (endpoint && strncmp(endpoint, "http://", 7) != 0 && strncmp(endpoint, "https://", 8) != 0)
 		luaL_error(L, "s3.bucket: endpoint '%s' must start with http:// or https://", endpoint);
 	char *found_region = NULL;
-	if (!region) {
-		char where[1024] = "";
-		region = found_region = awscreds_region(s3_real_getenv, where, sizeof where);
-		if (!region && !endpoint)
-			luaL_error(L, "s3.bucket %s: no region: give region= or set one (looked at %s)", name, where);
-		if (!region)
-			region = "us-east-1"; /* an S3-compatible store at a given endpoint */
-	}
+	if (!region)
+		found_region = default_region(L, endpoint, name, &region);
 	awscreds c;
 	memset(&c, 0, sizeof c);
 	time_t expiration = 0;

@@ -1,6 +1,6 @@
 /* s3: b:presign and s3.sign (SigV4 from Lua). */
 #define _POSIX_C_SOURCE 200809L
-#include "s3_int.h"
+#include "mod_s3_int.h"
 
 /* --------------------------------------------------------------- presign */
 
@@ -76,6 +76,59 @@ int s3_b_presign(lua_State *L)
 
 /* ------------------------------------------------------------------ sign */
 
+/* The x-amz-* headers s3.sign adds unless the caller gave them. */
+struct given {
+	int date, hash, tok;
+};
+
+/* Appends the caller's headers= (but Authorization) to the array at arr as
+ * name, value, ...; notes which x-amz-* headers were given. Returns the
+ * array's length. */
+static int caller_headers(lua_State *L, int arr, struct given *given)
+{
+	int n = 0;
+	int ty = lua_getfield(L, 1, "headers");
+	if (ty == LUA_TTABLE) {
+		int h = lua_gettop(L);
+		lua_pushnil(L);
+		while (lua_next(L, h)) {
+			if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
+				luaL_error(L, "s3.sign: headers must map names to strings");
+			size_t kl;
+			const char *k = lua_tolstring(L, -2, &kl);
+			given->date |= httputil_name_is(k, kl, "x-amz-date");
+			given->hash |= httputil_name_is(k, kl, "x-amz-content-sha256");
+			given->tok |= httputil_name_is(k, kl, "x-amz-security-token");
+			if (httputil_name_is(k, kl, "authorization")) {
+				lua_pop(L, 1);
+				continue;
+			}
+			lua_pushvalue(L, -2);
+			lua_rawseti(L, arr, ++n);
+			lua_pushstring(L, lua_tostring(L, -1));
+			lua_rawseti(L, arr, ++n);
+			lua_pop(L, 1);
+		}
+	} else if (ty != LUA_TNIL) {
+		luaL_error(L, "s3.sign: option 'headers' must be a table");
+	}
+	lua_pop(L, 1);
+	return n;
+}
+
+/* Appends a header to the array at arr (of length n) and to the result
+ * table; returns the new length. */
+static int add_header(lua_State *L, int arr, int n, int result, const char *name, const char *value)
+{
+	lua_pushstring(L, name);
+	lua_rawseti(L, arr, ++n);
+	lua_pushstring(L, value);
+	lua_rawseti(L, arr, ++n);
+	lua_pushstring(L, value);
+	lua_setfield(L, result, name);
+	return n;
+}
+
 static const char *const sign_keys[] = {
 	"method", "url", "headers", "payload_hash", "time", "region", "access_key", "secret_key", "service",
 	"session_token", NULL,
@@ -90,14 +143,14 @@ int s3_sign(lua_State *L)
 	luaL_checktype(L, 1, LUA_TTABLE);
 	lua_settop(L, 1);
 	bgrun_check_options(L, 1, sign_keys);
-	const char *method = s3_opt_str(L, 1, "method", "sign");
-	const char *url = s3_opt_str(L, 1, "url", "sign");
-	const char *hash = s3_opt_str(L, 1, "payload_hash", "sign");
-	const char *region = s3_opt_str(L, 1, "region", "sign");
-	const char *ak = s3_opt_str(L, 1, "access_key", "sign");
-	const char *sk = s3_opt_str(L, 1, "secret_key", "sign");
-	const char *service = s3_opt_str(L, 1, "service", "sign");
-	const char *tok = s3_opt_str(L, 1, "session_token", "sign");
+	const char *method = bgrun_opt_string(L, 1, "method", NULL);
+	const char *url = bgrun_opt_string(L, 1, "url", NULL);
+	const char *hash = bgrun_opt_string(L, 1, "payload_hash", NULL);
+	const char *region = bgrun_opt_string(L, 1, "region", NULL);
+	const char *ak = bgrun_opt_string(L, 1, "access_key", NULL);
+	const char *sk = bgrun_opt_string(L, 1, "secret_key", NULL);
+	const char *service = bgrun_opt_string(L, 1, "service", NULL);
+	const char *tok = bgrun_opt_string(L, 1, "session_token", NULL);
 	if (!url)
 		luaL_error(L, "s3.sign: option 'url' (a string) is required");
 	if (!ak)
@@ -125,59 +178,17 @@ int s3_sign(lua_State *L)
 	 * and the session token), unless given; strings anchored in a table */
 	lua_newtable(L);
 	int arr = lua_gettop(L);
-	int n = 0, have_date = 0, have_hash = 0, have_tok = 0;
-	int ty = lua_getfield(L, 1, "headers");
-	if (ty == LUA_TTABLE) {
-		int h = lua_gettop(L);
-		lua_pushnil(L);
-		while (lua_next(L, h)) {
-			if (lua_type(L, -2) != LUA_TSTRING || (lua_type(L, -1) != LUA_TSTRING && lua_type(L, -1) != LUA_TNUMBER))
-				luaL_error(L, "s3.sign: headers must map names to strings");
-			size_t kl;
-			const char *k = lua_tolstring(L, -2, &kl);
-			have_date |= httputil_name_is(k, kl, "x-amz-date");
-			have_hash |= httputil_name_is(k, kl, "x-amz-content-sha256");
-			have_tok |= httputil_name_is(k, kl, "x-amz-security-token");
-			if (httputil_name_is(k, kl, "authorization")) {
-				lua_pop(L, 1);
-				continue;
-			}
-			lua_pushvalue(L, -2);
-			lua_rawseti(L, arr, ++n);
-			lua_pushstring(L, lua_tostring(L, -1));
-			lua_rawseti(L, arr, ++n);
-			lua_pop(L, 1);
-		}
-	} else if (ty != LUA_TNIL) {
-		luaL_error(L, "s3.sign: option 'headers' must be a table");
-	}
-	lua_pop(L, 1);
+	struct given given = {0, 0, 0};
+	int n = caller_headers(L, arr, &given);
 	lua_newtable(L);
 	int result = lua_gettop(L);
-	if (!have_date) {
-		lua_pushliteral(L, "x-amz-date");
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, date);
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, date);
-		lua_setfield(L, result, "x-amz-date");
-	}
-	if (is_s3 && !have_hash) {
-		lua_pushliteral(L, "x-amz-content-sha256");
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, hash);
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, hash);
-		lua_setfield(L, result, "x-amz-content-sha256");
-	}
-	if (tok && !have_tok) {
+	if (!given.date)
+		n = add_header(L, arr, n, result, "x-amz-date", date);
+	if (is_s3 && !given.hash)
+		n = add_header(L, arr, n, result, "x-amz-content-sha256", hash);
+	if (tok && !given.tok) {
 		bgrun_secret(L, tok, strlen(tok));
-		lua_pushliteral(L, "x-amz-security-token");
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, tok);
-		lua_rawseti(L, arr, ++n);
-		lua_pushstring(L, tok);
-		lua_setfield(L, result, "x-amz-security-token");
+		n = add_header(L, arr, n, result, "x-amz-security-token", tok);
 	}
 	const char **h = lua_newuserdatauv(L, (size_t)(n ? n : 1) * sizeof *h, 0);
 	for (int i = 0; i < n; i++) {

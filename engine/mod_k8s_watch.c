@@ -1,7 +1,7 @@
 /* k8s: watches. One stream at a time on the client's pool, resumed from
  * the last resourceVersion, relisted after a 410. */
 #define _GNU_SOURCE
-#include "k8s_int.h"
+#include "mod_k8s_int.h"
 
 /* ----------------------------------------------------------------- watch */
 
@@ -455,13 +455,13 @@ int k8sc_c_watch(lua_State *L)
 	                                    "timeout", "send_initial", "server_timeout", NULL};
 	bgrun_check_options(L, 3, known);
 	const char *ns = k8sc_resolve_ns(L, 3, c, &r);
-	const char *lsel = k8sc_opt_str(L, 3, "labelSelector");
-	const char *fsel = k8sc_opt_str(L, 3, "fieldSelector");
-	const char *rv = k8sc_opt_str(L, 3, "resourceVersion");
-	double timeout = k8sc_opt_num(L, 3, "timeout", 0);
+	const char *lsel = bgrun_opt_string(L, 3, "labelSelector", NULL);
+	const char *fsel = bgrun_opt_string(L, 3, "fieldSelector", NULL);
+	const char *rv = bgrun_opt_string(L, 3, "resourceVersion", NULL);
+	double timeout = bgrun_opt_number(L, 3, "timeout", 0);
 	luaL_argcheck(L, timeout >= 0, 3, "timeout must not be negative");
-	int initial = k8sc_opt_bool(L, 3, "send_initial", 1);
-	double st = k8sc_opt_num(L, 3, "server_timeout", WATCH_SERVER_TIMEOUT);
+	int initial = bgrun_opt_boolean(L, 3, "send_initial", 1);
+	double st = bgrun_opt_number(L, 3, "server_timeout", WATCH_SERVER_TIMEOUT);
 	luaL_argcheck(L, st >= 1, 3, "server_timeout must be at least 1 second");
 	watch *w = k8sc_watch_new(L, c, &r, ns, lsel, fsel, rv, timeout, initial);
 	w->server_timeout = (int)st;
