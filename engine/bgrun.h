@@ -68,6 +68,10 @@ lua_Number bgrun_opt_number(lua_State *L, int idx, const char *field, lua_Number
 lua_Integer bgrun_opt_integer(lua_State *L, int idx, const char *field, lua_Integer dflt);
 int bgrun_opt_boolean(lua_State *L, int idx, const char *field, int dflt);
 int bgrun_opt_table(lua_State *L, int idx, const char *field);
+/* opts[field], a positive number of seconds, in milliseconds (at least 1);
+ * dflt when absent. Anything else raises "WHO: option 'F' must be a
+ * positive number of seconds" (WHO names the call, e.g. "s3.bucket"). */
+long bgrun_opt_ms(lua_State *L, int idx, const char *field, long dflt, const char *who);
 /* Raises the message above for the value at the top of the stack
  * (expected: "a string", "a positive number", ...). */
 int bgrun_opt_error(lua_State *L, int idx, const char *field, const char *expected) __attribute__((noreturn));

@@ -3,6 +3,7 @@
  * message form. They depend on Lua alone. */
 #include "bgrun.h"
 
+#include <limits.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -130,6 +131,22 @@ int bgrun_opt_boolean(lua_State *L, int idx, const char *field, int dflt)
 		bgrun_opt_error(L, idx, field, "a boolean");
 	lua_pop(L, 1);
 	return b;
+}
+
+long bgrun_opt_ms(lua_State *L, int idx, const char *field, long dflt, const char *who)
+{
+	int t = get_opt(L, idx, field);
+	long ms = dflt;
+	if (t != LUA_TNIL) {
+		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
+			luaL_error(L, "%s: option '%s' must be a positive number of seconds", who, field);
+		double v = lua_tonumber(L, -1) * 1000.0 + 0.5;
+		ms = v >= (double)LONG_MAX ? LONG_MAX : (long)v;
+		if (ms < 1)
+			ms = 1;
+	}
+	lua_pop(L, 1);
+	return ms;
 }
 
 int bgrun_opt_table(lua_State *L, int idx, const char *field)

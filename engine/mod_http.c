@@ -147,15 +147,6 @@ static void need(lua_State *L, const char *fname, int t, const char *field, int 
 		luaL_error(L, "http.%s: option '%s' must be %s, got %s", fname, field, what, lua_typename(L, ty));
 }
 
-static void need_positive(lua_State *L, const char *fname, int t, const char *field)
-{
-	if (lua_getfield(L, t, field) != LUA_TNIL) {
-		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-			luaL_error(L, "http.%s: option '%s' must be a positive number of seconds", fname, field);
-	}
-	lua_pop(L, 1);
-}
-
 /* Raises a plain error for a mistake in request table t (its unknown
  * options were refused on entry, by bgrun_check_options). */
 static void check_request(lua_State *L, int t, const char *fname)
@@ -174,10 +165,12 @@ static void check_request(lua_State *L, int t, const char *fname)
 	need(L, fname, t, "ca_file", LUA_TSTRING, "a string");
 	need(L, fname, t, "client_cert", LUA_TSTRING, "a string");
 	need(L, fname, t, "client_key", LUA_TSTRING, "a string");
-	need_positive(L, fname, t, "timeout");
-	need_positive(L, fname, t, "connect_timeout");
-	need_positive(L, fname, t, "deadline");
-	need_positive(L, fname, t, "retry_delay");
+	char who[32];
+	snprintf(who, sizeof who, "http.%s", fname);
+	bgrun_opt_ms(L, t, "timeout", 0, who);
+	bgrun_opt_ms(L, t, "connect_timeout", 0, who);
+	bgrun_opt_ms(L, t, "deadline", 0, who);
+	bgrun_opt_ms(L, t, "retry_delay", 0, who);
 	if (lua_getfield(L, t, "retries") != LUA_TNIL) {
 		if (!lua_isinteger(L, -1) || lua_tointeger(L, -1) < 0 || lua_tointeger(L, -1) > 10)
 			luaL_error(L, "http.%s: option 'retries' must be an integer from 0 to 10", fname);
@@ -235,16 +228,6 @@ static const char *request_method(lua_State *L, int t)
 	if (m)
 		return m;
 	return opt_type(L, t, "body") != LUA_TNIL || opt_type(L, t, "json") != LUA_TNIL ? "POST" : "GET";
-}
-
-static long ms_opt(lua_State *L, int t, const char *field, long def)
-{
-	long v = def;
-	lua_getfield(L, t, field);
-	if (lua_isnumber(L, -1))
-		v = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
-	lua_pop(L, 1);
-	return v < 1 ? 1 : v;
 }
 
 /* Registers the password of a URL's user info as a secret. */
@@ -355,8 +338,8 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	h->body = body ? body : "";
 	h->body_n = (long long)body_len;
 	h->has_body = has_body;
-	h->attempt_ms = ms_opt(L, t, "timeout", DEFAULT_TIMEOUT_MS);
-	h->connect_ms = ms_opt(L, t, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS);
+	h->attempt_ms = bgrun_opt_ms(L, t, "timeout", DEFAULT_TIMEOUT_MS, "http");
+	h->connect_ms = bgrun_opt_ms(L, t, "connect_timeout", DEFAULT_CONNECT_TIMEOUT_MS, "http");
 	h->idempotent = httputil_method_is_idempotent(method);
 	/* retries are for idempotent requests, and only transport failures:
 	 * a 4xx or 5xx is a response */
@@ -364,13 +347,13 @@ static const char *setup(lua_State *L, http_state *st, xfer *x, int t, char *err
 	if (lua_getfield(L, t, "retries") == LUA_TNUMBER && h->idempotent)
 		h->policy.attempts = 1 + (int)lua_tointeger(L, -1);
 	lua_pop(L, 1);
-	h->policy.backoff = (double)ms_opt(L, t, "retry_delay", DEFAULT_RETRY_DELAY_MS) / 1000.0;
+	h->policy.backoff = (double)bgrun_opt_ms(L, t, "retry_delay", DEFAULT_RETRY_DELAY_MS, "http") / 1000.0;
 	h->policy.backoff_cap = MAX_RETRY_DELAY_MS / 1000.0;
 	if (h->policy.backoff > h->policy.backoff_cap)
 		h->policy.backoff_cap = h->policy.backoff;
 	h->policy.retry_status = 0;
 	if (opt_type(L, t, "deadline") != LUA_TNIL)
-		h->policy.deadline = (double)ms_opt(L, t, "deadline", 0) / 1000.0;
+		h->policy.deadline = (double)bgrun_opt_ms(L, t, "deadline", 0, "http") / 1000.0;
 	h->pre_send = pre_send;
 	h->ud = x;
 

@@ -520,21 +520,6 @@ static void endpoint_url(lua_State *L, const char *endpoint, const char *region,
 		luaL_error(L, "s3: out of memory");
 }
 
-/* opts[field] (seconds, positive) in milliseconds, or def. */
-static long ms_opt(lua_State *L, int t, const char *field, long def)
-{
-	long ms = def;
-	if (lua_getfield(L, t, field) != LUA_TNIL) {
-		if (!lua_isnumber(L, -1) || lua_tonumber(L, -1) <= 0)
-			luaL_error(L, "s3.bucket: option '%s' must be a positive number of seconds", field);
-		ms = (long)(lua_tonumber(L, -1) * 1000.0 + 0.5);
-		if (ms < 1)
-			ms = 1;
-	}
-	lua_pop(L, 1);
-	return ms;
-}
-
 static void check_bucket_name(lua_State *L, const char *name)
 {
 	if (name == NULL || *name == '\0')
@@ -584,8 +569,8 @@ int s3_bucket_new(lua_State *L)
 	int path_style_set = ty == LUA_TBOOLEAN;
 	int path_style = lua_toboolean(L, -1);
 	lua_pop(L, 1);
-	long timeout_ms = ms_opt(L, 1, "timeout", DEFAULT_TIMEOUT_MS);
-	long deadline_ms = ms_opt(L, 1, "deadline", DEFAULT_DEADLINE_MS);
+	long timeout_ms = bgrun_opt_ms(L, 1, "timeout", DEFAULT_TIMEOUT_MS, "s3.bucket");
+	long deadline_ms = bgrun_opt_ms(L, 1, "deadline", DEFAULT_DEADLINE_MS, "s3.bucket");
 
 	check_bucket_name(L, name);
 	if (!endpoint)
