@@ -76,6 +76,10 @@ function M.keep_count(given, env, name)
   return n
 end
 
+-- Sessions of a database other than ours and autovacuum's (which DROP
+-- DATABASE ends itself).
+local OTHER_SESSIONS = "a.pid <> pg_backend_pid() AND a.backend_type IS DISTINCT FROM 'autovacuum worker'"
+
 ---The kept databases of target, newest first: {name=, kept_at= (ISO UTC
 ---time from the name), pid=, oid=, size= (bytes, nil when not readable),
 ---sessions= (live sessions other than autovacuum workers), template=}.
@@ -86,9 +90,8 @@ function M.list(admin, target)
   local rows = admin:query([[
     SELECT d.datname, d.oid::bigint AS oid, d.datistemplate AS template,
            CASE WHEN has_database_privilege(d.oid, 'CONNECT') THEN pg_database_size(d.oid) END AS size,
-           (SELECT count(*) FROM pg_stat_activity a
-             WHERE a.datname = d.datname AND a.pid <> pg_backend_pid()
-               AND a.backend_type IS DISTINCT FROM 'autovacuum worker')::bigint AS sessions
+           (SELECT count(*) FROM pg_stat_activity a WHERE a.datname = d.datname AND ]] .. OTHER_SESSIONS .. [[)::bigint
+             AS sessions
       FROM pg_database d WHERE starts_with(d.datname, $1)]], { target .. "_old_" }, { readonly = true })
   local out = {}
   for _, r in ipairs(rows) do
@@ -130,8 +133,22 @@ local function refusal(k, target, current)
   return nil
 end
 
+-- A backend whose client has just gone stays in pg_stat_activity until it
+-- has exited (briefly; longer on a busy server): give such sessions up to
+-- a second before counting them as live.
+local function settle_sessions(admin, k)
+  local deadline = bgrun.now() + 1
+  while k.sessions > 0 and bgrun.now() < deadline do
+    bgrun.sleep(0.1)
+    local r = admin:query("SELECT count(*)::bigint AS n FROM pg_stat_activity a WHERE a.datname = $1 AND "
+      .. OTHER_SESSIONS, { k.name }, { readonly = true })
+    k.sessions = math.tointeger(tonumber(r[1].n)) or 0
+  end
+end
+
 -- Drops one kept database; returns nil or why it was skipped.
 local function drop_one(admin, k, target, current)
+  settle_sessions(admin, k)
   local why = refusal(k, target, current)
   if why then return why end
   -- without FORCE: a session that came since the check makes this fail
