@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"hash/fnv"
-	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -18,6 +17,8 @@ import (
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
+
+	"bgrun/sandbox/infra"
 )
 
 // services is the sandbox's kube-proxy: a TCP listener on each Service's
@@ -253,18 +254,5 @@ func (s *services) forward(p *svcProxy, pp *portProxy, client net.Conn) {
 		reject(client)
 		return
 	}
-	done := make(chan struct{}, 2)
-	pipe := func(dst, src net.Conn) {
-		io.Copy(dst, src)
-		if tc, ok := dst.(*net.TCPConn); ok {
-			tc.CloseWrite()
-		}
-		done <- struct{}{}
-	}
-	go pipe(upstream, client)
-	go pipe(client, upstream)
-	<-done
-	<-done
-	client.Close()
-	upstream.Close()
+	infra.Splice(client, upstream)
 }

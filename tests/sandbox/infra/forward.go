@@ -82,6 +82,14 @@ func (f *Forwarder) serve(c net.Conn) {
 		up.Close()
 		return
 	}
+	Splice(c, up)
+	f.track(c, false)
+	f.track(up, false)
+}
+
+// Splice copies both ways between a and b, half-closing each side's write
+// end when the other side's reads end, and closes both when both are done.
+func Splice(a, b net.Conn) {
 	done := make(chan struct{}, 2)
 	pipe := func(dst, src net.Conn) {
 		io.Copy(dst, src)
@@ -90,14 +98,12 @@ func (f *Forwarder) serve(c net.Conn) {
 		}
 		done <- struct{}{}
 	}
-	go pipe(up, c)
-	go pipe(c, up)
+	go pipe(b, a)
+	go pipe(a, b)
 	<-done
 	<-done
-	c.Close()
-	up.Close()
-	f.track(c, false)
-	f.track(up, false)
+	a.Close()
+	b.Close()
 }
 
 // Stop closes the listener and every connection.
