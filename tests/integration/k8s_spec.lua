@@ -640,18 +640,31 @@ describe("k8s", function()
     end)
 
     it("passes bookmarks silently and remembers where to resume", function()
-      local w <close> = c:watch("cm", { namespace = ns, labelSelector = "watch=bm", timeout = 100, send_initial = false })
+      -- kube-apiserver sends a watch a bookmark about once a minute and
+      -- always 2 s before the stream's timeoutSeconds: a 10 s stream gets
+      -- one at about 8 s, then ends, and the watch resumes from it
+      local w <close> = c:watch("cm", { namespace = ns, labelSelector = "watch=bm", timeout = 60, send_initial = false,
+        server_timeout = 10 })
       local rv0 = w:resource_version()
       assert.is_string(rv0)
       -- a change the watch does not select moves the server's version on;
-      -- kube-apiserver's idle bookmarks (about once a minute, from its
-      -- watch cache) carry it to the watch
+      -- only a bookmark can carry it to the watch
       c:create(cm("bm-other", nil, { watch = "not-bm" }), { namespace = ns })
       local t0 = bgrun.now()
-      while w:resource_version() == rv0 and bgrun.now() - t0 < 80 do
+      while w:resource_version() == rv0 and bgrun.now() - t0 < 40 do
         assert.is_nil(w:next_event(0.2)) -- no BOOKMARK ever comes out
       end
-      assert.are_not.equal(rv0, w:resource_version())
+      local rv1 = w:resource_version()
+      assert.are_not.equal(rv0, rv1)
+      -- past the first stream's end: the resumed stream still delivers
+      while bgrun.now() - t0 < 12 do
+        assert.is_nil(w:next_event(0.2))
+      end
+      c:create(cm("bm-1", nil, { watch = "bm" }), { namespace = ns })
+      local ev, obj = w:next_event(10)
+      assert.equal("ADDED", ev)
+      assert.equal("bm-1", obj.metadata.name)
+      assert.is_nil(w:next_event(0.5))
     end)
 
     it("ends with 'interrupted' on SIGINT", function()
