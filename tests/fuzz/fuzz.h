@@ -21,6 +21,11 @@ int fuzz_lua_harness(lua_State *L, const char *name, const char *chunk);
  * aborts (libFuzzer records the input as a crash). */
 void fuzz_lua_run(lua_State *L, int ref, const uint8_t *data, size_t size);
 
+/* A private scratch directory for the run, made once:
+ * ${TMPDIR:-/tmp}/bgrun-fuzz-NAME-XXXXXX (mkdtemp), removed with all it
+ * holds when the process exits normally (a crash leaves it to look at). */
+const char *fuzz_scratch(const char *name);
+
 /* A NUL-terminated copy of the input (free it). */
 char *fuzz_strdup(const uint8_t *data, size_t size);
 

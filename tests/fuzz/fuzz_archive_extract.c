@@ -38,7 +38,7 @@ static const char chunk[] =
 	"  if ok2 then assert(math.type(n) == 'integer' and n <= #list, 'more entries written than listed') end\n"
 	"end\n";
 
-static char root[64], in[96], out[96], guard[96], cwd[PATH_MAX];
+static char root[PATH_MAX], in[PATH_MAX], out[PATH_MAX], guard[PATH_MAX], cwd[PATH_MAX];
 
 static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
 {
@@ -86,11 +86,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lua_State *L = fuzz_lua();
 	if (ref < 0) {
 		ref = fuzz_lua_harness(L, "=fuzz_archive_extract", chunk);
-		snprintf(root, sizeof root, "/tmp/bgrun-fuzz-archive-%d", (int)getpid());
+		snprintf(root, sizeof root, "%s", fuzz_scratch("archive"));
 		snprintf(in, sizeof in, "%s/in.archive", root);
 		snprintf(out, sizeof out, "%s/out", root);
 		snprintf(guard, sizeof guard, "%s/guard", root);
-		mkdir(root, 0700);
 		if (getcwd(cwd, sizeof cwd) == NULL)
 			fuzz_fail("getcwd");
 	}

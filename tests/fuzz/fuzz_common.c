@@ -1,6 +1,10 @@
 /* The engine state the Lua-side harnesses share; see fuzz.h. */
-#define _POSIX_C_SOURCE 200809L
+#define _XOPEN_SOURCE 700
 #include "fuzz.h"
+
+#include <ftw.h>
+#include <limits.h>
+#include <sys/stat.h>
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -90,6 +94,41 @@ void fuzz_lua_run(lua_State *L, int ref, const uint8_t *data, size_t size)
 	lua_settop(L, top);
 	/* keep memory flat across millions of runs */
 	lua_gc(L, LUA_GCSTEP, 0);
+}
+
+static char scratch[PATH_MAX];
+
+static int remove_one(const char *path, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	if (remove(path) != 0) {
+		/* an entry made without write or search permission */
+		chmod(path, 0700);
+		remove(path);
+	}
+	return 0;
+}
+
+static void remove_scratch(void)
+{
+	nftw(scratch, remove_one, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+const char *fuzz_scratch(const char *name)
+{
+	if (scratch[0])
+		return scratch;
+	const char *tmp = getenv("TMPDIR");
+	if (tmp == NULL || tmp[0] == '\0')
+		tmp = "/tmp";
+	if (snprintf(scratch, sizeof scratch, "%s/bgrun-fuzz-%s-XXXXXX", tmp, name) >= (int)sizeof scratch - 64)
+		fuzz_fail("TMPDIR is too long: %s", tmp);
+	if (mkdtemp(scratch) == NULL)
+		fuzz_fail("cannot make a scratch directory under %s", tmp);
+	atexit(remove_scratch);
+	return scratch;
 }
 
 char *fuzz_strdup(const uint8_t *data, size_t size)

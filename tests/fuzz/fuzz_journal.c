@@ -4,6 +4,7 @@
  * raise, and what pending returns must be usable by resume (a name, an
  * undo table or none). */
 #define _POSIX_C_SOURCE 200809L
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -33,7 +34,7 @@ static const char chunk[] =
 	"  if events[1] then journal.alive(events[1]) end\n"
 	"end\n";
 
-static char path[64];
+static char path[PATH_MAX + 16];
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -42,7 +43,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lua_State *L = fuzz_lua();
 	if (ref < 0) {
 		ref = fuzz_lua_harness(L, "=fuzz_journal", chunk);
-		snprintf(path, sizeof path, "/tmp/bgrun-fuzz-journal-%d.jsonl", (int)getpid());
+		snprintf(path, sizeof path, "%s/in.jsonl", fuzz_scratch("journal"));
 	}
 	FILE *f = fopen(path, "wb");
 	if (f == NULL || fwrite(data, 1, size, f) != size || fclose(f) != 0)

@@ -7,6 +7,7 @@
  * error, never anything else. */
 #define _POSIX_C_SOURCE 200809L
 #include <dirent.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,7 @@ static const char chunk[] =
 	"  end\n"
 	"end\n";
 
-static char root[64], rollback[80];
+static char root[PATH_MAX], rollback[PATH_MAX + 16];
 
 static void clear(const char *dir)
 {
@@ -71,9 +72,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lua_State *L = fuzz_lua();
 	if (ref < 0) {
 		ref = fuzz_lua_harness(L, "=fuzz_migrate", chunk);
-		snprintf(root, sizeof root, "/tmp/bgrun-fuzz-migrate-%d", (int)getpid());
+		snprintf(root, sizeof root, "%s", fuzz_scratch("migrate"));
 		snprintf(rollback, sizeof rollback, "%s/rollback", root);
-		mkdir(root, 0700);
 		mkdir(rollback, 0700);
 	}
 	clear(root);
