@@ -33,8 +33,15 @@ if [ -z "${KUBECONFIG:-}" ] || [ -z "${SANDBOX_ADMIN_URL:-}" ]; then
 	eval "$("$ROOT/tests/sandbox/sandbox" up "${SANDBOX_DIR:-/tmp/bgrun-dev}")"
 fi
 
+# the observer is a subshell running curl | perl: stop them, not only it
+stop_observer() {
+	pkill -P "$OBSERVER" 2>/dev/null || true
+	kill "$OBSERVER" 2>/dev/null || true
+	OBSERVER=
+}
+
 cleanup() {
-	[ -n "$OBSERVER" ] && kill "$OBSERVER" 2>/dev/null || true
+	[ -n "$OBSERVER" ] && stop_observer
 	"$BGRUN" -q "$TMP/ns.lua" ns="$NS" action=delete >/dev/null 2>&1 || true
 	rm -rf "$TMP"
 }
@@ -139,7 +146,9 @@ awk -v a="$bg_gp" -v b="$kc_gp" 'BEGIN { printf "  ratio kubectl/bgrun: %.1fx\n"
 SERVER=$(sed -n 's/^ *server: *//p' "$KUBECONFIG" | head -n 1)
 TOKEN=$(sed -n 's/^ *token: *//p' "$KUBECONFIG" | head -n 1)
 sed -n 's/^ *certificate-authority-data: *//p' "$KUBECONFIG" | head -n 1 | base64 -d >"$TMP/ca.crt"
-CURL_AUTH=(--cacert "$TMP/ca.crt" -H "Authorization: Bearer $TOKEN")
+# the token goes in a file (curl -H @FILE), not on a command line ps shows
+(umask 077; printf 'Authorization: Bearer %s\n' "$TOKEN" >"$TMP/auth")
+CURL_AUTH=(--cacert "$TMP/ca.crt" -H @"$TMP/auth")
 
 # The passive observer: every watch event of the Deployment, stamped on arrival.
 (curl -sN "${CURL_AUTH[@]}" \
@@ -196,8 +205,7 @@ awk -v a="$bg_med" -v b="$kc_med" -v n="$ROUNDS" 'BEGIN {
 		n, a * 1000, b * 1000, (b - a) * 1000
 	if (a > 0.0005) printf "  ratio kubectl/bgrun: %.1fx", b / a
 	printf "\n" }'
-kill "$OBSERVER" 2>/dev/null || true
-OBSERVER=
+stop_observer
 
 # ---- 3. memory over a long watch ----
 # gen N: N merge patches of the ticker ConfigMap over one kept connection
