@@ -37,6 +37,7 @@ fi
 stop_observer() {
 	pkill -P "$OBSERVER" 2>/dev/null || true
 	kill "$OBSERVER" 2>/dev/null || true
+	wait "$OBSERVER" 2>/dev/null || true
 	OBSERVER=
 }
 
