@@ -72,6 +72,7 @@ type clusterHandle interface {
 	KubeconfigPath() string
 	AdminURL() string
 	ScrapeGroups() []infra.TargetGroup
+	Phases() string
 	Stop()
 }
 
@@ -761,8 +762,8 @@ func serve(dir string) int {
 		return 1
 	}
 	defer awsFake.Stop()
-	logf("postgres ready in %v, s3 in %v, cluster in %v",
-		elapsed["postgres"].Round(time.Millisecond), elapsed["s3"].Round(time.Millisecond), elapsed["cluster"].Round(time.Millisecond))
+	logf("postgres ready in %v, s3 in %v, cluster in %v (%s)",
+		elapsed["postgres"].Round(time.Millisecond), elapsed["s3"].Round(time.Millisecond), elapsed["cluster"].Round(time.Millisecond), cl.Phases())
 
 	st := &state{
 		Dir: dir, ServePid: os.Getpid(), Kubeconfig: cl.KubeconfigPath(), AdminURL: cl.AdminURL(), Behaviors: behaviors,

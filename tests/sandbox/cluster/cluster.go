@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 
@@ -58,6 +59,7 @@ type Cluster struct {
 	settings   settings
 	stopOnce   sync.Once
 	cancel     context.CancelFunc
+	phases     []string
 }
 
 // NoPermServiceAccount is the ServiceAccount (namespace physioflow) whose
@@ -107,9 +109,15 @@ func Start(cfg Config) (_ *Cluster, err error) {
 	go c.adminSrv.Serve(c.adminLn)
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
+	last := time.Now()
+	mark := func(phase string) {
+		c.phases = append(c.phases, fmt.Sprintf("%s %.2fs", phase, time.Since(last).Seconds()))
+		last = time.Now()
+	}
 	if err = c.startControlPlane(ctx); err != nil {
 		return nil, err
 	}
+	mark("control plane")
 	if err = c.startFront(); err != nil {
 		return nil, err
 	}
@@ -132,8 +140,17 @@ func Start(cfg Config) (_ *Cluster, err error) {
 	if err = c.writeKubeconfigs(ctx, admin); err != nil {
 		return nil, err
 	}
+	mark("node and services")
+	// meanwhile kube-controller-manager has been starting its controllers
+	if err = waitDefaultServiceAccounts(ctx, admin); err != nil {
+		return nil, err
+	}
+	mark("default ServiceAccounts")
 	return c, nil
 }
+
+// Phases says how long each part of Start took ("control plane 3.71s, ...").
+func (c *Cluster) Phases() string { return strings.Join(c.phases, ", ") }
 
 // issueCerts makes every certificate the components use.
 func (c *Cluster) issueCerts() error {
@@ -207,8 +224,13 @@ func (c *Cluster) bootstrap(ctx context.Context, cs *kubernetes.Clientset) error
 	if _, err := cs.CoreV1().ServiceAccounts("physioflow").Create(ctx, sa, metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
 		return fmt.Errorf("create serviceaccount %s: %w", NoPermServiceAccount, err)
 	}
-	// Pods need their namespace's default ServiceAccount (admission refuses
-	// them until kube-controller-manager has made it): ready means ready.
+	return nil
+}
+
+// waitDefaultServiceAccounts returns once kube-controller-manager has made
+// the default ServiceAccounts: admission refuses pods until their
+// namespace has one, so ready means ready.
+func waitDefaultServiceAccounts(ctx context.Context, cs *kubernetes.Clientset) error {
 	for _, ns := range []string{"default", "physioflow"} {
 		for {
 			_, err := cs.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
