@@ -114,7 +114,7 @@ func Start(cfg Config) (_ *Cluster, err error) {
 		c.phases = append(c.phases, fmt.Sprintf("%s %.2fs", phase, time.Since(last).Seconds()))
 		last = time.Now()
 	}
-	if err = c.startControlPlane(ctx); err != nil {
+	if err = c.startControlPlaneRetrying(ctx); err != nil {
 		return nil, err
 	}
 	mark("control plane")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"bgrun/sandbox/infra"
 )
 
 // The addresses Kubernetes hands out. kube-apiserver refuses loopback
@@ -113,11 +116,27 @@ func waitHTTP(ctx context.Context, comp *component, client *http.Client, url str
 		}
 		select {
 		case <-comp.done:
-			return fmt.Errorf("%s exited (%v); see %s", comp.name, comp.cmd.ProcessState, comp.log)
+			return &exitedError{name: comp.name, state: comp.cmd.ProcessState.String(), log: comp.log}
 		case <-ctx.Done():
 			return fmt.Errorf("%s not ready: %s; see %s", comp.name, last, comp.log)
 		case <-time.After(100 * time.Millisecond):
 		}
+	}
+}
+
+// startControlPlaneRetrying starts the control plane, on new ports (and a
+// new etcd) when a component lost one of its ports before binding it; up to
+// three attempts.
+func (c *Cluster) startControlPlaneRetrying(ctx context.Context) error {
+	for attempt := 1; ; attempt++ {
+		err := c.startControlPlane(ctx)
+		var exited *exitedError
+		if err == nil || attempt == 3 || ctx.Err() != nil || !errors.As(err, &exited) || !exited.portTaken() {
+			return err
+		}
+		c.stopControlPlane()
+		// the logs are appended to: the failed attempt stays readable
+		os.RemoveAll(filepath.Join(c.cfg.Dir, "etcd"))
 	}
 }
 
@@ -233,8 +252,27 @@ var storageControllers = []string{
 	"-device-taint-eviction-controller",
 }
 
+// exitedError is a component that exited while starting; its log's last
+// lines are in the message.
+type exitedError struct {
+	name, state, log string
+}
+
+func (e *exitedError) Error() string {
+	return fmt.Sprintf("%s exited (%s); last lines of %s:\n%s", e.name, e.state, e.log, infra.Tail(e.log, 15))
+}
+
+// portTaken says whether the component exited because a port chosen free
+// was taken before it bound it (by another part of the sandbox starting,
+// or an outgoing connection's ephemeral port).
+func (e *exitedError) portTaken() bool {
+	b, _ := os.ReadFile(e.log)
+	return strings.Contains(string(b), "address already in use")
+}
+
 // stopControlPlane ends the components newest first.
 func (c *Cluster) stopControlPlane() {
+	defer func() { c.components = nil }()
 	for i := len(c.components) - 1; i >= 0; i-- {
 		comp := c.components[i]
 		comp.cmd.Process.Signal(syscall.SIGTERM)
