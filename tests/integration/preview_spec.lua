@@ -283,7 +283,8 @@ describe("release control against the sandbox", function()
     assert.equal(0, r.code, r.stderr)
     -- the previewed pods are replaced by ones that never become ready
     behaviours({ ["v2.2.0"] = { never_ready = true } })
-    for _, pod in ipairs(pods_of("blue")) do c:delete("pod", pod.metadata.name) end
+    -- a pod of the colour's earlier scale-down may end meanwhile
+    for _, pod in ipairs(pods_of("blue")) do c:delete("pod", pod.metadata.name, { ignore_not_found = true }) end
     local deadline = bgrun.now() + 30
     repeat
       bgrun.sleep(0.5)
@@ -394,7 +395,7 @@ describe("release control against the sandbox", function()
     local h = spawn({ PB .. "/deploy.lua", "env=local", "tag=v2.5.0", "preview=true", "auto-promote=30" }, "auto-unready")
     h.wait_for("preview open")
     behaviours({ ["v2.5.0"] = { never_ready = true } })
-    for _, pod in ipairs(pods_of("green")) do c:delete("pod", pod.metadata.name) end
+    for _, pod in ipairs(pods_of("green")) do c:delete("pod", pod.metadata.name, { ignore_not_found = true }) end
     local code, _, stderr = h.wait()
     behaviours({})
     assert.equal(1, code, stderr)
