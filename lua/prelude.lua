@@ -16,6 +16,7 @@ local PLAYBOOK_MT = { __name = "bgrun.playbook" }
 
 -- run state
 local compensations = {}
+local handles = setmetatable({}, { __mode = "k" }) -- handle on_failure returned -> its compensation
 local committed = nil     -- the commit point passed: { name=, hint= }
 local for_a_human = false -- an undo found the world changed: retrying will not help
 -- the run report: steps with durations, what was undone, and the fields
@@ -276,7 +277,7 @@ function M.on_failure(name_or_fn, fn, undo, opts)
               keep = opts and opts.keep or false }
   compensations[id] = c
   note { event = "compensation", id = id, name = c.name, undo = undo, keep = c.keep or nil }
-  return {
+  local handle = {
     cancel = function()
       if not c.cancelled then note { event = "cancel", id = id } end
       c.cancelled = true
@@ -286,6 +287,30 @@ function M.on_failure(name_or_fn, fn, undo, opts)
       if not c.cancelled then note { event = "update", id = id, undo = u } end
     end,
   }
+  handles[handle] = c
+  return handle
+end
+
+---Cancels several compensations (handles on_failure returned, in a list or
+---a map) with one journal event: cancelled one by one, a run killed
+---between two of them left the others pending, and `bgrun resume` undid
+---part of what had succeeded.
+---@param list table
+function M.cancel_all(list)
+  if type(list) ~= "table" then error("cancel_all(handles): handles must be a table", 2) end
+  local ids, cs = {}, {}
+  for _, h in pairs(list) do
+    local c = handles[h]
+    if c == nil then error("cancel_all(handles): not a handle on_failure returned: " .. tostring(h), 2) end
+    if not c.cancelled then
+      cs[#cs + 1] = c
+      ids[#ids + 1] = c.id
+    end
+  end
+  if #ids == 0 then return end
+  table.sort(ids)
+  note { event = "cancel", ids = require("json").array(ids) }
+  for _, c in ipairs(cs) do c.cancelled = true end
 end
 
 ---Adds fields to the run report (shallow: a table given is kept by
@@ -400,6 +425,7 @@ local function install_globals()
   _G.step = M.step
   _G.on_failure = M.on_failure
   _G.commit = M.commit
+  _G.cancel_all = M.cancel_all
   _G.report = M.report
   _G.confirm = M.confirm
   _G.print = redacting_print

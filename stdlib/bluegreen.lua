@@ -696,7 +696,7 @@ local function retire(s)
       hint = opts.commit_hint or ("%s %s serves on %s; the old colour %s may still have replicas: "
         .. "kubectl -n %s scale deployment %s-%s --replicas=0"):format(app, s.tag, idle, live, s.namespace, app, live) })
   else
-    for _, h in pairs(s.undo) do h.cancel() end
+    cancel_all(s.undo)
   end
   s.step("scale " .. app .. "-" .. live .. " to 0", function()
     if (opts.retire_delay or 0) > 0 then
@@ -782,7 +782,7 @@ local function open_preview(s)
                                                                 live = s.live })
   end)
   -- the preview stands: nothing of it is undone when this run ends
-  for _, h in pairs(s.undo) do h.cancel() end
+  cancel_all(s.undo)
 end
 
 ---Deploys tag to the idle colour and switches traffic to it.
@@ -1123,7 +1123,9 @@ function M.switch_to_previous(c, opts)
     end
     report.switch_seconds = bgrun.now() - p0
   end)
-  for _, h in pairs(undo) do h.cancel() end
+  -- the switch back stands, the colour's scale-up with it: one event,
+  -- or a run killed between the two would have it scaled down by resume
+  cancel_all(undo)
   report.switch_back_seconds = bgrun.now() - t0
   log.info("traffic switched back", { from = current, to = target,
                                       seconds = bgrun.fmt_duration(report.switch_back_seconds) })

@@ -158,6 +158,9 @@ function M.pending(events)
       if type(ev.cancels) == "table" then
         for _, id in ipairs(ev.cancels) do gone[id] = true end
       end
+    elseif ev.event == "cancel" and type(ev.ids) == "table" then
+      -- cancel_all: several at once
+      for _, id in ipairs(ev.ids) do gone[id] = true end
     elseif ev.id == nil then -- a damaged line names no compensation: nothing to apply
     elseif ev.event == "update" then
       updates[ev.id] = ev.undo

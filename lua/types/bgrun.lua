@@ -52,6 +52,12 @@ function on_failure(name_or_fn, fn, undo, opts) end
 ---@param opts {hint: string?}?
 function commit(name, opts) end
 
+---Cancels several compensations (handles on_failure returned, a list or a
+---map) with one journal event, so that a run killed meanwhile leaves none
+---of them pending while the others are cancelled.
+---@param handles table
+function cancel_all(handles) end
+
 ---Adds fields to the run report (--report FILE, and the report printed
 ---when a run does not succeed); the engine's own fields (steps, exit,
 ---status, ...) are refused.

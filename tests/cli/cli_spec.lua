@@ -318,6 +318,29 @@ describe("commit point, compensation order and resume refusals", function()
     assert.not_matches('"event":"cancel"', j)
   end)
 
+  it("cancel_all cancels several compensations with one journal event; a failure then runs only the others", function()
+    local d = fresh_dir()
+    local r = run({ FIX .. "/commit.lua", "mode=cancel_all", "dir=" .. d },
+                  { env = { BGRUN_JOURNAL_DIR = d .. "/journal" }, timeout = 60 })
+    assert.equal(1, r.code, r.stderr)
+    assert.is_false(exists(d .. "/first"))
+    assert.is_false(exists(d .. "/second"))
+    assert.is_true(exists(d .. "/older"))
+    assert.is_true(exists(d .. "/kept"))
+    assert.is_true(exists(d .. "/bad-refused"))
+    local f = assert(io.open(d .. "/bad-error"))
+    assert.matches("cancel_all%(handles%): not a handle on_failure returned", f:read("a"))
+    f:close()
+    local cancels = {}
+    for line in proc.run({ "sh", "-c", "cat " .. d .. "/journal/*.jsonl" }).stdout:gmatch("[^\n]+") do
+      local ev = json.decode(line)
+      if ev.event == "cancel" then cancels[#cancels + 1] = ev end
+    end
+    assert.equal(1, #cancels)
+    assert.same({ 3, 4 }, cancels[1].ids)
+    assert.is_nil(cancels[1].id)
+  end)
+
   it("once a compensation fails, older ones are skipped; kept ones still run", function()
     local d = fresh_dir()
     local r = run({ FIX .. "/commit.lua", "mode=blocked", "dir=" .. d },

@@ -37,6 +37,21 @@ describe("journal", function()
     assert.equal("release lock", p[1].name)
   end)
 
+  it("pending: cancel_all's event (ids) cancels its whole list at once", function()
+    local events = {
+      { event = "compensation", id = 1, name = "release lock" },
+      { event = "compensation", id = 2, name = "scale back down" },
+      { event = "compensation", id = 3, name = "switch back" },
+      { event = "cancel", ids = { 2, 3 } },
+    }
+    local p = journal.pending(events)
+    assert.equal(1, #p)
+    assert.equal("release lock", p[1].name)
+    -- ids that are not a list change nothing
+    p = journal.pending({ events[1], { event = "cancel", ids = "2" } })
+    assert.equal(1, #p)
+  end)
+
   it("committed: the last commit point; unfinished_steps: open and failed ones in order", function()
     local events = {
       { event = "step", name = "detect", state = "started" }, { event = "step", name = "detect", state = "done" },
