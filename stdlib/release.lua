@@ -218,6 +218,39 @@ function M.record_version_retrying(c, ns, version)
   end
 end
 
+-- A lost or refused connection, as PostgreSQL and libpq say it: SQLSTATE
+-- class 08, or the server shutting down or starting (57P01-57P03).
+local function connection_lost(err)
+  local code = type(err) == "table" and err.code
+  return type(code) == "string" and (code:sub(1, 2) == "08" or code:match("^57P0[123]$") ~= nil)
+end
+M.connection_lost = connection_lost
+
+---Runs fn(db) on a new connection to the database params name and closes
+---it. A connection lost or refused (a server restart, an administrator's
+---pg_terminate_backend) is tried again on a new one, up to opts.attempts
+---(5) times a second apart; any other error is raised at once. For reads
+---that check the world after a change, never for writes.
+---@param params table postgres.connect's parameters
+---@param fn fun(db: any): any
+---@param opts {attempts: integer?, connect: function?, delay: number?}?
+---@return any what fn returned
+function M.with_db(params, fn, opts)
+  opts = opts or {}
+  local attempts, connect = opts.attempts or 5, opts.connect or require("postgres").connect
+  for attempt = 1, attempts do
+    local ok, res = pcall(function()
+      local db <close> = connect(params)
+      return fn(db)
+    end)
+    if ok then return res end
+    if not connection_lost(res) or attempt == attempts then error(res, 0) end
+    require("log").warn("the database connection was lost; trying again on a new one",
+      { attempt = attempt, error = tostring(res) })
+    bgrun.sleep(opts.delay or 1)
+  end
+end
+
 -- The checks an undo of a deploy-with-migration makes before touching the
 -- database: it acts only on the database the run migrated (same OID), at a
 -- schema version the run could have left (d.expect.from to

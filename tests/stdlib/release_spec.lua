@@ -79,3 +79,59 @@ describe("release.client", function()
       tostring(err), 1, true)
   end)
 end)
+
+describe("release.with_db", function()
+  -- a scripted connect: each call takes the next outcome (an error table
+  -- raised, or a handle); handles record whether they were closed
+  local function scripted(outcomes)
+    local calls, closed = 0, 0
+    local function connect()
+      calls = calls + 1
+      local o = outcomes[calls]
+      if type(o) == "table" and o.code then error(o, 0) end
+      return setmetatable({ n = calls }, { __close = function() closed = closed + 1 end })
+    end
+    return connect, function() return calls, closed end
+  end
+
+  it("tries a lost connection again on a new one and closes every session", function()
+    local connect, counts = scripted({ { code = "08006", reason = "connection_failure" }, "ok" })
+    local got = release.with_db({}, function(db) return db.n end, { connect = connect, delay = 0 })
+    assert.equal(2, got)
+    local calls, closed = counts()
+    assert.equal(2, calls)
+    assert.equal(1, closed)
+  end)
+
+  it("tries again when fn's query loses the connection (57P01 admin shutdown), then gives up after attempts", function()
+    local calls = 0
+    local err = failure(function()
+      release.with_db({}, function()
+        calls = calls + 1
+        error({ code = "57P01", reason = "admin_shutdown", message = "terminating connection" }, 0)
+      end, { connect = function() return setmetatable({}, { __close = function() end }) end, attempts = 3, delay = 0 })
+    end)
+    assert.equal(3, calls)
+    assert.equal("57P01", err.code)
+  end)
+
+  it("raises any other error at once", function()
+    local calls = 0
+    local err = failure(function()
+      release.with_db({}, function()
+        calls = calls + 1
+        error({ code = "42P01", reason = "undefined_table" }, 0)
+      end, { connect = function() return setmetatable({}, { __close = function() end }) end, delay = 0 })
+    end)
+    assert.equal(1, calls)
+    assert.equal("42P01", err.code)
+  end)
+
+  it("connection_lost: class 08 and 57P01-57P03 only", function()
+    assert.is_true(release.connection_lost({ code = "08001" }))
+    assert.is_true(release.connection_lost({ code = "57P03" }))
+    assert.is_false(release.connection_lost({ code = "57014" })) -- a cancelled statement
+    assert.is_false(release.connection_lost({ code = 500 }))
+    assert.is_false(release.connection_lost("08006"))
+  end)
+end)
