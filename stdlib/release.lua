@@ -218,8 +218,11 @@ function M.record_version_retrying(c, ns, version)
   end
 end
 
--- A lost or refused connection, as PostgreSQL and libpq say it: SQLSTATE
--- class 08, or the server shutting down or starting (57P01-57P03).
+---Whether err is a lost or refused database connection, as PostgreSQL
+---and libpq say it: SQLSTATE class 08, or the server shutting down or
+---starting (57P01-57P03).
+---@param err any
+---@return boolean
 local function connection_lost(err)
   local code = type(err) == "table" and err.code
   return type(code) == "string" and (code:sub(1, 2) == "08" or code:match("^57P0[123]$") ~= nil)

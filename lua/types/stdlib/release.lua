@@ -78,6 +78,24 @@ function M.record_version(c, ns, version) end
 ---@param version integer
 function M.record_version_retrying(c, ns, version) end
 
+---Whether err is a lost or refused database connection, as PostgreSQL
+---and libpq say it: SQLSTATE class 08, or the server shutting down or
+---starting (57P01-57P03).
+---@param err any
+---@return boolean
+function M.connection_lost(err) end
+
+---Runs fn(db) on a new connection to the database params name and closes
+---it. A connection lost or refused (a server restart, an administrator's
+---pg_terminate_backend) is tried again on a new one, up to opts.attempts
+---(5) times a second apart; any other error is raised at once. For reads
+---that check the world after a change, never for writes.
+---@param params table postgres.connect's parameters
+---@param fn fun(db: any): any
+---@param opts {attempts: integer?, connect: function?, delay: number?}?
+---@return any what fn returned
+function M.with_db(params, fn, opts) end
+
 ---Restores the database of a deploy-with-migration from the backup it
 ---took first, but only while the database is still the one the run
 ---migrated: same OID (not swapped by another restore) and the schema at a
