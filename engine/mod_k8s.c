@@ -57,9 +57,7 @@ static int c_list(lua_State *L)
 	json_t **h = k8sc_new_holder(L);
 	k8sc_list_into(L, c, op, &r, ns, lsel, fsel, limit, rv, h);
 	bgrun_json_push(L, *h);
-	json_decref(*h);
-	*h = NULL;
-	return 1;
+	return 1; /* the holder is closed on return */
 }
 
 /* Sends a mutating request; pushes the decoded answer. */
@@ -616,11 +614,6 @@ int luaopen_k8s(lua_State *L)
 	lua_pop(L, 1);
 	if (luaL_newmetatable(L, BATCH_MT)) {
 		lua_pushcfunction(L, k8sc_batch_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, HOLDER_MT)) {
-		lua_pushcfunction(L, k8sc_holder_gc);
 		lua_setfield(L, -2, "__gc");
 	}
 	lua_pop(L, 1);

@@ -138,9 +138,7 @@ static void watch_relist(lua_State *L, watch *w, int emit)
 	json_decref(w->known);
 	w->known = now;
 	set_rv(w, list);
-	json_decref(*h);
-	*h = NULL;
-	lua_pop(L, 1);
+	lua_pop(L, 1); /* closes the holder: the list is released */
 }
 
 static int watch_open_stream(watch *w)

@@ -18,35 +18,30 @@ void s3_req_free(s3_req *r)
 	buf_free(&r->scratch);
 }
 
-int s3_req_gc(lua_State *L)
+static void req_release(void *p)
 {
-	s3_req_free(luaL_checkudata(L, 1, REQ_MT));
-	return 0;
+	s3_req_free(p);
 }
 
-/* A request in a userdata: its buffers are freed by __gc when a Lua error
- * (out of memory) cuts a call short, and by req_free on every other path. */
+/* A request in a bgrun_box: its buffers are freed when the call returns or
+ * a Lua error (out of memory) cuts it short, and by s3_req_free on every
+ * other path (freeing twice is harmless). */
 s3_req *s3_push_req(lua_State *L)
 {
-	s3_req *r = lua_newuserdatauv(L, sizeof *r, 0);
+	s3_req *r = bgrun_box(L, sizeof *r, req_release);
 	s3_req_init(r, "GET");
-	luaL_setmetatable(L, REQ_MT);
 	return r;
 }
 
-int s3_xml_gc(lua_State *L)
+static void xml_release(void *p)
 {
-	s3xml_free(luaL_checkudata(L, 1, XML_MT));
-	return 0;
+	s3xml_free(p);
 }
 
-/* A parsed document in a userdata, for the same reason. */
+/* A parsed document in a bgrun_box, for the same reason. */
 s3xml *s3_push_xml(lua_State *L)
 {
-	s3xml *x = lua_newuserdatauv(L, sizeof *x, 0);
-	memset(x, 0, sizeof *x);
-	luaL_setmetatable(L, XML_MT);
-	return x;
+	return bgrun_box(L, sizeof(s3xml), xml_release);
 }
 
 /* ----------------------------------------------------------------- handles */
@@ -92,9 +87,11 @@ s3_bucket *s3_check_bucket(lua_State *L)
 	return b;
 }
 
-int s3_op_close(lua_State *L)
+/* Releases what an op holds; once released, again is a no-op. */
+void s3_release_op(s3_op *o)
 {
-	s3_op *o = luaL_checkudata(L, 1, OP_MT);
+	if (o == NULL)
+		return;
 	if (o->fd >= 0) {
 		close(o->fd);
 		o->fd = -1;
@@ -109,27 +106,20 @@ int s3_op_close(lua_State *L)
 	bgrun_progress *p = o->progress;
 	o->progress = NULL;
 	bgrun_progress_finish(p, 0);
-	return 0;
 }
 
+static void op_release(void *p)
+{
+	s3_release_op(p);
+}
+
+/* An op in a bgrun_box: released when the call returns or raises, or
+ * earlier by s3_release_op. */
 s3_op *s3_new_op(lua_State *L)
 {
-	s3_op *o = lua_newuserdatauv(L, sizeof *o, 0);
+	s3_op *o = bgrun_box(L, sizeof *o, op_release);
 	o->fd = -1;
-	o->tmp_path = NULL;
-	o->part = NULL;
-	o->progress = NULL;
-	luaL_setmetatable(L, OP_MT);
 	return o;
-}
-
-/* Releases the op at index idx (the error to raise stays on top). */
-void s3_release_op(lua_State *L, int idx)
-{
-	idx = lua_absindex(L, idx);
-	lua_pushcfunction(L, s3_op_close);
-	lua_pushvalue(L, idx);
-	lua_call(L, 1, 0);
 }
 
 /* ------------------------------------------------------------------- URLs */
@@ -440,17 +430,16 @@ int s3_ok_status(const s3_req *r)
 	return r->x.rc == CURLE_OK && r->x.status >= 200 && r->x.status < 300;
 }
 
-/* Performs r; on interrupt or set-up failure, releases op (index opi, 0
- * for none) and r, then raises. Otherwise returns (r answered). */
-void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi)
+/* Performs r; on interrupt or set-up failure, releases o (NULL for none)
+ * and r, then raises. Otherwise returns (r answered). */
+void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, s3_op *o)
 {
 	char err[1024];
 	int rc = s3_perform(L, b, r, err, sizeof err);
 	if (rc == 0)
 		return;
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	if (rc == 1)
 		bgrun_throw_interrupted(L, "s3", op);
 	bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
@@ -458,20 +447,18 @@ void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int 
 }
 
 /* Raises the failure of r after releasing r and the op. */
-int s3_raise_failure(lua_State *L, s3_req *r, const char *op, int opi)
+int s3_raise_failure(lua_State *L, s3_req *r, const char *op, s3_op *o)
 {
 	s3_push_failure(L, r, op);
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	return bgrun_error_throw(L);
 }
 
-int s3_oom(lua_State *L, s3_req *r, int opi)
+int s3_oom(lua_State *L, s3_req *r, s3_op *o)
 {
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	return luaL_error(L, "s3: out of memory");
 }
 

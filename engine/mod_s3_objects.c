@@ -123,15 +123,15 @@ static int read_full(int fd, char *dst, size_t n, long long off)
  * document's userdata (for reuse) and the upload id (a Lua string, so a
  * raise never leaks it) on the stack; raises after releasing op. */
 static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *key, const char *const *hdrs,
-                            size_t nh, const char *op, int opi)
+                            size_t nh, const char *op, s3_op *o)
 {
 	s3_req_init(r, "POST");
 	r->extra = hdrs;
 	r->n_extra = nh;
 	const char *cq[] = {"uploads", "", NULL};
 	if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, cq) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	s3xml *x = s3_push_xml(L);
 	char xerr[128];
 	const char *uid = NULL;
@@ -141,12 +141,12 @@ static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *k
 		s3xml_free(x);
 		if (s3_ok_status(r)) {
 			s3_req_free(r);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
 			bgrun_error_set_int(L, "code", 200);
 			bgrun_error_throw(L);
 		}
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	}
 	lua_pushstring(L, uid);
 	s3xml_free(x);
@@ -157,36 +157,36 @@ static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *k
 /* A request of the upload that failed: aborts the upload, then raises
  * what went wrong (an interrupt only after the abort). */
 static void abort_and_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, const char *key,
-                            const char *upload_id, const char *op, int opi)
+                            const char *upload_id, const char *op, s3_op *o)
 {
 	s3_abort_upload(L, b, key, upload_id);
 	if (rc == 1) {
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_throw_interrupted(L, "s3", op);
 	}
 	if (rc == -1) {
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
 		bgrun_error_throw(L);
 	}
-	s3_raise_failure(L, r, op, opi);
+	s3_raise_failure(L, r, op, o);
 }
 
 /* A part stored without an ETag is a failure too. */
 static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, long long number,
-                       const char *key, const char *upload_id, const char *op, int opi)
+                       const char *key, const char *upload_id, const char *op, s3_op *o)
 {
 	if (rc == 0 && s3_ok_status(r)) {
 		s3_abort_upload(L, b, key, upload_id);
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", number);
 		bgrun_error_set_int(L, "code", 200);
 		bgrun_error_throw(L);
 	}
-	abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+	abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 }
 
 /* CompleteMultipartUpload's document: the parts ascending with the ETags
@@ -208,7 +208,7 @@ static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
  * transfer. Not retried: a second Complete of a finished upload fails with
  * NoSuchUpload and would hide the outcome. Raises after aborting. */
 static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int etags, long long nparts,
-                            const char *key, const char *upload_id, const char *op, int opi)
+                            const char *key, const char *upload_id, const char *op, s3_op *o)
 {
 	char hex[SHA256_HEX_LEN + 1];
 	char xerr[128];
@@ -225,7 +225,7 @@ static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int
 	if (bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0) {
 		buf_free(&body);
 		s3_abort_upload(L, b, key, upload_id);
-		s3_oom(L, r, opi);
+		s3_oom(L, r, o);
 	}
 	char err[1024];
 	int rc = s3_perform(L, b, r, err, sizeof err);
@@ -244,20 +244,20 @@ static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int
 	}
 	if (failed) {
 		s3xml_free(x);
-		abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+		abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 	}
 	s3xml_free(x);
 	s3_req_free(r);
 }
 
-/* Multipart upload of the file in op (index opi) of size bytes. Pushes
+/* Multipart upload of the file in op o of size bytes. Pushes
  * the ETag of the object. Raises after aborting on any failure. */
-static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
+static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, const char *key, long long size,
                           long long part_size, const char *const *hdrs, size_t nh, const char *op)
 {
 	s3_req *r = s3_push_req(L);
 	char hex[SHA256_HEX_LEN + 1];
-	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, opi);
+	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, o);
 	int uid_idx = lua_gettop(L);
 	const char *upload_id = lua_tostring(L, uid_idx);
 	lua_newtable(L);
@@ -268,7 +268,7 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	o->part = malloc((size_t)part_size);
 	if (o->part == NULL) {
 		s3_abort_upload(L, b, key, upload_id);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		luaL_error(L, "s3: out of memory for a %lld-byte part", part_size);
 	}
 	for (long long i = 0; i < nparts; i++) {
@@ -277,14 +277,14 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		if (read_full(o->fd, o->part, (size_t)len, off) != 0) {
 			int e = errno;
 			s3_abort_upload(L, b, key, upload_id);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			bgrun_error_new(L, "s3", op, "IOError", "cannot read part %lld of the file: %s", i + 1,
 			                e ? strerror(e) : "the file shrank");
 			bgrun_error_throw(L);
 		}
 		if (sha256_hex(o->part, (size_t)len, hex) != 0) {
 			s3_abort_upload(L, b, key, upload_id);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			luaL_error(L, "s3: libcrypto failed");
 		}
 		char pn[24];
@@ -299,13 +299,13 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		const char *pq[] = {"partNumber", pn, "uploadId", upload_id, NULL};
 		if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, pq) != 0) {
 			s3_abort_upload(L, b, key, upload_id);
-			s3_oom(L, r, opi);
+			s3_oom(L, r, o);
 		}
 		char err[1024];
 		int rc = s3_perform(L, b, r, err, sizeof err);
 		const char *tag = rc == 0 && s3_ok_status(r) ? s3_resp_header(r, "etag", &r->scratch) : NULL;
 		if (tag == NULL)
-			part_raise(L, b, r, rc, err, i + 1, key, upload_id, op, opi);
+			part_raise(L, b, r, rc, err, i + 1, key, upload_id, op, o);
 		lua_pushstring(L, tag);
 		lua_rawseti(L, etags, i + 1);
 		s3_req_free(r);
@@ -314,26 +314,26 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	o->part = NULL;
 
 	/* 3. complete */
-	complete_upload(L, b, r, x, etags, nparts, key, upload_id, op, opi);
+	complete_upload(L, b, r, x, etags, nparts, key, upload_id, op, o);
 	/* leave only the ETag above the caller's stack */
 	lua_replace(L, uid_idx);
 	lua_settop(L, uid_idx);
 }
 
-/* A single PUT of the file in op (index opi), of size bytes; pushes the
+/* A single PUT of the file in op o, of size bytes; pushes the
  * object's ETag. Raises on failure. */
-static void put_single(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, const char *path,
+static void put_single(lua_State *L, s3_bucket *b, s3_op *o, const char *key, const char *path,
                        long long size, const char *const *hdrs, size_t nh, const char *op)
 {
 	char hex[SHA256_HEX_LEN + 1];
 	int hrc = sha256_file_hex(path, hex, NULL, bgrun_interrupted);
 	if (hrc == -3) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_throw_interrupted(L, "s3", op);
 	}
 	if (hrc != 0) {
 		int e = errno;
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "IOError", "cannot hash %s: %s", path, hrc == -1 ? strerror(e) : "libcrypto failed");
 		bgrun_error_throw(L);
 	}
@@ -347,10 +347,10 @@ static void put_single(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char
 	r->retry = 1; /* the same bytes again: idempotent */
 	r->progress = o->progress;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	const char *tag = s3_resp_header(r, "etag", &r->scratch);
 	lua_pushstring(L, tag ? tag : "");
 	s3_req_free(r);
@@ -413,12 +413,11 @@ int s3_b_put_file(lua_State *L)
 	char op[1024];
 	snprintf(op, sizeof op, "put_file %s", key);
 	s3_op *o = s3_new_op(L); /* index 6 */
-	int opi = lua_gettop(L);
 	o->fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (o->fd < 0 || fstat(o->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		int e = o->fd < 0 ? errno : S_ISREG(st.st_mode) ? errno : EINVAL;
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, e == ENOENT ? "NotFound" : "IOError", "cannot read %s: %s", path,
 		                e == EINVAL ? "not a regular file" : strerror(e));
 		bgrun_error_set_str(L, "path", path);
@@ -426,13 +425,13 @@ int s3_b_put_file(lua_State *L)
 	}
 	long long size = (long long)st.st_size;
 	if ((size + part_size - 1) / part_size > MAX_PARTS) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		luaL_error(L, "s3.put_file: %lld bytes in parts of %lld would exceed %d parts; raise part_size", size,
 		           part_size, MAX_PARTS);
 	}
 
 	if (bgrun_dry_run(L)) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		return put_dry_run(L, b, key, path, size);
 	}
 
@@ -451,15 +450,15 @@ int s3_b_put_file(lua_State *L)
 
 	int parts = 1;
 	if (size <= part_size) {
-		put_single(L, b, o, opi, key, path, size, hdrs, nh, op);
+		put_single(L, b, o, key, path, size, hdrs, nh, op);
 	} else {
-		put_multipart(L, b, o, opi, key, size, part_size, hdrs, nh, op);
+		put_multipart(L, b, o, key, size, part_size, hdrs, nh, op);
 		parts = (int)((size + part_size - 1) / part_size);
 	}
 	bgrun_progress_update(o->progress, size);
 	bgrun_progress_finish(o->progress, 1);
 	o->progress = NULL;
-	s3_release_op(L, opi);
+	s3_release_op(o);
 	lua_createtable(L, 0, 4);
 	lua_pushvalue(L, -2);
 	lua_setfield(L, -2, "etag");
@@ -494,7 +493,6 @@ int s3_b_get_file(lua_State *L)
 	char op[1024];
 	snprintf(op, sizeof op, "get_file %s", key);
 	s3_op *o = s3_new_op(L);
-	int opi = lua_gettop(L);
 	size_t plen = strlen(path);
 	o->tmp_path = malloc(plen + 16);
 	if (o->tmp_path == NULL)
@@ -517,15 +515,15 @@ int s3_b_get_file(lua_State *L)
 	r->retry = 1;
 	r->progress = o->progress;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	long long size = r->x.sunk;
 	s3_req_free(r);
 	if (fsync(o->fd) != 0 || close(o->fd) != 0 || (o->fd = -1, rename(o->tmp_path, path) != 0)) {
 		int e = errno;
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "IOError", "cannot write %s: %s", path, strerror(e));
 		bgrun_error_set_str(L, "path", path);
 		bgrun_error_throw(L);
@@ -554,15 +552,15 @@ int s3_b_head(lua_State *L)
 	s3_req_init(r, "HEAD");
 	r->retry = 1;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, 0);
-	s3_run_or_raise(L, b, r, op, 0);
+		s3_oom(L, r, NULL);
+	s3_run_or_raise(L, b, r, op, NULL);
 	if (r->x.rc == CURLE_OK && r->x.status == 404) {
 		s3_req_free(r);
 		lua_pushnil(L);
 		return 1;
 	}
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, 0);
+		s3_raise_failure(L, r, op, NULL);
 	lua_createtable(L, 0, 6);
 	int t = lua_gettop(L);
 	lua_newtable(L);
@@ -645,10 +643,10 @@ int s3_b_list(lua_State *L)
 		const char *q[] = {"list-type", "2", "max-keys", mk, "prefix", prefix,
 		                   token ? "continuation-token" : NULL, token, NULL};
 		if (s3_object_url(b, &r->url, NULL) != 0 || s3_add_query(&r->url, q) != 0)
-			s3_oom(L, r, 0);
-		s3_run_or_raise(L, b, r, op, 0);
+			s3_oom(L, r, NULL);
+		s3_run_or_raise(L, b, r, op, NULL);
 		if (!s3_ok_status(r))
-			s3_raise_failure(L, r, op, 0);
+			s3_raise_failure(L, r, op, NULL);
 		s3xml *x = s3_push_xml(L);
 		char xerr[128];
 		int prc = s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr);
@@ -742,10 +740,10 @@ int s3_b_delete(lua_State *L)
 	s3_req_init(r, "DELETE");
 	r->retry = 1;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, 0);
-	s3_run_or_raise(L, b, r, op, 0);
+		s3_oom(L, r, NULL);
+	s3_run_or_raise(L, b, r, op, NULL);
 	if (!s3_ok_status(r) && !(r->x.rc == CURLE_OK && r->x.status == 404))
-		s3_raise_failure(L, r, op, 0);
+		s3_raise_failure(L, r, op, NULL);
 	s3_req_free(r);
 	lua_pushboolean(L, 1);
 	return 1;
