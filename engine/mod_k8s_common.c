@@ -77,7 +77,7 @@ void k8sc_dry_run_log(lua_State *L, const char *what, const char *ns, const char
 
 /* Pushes j (consumed) as a Lua value. j is held in a box (a raise while
  * converting leaks nothing) above a placeholder the value then takes;
- * popping the box releases j. */
+ * closing the box releases j. */
 int k8sc_push_json(lua_State *L, json_t *j)
 {
 	lua_pushnil(L);
@@ -85,7 +85,7 @@ int k8sc_push_json(lua_State *L, json_t *j)
 	*h = j;
 	bgrun_json_push(L, j);
 	lua_replace(L, -3);
-	lua_pop(L, 1);
+	bgrun_box_settop(L, -2);
 	return 1;
 }
 

@@ -138,7 +138,7 @@ static void watch_relist(lua_State *L, watch *w, int emit)
 	json_decref(w->known);
 	w->known = now;
 	set_rv(w, list);
-	lua_pop(L, 1); /* closes the holder: the list is released */
+	bgrun_box_settop(L, -2); /* closes the holder: the list is released */
 }
 
 static int watch_open_stream(watch *w)

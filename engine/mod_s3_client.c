@@ -462,6 +462,57 @@ int s3_oom(lua_State *L, s3_req *r, s3_op *o)
 	return luaL_error(L, "s3: out of memory");
 }
 
+/* -------------------------------------------------------------- multipart */
+
+/* CreateMultipartUpload's answer in r, parsed into x: its UploadId, or
+ * NULL (a failed request, no document, or none in it). */
+const char *s3_created_upload_id(const s3_req *r, s3xml *x)
+{
+	char xerr[128];
+	if (!s3_ok_status(r) || s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0)
+		return NULL;
+	return s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+}
+
+/* Sets r up as CompleteMultipartUpload of upload_id on key: a document of
+ * parts 1..nparts ascending, part i's ETag etag(arg, i), kept in body
+ * (the caller frees it once r is done), its hash in hex. 0, or -1 (out of
+ * memory, or libcrypto failed). */
+int s3_complete_req(s3_req *r, s3_bucket *b, const char *key, const char *upload_id, long long nparts,
+                    s3_etag_fn etag, void *arg, buf *body, char hex[SHA256_HEX_LEN + 1])
+{
+	static const char *const xh[] = {"content-type", "application/xml"};
+	int bad = buf_appends(body, "<CompleteMultipartUpload>") != 0;
+	for (long long i = 1; i <= nparts && !bad; i++)
+		bad = buf_printf(body, "<Part><PartNumber>%lld</PartNumber><ETag>", i) != 0 ||
+		      s3xml_escape(body, etag(arg, i)) != 0 || buf_appends(body, "</ETag></Part>") != 0;
+	bad = bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body->data, body->len, hex) != 0;
+	s3_req_init(r, "POST");
+	const char *ctq[] = {"uploadId", upload_id, NULL};
+	r->extra = xh;
+	r->n_extra = 1;
+	r->x.body = body->data;
+	r->x.body_n = (long long)body->len;
+	r->payload_hash = hex;
+	return bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0 ? -1 : 0;
+}
+
+/* CompleteMultipartUpload's outcome (rc from s3_perform), its answer
+ * parsed into x: 0 with *etag the object's (NULL when the answer names
+ * none), or -1 when it failed, a 200 carrying an <Error> too. */
+int s3_completed_etag(int rc, const s3_req *r, s3xml *x, const char **etag)
+{
+	char xerr[128];
+	*etag = NULL;
+	if (rc != 0 || !s3_ok_status(r))
+		return -1;
+	if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+	    strcmp(s3xml_root(x), "Error") == 0)
+		return -1;
+	*etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
+	return 0;
+}
+
 /* --------------------------------------------------------------- options */
 
 const char *s3_env_first(const char *a, const char *b)

@@ -122,6 +122,11 @@ int s3_ok_status(const s3_req *r);
 void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, s3_op *o);
 int s3_raise_failure(lua_State *L, s3_req *r, const char *op, s3_op *o);
 int s3_oom(lua_State *L, s3_req *r, s3_op *o);
+const char *s3_created_upload_id(const s3_req *r, s3xml *x);
+typedef const char *(*s3_etag_fn)(void *arg, long long part);
+int s3_complete_req(s3_req *r, s3_bucket *b, const char *key, const char *upload_id, long long nparts,
+                    s3_etag_fn etag, void *arg, buf *body, char hex[SHA256_HEX_LEN + 1]);
+int s3_completed_etag(int rc, const s3_req *r, s3xml *x, const char **etag);
 const char *s3_env_first(const char *a, const char *b);
 char *s3_dup_str(const char *s);
 void s3_progress_label(lua_State *L, int opts, const char *verb, const char *key, char *label, size_t n);

@@ -86,8 +86,7 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 	const char *q[] = {"uploadId", upload_id, NULL};
 	char err[1024];
 	if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, q) != 0) {
-		s3_req_free(r);
-		lua_pop(L, 1);
+		bgrun_box_settop(L, -2);
 		return;
 	}
 	int rc = s3_perform(L, b, r, err, sizeof err);
@@ -100,8 +99,7 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 		bgrun_log(L, "warn", "s3: aborting the multipart upload failed; the store may keep its parts", lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	s3_req_free(r);
-	lua_pop(L, 1);
+	bgrun_box_settop(L, -2); /* frees r */
 }
 
 /* Reads exactly n bytes at off; 0 or -1. */
@@ -133,10 +131,7 @@ static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *k
 		s3_oom(L, r, o);
 	s3_run_or_raise(L, b, r, op, o);
 	s3xml *x = s3_push_xml(L);
-	char xerr[128];
-	const char *uid = NULL;
-	if (s3_ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
-		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	const char *uid = s3_created_upload_id(r, x);
 	if (!s3_ok_status(r) || uid == NULL || *uid == '\0') {
 		s3xml_free(x);
 		if (s3_ok_status(r)) {
@@ -189,18 +184,19 @@ static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char
 	abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 }
 
-/* CompleteMultipartUpload's document: the parts ascending with the ETags
- * in the table at etags. 0 or -1 (out of memory). */
-static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
+/* Part i's ETag from the table of a lua_etags (anchored there). */
+struct lua_etags {
+	lua_State *L;
+	int t;
+};
+
+static const char *lua_etag(void *arg, long long i)
 {
-	int bad = buf_appends(body, "<CompleteMultipartUpload>") != 0;
-	for (long long i = 0; i < nparts && !bad; i++) {
-		lua_rawgeti(L, etags, i + 1);
-		bad = buf_printf(body, "<Part><PartNumber>%lld</PartNumber><ETag>", i + 1) != 0 ||
-		      s3xml_escape(body, lua_tostring(L, -1)) != 0 || buf_appends(body, "</ETag></Part>") != 0;
-		lua_pop(L, 1);
-	}
-	return bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 ? -1 : 0;
+	struct lua_etags *e = arg;
+	lua_rawgeti(e->L, e->t, i);
+	const char *tag = lua_tostring(e->L, -1);
+	lua_pop(e->L, 1);
+	return tag;
 }
 
 /* Completes the multipart upload upload_id, parts ascending (their ETags
@@ -211,18 +207,9 @@ static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int
                             const char *key, const char *upload_id, const char *op, s3_op *o)
 {
 	char hex[SHA256_HEX_LEN + 1];
-	char xerr[128];
 	buf body = BUF_INIT;
-	int bad = complete_body(L, etags, nparts, &body) != 0 || sha256_hex(body.data, body.len, hex) != 0;
-	s3_req_init(r, "POST");
-	const char *ctq[] = {"uploadId", upload_id, NULL};
-	const char *xh[] = {"content-type", "application/xml"};
-	r->extra = xh;
-	r->n_extra = 1;
-	r->x.body = body.data;
-	r->x.body_n = (long long)body.len;
-	r->payload_hash = hex;
-	if (bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0) {
+	struct lua_etags e = {L, etags};
+	if (s3_complete_req(r, b, key, upload_id, nparts, lua_etag, &e, &body, hex) != 0) {
 		buf_free(&body);
 		s3_abort_upload(L, b, key, upload_id);
 		s3_oom(L, r, o);
@@ -230,22 +217,12 @@ static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int
 	char err[1024];
 	int rc = s3_perform(L, b, r, err, sizeof err);
 	buf_free(&body);
-	const char *final_etag = NULL;
-	int failed = rc != 0 || !s3_ok_status(r);
-	if (!failed) {
-		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
-		    strcmp(s3xml_root(x), "Error") == 0) {
-			failed = 1;
-		} else {
-			final_etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
-			lua_pushstring(L, final_etag ? final_etag : "");
-		}
-	}
-	if (failed) {
+	const char *final_etag;
+	if (s3_completed_etag(rc, r, x, &final_etag) != 0) {
 		s3xml_free(x);
 		abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 	}
+	lua_pushstring(L, final_etag ? final_etag : "");
 	s3xml_free(x);
 	s3_req_free(r);
 }
@@ -388,20 +365,38 @@ static int put_dry_run(lua_State *L, s3_bucket *b, const char *key, const char *
 	return 1;
 }
 
+/* put_file's and get_file's arguments: the bucket, the key (not empty),
+ * the path and the options at 4, checked against known; returns the
+ * options' index, 0 when there are none. */
+static int file_args(lua_State *L, s3_bucket **b, const char **key, const char **path, const char *const known[])
+{
+	*b = s3_check_bucket(L);
+	*key = luaL_checkstring(L, 2);
+	*path = luaL_checkstring(L, 3);
+	luaL_argcheck(L, **key != '\0', 2, "the key must not be empty");
+	if (lua_isnoneornil(L, 4))
+		return 0;
+	bgrun_check_options(L, 4, known);
+	return 4;
+}
+
+/* Raises op's error about the local file path: "WHAT PATH: DETAIL",
+ * with path= set. */
+__attribute__((noreturn)) static void raise_path(lua_State *L, const char *op, const char *reason,
+                                                 const char *what, const char *path, const char *detail)
+{
+	bgrun_error_new(L, "s3", op, reason, "%s %s: %s", what, path, detail);
+	bgrun_error_set_str(L, "path", path);
+	bgrun_error_throw(L);
+}
+
 /* b:put_file(key, path [, {content_type=, metadata=, part_size=}])
  *   -> {key=, size=, etag=, parts=} */
 int s3_b_put_file(lua_State *L)
 {
-	s3_bucket *b = s3_check_bucket(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *path = luaL_checkstring(L, 3);
-	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
-	int opts = 0;
-	if (!lua_isnoneornil(L, 4)) {
-		luaL_checktype(L, 4, LUA_TTABLE);
-		opts = 4;
-		bgrun_check_options(L, 4, put_keys);
-	}
+	s3_bucket *b;
+	const char *key, *path;
+	int opts = file_args(L, &b, &key, &path, put_keys);
 	lua_settop(L, 4);
 	long long part_size = part_size_opt(L, opts);
 	char label[1100];
@@ -418,10 +413,8 @@ int s3_b_put_file(lua_State *L)
 	if (o->fd < 0 || fstat(o->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		int e = o->fd < 0 ? errno : S_ISREG(st.st_mode) ? errno : EINVAL;
 		s3_release_op(o);
-		bgrun_error_new(L, "s3", op, e == ENOENT ? "NotFound" : "IOError", "cannot read %s: %s", path,
-		                e == EINVAL ? "not a regular file" : strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		raise_path(L, op, e == ENOENT ? "NotFound" : "IOError", "cannot read", path,
+		           e == EINVAL ? "not a regular file" : strerror(e));
 	}
 	long long size = (long long)st.st_size;
 	if ((size + part_size - 1) / part_size > MAX_PARTS) {
@@ -477,16 +470,10 @@ int s3_b_put_file(lua_State *L)
  * NoSuchKey */
 int s3_b_get_file(lua_State *L)
 {
-	s3_bucket *b = s3_check_bucket(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *path = luaL_checkstring(L, 3);
-	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
-	int opts = 0;
-	if (!lua_isnoneornil(L, 4)) {
-		static const char *const get_keys[] = {"progress", NULL};
-		bgrun_check_options(L, 4, get_keys);
-		opts = 4;
-	}
+	static const char *const get_keys[] = {"progress", NULL};
+	s3_bucket *b;
+	const char *key, *path;
+	int opts = file_args(L, &b, &key, &path, get_keys);
 	char label[1100];
 	s3_progress_label(L, opts, "download", key, label, sizeof label);
 	lua_settop(L, 3);
@@ -503,9 +490,7 @@ int s3_b_get_file(lua_State *L)
 		int e = errno;
 		free(o->tmp_path);
 		o->tmp_path = NULL;
-		bgrun_error_new(L, "s3", op, "IOError", "cannot create a file next to %s: %s", path, strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		raise_path(L, op, "IOError", "cannot create a file next to", path, strerror(e));
 	}
 	if (label[0])
 		o->progress = bgrun_progress_start(L, label, -1);
@@ -524,9 +509,7 @@ int s3_b_get_file(lua_State *L)
 	if (fsync(o->fd) != 0 || close(o->fd) != 0 || (o->fd = -1, rename(o->tmp_path, path) != 0)) {
 		int e = errno;
 		s3_release_op(o);
-		bgrun_error_new(L, "s3", op, "IOError", "cannot write %s: %s", path, strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		raise_path(L, op, "IOError", "cannot write", path, strerror(e));
 	}
 	free(o->tmp_path);
 	o->tmp_path = NULL;
@@ -703,7 +686,7 @@ int s3_b_list(lua_State *L)
 			lua_replace(L, tok);
 		}
 		s3xml_free(x);
-		lua_settop(L, tok); /* this page's request and document */
+		bgrun_box_settop(L, tok); /* this page's request and document */
 		if (!truncated)
 			break;
 		if (!have_next) {
