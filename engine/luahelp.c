@@ -1,9 +1,12 @@
 /* Small helpers every native module shares (bgrun.h): temporaries closed by
  * lua_toclose, metatables from method arrays, and option readers with one
  * message form. They depend on Lua alone. */
+#define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -51,16 +54,32 @@ void bgrun_box_close(lua_State *L, int idx)
 }
 
 /* lua_settop(L, idx) closes the to-be-closed slots above idx, but Lua
- * 5.4.4's keeps a stale stack pointer when a __close moves the stack (a
- * GC step shrinking it): it writes to freed memory. lua_closeslot finds
- * its slot again, so the boxes are closed with it first, newest first. */
+ * 5.4.4's keeps a stale stack pointer when a __close moves the stack (it
+ * grows to call it): it writes to freed memory. lua_closeslot finds its
+ * slot again, so the boxes are closed with it first, newest first.
+ * Calling __close is a call a pending interrupt's hook raises at, before
+ * the release runs; the closes are no interrupt point: the hook waits
+ * (asynchronous signals blocked meanwhile, so none installs one unseen)
+ * and is back for the next call. */
 void bgrun_box_settop(lua_State *L, int idx)
 {
-	idx = lua_absindex(L, idx);
+	if (idx < 0)
+		idx = lua_absindex(L, idx);
+	sigset_t all, old;
+	sigfillset(&all);
+	static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+	for (size_t i = 0; i < sizeof sync_signals / sizeof *sync_signals; i++)
+		sigdelset(&all, sync_signals[i]);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	lua_Hook hook = lua_gethook(L);
+	int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+	lua_sethook(L, NULL, 0, 0);
 	for (int i = lua_gettop(L); i > idx; i--)
 		if (luaL_testudata(L, i, BOX_MT) && !((box *)lua_touserdata(L, i))->done)
 			lua_closeslot(L, i);
 	lua_settop(L, idx);
+	lua_sethook(L, hook, mask, count);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
 }
 
 /* ------------------------------------------------------------- classes */

@@ -57,7 +57,9 @@ static int c_list(lua_State *L)
 	json_t **h = k8sc_new_holder(L);
 	k8sc_list_into(L, c, op, &r, ns, lsel, fsel, limit, rv, h);
 	bgrun_json_push(L, *h);
-	return 1; /* the holder is closed on return */
+	json_decref(*h);
+	*h = NULL;
+	return 1;
 }
 
 /* Sends a mutating request; pushes the decoded answer. */

@@ -138,7 +138,9 @@ static void watch_relist(lua_State *L, watch *w, int emit)
 	json_decref(w->known);
 	w->known = now;
 	set_rv(w, list);
-	bgrun_box_settop(L, -2); /* closes the holder: the list is released */
+	json_decref(*h);
+	*h = NULL;
+	bgrun_box_settop(L, -2);
 }
 
 static int watch_open_stream(watch *w)

@@ -496,6 +496,7 @@ int pg_run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, pgres
 		bgrun_box_settop(L, -3); /* closes the box */
 		return 0;
 	}
+	pg_box_set(fail, NULL);
 	lua_replace(L, -3);
 	bgrun_box_settop(L, -2); /* closes the box: the error stays */
 	return -1;

@@ -86,6 +86,7 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 	const char *q[] = {"uploadId", upload_id, NULL};
 	char err[1024];
 	if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, q) != 0) {
+		s3_req_free(r);
 		bgrun_box_settop(L, -2);
 		return;
 	}
@@ -99,7 +100,8 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 		bgrun_log(L, "warn", "s3: aborting the multipart upload failed; the store may keep its parts", lua_gettop(L));
 		lua_pop(L, 1);
 	}
-	bgrun_box_settop(L, -2); /* frees r */
+	s3_req_free(r);
+	bgrun_box_settop(L, -2);
 }
 
 /* Reads exactly n bytes at off; 0 or -1. */
