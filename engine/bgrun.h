@@ -44,12 +44,20 @@ void bgrun_check_options(lua_State *L, int idx, const char *const known[]);
 /* A temporary for one C call: pushes a zeroed block of size bytes as a
  * userdata marked to-be-closed (lua_toclose), so release(p) runs exactly
  * once when the calling C function returns, raises, or closes the slot
- * (bgrun_box_close, or lua_settop below it). Never lua_remove/lua_replace
- * the slot. The box is for C resources a call holds (a PGresult, a
- * json_t *, buffers); handles that outlive the call are classes. */
+ * (bgrun_box_close, or bgrun_box_settop below it). Never lua_remove/
+ * lua_replace the slot, nor lua_settop/lua_pop below it: Lua 5.4.4's
+ * lua_settop can write to a moved stack while closing. Closing calls
+ * __close, where a pending interrupt's hook raises before the release
+ * runs (it then runs at collection): on the paths that do not raise,
+ * release what must go at once (a transfer of a pool about to close)
+ * yourself first, with a release that is harmless twice. The box is for
+ * C resources a call holds (a PGresult, a json_t *, buffers); handles
+ * that outlive the call are classes. */
 typedef void (*bgrun_release_fn)(void *p);
 void *bgrun_box(lua_State *L, size_t size, bgrun_release_fn release);
 void bgrun_box_close(lua_State *L, int idx);
+/* lua_settop(L, idx), closing the boxes above idx first. */
+void bgrun_box_settop(lua_State *L, int idx);
 
 /* Registers metatable name (as Lua's liolib.c createmeta): metamethods
  * (__gc, __close, __tostring...) set on it, methods in its __index.

@@ -1,9 +1,12 @@
 /* Small helpers every native module shares (bgrun.h): temporaries closed by
  * lua_toclose, metatables from method arrays, and option readers with one
  * message form. They depend on Lua alone. */
+#define _POSIX_C_SOURCE 200809L
 #include "bgrun.h"
 
 #include <limits.h>
+#include <pthread.h>
+#include <signal.h>
 #include <stdalign.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +53,35 @@ void bgrun_box_close(lua_State *L, int idx)
 	lua_closeslot(L, idx);
 }
 
+/* lua_settop(L, idx) closes the to-be-closed slots above idx, but Lua
+ * 5.4.4's keeps a stale stack pointer when a __close moves the stack (it
+ * grows to call it): it writes to freed memory. lua_closeslot finds its
+ * slot again, so the boxes are closed with it first, newest first.
+ * Calling __close is a call a pending interrupt's hook raises at, before
+ * the release runs; the closes are no interrupt point: the hook waits
+ * (asynchronous signals blocked meanwhile, so none installs one unseen)
+ * and is back for the next call. */
+void bgrun_box_settop(lua_State *L, int idx)
+{
+	if (idx < 0)
+		idx = lua_absindex(L, idx);
+	sigset_t all, old;
+	sigfillset(&all);
+	static const int sync_signals[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGABRT};
+	for (size_t i = 0; i < sizeof sync_signals / sizeof *sync_signals; i++)
+		sigdelset(&all, sync_signals[i]);
+	pthread_sigmask(SIG_BLOCK, &all, &old);
+	lua_Hook hook = lua_gethook(L);
+	int mask = lua_gethookmask(L), count = lua_gethookcount(L);
+	lua_sethook(L, NULL, 0, 0);
+	for (int i = lua_gettop(L); i > idx; i--)
+		if (luaL_testudata(L, i, BOX_MT) && !((box *)lua_touserdata(L, i))->done)
+			lua_closeslot(L, i);
+	lua_settop(L, idx);
+	lua_sethook(L, hook, mask, count);
+	pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
 /* ------------------------------------------------------------- classes */
 
 void bgrun_newclass(lua_State *L, const char *name, const luaL_Reg *methods, const luaL_Reg *metamethods)
@@ -85,50 +117,52 @@ int bgrun_opt_error(lua_State *L, int idx, const char *field, const char *expect
 	abort(); /* luaL_argerror does not return */
 }
 
-const char *bgrun_opt_string(lua_State *L, int idx, const char *field, const char *dflt)
+/* Pushes opts[field] and returns 1 when it has type (an integer too when
+ * integer is set); pushes nothing and returns 0 when it is absent or nil;
+ * another value raises, saying it must be expected. */
+static int opt_of_type(lua_State *L, int idx, const char *field, int type, int integer, const char *expected)
 {
 	int t = get_opt(L, idx, field);
-	const char *s = dflt;
-	if (t == LUA_TSTRING)
-		s = lua_tostring(L, -1); /* anchored by the options table */
-	else if (t != LUA_TNIL)
-		bgrun_opt_error(L, idx, field, "a string");
+	if (t == type && (!integer || lua_isinteger(L, -1)))
+		return 1;
+	if (t != LUA_TNIL)
+		bgrun_opt_error(L, idx, field, expected);
+	lua_pop(L, 1);
+	return 0;
+}
+
+const char *bgrun_opt_string(lua_State *L, int idx, const char *field, const char *dflt)
+{
+	if (!opt_of_type(L, idx, field, LUA_TSTRING, 0, "a string"))
+		return dflt;
+	const char *s = lua_tostring(L, -1); /* anchored by the options table */
 	lua_pop(L, 1);
 	return s;
 }
 
 lua_Number bgrun_opt_number(lua_State *L, int idx, const char *field, lua_Number dflt)
 {
-	int t = get_opt(L, idx, field);
-	lua_Number n = dflt;
-	if (t == LUA_TNUMBER)
-		n = lua_tonumber(L, -1);
-	else if (t != LUA_TNIL)
-		bgrun_opt_error(L, idx, field, "a number");
+	if (!opt_of_type(L, idx, field, LUA_TNUMBER, 0, "a number"))
+		return dflt;
+	lua_Number n = lua_tonumber(L, -1);
 	lua_pop(L, 1);
 	return n;
 }
 
 lua_Integer bgrun_opt_integer(lua_State *L, int idx, const char *field, lua_Integer dflt)
 {
-	int t = get_opt(L, idx, field);
-	lua_Integer n = dflt;
-	if (t == LUA_TNUMBER && lua_isinteger(L, -1))
-		n = lua_tointeger(L, -1);
-	else if (t != LUA_TNIL)
-		bgrun_opt_error(L, idx, field, "an integer");
+	if (!opt_of_type(L, idx, field, LUA_TNUMBER, 1, "an integer"))
+		return dflt;
+	lua_Integer n = lua_tointeger(L, -1);
 	lua_pop(L, 1);
 	return n;
 }
 
 int bgrun_opt_boolean(lua_State *L, int idx, const char *field, int dflt)
 {
-	int t = get_opt(L, idx, field);
-	int b = dflt;
-	if (t == LUA_TBOOLEAN)
-		b = lua_toboolean(L, -1);
-	else if (t != LUA_TNIL)
-		bgrun_opt_error(L, idx, field, "a boolean");
+	if (!opt_of_type(L, idx, field, LUA_TBOOLEAN, 0, "a boolean"))
+		return dflt;
+	int b = lua_toboolean(L, -1);
 	lua_pop(L, 1);
 	return b;
 }
@@ -151,11 +185,5 @@ long bgrun_opt_ms(lua_State *L, int idx, const char *field, long dflt, const cha
 
 int bgrun_opt_table(lua_State *L, int idx, const char *field)
 {
-	int t = get_opt(L, idx, field);
-	if (t == LUA_TTABLE)
-		return 1;
-	if (t != LUA_TNIL)
-		bgrun_opt_error(L, idx, field, "a table");
-	lua_pop(L, 1);
-	return 0;
+	return opt_of_type(L, idx, field, LUA_TTABLE, 0, "a table");
 }

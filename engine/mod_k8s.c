@@ -513,24 +513,31 @@ static const luaL_Reg watch_methods[] = {
 	{NULL, NULL},
 };
 
+/* Pushes {group=, version=, plural=, kind=, namespaced=} for r (kind
+ * left out when r has none). */
+static void push_resource(lua_State *L, const k8s_resource *r)
+{
+	lua_createtable(L, 0, 5);
+	lua_pushstring(L, r->group);
+	lua_setfield(L, -2, "group");
+	lua_pushstring(L, r->version);
+	lua_setfield(L, -2, "version");
+	lua_pushstring(L, r->plural);
+	lua_setfield(L, -2, "plural");
+	if (r->kind[0]) {
+		lua_pushstring(L, r->kind);
+		lua_setfield(L, -2, "kind");
+	}
+	lua_pushboolean(L, r->namespaced);
+	lua_setfield(L, -2, "namespaced");
+}
+
 /* k8s.resolve(kind) -> {group=, version=, plural=, kind=, namespaced=} */
 static int k8s_resolve(lua_State *L)
 {
 	k8s_resource r;
 	k8sc_check_kind(L, 1, &r);
-	lua_createtable(L, 0, 5);
-	lua_pushstring(L, r.group);
-	lua_setfield(L, -2, "group");
-	lua_pushstring(L, r.version);
-	lua_setfield(L, -2, "version");
-	lua_pushstring(L, r.plural);
-	lua_setfield(L, -2, "plural");
-	if (r.kind[0]) {
-		lua_pushstring(L, r.kind);
-		lua_setfield(L, -2, "kind");
-	}
-	lua_pushboolean(L, r.namespaced);
-	lua_setfield(L, -2, "namespaced");
+	push_resource(L, &r);
 	return 1;
 }
 
@@ -550,17 +557,7 @@ static int k8s_resource_for(lua_State *L)
 		lua_pushnil(L);
 		return 1;
 	}
-	lua_createtable(L, 0, 5);
-	lua_pushstring(L, r.group);
-	lua_setfield(L, -2, "group");
-	lua_pushstring(L, r.version);
-	lua_setfield(L, -2, "version");
-	lua_pushstring(L, r.plural);
-	lua_setfield(L, -2, "plural");
-	lua_pushstring(L, r.kind);
-	lua_setfield(L, -2, "kind");
-	lua_pushboolean(L, r.namespaced);
-	lua_setfield(L, -2, "namespaced");
+	push_resource(L, &r); /* r.kind is the object's, never empty */
 	return 1;
 }
 
@@ -592,38 +589,14 @@ int luaopen_k8s(lua_State *L)
 {
 	if (httpc_global_init() != 0)
 		return luaL_error(L, "k8s: cannot initialise libcurl");
-	if (luaL_newmetatable(L, CLIENT_MT)) {
-		luaL_newlib(L, client_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, client_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, client_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, client_tostring);
-		lua_setfield(L, -2, "__tostring");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, WATCH_MT)) {
-		luaL_newlib(L, watch_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, k8sc_watch_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, k8sc_watch_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, k8sc_watch_iter);
-		lua_setfield(L, -2, "__call");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, BATCH_MT)) {
-		lua_pushcfunction(L, k8sc_batch_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, HOLDER_MT)) {
-		lua_pushcfunction(L, k8sc_holder_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg client_meta[] = {
+		{"__gc", client_close}, {"__close", client_close}, {"__tostring", client_tostring}, {NULL, NULL}};
+	static const luaL_Reg watch_meta[] = {
+		{"__gc", k8sc_watch_close}, {"__close", k8sc_watch_close}, {"__call", k8sc_watch_iter}, {NULL, NULL}};
+	static const luaL_Reg batch_meta[] = {{"__gc", k8sc_batch_gc}, {NULL, NULL}};
+	bgrun_newclass(L, CLIENT_MT, client_methods, client_meta);
+	bgrun_newclass(L, WATCH_MT, watch_methods, watch_meta);
+	bgrun_newclass(L, BATCH_MT, NULL, batch_meta);
 	luaL_newlib(L, k8s_funcs);
 	return 1;
 }

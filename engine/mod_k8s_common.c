@@ -75,15 +75,18 @@ void k8sc_dry_run_log(lua_State *L, const char *what, const char *ns, const char
 	lua_pop(L, 1);
 }
 
-/* Pushes j (consumed) as a Lua value. */
+/* Pushes j (consumed) as a Lua value. j is held in a box (a raise while
+ * converting leaks nothing) above a placeholder the value then takes. */
 int k8sc_push_json(lua_State *L, json_t *j)
 {
+	lua_pushnil(L);
 	json_t **h = k8sc_new_holder(L);
 	*h = j;
 	bgrun_json_push(L, j);
 	json_decref(j);
 	*h = NULL;
-	lua_remove(L, -2);
+	lua_replace(L, -3);
+	bgrun_box_settop(L, -2);
 	return 1;
 }
 

@@ -27,7 +27,6 @@
 
 #define CLIENT_MT "bgrun.k8s.client"
 #define WATCH_MT "bgrun.k8s.watch"
-#define HOLDER_MT "bgrun.k8s.holder"
 
 #define DEFAULT_TIMEOUT 30.0          /* seconds, per request */
 #define DEFAULT_RETRIES 5             /* extra attempts for idempotent calls */
@@ -122,7 +121,6 @@ void k8sc_push_status_error(lua_State *L, conn *c, const char *op, long status, 
                               const char *raw, size_t rawlen, const k8s_reqinfo *ri);
 int k8sc_raise_resp(lua_State *L, conn *c, const char *op, resp *rs);
 json_t *k8sc_decode_ok(lua_State *L, conn *c, const char *op, resp *rs);
-int k8sc_holder_gc(lua_State *L);
 json_t **k8sc_new_holder(lua_State *L);
 conn *k8sc_check_conn(lua_State *L);
 const char *k8sc_resolve_ns(lua_State *L, int idx, conn *c, const k8s_resource *r);

@@ -437,21 +437,18 @@ json_t *k8sc_decode_ok(lua_State *L, conn *c, const char *op, resp *rs)
 	return j;
 }
 
-/* -------------------------------------------------------- holder (GC'd) */
+/* ---------------------------------------------------------------- holder */
 
-/* A json_t owned by a userdata, so that raising mid-way leaks nothing. */
-int k8sc_holder_gc(lua_State *L)
+static void holder_release(void *p)
 {
-	json_t **h = luaL_checkudata(L, 1, HOLDER_MT);
+	json_t **h = p;
 	json_decref(*h);
 	*h = NULL;
-	return 0;
 }
 
+/* A json_t owned by a bgrun_box, so that raising mid-way leaks nothing:
+ * released when the call returns or raises, or when the slot is closed. */
 json_t **k8sc_new_holder(lua_State *L)
 {
-	json_t **h = lua_newuserdatauv(L, sizeof *h, 0);
-	*h = NULL;
-	luaL_setmetatable(L, HOLDER_MT);
-	return h;
+	return bgrun_box(L, sizeof(json_t *), holder_release);
 }

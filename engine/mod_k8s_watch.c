@@ -140,7 +140,7 @@ static void watch_relist(lua_State *L, watch *w, int emit)
 	set_rv(w, list);
 	json_decref(*h);
 	*h = NULL;
-	lua_pop(L, 1);
+	bgrun_box_settop(L, -2);
 }
 
 static int watch_open_stream(watch *w)

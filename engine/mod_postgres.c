@@ -641,7 +641,7 @@ static int db_transaction(lua_State *L)
 		pg_flush_notices(L, c);
 		return bgrun_error_throw(L);
 	}
-	lua_pop(L, 1);
+	bgrun_box_settop(L, -2); /* ok */
 	pg_flush_notices(L, c);
 	return nres;
 }

@@ -493,10 +493,11 @@ int pg_run_plain(lua_State *L, pgconn *c, const char *op, const char *sql, pgres
 	} else if (fail->res) {
 		pg_push_result_error(L, op, fail->res);
 	} else {
-		lua_pop(L, 2); /* closes the box */
+		bgrun_box_settop(L, -3); /* closes the box */
 		return 0;
 	}
+	pg_box_set(fail, NULL);
 	lua_replace(L, -3);
-	lua_pop(L, 1); /* closes the box: the error stays */
+	bgrun_box_settop(L, -2); /* closes the box: the error stays */
 	return -1;
 }

@@ -39,60 +39,27 @@ static const luaL_Reg s3_funcs[] = {
 	{NULL, NULL},
 };
 
+/* Sets field (a stream marker: BGRUN_SINK_FIELD...) to true in the
+ * metatable name. */
+static void mark_class(lua_State *L, const char *name, const char *field)
+{
+	luaL_getmetatable(L, name);
+	lua_pushboolean(L, 1);
+	lua_setfield(L, -2, field);
+	lua_pop(L, 1);
+}
+
 int luaopen_s3(lua_State *L)
 {
-	if (luaL_newmetatable(L, BUCKET_MT)) {
-		luaL_newlib(L, bucket_methods);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, s3_bucket_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, s3_bucket_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushcfunction(L, bucket_tostring);
-		lua_setfield(L, -2, "__tostring");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, REQ_MT)) {
-		lua_pushcfunction(L, s3_req_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, XML_MT)) {
-		lua_pushcfunction(L, s3_xml_gc);
-		lua_setfield(L, -2, "__gc");
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, UPLOAD_MT)) {
-		lua_newtable(L);
-		luaL_setfuncs(L, s3_upload_methods, 0);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, s3_upload_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, s3_upload_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, BGRUN_SINK_FIELD);
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, READER_MT)) {
-		lua_newtable(L);
-		luaL_setfuncs(L, s3_reader_methods, 0);
-		lua_setfield(L, -2, "__index");
-		lua_pushcfunction(L, s3_reader_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, s3_reader_close);
-		lua_setfield(L, -2, "__close");
-		lua_pushboolean(L, 1);
-		lua_setfield(L, -2, BGRUN_SOURCE_FIELD);
-	}
-	lua_pop(L, 1);
-	if (luaL_newmetatable(L, OP_MT)) {
-		lua_pushcfunction(L, s3_op_close);
-		lua_setfield(L, -2, "__gc");
-		lua_pushcfunction(L, s3_op_close);
-		lua_setfield(L, -2, "__close");
-	}
-	lua_pop(L, 1);
+	static const luaL_Reg bucket_meta[] = {
+		{"__gc", s3_bucket_close}, {"__close", s3_bucket_close}, {"__tostring", bucket_tostring}, {NULL, NULL}};
+	static const luaL_Reg upload_meta[] = {{"__gc", s3_upload_close}, {"__close", s3_upload_close}, {NULL, NULL}};
+	static const luaL_Reg reader_meta[] = {{"__gc", s3_reader_close}, {"__close", s3_reader_close}, {NULL, NULL}};
+	bgrun_newclass(L, BUCKET_MT, bucket_methods, bucket_meta);
+	bgrun_newclass(L, UPLOAD_MT, s3_upload_methods, upload_meta);
+	mark_class(L, UPLOAD_MT, BGRUN_SINK_FIELD);
+	bgrun_newclass(L, READER_MT, s3_reader_methods, reader_meta);
+	mark_class(L, READER_MT, BGRUN_SOURCE_FIELD);
 	luaL_newlib(L, s3_funcs);
 	return 1;
 }

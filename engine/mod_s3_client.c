@@ -18,35 +18,30 @@ void s3_req_free(s3_req *r)
 	buf_free(&r->scratch);
 }
 
-int s3_req_gc(lua_State *L)
+static void req_release(void *p)
 {
-	s3_req_free(luaL_checkudata(L, 1, REQ_MT));
-	return 0;
+	s3_req_free(p);
 }
 
-/* A request in a userdata: its buffers are freed by __gc when a Lua error
- * (out of memory) cuts a call short, and by req_free on every other path. */
+/* A request in a bgrun_box: its buffers are freed when the call returns or
+ * a Lua error (out of memory) cuts it short, and by s3_req_free on every
+ * other path (freeing twice is harmless). */
 s3_req *s3_push_req(lua_State *L)
 {
-	s3_req *r = lua_newuserdatauv(L, sizeof *r, 0);
+	s3_req *r = bgrun_box(L, sizeof *r, req_release);
 	s3_req_init(r, "GET");
-	luaL_setmetatable(L, REQ_MT);
 	return r;
 }
 
-int s3_xml_gc(lua_State *L)
+static void xml_release(void *p)
 {
-	s3xml_free(luaL_checkudata(L, 1, XML_MT));
-	return 0;
+	s3xml_free(p);
 }
 
-/* A parsed document in a userdata, for the same reason. */
+/* A parsed document in a bgrun_box, for the same reason. */
 s3xml *s3_push_xml(lua_State *L)
 {
-	s3xml *x = lua_newuserdatauv(L, sizeof *x, 0);
-	memset(x, 0, sizeof *x);
-	luaL_setmetatable(L, XML_MT);
-	return x;
+	return bgrun_box(L, sizeof(s3xml), xml_release);
 }
 
 /* ----------------------------------------------------------------- handles */
@@ -92,9 +87,11 @@ s3_bucket *s3_check_bucket(lua_State *L)
 	return b;
 }
 
-int s3_op_close(lua_State *L)
+/* Releases what an op holds; once released, again is a no-op. */
+void s3_release_op(s3_op *o)
 {
-	s3_op *o = luaL_checkudata(L, 1, OP_MT);
+	if (o == NULL)
+		return;
 	if (o->fd >= 0) {
 		close(o->fd);
 		o->fd = -1;
@@ -109,27 +106,20 @@ int s3_op_close(lua_State *L)
 	bgrun_progress *p = o->progress;
 	o->progress = NULL;
 	bgrun_progress_finish(p, 0);
-	return 0;
 }
 
+static void op_release(void *p)
+{
+	s3_release_op(p);
+}
+
+/* An op in a bgrun_box: released when the call returns or raises, or
+ * earlier by s3_release_op. */
 s3_op *s3_new_op(lua_State *L)
 {
-	s3_op *o = lua_newuserdatauv(L, sizeof *o, 0);
+	s3_op *o = bgrun_box(L, sizeof *o, op_release);
 	o->fd = -1;
-	o->tmp_path = NULL;
-	o->part = NULL;
-	o->progress = NULL;
-	luaL_setmetatable(L, OP_MT);
 	return o;
-}
-
-/* Releases the op at index idx (the error to raise stays on top). */
-void s3_release_op(lua_State *L, int idx)
-{
-	idx = lua_absindex(L, idx);
-	lua_pushcfunction(L, s3_op_close);
-	lua_pushvalue(L, idx);
-	lua_call(L, 1, 0);
 }
 
 /* ------------------------------------------------------------------- URLs */
@@ -440,17 +430,16 @@ int s3_ok_status(const s3_req *r)
 	return r->x.rc == CURLE_OK && r->x.status >= 200 && r->x.status < 300;
 }
 
-/* Performs r; on interrupt or set-up failure, releases op (index opi, 0
- * for none) and r, then raises. Otherwise returns (r answered). */
-void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi)
+/* Performs r; on interrupt or set-up failure, releases o (NULL for none)
+ * and r, then raises. Otherwise returns (r answered). */
+void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, s3_op *o)
 {
 	char err[1024];
 	int rc = s3_perform(L, b, r, err, sizeof err);
 	if (rc == 0)
 		return;
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	if (rc == 1)
 		bgrun_throw_interrupted(L, "s3", op);
 	bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
@@ -458,21 +447,70 @@ void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int 
 }
 
 /* Raises the failure of r after releasing r and the op. */
-int s3_raise_failure(lua_State *L, s3_req *r, const char *op, int opi)
+int s3_raise_failure(lua_State *L, s3_req *r, const char *op, s3_op *o)
 {
 	s3_push_failure(L, r, op);
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	return bgrun_error_throw(L);
 }
 
-int s3_oom(lua_State *L, s3_req *r, int opi)
+int s3_oom(lua_State *L, s3_req *r, s3_op *o)
 {
 	s3_req_free(r);
-	if (opi)
-		s3_release_op(L, opi);
+	s3_release_op(o);
 	return luaL_error(L, "s3: out of memory");
+}
+
+/* -------------------------------------------------------------- multipart */
+
+/* CreateMultipartUpload's answer in r, parsed into x: its UploadId, or
+ * NULL (a failed request, no document, or none in it). */
+const char *s3_created_upload_id(const s3_req *r, s3xml *x)
+{
+	char xerr[128];
+	if (!s3_ok_status(r) || s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0)
+		return NULL;
+	return s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+}
+
+/* Sets r up as CompleteMultipartUpload of upload_id on key: a document of
+ * parts 1..nparts ascending, part i's ETag etag(arg, i), kept in body
+ * (the caller frees it once r is done), its hash in hex. 0, or -1 (out of
+ * memory, or libcrypto failed). */
+int s3_complete_req(s3_req *r, s3_bucket *b, const char *key, const char *upload_id, long long nparts,
+                    s3_etag_fn etag, void *arg, buf *body, char hex[SHA256_HEX_LEN + 1])
+{
+	static const char *const xh[] = {"content-type", "application/xml"};
+	int bad = buf_appends(body, "<CompleteMultipartUpload>") != 0;
+	for (long long i = 1; i <= nparts && !bad; i++)
+		bad = buf_printf(body, "<Part><PartNumber>%lld</PartNumber><ETag>", i) != 0 ||
+		      s3xml_escape(body, etag(arg, i)) != 0 || buf_appends(body, "</ETag></Part>") != 0;
+	bad = bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body->data, body->len, hex) != 0;
+	s3_req_init(r, "POST");
+	const char *ctq[] = {"uploadId", upload_id, NULL};
+	r->extra = xh;
+	r->n_extra = 1;
+	r->x.body = body->data;
+	r->x.body_n = (long long)body->len;
+	r->payload_hash = hex;
+	return bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0 ? -1 : 0;
+}
+
+/* CompleteMultipartUpload's outcome (rc from s3_perform), its answer
+ * parsed into x: 0 with *etag the object's (NULL when the answer names
+ * none), or -1 when it failed, a 200 carrying an <Error> too. */
+int s3_completed_etag(int rc, const s3_req *r, s3xml *x, const char **etag)
+{
+	char xerr[128];
+	*etag = NULL;
+	if (rc != 0 || !s3_ok_status(r))
+		return -1;
+	if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
+	    strcmp(s3xml_root(x), "Error") == 0)
+		return -1;
+	*etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
+	return 0;
 }
 
 /* --------------------------------------------------------------- options */

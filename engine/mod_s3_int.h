@@ -36,10 +36,7 @@
 
 
 #define BUCKET_MT "bgrun.s3.bucket"
-#define OP_MT "bgrun.s3.op"
 #define EMPTY_SHA256 "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-#define REQ_MT "bgrun.s3.request"
-#define XML_MT "bgrun.s3.xml"
 #define UPLOAD_MT "bgrun.s3.upload"
 #define READER_MT "bgrun.s3.reader"
 
@@ -71,8 +68,8 @@ typedef struct s3_bucket {
 	int busy; /* an upload has the pool */
 } s3_bucket;
 
-/* What one operation holds while it runs: a userdata, so an error raised
- * half-way (out of memory in Lua) still releases it through __gc. */
+/* What one operation holds while it runs: a bgrun_box, so an error raised
+ * half-way (out of memory in Lua) still releases it. */
 typedef struct s3_op {
 	int fd;          /* the local file read or written */
 	char *tmp_path;  /* get_file's temporary file, unlinked unless renamed */
@@ -104,16 +101,13 @@ typedef struct s3_req {
 
 void s3_req_init(s3_req *r, const char *method);
 void s3_req_free(s3_req *r);
-int s3_req_gc(lua_State *L);
 s3_req *s3_push_req(lua_State *L);
-int s3_xml_gc(lua_State *L);
 s3xml *s3_push_xml(lua_State *L);
 void s3_free_str(char **p);
 int s3_bucket_close(lua_State *L);
 s3_bucket *s3_check_bucket(lua_State *L);
-int s3_op_close(lua_State *L);
 s3_op *s3_new_op(lua_State *L);
-void s3_release_op(lua_State *L, int idx);
+void s3_release_op(s3_op *o);
 int s3_object_url(const s3_bucket *b, buf *u, const char *key);
 int s3_add_query(buf *u, const char *const *pairs);
 const char *s3_resp_header(const s3_req *r, const char *name, buf *out);
@@ -125,9 +119,14 @@ int s3_refresh_creds(lua_State *L, s3_bucket *b, char *err, size_t errlen);
 const char *s3_status_reason(long status);
 void s3_push_failure(lua_State *L, s3_req *r, const char *op);
 int s3_ok_status(const s3_req *r);
-void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, int opi);
-int s3_raise_failure(lua_State *L, s3_req *r, const char *op, int opi);
-int s3_oom(lua_State *L, s3_req *r, int opi);
+void s3_run_or_raise(lua_State *L, s3_bucket *b, s3_req *r, const char *op, s3_op *o);
+int s3_raise_failure(lua_State *L, s3_req *r, const char *op, s3_op *o);
+int s3_oom(lua_State *L, s3_req *r, s3_op *o);
+const char *s3_created_upload_id(const s3_req *r, s3xml *x);
+typedef const char *(*s3_etag_fn)(void *arg, long long part);
+int s3_complete_req(s3_req *r, s3_bucket *b, const char *key, const char *upload_id, long long nparts,
+                    s3_etag_fn etag, void *arg, buf *body, char hex[SHA256_HEX_LEN + 1]);
+int s3_completed_etag(int rc, const s3_req *r, s3xml *x, const char **etag);
 const char *s3_env_first(const char *a, const char *b);
 char *s3_dup_str(const char *s);
 void s3_progress_label(lua_State *L, int opts, const char *verb, const char *key, char *label, size_t n);

@@ -87,7 +87,7 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 	char err[1024];
 	if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, q) != 0) {
 		s3_req_free(r);
-		lua_pop(L, 1);
+		bgrun_box_settop(L, -2);
 		return;
 	}
 	int rc = s3_perform(L, b, r, err, sizeof err);
@@ -101,7 +101,7 @@ void s3_abort_upload(lua_State *L, s3_bucket *b, const char *key, const char *up
 		lua_pop(L, 1);
 	}
 	s3_req_free(r);
-	lua_pop(L, 1);
+	bgrun_box_settop(L, -2);
 }
 
 /* Reads exactly n bytes at off; 0 or -1. */
@@ -123,30 +123,27 @@ static int read_full(int fd, char *dst, size_t n, long long off)
  * document's userdata (for reuse) and the upload id (a Lua string, so a
  * raise never leaks it) on the stack; raises after releasing op. */
 static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *key, const char *const *hdrs,
-                            size_t nh, const char *op, int opi)
+                            size_t nh, const char *op, s3_op *o)
 {
 	s3_req_init(r, "POST");
 	r->extra = hdrs;
 	r->n_extra = nh;
 	const char *cq[] = {"uploads", "", NULL};
 	if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, cq) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	s3xml *x = s3_push_xml(L);
-	char xerr[128];
-	const char *uid = NULL;
-	if (s3_ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
-		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	const char *uid = s3_created_upload_id(r, x);
 	if (!s3_ok_status(r) || uid == NULL || *uid == '\0') {
 		s3xml_free(x);
 		if (s3_ok_status(r)) {
 			s3_req_free(r);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			bgrun_error_new(L, "s3", op, "InvalidResponse", "CreateMultipartUpload answered without an UploadId");
 			bgrun_error_set_int(L, "code", 200);
 			bgrun_error_throw(L);
 		}
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	}
 	lua_pushstring(L, uid);
 	s3xml_free(x);
@@ -157,50 +154,51 @@ static s3xml *create_upload(lua_State *L, s3_bucket *b, s3_req *r, const char *k
 /* A request of the upload that failed: aborts the upload, then raises
  * what went wrong (an interrupt only after the abort). */
 static void abort_and_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, const char *key,
-                            const char *upload_id, const char *op, int opi)
+                            const char *upload_id, const char *op, s3_op *o)
 {
 	s3_abort_upload(L, b, key, upload_id);
 	if (rc == 1) {
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_throw_interrupted(L, "s3", op);
 	}
 	if (rc == -1) {
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "ClientError", "%s", err);
 		bgrun_error_throw(L);
 	}
-	s3_raise_failure(L, r, op, opi);
+	s3_raise_failure(L, r, op, o);
 }
 
 /* A part stored without an ETag is a failure too. */
 static void part_raise(lua_State *L, s3_bucket *b, s3_req *r, int rc, const char *err, long long number,
-                       const char *key, const char *upload_id, const char *op, int opi)
+                       const char *key, const char *upload_id, const char *op, s3_op *o)
 {
 	if (rc == 0 && s3_ok_status(r)) {
 		s3_abort_upload(L, b, key, upload_id);
 		s3_req_free(r);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "InvalidResponse", "part %lld was stored without an ETag", number);
 		bgrun_error_set_int(L, "code", 200);
 		bgrun_error_throw(L);
 	}
-	abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+	abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 }
 
-/* CompleteMultipartUpload's document: the parts ascending with the ETags
- * in the table at etags. 0 or -1 (out of memory). */
-static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
+/* Part i's ETag from the table of a lua_etags (anchored there). */
+struct lua_etags {
+	lua_State *L;
+	int t;
+};
+
+static const char *lua_etag(void *arg, long long i)
 {
-	int bad = buf_appends(body, "<CompleteMultipartUpload>") != 0;
-	for (long long i = 0; i < nparts && !bad; i++) {
-		lua_rawgeti(L, etags, i + 1);
-		bad = buf_printf(body, "<Part><PartNumber>%lld</PartNumber><ETag>", i + 1) != 0 ||
-		      s3xml_escape(body, lua_tostring(L, -1)) != 0 || buf_appends(body, "</ETag></Part>") != 0;
-		lua_pop(L, 1);
-	}
-	return bad || buf_appends(body, "</CompleteMultipartUpload>") != 0 ? -1 : 0;
+	struct lua_etags *e = arg;
+	lua_rawgeti(e->L, e->t, i);
+	const char *tag = lua_tostring(e->L, -1);
+	lua_pop(e->L, 1);
+	return tag;
 }
 
 /* Completes the multipart upload upload_id, parts ascending (their ETags
@@ -208,56 +206,37 @@ static int complete_body(lua_State *L, int etags, long long nparts, buf *body)
  * transfer. Not retried: a second Complete of a finished upload fails with
  * NoSuchUpload and would hide the outcome. Raises after aborting. */
 static void complete_upload(lua_State *L, s3_bucket *b, s3_req *r, s3xml *x, int etags, long long nparts,
-                            const char *key, const char *upload_id, const char *op, int opi)
+                            const char *key, const char *upload_id, const char *op, s3_op *o)
 {
 	char hex[SHA256_HEX_LEN + 1];
-	char xerr[128];
 	buf body = BUF_INIT;
-	int bad = complete_body(L, etags, nparts, &body) != 0 || sha256_hex(body.data, body.len, hex) != 0;
-	s3_req_init(r, "POST");
-	const char *ctq[] = {"uploadId", upload_id, NULL};
-	const char *xh[] = {"content-type", "application/xml"};
-	r->extra = xh;
-	r->n_extra = 1;
-	r->x.body = body.data;
-	r->x.body_n = (long long)body.len;
-	r->payload_hash = hex;
-	if (bad || s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, ctq) != 0) {
+	struct lua_etags e = {L, etags};
+	if (s3_complete_req(r, b, key, upload_id, nparts, lua_etag, &e, &body, hex) != 0) {
 		buf_free(&body);
 		s3_abort_upload(L, b, key, upload_id);
-		s3_oom(L, r, opi);
+		s3_oom(L, r, o);
 	}
 	char err[1024];
 	int rc = s3_perform(L, b, r, err, sizeof err);
 	buf_free(&body);
-	const char *final_etag = NULL;
-	int failed = rc != 0 || !s3_ok_status(r);
-	if (!failed) {
-		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
-		    strcmp(s3xml_root(x), "Error") == 0) {
-			failed = 1;
-		} else {
-			final_etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
-			lua_pushstring(L, final_etag ? final_etag : "");
-		}
-	}
-	if (failed) {
+	const char *final_etag;
+	if (s3_completed_etag(rc, r, x, &final_etag) != 0) {
 		s3xml_free(x);
-		abort_and_raise(L, b, r, rc, err, key, upload_id, op, opi);
+		abort_and_raise(L, b, r, rc, err, key, upload_id, op, o);
 	}
+	lua_pushstring(L, final_etag ? final_etag : "");
 	s3xml_free(x);
 	s3_req_free(r);
 }
 
-/* Multipart upload of the file in op (index opi) of size bytes. Pushes
+/* Multipart upload of the file in op o of size bytes. Pushes
  * the ETag of the object. Raises after aborting on any failure. */
-static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, long long size,
+static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, const char *key, long long size,
                           long long part_size, const char *const *hdrs, size_t nh, const char *op)
 {
 	s3_req *r = s3_push_req(L);
 	char hex[SHA256_HEX_LEN + 1];
-	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, opi);
+	s3xml *x = create_upload(L, b, r, key, hdrs, nh, op, o);
 	int uid_idx = lua_gettop(L);
 	const char *upload_id = lua_tostring(L, uid_idx);
 	lua_newtable(L);
@@ -268,7 +247,7 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	o->part = malloc((size_t)part_size);
 	if (o->part == NULL) {
 		s3_abort_upload(L, b, key, upload_id);
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		luaL_error(L, "s3: out of memory for a %lld-byte part", part_size);
 	}
 	for (long long i = 0; i < nparts; i++) {
@@ -277,14 +256,14 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		if (read_full(o->fd, o->part, (size_t)len, off) != 0) {
 			int e = errno;
 			s3_abort_upload(L, b, key, upload_id);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			bgrun_error_new(L, "s3", op, "IOError", "cannot read part %lld of the file: %s", i + 1,
 			                e ? strerror(e) : "the file shrank");
 			bgrun_error_throw(L);
 		}
 		if (sha256_hex(o->part, (size_t)len, hex) != 0) {
 			s3_abort_upload(L, b, key, upload_id);
-			s3_release_op(L, opi);
+			s3_release_op(o);
 			luaL_error(L, "s3: libcrypto failed");
 		}
 		char pn[24];
@@ -299,13 +278,13 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 		const char *pq[] = {"partNumber", pn, "uploadId", upload_id, NULL};
 		if (s3_object_url(b, &r->url, key) != 0 || s3_add_query(&r->url, pq) != 0) {
 			s3_abort_upload(L, b, key, upload_id);
-			s3_oom(L, r, opi);
+			s3_oom(L, r, o);
 		}
 		char err[1024];
 		int rc = s3_perform(L, b, r, err, sizeof err);
 		const char *tag = rc == 0 && s3_ok_status(r) ? s3_resp_header(r, "etag", &r->scratch) : NULL;
 		if (tag == NULL)
-			part_raise(L, b, r, rc, err, i + 1, key, upload_id, op, opi);
+			part_raise(L, b, r, rc, err, i + 1, key, upload_id, op, o);
 		lua_pushstring(L, tag);
 		lua_rawseti(L, etags, i + 1);
 		s3_req_free(r);
@@ -314,26 +293,26 @@ static void put_multipart(lua_State *L, s3_bucket *b, s3_op *o, int opi, const c
 	o->part = NULL;
 
 	/* 3. complete */
-	complete_upload(L, b, r, x, etags, nparts, key, upload_id, op, opi);
+	complete_upload(L, b, r, x, etags, nparts, key, upload_id, op, o);
 	/* leave only the ETag above the caller's stack */
 	lua_replace(L, uid_idx);
 	lua_settop(L, uid_idx);
 }
 
-/* A single PUT of the file in op (index opi), of size bytes; pushes the
+/* A single PUT of the file in op o, of size bytes; pushes the
  * object's ETag. Raises on failure. */
-static void put_single(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char *key, const char *path,
+static void put_single(lua_State *L, s3_bucket *b, s3_op *o, const char *key, const char *path,
                        long long size, const char *const *hdrs, size_t nh, const char *op)
 {
 	char hex[SHA256_HEX_LEN + 1];
 	int hrc = sha256_file_hex(path, hex, NULL, bgrun_interrupted);
 	if (hrc == -3) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_throw_interrupted(L, "s3", op);
 	}
 	if (hrc != 0) {
 		int e = errno;
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		bgrun_error_new(L, "s3", op, "IOError", "cannot hash %s: %s", path, hrc == -1 ? strerror(e) : "libcrypto failed");
 		bgrun_error_throw(L);
 	}
@@ -347,10 +326,10 @@ static void put_single(lua_State *L, s3_bucket *b, s3_op *o, int opi, const char
 	r->retry = 1; /* the same bytes again: idempotent */
 	r->progress = o->progress;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	const char *tag = s3_resp_header(r, "etag", &r->scratch);
 	lua_pushstring(L, tag ? tag : "");
 	s3_req_free(r);
@@ -388,20 +367,38 @@ static int put_dry_run(lua_State *L, s3_bucket *b, const char *key, const char *
 	return 1;
 }
 
+/* put_file's and get_file's arguments: the bucket, the key (not empty),
+ * the path and the options at 4, checked against known; returns the
+ * options' index, 0 when there are none. */
+static int file_args(lua_State *L, s3_bucket **b, const char **key, const char **path, const char *const known[])
+{
+	*b = s3_check_bucket(L);
+	*key = luaL_checkstring(L, 2);
+	*path = luaL_checkstring(L, 3);
+	luaL_argcheck(L, **key != '\0', 2, "the key must not be empty");
+	if (lua_isnoneornil(L, 4))
+		return 0;
+	bgrun_check_options(L, 4, known);
+	return 4;
+}
+
+/* Raises op's error about the local file path: "WHAT PATH: DETAIL",
+ * with path= set. */
+__attribute__((noreturn)) static void raise_path(lua_State *L, const char *op, const char *reason,
+                                                 const char *what, const char *path, const char *detail)
+{
+	bgrun_error_new(L, "s3", op, reason, "%s %s: %s", what, path, detail);
+	bgrun_error_set_str(L, "path", path);
+	bgrun_error_throw(L);
+}
+
 /* b:put_file(key, path [, {content_type=, metadata=, part_size=}])
  *   -> {key=, size=, etag=, parts=} */
 int s3_b_put_file(lua_State *L)
 {
-	s3_bucket *b = s3_check_bucket(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *path = luaL_checkstring(L, 3);
-	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
-	int opts = 0;
-	if (!lua_isnoneornil(L, 4)) {
-		luaL_checktype(L, 4, LUA_TTABLE);
-		opts = 4;
-		bgrun_check_options(L, 4, put_keys);
-	}
+	s3_bucket *b;
+	const char *key, *path;
+	int opts = file_args(L, &b, &key, &path, put_keys);
 	lua_settop(L, 4);
 	long long part_size = part_size_opt(L, opts);
 	char label[1100];
@@ -413,26 +410,23 @@ int s3_b_put_file(lua_State *L)
 	char op[1024];
 	snprintf(op, sizeof op, "put_file %s", key);
 	s3_op *o = s3_new_op(L); /* index 6 */
-	int opi = lua_gettop(L);
 	o->fd = open(path, O_RDONLY | O_CLOEXEC);
 	struct stat st;
 	if (o->fd < 0 || fstat(o->fd, &st) != 0 || !S_ISREG(st.st_mode)) {
 		int e = o->fd < 0 ? errno : S_ISREG(st.st_mode) ? errno : EINVAL;
-		s3_release_op(L, opi);
-		bgrun_error_new(L, "s3", op, e == ENOENT ? "NotFound" : "IOError", "cannot read %s: %s", path,
-		                e == EINVAL ? "not a regular file" : strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		s3_release_op(o);
+		raise_path(L, op, e == ENOENT ? "NotFound" : "IOError", "cannot read", path,
+		           e == EINVAL ? "not a regular file" : strerror(e));
 	}
 	long long size = (long long)st.st_size;
 	if ((size + part_size - 1) / part_size > MAX_PARTS) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		luaL_error(L, "s3.put_file: %lld bytes in parts of %lld would exceed %d parts; raise part_size", size,
 		           part_size, MAX_PARTS);
 	}
 
 	if (bgrun_dry_run(L)) {
-		s3_release_op(L, opi);
+		s3_release_op(o);
 		return put_dry_run(L, b, key, path, size);
 	}
 
@@ -451,15 +445,15 @@ int s3_b_put_file(lua_State *L)
 
 	int parts = 1;
 	if (size <= part_size) {
-		put_single(L, b, o, opi, key, path, size, hdrs, nh, op);
+		put_single(L, b, o, key, path, size, hdrs, nh, op);
 	} else {
-		put_multipart(L, b, o, opi, key, size, part_size, hdrs, nh, op);
+		put_multipart(L, b, o, key, size, part_size, hdrs, nh, op);
 		parts = (int)((size + part_size - 1) / part_size);
 	}
 	bgrun_progress_update(o->progress, size);
 	bgrun_progress_finish(o->progress, 1);
 	o->progress = NULL;
-	s3_release_op(L, opi);
+	s3_release_op(o);
 	lua_createtable(L, 0, 4);
 	lua_pushvalue(L, -2);
 	lua_setfield(L, -2, "etag");
@@ -478,23 +472,16 @@ int s3_b_put_file(lua_State *L)
  * NoSuchKey */
 int s3_b_get_file(lua_State *L)
 {
-	s3_bucket *b = s3_check_bucket(L);
-	const char *key = luaL_checkstring(L, 2);
-	const char *path = luaL_checkstring(L, 3);
-	luaL_argcheck(L, *key != '\0', 2, "the key must not be empty");
-	int opts = 0;
-	if (!lua_isnoneornil(L, 4)) {
-		static const char *const get_keys[] = {"progress", NULL};
-		bgrun_check_options(L, 4, get_keys);
-		opts = 4;
-	}
+	static const char *const get_keys[] = {"progress", NULL};
+	s3_bucket *b;
+	const char *key, *path;
+	int opts = file_args(L, &b, &key, &path, get_keys);
 	char label[1100];
 	s3_progress_label(L, opts, "download", key, label, sizeof label);
 	lua_settop(L, 3);
 	char op[1024];
 	snprintf(op, sizeof op, "get_file %s", key);
 	s3_op *o = s3_new_op(L);
-	int opi = lua_gettop(L);
 	size_t plen = strlen(path);
 	o->tmp_path = malloc(plen + 16);
 	if (o->tmp_path == NULL)
@@ -505,9 +492,7 @@ int s3_b_get_file(lua_State *L)
 		int e = errno;
 		free(o->tmp_path);
 		o->tmp_path = NULL;
-		bgrun_error_new(L, "s3", op, "IOError", "cannot create a file next to %s: %s", path, strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		raise_path(L, op, "IOError", "cannot create a file next to", path, strerror(e));
 	}
 	if (label[0])
 		o->progress = bgrun_progress_start(L, label, -1);
@@ -517,18 +502,16 @@ int s3_b_get_file(lua_State *L)
 	r->retry = 1;
 	r->progress = o->progress;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, opi);
-	s3_run_or_raise(L, b, r, op, opi);
+		s3_oom(L, r, o);
+	s3_run_or_raise(L, b, r, op, o);
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, opi);
+		s3_raise_failure(L, r, op, o);
 	long long size = r->x.sunk;
 	s3_req_free(r);
 	if (fsync(o->fd) != 0 || close(o->fd) != 0 || (o->fd = -1, rename(o->tmp_path, path) != 0)) {
 		int e = errno;
-		s3_release_op(L, opi);
-		bgrun_error_new(L, "s3", op, "IOError", "cannot write %s: %s", path, strerror(e));
-		bgrun_error_set_str(L, "path", path);
-		bgrun_error_throw(L);
+		s3_release_op(o);
+		raise_path(L, op, "IOError", "cannot write", path, strerror(e));
 	}
 	free(o->tmp_path);
 	o->tmp_path = NULL;
@@ -554,15 +537,15 @@ int s3_b_head(lua_State *L)
 	s3_req_init(r, "HEAD");
 	r->retry = 1;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, 0);
-	s3_run_or_raise(L, b, r, op, 0);
+		s3_oom(L, r, NULL);
+	s3_run_or_raise(L, b, r, op, NULL);
 	if (r->x.rc == CURLE_OK && r->x.status == 404) {
 		s3_req_free(r);
 		lua_pushnil(L);
 		return 1;
 	}
 	if (!s3_ok_status(r))
-		s3_raise_failure(L, r, op, 0);
+		s3_raise_failure(L, r, op, NULL);
 	lua_createtable(L, 0, 6);
 	int t = lua_gettop(L);
 	lua_newtable(L);
@@ -645,10 +628,10 @@ int s3_b_list(lua_State *L)
 		const char *q[] = {"list-type", "2", "max-keys", mk, "prefix", prefix,
 		                   token ? "continuation-token" : NULL, token, NULL};
 		if (s3_object_url(b, &r->url, NULL) != 0 || s3_add_query(&r->url, q) != 0)
-			s3_oom(L, r, 0);
-		s3_run_or_raise(L, b, r, op, 0);
+			s3_oom(L, r, NULL);
+		s3_run_or_raise(L, b, r, op, NULL);
 		if (!s3_ok_status(r))
-			s3_raise_failure(L, r, op, 0);
+			s3_raise_failure(L, r, op, NULL);
 		s3xml *x = s3_push_xml(L);
 		char xerr[128];
 		int prc = s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr);
@@ -705,7 +688,7 @@ int s3_b_list(lua_State *L)
 			lua_replace(L, tok);
 		}
 		s3xml_free(x);
-		lua_settop(L, tok); /* this page's request and document */
+		bgrun_box_settop(L, tok); /* this page's request and document */
 		if (!truncated)
 			break;
 		if (!have_next) {
@@ -742,10 +725,10 @@ int s3_b_delete(lua_State *L)
 	s3_req_init(r, "DELETE");
 	r->retry = 1;
 	if (s3_object_url(b, &r->url, key) != 0)
-		s3_oom(L, r, 0);
-	s3_run_or_raise(L, b, r, op, 0);
+		s3_oom(L, r, NULL);
+	s3_run_or_raise(L, b, r, op, NULL);
 	if (!s3_ok_status(r) && !(r->x.rc == CURLE_OK && r->x.status == 404))
-		s3_raise_failure(L, r, op, 0);
+		s3_raise_failure(L, r, op, NULL);
 	s3_req_free(r);
 	lua_pushboolean(L, 1);
 	return 1;

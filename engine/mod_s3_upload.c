@@ -594,6 +594,13 @@ static int upload_flush(lua_State *L, s3_upload *u, char *err, size_t errlen)
 	return rc;
 }
 
+/* Part i's ETag (s3_etag_fn): every one is there when it is asked. */
+static const char *upload_etag(void *arg, long long i)
+{
+	s3_upload *u = arg;
+	return u->etags[i - 1];
+}
+
 /* u:finish() -> {key=, etag=, size=, parts=} : the last part, then
  * CompleteMultipartUpload; a failure aborts the upload and raises */
 static int upload_finish(lua_State *L)
@@ -612,29 +619,15 @@ static int upload_finish(lua_State *L)
 	if (rc != 0)
 		return upload_raise(L, u, rc, err);
 	int nparts = u->cur_number - 1;
-	buf body = BUF_INIT;
-	int bad = buf_appends(&body, "<CompleteMultipartUpload>") != 0;
-	for (int i = 1; i <= nparts && !bad; i++) {
+	for (int i = 1; i <= nparts; i++)
 		if (i > u->etags_cap || u->etags[i - 1] == NULL) {
-			buf_free(&body);
 			u->sink.reason = "ClientError";
 			return upload_raise(L, u, -1, "a part has no ETag");
 		}
-		bad = buf_printf(&body, "<Part><PartNumber>%d</PartNumber><ETag>", i) != 0 ||
-		      s3xml_escape(&body, u->etags[i - 1]) != 0 || buf_appends(&body, "</ETag></Part>") != 0;
-	}
 	char hex[SHA256_HEX_LEN + 1];
-	bad = bad || buf_appends(&body, "</CompleteMultipartUpload>") != 0 || sha256_hex(body.data, body.len, hex) != 0;
+	buf body = BUF_INIT;
 	s3_req *r = s3_push_req(L);
-	s3_req_init(r, "POST");
-	const char *ctq[] = {"uploadId", u->upload_id, NULL};
-	const char *xh[] = {"content-type", "application/xml"};
-	r->extra = xh;
-	r->n_extra = 1;
-	r->x.body = body.data;
-	r->x.body_n = (long long)body.len;
-	r->payload_hash = hex;
-	if (bad || s3_object_url(u->b, &r->url, u->key) != 0 || s3_add_query(&r->url, ctq) != 0) {
+	if (s3_complete_req(r, u->b, u->key, u->upload_id, nparts, upload_etag, u, &body, hex) != 0) {
 		buf_free(&body);
 		s3_req_free(r);
 		u->sink.reason = "ClientError";
@@ -644,18 +637,9 @@ static int upload_finish(lua_State *L)
 	 * NoSuchUpload and would hide the outcome */
 	rc = s3_perform(L, u->b, r, err, sizeof err);
 	buf_free(&body);
-	int failed = rc != 0 || !s3_ok_status(r);
 	s3xml *x = s3_push_xml(L);
-	char xerr[128];
-	const char *etag = NULL;
-	if (!failed) {
-		/* a 200 may carry an <Error> */
-		if (s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) != 0 || !s3xml_root(x) ||
-		    strcmp(s3xml_root(x), "Error") == 0)
-			failed = 1;
-		else
-			etag = s3xml_get(x, "CompleteMultipartUploadResult/ETag");
-	}
+	const char *etag;
+	int failed = s3_completed_etag(rc, r, x, &etag) != 0;
 	if (failed) {
 		if (rc == 0) {
 			s3_push_failure(L, r, u->op);
@@ -784,10 +768,7 @@ static void create_multipart(lua_State *L, s3_upload *u, const char **hdrs, size
 		bgrun_error_throw(L);
 	}
 	s3xml *x = s3_push_xml(L);
-	char xerr[128];
-	const char *uid = NULL;
-	if (s3_ok_status(r) && s3xml_parse(r->x.out.data ? r->x.out.data : "", r->x.out.len, x, xerr, sizeof xerr) == 0)
-		uid = s3xml_get(x, "InitiateMultipartUploadResult/UploadId");
+	const char *uid = s3_created_upload_id(r, x);
 	if (uid == NULL || *uid == '\0' || (u->upload_id = s3_dup_str(uid)) == NULL) {
 		s3xml_free(x);
 		u->state = UP_ABORTED;
@@ -880,7 +861,7 @@ int s3_b_upload(lua_State *L)
 	b->busy = 1;
 	if (plabel[0])
 		u->progress = bgrun_progress_start(L, plabel, -1);
-	lua_settop(L, 6);
+	bgrun_box_settop(L, 6); /* create_multipart's request and document */
 	return 1;
 }
 

@@ -83,6 +83,70 @@ static void box_closes_once_when_closed_early(void **state)
 	assert_int_equal(released, 100);
 }
 
+/* f(k): k values, a box, then back to 1 slot. Calling the box's __close
+ * grows the stack when it is nearly full, which moves it; Lua 5.4.4's
+ * lua_settop then sets the top in the freed stack (lua_gettop answers
+ * garbage for some k). bgrun_box_settop closes through lua_closeslot. */
+static int settop_over_a_box(lua_State *L)
+{
+	int k = (int)lua_tointeger(L, 1);
+	luaL_checkstack(L, k + 8, "test");
+	for (int i = 0; i < k; i++)
+		lua_pushinteger(L, i);
+	int *p = bgrun_box(L, sizeof *p, count_release);
+	*p = 1;
+	bgrun_box_settop(L, 1);
+	lua_pushinteger(L, lua_gettop(L));
+	return 1;
+}
+
+static void box_settop_survives_a_stack_moved_while_closing(void **state)
+{
+	lua_State *L = *state;
+	released = 0;
+	for (int k = 0; k < 300; k++) {
+		lua_pushcfunction(L, settop_over_a_box);
+		lua_pushinteger(L, k);
+		assert_int_equal(lua_pcall(L, 1, 1, 0), LUA_OK);
+		assert_int_equal(lua_tointeger(L, -1), 1);
+		lua_pop(L, 1);
+	}
+	assert_int_equal(released, 300);
+}
+
+/* A pending interrupt's hook: raises at the next call. */
+static void raising_hook(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	lua_sethook(L, NULL, 0, 0);
+	luaL_error(L, "interrupted");
+}
+
+static int settop_with_a_pending_hook(lua_State *L)
+{
+	int *p = bgrun_box(L, sizeof *p, count_release);
+	*p = 7;
+	lua_sethook(L, raising_hook, LUA_MASKCALL, 0);
+	bgrun_box_settop(L, 0); /* calls __close: no interrupt point */
+	int released_before_hook = released;
+	int hook_kept = lua_gethook(L) == raising_hook;
+	lua_sethook(L, NULL, 0, 0);
+	lua_pushinteger(L, released_before_hook);
+	lua_pushboolean(L, hook_kept);
+	return 2;
+}
+
+static void box_settop_is_no_interrupt_point(void **state)
+{
+	lua_State *L = *state;
+	released = 0;
+	lua_pushcfunction(L, settop_with_a_pending_hook);
+	assert_int_equal(lua_pcall(L, 0, 2, 0), LUA_OK);
+	assert_int_equal(lua_tointeger(L, -2), 7);
+	assert_true(lua_toboolean(L, -1));
+	lua_pop(L, 2);
+}
+
 static int m_name(lua_State *L)
 {
 	luaL_checkudata(L, 1, "bgrun.test.thing");
@@ -164,6 +228,8 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(box_is_released_on_return_and_on_error, setup, teardown),
 		cmocka_unit_test_setup_teardown(box_closes_once_when_closed_early, setup, teardown),
+		cmocka_unit_test_setup_teardown(box_settop_survives_a_stack_moved_while_closing, setup, teardown),
+		cmocka_unit_test_setup_teardown(box_settop_is_no_interrupt_point, setup, teardown),
 		cmocka_unit_test_setup_teardown(newclass_sets_methods_and_metamethods, setup, teardown),
 		cmocka_unit_test_setup_teardown(options_have_defaults_and_one_message_form, setup, teardown),
 	};
