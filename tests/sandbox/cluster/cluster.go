@@ -49,7 +49,7 @@ type Cluster struct {
 	adminSrv   *http.Server
 	kubelet    *kubelet
 	services   *services
-	faults     faultSet
+	faults     faultList
 	stats      stats
 	logMu      sync.Mutex
 	logFile    *os.File
