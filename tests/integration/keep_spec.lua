@@ -12,32 +12,22 @@ local backup = require("backup")
 local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_keep_spec"
 local OTHER = "bgrun_keep_spec_other"
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-keep-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 
-local function bgrun_run(args, extra)
-  local env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = TMP .. "/journal",
-                TMPDIR = TMP .. "/tmp" }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
-end
+local R = H.runner { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = TMP .. "/journal",
+                     TMPDIR = TMP .. "/tmp" }
+local function bgrun_run(args, extra) return R.run(args, { env = extra }) end
 
 local function report_of(path)
   local f = assert(io.open(path))

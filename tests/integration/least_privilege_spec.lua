@@ -16,7 +16,8 @@ local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local KIT = ROOT .. "/examples/physioflow/deploy"
 local NS = "bgrun-lp-" .. bgrun.pid()
 local APP = "physioflow-api"
@@ -28,23 +29,7 @@ local USER = "system:serviceaccount:" .. NS .. ":bgrun"
 
 local admin = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local sh, read, write = H.sh, H.read, H.write
 
 local function kubectl(args, stdin)
   local argv = { "kubectl", "-n", NS }
@@ -58,10 +43,7 @@ local function in_pod(args, extra)
   local env = { KUBECONFIG = false, HOME = STATE .. "/home", KUBERNETES_SERVICE_HOST = host,
                 KUBERNETES_SERVICE_PORT = port, BGRUN_SERVICEACCOUNT_DIR = SA_DIR, BGRUN_IN_CLUSTER = "local",
                 BGRUN_PATH = PB, BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
+  return H.bgrun(args, { env = H.merge(env, extra) })
 end
 
 -- The kit's Role, with fn(rules) applied (nil: as shipped).
@@ -107,17 +89,12 @@ local function lock_holder()
   local l = admin:get("lease", "bgrun-deploy-lock")
   return l and l.spec.holderIdentity or ""
 end
-local function behaviours(t)
-  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
-end
+local behaviours = H.behaviours
 
 -- bgrun as a CI runner runs it: a kubeconfig holding only the token.
 local function with_token_kubeconfig(args)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
-                                  BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB },
-                          cwd = ROOT, timeout = 240 })
+  return H.bgrun(args, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
+                                 BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB } })
 end
 
 local function schema_version()

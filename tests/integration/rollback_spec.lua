@@ -19,35 +19,24 @@ local restore = require("restore")
 local pgfix = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/fixtures/pgfix.lua")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_rollback_spec"
 local OTHER = "bgrun_rollback_spec_other"
 local ADMIN_URL = assert(os.getenv("SANDBOX_ADMIN_URL"))
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-rollback-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 local JOURNALS = TMP .. "/journal"
 local SCRATCH = TMP .. "/tmp" -- TMPDIR of the runs: their restore scratch folders go here
 
-local function run_env(extra)
-  local env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS, TMPDIR = SCRATCH }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return env
-end
-
-local function bgrun_run(args, extra)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = run_env(extra), cwd = ROOT, timeout = 240 })
-end
+local R = H.runner { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS, TMPDIR = SCRATCH }
+local run_env = R.env
+local function bgrun_run(args, extra) return R.run(args, { env = extra }) end
 
 -- Starts bgrun ARGS, waits for text in its stderr, kills it with SIGKILL;
 -- returns its stderr.
