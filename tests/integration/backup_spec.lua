@@ -39,10 +39,7 @@ local function dep(colour)
   return { replicas = d.spec.replicas, rv = d.metadata.resourceVersion, ready = d.status.readyReplicas or 0 }
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
+local function schema_version() return H.schema_version(DB) end
 
 local function cm_version()
   return c:get("configmap", "migration-version").data.version

@@ -33,17 +33,13 @@ local bgrun_run, spawn = R.run, R.spawn
 
 local function selector() return c:get("service", APP).spec.selector end
 local function live_colour() return selector().version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
+local S = H.release_state(c, APP)
+local lock_holder, other = S.lock_holder, H.other
 
 local function dep(colour)
   local d = c:get("deployment", APP .. "-" .. colour)
   return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas,
            ready = (d.status or {}).readyReplicas or 0 }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
 end
 
 local function release_record()

@@ -124,10 +124,7 @@ local function live()
   return colour, d.spec.template.spec.containers[1].image:match(":([^:]+)$"), d.spec.replicas
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
+local function schema_version() return H.schema_version(DB) end
 
 local function keys(prefix)
   local t = {}

@@ -30,15 +30,9 @@ local function dep(colour)
            rv = d.metadata.resourceVersion }
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(c, APP)
+local lock_holder = S.lock_holder
+local function schema_version() return H.schema_version(DB) end
 
 local function files_in(dir)
   local r = proc.run({ "sh", "-c", "ls -1 " .. dir .. " 2>/dev/null" })

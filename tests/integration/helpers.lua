@@ -153,6 +153,33 @@ function H.runner(base, state)
   return R
 end
 
+---The other colour.
+function H.other(colour) return colour == "blue" and "green" or "blue" end
+
+---Readers of a blue/green release through the client c: live_colour()
+---(the colour the app's Service selects), dep(colour) -> {image=,
+---replicas=} of that colour's Deployment, lock_holder() (the deploy
+---lock's holder, "" when it is free).
+function H.release_state(c, app)
+  local S = {}
+  function S.live_colour() return c:get("service", app).spec.selector.version end
+  function S.dep(colour)
+    local d = c:get("deployment", app .. "-" .. colour)
+    return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
+  end
+  function S.lock_holder()
+    local l = c:get("lease", "bgrun-deploy-lock")
+    return l and l.spec.holderIdentity or ""
+  end
+  return S
+end
+
+---The highest migration version applied to the database db (0 for none).
+function H.schema_version(db)
+  local conn <close> = require("postgres").connect { dbname = db }
+  return conn:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
+end
+
 ---A clean slate for a release spec: every database named db* dropped and
 ---db created empty; the app's Deployments, Service, migration ConfigMap
 ---and deploy lock deleted through the client c, and the objects named in

@@ -79,27 +79,15 @@ local function authz_lines(user)
   return out
 end
 
-local function live_colour() return admin:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-local function dep(colour)
-  local d = admin:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-local function lock_holder()
-  local l = admin:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(admin, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
+local function schema_version() return H.schema_version(DB) end
 local behaviours = H.behaviours
 
 -- bgrun as a CI runner runs it: a kubeconfig holding only the token.
 local function with_token_kubeconfig(args)
   return H.bgrun(args, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
                                  BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB } })
-end
-
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
 end
 
 describe("least privilege: the in-cluster kit's Role", function()

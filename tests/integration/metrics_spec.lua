@@ -33,18 +33,8 @@ local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_J
 local function bgrun_run(args, extra_env) return R.run(args, { env = extra_env }) end
 
 local behaviours = H.behaviours
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function prometheus(action)
   local r = proc.run({ SANDBOX, "prometheus-" .. action, os.getenv("SANDBOX_DIR") }, { timeout = 120 })

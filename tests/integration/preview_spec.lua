@@ -38,15 +38,8 @@ local function annotation(key)
 end
 local function preview_service() return c:get("service", APP .. "-preview") end
 
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(c, APP)
+local dep, lock_holder = S.dep, S.lock_holder
 
 local write, read = H.write, H.read_or_nil
 

@@ -31,13 +31,8 @@ local bgrun_run, spawn = R.run, R.spawn
 
 local fault, clear_faults = H.fault, H.clear_faults
 
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function query(sql, params)
   local db <close> = postgres.connect { dbname = DB }
@@ -55,11 +50,6 @@ end
 
 local function has_term(name)
   return #query("SELECT 1 FROM medical_terms WHERE term_en = $1", { name }) == 1
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
 end
 
 local function configmap_version()

@@ -57,19 +57,10 @@ local c = k8s.client { namespace = NS }
 
 local function svc() return c:get("service", APP) end
 local function live() return svc().spec.selector.version end
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local dep, holder = S.dep, S.lock_holder
+local function schema_version() return H.schema_version(DB) end
 local function live_tag() return dep(live()).image:match(":([^:]+)$") end
-local function holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
 local behaviours = H.behaviours
 
 local vars -- the variables every block gets (set up in setup())

@@ -29,13 +29,8 @@ local child_env, bgrun_run, spawn = R.env, R.run, R.spawn
 
 local behaviours, fault, clear_faults = H.behaviours, H.fault, H.clear_faults
 
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function query(sql, params)
   local db <close> = postgres.connect { dbname = DB }
@@ -44,11 +39,6 @@ end
 
 local function schema_version()
   return query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
 end
 
 local function configmap_version()
