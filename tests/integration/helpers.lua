@@ -17,7 +17,7 @@ H.BGRUN = os.getenv("BGRUN") or (H.ROOT .. "/bgrun")
 
 ---The file's content, "" when it cannot be opened.
 function H.read(path)
-  local f = io.open(path)
+  local f = io.open(path, "rb")
   if not f then return "" end
   local s = f:read("a")
   f:close()
@@ -26,7 +26,7 @@ end
 
 ---The file's content, nil when it cannot be opened.
 function H.read_or_nil(path)
-  local f = io.open(path)
+  local f = io.open(path, "rb")
   if not f then return nil end
   local s = f:read("a")
   f:close()
@@ -34,7 +34,7 @@ function H.read_or_nil(path)
 end
 
 function H.write(path, text)
-  local f = assert(io.open(path, "w"))
+  local f = assert(io.open(path, "wb"))
   f:write(text)
   f:close()
 end
@@ -172,6 +172,16 @@ function H.release_state(c, app)
     return l and l.spec.holderIdentity or ""
   end
   return S
+end
+
+---The databases whose names start with prefix, sorted.
+function H.databases_like(prefix)
+  local admin <close> = require("postgres").connect { dbname = "postgres" }
+  local out = {}
+  for _, r in ipairs(admin:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", { prefix })) do
+    out[#out + 1] = r.datname
+  end
+  return out
 end
 
 ---The highest migration version applied to the database db (0 for none).

@@ -43,14 +43,7 @@ local function admin()
 end
 
 -- every database whose name starts with prefix, sorted
-local function dbs_like(prefix)
-  local a <close> = admin()
-  local out = {}
-  for _, r in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", { prefix })) do
-    out[#out + 1] = r.datname
-  end
-  return out
-end
+local dbs_like = H.databases_like
 
 -- the kept databases of DB, newest first (names sort by time, then pid)
 local function kept()

@@ -76,14 +76,7 @@ local function oid(name)
 end
 
 -- databases whose names start with prefix, sorted
-local function dbs_like(prefix)
-  local a <close> = admin()
-  local out = {}
-  for _, r in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", { prefix })) do
-    out[#out + 1] = r.datname
-  end
-  return out
-end
+local dbs_like = H.databases_like
 
 local function query(dbname, sql)
   local db <close> = postgres.connect { dbname = dbname }
