@@ -190,17 +190,10 @@ function H.schema_version(db)
   return conn:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
 end
 
----A clean slate for a release spec: every database named db* dropped and
----db created empty; the app's Deployments, Service, migration ConfigMap
----and deploy lock deleted through the client c, and the objects named in
----the list more (of any of those kinds).
-function H.fresh_release(c, db, app, more)
-  local postgres = require("postgres")
-  local admin <close> = postgres.connect { dbname = "postgres" }
-  for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { db .. "%" })) do
-    admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-  end
-  admin:exec("CREATE DATABASE " .. postgres.quote_ident(db))
+---Deletes, through the client c, the app's Deployments, Service,
+---migration ConfigMap and deploy lock, and the objects named in the list
+---more (of any of those kinds); what is not there is passed over.
+function H.delete_release(c, app, more)
   local names = { app .. "-blue", app .. "-green", app, "migration-version", "bgrun-deploy-lock" }
   for _, name in ipairs(more or {}) do names[#names + 1] = name end
   for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
@@ -208,6 +201,18 @@ function H.fresh_release(c, db, app, more)
       pcall(c.delete, c, kind, name)
     end
   end
+end
+
+---A clean slate for a release spec: every database named db* dropped and
+---db created empty; H.delete_release(c, app, more).
+function H.fresh_release(c, db, app, more)
+  local postgres = require("postgres")
+  local admin <close> = postgres.connect { dbname = "postgres" }
+  for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { db .. "%" })) do
+    admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
+  end
+  admin:exec("CREATE DATABASE " .. postgres.quote_ident(db))
+  H.delete_release(c, app, more)
 end
 
 return H

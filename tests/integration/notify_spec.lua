@@ -446,12 +446,7 @@ describe("notifications of a real deploy against the sandbox", function()
     local admin <close> = postgres.connect { dbname = "postgres" }
     admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
     admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ "physioflow-api-blue", "physioflow-api-green", "physioflow-api", "migration-version",
-                              "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, "physioflow-api")
     sh(('mkdir -p "%s" && cp playbooks/deploy.lua playbooks/switch-back.lua "%s/"'):format(PB, PB))
     write(PB .. "/environments.lua", [[
 return {

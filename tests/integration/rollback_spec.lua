@@ -138,11 +138,7 @@ describe("rollback playbook at the seams", function()
     local a <close> = admin()
     a:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
     a:exec("CREATE DATABASE " .. postgres.quote_ident(OTHER))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, APP)
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)
     c:patch("configmap", "migration-version", { data = { version = "10" } }, { type = "merge" })

@@ -221,12 +221,7 @@ function M.setup()
     admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
   end
   admin:exec("CREATE DATABASE " .. postgres.quote_ident(M.DB))
-  for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-    for _, name in ipairs({ M.APP .. "-blue", M.APP .. "-green", M.APP, M.APP .. "-preview", "migration-version",
-                            "bgrun-deploy-lock" }) do
-      pcall(M.c.delete, M.c, kind, name)
-    end
-  end
+  H.delete_release(M.c, M.APP, { M.APP .. "-preview" })
   M.sh(("rm -rf %q %q && mkdir -p %q"):format(M.BACKUPS, M.STATE .. "/journal", M.BACKUPS))
   local r = M.bgrun({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
   assert(r.code == 0, r.stderr)
