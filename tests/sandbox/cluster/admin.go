@@ -9,13 +9,8 @@ import (
 func (c *Cluster) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /faults", func(w http.ResponseWriter, r *http.Request) {
-		var f fault
-		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		if err := f.Compile(); err != nil {
-			http.Error(w, "bad path regexp: "+err.Error(), 400)
+		f, ok := c.faults.Decode(w, r)
+		if !ok {
 			return
 		}
 		if f.Trickle < 0 {
@@ -26,7 +21,7 @@ func (c *Cluster) adminHandler() http.Handler {
 			http.Error(w, "a fault needs status, reset, delay_ms or trickle", 400)
 			return
 		}
-		c.faults.Add(&f)
+		c.faults.Add(f)
 		writeJSON(w, 201, f)
 	})
 	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {

@@ -1,6 +1,7 @@
 package infra
 
 import (
+	"encoding/json"
 	"net/http"
 	"regexp"
 	"strings"
@@ -49,6 +50,22 @@ type Faults[F any, P interface {
 }] struct {
 	mu   sync.Mutex
 	list []P
+}
+
+// Decode reads a fault from the JSON body of an admin request (POST
+// .../faults), its rule compiled; on a bad body or path regexp it answers
+// 400 and returns false. The caller checks the rest, then Adds it.
+func (fs *Faults[F, P]) Decode(w http.ResponseWriter, r *http.Request) (P, bool) {
+	f := P(new(F))
+	if err := json.NewDecoder(r.Body).Decode(f); err != nil {
+		http.Error(w, err.Error(), 400)
+		return nil, false
+	}
+	if err := f.Rule().Compile(); err != nil {
+		http.Error(w, "bad path regexp: "+err.Error(), 400)
+		return nil, false
+	}
+	return f, true
 }
 
 // Add arms f (its rule compiled).

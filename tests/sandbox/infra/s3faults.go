@@ -101,20 +101,15 @@ func (p *S3FaultProxy) admin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch r.Method + " " + strings.TrimSuffix(r.URL.Path, "/") {
 	case "POST /_sandbox/faults":
-		var f s3Fault
-		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		if err := f.Compile(); err != nil {
-			http.Error(w, "bad path regexp: "+err.Error(), 400)
+		f, ok := p.faults.Decode(w, r)
+		if !ok {
 			return
 		}
 		if f.Status == 0 && !f.Reset && f.DelayMS == 0 {
 			http.Error(w, "a fault needs status, reset or delay_ms", 400)
 			return
 		}
-		p.faults.Add(&f)
+		p.faults.Add(f)
 		w.WriteHeader(201)
 		json.NewEncoder(w).Encode(f)
 	case "GET /_sandbox/faults":
