@@ -17,27 +17,19 @@ local restore = require("restore")
 local s3 = require("s3")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_backup_spec"
 local BUCKET = assert(os.getenv("SANDBOX_S3_BUCKET"))
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-backup-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 
-local function bgrun_run(args, opts)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks" }, cwd = ROOT,
-                          timeout = (opts and opts.timeout) or 240 })
-end
+local bgrun_run = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks" }).run
 
 local c = k8s.client { namespace = NS }
 local b = s3.bucket { bucket = BUCKET }
@@ -47,10 +39,7 @@ local function dep(colour)
   return { replicas = d.spec.replicas, rv = d.metadata.resourceVersion, ready = d.status.readyReplicas or 0 }
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
+local function schema_version() return H.schema_version(DB) end
 
 local function cm_version()
   return c:get("configmap", "migration-version").data.version
@@ -84,16 +73,7 @@ describe("backup and rollback playbooks", function()
   local first -- {path=, key=} of the backup taken at schema 010
 
   setup(function()
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP)
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)
     -- the playbooks as shipped, next to an environments file whose backups

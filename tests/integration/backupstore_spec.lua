@@ -17,7 +17,8 @@ local proc = require("proc")
 local s3 = require("s3")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local DB = "bgrun_backupstore_spec"
 local ENV = "keepspec" -- an environment of this spec's own: its keys are keepspec/...
 local BUCKET = assert(os.getenv("SANDBOX_S3_BUCKET"))
@@ -26,11 +27,7 @@ local REPLICA_ENDPOINT = assert(os.getenv("SANDBOX_S3_REPLICA_ENDPOINT"))
 local REPLICA_REGION = assert(os.getenv("SANDBOX_S3_REPLICA_REGION"))
 local KEY_ID, SECRET = assert(os.getenv("AWS_ACCESS_KEY_ID")), assert(os.getenv("AWS_SECRET_ACCESS_KEY"))
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-backupstore-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"

@@ -10,10 +10,9 @@ local json = require("json")
 local http = require("http")
 local k8s = require("k8s")
 local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_canary_spec"
@@ -26,91 +25,21 @@ local PRESTOP = 2 -- seconds of the pods' preStop sleep
 
 local c = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
-
-local function child_env(extra)
-  local e = { PGDATABASE = DB, BGRUN_PATH = PB, BGRUN_JOURNAL_DIR = JOURNALS }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
-
-local function bgrun_run(args, opts)
-  opts = opts or {}
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = child_env(opts.env), cwd = ROOT, timeout = opts.timeout or 240 })
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- Starts bgrun in the background; returns a handle with pid, rc(),
--- wait() -> exit code, stderr(), stdout(), wait_for(pattern).
-local spawned = 0
-local function spawn(args)
-  spawned = spawned + 1
-  local base = ("%s/run-%d"):format(STATE, spawned)
-  local quoted = {}
-  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local env = child_env { BGRUN = BGRUN, BASE = base }
-  local r = sh('rm -f "$BASE".*; ( "$BGRUN" ' .. table.concat(quoted, " ")
-    .. ' >"$BASE.out" 2>"$BASE.err" & echo $! >"$BASE.pid"; wait $!; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &', env)
-  assert(r.code == 0, r.stderr)
-  local h = { err = base .. ".err" }
-  for _ = 1, 100 do
-    h.pid = tonumber(read(base .. ".pid"):match("%d+"))
-    if h.pid then break end
-    bgrun.sleep(0.05)
-  end
-  function h.rc() return tonumber(read(base .. ".rc"):match("%d+")) end
-  function h.wait(timeout)
-    local deadline = bgrun.now() + (timeout or 240)
-    while bgrun.now() < deadline do
-      if h.rc() then return h.rc() end
-      bgrun.sleep(0.1)
-    end
-    error("run did not end: " .. read(h.err))
-  end
-  function h.stderr() return read(h.err) end
-  function h.stdout() return read(base .. ".out") end
-  function h.wait_for(pattern, timeout)
-    local deadline = bgrun.now() + (timeout or 120)
-    while bgrun.now() < deadline do
-      if read(h.err):find(pattern) then return true end
-      if h.rc() then break end
-      bgrun.sleep(0.05)
-    end
-    error(("never saw %q:\n%s"):format(pattern, read(h.err)))
-  end
-  return h
-end
-
-local function behaviours(t)
-  local f = assert(io.open(os.getenv("SANDBOX_BEHAVIORS"), "w"))
-  f:write(json.encode(t))
-  f:close()
-end
+local sh, read, behaviours = H.sh, H.read, H.behaviours
+-- runs of bgrun: in the foreground, and in the background (a handle with
+-- pid, rc(), wait(), stderr(), stdout(), wait_for(pattern))
+local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = PB, BGRUN_JOURNAL_DIR = JOURNALS }, STATE)
+local bgrun_run, spawn = R.run, R.spawn
 
 local function selector() return c:get("service", APP).spec.selector end
 local function live_colour() return selector().version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
+local S = H.release_state(c, APP)
+local lock_holder, other = S.lock_holder, H.other
 
 local function dep(colour)
   local d = c:get("deployment", APP .. "-" .. colour)
   return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas,
            ready = (d.status or {}).readyReplicas or 0 }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
 end
 
 local function release_record()
@@ -232,11 +161,7 @@ describe("canary releases against the sandbox", function()
     local admin <close> = postgres.connect { dbname = "postgres" }
     admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
     admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, APP)
     sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
     write_playbooks()
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })

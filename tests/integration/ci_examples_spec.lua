@@ -29,7 +29,8 @@ local s3 = require("s3")
 local yaml = require("yaml")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local SANDBOX_KC = assert(os.getenv("KUBECONFIG"), "run inside the sandbox (KUBECONFIG)")
 local BUCKET = assert(os.getenv("SANDBOX_S3_BUCKET"))
 local STS = assert(os.getenv("SANDBOX_STS_URL"))
@@ -43,25 +44,9 @@ local ROLE = "arn:aws:iam::000000000000:role/physioflow-deploy"
 local REQUEST_TOKEN = "github-request-token-for-the-spec"
 dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/sweep/sweep.lua").register("ci spec OIDC request token", REQUEST_TOKEN)
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 60 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return (r.stdout:gsub("%s+$", ""))
-end
+local function sh(cmd) return (H.must(cmd, { timeout = 60 }):gsub("%s+$", "")) end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local write, read = H.write, H.read_or_nil
 
 local function b64(text)
   local r = proc.run({ "base64", "-w0" }, { stdin = text })
@@ -139,10 +124,7 @@ local function live()
   return colour, d.spec.template.spec.containers[1].image:match(":([^:]+)$"), d.spec.replicas
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
+local function schema_version() return H.schema_version(DB) end
 
 local function keys(prefix)
   local t = {}

@@ -2,34 +2,21 @@
 -- deploy-with-migration run as the binary, and each test checks the exit
 -- code, the message and what was left behind (live colour, replicas,
 -- images, schema version, ConfigMap, backups, the lock).
-local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_deploy_spec"
 local JOURNALS = ROOT .. "/tests/.state/journal-deploy-spec"
 
-local function env_for_children()
-  return { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
-end
+local bgrun_run = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }).run
 
-local function bgrun_run(args, opts)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  opts = opts or {}
-  return proc.run(argv, { env = env_for_children(), cwd = ROOT, timeout = opts.timeout or 240 })
-end
-
-local function behaviours(t)
-  local f = assert(io.open(os.getenv("SANDBOX_BEHAVIORS"), "w"))
-  f:write(json.encode(t))
-  f:close()
-end
+local behaviours = H.behaviours
 
 local c = k8s.client { namespace = NS }
 
@@ -43,15 +30,9 @@ local function dep(colour)
            rv = d.metadata.resourceVersion }
 end
 
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(c, APP)
+local lock_holder = S.lock_holder
+local function schema_version() return H.schema_version(DB) end
 
 local function files_in(dir)
   local r = proc.run({ "sh", "-c", "ls -1 " .. dir .. " 2>/dev/null" })
@@ -64,16 +45,7 @@ describe("release flows against the sandbox", function()
   setup(function()
     behaviours({})
     -- a database of our own, so other specs' schemas do not meet ours
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP)
     proc.run({ "rm", "-rf", ROOT .. "/backups/local", JOURNALS })
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)

@@ -18,7 +18,8 @@ local proc = require("proc")
 local yaml = require("yaml")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local STATE = ROOT .. "/tests/.state/environments-spec"
 local WORK = STATE .. "/work"          -- the runs' working directory
 local KC = STATE .. "/kubeconfig-prod" -- adds the physioflow-prod context
@@ -42,11 +43,7 @@ local function bgrun_run(args, opts)
                           stdin = opts.stdin })
 end
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local write = H.write
 
 local c      -- on the prod context, made in setup
 local server -- the sandbox API server's URL
@@ -114,12 +111,7 @@ return envs
     c = k8s.client { kubeconfig = KUBECONFIG, context = "physioflow-prod", namespace = NS }
     server = c:info().server
     if c:get("namespace", NS) then
-      for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-        for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, APP .. "-preview", "migration-version",
-                                "bgrun-deploy-lock" }) do
-          pcall(c.delete, c, kind, name)
-        end
-      end
+      H.delete_release(c, APP, { APP .. "-preview" })
     end
     -- the example app in physioflow-prod, blue serving v1.2.2
     local env = child_env()

@@ -12,32 +12,22 @@ local backup = require("backup")
 local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_keep_spec"
 local OTHER = "bgrun_keep_spec_other"
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-keep-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 
-local function bgrun_run(args, extra)
-  local env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = TMP .. "/journal",
-                TMPDIR = TMP .. "/tmp" }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
-end
+local R = H.runner { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = TMP .. "/journal",
+                     TMPDIR = TMP .. "/tmp" }
+local function bgrun_run(args, extra) return R.run(args, { env = extra }) end
 
 local function report_of(path)
   local f = assert(io.open(path))
@@ -53,14 +43,7 @@ local function admin()
 end
 
 -- every database whose name starts with prefix, sorted
-local function dbs_like(prefix)
-  local a <close> = admin()
-  local out = {}
-  for _, r in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", { prefix })) do
-    out[#out + 1] = r.datname
-  end
-  return out
-end
+local dbs_like = H.databases_like
 
 -- the kept databases of DB, newest first (names sort by time, then pid)
 local function kept()
@@ -129,11 +112,7 @@ describe("kept databases", function()
   setup(function()
     drop_all()
     create(DB)
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, APP)
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)
     c:patch("configmap", "migration-version", { data = { version = "10" } }, { type = "merge" })

@@ -16,7 +16,8 @@ local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local KIT = ROOT .. "/examples/physioflow/deploy"
 local NS = "bgrun-lp-" .. bgrun.pid()
 local APP = "physioflow-api"
@@ -28,23 +29,7 @@ local USER = "system:serviceaccount:" .. NS .. ":bgrun"
 
 local admin = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local sh, read, write = H.sh, H.read, H.write
 
 local function kubectl(args, stdin)
   local argv = { "kubectl", "-n", NS }
@@ -58,10 +43,7 @@ local function in_pod(args, extra)
   local env = { KUBECONFIG = false, HOME = STATE .. "/home", KUBERNETES_SERVICE_HOST = host,
                 KUBERNETES_SERVICE_PORT = port, BGRUN_SERVICEACCOUNT_DIR = SA_DIR, BGRUN_IN_CLUSTER = "local",
                 BGRUN_PATH = PB, BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
+  return H.bgrun(args, { env = H.merge(env, extra) })
 end
 
 -- The kit's Role, with fn(rules) applied (nil: as shipped).
@@ -97,32 +79,15 @@ local function authz_lines(user)
   return out
 end
 
-local function live_colour() return admin:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-local function dep(colour)
-  local d = admin:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-local function lock_holder()
-  local l = admin:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
-local function behaviours(t)
-  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
-end
+local S = H.release_state(admin, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
+local function schema_version() return H.schema_version(DB) end
+local behaviours = H.behaviours
 
 -- bgrun as a CI runner runs it: a kubeconfig holding only the token.
 local function with_token_kubeconfig(args)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
-                                  BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB },
-                          cwd = ROOT, timeout = 240 })
-end
-
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
+  return H.bgrun(args, { env = { KUBECONFIG = STATE .. "/kubeconfig", HOME = STATE .. "/home", BGRUN_PATH = PB,
+                                 BGRUN_JOURNAL_DIR = STATE .. "/journal", PGDATABASE = DB } })
 end
 
 describe("least privilege: the in-cluster kit's Role", function()

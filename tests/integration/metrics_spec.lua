@@ -9,11 +9,10 @@ local json = require("json")
 local k8s = require("k8s")
 local log = require("log")
 local metrics = require("metrics")
-local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_metrics_spec"
@@ -28,45 +27,14 @@ local SANDBOX = ROOT .. "/tests/sandbox/sandbox"
 
 local c = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
+local sh, write, read = H.sh, H.write, H.read
 
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, STATE)
+local function bgrun_run(args, extra_env) return R.run(args, { env = extra_env }) end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function bgrun_run(args, extra_env)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
-  for k, v in pairs(extra_env or {}) do env[k] = v end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
-end
-
-local function behaviours(t) write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t)) end
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local behaviours = H.behaviours
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function prometheus(action)
   local r = proc.run({ SANDBOX, "prometheus-" .. action, os.getenv("SANDBOX_DIR") }, { timeout = 120 })
@@ -169,16 +137,7 @@ end
 describe("metric analysis against Prometheus", function()
   setup(function()
     behaviours({})
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP)
     sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
     write_playbooks()
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })

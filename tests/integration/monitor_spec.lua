@@ -7,11 +7,9 @@
 -- the lock.
 local json = require("json")
 local k8s = require("k8s")
-local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_monitor_spec"
@@ -25,88 +23,17 @@ local TRIGGER = STATE .. "/fault"
 
 local c = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
+local sh, read, write = H.sh, H.read, H.write
+-- runs of bgrun: in the foreground, and in the background (a handle with
+-- wait() -> exit code, wait_for(pattern) on its stderr, stderr() and
+-- stdout())
+local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, STATE)
+local bgrun_run, spawn = R.run, R.spawn
 
-local function child_env(extra)
-  local e = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local behaviours = H.behaviours
 
-local function bgrun_run(args)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = child_env(), cwd = ROOT, timeout = 240 })
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
--- Starts bgrun in the background; returns a handle with wait() -> exit
--- code, wait_for(pattern) on its stderr, stderr() and stdout().
-local spawned = 0
-local function spawn(args)
-  spawned = spawned + 1
-  local base = ("%s/run-%d"):format(STATE, spawned)
-  local quoted = {}
-  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local r = sh('rm -f "$BASE".*; ( "$BGRUN" ' .. table.concat(quoted, " ")
-    .. ' >"$BASE.out" 2>"$BASE.err"; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &',
-    child_env { BGRUN = BGRUN, BASE = base })
-  assert(r.code == 0, r.stderr)
-  local h = {}
-  function h.stderr() return read(base .. ".err") end
-  function h.stdout() return read(base .. ".out") end
-  function h.wait(timeout)
-    local deadline = bgrun.now() + (timeout or 240)
-    while bgrun.now() < deadline do
-      local rc = read(base .. ".rc"):match("%d+")
-      if rc then return tonumber(rc) end
-      bgrun.sleep(0.05)
-    end
-    error("run did not end: " .. h.stderr())
-  end
-  function h.wait_for(pattern, timeout)
-    local deadline = bgrun.now() + (timeout or 120)
-    while bgrun.now() < deadline do
-      if h.stderr():find(pattern) then return true end
-      if read(base .. ".rc"):match("%d+") then break end
-      bgrun.sleep(0.05)
-    end
-    error(("never saw %q:\n%s"):format(pattern, h.stderr()))
-  end
-  return h
-end
-
-local function behaviours(t)
-  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
-end
-
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function count(text, pattern)
   local n = 0
@@ -149,16 +76,7 @@ describe("monitoring after the switch", function()
   setup(function()
     behaviours({})
     os.remove(TRIGGER)
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP)
     sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
     write_playbooks()
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })

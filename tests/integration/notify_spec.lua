@@ -10,7 +10,8 @@ local json = require("json")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local FIX = ROOT .. "/tests/integration/fixtures"
 local STATE = ROOT .. "/tests/.state/notify"
 -- the secrets the spec makes up, for the secrets sweep after the suite
@@ -20,25 +21,9 @@ sweep.register("notify spec webhook token", "t0ken")
 local JOURNALS = STATE .. "/journal"
 local RELEASE = FIX .. "/notify/release.lua"
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { cwd = ROOT, timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local function sh(cmd) return H.must(cmd, { cwd = ROOT }) end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local read, write = H.read_or_nil, H.write
 
 local receiver = {}
 
@@ -461,12 +446,7 @@ describe("notifications of a real deploy against the sandbox", function()
     local admin <close> = postgres.connect { dbname = "postgres" }
     admin:exec("DROP DATABASE IF EXISTS " .. postgres.quote_ident(DB) .. " WITH (FORCE)")
     admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ "physioflow-api-blue", "physioflow-api-green", "physioflow-api", "migration-version",
-                              "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, "physioflow-api")
     sh(('mkdir -p "%s" && cp playbooks/deploy.lua playbooks/switch-back.lua "%s/"'):format(PB, PB))
     write(PB .. "/environments.lua", [[
 return {

@@ -6,11 +6,9 @@
 -- images, the lock.
 local json = require("json")
 local k8s = require("k8s")
-local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_preview_spec"
@@ -23,33 +21,14 @@ local ABORTED = STATE .. "/on_abort.txt"
 
 local c = k8s.client { namespace = NS }
 
-local function sh(cmd)
-  return proc.run({ "sh", "-c", cmd }, { cwd = ROOT, timeout = 120 })
-end
+local sh = H.sh
+-- runs of bgrun: in the foreground, and in the background (spawn(args,
+-- name): a handle with wait() -> exit code, wait_for(pattern), stdout(),
+-- stderr(), kill(signal))
+local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, STATE)
+local bgrun_run, spawn = R.run, R.spawn
 
-local function bgrun_run(args, opts)
-  opts = opts or {}
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS },
-                          cwd = ROOT, timeout = opts.timeout or 240 })
-end
-
-local function behaviours(t)
-  local f = assert(io.open(os.getenv("SANDBOX_BEHAVIORS"), "w"))
-  f:write(json.encode(t))
-  f:close()
-end
-
-local function fault(t)
-  local r = require("http").post(os.getenv("SANDBOX_ADMIN_URL") .. "/faults", { body = json.encode(t),
-                                 headers = { ["Content-Type"] = "application/json" } })
-  assert(r.status == 201, r.body)
-end
-
-local function clear_faults()
-  require("http").request { method = "DELETE", url = os.getenv("SANDBOX_ADMIN_URL") .. "/faults" }
-end
+local behaviours, fault, clear_faults = H.behaviours, H.fault, H.clear_faults
 
 local function svc() return c:get("service", APP) end
 local function live_colour() return svc().spec.selector.version end
@@ -59,29 +38,10 @@ local function annotation(key)
 end
 local function preview_service() return c:get("service", APP .. "-preview") end
 
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local dep, lock_holder = S.dep, S.lock_holder
 
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local write, read = H.write, H.read_or_nil
 
 local function write_playbooks()
   assert(sh(('rm -rf "%s"; mkdir -p "%s" && cp playbooks/deploy.lua playbooks/promote.lua playbooks/abort.lua '
@@ -117,47 +77,6 @@ return {
 ]]):format(c:info().context, ABORTED))
 end
 
--- Runs bgrun in the background; returns a handle whose wait() gives the exit code.
-local function spawn(args, name)
-  local base = STATE .. "/" .. name
-  local quoted = {}
-  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local r = proc.run({ "sh", "-c", '( "$BGRUN" ' .. table.concat(quoted, " ")
-      .. ' >"$BASE.out" 2>"$BASE.err" & echo $! >"$BASE.pid"; wait $!; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &' },
-    { env = { BGRUN = BGRUN, BASE = base, PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks",
-              BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 30 })
-  assert(r.code == 0, r.stderr)
-  local h = {}
-  function h.kill(sig)
-    local pid
-    for _ = 1, 100 do
-      pid = (read(base .. ".pid") or ""):match("%d+")
-      if pid then break end
-      bgrun.sleep(0.05)
-    end
-    proc.run({ "kill", "-" .. sig, assert(pid, "no pid") })
-  end
-  function h.wait_for(pattern, timeout)
-    local deadline = bgrun.now() + (timeout or 120)
-    while bgrun.now() < deadline do
-      if (read(base .. ".err") or ""):find(pattern) then return end
-      if read(base .. ".rc") then break end
-      bgrun.sleep(0.1)
-    end
-    error(("never saw %q:\n%s"):format(pattern, read(base .. ".err") or ""))
-  end
-  function h.wait(timeout)
-    local deadline = bgrun.now() + (timeout or 240)
-    while bgrun.now() < deadline do
-      local rc = (read(base .. ".rc") or ""):match("%d+")
-      if rc then return tonumber(rc), read(base .. ".out"), read(base .. ".err") end
-      bgrun.sleep(0.2)
-    end
-    error("run did not end: " .. (read(base .. ".err") or ""))
-  end
-  return h
-end
-
 local function pods_of(colour)
   return c:list("pods", { labelSelector = ("app=%s,version=%s"):format(APP, colour) }).items or {}
 end
@@ -165,17 +84,7 @@ end
 describe("release control against the sandbox", function()
   setup(function()
     behaviours({})
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, APP .. "-preview", "migration-version",
-                              "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP, { APP .. "-preview" })
     sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
     write_playbooks()
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
@@ -396,7 +305,7 @@ describe("release control against the sandbox", function()
     h.wait_for("preview open")
     behaviours({ ["v2.5.0"] = { never_ready = true } })
     for _, pod in ipairs(pods_of("green")) do c:delete("pod", pod.metadata.name, { ignore_not_found = true }) end
-    local code, _, stderr = h.wait()
+    local code, stderr = h.wait(), h.stderr()
     behaviours({})
     assert.equal(1, code, stderr)
     assert.matches("NotReady: the previewed pods of physioflow%-api%-green are not ready", stderr)

@@ -19,35 +19,24 @@ local restore = require("restore")
 local pgfix = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/fixtures/pgfix.lua")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_rollback_spec"
 local OTHER = "bgrun_rollback_spec_other"
 local ADMIN_URL = assert(os.getenv("SANDBOX_ADMIN_URL"))
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local sh = H.must
 
 local TMP = (sh("mktemp -d -t bgrun-rollback-spec-XXXXXX"):gsub("%s+$", ""))
 local PB = TMP .. "/playbooks"
 local JOURNALS = TMP .. "/journal"
 local SCRATCH = TMP .. "/tmp" -- TMPDIR of the runs: their restore scratch folders go here
 
-local function run_env(extra)
-  local env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS, TMPDIR = SCRATCH }
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return env
-end
-
-local function bgrun_run(args, extra)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = run_env(extra), cwd = ROOT, timeout = 240 })
-end
+local R = H.runner { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS, TMPDIR = SCRATCH }
+local run_env = R.env
+local function bgrun_run(args, extra) return R.run(args, { env = extra }) end
 
 -- Starts bgrun ARGS, waits for text in its stderr, kills it with SIGKILL;
 -- returns its stderr.
@@ -87,14 +76,7 @@ local function oid(name)
 end
 
 -- databases whose names start with prefix, sorted
-local function dbs_like(prefix)
-  local a <close> = admin()
-  local out = {}
-  for _, r in ipairs(a:query("SELECT datname FROM pg_database WHERE starts_with(datname, $1) ORDER BY 1", { prefix })) do
-    out[#out + 1] = r.datname
-  end
-  return out
-end
+local dbs_like = H.databases_like
 
 local function query(dbname, sql)
   local db <close> = postgres.connect { dbname = dbname }
@@ -156,11 +138,7 @@ describe("rollback playbook at the seams", function()
     local a <close> = admin()
     a:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
     a:exec("CREATE DATABASE " .. postgres.quote_ident(OTHER))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.delete_release(c, APP)
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
     assert(r.code == 0, r.stderr)
     c:patch("configmap", "migration-version", { data = { version = "10" } }, { type = "merge" })

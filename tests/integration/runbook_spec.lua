@@ -9,38 +9,22 @@
 -- Blocks are keyed "SECTION#N" (section number of the heading, N-th block
 -- in it); every block of the file runs, and a scene or check whose key no
 -- longer exists fails the spec.
-local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local STATE = ROOT .. "/tests/.state/runbook"
 local JOURNALS = STATE .. "/journal"
 local DB = "bgrun_runbook_spec"
 local NS = "physioflow"
 local APP = "physioflow-api"
 
-local function sh(cmd, timeout)
-  local r = proc.run({ "sh", "-c", cmd }, { cwd = ROOT, timeout = timeout or 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
+local function sh(cmd, timeout) return H.must(cmd, { cwd = ROOT, timeout = timeout }) end
 
-local function read(path)
-  local f = io.open(path)
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
+local read, write = H.read_or_nil, H.write
 
 ---The runbook's blocks: {key=, section=, code=, env=} in order.
 local function extract(path)
@@ -73,31 +57,15 @@ local c = k8s.client { namespace = NS }
 
 local function svc() return c:get("service", APP) end
 local function live() return svc().spec.selector.version end
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local dep, holder = S.dep, S.lock_holder
+local function schema_version() return H.schema_version(DB) end
 local function live_tag() return dep(live()).image:match(":([^:]+)$") end
-local function holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
-end
-local function schema_version()
-  local db <close> = postgres.connect { dbname = DB }
-  return db:query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
-local function behaviours(t) write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t)) end
+local behaviours = H.behaviours
 
 local vars -- the variables every block gets (set up in setup())
 
-local function run_bgrun(args, extra)
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  local env = {}
-  for k, v in pairs(vars) do env[k] = v end
-  for k, v in pairs(extra or {}) do env[k] = v end
-  return proc.run(argv, { env = env, cwd = ROOT, timeout = 240 })
-end
+local function run_bgrun(args, extra) return H.bgrun(args, { env = H.merge(vars, extra) }) end
 
 -- Starts bgrun in the background; returns {pid=, rc=path of its exit code}.
 local function background(args, name)
@@ -300,17 +268,7 @@ describe("docs/runbook.md, run against the sandbox", function()
     sh(('rm -rf "%s" "%s/backups/local"; mkdir -p "%s/bin" "%s"'):format(STATE, ROOT, STATE, JOURNALS))
     sh(('ln -s %q "%s/bin/bgrun"'):format(BGRUN, STATE))
     behaviours({})
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, APP .. "-preview", "migration-version",
-                              "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP, { APP .. "-preview" })
     vars = {
       ENV = "local", NAMESPACE = NS, CONTEXT = c:info().context, BUCKET = os.getenv("SANDBOX_S3_BUCKET"),
       TAG = "v1.1.0", BGRUN_PATH = "playbooks", BGRUN_JOURNAL_DIR = JOURNALS, PGDATABASE = DB,

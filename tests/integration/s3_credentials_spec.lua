@@ -11,7 +11,8 @@ local json = require("json")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local FIX = ROOT .. "/tests/integration/fixtures"
 local function need(name) return assert(os.getenv(name), "the sandbox exports " .. name) end
 local BUCKET = need("SANDBOX_S3_BUCKET")
@@ -25,19 +26,7 @@ local IMDS = need("SANDBOX_IMDS_ENDPOINT")
 local FAKE = need("SANDBOX_AWS_FAKE_URL")
 local PREFIX = ("s3-credentials-spec/%d-%d/"):format(bgrun.pid(), os.time())
 
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local read, write = H.read_or_nil, H.write
 
 local WEB_TOKEN = (read(WEB_TOKEN_FILE) or ""):gsub("%s+$", "")
 

@@ -10,31 +10,15 @@ local s3 = require("s3")
 local pgfix = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/fixtures/pgfix.lua")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local FIX = ROOT .. "/tests/integration/fixtures"
 local BUCKET = assert(os.getenv("SANDBOX_S3_BUCKET"), "the sandbox exports SANDBOX_S3_BUCKET")
 local SECRET = assert(os.getenv("AWS_SECRET_ACCESS_KEY"))
 local PREFIX = ("s3-spec/%d-%d/"):format(bgrun.pid(), os.time())
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 120 })
-  assert(r.code == 0, cmd .. "\n" .. r.stdout .. r.stderr)
-  return r.stdout
-end
-
-local function read(path)
-  local f = io.open(path, "rb")
-  if not f then return nil end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, data)
-  local f = assert(io.open(path, "wb"))
-  f:write(data)
-  f:close()
-end
+local sh = H.must
+local read, write = H.read_or_nil, H.write
 
 local function catch(fn, ...)
   local ok, e = pcall(fn, ...)

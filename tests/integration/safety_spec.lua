@@ -6,10 +6,9 @@
 local json = require("json")
 local k8s = require("k8s")
 local postgres = require("postgres")
-local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
 local NS = "physioflow"
 local APP = "physioflow-api"
 local DB = "bgrun_safety_spec"
@@ -21,95 +20,17 @@ local PB = STATE .. "/playbooks"
 
 local c = k8s.client { namespace = NS }
 
-local function sh(cmd, env)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = ROOT, timeout = 120 })
-end
+local sh, read = H.sh, H.read
+-- runs of bgrun: in the foreground (opts: env, cwd, timeout), and in the
+-- background (a handle with pid, err (the stderr file), wait() -> exit
+-- code, stderr(), wait_for(pattern), kill(signal))
+local R = H.runner({ PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }, STATE)
+local child_env, bgrun_run, spawn = R.env, R.run, R.spawn
 
-local function child_env(extra)
-  local e = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
-end
+local behaviours, fault, clear_faults = H.behaviours, H.fault, H.clear_faults
 
-local function bgrun_run(args, opts)
-  opts = opts or {}
-  local argv = { BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = child_env(opts.env), cwd = opts.cwd or ROOT, timeout = opts.timeout or 240 })
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
--- Starts bgrun in the background; returns a handle with pid, err (the
--- stderr file) and wait() -> exit code.
-local spawned = 0
-local function spawn(args)
-  spawned = spawned + 1
-  local base = ("%s/run-%d"):format(STATE, spawned)
-  local quoted = {}
-  for _, a in ipairs(args) do quoted[#quoted + 1] = "'" .. a:gsub("'", "'\\''") .. "'" end
-  local env = child_env { BGRUN = BGRUN, BASE = base }
-  local r = sh('rm -f "$BASE".*; ( "$BGRUN" ' .. table.concat(quoted, " ")
-    .. ' >"$BASE.out" 2>"$BASE.err" & echo $! >"$BASE.pid"; wait $!; echo $? >"$BASE.rc" ) >/dev/null 2>&1 &', env)
-  assert(r.code == 0, r.stderr)
-  local h = { err = base .. ".err", out = base .. ".out" }
-  for _ = 1, 100 do
-    h.pid = tonumber(read(base .. ".pid"):match("%d+"))
-    if h.pid then break end
-    bgrun.sleep(0.05)
-  end
-  function h.wait(timeout)
-    local deadline = bgrun.now() + (timeout or 240)
-    while bgrun.now() < deadline do
-      local rc = read(base .. ".rc"):match("%d+")
-      if rc then return tonumber(rc) end
-      bgrun.sleep(0.1)
-    end
-    error("run did not end: " .. read(h.err))
-  end
-  function h.stderr() return read(h.err) end
-  function h.wait_for(pattern, timeout)
-    local deadline = bgrun.now() + (timeout or 120)
-    while bgrun.now() < deadline do
-      if read(h.err):find(pattern) then return true end
-      if read(base .. ".rc"):match("%d+") then break end
-      bgrun.sleep(0.05)
-    end
-    error(("never saw %q:\n%s"):format(pattern, read(h.err)))
-  end
-  function h.kill(sig) sh("kill -" .. sig .. " " .. h.pid) end
-  return h
-end
-
-local function behaviours(t)
-  local f = assert(io.open(os.getenv("SANDBOX_BEHAVIORS"), "w"))
-  f:write(json.encode(t))
-  f:close()
-end
-
-local function fault(t)
-  local r = require("http").post(os.getenv("SANDBOX_ADMIN_URL") .. "/faults", { body = json.encode(t),
-                                 headers = { ["Content-Type"] = "application/json" } })
-  assert(r.status == 201, r.body)
-end
-
-local function clear_faults()
-  require("http").request { method = "DELETE", url = os.getenv("SANDBOX_ADMIN_URL") .. "/faults" }
-end
-
-local function live_colour() return c:get("service", APP).spec.selector.version end
-local function other(colour) return colour == "blue" and "green" or "blue" end
-
-local function dep(colour)
-  local d = c:get("deployment", APP .. "-" .. colour)
-  return { image = d.spec.template.spec.containers[1].image, replicas = d.spec.replicas }
-end
+local S = H.release_state(c, APP)
+local live_colour, dep, lock_holder, other = S.live_colour, S.dep, S.lock_holder, H.other
 
 local function query(sql, params)
   local db <close> = postgres.connect { dbname = DB }
@@ -118,11 +39,6 @@ end
 
 local function schema_version()
   return query("SELECT coalesce(max(version), 0) AS v FROM schema_migrations")[1].v
-end
-
-local function lock_holder()
-  local l = c:get("lease", "bgrun-deploy-lock")
-  return l and l.spec.holderIdentity or ""
 end
 
 local function configmap_version()
@@ -177,16 +93,7 @@ describe("safety at the seams", function()
   setup(function()
     behaviours({})
     clear_faults()
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP)
     sh('rm -rf "' .. STATE .. '"; mkdir -p "' .. STATE .. '"')
     write_playbooks()
     local r = bgrun_run({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })

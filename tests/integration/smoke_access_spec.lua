@@ -8,11 +8,11 @@
 local json = require("json")
 local k8s = require("k8s")
 local http = require("http")
-local postgres = require("postgres")
 local proc = require("proc")
 
 local ROOT = os.getenv("BGRUN_ROOT") or "."
-local BGRUN = os.getenv("BGRUN") or (ROOT .. "/bgrun")
+local H = dofile(ROOT .. "/tests/integration/helpers.lua")
+local BGRUN = H.BGRUN
 local ADMIN = os.getenv("SANDBOX_ADMIN_URL")
 local NS = "physioflow"
 local APP = "physioflow-api"
@@ -22,31 +22,9 @@ local JOURNALS = ROOT .. "/tests/.state/journal-smoke-access-spec"
 local c = k8s.client { namespace = NS }
 local tmp, proxy_port, proxy_log, proxy_pid
 
-local function sh(cmd)
-  local r = proc.run({ "sh", "-c", cmd }, { timeout = 60 })
-  assert(r.code == 0, cmd .. ": " .. r.stderr)
-  return r.stdout
-end
+local function sh(cmd) return H.must(cmd, { timeout = 60 }) end
 
-local function behaviours(t)
-  local f = assert(io.open(os.getenv("SANDBOX_BEHAVIORS"), "w"))
-  f:write(next(t) and json.encode(t) or "{}")
-  f:close()
-end
-
-local function write(path, text)
-  local f = assert(io.open(path, "w"))
-  f:write(text)
-  f:close()
-end
-
-local function read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
+local behaviours, write, read = H.behaviours, H.write, H.read
 
 -- A copy of deploy.lua next to an environments.lua whose local environment
 -- reaches the pods by access; returns the playbook's path.
@@ -79,8 +57,7 @@ end
 
 local function deploy(playbook, tag)
   settle()
-  return proc.run({ BGRUN, playbook, "env=local", "tag=" .. tag },
-                  { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = JOURNALS }, cwd = ROOT, timeout = 240 })
+  return H.bgrun({ playbook, "env=local", "tag=" .. tag }, { env = { PGDATABASE = DB, BGRUN_JOURNAL_DIR = JOURNALS } })
 end
 
 local function live_colour()
@@ -114,17 +91,7 @@ end
 describe("smoke access modes against the sandbox", function()
   setup(function()
     behaviours({})
-    local admin <close> = postgres.connect { dbname = "postgres" }
-    for _, row in ipairs(admin:query("SELECT datname FROM pg_database WHERE datname LIKE $1", { DB .. "%" })) do
-      admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
-    end
-    admin:exec("CREATE DATABASE " .. postgres.quote_ident(DB))
-    for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-      for _, name in ipairs({ APP .. "-blue", APP .. "-green", APP, "migration-version", "bgrun-deploy-lock",
-                              "smoke-url-blue", "smoke-url-green" }) do
-        pcall(c.delete, c, kind, name)
-      end
-    end
+    H.fresh_release(c, DB, APP, { "smoke-url-blue", "smoke-url-green" })
     proc.run({ "rm", "-rf", JOURNALS })
     local r = proc.run({ BGRUN, "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" },
                        { env = { PGDATABASE = DB, BGRUN_PATH = ROOT .. "/playbooks", BGRUN_JOURNAL_DIR = JOURNALS },

@@ -25,8 +25,12 @@ local proc = require("proc")
 
 local M = {}
 
-M.ROOT = os.getenv("BGRUN_ROOT") or "."
-M.BGRUN = os.getenv("BGRUN") or (M.ROOT .. "/bgrun")
+-- files, shell commands, bgrun runs, the sandbox's behaviours: the
+-- integration specs' helpers
+local H = dofile((os.getenv("BGRUN_ROOT") or ".") .. "/tests/integration/helpers.lua")
+
+M.ROOT = H.ROOT
+M.BGRUN = H.BGRUN
 M.NS = "physioflow"
 M.APP = "physioflow-api"
 M.DB = "bgrun_matrix"
@@ -38,27 +42,8 @@ M.ADMIN = os.getenv("SANDBOX_ADMIN_URL")
 
 M.c = k8s.client { namespace = M.NS }
 
-function M.sh(cmd, env, timeout)
-  return proc.run({ "sh", "-c", cmd }, { env = env, cwd = M.ROOT, timeout = timeout or 120 })
-end
-
-function M.read(path)
-  local f = io.open(path)
-  if not f then return "" end
-  local s = f:read("a")
-  f:close()
-  return s
-end
-
-local function write(path, s)
-  local f = assert(io.open(path, "w"))
-  f:write(s)
-  f:close()
-end
-
-function M.behaviours(t)
-  write(os.getenv("SANDBOX_BEHAVIORS"), json.encode(t))
-end
+M.sh, M.read, M.behaviours = H.sh, H.read, H.behaviours
+local write = H.write
 
 -- The playbooks as users have them, next to an environments.lua that
 -- takes playbooks/environments.lua and shortens the `local` environment's
@@ -86,17 +71,12 @@ return e
 end
 
 local function env_for(journals, extra)
-  local e = { PGDATABASE = M.DB, BGRUN_PATH = M.PB, BGRUN_JOURNAL_DIR = journals }
-  for k, v in pairs(extra or {}) do e[k] = v end
-  return e
+  return H.merge({ PGDATABASE = M.DB, BGRUN_PATH = M.PB, BGRUN_JOURNAL_DIR = journals }, extra)
 end
 
 ---Runs bgrun with args (no kill): {code=, stdout=, stderr=}.
 function M.bgrun(args, journals, extra, timeout)
-  local argv = { M.BGRUN }
-  for _, a in ipairs(args) do argv[#argv + 1] = a end
-  return proc.run(argv, { env = env_for(journals or (M.STATE .. "/journal"), extra), cwd = M.ROOT,
-                          timeout = timeout or 240 })
+  return H.bgrun(args, { env = env_for(journals or (M.STATE .. "/journal"), extra), timeout = timeout })
 end
 
 -- A run in the background, SIGKILLed at a point: kill_at = N (the engine's
@@ -241,12 +221,7 @@ function M.setup()
     admin:exec("DROP DATABASE " .. postgres.quote_ident(row.datname) .. " WITH (FORCE)")
   end
   admin:exec("CREATE DATABASE " .. postgres.quote_ident(M.DB))
-  for _, kind in ipairs({ "deployment", "service", "configmap", "lease" }) do
-    for _, name in ipairs({ M.APP .. "-blue", M.APP .. "-green", M.APP, M.APP .. "-preview", "migration-version",
-                            "bgrun-deploy-lock" }) do
-      pcall(M.c.delete, M.c, kind, name)
-    end
-  end
+  H.delete_release(M.c, M.APP, { M.APP .. "-preview" })
   M.sh(("rm -rf %q %q && mkdir -p %q"):format(M.BACKUPS, M.STATE .. "/journal", M.BACKUPS))
   local r = M.bgrun({ "examples/physioflow/setup.lua", "env=local", "tag=v1.0.0", "to=010" })
   assert(r.code == 0, r.stderr)

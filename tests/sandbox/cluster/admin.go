@@ -4,20 +4,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
-	"regexp"
 )
 
 func (c *Cluster) adminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /faults", func(w http.ResponseWriter, r *http.Request) {
-		var f fault
-		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		re, err := regexp.Compile(f.Path)
-		if err != nil {
-			http.Error(w, "bad path regexp: "+err.Error(), 400)
+		f, ok := c.faults.Decode(w, r)
+		if !ok {
 			return
 		}
 		if f.Trickle < 0 {
@@ -28,29 +21,15 @@ func (c *Cluster) adminHandler() http.Handler {
 			http.Error(w, "a fault needs status, reset, delay_ms or trickle", 400)
 			return
 		}
-		f.re = re
-		if f.Count == 0 {
-			f.Count = 1
-		}
-		c.faults.mu.Lock()
-		c.faults.list = append(c.faults.list, &f)
-		c.faults.mu.Unlock()
+		c.faults.Add(f)
 		writeJSON(w, 201, f)
 	})
 	mux.HandleFunc("DELETE /faults", func(w http.ResponseWriter, r *http.Request) {
-		c.faults.mu.Lock()
-		c.faults.list = nil
-		c.faults.mu.Unlock()
+		c.faults.Clear()
 		w.WriteHeader(204)
 	})
 	mux.HandleFunc("GET /faults", func(w http.ResponseWriter, r *http.Request) {
-		c.faults.mu.Lock()
-		defer c.faults.mu.Unlock()
-		list := c.faults.list
-		if list == nil {
-			list = []*fault{}
-		}
-		writeJSON(w, 200, list)
+		writeJSON(w, 200, c.faults.List())
 	})
 	mux.HandleFunc("GET /stats", func(w http.ResponseWriter, r *http.Request) {
 		c.stats.mu.Lock()

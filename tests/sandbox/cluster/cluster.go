@@ -50,7 +50,7 @@ type Cluster struct {
 	adminSrv   *http.Server
 	kubelet    *kubelet
 	services   *services
-	faults     faultSet
+	faults     faultList
 	stats      stats
 	logMu      sync.Mutex
 	logFile    *os.File

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"net"
 	"net/http"
-	"regexp"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,22 +14,24 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"bgrun/sandbox/infra"
 )
 
 // fault is one injected misbehaviour of the API server.
 type fault struct {
-	Method     string `json:"method"`    // empty or "*" = any
-	Path       string `json:"path"`      // regexp, matched against the path and against path?query
-	Status     int    `json:"status"`    // answer with this Status code
-	Count      int    `json:"count"`     // how many requests it hits; 0 = 1, -1 = until cleared
-	DelayMS    int    `json:"delay_ms"`  // stall first (for a watch with reset: stream this long, then cut)
-	Reset      bool   `json:"reset"`     // drop the connection (TCP RST)
-	InStream   bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
-	Message    string `json:"message"`
-	RetryAfter *int   `json:"retry_after"` // seconds (Retry-After), for 429/503/504; default 1 for 429, 0 = none
-	Trickle    int    `json:"trickle"`     // send the answer at this many bytes a second (trickle.go)
-	re         *regexp.Regexp
+	infra.FaultRule        // method, path (a regexp) and count of the requests it hits
+	Status          int    `json:"status"`    // answer with this Status code
+	DelayMS         int    `json:"delay_ms"`  // stall first (for a watch with reset: stream this long, then cut)
+	Reset           bool   `json:"reset"`     // drop the connection (TCP RST)
+	InStream        bool   `json:"in_stream"` // for a watch with status: stream delay_ms, then an ERROR event with the Status
+	Message         string `json:"message"`
+	RetryAfter      *int   `json:"retry_after"` // seconds (Retry-After), for 429/503/504; default 1 for 429, 0 = none
+	Trickle         int    `json:"trickle"`     // send the answer at this many bytes a second (trickle.go)
 }
+
+// faultList is the armed faults, matched by infra.FaultRule.
+type faultList = infra.Faults[fault, *fault]
 
 // settings are the front proxy's tunables, changeable through the admin
 // API so tests can provoke rare behaviour.
@@ -42,33 +43,6 @@ func (c *Cluster) expiredAsHTTP() bool {
 	c.settingsMu.Lock()
 	defer c.settingsMu.Unlock()
 	return c.settings.ExpiredAsHTTP
-}
-
-type faultSet struct {
-	mu   sync.Mutex
-	list []*fault
-}
-
-func (fs *faultSet) take(r *http.Request) *fault {
-	fs.mu.Lock()
-	defer fs.mu.Unlock()
-	for i, f := range fs.list {
-		if f.Method != "" && f.Method != "*" && !strings.EqualFold(f.Method, r.Method) {
-			continue
-		}
-		if !f.re.MatchString(r.URL.Path) && !f.re.MatchString(r.URL.RequestURI()) {
-			continue
-		}
-		if f.Count > 0 {
-			f.Count--
-			if f.Count == 0 {
-				fs.list = append(fs.list[:i:i], fs.list[i+1:]...)
-			}
-		}
-		cp := *f
-		return &cp
-	}
-	return nil
 }
 
 type stats struct {
@@ -180,7 +154,7 @@ func statusOf(err error) *metav1.Status {
 // request has been answered (or dropped) by the fault.
 func (c *Cluster) applyFaults(w http.ResponseWriter, r *http.Request) (context.Context, bool) {
 	ctx := r.Context()
-	f := c.faults.take(r)
+	f := c.faults.Take(r)
 	if f == nil {
 		return ctx, true
 	}

@@ -7,11 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"regexp"
 	"strings"
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"bgrun/sandbox/infra"
 )
 
 func TestPathResource(t *testing.T) {
@@ -34,18 +35,22 @@ func TestPathResource(t *testing.T) {
 }
 
 func TestFaultTakeCountsDown(t *testing.T) {
-	var fs faultSet
-	fs.list = []*fault{{Method: "PATCH", Path: "/services/web$", Status: 409, Count: 2, re: regexp.MustCompile("/services/web$")}}
+	var fs faultList
+	f := &fault{FaultRule: infra.FaultRule{Method: "PATCH", Path: "/services/web$", Count: 2}, Status: 409}
+	if err := f.Compile(); err != nil {
+		t.Fatal(err)
+	}
+	fs.Add(f)
 	req := func(m, p string) *http.Request { return httptest.NewRequest(m, p, nil) }
-	if f := fs.take(req("GET", "/api/v1/namespaces/ns/services/web")); f != nil {
+	if f := fs.Take(req("GET", "/api/v1/namespaces/ns/services/web")); f != nil {
 		t.Fatal("a PATCH fault hit a GET")
 	}
 	for i := 0; i < 2; i++ {
-		if f := fs.take(req("PATCH", "/api/v1/namespaces/ns/services/web")); f == nil || f.Status != 409 {
+		if f := fs.Take(req("PATCH", "/api/v1/namespaces/ns/services/web")); f == nil || f.Status != 409 {
 			t.Fatalf("hit %d: %+v", i, f)
 		}
 	}
-	if f := fs.take(req("PATCH", "/api/v1/namespaces/ns/services/web")); f != nil {
+	if f := fs.Take(req("PATCH", "/api/v1/namespaces/ns/services/web")); f != nil {
 		t.Fatal("a count-2 fault hit a third time")
 	}
 }

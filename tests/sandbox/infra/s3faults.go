@@ -8,7 +8,7 @@ import (
 	"net/http"
 	"net/http/httputil"
 	"net/url"
-	"regexp"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,20 +37,17 @@ type S3FaultProxy struct {
 	srv    *http.Server
 	ln     net.Listener
 	proxy  *httputil.ReverseProxy
+	faults Faults[s3Fault, *s3Fault]
 	mu     sync.Mutex
-	faults []*s3Fault
 	counts map[string]int
 }
 
 type s3Fault struct {
-	Method     string `json:"method"`
-	Path       string `json:"path"`
-	Status     int    `json:"status"`
-	Count      int    `json:"count"`
-	DelayMS    int    `json:"delay_ms"`
-	Reset      bool   `json:"reset"`
-	AfterBytes int64  `json:"after_bytes"`
-	re         *regexp.Regexp
+	FaultRule
+	Status     int   `json:"status"`
+	DelayMS    int   `json:"delay_ms"`
+	Reset      bool  `json:"reset"`
+	AfterBytes int64 `json:"after_bytes"`
 }
 
 // NewS3FaultProxy listens on listen (host:port, port 0 for a free one) and
@@ -92,7 +89,7 @@ func statKey(r *http.Request) string {
 	for k := range r.URL.Query() {
 		names = append(names, k)
 	}
-	sortStrings(names)
+	slices.Sort(names)
 	k := r.Method + " " + r.URL.Path
 	if len(names) > 0 {
 		k += "?" + strings.Join(names, "&")
@@ -100,72 +97,25 @@ func statKey(r *http.Request) string {
 	return k
 }
 
-func sortStrings(s []string) {
-	for i := 1; i < len(s); i++ {
-		for j := i; j > 0 && s[j] < s[j-1]; j-- {
-			s[j], s[j-1] = s[j-1], s[j]
-		}
-	}
-}
-
-func (p *S3FaultProxy) take(r *http.Request) *s3Fault {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	for i, f := range p.faults {
-		if f.Method != "" && f.Method != "*" && !strings.EqualFold(f.Method, r.Method) {
-			continue
-		}
-		if !f.re.MatchString(r.URL.Path) && !f.re.MatchString(r.URL.RequestURI()) {
-			continue
-		}
-		if f.Count > 0 {
-			f.Count--
-			if f.Count == 0 {
-				p.faults = append(p.faults[:i:i], p.faults[i+1:]...)
-			}
-		}
-		cp := *f
-		return &cp
-	}
-	return nil
-}
-
 func (p *S3FaultProxy) admin(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Type", "application/json")
 	switch r.Method + " " + strings.TrimSuffix(r.URL.Path, "/") {
 	case "POST /_sandbox/faults":
-		var f s3Fault
-		if err := json.NewDecoder(r.Body).Decode(&f); err != nil {
-			http.Error(w, err.Error(), 400)
-			return
-		}
-		re, err := regexp.Compile(f.Path)
-		if err != nil {
-			http.Error(w, "bad path regexp: "+err.Error(), 400)
+		f, ok := p.faults.Decode(w, r)
+		if !ok {
 			return
 		}
 		if f.Status == 0 && !f.Reset && f.DelayMS == 0 {
 			http.Error(w, "a fault needs status, reset or delay_ms", 400)
 			return
 		}
-		f.re = re
-		if f.Count == 0 {
-			f.Count = 1
-		}
-		p.mu.Lock()
-		p.faults = append(p.faults, &f)
-		p.mu.Unlock()
+		p.faults.Add(f)
 		w.WriteHeader(201)
 		json.NewEncoder(w).Encode(f)
 	case "GET /_sandbox/faults":
-		p.mu.Lock()
-		list := append([]*s3Fault{}, p.faults...)
-		p.mu.Unlock()
-		json.NewEncoder(w).Encode(list)
+		json.NewEncoder(w).Encode(p.faults.List())
 	case "DELETE /_sandbox/faults":
-		p.mu.Lock()
-		p.faults = nil
-		p.mu.Unlock()
+		p.faults.Clear()
 		w.WriteHeader(204)
 	case "GET /_sandbox/stats":
 		p.mu.Lock()
@@ -222,7 +172,7 @@ func (p *S3FaultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	p.counts[statKey(r)]++
 	p.mu.Unlock()
-	f := p.take(r)
+	f := p.faults.Take(r)
 	if f == nil {
 		p.proxy.ServeHTTP(w, r)
 		return
