@@ -79,7 +79,15 @@ kubectl -n "$NS" scale "deployment/$APP-blue" --replicas=$REPLICAS >/dev/null
 kubectl -n "$NS" rollout status "deployment/$APP-blue" --timeout=120s >/dev/null
 svc=$(kubectl -n "$NS" get service "$APP" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')
 URL=http://$svc/api/v1/info
-case $svc in 127.*) ;; *) echo "bench: the Service's address $svc is not on loopback" >&2; exit 1 ;; esac
+# Loopback only: 127/8, or the sandbox's 198.18.0.0/15 when it is on this
+# (network namespace's) loopback interface (tests/sandbox/in-netns).
+case $svc in
+127.*) ;;
+198.1[89].*)
+	ip -o addr show dev lo 2>/dev/null | grep -q ' 198\.18\.0\.1/15 ' ||
+		{ echo "bench: the Service's address $svc is not on this loopback (run it with tests/sandbox/in-netns)" >&2; exit 1; } ;;
+*) echo "bench: the Service's address $svc is not on loopback" >&2; exit 1 ;;
+esac
 
 echo "zero-downtime: $NS, PhysioFlow v1.0.0 on blue ($REPLICAS replicas); load: GET $URL, $WORKERS clients," \
 	"a new connection per request, at least $MIN requests a scenario"
