@@ -21,6 +21,7 @@
 # target is missed.
 #
 #   bench/zero-downtime.sh     (KEEP=1 keeps the runs' logs in a temporary directory)
+#   (PRESTOP=S: the pods' preStop sleep, 2 s by default; 0 shows the EndpointSlice gap)
 #
 # Uses the sandbox the variables name (eval "$(tests/sandbox/sandbox up DIR)"),
 # or brings up the shared sandbox in ${SANDBOX_DIR:-/tmp/bgrun-dev}.
@@ -32,6 +33,7 @@ MIN=${MIN:-5000}
 WORKERS=${WORKERS:-2}
 CRASH_S=${CRASH_S:-9}
 REPLICAS=4
+PRESTOP=${PRESTOP:-2}
 TMP=$(mktemp -d -t bgrun-bench-zd.XXXXXX)
 NS=bench-zd-$$
 DB=bench_zd_$$
@@ -75,6 +77,14 @@ echo '{}' >"$SANDBOX_BEHAVIORS"
 psql -X -q -d postgres -c "CREATE DATABASE $DB" >/dev/null
 kubectl create namespace "$NS" >/dev/null
 (cd "$ROOT" && "$BGRUN" -q examples/physioflow/setup.lua env=local tag=v1.0.0 to=010 >/dev/null)
+# A deleted pod keeps serving PRESTOP s before its SIGTERM, as a production
+# Deployment does (lifecycle.preStop.sleep): kube-controller-manager drops it
+# from the EndpointSlices after the deletion, and without the pause a canary
+# step's scale-down loses the connections of that gap (1-2 per step here).
+for colour in blue green; do
+	kubectl -n "$NS" patch "deployment/$APP-$colour" --type strategic -p \
+		"{\"spec\":{\"template\":{\"spec\":{\"containers\":[{\"name\":\"api\",\"lifecycle\":{\"preStop\":{\"sleep\":{\"seconds\":$PRESTOP}}}}]}}}}" >/dev/null
+done
 kubectl -n "$NS" scale "deployment/$APP-blue" --replicas=$REPLICAS >/dev/null
 kubectl -n "$NS" rollout status "deployment/$APP-blue" --timeout=120s >/dev/null
 svc=$(kubectl -n "$NS" get service "$APP" -o jsonpath='{.spec.clusterIP}:{.spec.ports[0].port}')

@@ -141,6 +141,13 @@ function M.baseline(c, opts)
   return base
 end
 
+-- A pod already being deleted when the monitor looks first: a scale-down's
+-- (a preStop hook keeps it a while), not a failure of what is monitored.
+-- It is left out; a pod deleted later is judged.
+local function leaving(pod)
+  return pod.metadata.deletionTimestamp ~= nil
+end
+
 -- What a pod's new state means, compared with what we knew of it (prev,
 -- nil for a pod first seen). Returns seen (a table) when it must fail the
 -- monitor now.
@@ -261,9 +268,11 @@ function M.check(c, opts)
   local o = options(opts)
   local pods, problems = {}, {}
   for _, pod in ipairs(c:list("pods", { namespace = o.namespace, labelSelector = o.selector }).items or {}) do
-    local seen = judge(o, "ADDED", pod, nil)
-    if seen then problems[#problems + 1] = seen.problem end
-    remember(pods, "ADDED", pod)
+    if not leaving(pod) then
+      local seen = judge(o, "ADDED", pod, nil)
+      if seen then problems[#problems + 1] = seen.problem end
+      remember(pods, "ADDED", pod)
+    end
   end
   local n = 0
   for _ in pairs(pods) do n = n + 1 end
@@ -318,12 +327,16 @@ function M.watch(c, opts)
   end
 
   local list = c:list("pods", { namespace = o.namespace, labelSelector = o.selector })
-  local found = 0
+  local found, gone_before = 0, {}
   for _, pod in ipairs(list.items or {}) do
-    local seen = judge(o, "ADDED", pod, nil)
-    if seen then fail(seen, { seen.problem }, bgrun.now()) end
-    remember(pods, "ADDED", pod)
-    found = found + 1
+    if leaving(pod) then
+      gone_before[pod.metadata.name] = true
+    else
+      local seen = judge(o, "ADDED", pod, nil)
+      if seen then fail(seen, { seen.problem }, bgrun.now()) end
+      remember(pods, "ADDED", pod)
+      found = found + 1
+    end
   end
   local wanted = o.replicas or found
   local w <close> = c:watch("pods", { namespace = o.namespace, labelSelector = o.selector,
@@ -351,9 +364,13 @@ function M.watch(c, opts)
           local detected_at = bgrun.now()
           events = events + 1
           result.events = events
-          local seen = judge(o, ev, pod, pods[pod.metadata.name])
-          if seen then fail(seen, { seen.problem }, detected_at) end
-          remember(pods, ev, pod)
+          if gone_before[pod.metadata.name] then
+            if ev == "DELETED" then gone_before[pod.metadata.name] = nil end
+          else
+            local seen = judge(o, ev, pod, pods[pod.metadata.name])
+            if seen then fail(seen, { seen.problem }, detected_at) end
+            remember(pods, ev, pod)
+          end
         end
       end
     end
