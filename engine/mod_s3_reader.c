@@ -200,6 +200,26 @@ int s3_reader_close(lua_State *L)
 	return 0;
 }
 
+/* Closes the reader at stack index idx, then raises what failed:
+ * interrupted (rc 1), else msg with the source's reason and status code,
+ * copied first (the close resets the reader). */
+static int close_and_raise(lua_State *L, s3_reader *rd, int idx, int rc, const char *op, const char *msg)
+{
+	char m[1024], reason[64];
+	snprintf(m, sizeof m, "%s", msg);
+	snprintf(reason, sizeof reason, "%s", rd->src.reason ? rd->src.reason : "ClientError");
+	long code = rd->src.code;
+	lua_pushcfunction(L, s3_reader_close);
+	lua_pushvalue(L, idx);
+	lua_call(L, 1, 0);
+	if (rc == 1)
+		bgrun_throw_interrupted(L, "s3", op);
+	bgrun_error_new(L, "s3", op, reason, "%s", m);
+	if (code)
+		bgrun_error_set_int(L, "code", (lua_Integer)code);
+	return bgrun_error_throw(L);
+}
+
 /* r:read([n]) -> string, or nil at the end */
 static int reader_read_lua(lua_State *L)
 {
@@ -216,19 +236,7 @@ static int reader_read_lua(lua_State *L)
 	if (rc != 0) {
 		char op[300];
 		snprintf(op, sizeof op, "open %.250s", rd->key ? rd->key : "?");
-		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
-		long code = rd->src.code;
-		char m[1024];
-		snprintf(m, sizeof m, "%s", err);
-		lua_pushcfunction(L, s3_reader_close);
-		lua_pushvalue(L, 1);
-		lua_call(L, 1, 0);
-		if (rc == 1)
-			bgrun_throw_interrupted(L, "s3", op);
-		bgrun_error_new(L, "s3", op, reason, "%s", m);
-		if (code)
-			bgrun_error_set_int(L, "code", (lua_Integer)code);
-		return bgrun_error_throw(L);
+		return close_and_raise(L, rd, 1, rc, op, err);
 	}
 	if (got == 0) {
 		lua_pushnil(L);
@@ -281,21 +289,7 @@ int s3_b_open(lua_State *L)
 			}
 			reader_failed(rd);
 		}
-		char m[1024];
-		snprintf(m, sizeof m, "%s", rd->failure);
-		const char *reason = rd->src.reason ? rd->src.reason : "ClientError";
-		char rs[64];
-		snprintf(rs, sizeof rs, "%s", reason);
-		long code = rd->src.code;
-		lua_pushcfunction(L, s3_reader_close);
-		lua_pushvalue(L, 3);
-		lua_call(L, 1, 0);
-		if (rc == 1)
-			bgrun_throw_interrupted(L, "s3", op);
-		bgrun_error_new(L, "s3", op, rs, "%s", m);
-		if (code)
-			bgrun_error_set_int(L, "code", (lua_Integer)code);
-		return bgrun_error_throw(L);
+		return close_and_raise(L, rd, 3, rc, op, rd->failure);
 	}
 	lua_settop(L, 3);
 	return 1;

@@ -202,20 +202,35 @@ function M.record_version(c, ns, version)
   end
 end
 
+-- Runs fn() until it returns what it returns. An error again(err) accepts
+-- is tried again, attempts times in all, delay(attempt) seconds apart,
+-- logged as "WHAT; retrying"; any other error, or the last, is raised.
+local function retrying(what, again, attempts, delay, fn)
+  for attempt = 1, attempts do
+    local ok, res = pcall(fn)
+    if ok then return res end
+    if not again(res) or attempt == attempts then error(res, 0) end
+    require("log").warn(what .. "; retrying", { error = tostring(res), attempt = attempt })
+    bgrun.sleep(delay(attempt))
+  end
+end
+
+local function backoff(attempt) return 0.5 * 2 ^ (attempt - 1) end
+
+-- an API error worth trying again for an idempotent write: the server's,
+-- the network's, or a conflict
+local function api_again(err)
+  return require("lock").transient(err) or (type(err) == "table" and err.code == 409)
+end
+
 ---Writes version into the migration-version ConfigMap, retrying transient
 ---API errors (the write is idempotent: the same data each time).
 ---@param c any k8s client
 ---@param ns string
 ---@param version integer
 function M.record_version_retrying(c, ns, version)
-  for attempt = 1, 4 do
-    local ok, err = pcall(M.record_version, c, ns, version)
-    if ok then return end
-    local transient = require("lock").transient(err) or (type(err) == "table" and err.code == 409)
-    if not transient or attempt == 4 then error(err, 0) end
-    require("log").warn("cannot record the migration version; retrying", { error = tostring(err), attempt = attempt })
-    bgrun.sleep(0.5 * 2 ^ (attempt - 1))
-  end
+  retrying("cannot record the migration version", api_again, 4, backoff,
+           function() M.record_version(c, ns, version) end)
 end
 
 ---Whether err is a lost or refused database connection, as PostgreSQL
@@ -240,18 +255,12 @@ M.connection_lost = connection_lost
 ---@return any what fn returned
 function M.with_db(params, fn, opts)
   opts = opts or {}
-  local attempts, connect = opts.attempts or 5, opts.connect or require("postgres").connect
-  for attempt = 1, attempts do
-    local ok, res = pcall(function()
-      local db <close> = connect(params)
-      return fn(db)
-    end)
-    if ok then return res end
-    if not connection_lost(res) or attempt == attempts then error(res, 0) end
-    require("log").warn("the database connection was lost; trying again on a new one",
-      { attempt = attempt, error = tostring(res) })
-    bgrun.sleep(opts.delay or 1)
-  end
+  local connect = opts.connect or require("postgres").connect
+  return retrying("the database connection was lost (a new one next)", connection_lost, opts.attempts or 5,
+                  function() return opts.delay or 1 end, function()
+    local db <close> = connect(params)
+    return fn(db)
+  end)
 end
 
 -- The checks an undo of a deploy-with-migration makes before touching the
@@ -446,13 +455,8 @@ M.ROLLED_BACK_ANNOTATION = "bgrun.io/rolled-back-release"
 function M.record_release(c, ns, app, rec)
   local json = require("json")
   local patch = { metadata = { annotations = { [M.RELEASE_ANNOTATION] = json.encode(rec, { sort_keys = true }) } } }
-  for attempt = 1, 4 do
-    local ok, err = pcall(c.patch, c, "service", app, patch, { type = "merge", namespace = ns })
-    if ok then return end
-    if not require("lock").transient(err) or attempt == 4 then error(err, 0) end
-    require("log").warn("cannot record the release; retrying", { error = tostring(err), attempt = attempt })
-    bgrun.sleep(0.5 * 2 ^ (attempt - 1))
-  end
+  retrying("cannot record the release", require("lock").transient, 4, backoff,
+           function() c:patch("service", app, patch, { type = "merge", namespace = ns }) end)
 end
 
 ---The release record on the Service, or nil and why there is none.
