@@ -200,7 +200,11 @@ fi
 
 # ---------------------------------------------------------------- the server
 
-WORK=$(mktemp -d "${TMPDIR:-/tmp}/bgrun-migsym.XXXXXX") || fatal "create a temporary directory"
+# the server runs as postgres: a TMPDIR it cannot reach (inside a clone
+# made with mktemp -d, 0700) gives way to /tmp
+BASE=${TMPDIR:-/tmp}
+[ "$(id -u)" -eq 0 ] && ! as_pg test -x "$BASE" 2>/dev/null && BASE=/tmp
+WORK=$(mktemp -d "$BASE/bgrun-migsym.XXXXXX") || fatal "create a temporary directory"
 DATA=$WORK/data
 chmod 0700 "$WORK"
 [ "$(id -u)" -eq 0 ] && chown postgres:postgres "$WORK"

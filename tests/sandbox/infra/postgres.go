@@ -168,8 +168,9 @@ func (p *Postgres) Start(ctx context.Context) error {
 	defer logf.Close()
 
 	// initdb reads the superuser password from a file the server user can
-	// open (a pipe from us would belong to root).
-	pwfile, err := os.CreateTemp("", "bgrun-sandbox-pw-")
+	// open (a pipe from us would belong to root): next to the data
+	// directory, which it can reach (TMPDIR may be inside a 0700 clone).
+	pwfile, err := os.CreateTemp(filepath.Dir(p.DataDir), "bgrun-sandbox-pw-")
 	if err != nil {
 		return err
 	}
