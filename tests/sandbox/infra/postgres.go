@@ -142,7 +142,8 @@ func (p *Postgres) Start(ctx context.Context) error {
 		if !traversable(p.Link, cred) {
 			// A directory above DIR is closed to the postgres user (a
 			// home directory, say): keep the data in /tmp, link it.
-			tmp, err := os.MkdirTemp("", "bgrun-sandbox-pg-")
+			// (/tmp itself: TMPDIR may be inside that directory)
+			tmp, err := os.MkdirTemp("/tmp", "bgrun-sandbox-pg-")
 			if err != nil {
 				return err
 			}
